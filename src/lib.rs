@@ -1,0 +1,30 @@
+//! ferrolb: a Layer-2 bare-metal LoadBalancer for Kubernetes that speaks MetalLB's L2 API.
+//!
+//! The crate is split into a pure functional core (no I/O) and thin shells:
+//!
+//! | module | kind | what it does |
+//! |---|---|---|
+//! | [`selector`] | pure | Kubernetes label selectors, validated and matched |
+//! | [`crd`] | types | `metallb.io/v1beta1` CRDs: IPAddressPool, L2Advertisement, ServiceL2Status |
+//! | [`config`] | pure | pools + advertisements → validated, typed configuration (or errors) |
+//! | [`allocator`] | pure | which external IP(s) each LoadBalancer Service gets |
+//! | [`election`] | pure | which node announces each IP |
+//! | [`wire`] | pure | zero-copy Ethernet / ARP / IPv6 / ICMPv6-NDP parse and emit |
+//! | [`dataplane`] | shell | raw packet sockets answering ARP/NDP, gratuitous announcements |
+//! | [`controller`] | shell | kube-runtime controller wrapping the allocator |
+//! | [`speaker`] | shell | per-node speaker wiring election to the dataplane |
+//! | [`lab`] | shell | `ferrolb lab`: namespaces, embedded API server, end-to-end harness |
+//! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
+
+pub mod allocator;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod dataplane;
+pub mod election;
+pub mod lab;
+pub mod selector;
+pub mod speaker;
+pub mod telemetry;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! See lib.rs module table. (placeholder until its issue lands)
