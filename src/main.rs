@@ -1,3 +1,38 @@
+use clap::Parser;
+use ferrolb::cli::{Cli, Command};
+
 fn main() {
-    println!("ferrolb: under construction");
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferrolb: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Crds => {
+            print!("{}", ferrolb::crd::all_crds_yaml()?);
+            Ok(0)
+        }
+        Command::Validate(args) => ferrolb::config::run_validate(args),
+        command => {
+            ferrolb::telemetry::init_logging(&cli.log)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                match command {
+                    Command::Controller(a) => ferrolb::controller::run(a).await.map(|_| 0),
+                    Command::Speaker(a) => ferrolb::speaker::run(a).await.map(|_| 0),
+                    Command::Lab(a) => ferrolb::lab::run(a).await,
+                    Command::Crds | Command::Validate(_) => unreachable!("handled above"),
+                }
+            })
+        }
+    }
 }

@@ -75,3 +75,16 @@ pub struct Config {
     /// Valid L2 advertisements, sorted by name.
     pub l2_advertisements: Vec<L2Adv>,
 }
+
+/// Arguments of `ferrolb validate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ValidateArgs {
+    /// Manifest files (YAML, several documents per file allowed; `-` reads stdin).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Runs `ferrolb validate`; returns the process exit code.
+pub fn run_validate(_args: ValidateArgs) -> anyhow::Result<i32> {
+    anyhow::bail!("`ferrolb validate` is not there yet")
+}
