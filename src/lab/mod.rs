@@ -8,3 +8,6 @@ pub struct Args {}
 pub async fn run(_args: Args) -> anyhow::Result<i32> {
     anyhow::bail!("`ferrolb lab` is not there yet")
 }
+
+pub mod apiserver;
+pub mod netns;
