@@ -315,6 +315,7 @@ mod tests {
     use super::*;
     use crate::dataplane::owned::InterfaceFilter;
     use proptest::prelude::*;
+    use std::net::Ipv6Addr;
 
     const OUR: Mac = Mac([0x02, 0, 0, 0, 0, 0xaa]);
     const OTHER_LOCAL: Mac = Mac([0x02, 0, 0, 0, 0, 0xbb]);

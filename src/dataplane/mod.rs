@@ -192,7 +192,10 @@ impl Dataplane {
             Ok((nl, mld))
         })
         .context("opening the rtnetlink socket")?;
-        let nl = AsyncFd::new(nl).context("registering the rtnetlink socket")?;
+        // SAFETY: NetlinkSocket owns its descriptor (OwnedFd) and never replaces it, so the
+        // fd stays valid and the same for the AsyncFd's whole life.
+        let nl = unsafe { AsyncFd::register_with_interest(nl, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the rtnetlink socket: {e}"))?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let actor = Actor {
