@@ -555,3 +555,676 @@ fn warn(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{
+        IPAddressPoolSpec, L2AdvertisementSpec, PreferredNodeSelector, ServiceAllocationSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use proptest::prelude::*;
+
+    fn pool(name: &str, addrs: &[&str]) -> IPAddressPool {
+        IPAddressPool::new(
+            name,
+            IPAddressPoolSpec {
+                addresses: addrs.iter().map(|s| s.to_string()).collect(),
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        )
+    }
+
+    fn created(mut p: IPAddressPool, secs: i64) -> IPAddressPool {
+        p.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap(),
+        ));
+        p
+    }
+
+    fn ad(name: &str, spec: L2AdvertisementSpec) -> L2Advertisement {
+        L2Advertisement::new(name, spec)
+    }
+
+    fn labels(k: &str, v: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some([(k.to_string(), v.to_string())].into()),
+            match_expressions: None,
+        }
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|s| s.to_string()).collect()),
+            }]),
+        }
+    }
+
+    fn messages(v: &Validated) -> Vec<String> {
+        v.errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    fn one_error(pools: &[IPAddressPool], ads: &[L2Advertisement]) -> String {
+        let v = validate(pools, ads);
+        assert_eq!(v.errors.len(), 1, "{:#?}", messages(&v));
+        v.errors[0].to_string()
+    }
+
+    fn n(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn valid_config_is_typed() {
+        let mut p = pool(
+            "first-pool",
+            &[
+                "192.168.10.0/24",
+                "192.168.9.1-192.168.9.5",
+                "fc00:f853:0ccd:e799::/124",
+            ],
+        );
+        p.metadata.labels = Some([("zone".to_string(), "a".to_string())].into());
+        p.spec.avoid_buggy_ips = true;
+        p.spec.service_allocation = Some(ServiceAllocationSpec {
+            priority: Some(50),
+            namespaces: vec!["namespace-a".into(), "namespace-b".into()],
+            namespace_selectors: vec![labels("foo", "bar")],
+            service_selectors: vec![expr("app", "In", &["bar"])],
+        });
+        let a = ad(
+            "example",
+            L2AdvertisementSpec {
+                ip_address_pools: vec!["first-pool".into()],
+                node_selectors: vec![
+                    labels("kubernetes.io/hostname", "NodeA"),
+                    labels("kubernetes.io/hostname", "NodeB"),
+                ],
+                interfaces: vec!["eth0".into(), "eth1".into(), "eth0".into()],
+                service_selectors: vec![labels("tier", "frontend")],
+                preferred_node_selectors: vec![PreferredNodeSelector {
+                    weight: 100,
+                    preference: labels("node-role", "edge"),
+                }],
+                ..Default::default()
+            },
+        );
+        let v = validate(&[p], &[a, ad("empty", Default::default())]);
+        assert!(v.is_ok(), "{:?}", messages(&v));
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+        let p = &v.config.pools["first-pool"];
+        assert_eq!(
+            p.cidrs,
+            [
+                n("192.168.10.0/24"),
+                n("192.168.9.1/32"),
+                n("192.168.9.2/31"),
+                n("192.168.9.4/31"),
+                n("fc00:f853:ccd:e799::/124")
+            ]
+        );
+        assert!(p.auto_assign && p.avoid_buggy_ips);
+        assert_eq!(p.labels["zone"], "a");
+        let alloc = p.allocation.as_ref().unwrap();
+        assert_eq!(alloc.priority, 50);
+        assert_eq!(alloc.namespaces, ["namespace-a", "namespace-b"]);
+        assert_eq!(
+            alloc.namespace_selectors,
+            [Selector::from_labels([("foo", "bar")])]
+        );
+        assert_eq!(alloc.service_selectors.len(), 1);
+        let names: Vec<_> = v
+            .config
+            .l2_advertisements
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(names, ["empty", "example"], "sorted by name");
+        let ex = &v.config.l2_advertisements[1];
+        assert_eq!(
+            ex.interfaces,
+            ["eth0", "eth1"],
+            "duplicate interfaces folded"
+        );
+        assert_eq!(ex.node_selectors.len(), 2);
+        assert_eq!(ex.preferred_node_selectors[0].0, 100);
+        assert!(ex.selects_pool(p));
+        assert!(
+            v.config.l2_advertisements[0].selects_pool(p),
+            "empty ad selects all pools"
+        );
+    }
+
+    #[test]
+    fn empty_service_allocation_pins_every_service() {
+        let mut p = pool("pinned", &["10.0.0.0/30"]);
+        p.spec.service_allocation = Some(ServiceAllocationSpec::default());
+        let v = validate(&[p], &[]);
+        let alloc = v.config.pools["pinned"].allocation.clone().unwrap();
+        assert_eq!(alloc.priority, 0);
+        assert_eq!(alloc.service_selectors, [Selector::everything()]);
+        let mut p = pool("prio-only", &["10.0.1.0/30"]);
+        p.spec.service_allocation = Some(ServiceAllocationSpec {
+            priority: Some(3),
+            ..Default::default()
+        });
+        let v = validate(&[p], &[]);
+        let alloc = v.config.pools["prio-only"].allocation.clone().unwrap();
+        assert_eq!(
+            (alloc.priority, alloc.service_selectors),
+            (3, vec![Selector::everything()])
+        );
+    }
+
+    #[test]
+    fn invalid_cidr() {
+        assert_eq!(
+            one_error(&[pool("p", &["10.0.0.0/24", "100.200.300.400/24"])], &[]),
+            r#"IPAddressPool "p": spec.addresses[1]: invalid CIDR "100.200.300.400/24": "100.200.300.400" is not an IP address"#
+        );
+    }
+
+    #[test]
+    fn prefix_too_long() {
+        assert_eq!(
+            one_error(&[pool("p", &["10.0.0.0/24", "10.0.1.0/33"])], &[]),
+            r#"IPAddressPool "p": spec.addresses[1]: invalid CIDR "10.0.1.0/33": prefix length 33 is longer than 32, the maximum for IPv4"#
+        );
+    }
+
+    #[test]
+    fn reversed_range() {
+        assert_eq!(
+            one_error(&[pool("p", &["1.2.3.10-1.2.3.1"])], &[]),
+            r#"IPAddressPool "p": spec.addresses[0]: invalid IP range "1.2.3.10-1.2.3.1": start IP "1.2.3.10" is after the end IP "1.2.3.1""#
+        );
+    }
+
+    #[test]
+    fn mixed_family_range() {
+        assert_eq!(
+            one_error(&[pool("p", &["10.0.0.1 - fc00::1"])], &[]),
+            r#"IPAddressPool "p": spec.addresses[0]: invalid IP range "10.0.0.1 - fc00::1": start "10.0.0.1" and end "fc00::1" are not of the same IP family"#
+        );
+    }
+
+    #[test]
+    fn empty_addresses() {
+        assert_eq!(
+            one_error(&[pool("p", &[])], &[]),
+            r#"IPAddressPool "p": spec.addresses: no addresses defined: a pool needs at least one CIDR or range"#
+        );
+    }
+
+    #[test]
+    fn missing_names() {
+        let mut p = pool("x", &["10.0.0.0/24"]);
+        p.metadata.name = None;
+        let mut a = ad("y", Default::default());
+        a.metadata.name = Some(String::new());
+        let v = validate(&[p], &[a]);
+        assert_eq!(
+            messages(&v),
+            [
+                r#"IPAddressPool "": metadata.name: name is missing"#,
+                r#"L2Advertisement "": metadata.name: name is missing"#
+            ]
+        );
+    }
+
+    #[test]
+    fn every_error_of_an_object_is_reported() {
+        let mut p = pool("p", &["10.0.0.0/33", "10.0.0.5", "10.1.0.0/16"]);
+        p.spec.service_allocation = Some(ServiceAllocationSpec {
+            namespaces: vec!["a".into(), "a".into()],
+            ..Default::default()
+        });
+        let v = validate(&[p], &[]);
+        let fields: Vec<_> = v.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.addresses[0]",
+                "spec.addresses[1]",
+                "spec.serviceAllocation.namespaces[1]"
+            ]
+        );
+        assert!(
+            v.config.pools.is_empty(),
+            "a pool with errors is left out entirely"
+        );
+    }
+
+    #[test]
+    fn duplicate_pool_names_keep_the_first() {
+        let mut a = pool("p", &["10.0.0.0/24"]);
+        a.metadata.namespace = Some("metallb-system".into());
+        let mut b = pool("p", &["10.0.1.0/24"]);
+        b.metadata.namespace = Some("other".into());
+        for input in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+            let v = validate(&input, &[]);
+            assert_eq!(
+                messages(&v),
+                [
+                    r#"IPAddressPool "p": metadata.name: duplicate definition of IPAddressPool "p" (the first one is kept)"#
+                ]
+            );
+            assert_eq!(
+                v.config.pools["p"].cidrs,
+                [n("10.0.0.0/24")],
+                "namespace order decides"
+            );
+            let rejected = &input[v.errors[0].index];
+            assert_eq!(rejected.metadata.namespace.as_deref(), Some("other"));
+        }
+    }
+
+    #[test]
+    fn duplicate_ad_names_keep_the_first() {
+        let mut a = ad("ad", Default::default());
+        a.metadata.namespace = Some("a".into());
+        let mut b = ad(
+            "ad",
+            L2AdvertisementSpec {
+                interfaces: vec!["eth9".into()],
+                ..Default::default()
+            },
+        );
+        b.metadata.namespace = Some("b".into());
+        let v = validate(&[], &[b, a]);
+        assert_eq!(
+            messages(&v),
+            [
+                r#"L2Advertisement "ad": metadata.name: duplicate definition of L2Advertisement "ad" (the first one is kept)"#
+            ]
+        );
+        assert_eq!(v.errors[0].index, 0);
+        assert!(v.config.l2_advertisements[0].interfaces.is_empty());
+    }
+
+    #[test]
+    fn overlap_across_pools_names_both_and_keeps_one() {
+        let a = pool("alpha", &["10.0.0.0/8"]);
+        let b = pool("beta", &["192.168.0.0/24", "10.0.0.0/16"]);
+        for input in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+            let v = validate(&input, &[]);
+            assert_eq!(
+                messages(&v),
+                [
+                    r#"IPAddressPool "beta": spec.addresses[1]: CIDR "10.0.0.0/16" overlaps with CIDR "10.0.0.0/8" of IPAddressPool "alpha" (spec.addresses[0]), which is kept"#
+                ]
+            );
+            assert_eq!(v.config.pools.keys().collect::<Vec<_>>(), ["alpha"]);
+        }
+    }
+
+    #[test]
+    fn overlap_with_range_entries() {
+        let a = pool("a", &["200.0.0.100-200.0.0.120"]);
+        let b = pool("b", &["200.0.0.120/32"]);
+        assert_eq!(
+            one_error(&[a, b], &[]),
+            r#"IPAddressPool "b": spec.addresses[0]: CIDR "200.0.0.120/32" overlaps with CIDR "200.0.0.120/32" of IPAddressPool "a" (spec.addresses[0]), which is kept"#
+        );
+        // v4 and v6 never overlap, adjacent ranges do not overlap.
+        let v = validate(
+            &[
+                pool("a", &["10.0.0.0-10.0.0.9", "::a00:0/120"]),
+                pool("b", &["10.0.0.10-10.0.0.20", "::ffff:10.0.0.0/120"]),
+            ],
+            &[],
+        );
+        assert!(v.is_ok(), "{:?}", messages(&v));
+    }
+
+    #[test]
+    fn older_pool_wins_an_overlap() {
+        let old = created(pool("zeta", &["10.0.0.0/24"]), 0);
+        let new = created(pool("alpha", &["10.0.0.128/25"]), 60);
+        let v = validate(&[new.clone(), old.clone()], &[]);
+        assert_eq!(v.config.pools.keys().collect::<Vec<_>>(), ["zeta"]);
+        assert_eq!(v.errors[0].name, "alpha");
+        // No timestamp sorts after any timestamp.
+        let untimed = pool("aaa", &["10.0.0.0/30"]);
+        let v = validate(&[untimed, old], &[]);
+        assert_eq!(v.config.pools.keys().collect::<Vec<_>>(), ["zeta"]);
+    }
+
+    #[test]
+    fn unchanged_pool_wins_against_an_edited_one() {
+        let v1 = validate(
+            &[
+                created(pool("a", &["10.0.0.0/24"]), 0),
+                created(pool("b", &["10.0.1.0/24"]), 10),
+            ],
+            &[],
+        );
+        assert!(v1.is_ok());
+        // "a" (older) is edited to overlap "b": "a" is rejected, "b" keeps serving.
+        let edited = created(pool("a", &["10.0.0.0/23"]), 0);
+        let b = created(pool("b", &["10.0.1.0/24"]), 10);
+        let v2 = validate_with_previous(&[edited.clone(), b.clone()], &[], &v1.config);
+        assert_eq!(v2.config.pools.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(v2.errors[0].name, "a");
+        // Without history, age decides.
+        let v3 = validate(&[edited, b], &[]);
+        assert_eq!(v3.config.pools.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn overlap_within_pool() {
+        assert_eq!(
+            one_error(&[pool("p", &["10.0.0.0/8", "10.0.0.0/16"])], &[]),
+            r#"IPAddressPool "p": spec.addresses[1]: CIDR "10.0.0.0/16" overlaps with CIDR "10.0.0.0/8" at spec.addresses[0] of the same pool"#
+        );
+        assert_eq!(
+            one_error(&[pool("p", &["10.0.0.1-10.0.0.5", "10.0.0.4/32"])], &[]),
+            r#"IPAddressPool "p": spec.addresses[1]: CIDR "10.0.0.4/32" overlaps with CIDR "10.0.0.4/31" at spec.addresses[0] of the same pool"#
+        );
+    }
+
+    #[test]
+    fn duplicate_namespaces_and_empty_namespace() {
+        let mut p = pool("p", &["10.0.0.0/24"]);
+        p.spec.service_allocation = Some(ServiceAllocationSpec {
+            namespaces: vec!["a".into(), "b".into(), "a".into(), "".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            messages(&validate(&[p], &[])),
+            [
+                r#"IPAddressPool "p": spec.serviceAllocation.namespaces[2]: duplicate namespace "a" (already at spec.serviceAllocation.namespaces[0])"#,
+                r#"IPAddressPool "p": spec.serviceAllocation.namespaces[3]: empty value "" is not allowed"#
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_selectors_ignore_order() {
+        let two = |a: (&str, &[&str]), b: (&str, &[&str])| LabelSelector {
+            match_labels: None,
+            match_expressions: Some(
+                [a, b]
+                    .iter()
+                    .map(|(k, vs)| LabelSelectorRequirement {
+                        key: k.to_string(),
+                        operator: "In".into(),
+                        values: Some(vs.iter().map(|s| s.to_string()).collect()),
+                    })
+                    .collect(),
+            ),
+        };
+        let mut p = pool("p", &["10.0.0.0/24"]);
+        p.spec.service_allocation = Some(ServiceAllocationSpec {
+            service_selectors: vec![
+                two(("app", &["x", "y"]), ("tier", &["t"])),
+                labels("other", "1"),
+                two(("tier", &["t"]), ("app", &["y", "x"])),
+            ],
+            namespace_selectors: vec![LabelSelector::default(), LabelSelector::default()],
+            ..Default::default()
+        });
+        assert_eq!(
+            messages(&validate(&[p], &[])),
+            [
+                r#"IPAddressPool "p": spec.serviceAllocation.namespaceSelectors[1]: duplicate label selector "{}" (same as spec.serviceAllocation.namespaceSelectors[0])"#,
+                r#"IPAddressPool "p": spec.serviceAllocation.serviceSelectors[2]: duplicate label selector "tier in (t),app in (y,x)" (same as spec.serviceAllocation.serviceSelectors[0])"#
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_selectors() {
+        let mut p = pool("p", &["10.0.0.0/24"]);
+        p.spec.service_allocation = Some(ServiceAllocationSpec {
+            service_selectors: vec![expr("app", "Equals", &["x"])],
+            ..Default::default()
+        });
+        assert_eq!(
+            one_error(&[p], &[]),
+            r#"IPAddressPool "p": spec.serviceAllocation.serviceSelectors[0]: invalid label selector: unknown operator "Equals" for key "app" (expected In, NotIn, Exists or DoesNotExist)"#
+        );
+        let a = ad(
+            "a",
+            L2AdvertisementSpec {
+                node_selectors: vec![expr("k", "In", &[])],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            one_error(&[], &[a]),
+            r#"L2Advertisement "a": spec.nodeSelectors[0]: invalid label selector: operator In for key "k" needs at least one value"#
+        );
+    }
+
+    #[test]
+    fn ad_duplicate_pool_names_and_selectors() {
+        let a = ad(
+            "a",
+            L2AdvertisementSpec {
+                ip_address_pools: vec!["p".into(), "q".into(), "p".into()],
+                ip_address_pool_selectors: vec![labels("x", "1"), labels("x", "1")],
+                service_selectors: vec![labels("s", "1"), labels("s", "2"), labels("s", "1")],
+                interfaces: vec!["".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            messages(&validate(&[pool("p", &["10.0.0.0/30"])], &[a])),
+            [
+                r#"L2Advertisement "a": spec.ipAddressPools[2]: duplicate pool name "p" (already at spec.ipAddressPools[0])"#,
+                r#"L2Advertisement "a": spec.ipAddressPoolSelectors[1]: duplicate label selector "x=1" (same as spec.ipAddressPoolSelectors[0])"#,
+                r#"L2Advertisement "a": spec.serviceSelectors[2]: duplicate label selector "s=1" (same as spec.serviceSelectors[0])"#,
+                r#"L2Advertisement "a": spec.interfaces[0]: empty value "" is not allowed"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn weight_out_of_range() {
+        let pref = |weight| PreferredNodeSelector {
+            weight,
+            preference: labels("r", "edge"),
+        };
+        let a = ad(
+            "a",
+            L2AdvertisementSpec {
+                preferred_node_selectors: vec![pref(0), pref(1), pref(100), pref(101)],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            messages(&validate(&[], &[a])),
+            [
+                r#"L2Advertisement "a": spec.preferredNodeSelectors[0].weight: weight 0 is out of range: must be between 1 and 100"#,
+                r#"L2Advertisement "a": spec.preferredNodeSelectors[3].weight: weight 101 is out of range: must be between 1 and 100"#
+            ]
+        );
+        let a = ad(
+            "b",
+            L2AdvertisementSpec {
+                preferred_node_selectors: vec![PreferredNodeSelector {
+                    weight: 5,
+                    preference: expr("k", "Exists", &["v"]),
+                }],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            one_error(&[], &[a]),
+            r#"L2Advertisement "b": spec.preferredNodeSelectors[0].preference: invalid label selector: operator Exists for key "k" must not have values"#
+        );
+    }
+
+    #[test]
+    fn a_bad_object_never_discards_good_ones() {
+        let pools = [
+            pool("good-1", &["10.0.0.0/24"]),
+            pool("typo", &["10.0.1.0/240"]),
+            pool("good-2", &["fc00::/120", "10.0.2.1-10.0.2.9"]),
+            pool("overlapper", &["10.0.0.128/25"]),
+        ];
+        let ads = [
+            ad(
+                "bad",
+                L2AdvertisementSpec {
+                    preferred_node_selectors: vec![PreferredNodeSelector {
+                        weight: 0,
+                        preference: LabelSelector::default(),
+                    }],
+                    ..Default::default()
+                },
+            ),
+            ad("good", Default::default()),
+        ];
+        let v = validate(&pools, &ads);
+        assert_eq!(v.errors.len(), 3, "{:#?}", messages(&v));
+        let bad: BTreeSet<_> = v.errors.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(bad, ["bad", "overlapper", "typo"].into());
+        assert_eq!(
+            v.config.pools.keys().collect::<Vec<_>>(),
+            ["good-1", "good-2"]
+        );
+        assert_eq!(v.config.l2_advertisements.len(), 1);
+    }
+
+    #[test]
+    fn warnings_for_unknown_pools_and_unadvertised_pools() {
+        let mut labelled = pool("labelled", &["10.0.1.0/24"]);
+        labelled.metadata.labels = Some([("adv".to_string(), "yes".to_string())].into());
+        let pools = [
+            pool("named", &["10.0.0.0/24"]),
+            labelled,
+            pool("orphan", &["10.0.2.0/24"]),
+            pool("rejected", &["10.0.0.0/33"]),
+        ];
+        let ads = [
+            ad(
+                "by-name",
+                L2AdvertisementSpec {
+                    ip_address_pools: vec!["named".into(), "ghost".into(), "rejected".into()],
+                    ..Default::default()
+                },
+            ),
+            ad(
+                "by-label",
+                L2AdvertisementSpec {
+                    ip_address_pool_selectors: vec![labels("adv", "yes")],
+                    ..Default::default()
+                },
+            ),
+        ];
+        let v = validate(&pools, &ads);
+        let w: Vec<_> = v.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            w,
+            [
+                r#"L2Advertisement "by-name": spec.ipAddressPools[1]: pool "ghost" does not exist (ignored)"#,
+                r#"IPAddressPool "orphan": no L2Advertisement selects this pool: its IPs are assigned to Services but never announced"#
+            ]
+        );
+        assert_eq!(v.warnings[1].index, 2);
+    }
+
+    #[test]
+    fn pool_helpers() {
+        let mut p = pool("t", &["1.2.3.0/24", "2.3.4.128/25"]);
+        let v = validate(std::slice::from_ref(&p), &[]);
+        let c = v.config.pools["t"].capacity();
+        assert_eq!((c.ipv4, c.ipv6), (384, 0));
+        p.spec.avoid_buggy_ips = true;
+        let v = validate(&[p], &[]);
+        let pool = &v.config.pools["t"];
+        assert_eq!(pool.capacity().ipv4, 381);
+        assert!(pool.contains("1.2.3.0".parse().unwrap()));
+        assert!(!pool.is_usable("1.2.3.0".parse().unwrap()));
+        assert!(!pool.is_usable("2.3.4.255".parse().unwrap()));
+        assert!(pool.is_usable("1.2.3.254".parse().unwrap()));
+        assert!(!pool.contains("2.3.4.127".parse().unwrap()));
+        assert!(pool.has_ipv4() && !pool.has_ipv6());
+
+        let mut p = pool_of(&["1.2.3.0/31", "1000::/127"]);
+        p.spec.avoid_buggy_ips = true;
+        let v = validate(&[p], &[]);
+        let c = v.config.pools["d"].capacity();
+        assert_eq!((c.ipv4, c.ipv6), (1, 2));
+        assert_eq!(
+            v.config
+                .pool_containing("1000::1".parse().unwrap())
+                .map(|p| p.name.as_str()),
+            Some("d")
+        );
+        assert!(v
+            .config
+            .pool_containing("1000::2".parse().unwrap())
+            .is_none());
+        let v = validate(&[pool_of(&["1000::/64"])], &[]);
+        assert_eq!(v.config.pools["d"].capacity().ipv6, 1 << 64);
+    }
+
+    fn pool_of(addrs: &[&str]) -> IPAddressPool {
+        pool("d", addrs)
+    }
+
+    fn arb_entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u8..4, 0u8..=255, 16u8..=34).prop_map(|(b, c, l)| format!("10.{b}.{c}.0/{l}")),
+            (0u8..4, 0u8..=255, 0u8..=255).prop_map(|(b, x, y)| format!(
+                "10.{b}.{}.{} - 10.{b}.{}.{}",
+                x / 4,
+                x,
+                y / 4,
+                y
+            )),
+            (0u16..8, 112u8..=129).prop_map(|(h, l)| format!("fc00::{h:x}00/{l}")),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever the input: no panic; every input pool is either accepted or has an
+        /// error; accepted pools are pairwise disjoint.
+        #[test]
+        fn accepted_pools_are_disjoint_and_nothing_is_lost(
+            specs in prop::collection::vec(
+                ("[a-e]", prop::collection::vec(arb_entry(), 0..4)), 0..6)
+        ) {
+            let pools: Vec<IPAddressPool> = specs
+                .iter()
+                .map(|(name, addrs)| {
+                    let a: Vec<&str> = addrs.iter().map(String::as_str).collect();
+                    pool(name, &a)
+                })
+                .collect();
+            let v = validate(&pools, &[]);
+            for (i, p) in pools.iter().enumerate() {
+                let name = p.metadata.name.clone().unwrap();
+                let has_error = v.errors.iter().any(|e| e.index == i);
+                let accepted = v.config.pools.get(&name).is_some_and(|a| {
+                    a.cidrs.len() >= p.spec.addresses.len()
+                });
+                prop_assert!(has_error || accepted, "pool {i} neither accepted nor rejected");
+            }
+            let all: Vec<(&str, IpNet)> = v
+                .config
+                .pools
+                .values()
+                .flat_map(|p| p.cidrs.iter().map(move |c| (p.name.as_str(), *c)))
+                .collect();
+            for (i, (pa, a)) in all.iter().enumerate() {
+                for (pb, b) in &all[i + 1..] {
+                    prop_assert!(
+                        !(a.contains(&b.network()) || b.contains(&a.network())),
+                        "{pa}:{a} overlaps {pb}:{b}"
+                    );
+                }
+            }
+        }
+    }
+}
