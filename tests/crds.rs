@@ -37,7 +37,11 @@ fn first_difference(expected: &str, actual: &str) -> String {
 #[test]
 fn checked_in_crds_match_the_types() {
     let dir = crds_dir();
-    let files = ferrolb::crd::crd_files().expect("generate CRDs");
+    let mut files = ferrolb::crd::crd_files().expect("generate CRDs");
+    files.push((
+        "kustomization.yaml".to_string(),
+        ferrolb::crd::kustomization_yaml(),
+    ));
     let update = std::env::var_os("UPDATE_CRDS").is_some();
     let mut problems = Vec::new();
     for (name, generated) in &files {
