@@ -20,6 +20,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Validate(args) => ferrolb::config::run_validate(args),
+        Command::Lab(args) => {
+            ferrolb::telemetry::init_logging(&cli.log)?;
+            // The lab owns its runtimes (one per namespace it talks from).
+            ferrolb::lab::run(args)
+        }
         command => {
             ferrolb::telemetry::init_logging(&cli.log)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -29,8 +34,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 match command {
                     Command::Controller(a) => ferrolb::controller::run(a).await.map(|_| 0),
                     Command::Speaker(a) => ferrolb::speaker::run(a).await.map(|_| 0),
-                    Command::Lab(a) => ferrolb::lab::run(a).await,
-                    Command::Crds | Command::Validate(_) => unreachable!("handled above"),
+                    Command::Crds | Command::Validate(_) | Command::Lab(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

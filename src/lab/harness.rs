@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -557,12 +557,22 @@ impl Lab {
     /// --server-side`). Objects without a namespace get `metallb-system` when they are
     /// metallb.io kinds, `default` otherwise.
     pub fn apply_file(&self, path: &Path) -> Result<Vec<String>> {
+        self.apply_file_filtered(path, |_| true)
+    }
+
+    /// Like [`Lab::apply_file`], applying only the documents whose API group passes `keep`
+    /// (`""` for the core group).
+    pub fn apply_file_filtered(&self, path: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut docs = Vec::new();
         for d in serde_yaml::Deserializer::from_str(&text) {
             let v: serde_json::Value = serde::Deserialize::deserialize(d)
                 .with_context(|| format!("parsing {}", path.display()))?;
-            if !v.is_null() {
+            let group = v["apiVersion"]
+                .as_str()
+                .and_then(|av| av.rsplit_once('/').map(|(g, _)| g.to_string()))
+                .unwrap_or_default();
+            if !v.is_null() && keep(&group) {
                 docs.push(v);
             }
         }

@@ -14,6 +14,8 @@ use super::probe::{percentile, Outcome, Prober, Sample};
 
 /// The quick-start manifests a user applies, embedded so the binary is self-contained.
 pub const EXAMPLE_POOL: &str = include_str!("../../examples/ipaddresspool.yaml");
+/// The dual-stack pool example (used with `--ipv6` / `--dual-stack`).
+pub const EXAMPLE_DUAL: &str = include_str!("../../examples/dual-stack-pool.yaml");
 /// The quick-start L2Advertisement.
 pub const EXAMPLE_L2ADV: &str = include_str!("../../examples/l2advertisement.yaml");
 
@@ -161,8 +163,16 @@ fn demo(lab: &mut Lab, args: &DemoArgs, steps: &Steps) -> Result<Report> {
     std::fs::write(&adv_file, EXAMPLE_L2ADV)?;
     let mut applied = lab.apply_file(&pool_file)?;
     applied.extend(lab.apply_file(&adv_file)?);
+    if args.ipv6 || args.dual_stack {
+        let dual_file = dir.join("dual-stack-pool.yaml");
+        std::fs::write(&dual_file, EXAMPLE_DUAL)?;
+        applied.extend(lab.apply_file_filtered(&dual_file, |g| g == "metallb.io")?);
+        // The example's IPv6 range is its own /64 on the same LAN: on-link for the client.
+        lab.client_ns()
+            .run(&["ip", "-6", "route", "add", "2001:db8:0:1::/64", "dev", "eth0"])?;
+    }
     steps.say(&format!(
-        "applied examples/ipaddresspool.yaml + examples/l2advertisement.yaml: {}",
+        "applied the examples/ pool and advertisement manifests: {}",
         applied.join(", ")
     ));
 
