@@ -267,9 +267,9 @@ impl Allocator {
         self.install_pools(pools);
         let mut cleared = Vec::new();
         for (key, held) in old {
-            let verdict = self
-                .locate(&held.ips, &held.req, false)
-                .and_then(|p| self.check_sharing_all(&held.ips, &held.req).map(|_| p));
+            let verdict = family_plan(&held.req)
+                .map_err(|e| e.to_string())
+                .and_then(|plan| self.validate_current(&held.req, &plan, &held.ips));
             match verdict {
                 Ok(p) => self.commit(&held.req, held.ips, p),
                 Err(e) => {
@@ -280,7 +280,7 @@ impl Allocator {
                         key,
                         ips: held.ips,
                         pool,
-                        reason: e.to_string(),
+                        reason: e,
                     });
                 }
             }
