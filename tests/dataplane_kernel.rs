@@ -564,3 +564,230 @@ async fn ping_is_answered_only_when_enabled() {
         assert!(dp_on.metrics().echo_replies_sent.get_or_create(&label(vip)).get() >= 2);
     }
 }
+
+/// Deterministic pseudo-random bytes (xorshift), so the corpus is reproducible.
+fn xorshift(seed: &mut u64) -> u8 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    (*seed >> 24) as u8
+}
+
+/// Frames that must never be answered: each is a valid request for an owned VIP with one
+/// defect, plus truncations and random garbage behind the ARP / IPv6 / IPv4 EtherTypes.
+fn malformed_corpus(client: Mac, node: Mac) -> Vec<Vec<u8>> {
+    let vip4: std::net::Ipv4Addr = VIP4.parse().unwrap();
+    let vip6: std::net::Ipv6Addr = VIP6.parse().unwrap();
+    let src6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+    let arp = wire::arp_request(None, client, "10.0.0.1".parse().unwrap(), vip4);
+    let ns = wire::neighbor_solicitation(None, client, src6, vip6);
+    let mut echo4 = wire::echo_reply_v4(None, client, node, "10.0.0.1".parse().unwrap(), vip4, 1, 1, b"abcdefgh").unwrap();
+    echo4[14 + 20] = 8; // make it a request, checksum now wrong (-1 per byte sum)
+    let mut out = Vec::new();
+    let mut with = |base: &Vec<u8>, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = base.clone();
+        f(&mut v);
+        out.push(v);
+    };
+    // ARP: wrong formats and operations.
+    with(&arp, &|f| f[14 + 1] = 6); // htype 6
+    with(&arp, &|f| f[14 + 2] = 0x86); // ptype 0x86xx
+    with(&arp, &|f| f[14 + 4] = 7); // hlen 7
+    with(&arp, &|f| f[14 + 5] = 16); // plen 16
+    with(&arp, &|f| f[14 + 7] = 3); // op 3 (RARP)
+    with(&arp, &|f| f.truncate(14 + 27)); // one byte short
+    // NS: RFC 4861 §7.1.1 violations and broken checksums.
+    with(&ns, &|f| f[14 + 7] = 64); // hop limit
+    with(&ns, &|f| f[14 + 40 + 1] = 1); // code 1
+    with(&ns, &|f| f[14 + 40 + 2] ^= 0xff); // checksum
+    with(&ns, &|f| f[14 + 40 + 24 + 1] = 0); // zero-length option
+    with(&ns, &|f| f.truncate(14 + 40 + 20)); // ICMPv6 shorter than an NS
+    with(&ns, &|f| f[14 + 4] = 0xff); // payload length beyond the frame
+    with(&ns, &|f| f[14] = 0x40); // IP version 4 in an IPv6 frame
+    with(&ns, &|f| {
+        // target rewritten to multicast ff02::100 (checksum fixed by re-emitting below)
+        f[14 + 40 + 8] = 0xff;
+        f[14 + 40 + 9] = 0x02;
+    });
+    // DAD probe carrying a source link-layer option.
+    out.push(
+        wire::FrameRepr {
+            src: client,
+            dst: wire::solicited_node_multicast_mac(vip6),
+            vlan: None,
+            payload: wire::PayloadRepr::Icmpv6 {
+                src: std::net::Ipv6Addr::UNSPECIFIED,
+                dst: wire::solicited_node_multicast(vip6),
+                hop_limit: 255,
+                icmp: wire::Icmpv6Repr::Ndisc(wire::NdiscRepr::NeighborSolicit {
+                    target: vip6,
+                    lla: Some(client),
+                }),
+            },
+        }
+        .to_vec()
+        .unwrap(),
+    );
+    // Echo request with a bad checksum, and a QinQ-tagged ARP request.
+    out.push(echo4);
+    let mut qinq = arp[..12].to_vec();
+    qinq.extend_from_slice(&[0x81, 0, 0, 10, 0x81, 0, 0, 20]);
+    qinq.extend_from_slice(&arp[12..]);
+    out.push(qinq);
+    // Every truncation of the valid frames.
+    for (base, full) in [(&arp, 14 + 28), (&ns, ns.len())] {
+        for n in 14..full {
+            out.push(base[..n].to_vec());
+        }
+    }
+    // Random garbage behind the interesting EtherTypes.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..300 {
+        let len = 14 + usize::from(xorshift(&mut seed)) % 120;
+        let mut f: Vec<u8> = (0..len).map(|_| xorshift(&mut seed)).collect();
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&client.0);
+        let et: u16 = [0x0806, 0x86dd, 0x0800][i % 3];
+        f[12..14].copy_from_slice(&et.to_be_bytes());
+        if et == 0x86dd && f.len() > 14 + 7 {
+            f[14] = 0x60;
+            f[14 + 6] = 58;
+            f[14 + 7] = 255;
+        }
+        out.push(f);
+    }
+    out
+}
+
+#[test]
+fn malformed_corpus_is_rejected_by_the_decision_logic() {
+    use ferrolb::dataplane::logic::{decide, IfaceCtx, Verdict};
+    use ferrolb::dataplane::owned::Owned;
+    let node = Mac([2, 0, 0, 0, 0, 9]);
+    let mut owned = Owned::default();
+    owned.announce(ip(VIP4), InterfaceFilter::All);
+    owned.announce(ip(VIP6), InterfaceFilter::All);
+    let ctx = IfaceCtx {
+        name: "eth0",
+        mac: node,
+        local_macs: &[],
+        echo: true,
+    };
+    for (i, f) in malformed_corpus(Mac([2, 0, 0, 0, 0, 1]), node).iter().enumerate() {
+        let v = decide(f, &ctx, &owned);
+        assert!(!matches!(v, Verdict::Reply { .. }), "corpus frame {i} answered: {f:02x?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_corpus_gets_no_reply_and_no_crash() {
+    if !privileged_with_tools_or_skip("malformed_corpus_gets_no_reply_and_no_crash", &[]) {
+        return;
+    }
+    let (net, client, nodes) = segment(1);
+    let (dp, _ev) = start_on(
+        &net,
+        nodes[0],
+        Config {
+            answer_ping: true,
+            // Only the immediate burst, so announcements cannot be mistaken for replies.
+            backoff: vec![],
+            ..Config::default()
+        },
+    )
+    .await;
+    dp.announce(ip(VIP4), InterfaceFilter::All);
+    dp.announce(ip(VIP6), InterfaceFilter::All);
+    let port = RawPort::open(net.host(client), true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = port.collect(Duration::from_millis(10));
+    let corpus = malformed_corpus(port.mac, Mac(net.host(nodes[0]).mac));
+    for f in &corpus {
+        port.send(f);
+    }
+    let got = port.collect(Duration::from_millis(300));
+    let replies: Vec<String> = replies_about_vips(&got)
+        .into_iter()
+        .chain(got.iter().filter_map(|f| match wire::parse_inbound(f) {
+            Ok(Inbound::Other) => Some("other".to_string()),
+            _ => None,
+        }))
+        .collect();
+    assert!(replies.is_empty(), "{} corpus frames elicited {replies:?}", corpus.len());
+    assert!(
+        drops(&dp, "malformed") >= 20,
+        "malformed drops: {}",
+        drops(&dp, "malformed")
+    );
+    assert_eq!(dp.metrics().send_errors.get(), 0);
+    // Still alive and answering.
+    port.send(&wire::arp_request(None, port.mac, "10.0.0.1".parse().unwrap(), VIP4.parse().unwrap()));
+    let got = port.collect(Duration::from_millis(300));
+    assert_eq!(replies_about_vips(&got), vec![format!("arp reply {VIP4}")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_frames_decode_cleanly_in_tshark() {
+    if !privileged_with_tools_or_skip(
+        "captured_frames_decode_cleanly_in_tshark",
+        &["tcpdump", "tshark", "arping", "ndisc6", "ping"],
+    ) {
+        return;
+    }
+    let (net, client, nodes) = segment(1);
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("l2.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_string();
+    let dump = net
+        .switch()
+        .spawn(&["tcpdump", "-i", "br0", "-U", "-Z", "root", "-w", &pcap_s])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (dp, _ev) = start_on(
+        &net,
+        nodes[0],
+        Config {
+            answer_ping: true,
+            backoff: vec![Duration::from_millis(100)],
+            ..Config::default()
+        },
+    )
+    .await;
+    dp.announce(ip(VIP4), InterfaceFilter::All);
+    dp.announce(ip(VIP6), InterfaceFilter::All);
+    let c = &net.host(client).ns;
+    c.output(&["arping", "-c", "1", "-w", "1", "-I", "eth0", "-s", "0.0.0.0", VIP4]).unwrap();
+    c.output(&["arping", "-c", "1", "-w", "1", "-I", "eth0", VIP4]).unwrap();
+    c.output(&["ndisc6", "-1", "-q", "-r", "1", VIP6, "eth0"]).unwrap();
+    let port = RawPort::open(net.host(client), false);
+    port.send(&wire::neighbor_solicitation(None, port.mac, std::net::Ipv6Addr::UNSPECIFIED, VIP6.parse().unwrap()));
+    assert!(c.output(&["ping", "-c", "1", "-W", "1", VIP4]).unwrap().status.success());
+    assert!(c.output(&["ping", "-c", "1", "-W", "1", VIP6]).unwrap().status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = dump.stop(Duration::from_secs(3)).unwrap();
+    assert!(pcap.exists(), "tcpdump wrote nothing: {}", String::from_utf8_lossy(&out.stderr));
+
+    let node_mac = net.host(nodes[0]).mac_string();
+    let filter = format!("eth.src == {node_mac}");
+    let tshark = |extra: &[&str]| {
+        let mut args = vec!["-n", "-r", &pcap_s, "-o", "ip.check_checksum:TRUE", "-Y", &filter];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new("tshark").args(&args).output().unwrap();
+        assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let verbose = tshark(&["-V"]);
+    for bad in ["Malformed", "Expert Info (Error", "Expert Info (Warning", "Checksum Status: Bad", "[Bad"] {
+        assert!(!verbose.contains(bad), "tshark reports {bad:?}:\n{verbose}");
+    }
+    let fields = tshark(&["-T", "fields", "-e", "arp.opcode", "-e", "icmpv6.type", "-e", "icmp.type"]);
+    let kinds: std::collections::BTreeSet<&str> = fields.lines().map(str::trim).collect();
+    for want in ["1", "2", "136", "129", "0"] {
+        assert!(
+            kinds.iter().any(|k| k.split_whitespace().any(|w| w == want)),
+            "no frame of kind {want} from the node in the capture: {kinds:?}"
+        );
+    }
+    // Checksums were actually verified.
+    assert!(verbose.contains("Checksum Status: Good"), "{verbose}");
+}
