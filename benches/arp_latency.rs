@@ -63,7 +63,12 @@ fn is_reply_from(frame: &[u8], target: Ipv4Addr) -> bool {
 }
 
 /// One request, one timed reply (None on a 200 ms timeout).
-fn ping_once(sock: &PacketSocket, req: &[u8], target: Ipv4Addr, buf: &mut [u8]) -> Option<Duration> {
+fn ping_once(
+    sock: &PacketSocket,
+    req: &[u8],
+    target: Ipv4Addr,
+    buf: &mut [u8],
+) -> Option<Duration> {
     let t0 = Instant::now();
     sock.send(req).ok()?;
     loop {
@@ -85,12 +90,19 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 /// Sends `n` requests (paced at `rate`/s, or as fast as possible when 0) while another
 /// thread counts replies; returns (sent, answered, send seconds, answered per second).
-fn flood(sock: &Arc<PacketSocket>, req: &[u8], target: Ipv4Addr, n: usize, rate: u64) -> (usize, u64, f64, f64) {
+fn flood(
+    sock: &Arc<PacketSocket>,
+    req: &[u8],
+    target: Ipv4Addr,
+    n: usize,
+    rate: u64,
+) -> (usize, u64, f64, f64) {
     let answered = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let last = Arc::new(std::sync::Mutex::new(Instant::now()));
     let rx = {
-        let (sock, answered, done, last) = (sock.clone(), answered.clone(), done.clone(), last.clone());
+        let (sock, answered, done, last) =
+            (sock.clone(), answered.clone(), done.clone(), last.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 2048];
             let mut idle_since = Instant::now();
@@ -102,7 +114,9 @@ fn flood(sock: &Arc<PacketSocket>, req: &[u8], target: Ipv4Addr, n: usize, rate:
                         idle_since = Instant::now();
                     }
                     _ => {
-                        if done.load(Ordering::Relaxed) && idle_since.elapsed() > Duration::from_millis(300) {
+                        if done.load(Ordering::Relaxed)
+                            && idle_since.elapsed() > Duration::from_millis(300)
+                        {
                             break;
                         }
                     }
@@ -113,8 +127,8 @@ fn flood(sock: &Arc<PacketSocket>, req: &[u8], target: Ipv4Addr, n: usize, rate:
     let start = Instant::now();
     let mut sent = 0;
     for i in 0..n {
-        if rate > 0 {
-            let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
+        if let Some(ns) = (i as u64 * 1_000_000_000).checked_div(rate) {
+            let due = start + Duration::from_nanos(ns);
             while Instant::now() < due {
                 std::hint::spin_loop();
             }
@@ -127,7 +141,12 @@ fn flood(sock: &Arc<PacketSocket>, req: &[u8], target: Ipv4Addr, n: usize, rate:
     done.store(true, Ordering::Relaxed);
     rx.join().unwrap();
     let got = answered.load(Ordering::Relaxed);
-    let span = last.lock().unwrap().duration_since(start).as_secs_f64().max(send_secs);
+    let span = last
+        .lock()
+        .unwrap()
+        .duration_since(start)
+        .as_secs_f64()
+        .max(send_secs);
     (sent, got, send_secs, got as f64 / span)
 }
 
@@ -151,7 +170,10 @@ fn main() -> anyhow::Result<()> {
     dp.announce(VIP.into(), InterfaceFilter::All);
 
     let c = net.host(client);
-    let idx: u32 = c.ns.run(&["cat", "/sys/class/net/eth0/ifindex"])?.trim().parse()?;
+    let idx: u32 =
+        c.ns.run(&["cat", "/sys/class/net/eth0/ifindex"])?
+            .trim()
+            .parse()?;
     let sock = Arc::new(c.ns.enter(move || PacketSocket::open(idx, FilterOptions::default()))?);
     let mac = Mac(c.mac);
     let req_kernel = wire::arp_request(None, mac, CLIENT_IP, KERNEL_IP);
@@ -178,8 +200,14 @@ fn main() -> anyhow::Result<()> {
     lk.sort();
     lf.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("ARP request → reply latency, {} interleaved requests each (µs)", a.requests);
-    println!("{:<10} {:>8} {:>8} {:>8} {:>6}", "responder", "p50", "p99", "max", "lost");
+    println!(
+        "ARP request → reply latency, {} interleaved requests each (µs)",
+        a.requests
+    );
+    println!(
+        "{:<10} {:>8} {:>8} {:>8} {:>6}",
+        "responder", "p50", "p99", "max", "lost"
+    );
     for (name, v, lost) in [("kernel", &lk, loss_k), ("ferrolb", &lf, loss_f)] {
         println!(
             "{:<10} {:>8.1} {:>8.1} {:>8.1} {:>6}",
@@ -203,9 +231,16 @@ fn main() -> anyhow::Result<()> {
         "responder", "offered/s", "sent", "answered", "loss %", "answered/s"
     );
     for rate in [a.rate, 0] {
-        for (name, req, target) in [("kernel", &req_kernel, KERNEL_IP), ("ferrolb", &req_vip, VIP)] {
+        for (name, req, target) in [
+            ("kernel", &req_kernel, KERNEL_IP),
+            ("ferrolb", &req_vip, VIP),
+        ] {
             let (sent, got, secs, per_s) = flood(&sock, req, target, a.flood, rate);
-            let offered = if rate == 0 { format!("max({:.0})", sent as f64 / secs) } else { rate.to_string() };
+            let offered = if rate == 0 {
+                format!("max({:.0})", sent as f64 / secs)
+            } else {
+                rate.to_string()
+            };
             println!(
                 "{:<10} {:>10} {:>10} {:>10} {:>9.2} {:>12.0}",
                 name,
@@ -222,10 +257,14 @@ fn main() -> anyhow::Result<()> {
     println!(
         "dataplane counters: responses_sent={} drops(malformed)={} send_errors={}",
         m.responses_sent
-            .get_or_create(&ferrolb::dataplane::metrics::IpLabel { ip: VIP.to_string() })
+            .get_or_create(&ferrolb::dataplane::metrics::IpLabel {
+                ip: VIP.to_string()
+            })
             .get(),
         m.drops
-            .get_or_create(&ferrolb::dataplane::metrics::ReasonLabel { reason: "malformed".into() })
+            .get_or_create(&ferrolb::dataplane::metrics::ReasonLabel {
+                reason: "malformed".into()
+            })
             .get(),
         m.send_errors.get()
     );

@@ -45,7 +45,11 @@ fn segment(nodes: usize) -> (Network, HostId, Vec<HostId>) {
     (net, client, nodes)
 }
 
-async fn start_on(net: &Network, node: HostId, cfg: Config) -> (Dataplane, tokio::sync::mpsc::Receiver<Event>) {
+async fn start_on(
+    net: &Network,
+    node: HostId,
+    cfg: Config,
+) -> (Dataplane, tokio::sync::mpsc::Receiver<Event>) {
     let cfg = Config {
         netns: Some(net.host(node).ns.path()),
         ..cfg
@@ -67,7 +71,10 @@ fn arping_macs(out: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arping_gets_exactly_one_reply_with_the_node_mac() {
-    if !privileged_with_tools_or_skip("arping_gets_exactly_one_reply_with_the_node_mac", &["arping"]) {
+    if !privileged_with_tools_or_skip(
+        "arping_gets_exactly_one_reply_with_the_node_mac",
+        &["arping"],
+    ) {
         return;
     }
     let (net, client, nodes) = segment(2);
@@ -191,7 +198,9 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
     let node_mac = net.host(nodes[0]).mac_string();
     let ndisc = || {
         let out = c
-            .output(&["ndisc6", "-m", "-q", "-n", "-r", "1", "-w", "1000", VIP6, "eth0"])
+            .output(&[
+                "ndisc6", "-m", "-q", "-n", "-r", "1", "-w", "1000", VIP6, "eth0",
+            ])
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -203,7 +212,11 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
     dp0.announce(ip(VIP6), InterfaceFilter::All);
     // ndisc6 -m also prints our unsolicited NAs of the announcement burst: compare the set.
     let macs: std::collections::BTreeSet<String> = ndisc().into_iter().collect();
-    assert_eq!(macs, [node_mac.clone()].into_iter().collect(), "only node0 answers");
+    assert_eq!(
+        macs,
+        [node_mac.clone()].into_iter().collect(),
+        "only node0 answers"
+    );
 
     let port = RawPort::open(net.host(client), false);
     let vip: std::net::Ipv6Addr = VIP6.parse().unwrap();
@@ -243,7 +256,9 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
                     target_lla,
                     flags,
                     ..
-                }) if target == vip && flags.solicited => Some((eth_dst, dst_ip, target_lla, flags)),
+                }) if target == vip && flags.solicited => {
+                    Some((eth_dst, dst_ip, target_lla, flags))
+                }
                 _ => None,
             })
             .collect();
@@ -277,7 +292,13 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
     assert_eq!(dad.len(), 1, "{dad:?}");
     assert_eq!(dad[0].0, "ff02::1".parse::<std::net::Ipv6Addr>().unwrap());
     assert!(!dad[0].1.solicited && dad[0].1.override_);
-    assert!(dp0.metrics().responses_sent.get_or_create(&label(VIP6)).get() >= 4);
+    assert!(
+        dp0.metrics()
+            .responses_sent
+            .get_or_create(&label(VIP6))
+            .get()
+            >= 4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +316,9 @@ async fn node_kernel_dad_for_the_vip_fails_because_we_defend_it() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let out = n1.run(&["ip", "-6", "addr", "show", "dev", "eth0"]).unwrap();
+        let out = n1
+            .run(&["ip", "-6", "addr", "show", "dev", "eth0"])
+            .unwrap();
         if out.contains("dadfailed") {
             break;
         }
@@ -447,8 +470,14 @@ async fn duplicate_responder_is_reported_and_counted() {
     // A rogue station announcing the VIPs: gratuitous ARP and unsolicited NA.
     let port = RawPort::open(rogue, false);
     let vip6: std::net::Ipv6Addr = VIP6.parse().unwrap();
-    port.send(&wire::gratuitous_arp_request(None, port.mac, VIP4.parse().unwrap()));
-    port.send(&wire::unsolicited_neighbor_advertisement(None, port.mac, vip6, vip6));
+    port.send(&wire::gratuitous_arp_request(
+        None,
+        port.mac,
+        VIP4.parse().unwrap(),
+    ));
+    port.send(&wire::unsolicited_neighbor_advertisement(
+        None, port.mac, vip6, vip6,
+    ));
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     while seen.len() < 2 && Instant::now() < deadline {
@@ -467,7 +496,13 @@ async fn duplicate_responder_is_reported_and_counted() {
     }
     assert_eq!(seen, [ip(VIP4), ip(VIP6)].into_iter().collect());
     for vip in [VIP4, VIP6] {
-        assert!(dp0.metrics().duplicate_responders.get_or_create(&label(vip)).get() >= 1);
+        assert!(
+            dp0.metrics()
+                .duplicate_responders
+                .get_or_create(&label(vip))
+                .get()
+                >= 1
+        );
     }
 }
 
@@ -490,7 +525,10 @@ async fn interface_filter_down_up_and_reannounce() {
     assert!(names.contains(&"eth0".to_string()), "{names:?}");
     assert!(names.contains(&"ens11".to_string()), "{names:?}");
     for skipped in ["lo", "veth0", "ens8", "ens10"] {
-        assert!(!names.contains(&skipped.to_string()), "{skipped} in {names:?}");
+        assert!(
+            !names.contains(&skipped.to_string()),
+            "{skipped} in {names:?}"
+        );
     }
     let c = &net.host(client).ns;
     let arping = || {
@@ -507,13 +545,27 @@ async fn interface_filter_down_up_and_reannounce() {
     // Down: the responder stops. Up: it restarts and re-announces.
     while ev.try_recv().is_ok() {}
     node.ns.run(&["ip", "link", "set", "eth0", "down"]).unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(2), ev.recv()).await.unwrap();
-    assert!(matches!(e, Some(Event::InterfaceDown { ref name, .. }) if name == "eth0"), "{e:?}");
-    let before = dp.metrics().gratuitous_sent.get_or_create(&label(VIP4)).get();
+    let e = tokio::time::timeout(Duration::from_secs(2), ev.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(e, Some(Event::InterfaceDown { ref name, .. }) if name == "eth0"),
+        "{e:?}"
+    );
+    let before = dp
+        .metrics()
+        .gratuitous_sent
+        .get_or_create(&label(VIP4))
+        .get();
     let port = RawPort::open(net.host(client), false);
     node.ns.run(&["ip", "link", "set", "eth0", "up"]).unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(3), ev.recv()).await.unwrap();
-    assert!(matches!(e, Some(Event::InterfaceUp { ref name, .. }) if name == "eth0"), "{e:?}");
+    let e = tokio::time::timeout(Duration::from_secs(3), ev.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(e, Some(Event::InterfaceUp { ref name, .. }) if name == "eth0"),
+        "{e:?}"
+    );
     let garps = port
         .collect(Duration::from_millis(700))
         .iter()
@@ -524,7 +576,13 @@ async fn interface_filter_down_up_and_reannounce() {
         })
         .count();
     assert!(garps >= 2, "re-announcement after link up: {garps} GARPs");
-    assert!(dp.metrics().gratuitous_sent.get_or_create(&label(VIP4)).get() > before);
+    assert!(
+        dp.metrics()
+            .gratuitous_sent
+            .get_or_create(&label(VIP4))
+            .get()
+            > before
+    );
     assert_eq!(arping(), vec![node.mac_string()]);
 }
 
@@ -561,7 +619,14 @@ async fn ping_is_answered_only_when_enabled() {
     assert!(ping(VIP4), "ping {VIP4}");
     assert!(ping(VIP6), "ping {VIP6}");
     for vip in [VIP4, VIP6] {
-        assert!(dp_on.metrics().echo_replies_sent.get_or_create(&label(vip)).get() >= 2);
+        assert!(
+            dp_on
+                .metrics()
+                .echo_replies_sent
+                .get_or_create(&label(vip))
+                .get()
+                >= 2
+        );
     }
 }
 
@@ -581,7 +646,17 @@ fn malformed_corpus(client: Mac, node: Mac) -> Vec<Vec<u8>> {
     let src6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
     let arp = wire::arp_request(None, client, "10.0.0.1".parse().unwrap(), vip4);
     let ns = wire::neighbor_solicitation(None, client, src6, vip6);
-    let mut echo4 = wire::echo_reply_v4(None, client, node, "10.0.0.1".parse().unwrap(), vip4, 1, 1, b"abcdefgh").unwrap();
+    let mut echo4 = wire::echo_reply_v4(
+        None,
+        client,
+        node,
+        "10.0.0.1".parse().unwrap(),
+        vip4,
+        1,
+        1,
+        b"abcdefgh",
+    )
+    .unwrap();
     echo4[14 + 20] = 8; // make it a request, checksum now wrong (-1 per byte sum)
     let mut out = Vec::new();
     let mut with = |base: &Vec<u8>, f: &dyn Fn(&mut Vec<u8>)| {
@@ -596,7 +671,7 @@ fn malformed_corpus(client: Mac, node: Mac) -> Vec<Vec<u8>> {
     with(&arp, &|f| f[14 + 5] = 16); // plen 16
     with(&arp, &|f| f[14 + 7] = 3); // op 3 (RARP)
     with(&arp, &|f| f.truncate(14 + 27)); // one byte short
-    // NS: RFC 4861 §7.1.1 violations and broken checksums.
+                                          // NS: RFC 4861 §7.1.1 violations and broken checksums.
     with(&ns, &|f| f[14 + 7] = 64); // hop limit
     with(&ns, &|f| f[14 + 40 + 1] = 1); // code 1
     with(&ns, &|f| f[14 + 40 + 2] ^= 0xff); // checksum
@@ -673,9 +748,15 @@ fn malformed_corpus_is_rejected_by_the_decision_logic() {
         local_macs: &[],
         echo: true,
     };
-    for (i, f) in malformed_corpus(Mac([2, 0, 0, 0, 0, 1]), node).iter().enumerate() {
+    for (i, f) in malformed_corpus(Mac([2, 0, 0, 0, 0, 1]), node)
+        .iter()
+        .enumerate()
+    {
         let v = decide(f, &ctx, &owned);
-        assert!(!matches!(v, Verdict::Reply { .. }), "corpus frame {i} answered: {f:02x?}");
+        assert!(
+            !matches!(v, Verdict::Reply { .. }),
+            "corpus frame {i} answered: {f:02x?}"
+        );
     }
 }
 
@@ -713,7 +794,11 @@ async fn malformed_corpus_gets_no_reply_and_no_crash() {
             _ => None,
         }))
         .collect();
-    assert!(replies.is_empty(), "{} corpus frames elicited {replies:?}", corpus.len());
+    assert!(
+        replies.is_empty(),
+        "{} corpus frames elicited {replies:?}",
+        corpus.len()
+    );
     assert!(
         drops(&dp, "malformed") >= 20,
         "malformed drops: {}",
@@ -721,7 +806,12 @@ async fn malformed_corpus_gets_no_reply_and_no_crash() {
     );
     assert_eq!(dp.metrics().send_errors.get(), 0);
     // Still alive and answering.
-    port.send(&wire::arp_request(None, port.mac, "10.0.0.1".parse().unwrap(), VIP4.parse().unwrap()));
+    port.send(&wire::arp_request(
+        None,
+        port.mac,
+        "10.0.0.1".parse().unwrap(),
+        VIP4.parse().unwrap(),
+    ));
     let got = port.collect(Duration::from_millis(300));
     assert_eq!(replies_about_vips(&got), vec![format!("arp reply {VIP4}")]);
 }
@@ -756,35 +846,89 @@ async fn captured_frames_decode_cleanly_in_tshark() {
     dp.announce(ip(VIP4), InterfaceFilter::All);
     dp.announce(ip(VIP6), InterfaceFilter::All);
     let c = &net.host(client).ns;
-    c.output(&["arping", "-c", "1", "-w", "1", "-I", "eth0", "-s", "0.0.0.0", VIP4]).unwrap();
-    c.output(&["arping", "-c", "1", "-w", "1", "-I", "eth0", VIP4]).unwrap();
-    c.output(&["ndisc6", "-1", "-q", "-r", "1", VIP6, "eth0"]).unwrap();
+    c.output(&[
+        "arping", "-c", "1", "-w", "1", "-I", "eth0", "-s", "0.0.0.0", VIP4,
+    ])
+    .unwrap();
+    c.output(&["arping", "-c", "1", "-w", "1", "-I", "eth0", VIP4])
+        .unwrap();
+    c.output(&["ndisc6", "-1", "-q", "-r", "1", VIP6, "eth0"])
+        .unwrap();
     let port = RawPort::open(net.host(client), false);
-    port.send(&wire::neighbor_solicitation(None, port.mac, std::net::Ipv6Addr::UNSPECIFIED, VIP6.parse().unwrap()));
-    assert!(c.output(&["ping", "-c", "1", "-W", "1", VIP4]).unwrap().status.success());
-    assert!(c.output(&["ping", "-c", "1", "-W", "1", VIP6]).unwrap().status.success());
+    port.send(&wire::neighbor_solicitation(
+        None,
+        port.mac,
+        std::net::Ipv6Addr::UNSPECIFIED,
+        VIP6.parse().unwrap(),
+    ));
+    assert!(c
+        .output(&["ping", "-c", "1", "-W", "1", VIP4])
+        .unwrap()
+        .status
+        .success());
+    assert!(c
+        .output(&["ping", "-c", "1", "-W", "1", VIP6])
+        .unwrap()
+        .status
+        .success());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = dump.stop(Duration::from_secs(3)).unwrap();
-    assert!(pcap.exists(), "tcpdump wrote nothing: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        pcap.exists(),
+        "tcpdump wrote nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let node_mac = net.host(nodes[0]).mac_string();
     let filter = format!("eth.src == {node_mac}");
     let tshark = |extra: &[&str]| {
-        let mut args = vec!["-n", "-r", &pcap_s, "-o", "ip.check_checksum:TRUE", "-Y", &filter];
+        let mut args = vec![
+            "-n",
+            "-r",
+            &pcap_s,
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-Y",
+            &filter,
+        ];
         args.extend_from_slice(extra);
-        let o = std::process::Command::new("tshark").args(&args).output().unwrap();
-        assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
+        let o = std::process::Command::new("tshark")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let verbose = tshark(&["-V"]);
-    for bad in ["Malformed", "Expert Info (Error", "Expert Info (Warning", "Checksum Status: Bad", "[Bad"] {
+    for bad in [
+        "Malformed",
+        "Expert Info (Error",
+        "Expert Info (Warning",
+        "Checksum Status: Bad",
+        "[Bad",
+    ] {
         assert!(!verbose.contains(bad), "tshark reports {bad:?}:\n{verbose}");
     }
-    let fields = tshark(&["-T", "fields", "-e", "arp.opcode", "-e", "icmpv6.type", "-e", "icmp.type"]);
+    let fields = tshark(&[
+        "-T",
+        "fields",
+        "-e",
+        "arp.opcode",
+        "-e",
+        "icmpv6.type",
+        "-e",
+        "icmp.type",
+    ]);
     let kinds: std::collections::BTreeSet<&str> = fields.lines().map(str::trim).collect();
     for want in ["1", "2", "136", "129", "0"] {
         assert!(
-            kinds.iter().any(|k| k.split_whitespace().any(|w| w == want)),
+            kinds
+                .iter()
+                .any(|k| k.split_whitespace().any(|w| w == want)),
             "no frame of kind {want} from the node in the capture: {kinds:?}"
         );
     }

@@ -416,7 +416,8 @@ impl Actor {
                 LinkMessage::Error(errno) => {
                     warn!(errno, "rtnetlink error");
                     if let Some(r) = self.ready.take() {
-                        let _ = r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
+                        let _ =
+                            r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
                     }
                 }
             }
@@ -484,8 +485,12 @@ impl Actor {
             mac,
         };
         {
-            let (sock, stop, shared, name) =
-                (sock.clone(), stop.clone(), self.shared.clone(), name.clone());
+            let (sock, stop, shared, name) = (
+                sock.clone(),
+                stop.clone(),
+                self.shared.clone(),
+                name.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("ferrolb-rx-{name}"))
                 .spawn(move || rx_loop(&sock, &stop, &shared, &name, mac))?;

@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn announce_withdraw_and_filters() {
         let mut o = Owned::default();
-        assert_eq!(o.announce(ip("10.0.0.10"), InterfaceFilter::All), Change::New);
+        assert_eq!(
+            o.announce(ip("10.0.0.10"), InterfaceFilter::All),
+            Change::New
+        );
         assert_eq!(
             o.announce(ip("10.0.0.10"), InterfaceFilter::All),
             Change::Unchanged
