@@ -935,3 +935,28 @@ async fn captured_frames_decode_cleanly_in_tshark() {
     // Checksums were actually verified.
     assert!(verbose.contains("Checksum Status: Good"), "{verbose}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solicited_node_group_joined_on_announce_and_left_on_withdraw() {
+    if !privileged_with_tools_or_skip("solicited_node_group_joined", &[]) {
+        return;
+    }
+    let (net, _client, nodes) = segment(1);
+    let (dp, _ev) = start_on(&net, nodes[0], Config::default()).await;
+    let n = &net.host(nodes[0]).ns;
+    let maddr = || n.run(&["ip", "maddr", "show", "dev", "eth0"]).unwrap();
+    // fd00::100 ⇒ ff02::1:ff00:100, link layer 33:33:ff:00:01:00.
+    assert!(!maddr().contains("33:33:ff:00:01:00"), "{}", maddr());
+    dp.announce(ip(VIP6), InterfaceFilter::All);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(maddr().contains("33:33:ff:00:01:00") && maddr().contains("ff02::1:ff00:100")) {
+        assert!(Instant::now() < deadline, "group not joined:\n{}", maddr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dp.withdraw(ip(VIP6));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while maddr().contains("33:33:ff:00:01:00") || maddr().contains("ff02::1:ff00:100") {
+        assert!(Instant::now() < deadline, "group not left:\n{}", maddr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
