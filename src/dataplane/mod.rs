@@ -211,10 +211,14 @@ impl Dataplane {
             ready: Some(ready_tx),
         };
         let task = tokio::spawn(actor.run(cmd_rx));
-        match ready_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => anyhow::bail!("dataplane stopped during start-up"),
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => anyhow::bail!("dataplane stopped during start-up"),
+            Err(_) => {
+                task.abort();
+                anyhow::bail!("no rtnetlink link dump within 10 s")
+            }
         }
         Ok((
             Self {
@@ -416,7 +420,8 @@ impl Actor {
                 LinkMessage::Error(errno) => {
                     warn!(errno, "rtnetlink error");
                     if let Some(r) = self.ready.take() {
-                        let _ = r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
+                        let _ =
+                            r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
                     }
                 }
             }
@@ -484,8 +489,12 @@ impl Actor {
             mac,
         };
         {
-            let (sock, stop, shared, name) =
-                (sock.clone(), stop.clone(), self.shared.clone(), name.clone());
+            let (sock, stop, shared, name) = (
+                sock.clone(),
+                stop.clone(),
+                self.shared.clone(),
+                name.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("ferrolb-rx-{name}"))
                 .spawn(move || rx_loop(&sock, &stop, &shared, &name, mac))?;
@@ -596,7 +605,7 @@ impl Actor {
         for r in self.responders.values_mut() {
             let want = st.owned.solicited_groups(&r.info.name);
             for g in want.difference(&r.groups) {
-                if let Err(e) = r.sock.add_multicast(owned::multicast_mac(*g)) {
+                if let Err(e) = r.sock.add_multicast(crate::wire::ipv6_multicast_mac(*g).0) {
                     warn!(interface = %r.info.name, group = %g, error = %e, "PACKET_ADD_MEMBERSHIP failed");
                 }
                 if let Some(mld) = &self.mld {
@@ -610,7 +619,7 @@ impl Actor {
                 }
             }
             for g in r.groups.difference(&want) {
-                let _ = r.sock.drop_multicast(owned::multicast_mac(*g));
+                let _ = r.sock.drop_multicast(crate::wire::ipv6_multicast_mac(*g).0);
                 if let Some(mld) = &self.mld {
                     let _ = mld.leave(*g, r.info.index);
                 }
