@@ -336,6 +336,62 @@ pub fn api_group_list(reg: &Registry) -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
+/// `/openapi/v3`: one entry per served group/version.
+pub fn openapi_v3_index(reg: &Registry) -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1"}),
+    );
+    for (g, vs) in reg.groups() {
+        for v in vs {
+            paths.insert(
+                format!("apis/{g}/{v}"),
+                json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")}),
+            );
+        }
+    }
+    json!({ "paths": paths })
+}
+
+/// A schema-less OpenAPI v3 document for one group/version: the object paths with their
+/// group/version/kind and the `fieldValidation` parameter (which is what kubectl looks for).
+pub fn openapi_v3_doc(reg: &Registry, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for d in reg
+        .all()
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if d.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", d.plural)
+        };
+        let op = json!({
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": d.kind},
+            "parameters": [
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                {"name": "dryRun", "in": "query", "schema": {"type": "string"}}
+            ],
+            "responses": {"200": {"description": "OK"}}
+        });
+        paths.insert(path, json!({"patch": op, "put": op}));
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (ferrolb lab)", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}}
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
