@@ -95,9 +95,17 @@ async fn core_service_crud() {
     );
 
     svcs.delete("web", &DeleteParams::default()).await.unwrap();
-    assert_eq!(api_error(svcs.get("web").await.unwrap_err()), (404, "NotFound".into()));
     assert_eq!(
-        api_error(svcs.delete("web", &DeleteParams::default()).await.unwrap_err()).0,
+        api_error(svcs.get("web").await.unwrap_err()),
+        (404, "NotFound".into())
+    );
+    assert_eq!(
+        api_error(
+            svcs.delete("web", &DeleteParams::default())
+                .await
+                .unwrap_err()
+        )
+        .0,
         404
     );
     server.shutdown().await.unwrap();
@@ -117,7 +125,15 @@ async fn cluster_scoped_nodes_and_namespaces() {
     assert!(n.namespace().is_none());
     // Nodes keep the status they are registered with (kubelet-style registration).
     assert_eq!(n.status.unwrap().addresses.unwrap()[0].address, "192.0.2.1");
-    assert_eq!(nodes.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c);
     let names: Vec<String> = ns
         .list(&ListParams::default())
@@ -140,10 +156,16 @@ async fn custom_resource_crud_and_crd_registration() {
     let mut pool = DynamicObject::new("lab", &pools_resource());
     pool.data = json!({"spec": {"addresses": ["192.0.2.10-192.0.2.20"]}});
     let created = pools.create(&PostParams::default(), &pool).await.unwrap();
-    assert_eq!(created.data["spec"]["addresses"][0], "192.0.2.10-192.0.2.20");
+    assert_eq!(
+        created.data["spec"]["addresses"][0],
+        "192.0.2.10-192.0.2.20"
+    );
     let got = pools.get("lab").await.unwrap();
     assert_eq!(got.types.as_ref().unwrap().kind, "IPAddressPool");
-    assert_eq!(got.types.as_ref().unwrap().api_version, "metallb.io/v1beta1");
+    assert_eq!(
+        got.types.as_ref().unwrap().api_version,
+        "metallb.io/v1beta1"
+    );
     pools.delete("lab", &DeleteParams::default()).await.unwrap();
     assert!(pools.get_opt("lab").await.unwrap().is_none());
 
@@ -191,10 +213,18 @@ async fn status_subresource_is_isolated_from_spec() {
     let server = start().await;
     let svcs: Api<Service> = Api::namespaced(client(&server).await, "default");
     let mut svc = lb_service("web", &[]);
-    svc.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.99"}]}})).unwrap());
+    svc.status = Some(
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.99"}]}}))
+            .unwrap(),
+    );
     let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
     assert!(
-        created.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_none(),
+        created
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .is_none(),
         "status sent on create is dropped for Services"
     );
 
@@ -213,20 +243,63 @@ async fn status_subresource_is_isolated_from_spec() {
         .await
         .unwrap();
     assert_eq!(
-        after.status.as_ref().unwrap().load_balancer.as_ref().unwrap().ingress.as_ref().unwrap()[0].ip.as_deref(),
+        after
+            .status
+            .as_ref()
+            .unwrap()
+            .load_balancer
+            .as_ref()
+            .unwrap()
+            .ingress
+            .as_ref()
+            .unwrap()[0]
+            .ip
+            .as_deref(),
         Some("192.0.2.10")
     );
-    assert_eq!(after.spec.as_ref().unwrap().external_traffic_policy.as_deref(), Some("Cluster"));
-    assert_eq!(after.annotations()["metallb.io/ip-allocated-from-pool"], "lab");
-    assert_eq!(after.metadata.generation, Some(1), "status writes keep the generation");
+    assert_eq!(
+        after
+            .spec
+            .as_ref()
+            .unwrap()
+            .external_traffic_policy
+            .as_deref(),
+        Some("Cluster")
+    );
+    assert_eq!(
+        after.annotations()["metallb.io/ip-allocated-from-pool"],
+        "lab"
+    );
+    assert_eq!(
+        after.metadata.generation,
+        Some(1),
+        "status writes keep the generation"
+    );
 
     // The main resource ignores status.
     let mut main = after.clone();
     main.status = None;
     main.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-    let after2 = svcs.replace("web", &PostParams::default(), &main).await.unwrap();
-    assert_eq!(after2.spec.as_ref().unwrap().external_traffic_policy.as_deref(), Some("Local"));
-    assert!(after2.status.unwrap().load_balancer.unwrap().ingress.is_some());
+    let after2 = svcs
+        .replace("web", &PostParams::default(), &main)
+        .await
+        .unwrap();
+    assert_eq!(
+        after2
+            .spec
+            .as_ref()
+            .unwrap()
+            .external_traffic_policy
+            .as_deref(),
+        Some("Local")
+    );
+    assert!(after2
+        .status
+        .unwrap()
+        .load_balancer
+        .unwrap()
+        .ingress
+        .is_some());
 
     // Status patches (merge and apply) only touch status.
     let after3 = svcs
@@ -238,9 +311,25 @@ async fn status_subresource_is_isolated_from_spec() {
         )
         .await
         .unwrap();
-    assert_eq!(after3.spec.as_ref().unwrap().external_traffic_policy.as_deref(), Some("Local"));
     assert_eq!(
-        after3.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0].ip.as_deref(),
+        after3
+            .spec
+            .as_ref()
+            .unwrap()
+            .external_traffic_policy
+            .as_deref(),
+        Some("Local")
+    );
+    assert_eq!(
+        after3
+            .status
+            .unwrap()
+            .load_balancer
+            .unwrap()
+            .ingress
+            .unwrap()[0]
+            .ip
+            .as_deref(),
         Some("192.0.2.11")
     );
     let after4 = svcs
@@ -253,7 +342,15 @@ async fn status_subresource_is_isolated_from_spec() {
         .await
         .unwrap();
     assert_eq!(
-        after4.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0].ip.as_deref(),
+        after4
+            .status
+            .unwrap()
+            .load_balancer
+            .unwrap()
+            .ingress
+            .unwrap()[0]
+            .ip
+            .as_deref(),
         Some("192.0.2.12")
     );
 
@@ -272,7 +369,9 @@ async fn status_subresource_is_isolated_from_spec() {
         .patch_status(
             "l2-web",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}, "status": {"node": "node-1"}})),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"x": "y"}}, "status": {"node": "node-1"}}),
+            ),
         )
         .await
         .unwrap();
@@ -299,16 +398,23 @@ async fn stale_resource_version_conflicts() {
     );
     let mut a = v1.clone();
     a.labels_mut().insert("a".into(), "1".into());
-    svcs.replace("web", &PostParams::default(), &a).await.unwrap();
+    svcs.replace("web", &PostParams::default(), &a)
+        .await
+        .unwrap();
     // Second writer still holds v1's resourceVersion.
     let mut b = v1.clone();
     b.labels_mut().insert("b".into(), "1".into());
     assert_eq!(
-        api_error(svcs.replace("web", &PostParams::default(), &b).await.unwrap_err()),
+        api_error(
+            svcs.replace("web", &PostParams::default(), &b)
+                .await
+                .unwrap_err()
+        ),
         (409, "Conflict".into())
     );
     // A merge patch carrying a stale resourceVersion is a precondition too.
-    let stale = json!({"metadata": {"resourceVersion": v1.resource_version(), "labels": {"c": "1"}}});
+    let stale =
+        json!({"metadata": {"resourceVersion": v1.resource_version(), "labels": {"c": "1"}}});
     assert_eq!(
         api_error(
             svcs.patch("web", &PatchParams::default(), &Patch::Merge(stale))
@@ -347,8 +453,17 @@ async fn generate_name_gives_unique_names() {
         api_error(cms.create(&PostParams::default(), &none).await.unwrap_err()),
         (422, "Invalid".into())
     );
-    let upper: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "Bad/Name"}})).unwrap();
-    assert_eq!(api_error(cms.create(&PostParams::default(), &upper).await.unwrap_err()).0, 422);
+    let upper: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "Bad/Name"}})).unwrap();
+    assert_eq!(
+        api_error(
+            cms.create(&PostParams::default(), &upper)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        422
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -368,7 +483,10 @@ async fn merge_json_and_strategic_patches() {
         )
         .await
         .unwrap();
-    assert_eq!(p.data.unwrap(), BTreeMap::from([("b".into(), "2".into()), ("c".into(), "3".into())]));
+    assert_eq!(
+        p.data.unwrap(),
+        BTreeMap::from([("b".into(), "2".into()), ("c".into(), "3".into())])
+    );
     let jp: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/data/b", "value": "2"},
         {"op": "replace", "path": "/data/b", "value": "20"}
@@ -402,7 +520,11 @@ async fn merge_json_and_strategic_patches() {
     // A patch that changes nothing keeps the resourceVersion.
     let before = cms.get("c").await.unwrap();
     let same = cms
-        .patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"d": "4"}})))
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"d": "4"}})),
+        )
         .await
         .unwrap();
     assert_eq!(same.resource_version(), before.resource_version());
@@ -425,21 +547,35 @@ async fn server_side_apply_creates_then_updates() {
     let pp = PatchParams::apply("ferrolb-test").force();
     let doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "applied", "labels": {"x": "1"}}, "data": {"a": "1"}});
-    let created = cms.patch("applied", &pp, &Patch::Apply(&doc)).await.unwrap();
+    let created = cms
+        .patch("applied", &pp, &Patch::Apply(&doc))
+        .await
+        .unwrap();
     assert_eq!(created.data.as_ref().unwrap()["a"], "1");
     let mf = created.metadata.managed_fields.clone().unwrap();
     assert_eq!(mf[0].manager.as_deref(), Some("ferrolb-test"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
     let doc2 = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "applied"}, "data": {"a": "2", "b": "3"}});
-    let updated = cms.patch("applied", &pp, &Patch::Apply(&doc2)).await.unwrap();
+    let updated = cms
+        .patch("applied", &pp, &Patch::Apply(&doc2))
+        .await
+        .unwrap();
     assert_eq!(updated.uid(), created.uid());
     assert_eq!(updated.data.as_ref().unwrap()["a"], "2");
     assert_eq!(updated.data.as_ref().unwrap()["b"], "3");
     assert_eq!(updated.labels()["x"], "1", "apply is a merge here");
     // Applying to the wrong name in the body is rejected.
     let wrong = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}});
-    assert_eq!(api_error(cms.patch("applied2", &pp, &Patch::Apply(&wrong)).await.unwrap_err()).0, 400);
+    assert_eq!(
+        api_error(
+            cms.patch("applied2", &pp, &Patch::Apply(&wrong))
+                .await
+                .unwrap_err()
+        )
+        .0,
+        400
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -464,20 +600,48 @@ async fn label_and_field_selectors() {
     let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
     let names = |l: &[Service]| -> Vec<String> { l.iter().map(|s| s.name_any()).collect() };
     let sel = |s: &'static str| ListParams::default().labels(s);
-    assert_eq!(names(&svcs.list(&sel("app=web")).await.unwrap().items), ["a", "b"]);
-    assert_eq!(names(&svcs.list(&sel("app!=web")).await.unwrap().items), ["c", "d"]);
-    assert_eq!(names(&svcs.list(&sel("app in (web,db),tier notin (be)")).await.unwrap().items), ["a", "c"]);
-    assert_eq!(names(&svcs.list(&sel("tier")).await.unwrap().items), ["a", "b"]);
+    assert_eq!(
+        names(&svcs.list(&sel("app=web")).await.unwrap().items),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(&svcs.list(&sel("app!=web")).await.unwrap().items),
+        ["c", "d"]
+    );
+    assert_eq!(
+        names(
+            &svcs
+                .list(&sel("app in (web,db),tier notin (be)"))
+                .await
+                .unwrap()
+                .items
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(
+        names(&svcs.list(&sel("tier")).await.unwrap().items),
+        ["a", "b"]
+    );
     assert_eq!(names(&svcs.list(&sel("!app")).await.unwrap().items), ["d"]);
-    assert_eq!(api_error(svcs.list(&sel("app in (web")).await.unwrap_err()).0, 400);
+    assert_eq!(
+        api_error(svcs.list(&sel("app in (web")).await.unwrap_err()).0,
+        400
+    );
 
     let fs = ListParams::default().fields("metadata.name=b");
     assert_eq!(names(&svcs.list(&fs).await.unwrap().items), ["b"]);
     let all: Api<Service> = Api::all(c.clone());
-    let everywhere = all.list(&ListParams::default().fields("metadata.name=b")).await.unwrap();
+    let everywhere = all
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .unwrap();
     assert_eq!(everywhere.items.len(), 2);
     let in_other = all
-        .list(&ListParams::default().fields("metadata.namespace=other").labels("app=db"))
+        .list(
+            &ListParams::default()
+                .fields("metadata.namespace=other")
+                .labels("app=db"),
+        )
         .await
         .unwrap();
     assert_eq!(names(&in_other.items), ["c"]);
@@ -518,7 +682,13 @@ async fn discovery_finds_every_kind() {
 async fn unknown_paths_and_bad_bodies_get_status_objects() {
     let server = start().await;
     let c = client(&server).await;
-    for path in ["/apis/nope.io/v1/things", "/api/v1/namespaces/default/widgets", "/random/path", "/api/v1/nodes/n/frobnicate", "/api/v1/services/x"] {
+    for path in [
+        "/apis/nope.io/v1/things",
+        "/api/v1/namespaces/default/widgets",
+        "/random/path",
+        "/api/v1/nodes/n/frobnicate",
+        "/api/v1/services/x",
+    ] {
         let req = http::Request::get(path).body(Vec::new()).unwrap();
         let e = c.request::<serde_json::Value>(req).await.unwrap_err();
         assert_eq!(api_error(e), (404, "NotFound".into()), "{path}");
@@ -527,18 +697,27 @@ async fn unknown_paths_and_bad_bodies_get_status_objects() {
         .header("content-type", "application/json")
         .body(b"{not json".to_vec())
         .unwrap();
-    assert_eq!(api_error(c.request::<serde_json::Value>(req).await.unwrap_err()), (400, "BadRequest".into()));
+    assert_eq!(
+        api_error(c.request::<serde_json::Value>(req).await.unwrap_err()),
+        (400, "BadRequest".into())
+    );
     let req = http::Request::patch("/api/v1/namespaces/default/configmaps/x")
         .header("content-type", "text/plain")
         .body(b"{}".to_vec())
         .unwrap();
-    assert_eq!(api_error(c.request::<serde_json::Value>(req).await.unwrap_err()).0, 415);
+    assert_eq!(
+        api_error(c.request::<serde_json::Value>(req).await.unwrap_err()).0,
+        415
+    );
     // A kind mismatch between body and path.
     let req = http::Request::post("/api/v1/namespaces/default/configmaps")
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&json!({"kind": "Secret", "metadata": {"name": "x"}})).unwrap())
         .unwrap();
-    assert_eq!(api_error(c.request::<serde_json::Value>(req).await.unwrap_err()).0, 400);
+    assert_eq!(
+        api_error(c.request::<serde_json::Value>(req).await.unwrap_err()).0,
+        400
+    );
     let req = http::Request::get("/version").body(Vec::new()).unwrap();
     let v: serde_json::Value = c.request(req).await.unwrap();
     assert_eq!(v["major"], "1");
@@ -554,7 +733,10 @@ async fn state_survives_restart_with_monotonic_versions() {
         .await
         .unwrap();
     let svcs: Api<Service> = Api::namespaced(client(&server).await, "default");
-    let created = svcs.create(&PostParams::default(), &lb_service("web", &[])).await.unwrap();
+    let created = svcs
+        .create(&PostParams::default(), &lb_service("web", &[]))
+        .await
+        .unwrap();
     let with_status = svcs
         .patch_status(
             "web",
@@ -563,7 +745,15 @@ async fn state_survives_restart_with_monotonic_versions() {
         )
         .await
         .unwrap();
-    let rv_before: u64 = svcs.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap().parse().unwrap();
+    let rv_before: u64 = svcs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+        .parse()
+        .unwrap();
     server.shutdown().await.unwrap();
     assert!(state.exists());
 
@@ -576,12 +766,23 @@ async fn state_survives_restart_with_monotonic_versions() {
     assert_eq!(got.uid(), created.uid());
     assert_eq!(got.resource_version(), with_status.resource_version());
     assert_eq!(
-        got.status.clone().unwrap().load_balancer.unwrap().ingress.unwrap()[0].ip.as_deref(),
+        got.status
+            .clone()
+            .unwrap()
+            .load_balancer
+            .unwrap()
+            .ingress
+            .unwrap()[0]
+            .ip
+            .as_deref(),
         Some("192.0.2.10")
     );
     let mut m = got.clone();
     m.labels_mut().insert("after".into(), "restart".into());
-    let updated = svcs.replace("web", &PostParams::default(), &m).await.unwrap();
+    let updated = svcs
+        .replace("web", &PostParams::default(), &m)
+        .await
+        .unwrap();
     let rv_after: u64 = updated.resource_version().unwrap().parse().unwrap();
     assert!(rv_after > rv_before, "{rv_after} > {rv_before}");
     server.shutdown().await.unwrap();
@@ -593,7 +794,11 @@ async fn state_survives_restart_with_monotonic_versions() {
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let store = first.store();
     first.shutdown().await.unwrap();
-    let second = ApiServer::new().store(store).start_at("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let second = ApiServer::new()
+        .store(store)
+        .start_at("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client(&second).await, "default");
     assert!(cms.get_opt("keep").await.unwrap().is_some());
     second.shutdown().await.unwrap();
@@ -608,6 +813,42 @@ async fn corrupt_state_file_is_a_clear_error() {
         .start_at("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap_err();
-    assert!(format!("{e:#}").contains("parsing API server state"), "{e:#}");
-    assert_eq!(std::fs::read(&state).unwrap(), b"{ not json", "nothing is lost");
+    assert!(
+        format!("{e:#}").contains("parsing API server state"),
+        "{e:#}"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        b"{ not json",
+        "nothing is lost"
+    );
+}
+
+#[tokio::test]
+async fn finalizers_delay_deletion_until_removed() {
+    let server = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "f", "finalizers": ["ferrolb.io/release"]}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    cms.delete("f", &DeleteParams::default()).await.unwrap();
+    let terminating = cms.get("f").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    // Deleting again changes nothing.
+    cms.delete("f", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        cms.get("f").await.unwrap().resource_version(),
+        terminating.resource_version()
+    );
+    cms.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(cms.get_opt("f").await.unwrap().is_none());
+    server.shutdown().await.unwrap();
 }

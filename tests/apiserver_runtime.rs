@@ -7,7 +7,9 @@ use ferrolb::lab::apiserver::{ApiServer, RunningServer};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, Config, Resource, ResourceExt};
@@ -62,7 +64,9 @@ where
 async fn watch_from_resource_version_sees_changes_in_order() {
     let server = start_with(ApiServer::new()).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server), "default");
-    cms.create(&PostParams::default(), &cm("before", &[])).await.unwrap();
+    cms.create(&PostParams::default(), &cm("before", &[]))
+        .await
+        .unwrap();
     let rv = cms
         .list(&ListParams::default())
         .await
@@ -75,18 +79,35 @@ async fn watch_from_resource_version_sees_changes_in_order() {
         .await
         .unwrap()
         .boxed();
-    cms.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "1"}})))
+    cms.create(&PostParams::default(), &cm("a", &[]))
         .await
         .unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "1"}})),
+    )
+    .await
+    .unwrap();
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     // Another namespace is not part of this watch.
     let other: Api<ConfigMap> = Api::namespaced(client(&server), "kube-system");
-    other.create(&PostParams::default(), &cm("elsewhere", &[])).await.unwrap();
-    cms.create(&PostParams::default(), &cm("b", &[])).await.unwrap();
+    other
+        .create(&PostParams::default(), &cm("elsewhere", &[]))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut stream).await, ("ADDED".into(), "a".into()));
-    assert_eq!(next_event(&mut stream).await, ("MODIFIED".into(), "a".into()));
-    assert_eq!(next_event(&mut stream).await, ("DELETED".into(), "a".into()));
+    assert_eq!(
+        next_event(&mut stream).await,
+        ("MODIFIED".into(), "a".into())
+    );
+    assert_eq!(
+        next_event(&mut stream).await,
+        ("DELETED".into(), "a".into())
+    );
     assert_eq!(next_event(&mut stream).await, ("ADDED".into(), "b".into()));
 
     // resourceVersion "0": the current objects first, as synthetic ADDED events.
@@ -95,9 +116,18 @@ async fn watch_from_resource_version_sees_changes_in_order() {
         .await
         .unwrap()
         .boxed();
-    let mut names = vec![next_event(&mut from_zero).await, next_event(&mut from_zero).await];
+    let mut names = vec![
+        next_event(&mut from_zero).await,
+        next_event(&mut from_zero).await,
+    ];
     names.sort();
-    assert_eq!(names, [("ADDED".to_string(), "b".to_string()), ("ADDED".into(), "before".into())]);
+    assert_eq!(
+        names,
+        [
+            ("ADDED".to_string(), "b".to_string()),
+            ("ADDED".into(), "before".into())
+        ]
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -105,18 +135,37 @@ async fn watch_from_resource_version_sees_changes_in_order() {
 async fn watch_with_selector_turns_relabels_into_added_and_deleted() {
     let server = start_with(ApiServer::new()).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server), "default");
-    let rv = cms.create(&PostParams::default(), &cm("x", &[])).await.unwrap().resource_version().unwrap();
+    let rv = cms
+        .create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
     let mut s = cms
         .watch(&WatchParams::default().labels("app=web").timeout(30), &rv)
         .await
         .unwrap()
         .boxed();
     let relabel = |v: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"app": v}}}));
-    cms.patch("x", &PatchParams::default(), &relabel(Some("web"))).await.unwrap();
-    cms.patch("x", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await.unwrap();
-    cms.patch("x", &PatchParams::default(), &relabel(Some("db"))).await.unwrap();
-    cms.patch("x", &PatchParams::default(), &relabel(None)).await.unwrap();
-    cms.create(&PostParams::default(), &cm("y", &[("app", "web")])).await.unwrap();
+    cms.patch("x", &PatchParams::default(), &relabel(Some("web")))
+        .await
+        .unwrap();
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "2"}})),
+    )
+    .await
+    .unwrap();
+    cms.patch("x", &PatchParams::default(), &relabel(Some("db")))
+        .await
+        .unwrap();
+    cms.patch("x", &PatchParams::default(), &relabel(None))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("y", &[("app", "web")]))
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut s).await, ("ADDED".into(), "x".into()));
     assert_eq!(next_event(&mut s).await, ("MODIFIED".into(), "x".into()));
     assert_eq!(next_event(&mut s).await, ("DELETED".into(), "x".into()));
@@ -128,12 +177,20 @@ async fn watch_with_selector_turns_relabels_into_added_and_deleted() {
 async fn expired_resource_version_is_410_gone() {
     let server = start_with(ApiServer::new().history_limit(3)).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server), "default");
-    let first = cms.create(&PostParams::default(), &cm("c0", &[])).await.unwrap();
+    let first = cms
+        .create(&PostParams::default(), &cm("c0", &[]))
+        .await
+        .unwrap();
     for i in 1..10 {
-        cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[])).await.unwrap();
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
+            .await
+            .unwrap();
     }
     let mut s = cms
-        .watch(&WatchParams::default().timeout(30), &first.resource_version().unwrap())
+        .watch(
+            &WatchParams::default().timeout(30),
+            &first.resource_version().unwrap(),
+        )
         .await
         .unwrap()
         .boxed();
@@ -144,14 +201,31 @@ async fn expired_resource_version_is_410_gone() {
         }
         other => panic!("expected 410, got {other:?}"),
     }
-    assert!(timeout(STEP, s.next()).await.unwrap().is_none(), "the stream ends after the error");
+    assert!(
+        timeout(STEP, s.next()).await.unwrap().is_none(),
+        "the stream ends after the error"
+    );
     // A recent version still works.
-    let recent = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let mut ok = cms.watch(&WatchParams::default().timeout(30), &recent).await.unwrap().boxed();
-    cms.create(&PostParams::default(), &cm("new", &[])).await.unwrap();
+    let recent = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut ok = cms
+        .watch(&WatchParams::default().timeout(30), &recent)
+        .await
+        .unwrap()
+        .boxed();
+    cms.create(&PostParams::default(), &cm("new", &[]))
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut ok).await, ("ADDED".into(), "new".into()));
     // An exact list at an old version is gone too.
-    let lp = ListParams::default().at(&first.resource_version().unwrap()).matching(kube::api::VersionMatch::Exact);
+    let lp = ListParams::default()
+        .at(&first.resource_version().unwrap())
+        .matching(kube::api::VersionMatch::Exact);
     match cms.list(&lp).await.unwrap_err() {
         kube::Error::Api(s) => assert_eq!(s.code, 410),
         other => panic!("expected 410, got {other:?}"),
@@ -162,7 +236,12 @@ async fn expired_resource_version_is_410_gone() {
 #[tokio::test]
 async fn watcher_and_reflector_converge_under_churn() {
     // A tiny history: a watcher falling behind gets 410 and relists.
-    let server = start_with(ApiServer::new().history_limit(4).bookmark_interval(Duration::from_millis(200))).await;
+    let server = start_with(
+        ApiServer::new()
+            .history_limit(4)
+            .bookmark_interval(Duration::from_millis(200)),
+    )
+    .await;
     let c = client(&server);
     let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
     let (reader, writer) = reflector::store::<Service>();
@@ -170,24 +249,33 @@ async fn watcher_and_reflector_converge_under_churn() {
         .applied_objects()
         .for_each(|_| async {});
     let task = tokio::spawn(stream);
-    timeout(STEP, reader.wait_until_ready()).await.unwrap().unwrap();
+    timeout(STEP, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
     let svc = |name: &str| -> Service {
         serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})).unwrap()
     };
     for i in 0..20 {
-        svcs.create(&PostParams::default(), &svc(&format!("s{i}"))).await.unwrap();
+        svcs.create(&PostParams::default(), &svc(&format!("s{i}")))
+            .await
+            .unwrap();
     }
     for i in 0..20 {
         svcs.patch_status(
             &format!("s{i}"),
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": format!("192.0.2.{i}")}]}}})),
+            &Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": format!("192.0.2.{i}")}]}}}),
+            ),
         )
         .await
         .unwrap();
     }
     for i in (0..20).step_by(3) {
-        svcs.delete(&format!("s{i}"), &DeleteParams::default()).await.unwrap();
+        svcs.delete(&format!("s{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
     }
     let want: Vec<(String, Option<String>)> = {
         let mut v: Vec<_> = svcs
@@ -202,17 +290,36 @@ async fn watcher_and_reflector_converge_under_churn() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut have: Vec<_> = reader.state().iter().map(|s| (s.name_any(), s.resource_version())).collect();
+        let mut have: Vec<_> = reader
+            .state()
+            .iter()
+            .map(|s| (s.name_any(), s.resource_version()))
+            .collect();
         have.sort();
         if have == want {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "reflector did not converge: {have:?} vs {want:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reflector did not converge: {have:?} vs {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let s5 = reader.state().into_iter().find(|s| s.name_any() == "s5").unwrap();
+    let s5 = reader
+        .state()
+        .into_iter()
+        .find(|s| s.name_any() == "s5")
+        .unwrap();
     assert_eq!(
-        s5.status.clone().unwrap().load_balancer.unwrap().ingress.unwrap()[0].ip.as_deref(),
+        s5.status
+            .clone()
+            .unwrap()
+            .load_balancer
+            .unwrap()
+            .ingress
+            .unwrap()[0]
+            .ip
+            .as_deref(),
         Some("192.0.2.5")
     );
     task.abort();
@@ -224,12 +331,17 @@ async fn streaming_list_watcher_gets_initial_events_bookmark() {
     let server = start_with(ApiServer::new()).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server), "default");
     for i in 0..3 {
-        cms.create(&PostParams::default(), &cm(&format!("i{i}"), &[])).await.unwrap();
+        cms.create(&PostParams::default(), &cm(&format!("i{i}"), &[]))
+            .await
+            .unwrap();
     }
     let (reader, writer) = reflector::store::<ConfigMap>();
     let cfg = watcher::Config::default().streaming_lists();
     let task = tokio::spawn(reflector(writer, watcher(cms.clone(), cfg)).for_each(|_| async {}));
-    timeout(STEP, reader.wait_until_ready()).await.unwrap().unwrap();
+    timeout(STEP, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reader.state().len(), 3);
     task.abort();
     server.shutdown().await.unwrap();
@@ -251,13 +363,22 @@ async fn lease_lock_acquire_renew_and_handover() {
     };
     let a = lock("a", 2);
     let b = lock("b", 2);
-    assert!(matches!(a.try_acquire_or_renew().await.unwrap(), LeaseLockResult::Acquired(_)));
-    assert!(matches!(b.try_acquire_or_renew().await.unwrap(), LeaseLockResult::NotAcquired(_)));
+    assert!(matches!(
+        a.try_acquire_or_renew().await.unwrap(),
+        LeaseLockResult::Acquired(_)
+    ));
+    assert!(matches!(
+        b.try_acquire_or_renew().await.unwrap(),
+        LeaseLockResult::NotAcquired(_)
+    ));
     let renewed = match a.try_acquire_or_renew().await.unwrap() {
         LeaseLockResult::Acquired(l) => l,
         other => panic!("a should renew, got {other:?}"),
     };
-    assert_eq!(renewed.spec.as_ref().unwrap().holder_identity.as_deref(), Some("a"));
+    assert_eq!(
+        renewed.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("a")
+    );
     // Graceful handover: the library releases by writing an empty holder with a 1 s duration.
     a.step_down().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -265,16 +386,25 @@ async fn lease_lock_acquire_renew_and_handover() {
         LeaseLockResult::Acquired(l) => l,
         other => panic!("b should acquire after step-down, got {other:?}"),
     };
-    assert_eq!(l.spec.as_ref().unwrap().holder_identity.as_deref(), Some("b"));
+    assert_eq!(
+        l.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("b")
+    );
     assert_eq!(l.spec.as_ref().unwrap().lease_transitions, Some(1));
-    assert!(matches!(a.try_acquire_or_renew().await.unwrap(), LeaseLockResult::NotAcquired(_)));
+    assert!(matches!(
+        a.try_acquire_or_renew().await.unwrap(),
+        LeaseLockResult::NotAcquired(_)
+    ));
     // Expiry: b stops renewing, a takes over after the TTL.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let l = match a.try_acquire_or_renew().await.unwrap() {
         LeaseLockResult::Acquired(l) => l,
         other => panic!("a should acquire an expired lease, got {other:?}"),
     };
-    assert_eq!(l.spec.as_ref().unwrap().holder_identity.as_deref(), Some("a"));
+    assert_eq!(
+        l.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("a")
+    );
     assert_eq!(l.spec.as_ref().unwrap().lease_transitions, Some(2));
     server.shutdown().await.unwrap();
 }
@@ -284,7 +414,10 @@ async fn recorder_publishes_events_k8s_io_events() {
     let server = start_with(ApiServer::new()).await;
     let c = client(&server);
     let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
-    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}})).unwrap();
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}}),
+    )
+    .unwrap();
     let svc = svcs.create(&PostParams::default(), &svc).await.unwrap();
     let recorder = Recorder::new(
         c.clone(),
@@ -310,7 +443,10 @@ async fn recorder_publishes_events_k8s_io_events() {
     let e = &list.items[0];
     assert_eq!(e.reason.as_deref(), Some("IPAllocated"));
     assert_eq!(e.regarding.as_ref().unwrap().name.as_deref(), Some("web"));
-    assert_eq!(e.reporting_controller.as_deref(), Some("ferrolb-controller"));
+    assert_eq!(
+        e.reporting_controller.as_deref(),
+        Some("ferrolb-controller")
+    );
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
     server.shutdown().await.unwrap();
 }
@@ -321,19 +457,33 @@ async fn watches_end_on_timeout_disconnect_and_shutdown() {
     let cms: Api<ConfigMap> = Api::namespaced(client(&server), "default");
     // timeoutSeconds is honoured.
     let started = tokio::time::Instant::now();
-    let s = cms.watch(&WatchParams::default().timeout(1), "0").await.unwrap();
-    let n = timeout(STEP, s.try_collect::<Vec<_>>()).await.expect("ends in time").unwrap();
+    let s = cms
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap();
+    let n = timeout(STEP, s.try_collect::<Vec<_>>())
+        .await
+        .expect("ends in time")
+        .unwrap();
     assert!(n.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(900));
 
     // A client that goes away releases its watch.
-    let s = cms.watch(&WatchParams::default().timeout(60), "0").await.unwrap().boxed();
+    let s = cms
+        .watch(&WatchParams::default().timeout(60), "0")
+        .await
+        .unwrap()
+        .boxed();
     let wait_for = |n: usize| {
         let store = server.store();
         async move {
             let deadline = tokio::time::Instant::now() + STEP;
             while store.active_watches() != n {
-                assert!(tokio::time::Instant::now() < deadline, "active watches stuck at {}", store.active_watches());
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "active watches stuck at {}",
+                    store.active_watches()
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -343,11 +493,21 @@ async fn watches_end_on_timeout_disconnect_and_shutdown() {
     wait_for(0).await;
 
     // Shutdown ends open watches (and does not wait for their timeout).
-    let mut s = cms.watch(&WatchParams::default().timeout(200), "0").await.unwrap().boxed();
+    let mut s = cms
+        .watch(&WatchParams::default().timeout(200), "0")
+        .await
+        .unwrap()
+        .boxed();
     wait_for(1).await;
     let store = server.store();
-    timeout(STEP, server.shutdown()).await.expect("shutdown is prompt").unwrap();
-    assert!(timeout(STEP, s.next()).await.expect("stream ends").is_none_or(|r| r.is_err()));
+    timeout(STEP, server.shutdown())
+        .await
+        .expect("shutdown is prompt")
+        .unwrap();
+    assert!(timeout(STEP, s.next())
+        .await
+        .expect("stream ends")
+        .is_none_or(|r| r.is_err()));
     assert_eq!(store.active_watches(), 0);
 }
 
@@ -355,8 +515,24 @@ async fn watches_end_on_timeout_disconnect_and_shutdown() {
 async fn bookmarks_are_sent_when_allowed() {
     let server = start_with(ApiServer::new().bookmark_interval(Duration::from_millis(100))).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server), "default");
-    let rv = cms.create(&PostParams::default(), &cm("x", &[])).await.unwrap().resource_version().unwrap();
-    let mut s = cms.watch(&WatchParams { bookmarks: true, ..Default::default() }.timeout(30), &rv).await.unwrap().boxed();
+    let rv = cms
+        .create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let mut s = cms
+        .watch(
+            &WatchParams {
+                bookmarks: true,
+                ..Default::default()
+            }
+            .timeout(30),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
     match timeout(STEP, s.next()).await.unwrap().unwrap().unwrap() {
         WatchEvent::Bookmark(b) => {
             assert_eq!(b.metadata.resource_version, rv);
@@ -373,18 +549,31 @@ async fn reflector_recovers_across_api_server_restart() {
     let addr = first.addr;
     let store = first.store();
     let cms: Api<ConfigMap> = Api::namespaced(client(&first), "default");
-    cms.create(&PostParams::default(), &cm("old", &[])).await.unwrap();
+    cms.create(&PostParams::default(), &cm("old", &[]))
+        .await
+        .unwrap();
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let task = tokio::spawn(reflector(writer, watcher(cms.clone(), watcher::Config::default())).for_each(|_| async {}));
-    timeout(STEP, reader.wait_until_ready()).await.unwrap().unwrap();
+    let task = tokio::spawn(
+        reflector(writer, watcher(cms.clone(), watcher::Config::default())).for_each(|_| async {}),
+    );
+    timeout(STEP, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
     first.shutdown().await.unwrap();
 
     // While the server is away, the objects change (through another server on the same store)
     // and the history the watcher would resume from is dropped.
     let side = start_with(ApiServer::new().store(store.clone())).await;
     let side_cms: Api<ConfigMap> = Api::namespaced(client(&side), "default");
-    side_cms.delete("old", &DeleteParams::default()).await.unwrap();
-    side_cms.create(&PostParams::default(), &cm("new", &[])).await.unwrap();
+    side_cms
+        .delete("old", &DeleteParams::default())
+        .await
+        .unwrap();
+    side_cms
+        .create(&PostParams::default(), &cm("new", &[]))
+        .await
+        .unwrap();
     side.shutdown().await.unwrap();
     store.compact(store.resource_version());
 
@@ -400,7 +589,10 @@ async fn reflector_recovers_across_api_server_restart() {
         if names == ["new"] {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "reflector stuck at {names:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reflector stuck at {names:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     task.abort();

@@ -238,7 +238,9 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         })?,
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -285,11 +287,14 @@ fn resource(
         }
         (Method::PUT, Some(name)) => {
             let obj = parse_body(&body)?;
-            Ok(out(200, &store.update(def, ns, name, obj, sub, &write_options(q))?))
+            Ok(out(
+                200,
+                &store.update(def, ns, name, obj, sub, &write_options(q))?,
+            ))
         }
         (Method::PATCH, Some(name)) => {
-            let kind =
-                PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let kind = PatchKind::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
             let (obj, created) = store.patch(def, ns, name, kind, &body, sub, &write_options(q))?;
             Ok(out(if created { 201 } else { 200 }, &obj))
         }

@@ -102,8 +102,13 @@ fn strip_directives(v: &mut Value) {
 fn merge_key(field: &str) -> Option<&'static [&'static str]> {
     Some(match field {
         "ports" => &["port", "containerPort"],
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => &["name"],
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => &["name"],
         "volumeMounts" => &["mountPath"],
         "volumeDevices" => &["devicePath"],
         "conditions" | "addresses" => &["type"],
@@ -188,7 +193,8 @@ fn strategic_merge(doc: &mut Value, patch: &Value) {
     }
     for (k, pv) in pm {
         if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            if let (Some(Value::Array(existing)), Some(order)) = (dm.get_mut(field), pv.as_array()) {
+            if let (Some(Value::Array(existing)), Some(order)) = (dm.get_mut(field), pv.as_array())
+            {
                 reorder(existing, order, merge_key(field).unwrap_or(&[]));
             }
         }
@@ -298,7 +304,11 @@ mod tests {
 
     fn smp(doc: Value, patch: &str) -> Value {
         let mut d = doc;
-        apply(&mut d, &parse(PatchKind::Strategic, patch.as_bytes()).unwrap()).unwrap();
+        apply(
+            &mut d,
+            &parse(PatchKind::Strategic, patch.as_bytes()).unwrap(),
+        )
+        .unwrap();
         d
     }
 
@@ -310,7 +320,10 @@ mod tests {
             r#"{"spec": {"$setElementOrder/ports": [{"port": 81}],
                 "ports": [{"port": 81}, {"$patch": "delete", "port": 80}]}}"#,
         );
-        assert_eq!(d, json!({"spec": {"ports": [{"port": 81}], "type": "LoadBalancer"}}));
+        assert_eq!(
+            d,
+            json!({"spec": {"ports": [{"port": 81}], "type": "LoadBalancer"}})
+        );
         // Changing one port keeps the others and their server-set fields.
         let d = smp(
             json!({"spec": {"ports": [{"port": 80, "nodePort": 1}, {"port": 443, "nodePort": 2}]}}),
@@ -391,6 +404,9 @@ mod tests {
         for k in [PatchKind::Merge, PatchKind::Strategic, PatchKind::Json] {
             assert_eq!(parse(k, b"{nope").unwrap_err().code, 400);
         }
-        assert_eq!(parse(PatchKind::Apply, b": : :\n\t-").unwrap_err().code, 400);
+        assert_eq!(
+            parse(PatchKind::Apply, b": : :\n\t-").unwrap_err().code,
+            400
+        );
     }
 }
