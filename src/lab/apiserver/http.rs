@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
-use super::resources::{api_group, api_group_list, api_resource_list, ResourceDef};
+use super::resources::{
+    api_group, api_group_list, api_resource_list, openapi_v3_doc, openapi_v3_index, ResourceDef,
+};
 use super::store::{Filter, Store, Sub, WriteOptions};
 use super::watch::{self as watchmod, as_version, WatchRequest};
 
@@ -80,11 +82,16 @@ async fn handle(
     let query: Query = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .into_owned()
         .collect();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let resp = match route(&app, &method, uri.path(), &query, &headers, body) {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), status = resp.status().as_u16(), "request");
+    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), content_type, status = resp.status().as_u16(), "request");
     resp
 }
 
@@ -117,6 +124,18 @@ fn route(
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Body::from("ok"))
             .unwrap_or_else(|_| Response::new(Body::empty()))),
+        // A minimal OpenAPI v3: enough for kubectl to see that the server validates fields
+        // itself (`fieldValidation`), so `kubectl apply` works without `--validate=false`.
+        ["openapi", "v3"] => get_only(openapi_v3_index(&app.store.registry())),
+        ["openapi", "v3", "api", "v1"] => get_only(openapi_v3_doc(&app.store.registry(), "", "v1")),
+        ["openapi", "v3", "apis", group, version] => {
+            let reg = app.store.registry();
+            if reg.has_group_version(group, version) {
+                get_only(openapi_v3_doc(&reg, group, version))
+            } else {
+                Err(ApiError::no_route())
+            }
+        }
         ["api"] => get_only(json!({
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
@@ -219,7 +238,9 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         })?,
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -241,6 +262,16 @@ fn resource(
     let ns = t.namespace.as_deref().unwrap_or("");
     let sub = if t.status { Sub::Status } else { Sub::Main };
     let out = |code: u16, v: &Value| json_response(code, &as_version(def, v));
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if (ct.contains("protobuf") || ct.contains("cbor"))
+        && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        // Only JSON (and YAML) bodies are understood; clients fall back to JSON on 415.
+        return Err(ApiError::unsupported_media_type(ct));
+    }
     match (method.clone(), &t.name) {
         (Method::GET, Some(name)) => Ok(out(200, &*store.get(def, ns, name)?)),
         (Method::GET, None) if flag(q, "watch") => watch(app, &t, q),
@@ -256,15 +287,14 @@ fn resource(
         }
         (Method::PUT, Some(name)) => {
             let obj = parse_body(&body)?;
-            Ok(out(200, &store.update(def, ns, name, obj, sub, &write_options(q))?))
+            Ok(out(
+                200,
+                &store.update(def, ns, name, obj, sub, &write_options(q))?,
+            ))
         }
         (Method::PATCH, Some(name)) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind =
-                PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let kind = PatchKind::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
             let (obj, created) = store.patch(def, ns, name, kind, &body, sub, &write_options(q))?;
             Ok(out(if created { 201 } else { 200 }, &obj))
         }

@@ -55,8 +55,7 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
 fn valid_key(k: &str) -> Result<String, String> {
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
     if ok {
         Ok(k.to_string())
@@ -67,8 +66,7 @@ fn valid_key(k: &str) -> Result<String, String> {
 
 fn valid_value(v: &str) -> Result<String, String> {
     let ok = v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(v.to_string())
@@ -250,15 +248,7 @@ mod tests {
     #[test]
     fn bad_selectors_are_errors() {
         for bad in [
-            "a in (x",
-            "a)",
-            "a in x",
-            "a in ()",
-            "a>1",
-            "=b",
-            "a b",
-            "a=b c",
-            "!",
+            "a in (x", "a)", "a in x", "a in ()", "a>1", "=b", "a b", "a=b c", "!",
         ] {
             assert!(parse_label_selector(bad).is_err(), "{bad}");
         }

@@ -130,7 +130,8 @@ pub fn stream(
         _ => {
             let (items, rv) = st.store.list(&st.req.def, &st.req.filter);
             for o in items {
-                st.queue.push_back(line("ADDED", &as_version(&st.req.def, &o)));
+                st.queue
+                    .push_back(line("ADDED", &as_version(&st.req.def, &o)));
             }
             st.last = rv;
             if st.req.send_initial_events && st.req.bookmarks {
