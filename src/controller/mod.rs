@@ -13,6 +13,7 @@
 pub mod args;
 pub mod leader;
 pub mod metrics;
+pub mod pools;
 pub mod status;
 
 pub use args::Args;
