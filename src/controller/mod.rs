@@ -15,6 +15,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pools;
 pub mod status;
+pub mod writer;
 
 pub use args::Args;
 
