@@ -11,6 +11,7 @@
 //! Only the leader writes; see [`leader`].
 
 pub mod args;
+pub mod core;
 pub mod leader;
 pub mod metrics;
 pub mod pools;
