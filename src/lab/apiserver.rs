@@ -1,1 +1,0 @@
-//! Embedded in-memory Kubernetes API server for the lab and end-to-end tests. (placeholder)

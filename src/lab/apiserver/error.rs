@@ -1,0 +1,154 @@
+//! Kubernetes-style errors: every failure becomes a `Status` object with a code and reason.
+
+use serde_json::{json, Value};
+
+/// An API error, rendered as a `meta/v1 Status`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub code: u16,
+    /// Machine-readable reason (`NotFound`, `Conflict`, …).
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// `details.name` / `details.kind` when the error concerns one object.
+    pub details: Option<(String, String, String)>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, group: &str, plural: &str, name: &str) -> Self {
+        self.details = Some((group.into(), plural.into(), name.into()));
+        self
+    }
+
+    /// 404 for an object.
+    pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
+        .with_details(group, plural, name)
+    }
+
+    /// 404 for a path the server does not serve.
+    pub fn no_route() -> Self {
+        Self::new(404, "NotFound", "the server could not find the requested resource")
+    }
+
+    /// 409 AlreadyExists.
+    pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        )
+        .with_details(group, plural, name)
+    }
+
+    /// 409 Conflict on a stale resourceVersion or failed precondition.
+    pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, plural)
+            ),
+        )
+        .with_details(group, plural, name)
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    /// 422 Invalid.
+    pub fn invalid(group: &str, plural: &str, name: &str, message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message).with_details(group, plural, name)
+    }
+
+    /// 405 MethodNotAllowed.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    /// 415 UnsupportedMediaType.
+    pub fn unsupported_media_type(ct: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"),
+        )
+    }
+
+    /// 410 Gone / Expired: the requested resourceVersion is no longer retained.
+    pub fn gone(rv: u64, oldest: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {rv} ({oldest})"),
+        )
+    }
+
+    /// 500 InternalError.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
+    /// The `Status` object.
+    pub fn status(&self) -> Value {
+        let mut v = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some((group, kind, name)) = &self.details {
+            v["details"] = json!({"name": name, "group": group, "kind": kind});
+        }
+        v
+    }
+}
+
+fn qualified(group: &str, plural: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_objects_carry_code_reason_and_details() {
+        let s = ApiError::not_found("metallb.io", "ipaddresspools", "p").status();
+        assert_eq!(s["kind"], "Status");
+        assert_eq!(s["code"], 404);
+        assert_eq!(s["reason"], "NotFound");
+        assert_eq!(s["message"], "ipaddresspools.metallb.io \"p\" not found");
+        assert_eq!(s["details"]["name"], "p");
+        let c = ApiError::conflict("", "services", "s", "x").status();
+        assert_eq!(c["code"], 409);
+        assert_eq!(c["reason"], "Conflict");
+        assert_eq!(ApiError::gone(1, 5).status()["code"], 410);
+        assert!(ApiError::no_route().status().get("details").is_none());
+    }
+}

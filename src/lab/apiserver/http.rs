@@ -1,0 +1,364 @@
+//! The HTTP shell: path routing, query parameters, verbs, JSON responses.
+//!
+//! One catch-all axum handler parses Kubernetes REST paths itself, so any path it does not know
+//! becomes a Kubernetes `Status` 404 and nothing can panic on odd input.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::error::ApiError;
+use super::patch::PatchKind;
+use super::query::{parse_label_selector, FieldSelector};
+use super::resources::{api_group, api_group_list, api_resource_list, ResourceDef};
+use super::store::{Filter, Store, Sub, WriteOptions};
+use super::watch::{self as watchmod, as_version, WatchRequest};
+
+/// Default watch timeout when the client sends no `timeoutSeconds`.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Largest accepted request body.
+const MAX_BODY: usize = 16 << 20;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct App {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Flips to `true` on shutdown; open watches end.
+    pub shutdown: watch::Receiver<bool>,
+    /// Interval of BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+}
+
+/// The axum router serving the whole API.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+fn json_response(code: u16, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.status())
+}
+
+/// The parsed resource part of a path.
+struct Target {
+    def: ResourceDef,
+    /// Namespace from the path (`None` for cluster-scoped paths).
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+type Query = HashMap<String, String>;
+
+async fn handle(
+    State(app): State<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query: Query = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let resp = match route(&app, &method, uri.path(), &query, &headers, body) {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), status = resp.status().as_u16(), "request");
+    resp
+}
+
+fn route(
+    app: &App,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get_only = |v: Value| -> Result<Response, ApiError> {
+        if method == Method::GET {
+            Ok(json_response(200, &v))
+        } else {
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource: {method}"
+            )))
+        }
+    };
+    match segs.as_slice() {
+        [] => get_only(json!({"paths": ["/api", "/api/v1", "/apis", "/version", "/healthz"]})),
+        ["version"] => get_only(json!({
+            "major": "1", "minor": "32", "gitVersion": "v1.32.0-ferrolb-lab",
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+            "goVersion": "n/a", "compiler": "rustc", "platform": "linux/amd64"
+        })),
+        ["healthz"] | ["livez"] | ["readyz"] => Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("ok"))
+            .unwrap_or_else(|_| Response::new(Body::empty()))),
+        ["api"] => get_only(json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
+        })),
+        ["api", "v1"] => get_only(api_resource_list(&app.store.registry(), "", "v1")),
+        ["api", "v1", rest @ ..] => resource(app, method, "", "v1", rest, q, headers, body),
+        ["apis"] => get_only(api_group_list(&app.store.registry())),
+        ["apis", group] => {
+            let reg = app.store.registry();
+            match reg.groups().into_iter().find(|(g, _)| g == group) {
+                Some((g, vs)) => get_only(api_group(&g, &vs)),
+                None => Err(ApiError::no_route()),
+            }
+        }
+        ["apis", group, version] => {
+            let reg = app.store.registry();
+            if reg.has_group_version(group, version) {
+                get_only(api_resource_list(&reg, group, version))
+            } else {
+                Err(ApiError::no_route())
+            }
+        }
+        ["apis", group, version, rest @ ..] => {
+            resource(app, method, group, version, rest, q, headers, body)
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+fn parse_target(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" && *plural != "finalize" => {
+            (Some(ns.to_string()), [&[*plural][..], tail].concat())
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, sub) = match rest.as_slice() {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some(n.to_string()), None),
+        [p, n, s] => (*p, Some(n.to_string()), Some(*s)),
+        _ => return Err(ApiError::no_route()),
+    };
+    let def = app
+        .store
+        .registry_find(group, version, plural)
+        .ok_or_else(ApiError::no_route)?;
+    if namespace.is_some() && !def.namespaced {
+        return Err(ApiError::no_route());
+    }
+    if namespace.is_none() && def.namespaced && name.is_some() {
+        return Err(ApiError::no_route());
+    }
+    let status = match sub {
+        None => false,
+        Some("status") if def.status.has_subresource() => true,
+        Some(_) => return Err(ApiError::no_route()),
+    };
+    Ok(Target {
+        def,
+        namespace,
+        name,
+        status,
+    })
+}
+
+fn flag(q: &Query, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+fn filter(t: &Target, q: &Query) -> Result<Filter, ApiError> {
+    let labels = match q.get("labelSelector") {
+        Some(s) => parse_label_selector(s)
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        None => Default::default(),
+    };
+    let fields = match q.get("fieldSelector") {
+        Some(s) => FieldSelector::parse(s).map_err(ApiError::bad_request)?,
+        None => Default::default(),
+    };
+    Ok(Filter {
+        namespace: t.namespace.clone(),
+        labels,
+        fields,
+    })
+}
+
+fn write_options(q: &Query) -> WriteOptions {
+    WriteOptions {
+        field_manager: q.get("fieldManager").filter(|s| !s.is_empty()).cloned(),
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        force: flag(q, "force"),
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(json_err) => serde_yaml::from_slice(body).map_err(|_| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {json_err}"))
+        })?,
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource(
+    app: &App,
+    method: &Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let t = parse_target(app, group, version, rest)?;
+    let store = &app.store;
+    let def = &t.def;
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let sub = if t.status { Sub::Status } else { Sub::Main };
+    let out = |code: u16, v: &Value| json_response(code, &as_version(def, v));
+    match (method.clone(), &t.name) {
+        (Method::GET, Some(name)) => Ok(out(200, &*store.get(def, ns, name)?)),
+        (Method::GET, None) if flag(q, "watch") => watch(app, &t, q),
+        (Method::GET, None) => list(store, &t, q),
+        (Method::POST, None) => {
+            if def.namespaced && t.namespace.is_none() {
+                return Err(ApiError::method_not_allowed(
+                    "create needs a namespace in the path",
+                ));
+            }
+            let obj = parse_body(&body)?;
+            Ok(out(201, &store.create(def, ns, obj, &write_options(q))?))
+        }
+        (Method::PUT, Some(name)) => {
+            let obj = parse_body(&body)?;
+            Ok(out(200, &store.update(def, ns, name, obj, sub, &write_options(q))?))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind =
+                PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let (obj, created) = store.patch(def, ns, name, kind, &body, sub, &write_options(q))?;
+            Ok(out(if created { 201 } else { 200 }, &obj))
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = if body.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                parse_body(&body)?
+            };
+            let dry_run = flag(q, "dryRun")
+                || q.get("dryRun").is_some_and(|v| v == "All")
+                || opts["dryRun"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == "All"));
+            let pre = opts.get("preconditions");
+            Ok(out(200, &store.delete(def, ns, name, pre, dry_run)?))
+        }
+        (Method::DELETE, None) => {
+            let f = filter(&t, q)?;
+            let items: Vec<Value> = store
+                .delete_collection(def, &f, q.get("dryRun").is_some_and(|v| v == "All"))
+                .iter()
+                .map(|o| as_version(def, o))
+                .collect();
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": def.list_kind(), "apiVersion": def.api_version(),
+                    "metadata": {"resourceVersion": store.resource_version().to_string()},
+                    "items": items,
+                }),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {method}"
+        ))),
+    }
+}
+
+fn parse_rv_param(q: &Query) -> Result<Option<u64>, ApiError> {
+    match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}"))),
+    }
+}
+
+fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
+    let f = filter(t, q)?;
+    let want = parse_rv_param(q)?;
+    let (items, rv) = store.list(&t.def, &f);
+    if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
+        if let Some(w) = want.filter(|w| *w != rv) {
+            // Only the current state is kept: older exact versions are gone.
+            return Err(ApiError::gone(w, rv));
+        }
+    }
+    let items: Vec<Value> = items.iter().map(|o| as_version(&t.def, o)).collect();
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": t.def.list_kind(),
+            "apiVersion": t.def.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()},
+            "items": items,
+        }),
+    ))
+}
+
+fn watch(app: &App, t: &Target, q: &Query) -> Result<Response, ApiError> {
+    let filter = filter(t, q)?;
+    let from = parse_rv_param(q)?.filter(|rv| *rv != 0);
+    let timeout = match q.get("timeoutSeconds") {
+        Some(s) => Duration::from_secs(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?,
+        ),
+        None => DEFAULT_WATCH_TIMEOUT,
+    };
+    let req = WatchRequest {
+        def: t.def.clone(),
+        filter,
+        from,
+        send_initial_events: flag(q, "sendInitialEvents"),
+        bookmarks: flag(q, "allowWatchBookmarks"),
+        timeout,
+        bookmark_interval: app.bookmark_interval,
+    };
+    let s = watchmod::stream(app.store.clone(), req, app.shutdown.clone());
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(s))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
