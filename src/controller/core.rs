@@ -371,15 +371,23 @@ impl Core {
                 let memo = self.memo.entry(key.clone()).or_default();
                 memo.last_failure = None;
                 let clear_note = memo.clear_note.take();
-                if let Change::Reallocated { reason, .. } = &a.change {
-                    plan.events.push(PlannedEvent::normal(
-                        reason::CLEAR_ASSIGNMENT,
-                        "Release",
-                        format!(
-                            "current IP for {:?} not allowed by config, will attempt for new IP assignment: {reason}",
+                if let Change::Reallocated {
+                    reason,
+                    previous_ips,
+                } = &a.change
+                {
+                    let prev: Vec<String> =
+                        previous_ips.iter().map(|i| format!("{:?}", i.to_string())).collect();
+                    let note = match clear_note {
+                        Some(n) => n,
+                        None => format!(
+                            "previous IP [{}] of {:?} released, will attempt for new IP assignment: {reason}",
+                            prev.join(" "),
                             key.to_string()
                         ),
-                    ));
+                    };
+                    plan.events
+                        .push(PlannedEvent::normal(reason::CLEAR_ASSIGNMENT, "Release", note));
                 } else if let Some(note) = clear_note {
                     if !a.ips.is_empty() && status::current_ingress(svc).is_empty() {
                         plan.events
@@ -505,5 +513,334 @@ impl Core {
         if self.memo.get(key).is_some_and(Memo::is_empty) {
             self.memo.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pool;
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use serde_json::Value;
+
+    fn pool(name: &str, cidrs: &[&str]) -> Pool {
+        Pool {
+            name: name.into(),
+            labels: Labels::new(),
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        }
+    }
+
+    fn lb(name: &str) -> Service {
+        let mut s = Service::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("default".into());
+        s.metadata.uid = Some(format!("uid-{name}"));
+        s.metadata.resource_version = Some("1".into());
+        s.spec = Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            cluster_ip: Some("10.96.0.10".into()),
+            cluster_ips: Some(vec!["10.96.0.10".into()]),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        s
+    }
+
+    fn annotate(s: &mut Service, k: &str, v: &str) {
+        s.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(k.into(), v.into());
+    }
+
+    /// Applies a plan's status patch like the API server would (JSON merge patch).
+    fn apply(s: &mut Service, plan: &Plan) {
+        if let Some(p) = &plan.status {
+            let mut v = serde_json::to_value(&*s).unwrap();
+            let mut p = p.clone();
+            p["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+            json_patch::merge(&mut v, &p);
+            *s = serde_json::from_value(v).unwrap();
+        }
+    }
+
+    fn ips(s: &Service) -> Vec<String> {
+        status::current_ingress(s)
+    }
+
+    fn reasons(p: &Plan) -> Vec<&str> {
+        p.events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn allocates_writes_status_and_annotation_then_is_quiet() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], None);
+        let mut s = lb("a");
+        let plan = core.reconcile(&s);
+        assert_eq!(plan.outcome, Outcome::Assigned);
+        let patch = plan.status.clone().unwrap();
+        assert_eq!(patch["status"]["loadBalancer"]["ingress"][0]["ip"], "192.168.1.0");
+        assert_eq!(patch["metadata"]["annotations"][status::POOL_ANNOTATION], "p");
+        assert_eq!(patch["metadata"]["resourceVersion"], "1");
+        assert_eq!(reasons(&plan), ["IPAllocated"]);
+        assert_eq!(plan.events[0].note, r#"Assigned IP ["192.168.1.0"]"#);
+        apply(&mut s, &plan);
+        // A second reconcile (e.g. the watch event of our own write) writes nothing.
+        let again = core.reconcile(&s);
+        assert!(!again.writes(), "{again:?}");
+        assert_eq!(again.outcome, Outcome::Assigned);
+    }
+
+    #[test]
+    fn failure_event_once_per_distinct_message_and_pending() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/32"])], None);
+        let mut a = lb("a");
+        let pa = core.reconcile(&a);
+        apply(&mut a, &pa);
+        let b = lb("b");
+        let pb = core.reconcile(&b);
+        assert_eq!(pb.outcome, Outcome::Pending);
+        assert_eq!(reasons(&pb), ["AllocationFailed"]);
+        assert!(pb.events[0].note.contains(r#"Failed to allocate IP for "default/b""#));
+        assert!(pb.events[0].note.contains("no available IPs"), "{}", pb.events[0].note);
+        assert!(pb.status.is_none(), "nothing to clear");
+        assert!(core.is_pending(&service_key(&b)));
+        // Same failure again: no event.
+        assert!(!core.reconcile(&b).writes());
+        // Deleting a frees the IP: exactly b is retried, and then gets it.
+        let retry = core.deleted(&service_key(&a));
+        assert_eq!(retry, vec![service_key(&b)]);
+        let pb2 = core.reconcile(&b);
+        assert_eq!(pb2.outcome, Outcome::Assigned);
+        assert_eq!(reasons(&pb2), ["IPAllocated"]);
+        assert_eq!(core.pending_len(), 0);
+    }
+
+    #[test]
+    fn unrelated_release_does_not_retry_pending_that_cannot_use_it() {
+        let mut core = Core::new(
+            vec![pool("p", &["192.168.1.0/32"]), {
+                let mut q = pool("q", &["10.0.0.0/32"]);
+                q.auto_assign = false;
+                q
+            }],
+            None,
+        );
+        let mut a = lb("a");
+        let pa = core.reconcile(&a);
+        apply(&mut a, &pa);
+        let mut wants_q = lb("wq");
+        annotate(&mut wants_q, "metallb.io/address-pool", "q");
+        let mut c = lb("c");
+        annotate(&mut c, "metallb.io/address-pool", "q");
+        let pc = core.reconcile(&c);
+        apply(&mut c, &pc);
+        assert_eq!(core.reconcile(&wants_q).outcome, Outcome::Pending);
+        // a leaves pool p: wq (pinned to q) cannot use it.
+        assert!(core.deleted(&service_key(&a)).is_empty());
+        // c leaves pool q: wq is retried.
+        assert_eq!(core.deleted(&service_key(&c)), vec![service_key(&wants_q)]);
+    }
+
+    #[test]
+    fn restart_rebuild_keeps_every_ip_whatever_the_order() {
+        let pools = vec![pool("p", &["192.168.1.0/29"])];
+        let mut core = Core::new(pools.clone(), None);
+        let mut svcs: Vec<Service> = (0..6).map(|i| lb(&format!("s{i}"))).collect();
+        for s in &mut svcs {
+            let p = core.reconcile(s);
+            apply(s, &p);
+        }
+        // One Service released, a new pending one created before the restart.
+        svcs.remove(2);
+        svcs.push(lb("newcomer"));
+        let before: Vec<Vec<String>> = svcs.iter().map(ips).collect();
+        for order in [false, true] {
+            let mut list = svcs.clone();
+            if order {
+                list.reverse(); // the newcomer comes first: it must not steal
+            }
+            let mut c2 = Core::rebuild(pools.clone(), None, HashMap::new(), &list);
+            for (s, want) in svcs.iter().zip(&before) {
+                let plan = c2.reconcile(s);
+                if want.is_empty() {
+                    // The newcomer gets the freed address, not anyone else's.
+                    assert_eq!(plan.outcome, Outcome::Assigned);
+                    let got = plan.status.as_ref().unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    assert_eq!(got, "192.168.1.2");
+                } else {
+                    assert!(!plan.writes(), "{} changed after restart: {plan:?}", s.metadata.name.as_deref().unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lb_class_filtering() {
+        let pools = vec![pool("p", &["192.168.1.0/30"])];
+        let mut none = Core::new(pools.clone(), None);
+        let mut ours = Core::new(pools, Some("ferrolb".into()));
+        let plain = lb("plain");
+        let mut classed = lb("classed");
+        classed.spec.as_mut().unwrap().load_balancer_class = Some("ferrolb".into());
+        let mut other = lb("other");
+        other.spec.as_mut().unwrap().load_balancer_class = Some("someone-else".into());
+        assert_eq!(none.reconcile(&plain).outcome, Outcome::Assigned);
+        assert_eq!(none.reconcile(&classed).outcome, Outcome::Ignored);
+        assert_eq!(none.reconcile(&other).outcome, Outcome::Ignored);
+        assert!(!none.reconcile(&other).writes());
+        assert_eq!(ours.reconcile(&plain).outcome, Outcome::Ignored);
+        assert_eq!(ours.reconcile(&classed).outcome, Outcome::Assigned);
+        assert_eq!(ours.reconcile(&other).outcome, Outcome::Ignored);
+    }
+
+    #[test]
+    fn type_change_releases_and_clears_and_foreign_status_is_left_alone() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/32"])], None);
+        let mut a = lb("a");
+        let p = core.reconcile(&a);
+        apply(&mut a, &p);
+        let pending = lb("b");
+        assert_eq!(core.reconcile(&pending).outcome, Outcome::Pending);
+        a.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        let p = core.reconcile(&a);
+        assert_eq!(p.outcome, Outcome::Released);
+        assert_eq!(reasons(&p), ["ClearAssignment"]);
+        let patch = p.status.clone().unwrap();
+        assert_eq!(patch["status"]["loadBalancer"]["ingress"], Value::Null);
+        assert_eq!(patch["metadata"]["annotations"][status::POOL_ANNOTATION], Value::Null);
+        apply(&mut a, &p);
+        assert!(ips(&a).is_empty());
+        assert!(!core.reconcile(&a).writes(), "released once, then quiet");
+        // The freed IP goes to the pending Service (the shell asks after each reconcile).
+        assert_eq!(core.retry_candidates(), vec![service_key(&pending)]);
+        assert_eq!(core.reconcile(&pending).outcome, Outcome::Assigned);
+        // A Service of another class carrying someone else's status is not touched.
+        let mut foreign = lb("foreign");
+        foreign.spec.as_mut().unwrap().load_balancer_class = Some("other".into());
+        foreign.status = a.status.clone();
+        foreign.status = Some(Default::default());
+        assert!(!core.reconcile(&foreign).writes());
+    }
+
+    #[test]
+    fn type_change_makes_pending_service_retry_candidate() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/32"])], None);
+        let mut a = lb("a");
+        let p = core.reconcile(&a);
+        apply(&mut a, &p);
+        let b = lb("b");
+        core.reconcile(&b);
+        a.spec.as_mut().unwrap().type_ = Some("NodePort".into());
+        core.reconcile(&a);
+        assert_eq!(core.retry_candidates(), vec![service_key(&b)]);
+    }
+
+    #[test]
+    fn malformed_request_keeps_its_ip_and_warns_once() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], None);
+        let mut a = lb("a");
+        let p = core.reconcile(&a);
+        apply(&mut a, &p);
+        annotate(&mut a, "metallb.io/loadBalancerIPs", "not-an-ip");
+        let p = core.reconcile(&a);
+        assert_eq!(p.outcome, Outcome::Invalid);
+        assert_eq!(reasons(&p), ["LoadBalancerFailed"]);
+        assert!(p.status.is_none(), "the IP is kept");
+        assert!(!core.reconcile(&a).writes(), "warned once");
+        // Its IP is still reserved: another Service does not get it.
+        let b = lb("b");
+        let pb = core.reconcile(&b);
+        assert_ne!(
+            pb.status.unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "192.168.1.0"
+        );
+        // Garbage everywhere never panics.
+        let mut junk = Service::default();
+        junk.metadata.name = Some("junk".into());
+        junk.spec = Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            cluster_ip: Some("nonsense".into()),
+            ip_family_policy: Some("Weird".into()),
+            ..Default::default()
+        });
+        assert_eq!(core.reconcile(&junk).outcome, Outcome::Invalid);
+        let mut no_cluster_ip = lb("nocip");
+        no_cluster_ip.spec.as_mut().unwrap().cluster_ip = None;
+        no_cluster_ip.spec.as_mut().unwrap().cluster_ips = None;
+        let p = core.reconcile(&no_cluster_ip);
+        assert!(matches!(p.outcome, Outcome::Pending | Outcome::Invalid));
+        assert!(core.reconcile(&Service::default()).events.is_empty());
+    }
+
+    #[test]
+    fn deprecated_annotation_warned_once_and_only_with_a_write() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], None);
+        let mut a = lb("a");
+        annotate(&mut a, "metallb.universe.tf/allow-shared-ip", "k");
+        let p = core.reconcile(&a);
+        assert_eq!(reasons(&p), ["IPAllocated", "deprecatedAnnotation"]);
+        assert!(p.events[1].note.contains("metallb.universe.tf/allow-shared-ip"));
+        apply(&mut a, &p);
+        assert!(!core.reconcile(&a).writes());
+        // A later change writes again but does not repeat the warning.
+        annotate(&mut a, "metallb.io/loadBalancerIPs", "192.168.1.3");
+        let p = core.reconcile(&a);
+        assert_eq!(reasons(&p), ["ClearAssignment", "IPAllocated"]);
+        // After a restart, a Service at rest is not warned again (nothing written).
+        apply(&mut a, &p);
+        let mut c2 = Core::rebuild(
+            vec![pool("p", &["192.168.1.0/30"])],
+            None,
+            HashMap::new(),
+            std::slice::from_ref(&a),
+        );
+        assert!(!c2.reconcile(&a).writes());
+    }
+
+    #[test]
+    fn pool_shrink_clears_and_reassigns_with_clear_assignment_event() {
+        let both = || vec![pool("first", &["10.0.0.0/30"]), pool("p", &["192.168.1.0/30"])];
+        let mut core = Core::new(both(), None);
+        let mut a = lb("a");
+        let p = core.reconcile(&a);
+        apply(&mut a, &p);
+        assert_eq!(ips(&a), ["10.0.0.0"], "equal priority: first pool by name");
+        // Same pools again: nothing to do.
+        assert!(core.set_pools(both()).is_none());
+        // "first" disappears: a is cleared and re-assigned from p.
+        let keys = core.set_pools(vec![pool("p", &["192.168.1.0/30"])]).unwrap();
+        assert_eq!(keys, vec![service_key(&a)]);
+        let p = core.reconcile(&a);
+        assert_eq!(p.outcome, Outcome::Assigned);
+        assert_eq!(reasons(&p), ["ClearAssignment", "IPAllocated"]);
+        assert!(p.events[0].note.contains("not allowed by config"), "{}", p.events[0].note);
+        apply(&mut a, &p);
+        assert_eq!(ips(&a), ["192.168.1.0"]);
+        assert!(!core.reconcile(&a).writes());
+    }
+
+    #[test]
+    fn pool_counts_follow_allocations() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], None);
+        let mut a = lb("a");
+        let p = core.reconcile(&a);
+        apply(&mut a, &p);
+        let c = core.pool_counts()["p"];
+        assert_eq!((c.assigned_v4, c.available_v4), (1, 3));
+        core.deleted(&service_key(&a));
+        assert_eq!(core.pool_counts()["p"].assigned_v4, 0);
+        assert_eq!(core.tracked(), Vec::<ServiceKey>::new());
     }
 }
