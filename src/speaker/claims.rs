@@ -7,19 +7,9 @@
 //! fails with AlreadyExists, replace with Conflict if anyone wrote in between), so two nodes
 //! can never both win the same claim.
 //!
-//! Rules (pure, [`decide`]); "desired" is the election's choice, computed with the current
-//! holder as the sticky incumbent:
-//! * a node announces an IP only while the claim names it **and** it is the desired owner
-//!   **and** its own Lease is fresh (fencing);
-//! * the desired owner writes the claim when it is absent, released (empty holder), or held
-//!   by a node whose Lease has expired in its eyes (confirmed by a fresh read of that Lease);
-//! * a holder that is no longer desired first withdraws, then hands the claim over (writes the
-//!   successor, or an empty holder when it does not know one); a live holder is never
-//!   overwritten by anyone else;
-//! * a holder with no eligible node at all (e.g. no endpoints) keeps the claim but stays
-//!   silent, so the IP returns to it when endpoints do;
-//! * a claim whose IP no longer belongs to any Service is deleted by its holder (or by
-//!   anyone, if the holder is dead or empty).
+//! The rules for who writes what are the election's ([`crate::election::decide_claim`]):
+//! a claim's `spec.leaseTransitions` is the record's epoch. This module adds the names, the
+//! API calls, and garbage collection of claims whose IP no longer exists ([`is_orphan`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -27,6 +17,8 @@ use std::net::IpAddr;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+
+use crate::election::OwnerRecord;
 
 /// Prefix of every claim Lease name.
 pub const CLAIM_PREFIX: &str = "ferrolb-ip-";
@@ -81,6 +73,14 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The election's view of this claim.
+    pub fn record(&self) -> OwnerRecord {
+        OwnerRecord {
+            holder: self.holder.clone(),
+            epoch: u64::try_from(self.transitions).unwrap_or(0),
+        }
+    }
+
     /// Reads a claim Lease; `None` when `lease` is not a claim.
     pub fn from_lease(lease: &Lease) -> Option<(IpAddr, Claim)> {
         let name = lease.metadata.name.as_deref()?;
@@ -99,67 +99,11 @@ impl Claim {
     }
 }
 
-/// What this node must do about one IP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// The claim names us and we are the desired owner: answer for it.
-    Announce,
-    /// Write the claim for us (create, or replace an empty / dead holder's).
-    Claim {
-        /// The dead holder being replaced (empty/None: nothing to confirm).
-        takeover_from: Option<String>,
-    },
-    /// We are desired but a live node still holds the claim: wait for its hand-over.
-    Wait,
-    /// We hold it but another node is desired: stop answering, then write `to` (or release).
-    HandOff {
-        /// The successor, if the election has one.
-        to: Option<String>,
-    },
-    /// We hold it but nobody is eligible (no endpoints, …): stay silent, keep the claim.
-    Hold,
-    /// The IP is gone: delete its claim.
-    Delete,
-    /// Nothing for us.
-    Idle,
-}
-
-/// The rule table described in the module docs.
-pub fn decide(
-    me: &str,
-    allocated: bool,
-    desired: Option<&str>,
-    claim: Option<&Claim>,
-    alive: &dyn Fn(&str) -> bool,
-) -> Step {
-    let holder = claim.map(|c| c.holder.as_str()).filter(|h| !h.is_empty());
-    if !allocated {
-        return match (claim, holder) {
-            (None, _) => Step::Idle,
-            (Some(_), Some(h)) if h != me && alive(h) => Step::Idle,
-            (Some(_), _) => Step::Delete,
-        };
-    }
-    match (desired, holder) {
-        (Some(d), Some(h)) if d == me && h == me => Step::Announce,
-        (Some(d), None) if d == me => Step::Claim {
-            takeover_from: None,
-        },
-        (Some(d), Some(h)) if d == me => {
-            if alive(h) {
-                Step::Wait
-            } else {
-                Step::Claim {
-                    takeover_from: Some(h.to_string()),
-                }
-            }
-        }
-        (Some(d), Some(h)) if h == me => Step::HandOff {
-            to: Some(d.to_string()),
-        },
-        (None, Some(h)) if h == me => Step::Hold,
-        _ => Step::Idle,
-    }
+/// Whether a claim is garbage: its IP belongs to no Service, and its holder is gone
+/// (empty, or its speaker is dead). A live holder deletes its own claim through the
+/// election's `Release` rule; this covers holders that died meanwhile.
+pub fn is_orphan(allocated: bool, claim: &Claim, alive: &dyn Fn(&str) -> bool) -> bool {
+    !allocated && (claim.holder.is_empty() || !alive(&claim.holder))
 }
 
 /// Outcome of a claim write.
@@ -194,13 +138,13 @@ impl ClaimApi {
             .and_then(|l| Claim::from_lease(&l).map(|(_, c)| c)))
     }
 
-    /// Sets the holder of `ip`'s claim to `holder` (empty: release), provided the claim
-    /// still is `expected` (None: it must not exist yet).
+    /// Writes `record` as `ip`'s claim, provided the claim still is `expected` (None: it
+    /// must not exist yet).
     pub async fn write(
         &self,
         ip: IpAddr,
         expected: Option<&Claim>,
-        holder: &str,
+        record: &OwnerRecord,
     ) -> Result<WriteOutcome, kube::Error> {
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let lease = Lease {
@@ -218,9 +162,9 @@ impl ClaimApi {
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
-                holder_identity: Some(holder.to_string()),
+                holder_identity: Some(record.holder.clone()),
                 acquire_time: Some(now),
-                lease_transitions: Some(expected.map_or(0, |c| c.transitions + 1)),
+                lease_transitions: Some(i32::try_from(record.epoch).unwrap_or(i32::MAX)),
                 ..Default::default()
             }),
         };
@@ -309,89 +253,18 @@ mod tests {
     }
 
     #[test]
-    fn rule_table() {
-        let alive = |n: &str| n == "a" || n == "b";
-        use Step::*;
-        let cases: Vec<(bool, Option<&str>, Option<super::Claim>, Step)> = vec![
-            // allocated, desired me
-            (
-                true,
-                Some("a"),
-                None,
-                Claim {
-                    takeover_from: None,
-                },
-            ),
-            (
-                true,
-                Some("a"),
-                Some(claim("")),
-                Claim {
-                    takeover_from: None,
-                },
-            ),
-            (true, Some("a"), Some(claim("a")), Announce),
-            (true, Some("a"), Some(claim("b")), Wait),
-            (
-                true,
-                Some("a"),
-                Some(claim("dead")),
-                Claim {
-                    takeover_from: Some("dead".into()),
-                },
-            ),
-            // allocated, someone else desired
-            (
-                true,
-                Some("b"),
-                Some(claim("a")),
-                HandOff {
-                    to: Some("b".into()),
-                },
-            ),
-            (true, Some("b"), Some(claim("b")), Idle),
-            (true, Some("b"), None, Idle),
-            (true, Some("b"), Some(claim("dead")), Idle),
-            // nobody eligible
-            (true, None, Some(claim("a")), Hold),
-            (true, None, Some(claim("b")), Idle),
-            (true, None, None, Idle),
-            // IP gone
-            (false, None, None, Idle),
-            (false, None, Some(claim("a")), Delete),
-            (false, None, Some(claim("")), Delete),
-            (false, None, Some(claim("dead")), Delete),
-            (false, None, Some(claim("b")), Idle),
-        ];
-        for (allocated, desired, c, want) in cases {
-            assert_eq!(
-                decide("a", allocated, desired, c.as_ref(), &alive),
-                want,
-                "allocated={allocated} desired={desired:?} claim={c:?}"
-            );
-        }
-    }
-
-    proptest! {
-        /// Whatever the views, only the claim's holder may announce, and nobody overwrites a
-        /// live holder other than itself.
-        #[test]
-        fn only_holder_announces_and_live_holders_are_respected(
-            me in 0usize..4, holder in proptest::option::of(0usize..5), desired in proptest::option::of(0usize..4),
-            allocated in any::<bool>(), alive_mask in any::<[bool; 5]>(),
-        ) {
-            let names = ["n0", "n1", "n2", "n3", ""];
-            let me = names[me];
-            let c = holder.map(|h| claim(names[h]));
-            let alive = |n: &str| names.iter().position(|x| *x == n).is_some_and(|i| alive_mask[i] && !n.is_empty());
-            let step = decide(me, allocated, desired.map(|d| names[d]), c.as_ref(), &alive);
-            let h = c.as_ref().map(|c| c.holder.as_str()).unwrap_or("");
-            if step == Step::Announce { prop_assert_eq!(h, me); }
-            if let Step::Claim { .. } = step {
-                prop_assert!(h.is_empty() || !alive(h));
+    fn orphans() {
+        let alive = |n: &str| n == "a";
+        assert!(!is_orphan(true, &claim(""), &alive));
+        assert!(!is_orphan(false, &claim("a"), &alive));
+        assert!(is_orphan(false, &claim("dead"), &alive));
+        assert!(is_orphan(false, &claim(""), &alive));
+        assert_eq!(
+            claim("a").record(),
+            OwnerRecord {
+                holder: "a".into(),
+                epoch: 0
             }
-            if let Step::HandOff { .. } = step { prop_assert_eq!(h, me); }
-            if step == Step::Delete { prop_assert!(h.is_empty() || h == me || !alive(h)); }
-        }
+        );
     }
 }

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use std::time::Instant;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::args::LeaseTiming;
 use super::metrics::Metrics;
+use crate::election::LeaseClock;
 
 /// Prefix of every speaker node Lease name.
 pub const NODE_LEASE_PREFIX: &str = "ferrolb-speaker-";
@@ -189,7 +189,7 @@ impl Fence {
 /// Shell: keeps this node's Lease renewed and publishes the [`Fence`] on a watch channel.
 pub struct OwnLease {
     lock: LeaseLock,
-    timing: LeaseTiming,
+    timing: LeaseClock,
     fence: watch::Sender<Fence>,
     metrics: Arc<Metrics>,
 }
@@ -200,7 +200,7 @@ impl OwnLease {
         client: kube::Client,
         namespace: &str,
         node: &str,
-        timing: LeaseTiming,
+        timing: LeaseClock,
         metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<Fence>) {
         let lock = LeaseLock::new(
