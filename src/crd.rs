@@ -29,6 +29,8 @@ fn is_false(b: &bool) -> bool {
 // ---------------------------------------------------------------------------
 
 /// `spec` of an `IPAddressPool`: a set of addresses the controller may hand out.
+// `printcolumn(...)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "metallb.io",
@@ -133,6 +135,8 @@ pub struct IPAddressPoolStatus {
 /// `spec` of an `L2Advertisement`: which pools are announced in layer 2, from which
 /// nodes and interfaces. The whole `spec` may be omitted (all pools, all nodes, all
 /// interfaces).
+// `printcolumn(...)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "metallb.io",
@@ -217,6 +221,8 @@ pub struct L2AdvertisementStatus {}
 // ---------------------------------------------------------------------------
 
 /// `spec` of a `ServiceL2Status` (empty; the object is all status). May be omitted.
+// `printcolumn(...)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "metallb.io",
