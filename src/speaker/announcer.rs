@@ -35,6 +35,8 @@ pub trait Announcer: Send + Sync + 'static {
     fn announce(&self, ip: IpAddr, interfaces: &Interfaces) -> AnnounceReport;
     /// Stops answering for `ip` immediately.
     fn withdraw(&self, ip: IpAddr);
+    /// Which of the `wanted` interfaces do not exist (or are not usable) on this node now.
+    fn missing(&self, wanted: &Interfaces) -> Vec<String>;
 }
 
 /// One call recorded by [`RecordingAnnouncer`].
@@ -69,8 +71,13 @@ impl RecordingAnnouncer {
     /// A recorder where only `names` exist.
     pub fn with_interfaces(names: &[&str]) -> Self {
         let r = Self::default();
-        r.lock().existing = Some(names.iter().map(|s| s.to_string()).collect());
+        r.set_interfaces(names);
         r
+    }
+
+    /// Changes the interfaces that exist.
+    pub fn set_interfaces(&self, names: &[&str]) {
+        self.lock().existing = Some(names.iter().map(|s| s.to_string()).collect());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
@@ -108,5 +115,44 @@ impl Announcer for RecordingAnnouncer {
         let mut g = self.lock();
         g.calls.push(Call::Withdraw(ip));
         g.announced.remove(&ip);
+    }
+
+    fn missing(&self, wanted: &Interfaces) -> Vec<String> {
+        match &self.lock().existing {
+            Some(have) => missing_interfaces(wanted, have),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The real dataplane behind the trait. Interfaces named by an advertisement but without a
+/// running responder on this node are reported missing.
+impl Announcer for crate::dataplane::Dataplane {
+    fn announce(&self, ip: IpAddr, interfaces: &Interfaces) -> AnnounceReport {
+        let filter = match interfaces {
+            Interfaces::All => crate::dataplane::InterfaceFilter::All,
+            Interfaces::Named(n) => crate::dataplane::InterfaceFilter::Named(n.clone()),
+        };
+        crate::dataplane::Dataplane::announce(self, ip, filter);
+        AnnounceReport {
+            missing: Announcer::missing(self, interfaces),
+        }
+    }
+
+    fn withdraw(&self, ip: IpAddr) {
+        crate::dataplane::Dataplane::withdraw(self, ip)
+    }
+
+    fn missing(&self, wanted: &Interfaces) -> Vec<String> {
+        let have: BTreeSet<String> = self.interfaces().into_iter().map(|i| i.name).collect();
+        missing_interfaces(wanted, &have)
+    }
+}
+
+/// Named interfaces not in `existing` (`All` never misses anything).
+pub fn missing_interfaces(wanted: &Interfaces, existing: &BTreeSet<String>) -> Vec<String> {
+    match wanted {
+        Interfaces::All => Vec::new(),
+        Interfaces::Named(w) => w.difference(existing).cloned().collect(),
     }
 }

@@ -69,22 +69,23 @@ pub struct Args {
     #[arg(long, env = "FERROLB_RETRY_PERIOD", default_value = "300ms", value_parser = parse_duration)]
     pub retry_period: Duration,
 
-    /// Interface name patterns never used for answering, comma separated, `*` as a trailing
-    /// wildcard (e.g. `docker*,veth*,cali*`). Replaces the built-in list, which is MetalLB's:
-    /// docker*, cbr*, dummy*, virbr*, lxcbr*, veth*, lo, cali*, tunl*, flannel*, kube-ipvs*,
-    /// cni*, nodelocaldns*, lxc*.
+    /// Interfaces never used for answering: regular expressions on the interface name, comma
+    /// separated (e.g. `^docker.*,^veth.*`). Replaces the built-in list, which is MetalLB's:
+    /// ^docker.*, ^cbr.*, ^dummy.*, ^virbr.*, ^lxcbr.*, ^veth.*, ^lo$, ^cali.*, ^tunl.*,
+    /// ^flannel.*, ^kube-ipvs.*, ^cni.*, ^nodelocaldns.*, ^lxc.*.
     #[arg(long, env = "FERROLB_EXCLUDE_INTERFACES", value_delimiter = ',')]
     pub exclude_interfaces: Option<Vec<String>>,
 
-    /// When this node takes over an IP it sends gratuitous ARP / unsolicited NA at these
-    /// offsets from the takeover (comma separated). The default covers ~5 s with backoff so
-    /// that clients and switches which missed the first packet still learn the new MAC.
+    /// When this node takes over an IP it sends gratuitous ARP / unsolicited NA at once, then
+    /// again at these offsets from the takeover (comma separated). The default covers ~5 s
+    /// with backoff so clients and switches that missed the first packet still learn the
+    /// new MAC (Linux ignores a second update within ~1 s, hence 1.1 s and later).
     #[arg(
         long,
         env = "FERROLB_GARP_SCHEDULE",
         value_delimiter = ',',
         value_parser = parse_duration,
-        default_value = "0ms,100ms,500ms,1100ms,2200ms,4400ms"
+        default_value = "100ms,500ms,1100ms,2200ms,4400ms"
     )]
     pub garp_schedule: Vec<Duration>,
 
@@ -165,8 +166,10 @@ mod tests {
         assert!(t.lease_duration + Duration::from_millis(500) <= Duration::from_secs(3));
         assert_eq!(cli.args.namespace, "metallb-system");
         assert_eq!(cli.args.metrics_addr.port(), 7473);
-        assert_eq!(cli.args.garp_schedule.len(), 6);
-        assert_eq!(cli.args.garp_schedule[0], Duration::ZERO);
+        assert_eq!(
+            cli.args.garp_schedule,
+            crate::dataplane::schedule::DEFAULT_BACKOFF.to_vec()
+        );
     }
 
     #[test]
@@ -201,18 +204,18 @@ mod tests {
             "--node-name",
             "n",
             "--exclude-interfaces",
-            "docker*,veth*",
+            "^docker.*,^veth.*",
             "--garp-schedule",
-            "0ms,1s",
+            "100ms,1s",
         ])
         .unwrap();
         assert_eq!(
             cli.args.exclude_interfaces,
-            Some(vec!["docker*".to_string(), "veth*".to_string()])
+            Some(vec!["^docker.*".to_string(), "^veth.*".to_string()])
         );
         assert_eq!(
             cli.args.garp_schedule,
-            vec![Duration::ZERO, Duration::from_secs(1)]
+            vec![Duration::from_millis(100), Duration::from_secs(1)]
         );
     }
 }

@@ -697,6 +697,20 @@ impl<A: Announcer> Speaker<A> {
         self.spawn_events(pending);
     }
 
+    /// Interfaces appeared or vanished on this node: re-check `announceFailed` for every
+    /// announced IP (the dataplane itself starts answering on a new interface by itself).
+    pub fn interfaces_changed(&mut self) {
+        let all: Vec<(IpAddr, Announced)> = self
+            .announced
+            .iter()
+            .map(|(i, a)| (*i, a.clone()))
+            .collect();
+        for (ip, a) in all {
+            let missing = self.announcer.missing(&a.interfaces);
+            self.note_announce_events(ip, &a, &missing);
+        }
+    }
+
     /// Turns a duplicate-responder report from the dataplane into a Warning on the
     /// Services of the IP (once per other MAC).
     pub fn duplicate_responder(&mut self, d: &DuplicateResponder) {

@@ -270,7 +270,9 @@ impl OwnLease {
         loop {
             tokio::select! {
                 _ = tick.tick() => { self.renew_once().await; }
-                _ = stop.wait_for(|s| *s) => break,
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() { break; }
+                }
             }
         }
         self.release().await;
