@@ -42,13 +42,20 @@ fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
 }
 
 fn apply_quickstart(lab: &Lab) {
-    lab.apply_file(&examples().join("ipaddresspool.yaml")).unwrap();
-    lab.apply_file(&examples().join("l2advertisement.yaml")).unwrap();
+    lab.apply_file(&examples().join("ipaddresspool.yaml"))
+        .unwrap();
+    lab.apply_file(&examples().join("l2advertisement.yaml"))
+        .unwrap();
 }
 
 fn dump(lab: &Lab) -> String {
     let mut out = String::new();
-    for name in ["controller", "speaker-node-1", "speaker-node-2", "speaker-node-3"] {
+    for name in [
+        "controller",
+        "speaker-node-1",
+        "speaker-node-2",
+        "speaker-node-3",
+    ] {
         out.push_str(&format!("\n--- {name} ---\n{}", lab.log_tail(name, 25)));
     }
     out
@@ -73,7 +80,14 @@ fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
     let out = lab
         .client_ns()
         .output(&[
-            "arping", "-c", &count.to_string(), "-w", "3", "-I", "eth0", &ip.to_string(),
+            "arping",
+            "-c",
+            &count.to_string(),
+            "-w",
+            "3",
+            "-I",
+            "eth0",
+            &ip.to_string(),
         ])
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -88,10 +102,14 @@ fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
 
 #[test]
 fn ipv4_service_is_reachable_and_answered_by_exactly_one_node() {
-    let Some((_g, mut lab)) = lab("ipv4_service_is_reachable", 3) else { return };
+    let Some((_g, mut lab)) = lab("ipv4_service_is_reachable", 3) else {
+        return;
+    };
     apply_quickstart(&lab);
     lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ips = lab.wait_for_ips("default", "web", 1, Duration::from_secs(20)).unwrap();
+    let ips = lab
+        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
+        .unwrap();
     let ip = ips[0];
     assert!(
         ["192.0.2.100", "192.0.2.120"].iter().all(|_| true)
@@ -103,7 +121,9 @@ fn ipv4_service_is_reachable_and_answered_by_exactly_one_node() {
     let body = lab.curl(ip).unwrap();
     assert_eq!(body.trim(), node, "curl and the probe disagree");
     // The client's kernel resolved the VIP to the MAC of the node that served it.
-    let (mac, _) = lab.client_neighbor(ip).expect("client has a neighbour entry");
+    let (mac, _) = lab
+        .client_neighbor(ip)
+        .expect("client has a neighbour entry");
     assert_eq!(lab.node_by_mac(&mac).map(node_name), Some(node.clone()));
     // arping: every reply comes from that one MAC.
     let macs = arping_macs(&lab, ip, 3);
@@ -114,10 +134,14 @@ fn ipv4_service_is_reachable_and_answered_by_exactly_one_node() {
 
 #[test]
 fn crash_and_graceful_failover_move_the_vip() {
-    let Some((_g, mut lab)) = lab("crash_and_graceful_failover", 3) else { return };
+    let Some((_g, mut lab)) = lab("crash_and_graceful_failover", 3) else {
+        return;
+    };
     apply_quickstart(&lab);
     lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab.wait_for_ips("default", "web", 1, Duration::from_secs(20)).unwrap()[0];
+    let ip = lab
+        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
+        .unwrap()[0];
     let owner = served(&lab, ip, Duration::from_secs(15));
     let idx: usize = owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
 
@@ -130,7 +154,11 @@ fn crash_and_graceful_failover_move_the_vip() {
                 break n;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(8), "no takeover after crash{}", dump(&lab));
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "no takeover after crash{}",
+            dump(&lab)
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let crash = t.elapsed();
@@ -140,10 +168,18 @@ fn crash_and_graceful_failover_move_the_vip() {
     // The crashed node comes back: ownership is sticky, the VIP stays where it is.
     lab.start_speaker(idx).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(served(&lab, ip, Duration::from_secs(5)), new_owner, "returning node stole the VIP");
+    assert_eq!(
+        served(&lab, ip, Duration::from_secs(5)),
+        new_owner,
+        "returning node stole the VIP"
+    );
 
     // Graceful: SIGTERM the new owner; the successor takes over fast.
-    let idx2: usize = new_owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    let idx2: usize = new_owner
+        .trim_start_matches("node-")
+        .parse::<usize>()
+        .unwrap()
+        - 1;
     let t = lab.signal_speaker(idx2, libc::SIGTERM).unwrap();
     loop {
         if let Ok(n) = lab.request(ip, Duration::from_millis(100)) {
@@ -151,22 +187,41 @@ fn crash_and_graceful_failover_move_the_vip() {
                 break;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "no takeover after SIGTERM{}", dump(&lab));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no takeover after SIGTERM{}",
+            dump(&lab)
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let graceful = t.elapsed();
     eprintln!("graceful handover from {new_owner} in {graceful:?}");
     let status = lab.reap_speaker(idx2, Duration::from_secs(3));
-    assert!(status.is_some_and(|s| s.success()), "speaker did not exit cleanly on SIGTERM");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "speaker did not exit cleanly on SIGTERM"
+    );
 }
 
 #[test]
 fn ipv6_and_dual_stack_services_are_reachable() {
-    let Some((_g, mut lab)) = lab("ipv6_and_dual_stack", 2) else { return };
-    lab.apply_file_filtered(&examples().join("dual-stack-pool.yaml"), |g| g == "metallb.io")
-        .unwrap();
+    let Some((_g, mut lab)) = lab("ipv6_and_dual_stack", 2) else {
+        return;
+    };
+    lab.apply_file_filtered(&examples().join("dual-stack-pool.yaml"), |g| {
+        g == "metallb.io"
+    })
+    .unwrap();
     lab.client_ns()
-        .run(&["ip", "-6", "route", "add", "2001:db8:0:1::/64", "dev", "eth0"])
+        .run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:0:1::/64",
+            "dev",
+            "eth0",
+        ])
         .unwrap();
     let mut v6 = ServiceSpec::new("web6");
     v6.families = vec!["IPv6"];
@@ -174,10 +229,14 @@ fn ipv6_and_dual_stack_services_are_reachable() {
     let mut dual = ServiceSpec::new("webdual");
     dual.families = vec!["IPv4", "IPv6"];
     lab.create_service(&dual).unwrap();
-    let ip6 = lab.wait_for_ips("default", "web6", 1, Duration::from_secs(20)).unwrap();
+    let ip6 = lab
+        .wait_for_ips("default", "web6", 1, Duration::from_secs(20))
+        .unwrap();
     assert!(ip6[0].is_ipv6());
     served(&lab, ip6[0], Duration::from_secs(15));
-    let ips = lab.wait_for_ips("default", "webdual", 2, Duration::from_secs(20)).unwrap();
+    let ips = lab
+        .wait_for_ips("default", "webdual", 2, Duration::from_secs(20))
+        .unwrap();
     assert!(ips[0].is_ipv4() && ips[1].is_ipv6(), "{ips:?}");
     // Both IPs of one Service are answered by the same node.
     let a = served(&lab, ips[0], Duration::from_secs(15));
@@ -189,13 +248,17 @@ fn ipv6_and_dual_stack_services_are_reachable() {
 
 #[test]
 fn etp_local_is_announced_only_by_nodes_with_endpoints() {
-    let Some((_g, mut lab)) = lab("etp_local", 3) else { return };
+    let Some((_g, mut lab)) = lab("etp_local", 3) else {
+        return;
+    };
     apply_quickstart(&lab);
     let mut s = ServiceSpec::new("local");
     s.external_traffic_policy = "Local";
     s.endpoint_nodes = Some(vec![1]);
     lab.create_service(&s).unwrap();
-    let ip = lab.wait_for_ips("default", "local", 1, Duration::from_secs(20)).unwrap()[0];
+    let ip = lab
+        .wait_for_ips("default", "local", 1, Duration::from_secs(20))
+        .unwrap()[0];
     served(&lab, ip, Duration::from_secs(15));
     assert_eq!(lab.resolve_owner(ip), Some(1), "{}", dump(&lab));
     let macs = arping_macs(&lab, ip, 2);
@@ -204,19 +267,31 @@ fn etp_local_is_announced_only_by_nodes_with_endpoints() {
 
 #[test]
 fn shared_ip_services_are_answered_by_one_node() {
-    let Some((_g, mut lab)) = lab("shared_ip", 3) else { return };
+    let Some((_g, mut lab)) = lab("shared_ip", 3) else {
+        return;
+    };
     apply_quickstart(&lab);
     for (name, port) in [("dns-tcp", 80u16), ("dns-alt", 8081)] {
         let mut s = ServiceSpec::new(name);
         s.port = port;
         s.annotations = BTreeMap::from([
-            ("metallb.io/allow-shared-ip".to_string(), "shared".to_string()),
-            ("metallb.io/loadBalancerIPs".to_string(), "192.0.2.110".to_string()),
+            (
+                "metallb.io/allow-shared-ip".to_string(),
+                "shared".to_string(),
+            ),
+            (
+                "metallb.io/loadBalancerIPs".to_string(),
+                "192.0.2.110".to_string(),
+            ),
         ]);
         lab.create_service(&s).unwrap();
     }
-    let a = lab.wait_for_ips("default", "dns-tcp", 1, Duration::from_secs(20)).unwrap();
-    let b = lab.wait_for_ips("default", "dns-alt", 1, Duration::from_secs(20)).unwrap();
+    let a = lab
+        .wait_for_ips("default", "dns-tcp", 1, Duration::from_secs(20))
+        .unwrap();
+    let b = lab
+        .wait_for_ips("default", "dns-alt", 1, Duration::from_secs(20))
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(a[0].to_string(), "192.0.2.110");
     served(&lab, a[0], Duration::from_secs(15));
@@ -226,8 +301,11 @@ fn shared_ip_services_are_answered_by_one_node() {
 
 #[test]
 fn node_selectors_and_exclusion_label_are_respected() {
-    let Some((_g, mut lab)) = lab("node_selectors", 3) else { return };
-    lab.apply_file(&examples().join("ipaddresspool.yaml")).unwrap();
+    let Some((_g, mut lab)) = lab("node_selectors", 3) else {
+        return;
+    };
+    lab.apply_file(&examples().join("ipaddresspool.yaml"))
+        .unwrap();
     let adv = write(
         &lab,
         "adv.yaml",
@@ -243,18 +321,29 @@ fn node_selectors_and_exclusion_label_are_respected() {
     );
     lab.apply_file(&label).unwrap();
     for n in 0..4 {
-        lab.create_service(&ServiceSpec::new(&format!("sel{n}"))).unwrap();
+        lab.create_service(&ServiceSpec::new(&format!("sel{n}")))
+            .unwrap();
     }
     for n in 0..4 {
-        let ip = lab.wait_for_ips("default", &format!("sel{n}"), 1, Duration::from_secs(20)).unwrap()[0];
-        assert_eq!(served(&lab, ip, Duration::from_secs(15)), "node-2", "{}", dump(&lab));
+        let ip = lab
+            .wait_for_ips("default", &format!("sel{n}"), 1, Duration::from_secs(20))
+            .unwrap()[0];
+        assert_eq!(
+            served(&lab, ip, Duration::from_secs(15)),
+            "node-2",
+            "{}",
+            dump(&lab)
+        );
     }
 }
 
 #[test]
 fn interfaces_restriction_is_respected() {
-    let Some((_g, mut lab)) = lab("interfaces_restriction", 2) else { return };
-    lab.apply_file(&examples().join("ipaddresspool.yaml")).unwrap();
+    let Some((_g, mut lab)) = lab("interfaces_restriction", 2) else {
+        return;
+    };
+    lab.apply_file(&examples().join("ipaddresspool.yaml"))
+        .unwrap();
     let adv = write(
         &lab,
         "adv.yaml",
@@ -263,10 +352,15 @@ fn interfaces_restriction_is_respected() {
     );
     lab.apply_file(&adv).unwrap();
     lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab.wait_for_ips("default", "web", 1, Duration::from_secs(20)).unwrap()[0];
+    let ip = lab
+        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
+        .unwrap()[0];
     // No node has eth7: nobody answers.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(arping_macs(&lab, ip, 2).is_empty(), "answered on a non-listed interface");
+    assert!(
+        arping_macs(&lab, ip, 2).is_empty(),
+        "answered on a non-listed interface"
+    );
     // Allow eth0: it is answered.
     let adv = write(
         &lab,
@@ -280,10 +374,14 @@ fn interfaces_restriction_is_respected() {
 
 #[test]
 fn partitioned_owner_withdraws_and_never_overlaps() {
-    let Some((_g, mut lab)) = lab("partitioned_owner", 3) else { return };
+    let Some((_g, mut lab)) = lab("partitioned_owner", 3) else {
+        return;
+    };
     apply_quickstart(&lab);
     lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab.wait_for_ips("default", "web", 1, Duration::from_secs(20)).unwrap()[0];
+    let ip = lab
+        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
+        .unwrap()[0];
     let owner = served(&lab, ip, Duration::from_secs(15));
     let idx: usize = owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
     let old_mac = lab.node_mac(idx);
@@ -292,7 +390,15 @@ fn partitioned_owner_withdraws_and_never_overlaps() {
     let mut tcpdump = lab
         .network()
         .switch()
-        .spawn(&["tcpdump", "-U", "-ni", "br0", "-w", &cap.display().to_string(), "arp"])
+        .spawn(&[
+            "tcpdump",
+            "-U",
+            "-ni",
+            "br0",
+            "-w",
+            &cap.display().to_string(),
+            "arp",
+        ])
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     lab.set_link(idx, false).unwrap();
@@ -303,14 +409,24 @@ fn partitioned_owner_withdraws_and_never_overlaps() {
                 break n;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "no takeover after partition{}", dump(&lab));
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no takeover after partition{}",
+            dump(&lab)
+        );
     };
-    eprintln!("partition takeover {owner} → {new_owner} in {:?}", t.elapsed());
+    eprintln!(
+        "partition takeover {owner} → {new_owner} in {:?}",
+        t.elapsed()
+    );
     // Heal: the old owner must have fenced itself; only the new owner answers.
     lab.set_link(idx, true).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let macs = arping_macs(&lab, ip, 3);
-    assert!(!macs.contains(&old_mac), "healed old owner still answers: {macs:?}");
+    assert!(
+        !macs.contains(&old_mac),
+        "healed old owner still answers: {macs:?}"
+    );
     assert_eq!(macs.len(), 1);
     std::thread::sleep(Duration::from_millis(300));
     assert!(tcpdump.is_running());
@@ -322,7 +438,13 @@ fn partitioned_owner_withdraws_and_never_overlaps() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let mut seen_new = false;
-    let new_mac = lab.node_mac(new_owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1);
+    let new_mac = lab.node_mac(
+        new_owner
+            .trim_start_matches("node-")
+            .parse::<usize>()
+            .unwrap()
+            - 1,
+    );
     for line in text.lines().filter(|l| l.contains(&format!("{ip} is-at"))) {
         if line.contains(&new_mac) {
             seen_new = true;
@@ -332,20 +454,32 @@ fn partitioned_owner_withdraws_and_never_overlaps() {
             "two MACs answered for {ip}:\n{text}"
         );
     }
-    assert!(seen_new, "capture shows no answer from the new owner:\n{text}");
+    assert!(
+        seen_new,
+        "capture shows no answer from the new owner:\n{text}"
+    );
 }
 
 #[test]
 fn apiserver_and_controller_restarts_change_nothing() {
-    let Some((_g, mut lab)) = lab("restarts", 3) else { return };
+    let Some((_g, mut lab)) = lab("restarts", 3) else {
+        return;
+    };
     apply_quickstart(&lab);
     for n in 0..5 {
-        lab.create_service(&ServiceSpec::new(&format!("r{n}"))).unwrap();
+        lab.create_service(&ServiceSpec::new(&format!("r{n}")))
+            .unwrap();
     }
     let before: Vec<IpAddr> = (0..5)
-        .map(|n| lab.wait_for_ips("default", &format!("r{n}"), 1, Duration::from_secs(20)).unwrap()[0])
+        .map(|n| {
+            lab.wait_for_ips("default", &format!("r{n}"), 1, Duration::from_secs(20))
+                .unwrap()[0]
+        })
         .collect();
-    let owners: Vec<String> = before.iter().map(|ip| served(&lab, *ip, Duration::from_secs(15))).collect();
+    let owners: Vec<String> = before
+        .iter()
+        .map(|ip| served(&lab, *ip, Duration::from_secs(15)))
+        .collect();
     // API server restart: every VIP keeps answering, from the same node.
     lab.stop_apiserver();
     for ip in &before {
@@ -358,14 +492,23 @@ fn apiserver_and_controller_restarts_change_nothing() {
     lab.start_controller().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     for (n, ip) in before.iter().enumerate() {
-        assert_eq!(lab.service_ips("default", &format!("r{n}")).unwrap(), vec![*ip]);
-        assert_eq!(&served(&lab, *ip, Duration::from_secs(5)), &owners[n], "owner moved");
+        assert_eq!(
+            lab.service_ips("default", &format!("r{n}")).unwrap(),
+            vec![*ip]
+        );
+        assert_eq!(
+            &served(&lab, *ip, Duration::from_secs(5)),
+            &owners[n],
+            "owner moved"
+        );
     }
 }
 
 #[test]
 fn fifty_services_fifty_vips_spread_over_nodes() {
-    let Some((_g, mut lab)) = lab("fifty_services", 3) else { return };
+    let Some((_g, mut lab)) = lab("fifty_services", 3) else {
+        return;
+    };
     let pool = write(
         &lab,
         "pool.yaml",
@@ -375,16 +518,24 @@ fn fifty_services_fifty_vips_spread_over_nodes() {
     );
     lab.apply_file(&pool).unwrap();
     for n in 0..50 {
-        lab.create_service(&ServiceSpec::new(&format!("s{n}"))).unwrap();
+        lab.create_service(&ServiceSpec::new(&format!("s{n}")))
+            .unwrap();
     }
     let mut ips = BTreeSet::new();
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for n in 0..50 {
-        let ip = lab.wait_for_ips("default", &format!("s{n}"), 1, Duration::from_secs(30)).unwrap()[0];
+        let ip = lab
+            .wait_for_ips("default", &format!("s{n}"), 1, Duration::from_secs(30))
+            .unwrap()[0];
         assert!(ips.insert(ip), "{ip} given twice");
-        *per_node.entry(served(&lab, ip, Duration::from_secs(20))).or_default() += 1;
+        *per_node
+            .entry(served(&lab, ip, Duration::from_secs(20)))
+            .or_default() += 1;
     }
     assert_eq!(ips.len(), 50);
     assert_eq!(per_node.len(), 3, "not spread: {per_node:?}");
-    assert!(per_node.values().all(|c| *c <= 30), "unbalanced: {per_node:?}");
+    assert!(
+        per_node.values().all(|c| *c <= 30),
+        "unbalanced: {per_node:?}"
+    );
 }

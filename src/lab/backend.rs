@@ -46,7 +46,8 @@ mod tests {
         let task = tokio::spawn(serve("node-7".into(), addr));
         let mut body = None;
         for _ in 0..50 {
-            if let Ok(b) = crate::lab::probe::http_get(addr, std::time::Duration::from_millis(200)) {
+            if let Ok(b) = crate::lab::probe::http_get(addr, std::time::Duration::from_millis(200))
+            {
                 body = Some(b);
                 break;
             }

@@ -77,7 +77,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(ns: &Netns, name: &str, argv: &[String], env: &[(&str, String)], dir: &Path) -> Result<Self> {
+    fn spawn(
+        ns: &Netns,
+        name: &str,
+        argv: &[String],
+        env: &[(&str, String)],
+        dir: &Path,
+    ) -> Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -219,7 +225,8 @@ impl Lab {
         let dir = tmp.path().to_path_buf();
         let mut net = Network::new()?;
         let ctl = net.add_host("ctl", HostSpec::v4v6("192.0.2.1/24", "2001:db8::1/64"))?;
-        let client_host = net.add_host("client", HostSpec::v4v6("192.0.2.2/24", "2001:db8::2/64"))?;
+        let client_host =
+            net.add_host("client", HostSpec::v4v6("192.0.2.2/24", "2001:db8::2/64"))?;
         let mut nodes = Vec::new();
         for i in 0..cfg.nodes {
             let h = net.add_host(
@@ -276,19 +283,27 @@ impl Lab {
             net,
         };
         lab.start_apiserver()?;
-        progress(&format!("API server: http://{API_ADDR} (kubeconfig {})", lab.kubeconfig.display()));
+        progress(&format!(
+            "API server: http://{API_ADDR} (kubeconfig {})",
+            lab.kubeconfig.display()
+        ));
         lab.register_cluster()?;
         progress("registered namespaces default + metallb-system and the Node objects");
         for i in 0..lab.cfg.nodes {
             lab.start_backend(i)?;
         }
-        progress("each node: backend :8080 answering with its name, nftables :80 → :8080 (kube-proxy)");
+        progress(
+            "each node: backend :8080 answering with its name, nftables :80 → :8080 (kube-proxy)",
+        );
         lab.start_controller()?;
         for i in 0..lab.cfg.nodes {
             lab.speakers.push(None);
             lab.start_speaker(i)?;
         }
-        progress(&format!("started ferrolb controller and {} speakers", lab.cfg.nodes));
+        progress(&format!(
+            "started ferrolb controller and {} speakers",
+            lab.cfg.nodes
+        ));
         Ok(lab)
     }
 
@@ -380,12 +395,20 @@ impl Lab {
             "--state-file".into(),
             self.dir.join("apiserver-state.json").display().to_string(),
         ];
-        let p = Proc::spawn(self.ctl_ns(), "apiserver", &argv, &self.env(None), &self.dir)?;
+        let p = Proc::spawn(
+            self.ctl_ns(),
+            "apiserver",
+            &argv,
+            &self.env(None),
+            &self.dir,
+        )?;
         self.apiserver = Some(p);
         let client = self.client();
         let ok = self.block_on(async move {
             for _ in 0..200 {
-                if client.apiserver_version().await.is_ok() {
+                // A plain TCP probe first, so the client does not log connection errors.
+                let up = tokio::net::TcpStream::connect(API_ADDR).await.is_ok();
+                if up && client.apiserver_version().await.is_ok() {
                     return true;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -393,7 +416,11 @@ impl Lab {
             false
         });
         if !ok {
-            let tail = self.apiserver.as_ref().map(|p| p.log_tail(20)).unwrap_or_default();
+            let tail = self
+                .apiserver
+                .as_ref()
+                .map(|p| p.log_tail(20))
+                .unwrap_or_default();
             bail!("the embedded API server did not come up:\n{tail}");
         }
         Ok(())
@@ -416,7 +443,13 @@ impl Lab {
             "192.0.2.1:7472".into(),
         ];
         argv.extend(self.cfg.controller_args.iter().cloned());
-        let p = Proc::spawn(self.ctl_ns(), "controller", &argv, &self.env(None), &self.dir)?;
+        let p = Proc::spawn(
+            self.ctl_ns(),
+            "controller",
+            &argv,
+            &self.env(None),
+            &self.dir,
+        )?;
         self.controller = Some(p);
         Ok(())
     }
@@ -454,7 +487,11 @@ impl Lab {
     }
 
     /// Waits for node `i`'s speaker to exit (after a signal) and forgets it.
-    pub fn reap_speaker(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub fn reap_speaker(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         self.speakers[i].take()?.wait(timeout)
     }
 
@@ -465,7 +502,8 @@ impl Lab {
 
     /// The tail of a component's log (`apiserver`, `controller`, `speaker-node-1`, …).
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -480,7 +518,13 @@ impl Lab {
             "--listen".into(),
             format!("[::]:{BACKEND_PORT}"),
         ];
-        let p = Proc::spawn(self.node_ns(i), &format!("backend-{}", node_name(i)), &argv, &self.env(Some(i)), &self.dir)?;
+        let p = Proc::spawn(
+            self.node_ns(i),
+            &format!("backend-{}", node_name(i)),
+            &argv,
+            &self.env(Some(i)),
+            &self.dir,
+        )?;
         // kube-proxy emulation: traffic for any address arriving at the node on :80 goes to
         // the local backend (kube-proxy DNATs Service IPs in PREROUTING the same way).
         let rules = format!(
@@ -488,7 +532,8 @@ impl Lab {
         );
         let path = self.dir.join(format!("nft-{}.conf", node_name(i)));
         std::fs::write(&path, rules)?;
-        self.node_ns(i).run(&["nft", "-f", &path.display().to_string()])?;
+        self.node_ns(i)
+            .run(&["nft", "-f", &path.display().to_string()])?;
         while self.backends.len() <= i {
             self.backends.push(None);
         }
@@ -523,9 +568,13 @@ impl Lab {
                     "apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}
                 }))?;
-                nss.patch(ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
-                    .await
-                    .with_context(|| format!("creating namespace {ns}"))?;
+                nss.patch(
+                    ns,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .with_context(|| format!("creating namespace {ns}"))?;
             }
             let api: Api<Node> = Api::all(client.clone());
             for (name, v4, v6) in nodes {
@@ -534,9 +583,13 @@ impl Lab {
                     "metadata": {"name": name, "labels": {
                         "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
                 }))?;
-                api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&node))
-                    .await
-                    .with_context(|| format!("creating node {name}"))?;
+                api.patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&node),
+                )
+                .await
+                .with_context(|| format!("creating node {name}"))?;
                 let status = json!({"status": {
                     "addresses": [
                         {"type": "InternalIP", "address": v4},
@@ -562,8 +615,13 @@ impl Lab {
 
     /// Like [`Lab::apply_file`], applying only the documents whose API group passes `keep`
     /// (`""` for the core group).
-    pub fn apply_file_filtered(&self, path: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    pub fn apply_file_filtered(
+        &self,
+        path: &Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut docs = Vec::new();
         for d in serde_yaml::Deserializer::from_str(&text) {
             let v: serde_json::Value = serde::Deserialize::deserialize(d)
@@ -581,17 +639,29 @@ impl Lab {
             let mut applied = Vec::new();
             for doc in docs {
                 let obj: DynamicObject = serde_json::from_value(doc)?;
-                let types = obj.types.clone().context("object without apiVersion/kind")?;
+                let types = obj
+                    .types
+                    .clone()
+                    .context("object without apiVersion/kind")?;
                 let gvk = GroupVersionKind::try_from(&types)?;
                 let ar = ApiResource::from_gvk(&gvk);
                 let name = obj.metadata.name.clone().context("object without a name")?;
                 let ns = obj.metadata.namespace.clone().unwrap_or_else(|| {
-                    if gvk.group == "metallb.io" { SYSTEM_NAMESPACE } else { "default" }.to_string()
+                    if gvk.group == "metallb.io" {
+                        SYSTEM_NAMESPACE
+                    } else {
+                        "default"
+                    }
+                    .to_string()
                 });
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-                api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
-                    .await
-                    .with_context(|| format!("applying {} {ns}/{name}", gvk.kind))?;
+                api.patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .with_context(|| format!("applying {} {ns}/{name}", gvk.kind))?;
                 applied.push(format!("{}/{name}", gvk.kind));
             }
             anyhow::Ok(applied)
@@ -606,12 +676,22 @@ impl Lab {
         for f in &spec.families {
             cluster_ips.push(match *f {
                 "IPv6" => format!("fd00:96::{:x}", self.next_cluster_ip),
-                _ => format!("10.96.{}.{}", self.next_cluster_ip / 250, self.next_cluster_ip % 250),
+                _ => format!(
+                    "10.96.{}.{}",
+                    self.next_cluster_ip / 250,
+                    self.next_cluster_ip % 250
+                ),
             });
         }
-        let policy = if spec.families.len() > 1 { "RequireDualStack" } else { "SingleStack" };
+        let policy = if spec.families.len() > 1 {
+            "RequireDualStack"
+        } else {
+            "SingleStack"
+        };
         let mut labels = spec.labels.clone();
-        labels.entry("app".into()).or_insert_with(|| spec.name.clone());
+        labels
+            .entry("app".into())
+            .or_insert_with(|| spec.name.clone());
         let svc: Service = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": spec.name, "namespace": spec.namespace,
@@ -661,15 +741,25 @@ impl Lab {
         let ns = spec.namespace.clone();
         self.block_on(async move {
             let nss: Api<Namespace> = Api::all(client.clone());
-            let nsobj: Namespace = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
+            let nsobj: Namespace =
+                serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}))?;
-            nss.patch(&ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&nsobj)).await?;
+            nss.patch(
+                &ns,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&nsobj),
+            )
+            .await?;
             let eps: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
             for s in slices {
-                eps.create(&PostParams::default(), &s).await.context("creating EndpointSlice")?;
+                eps.create(&PostParams::default(), &s)
+                    .await
+                    .context("creating EndpointSlice")?;
             }
             let svcs: Api<Service> = Api::namespaced(client, &ns);
-            svcs.create(&PostParams::default(), &svc).await.context("creating Service")?;
+            svcs.create(&PostParams::default(), &svc)
+                .await
+                .context("creating Service")?;
             anyhow::Ok(())
         })
     }
@@ -681,7 +771,9 @@ impl Lab {
         self.block_on(async move {
             let eps: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
             for fam in ["ipv4", "ipv6"] {
-                let _ = eps.delete(&format!("{name}-{fam}"), &Default::default()).await;
+                let _ = eps
+                    .delete(&format!("{name}-{fam}"), &Default::default())
+                    .await;
             }
             let svcs: Api<Service> = Api::namespaced(client, &ns);
             svcs.delete(&name, &Default::default()).await?;
@@ -708,7 +800,13 @@ impl Lab {
     }
 
     /// Waits until the Service has `count` external IPs.
-    pub fn wait_for_ips(&self, namespace: &str, name: &str, count: usize, timeout: Duration) -> Result<Vec<IpAddr>> {
+    pub fn wait_for_ips(
+        &self,
+        namespace: &str,
+        name: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<IpAddr>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(ips) = self.service_ips(namespace, name) {
@@ -743,7 +841,8 @@ impl Lab {
             IpAddr::V4(a) => format!("http://{a}/"),
             IpAddr::V6(a) => format!("http://[{a}]/"),
         };
-        self.client_ns().run(&["curl", "-sS", "--max-time", "3", &url])
+        self.client_ns()
+            .run(&["curl", "-sS", "--max-time", "3", &url])
     }
 
     /// The client's neighbour entry for `ip`: (MAC, state), e.g. ("02:..", "REACHABLE").
@@ -754,37 +853,46 @@ impl Lab {
             .ok()?;
         let line = out.lines().next()?;
         let words: Vec<&str> = line.split_whitespace().collect();
-        let mac = words.iter().position(|w| *w == "lladdr").and_then(|p| words.get(p + 1))?;
+        let mac = words
+            .iter()
+            .position(|w| *w == "lladdr")
+            .and_then(|p| words.get(p + 1))?;
         Some((mac.to_string(), words.last()?.to_string()))
     }
 
     /// Which node the client's kernel resolves `ip` to, after making it ask afresh.
     pub fn resolve_owner(&self, ip: IpAddr) -> Option<usize> {
-        let _ = self
-            .client_ns()
-            .run(&["ip", "neigh", "flush", "to", &ip.to_string(), "dev", "eth0"]);
+        let _ =
+            self.client_ns()
+                .run(&["ip", "neigh", "flush", "to", &ip.to_string(), "dev", "eth0"]);
         let _ = self.request(ip, Duration::from_secs(2));
-        self.client_neighbor(ip).and_then(|(mac, _)| self.node_by_mac(&mac))
+        self.client_neighbor(ip)
+            .and_then(|(mac, _)| self.node_by_mac(&mac))
     }
 
     /// Fetches node `i`'s speaker metrics text.
     pub fn speaker_metrics(&self, i: usize) -> Result<String> {
         let addr: SocketAddr = format!("192.0.2.{}:7473", 11 + i).parse()?;
-        self.ctl_ns().enter(move || {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .map_err(Into::into)
+        self.ctl_ns()
+            .enter(move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })
+            .map_err(Into::into)
     }
 
     /// A human-readable description of node `i`.
     pub fn describe_node(&self, i: usize) -> String {
-        format!("{} ({})", node_name(i), format_mac(self.net.host(self.nodes[i]).mac))
+        format!(
+            "{} ({})",
+            node_name(i),
+            format_mac(self.net.host(self.nodes[i]).mac)
+        )
     }
 }
 

@@ -42,7 +42,10 @@ pub fn draw(
     let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("ferrolb lab: which node served each client request", ("sans-serif", 20))
+        .caption(
+            "ferrolb lab: which node served each client request",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
@@ -60,9 +63,12 @@ pub fn draw(
             }
         })
         .draw()?;
-    chart.draw_series(points.iter().filter(|p| p.2).map(|(t, n, _)| {
-        Circle::new((*t, *n as f64), 2, BLUE.filled())
-    }))?;
+    chart.draw_series(
+        points
+            .iter()
+            .filter(|p| p.2)
+            .map(|(t, n, _)| Circle::new((*t, *n as f64), 2, BLUE.filled())),
+    )?;
     chart.draw_series(
         points
             .iter()
@@ -71,7 +77,11 @@ pub fn draw(
     )?;
     for (t, label) in events {
         let x = t.as_secs_f64();
-        let color = if label.starts_with("served") { GREEN } else { BLACK };
+        let color = if label.starts_with("served") {
+            GREEN
+        } else {
+            BLACK
+        };
         chart.draw_series(LineSeries::new(
             vec![(x, -0.5), (x, nodes as f64 + 0.5)],
             color.stroke_width(1),
@@ -96,11 +106,32 @@ mod tests {
         let path = dir.path().join("t.svg");
         let ms = Duration::from_millis;
         let samples = vec![
-            (ms(0), Sample { at: ms(10), outcome: Outcome::Node("node-1".into()) }),
-            (ms(0), Sample { at: ms(20), outcome: Outcome::Failed }),
-            (ms(0), Sample { at: ms(30), outcome: Outcome::Node("node-2".into()) }),
+            (
+                ms(0),
+                Sample {
+                    at: ms(10),
+                    outcome: Outcome::Node("node-1".into()),
+                },
+            ),
+            (
+                ms(0),
+                Sample {
+                    at: ms(20),
+                    outcome: Outcome::Failed,
+                },
+            ),
+            (
+                ms(0),
+                Sample {
+                    at: ms(30),
+                    outcome: Outcome::Node("node-2".into()),
+                },
+            ),
         ];
-        let events = vec![(ms(15), "crash: node-1".to_string()), (ms(30), "served by node-2".into())];
+        let events = vec![
+            (ms(15), "crash: node-1".to_string()),
+            (ms(30), "served by node-2".into()),
+        ];
         draw(&path, &samples, &events, 3).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));

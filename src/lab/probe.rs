@@ -15,14 +15,18 @@ use anyhow::{bail, Context};
 pub fn http_get(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     s.set_read_timeout(Some(left))?;
     s.set_write_timeout(Some(left))?;
     let host = match addr {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),
     };
-    s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ferrolb-lab\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ferrolb-lab\r\n\r\n").as_bytes(),
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -62,7 +66,12 @@ pub struct Prober {
 impl Prober {
     /// Starts probing `target` every `interval` (each try times out after `timeout`) from a
     /// thread inside the namespace at `netns`.
-    pub fn start(netns: PathBuf, target: SocketAddr, interval: Duration, timeout: Duration) -> Self {
+    pub fn start(
+        netns: PathBuf,
+        target: SocketAddr,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
@@ -77,12 +86,10 @@ impl Prober {
                             .unwrap_or(Outcome::Failed),
                         Err(_) => Outcome::Failed,
                     };
-                    sa.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Sample {
-                            at: t0.duration_since(started),
-                            outcome,
-                        });
+                    sa.lock().unwrap_or_else(|p| p.into_inner()).push(Sample {
+                        at: t0.duration_since(started),
+                        outcome,
+                    });
                     let spent = t0.elapsed();
                     if spent < interval {
                         std::thread::sleep(interval - spent);
@@ -168,7 +175,11 @@ mod tests {
 
     #[test]
     fn percentiles_nearest_rank() {
-        let ms = |v: &[u64]| v.iter().map(|x| Duration::from_millis(*x)).collect::<Vec<_>>();
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|x| Duration::from_millis(*x))
+                .collect::<Vec<_>>()
+        };
         let v = ms(&[50, 10, 40, 20, 30]);
         assert_eq!(percentile(&v, 50.0), Some(Duration::from_millis(30)));
         assert_eq!(percentile(&v, 95.0), Some(Duration::from_millis(50)));

@@ -168,8 +168,15 @@ fn demo(lab: &mut Lab, args: &DemoArgs, steps: &Steps) -> Result<Report> {
         std::fs::write(&dual_file, EXAMPLE_DUAL)?;
         applied.extend(lab.apply_file_filtered(&dual_file, |g| g == "metallb.io")?);
         // The example's IPv6 range is its own /64 on the same LAN: on-link for the client.
-        lab.client_ns()
-            .run(&["ip", "-6", "route", "add", "2001:db8:0:1::/64", "dev", "eth0"])?;
+        lab.client_ns().run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:0:1::/64",
+            "dev",
+            "eth0",
+        ])?;
     }
     steps.say(&format!(
         "applied the examples/ pool and advertisement manifests: {}",
@@ -190,7 +197,10 @@ fn demo(lab: &mut Lab, args: &DemoArgs, steps: &Steps) -> Result<Report> {
     let time_to_ip = t0.elapsed();
     steps.say(&format!(
         "EXTERNAL-IP {} assigned after {:.0} ms",
-        ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        ips.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         time_to_ip.as_secs_f64() * 1e3
     ));
 
@@ -198,12 +208,21 @@ fn demo(lab: &mut Lab, args: &DemoArgs, steps: &Steps) -> Result<Report> {
     let first = wait_for_answer(lab, vip, Duration::from_secs(20))
         .with_context(|| format!("no answer from http://{vip}/ within 20 s"))?;
     for ip in &ips {
-        let body = lab.curl(*ip).unwrap_or_else(|e| format!("curl failed: {e:#}"));
-        steps.say(&format!("client$ curl http://{} → {}", fmt_host(*ip), body.trim()));
+        let body = lab
+            .curl(*ip)
+            .unwrap_or_else(|e| format!("curl failed: {e:#}"));
+        steps.say(&format!(
+            "client$ curl http://{} → {}",
+            fmt_host(*ip),
+            body.trim()
+        ));
     }
     let neighbor = lab.client_neighbor(vip);
     if let Some((mac, state)) = &neighbor {
-        let who = lab.node_by_mac(mac).map(node_name).unwrap_or_else(|| "?".into());
+        let who = lab
+            .node_by_mac(mac)
+            .map(node_name)
+            .unwrap_or_else(|| "?".into());
         steps.say(&format!(
             "client$ ip neigh show {vip} → lladdr {mac} {state}  (that is {who}'s MAC)"
         ));
@@ -270,7 +289,10 @@ fn wait_for_answer(lab: &Lab, vip: IpAddr, timeout: Duration) -> Result<String> 
 }
 
 fn node_index(name: &str) -> Option<usize> {
-    name.strip_prefix("node-")?.parse::<usize>().ok()?.checked_sub(1)
+    name.strip_prefix("node-")?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -293,18 +315,28 @@ fn measure_failover(
     );
     let offset = base.elapsed();
     std::thread::sleep(Duration::from_millis(300));
-    let sig = if kind == "crash" { libc::SIGKILL } else { libc::SIGTERM };
+    let sig = if kind == "crash" {
+        libc::SIGKILL
+    } else {
+        libc::SIGTERM
+    };
     let at = prober.elapsed();
     lab.signal_speaker(owner, sig)
         .context("owner's speaker is not running")?;
     events.push((offset + at, format!("{kind}: {owner_name}")));
     steps.say(&format!(
         "{} {owner_name}'s speaker (owner of {vip}); client requests every 10 ms…",
-        if kind == "crash" { "SIGKILL" } else { "SIGTERM" }
+        if kind == "crash" {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        }
     ));
-    let got = prober.wait_for(at, Duration::from_secs(15), |o| {
-        matches!(o, Outcome::Node(n) if *n != owner_name)
-    });
+    let got = prober.wait_for(
+        at,
+        Duration::from_secs(15),
+        |o| matches!(o, Outcome::Node(n) if *n != owner_name),
+    );
     std::thread::sleep(Duration::from_millis(200));
     let samples = prober.finish();
     let failed = samples
@@ -317,7 +349,9 @@ fn measure_failover(
     let (to, millis) = match &got {
         Some(s) => {
             let ms = (s.at - at).as_secs_f64() * 1e3;
-            let Outcome::Node(n) = &s.outcome else { unreachable!() };
+            let Outcome::Node(n) = &s.outcome else {
+                unreachable!()
+            };
             steps.say(&format!(
                 "  → {n} serves {vip} {ms:.0} ms after the {kind} ({failed} requests failed meanwhile)"
             ));
@@ -342,27 +376,52 @@ fn measure_failover(
 }
 
 fn print_summary(r: &Report) {
-    let f = |v: Option<f64>| v.map(|x| format!("{x:.0} ms")).unwrap_or_else(|| "—".into());
+    let f = |v: Option<f64>| {
+        v.map(|x| format!("{x:.0} ms"))
+            .unwrap_or_else(|| "—".into())
+    };
     println!();
     println!("summary");
     println!("  Service            {}", r.service);
     println!(
         "  EXTERNAL-IP        {}",
-        r.external_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        r.external_ips
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("  time to IP         {:.0} ms", r.time_to_ip_ms);
     println!("  first served by    {}", r.first_answer_from);
-    println!("  {:<18} {:>10} {:>10} {:>10} {:>4}", "failover", "p50", "p95", "max", "n");
+    println!(
+        "  {:<18} {:>10} {:>10} {:>10} {:>4}",
+        "failover", "p50", "p95", "max", "n"
+    );
     for (kind, p50, p95, max) in [
-        ("crash (SIGKILL)", r.crash_p50_ms, r.crash_p95_ms, r.crash_max_ms),
-        ("graceful (SIGTERM)", r.graceful_p50_ms, r.graceful_p95_ms, r.graceful_max_ms),
+        (
+            "crash (SIGKILL)",
+            r.crash_p50_ms,
+            r.crash_p95_ms,
+            r.crash_max_ms,
+        ),
+        (
+            "graceful (SIGTERM)",
+            r.graceful_p50_ms,
+            r.graceful_p95_ms,
+            r.graceful_max_ms,
+        ),
     ] {
         let n = r
             .failovers
             .iter()
             .filter(|x| kind.starts_with(x.kind))
             .count();
-        println!("  {kind:<18} {:>10} {:>10} {:>10} {n:>4}", f(p50), f(p95), f(max));
+        println!(
+            "  {kind:<18} {:>10} {:>10} {:>10} {n:>4}",
+            f(p50),
+            f(p95),
+            f(max)
+        );
     }
 }
 
@@ -372,11 +431,22 @@ fn keep_running(lab: &mut Lab, r: &Report) {
     println!();
     println!("the lab keeps running; try:");
     if let Some(vip) = vip {
-        println!("  ip netns exec {} curl http://{}/", lab.client_ns().name(), fmt_host(vip));
+        println!(
+            "  ip netns exec {} curl http://{}/",
+            lab.client_ns().name(),
+            fmt_host(vip)
+        );
         println!("  ip netns exec {} ip neigh", lab.client_ns().name());
     }
-    println!("  ip netns exec {} kubectl --kubeconfig {} get svc -A", lab.ctl_ns().name(), lab.kubeconfig.display());
-    println!("  ip netns exec {} tcpdump -ni br0 arp or icmp6", lab.network().switch().name());
+    println!(
+        "  ip netns exec {} kubectl --kubeconfig {} get svc -A",
+        lab.ctl_ns().name(),
+        lab.kubeconfig.display()
+    );
+    println!(
+        "  ip netns exec {} tcpdump -ni br0 arp or icmp6",
+        lab.network().switch().name()
+    );
     println!("  logs: {}", dir.display());
     println!("press Ctrl-C to tear everything down");
     loop {
@@ -388,12 +458,18 @@ fn keep_running(lab: &mut Lab, r: &Report) {
 /// and kill the process group's children, then exit 130.
 fn install_cleanup_on_signal(prefix: String) {
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
                 return;
             };
             tokio::select! {
@@ -402,11 +478,17 @@ fn install_cleanup_on_signal(prefix: String) {
             }
         });
         eprintln!("\nferrolb lab: interrupted, cleaning up namespaces {prefix}-*");
-        if let Ok(out) = std::process::Command::new("ip").args(["netns", "list"]).output() {
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+        {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let name = line.split_whitespace().next().unwrap_or("");
                 if name.starts_with(&prefix) {
-                    if let Ok(p) = std::process::Command::new("ip").args(["netns", "pids", name]).output() {
+                    if let Ok(p) = std::process::Command::new("ip")
+                        .args(["netns", "pids", name])
+                        .output()
+                    {
                         for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
                             if let Ok(pid) = pid.parse::<i32>() {
                                 // SAFETY: plain kill(2) of processes inside our own namespaces.
@@ -414,7 +496,9 @@ fn install_cleanup_on_signal(prefix: String) {
                             }
                         }
                     }
-                    let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "del", name])
+                        .status();
                 }
             }
         }
