@@ -2,6 +2,9 @@ use clap::Parser;
 use ferrolb::cli::{Cli, Command};
 
 fn main() {
+    // One process-wide TLS crypto provider, chosen explicitly: when several rustls backends
+    // are compiled in (as in test builds), rustls cannot pick one by itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,

@@ -49,7 +49,15 @@ fn apply_quickstart(lab: &Lab) {
 }
 
 fn dump(lab: &Lab) -> String {
-    let mut out = String::new();
+    // Keep a copy of every log for post-mortems (CI prints the path).
+    let keep = std::env::temp_dir().join(format!("ferrolb-e2e-logs-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&keep);
+    if let Ok(rd) = std::fs::read_dir(&lab.dir) {
+        for e in rd.flatten() {
+            let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+        }
+    }
+    let mut out = format!("\n(all logs copied to {})", keep.display());
     for name in [
         "controller",
         "speaker-node-1",

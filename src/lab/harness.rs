@@ -221,6 +221,8 @@ impl Lab {
         if cfg.nodes == 0 || cfg.nodes > 200 {
             bail!("--nodes must be between 1 and 200 (got {})", cfg.nodes);
         }
+        // kube's TLS stack needs a process-wide crypto provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let tmp = tempfile::Builder::new().prefix("ferrolb-lab-").tempdir()?;
         let dir = tmp.path().to_path_buf();
         let mut net = Network::new()?;
