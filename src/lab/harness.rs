@@ -656,7 +656,15 @@ impl Lab {
                     }
                     .to_string()
                 });
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+                let cluster_scoped = matches!(
+                    (gvk.group.as_str(), gvk.kind.as_str()),
+                    ("", "Node" | "Namespace") | ("apiextensions.k8s.io", _)
+                );
+                let api: Api<DynamicObject> = if cluster_scoped {
+                    Api::all_with(client.clone(), &ar)
+                } else {
+                    Api::namespaced_with(client.clone(), &ns, &ar)
+                };
                 api.patch(
                     &name,
                     &PatchParams::apply(MANAGER).force(),
