@@ -33,7 +33,7 @@ pub fn http_get(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1).is_none_or(|c| c != "200") {
         bail!("unexpected response: {}", head.lines().next().unwrap_or(""));
     }
     Ok(body.to_string())
