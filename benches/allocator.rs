@@ -74,7 +74,7 @@ fn bench_last_free_slash16(c: &mut Criterion) {
 fn bench_100_pools(c: &mut Criterion) {
     // 100 pinned pools: pool i serves label app=a<i%50> at priority 1 + i/50, so every
     // Service matches two pools and has to rank them; plus one catch-all auto pool.
-    let mut pools: Vec<Pool> = (0..100)
+    let mut pools: Vec<Pool> = (0..100usize)
         .map(|i| {
             let mut p = pool(
                 &format!("pool-{i:03}"),
