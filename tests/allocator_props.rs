@@ -601,3 +601,53 @@ proptest! {
         run(initial, ops, order)?;
     }
 }
+
+proptest! {
+    /// Within a pool, allocation is always the lowest free usable address, CIDRs in
+    /// configured order (compared with a linear scan over every address).
+    #[test]
+    fn lowest_free_address_first(
+        cidr_order in Just(vec!["10.0.1.0/29", "10.0.0.252/30", "10.0.3.0/31", "10.0.0.0/30"]).prop_shuffle(),
+        avoid in any::<bool>(),
+        ops in prop::collection::vec((any::<bool>(), 0usize..16), 1..80),
+    ) {
+        let p = Pool {
+            name: "p".into(),
+            labels: Labels::new(),
+            cidrs: cidr_order.iter().map(|c| c.parse().unwrap()).collect(),
+            auto_assign: true,
+            avoid_buggy_ips: avoid,
+            allocation: None,
+        };
+        let order: Vec<IpAddr> = p
+            .cidrs
+            .iter()
+            .flat_map(|c| match c {
+                ipnet::IpNet::V4(n) => n.hosts_all().map(IpAddr::V4).collect::<Vec<_>>(),
+                ipnet::IpNet::V6(_) => unreachable!(),
+            })
+            .filter(|ip| usable_in(&p, ip))
+            .collect();
+        let mut a = Allocator::new(vec![p]);
+        let mut used: BTreeMap<usize, IpAddr> = BTreeMap::new();
+        for (create, i) in ops {
+            let r = ServiceRequest {
+                key: ServiceKey::new("ns", format!("s{i}")),
+                cluster_families: vec![Family::V4],
+                ..Default::default()
+            };
+            if create && !used.contains_key(&i) {
+                let expected = order.iter().find(|ip| !used.values().any(|u| u == *ip)).copied();
+                match a.ensure(&r) {
+                    Ok(got) => {
+                        prop_assert_eq!(Some(got.ips[0]), expected);
+                        used.insert(i, got.ips[0]);
+                    }
+                    Err(_) => prop_assert_eq!(expected, None),
+                }
+            } else if !create {
+                prop_assert_eq!(a.release(&r.key).map(|x| x.ips[0]), used.remove(&i));
+            }
+        }
+    }
+}
