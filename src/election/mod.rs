@@ -120,8 +120,8 @@ pub use eligibility::{
     ElectionOptions, Interfaces, Reason, ServiceCandidates,
 };
 pub use lease::{
-    decide_claim, ClaimAction, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
-    MIN_FENCE_MARGIN,
+    decide_claim, ClaimAction, Fence, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
+    MAX_LEASE_DURATION, MIN_FENCE_MARGIN,
 };
 pub use model::{
     canonical_ip, endpoint_can_serve, pool_for_ips, service_view, sharing_key, NodeInfo,
