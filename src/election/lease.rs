@@ -11,18 +11,20 @@ pub const MIN_FENCE_MARGIN: Duration = Duration::from_millis(250);
 /// Lease timings of the per-node speaker Lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseClock {
-    /// How long a Lease is valid in everyone else's eyes after they observed a renewal.
-    pub lease_duration: Duration,
-    /// How long after the *start* of its last successful renewal a holder may keep
-    /// announcing. Strictly less than `lease_duration` (by at least [`MIN_FENCE_MARGIN`]).
-    pub renew_deadline: Duration,
-    /// Interval between renewals.
-    pub retry_period: Duration,
+    lease_duration: Duration,
+    renew_deadline: Duration,
+    retry_period: Duration,
 }
+
+/// The longest accepted lease duration (keeps every deadline computation in range).
+pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
 
 /// Invalid [`LeaseClock`] timings.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseClockError {
+    /// `lease_duration` exceeds [`MAX_LEASE_DURATION`].
+    #[error("lease duration {0:?} exceeds {MAX_LEASE_DURATION:?}")]
+    LeaseTooLong(Duration),
     /// `renew_deadline + MIN_FENCE_MARGIN > lease_duration`.
     #[error("renew deadline {renew_deadline:?} must be at least {MIN_FENCE_MARGIN:?} shorter than the lease duration {lease_duration:?}")]
     DeadlineTooLong {
@@ -61,6 +63,9 @@ impl LeaseClock {
         renew_deadline: Duration,
         retry_period: Duration,
     ) -> Result<Self, LeaseClockError> {
+        if lease_duration > MAX_LEASE_DURATION {
+            return Err(LeaseClockError::LeaseTooLong(lease_duration));
+        }
         if renew_deadline.saturating_add(MIN_FENCE_MARGIN) > lease_duration {
             return Err(LeaseClockError::DeadlineTooLong {
                 lease_duration,
@@ -78,6 +83,22 @@ impl LeaseClock {
             renew_deadline,
             retry_period,
         })
+    }
+
+    /// How long a Lease is valid in everyone else's eyes after they observed a renewal.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
+    }
+
+    /// How long after the *start* of its last successful renewal a holder may keep
+    /// announcing; at least [`MIN_FENCE_MARGIN`] less than the lease duration.
+    pub fn renew_deadline(&self) -> Duration {
+        self.renew_deadline
+    }
+
+    /// Interval between renewals.
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period
     }
 
     /// May this node announce anything? `last_renew_started` is the instant the last
@@ -197,5 +218,72 @@ pub fn decide_claim(
             }
             (Some(_), HolderState::Alive) => ClaimAction::WaitForHolder,
         },
+    }
+}
+
+/// The "may I announce?" state machine of one speaker: fresh Lease **and** owner records
+/// read after the Lease was (re)acquired. A speaker starting up, or recovering from a
+/// fence, may hold a stale cache saying it owns IPs that were taken over meanwhile; it
+/// must not announce until it has re-read the records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    clock: LeaseClock,
+    last_renew_started: Option<Instant>,
+    acquired_at: Option<Instant>,
+    synced: bool,
+}
+
+impl Fence {
+    /// A speaker that has not renewed yet (may not announce).
+    pub fn new(clock: LeaseClock) -> Self {
+        Fence {
+            clock,
+            last_renew_started: None,
+            acquired_at: None,
+            synced: false,
+        }
+    }
+
+    /// The timings.
+    pub fn clock(&self) -> &LeaseClock {
+        &self.clock
+    }
+
+    /// Records a successful renewal whose request was sent at `started`. If the Lease had
+    /// lapsed (or was never held) this is a (re)acquisition: records must be re-read.
+    pub fn renewed(&mut self, started: Instant) {
+        let lapsed = !self.clock.may_announce(self.last_renew_started, started);
+        if lapsed {
+            self.acquired_at = Some(started);
+            self.synced = false;
+        }
+        if self.last_renew_started.is_none_or(|t| started > t) {
+            self.last_renew_started = Some(started);
+        }
+    }
+
+    /// Records a complete read (list) of the owner records that was started at `started`.
+    /// It counts only if it started after the current Lease acquisition.
+    pub fn records_read(&mut self, started: Instant) {
+        if self.acquired_at.is_some_and(|a| started >= a) {
+            self.synced = true;
+        }
+    }
+
+    /// Releases the Lease (graceful shutdown): nothing may be announced any more.
+    pub fn release(&mut self) {
+        self.last_renew_started = None;
+        self.acquired_at = None;
+        self.synced = false;
+    }
+
+    /// May this speaker announce at `now`?
+    pub fn may_announce(&self, now: Instant) -> bool {
+        self.synced && self.clock.may_announce(self.last_renew_started, now)
+    }
+
+    /// The instant at which announcing must stop unless renewed (`None`: not allowed now).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.last_renew_started.map(|t| self.clock.fence_at(t))
     }
 }

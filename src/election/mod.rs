@@ -90,8 +90,21 @@
 //!     duration); otherwise wait. A claimant announces only once it reads itself as holder;
 //!   - otherwise: idle. A node that reads a record naming someone else never announces,
 //!     so a holder that was overruled withdraws as soon as it sees the new record.
+//! * **Re-read after (re)acquisition.** [`Fence`] allows announcing only while the Lease is
+//!   fresh *and* the owner records were read (listed) after the Lease was last acquired.
+//!   A speaker that starts, or recovers from a fence, may hold a cache saying it owns IPs
+//!   that were taken over meanwhile; without the re-read it would answer next to the new
+//!   owner (the model check finds exactly this interleaving when the rule is removed).
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
-//!   its records and announces again after its first successful renewal.
+//!   its records and announces again after its first renewal and record read.
+//! * **Checked.** `tests/election_lease.rs` explores every interleaving of crashes,
+//!   restarts, partitions, heals, renewals, record reads, Lease expiries and claim
+//!   decisions with *arbitrary, disagreeing* election views (3 nodes) and asserts that an
+//!   announcer is always the holder of the stored record, hence at most one announcer.
+//!   The forced claim over a live but unresponsive holder is outside that guarantee: it
+//!   relies on the holder seeing the new record, so the overlap is bounded by the holder's
+//!   watch latency (it only happens when two live speakers disagree for a full lease
+//!   duration).
 //!
 //! [`ipNotInPool`]: Reason::IpNotInPool
 //! [`noServingEndpoints`]: Reason::NoServingEndpoints
@@ -120,8 +133,8 @@ pub use eligibility::{
     ElectionOptions, Interfaces, Reason, ServiceCandidates,
 };
 pub use lease::{
-    decide_claim, ClaimAction, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
-    MIN_FENCE_MARGIN,
+    decide_claim, ClaimAction, Fence, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
+    MAX_LEASE_DURATION, MIN_FENCE_MARGIN,
 };
 pub use model::{
     canonical_ip, endpoint_can_serve, pool_for_ips, service_view, sharing_key, NodeInfo,
