@@ -721,6 +721,14 @@ async fn unknown_paths_and_bad_bodies_get_status_objects() {
     let req = http::Request::get("/version").body(Vec::new()).unwrap();
     let v: serde_json::Value = c.request(req).await.unwrap();
     assert_eq!(v["major"], "1");
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = c.request_text(req).await.unwrap();
+    assert!(
+        text.contains(
+            r#"ferrolb_apiserver_requests_total{verb="create",resource="/configmaps",code="400"} 2"#
+        ),
+        "{text}"
+    );
     server.shutdown().await.unwrap();
 }
 

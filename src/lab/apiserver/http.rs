@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::error::ApiError;
+use super::metrics::{Metrics, RequestLabels};
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
 use super::resources::{
@@ -32,6 +33,10 @@ const MAX_BODY: usize = 16 << 20;
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct App {
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// Registry holding `metrics`, served at `/metrics`.
+    pub registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     /// The object store.
     pub store: Arc<Store>,
     /// Flips to `true` on shutdown; open watches end.
@@ -72,6 +77,13 @@ struct Target {
 
 type Query = HashMap<String, String>;
 
+/// What a request turned out to be, for metrics and logs.
+#[derive(Default)]
+struct ReqInfo {
+    verb: &'static str,
+    resource: String,
+}
+
 async fn handle(
     State(app): State<App>,
     method: Method,
@@ -87,11 +99,24 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let resp = match route(&app, &method, uri.path(), &query, &headers, body) {
+    let mut info = ReqInfo {
+        verb: "other",
+        resource: String::new(),
+    };
+    let resp = match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), content_type, status = resp.status().as_u16(), "request");
+    let code = resp.status().as_u16();
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            verb: info.verb.to_string(),
+            resource: info.resource.clone(),
+            code: code.to_string(),
+        })
+        .inc();
+    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), content_type, verb = info.verb, status = code, "request");
     resp
 }
 
@@ -102,8 +127,15 @@ fn route(
     q: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    info: &mut ReqInfo,
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if matches!(
+        segs.as_slice(),
+        [] | ["version"] | ["api", ..] | ["apis", ..] | ["openapi", ..]
+    ) {
+        info.verb = "discovery";
+    }
     let get_only = |v: Value| -> Result<Response, ApiError> {
         if method == Method::GET {
             Ok(json_response(200, &v))
@@ -120,6 +152,25 @@ fn route(
             "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
             "goVersion": "n/a", "compiler": "rustc", "platform": "linux/amd64"
         })),
+        ["metrics"] => {
+            app.metrics
+                .resource_version
+                .set(app.store.resource_version());
+            app.metrics.watches.set(app.store.active_watches() as i64);
+            let mut body = String::new();
+            {
+                let reg = app.registry.lock().unwrap_or_else(|p| p.into_inner());
+                prometheus_client::encoding::text::encode(&mut body, &reg)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            }
+            Ok(Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Body::from(body))
+                .unwrap_or_else(|_| Response::new(Body::empty())))
+        }
         ["healthz"] | ["livez"] | ["readyz"] => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Body::from("ok"))
@@ -141,7 +192,7 @@ fn route(
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
         })),
         ["api", "v1"] => get_only(api_resource_list(&app.store.registry(), "", "v1")),
-        ["api", "v1", rest @ ..] => resource(app, method, "", "v1", rest, q, headers, body),
+        ["api", "v1", rest @ ..] => resource(app, method, "", "v1", rest, q, headers, body, info),
         ["apis"] => get_only(api_group_list(&app.store.registry())),
         ["apis", group] => {
             let reg = app.store.registry();
@@ -159,7 +210,7 @@ fn route(
             }
         }
         ["apis", group, version, rest @ ..] => {
-            resource(app, method, group, version, rest, q, headers, body)
+            resource(app, method, group, version, rest, q, headers, body, info)
         }
         _ => Err(ApiError::no_route()),
     }
@@ -255,8 +306,22 @@ fn resource(
     q: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    info: &mut ReqInfo,
 ) -> Result<Response, ApiError> {
+    info.verb = "other";
     let t = parse_target(app, group, version, rest)?;
+    info.resource = t.def.storage_key();
+    info.verb = match (method.clone(), &t.name) {
+        (Method::GET, Some(_)) => "get",
+        (Method::GET, None) if flag(q, "watch") => "watch",
+        (Method::GET, None) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, Some(_)) => "delete",
+        (Method::DELETE, None) => "deletecollection",
+        _ => "other",
+    };
     let store = &app.store;
     let def = &t.def;
     let ns = t.namespace.as_deref().unwrap_or("");
@@ -385,7 +450,12 @@ fn watch(app: &App, t: &Target, q: &Query) -> Result<Response, ApiError> {
         timeout,
         bookmark_interval: app.bookmark_interval,
     };
-    let s = watchmod::stream(app.store.clone(), req, app.shutdown.clone());
+    let s = watchmod::stream(
+        app.store.clone(),
+        req,
+        app.shutdown.clone(),
+        app.metrics.clone(),
+    );
     Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "application/json")

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::metrics::Metrics;
 use super::resources::ResourceDef;
 use super::store::{Event, EventKind, Filter, Store};
 
@@ -54,6 +55,7 @@ struct State {
     last: u64,
     rx: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
     deadline: Instant,
     next_bookmark: Instant,
     done: bool,
@@ -108,6 +110,7 @@ pub fn stream(
     store: Arc<Store>,
     req: WatchRequest,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     store.watch_opened();
     let now = Instant::now();
@@ -117,6 +120,7 @@ pub fn stream(
         queue: VecDeque::new(),
         last: 0,
         shutdown,
+        metrics,
         deadline: now + req.timeout,
         next_bookmark: now + req.bookmark_interval,
         done: false,
@@ -142,6 +146,7 @@ pub fn stream(
     futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(b) = st.queue.pop_front() {
+                st.metrics.watch_events.inc();
                 return Some((Ok(b), st));
             }
             if st.done || *st.shutdown.borrow() {
@@ -150,6 +155,7 @@ pub fn stream(
             st.rx.borrow_and_update();
             match st.store.events_since(&st.resource, st.last) {
                 Err(e) => {
+                    st.metrics.watch_gone.inc();
                     st.queue.push_back(line("ERROR", &e.status()));
                     st.done = true;
                     continue;
