@@ -23,6 +23,7 @@ use super::resources::{
     api_group, api_group_list, api_resource_list, openapi_v3_doc, openapi_v3_index, ResourceDef,
 };
 use super::store::{Filter, Store, Sub, WriteOptions};
+use super::table::{table, wants_table};
 use super::watch::{self as watchmod, as_version, WatchRequest};
 
 /// Default watch timeout when the client sends no `timeoutSeconds`.
@@ -327,6 +328,10 @@ fn resource(
     let ns = t.namespace.as_deref().unwrap_or("");
     let sub = if t.status { Sub::Status } else { Sub::Main };
     let out = |code: u16, v: &Value| json_response(code, &as_version(def, v));
+    let as_table = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(wants_table);
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -338,9 +343,16 @@ fn resource(
         return Err(ApiError::unsupported_media_type(ct));
     }
     match (method.clone(), &t.name) {
-        (Method::GET, Some(name)) => Ok(out(200, &*store.get(def, ns, name)?)),
-        (Method::GET, None) if flag(q, "watch") => watch(app, &t, q),
-        (Method::GET, None) => list(store, &t, q),
+        (Method::GET, Some(name)) => {
+            let obj = store.get(def, ns, name)?;
+            if as_table {
+                Ok(json_response(200, &table(def, [&*obj], None, true)))
+            } else {
+                Ok(out(200, &obj))
+            }
+        }
+        (Method::GET, None) if flag(q, "watch") => watch(app, &t, q, as_table),
+        (Method::GET, None) => list(store, &t, q, as_table),
         (Method::POST, None) => {
             if def.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed(
@@ -409,7 +421,7 @@ fn parse_rv_param(q: &Query) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
+fn list(store: &Store, t: &Target, q: &Query, as_table: bool) -> Result<Response, ApiError> {
     let f = filter(t, q)?;
     let want = parse_rv_param(q)?;
     let (items, rv) = store.list(&t.def, &f);
@@ -418,6 +430,12 @@ fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
             // Only the current state is kept: older exact versions are gone.
             return Err(ApiError::gone(w, rv));
         }
+    }
+    if as_table {
+        return Ok(json_response(
+            200,
+            &table(&t.def, items.iter().map(|o| &**o), Some(rv), true),
+        ));
     }
     let items: Vec<Value> = items.iter().map(|o| as_version(&t.def, o)).collect();
     Ok(json_response(
@@ -431,7 +449,7 @@ fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
     ))
 }
 
-fn watch(app: &App, t: &Target, q: &Query) -> Result<Response, ApiError> {
+fn watch(app: &App, t: &Target, q: &Query, as_table: bool) -> Result<Response, ApiError> {
     let filter = filter(t, q)?;
     let from = parse_rv_param(q)?.filter(|rv| *rv != 0);
     let timeout = match q.get("timeoutSeconds") {
@@ -449,6 +467,7 @@ fn watch(app: &App, t: &Target, q: &Query) -> Result<Response, ApiError> {
         bookmarks: flag(q, "allowWatchBookmarks"),
         timeout,
         bookmark_interval: app.bookmark_interval,
+        table: as_table,
     };
     let s = watchmod::stream(
         app.store.clone(),

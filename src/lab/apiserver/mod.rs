@@ -33,6 +33,7 @@ pub mod patch;
 pub mod query;
 pub mod resources;
 pub mod store;
+pub mod table;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -36,6 +36,8 @@ pub struct WatchRequest {
     pub timeout: Duration,
     /// Interval between BOOKMARK events when bookmarks are allowed.
     pub bookmark_interval: Duration,
+    /// Stream objects as one-row `Table`s (`kubectl get -w`).
+    pub table: bool,
 }
 
 /// Counts the watch as open for as long as the stream lives.
@@ -59,7 +61,22 @@ struct State {
     deadline: Instant,
     next_bookmark: Instant,
     done: bool,
+    /// Table column definitions were sent (only the first table event carries them).
+    headers_sent: bool,
     _guard: Guard,
+}
+
+impl State {
+    /// The object as the client wants to see it.
+    fn present(&mut self, obj: &Value) -> Value {
+        if self.req.table {
+            let t = super::table::table(&self.req.def, [obj], None, !self.headers_sent);
+            self.headers_sent = true;
+            t
+        } else {
+            as_version(&self.req.def, obj)
+        }
+    }
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
@@ -90,9 +107,9 @@ pub fn as_version(def: &ResourceDef, obj: &Value) -> Value {
 }
 
 /// The watch event a stored event turns into for this filter, if any.
-fn render(def: &ResourceDef, filter: &Filter, e: &Event) -> Option<Bytes> {
-    let now = filter.matches(&e.object);
-    let before = e.prev.as_ref().is_some_and(|p| filter.matches(p));
+fn render(st: &mut State, e: &Event) -> Option<Bytes> {
+    let now = st.req.filter.matches(&e.object);
+    let before = e.prev.as_ref().is_some_and(|p| st.req.filter.matches(p));
     let kind = match e.kind {
         EventKind::Added if now => "ADDED",
         EventKind::Modified if now && before => "MODIFIED",
@@ -101,7 +118,7 @@ fn render(def: &ResourceDef, filter: &Filter, e: &Event) -> Option<Bytes> {
         EventKind::Deleted if now || before => "DELETED",
         _ => return None,
     };
-    Some(line(kind, &as_version(def, &e.object)))
+    Some(line(kind, &st.present(&e.object)))
 }
 
 /// Opens a watch stream. It ends on `timeout`, on `shutdown`, after an ERROR event (e.g. 410
@@ -124,6 +141,7 @@ pub fn stream(
         deadline: now + req.timeout,
         next_bookmark: now + req.bookmark_interval,
         done: false,
+        headers_sent: false,
         _guard: Guard(store.clone()),
         store,
         req,
@@ -162,7 +180,7 @@ pub fn stream(
                 }
                 Ok((events, upto)) => {
                     for e in &events {
-                        if let Some(b) = render(&st.req.def, &st.req.filter, e) {
+                        if let Some(b) = render(&mut st, e) {
                             st.queue.push_back(b);
                         }
                     }
