@@ -481,3 +481,124 @@ fn watch(app: &App, t: &Target, q: &Query, as_table: bool) -> Result<Response, A
         .body(Body::from_stream(s))
         .map_err(|e| ApiError::internal(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn app() -> App {
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        App {
+            metrics,
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            store: Arc::new(Store::new(100)),
+            shutdown: watch::channel(false).1,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+
+    const SEGMENTS: &[&str] = &[
+        "api",
+        "apis",
+        "v1",
+        "v1beta1",
+        "namespaces",
+        "default",
+        "services",
+        "status",
+        "finalize",
+        "metallb.io",
+        "ipaddresspools",
+        "nodes",
+        "x",
+        "",
+        "..",
+        "%2F",
+        "openapi",
+        "v3",
+        "version",
+        "metrics",
+        "events.k8s.io",
+        "events",
+    ];
+
+    fn methods() -> impl Strategy<Value = Method> {
+        prop::sample::select(vec![
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+        ])
+    }
+
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..48),
+            Just(br#"{"metadata": {"name": "x"}}"#.to_vec()),
+            Just(br#"{"metadata": {"name": "x", "resourceVersion": "abc"}, "status": 5}"#.to_vec()),
+            Just(br#"{"metadata": "nope"}"#.to_vec()),
+            Just(br#"[{"op": "remove", "path": "/metadata"}]"#.to_vec()),
+            Just(br#"{"metadata": {"generateName": "A"}}"#.to_vec()),
+            Just(b"null".to_vec()),
+        ]
+    }
+
+    fn queries() -> impl Strategy<Value = Query> {
+        let keys = prop::sample::select(vec![
+            "watch",
+            "resourceVersion",
+            "labelSelector",
+            "fieldSelector",
+            "timeoutSeconds",
+            "dryRun",
+            "fieldManager",
+            "resourceVersionMatch",
+        ]);
+        let vals = prop_oneof![
+            Just("1".to_string()),
+            Just("true".to_string()),
+            Just("0".to_string()),
+            Just("All".to_string()),
+            Just("Exact".to_string()),
+            "[ -~]{0,12}",
+        ];
+        prop::collection::hash_map(keys.prop_map(str::to_string), vals, 0..4)
+    }
+
+    proptest! {
+        /// Whatever arrives, the server answers (an object, a list, a stream or a Status) and
+        /// never panics.
+        #[test]
+        fn router_never_panics(
+            method in methods(),
+            segs in prop::collection::vec(prop::sample::select(SEGMENTS), 0..7),
+            q in queries(),
+            body in bodies(),
+            ct in prop::sample::select(vec![
+                "application/json", "application/merge-patch+json", "application/json-patch+json",
+                "application/apply-patch+yaml", "application/strategic-merge-patch+json", "",
+            ]),
+        ) {
+            let app = app();
+            let path = format!("/{}", segs.join("/"));
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            let mut info = ReqInfo::default();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _guard = rt.enter();
+            match route(&app, &method, &path, &q, &headers, Bytes::from(body), &mut info) {
+                Ok(r) => prop_assert!(r.status().as_u16() < 300, "{path}: {}", r.status()),
+                Err(e) => {
+                    prop_assert!((400..600).contains(&e.code));
+                    prop_assert_eq!(&e.status()["kind"], "Status");
+                }
+            }
+        }
+    }
+}
