@@ -721,6 +721,14 @@ async fn unknown_paths_and_bad_bodies_get_status_objects() {
     let req = http::Request::get("/version").body(Vec::new()).unwrap();
     let v: serde_json::Value = c.request(req).await.unwrap();
     assert_eq!(v["major"], "1");
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = c.request_text(req).await.unwrap();
+    assert!(
+        text.contains(
+            r#"ferrolb_apiserver_requests_total{verb="create",resource="/configmaps",code="400"} 2"#
+        ),
+        "{text}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -850,5 +858,42 @@ async fn finalizers_delay_deletion_until_removed() {
     .await
     .unwrap();
     assert!(cms.get_opt("f").await.unwrap().is_none());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_style_table_output() {
+    let server = start().await;
+    let c = client(&server).await;
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    svcs.create(&PostParams::default(), &lb_service("web", &[]))
+        .await
+        .unwrap();
+    svcs.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}})),
+    )
+    .await
+    .unwrap();
+    let req = http::Request::get("/api/v1/namespaces/default/services")
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let t: serde_json::Value = c.request(req).await.unwrap();
+    assert_eq!(t["kind"], "Table");
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let ext = cols.iter().position(|c| *c == "External-IP").unwrap();
+    assert_eq!(t["rows"][0]["cells"][0], "web");
+    assert_eq!(t["rows"][0]["cells"][ext], "192.0.2.10");
+    assert_eq!(t["rows"][0]["object"]["metadata"]["namespace"], "default");
     server.shutdown().await.unwrap();
 }

@@ -595,6 +595,10 @@ async fn reflector_recovers_across_api_server_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        again.metrics().watch_gone.get() >= 1,
+        "the resumed watch got 410 Gone"
+    );
     task.abort();
     again.shutdown().await.unwrap();
 }

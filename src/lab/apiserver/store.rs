@@ -1092,3 +1092,180 @@ fn record_manager(
     entries.push(entry);
     m.insert("managedFields".into(), Value::Array(entries));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn cms(store: &Store) -> ResourceDef {
+        store.registry_find("", "v1", "configmaps").unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u8),
+        Update(u8, u8),
+        Patch(u8, u8),
+        Delete(u8),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        prop::collection::vec(
+            prop_oneof![
+                (0u8..4).prop_map(Op::Create),
+                (0u8..4, 0u8..3).prop_map(|(n, v)| Op::Update(n, v)),
+                (0u8..4, 0u8..3).prop_map(|(n, v)| Op::Patch(n, v)),
+                (0u8..4).prop_map(Op::Delete),
+            ],
+            0..40,
+        )
+    }
+
+    proptest! {
+        /// Replaying the history from the start rebuilds exactly the listed state; versions
+        /// only grow; the store agrees with a plain map model.
+        #[test]
+        fn history_replay_equals_state(ops in ops()) {
+            let store = Store::new(10_000);
+            let def = cms(&store);
+            let start = store.resource_version();
+            let mut model: BTreeMap<String, String> = BTreeMap::new();
+            let o = WriteOptions::default();
+            for op in ops {
+                match op {
+                    Op::Create(n) => {
+                        let name = format!("c{n}");
+                        let r = store.create(&def, "default", json!({"metadata": {"name": name}, "data": {"v": "0"}}), &o);
+                        prop_assert_eq!(r.is_ok(), !model.contains_key(&name));
+                        model.entry(name).or_insert_with(|| "0".into());
+                    }
+                    Op::Update(n, v) => {
+                        let name = format!("c{n}");
+                        let r = store.update(&def, "default", &name, json!({"metadata": {"name": name}, "data": {"v": v.to_string()}}), Sub::Main, &o);
+                        prop_assert_eq!(r.is_ok(), model.contains_key(&name));
+                        if let Some(m) = model.get_mut(&name) { *m = v.to_string(); }
+                    }
+                    Op::Patch(n, v) => {
+                        let name = format!("c{n}");
+                        let body = serde_json::to_vec(&json!({"data": {"v": v.to_string()}})).unwrap();
+                        let r = store.patch(&def, "default", &name, PatchKind::Merge, &body, Sub::Main, &o);
+                        prop_assert_eq!(r.is_ok(), model.contains_key(&name));
+                        if let Some(m) = model.get_mut(&name) { *m = v.to_string(); }
+                    }
+                    Op::Delete(n) => {
+                        let name = format!("c{n}");
+                        let r = store.delete(&def, "default", &name, None, false);
+                        prop_assert_eq!(r.is_ok(), model.remove(&name).is_some());
+                    }
+                }
+            }
+            let (items, rv) = store.list(&def, &Filter::default());
+            let listed: BTreeMap<String, (String, String)> = items.iter().map(|o| (
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+                (o["data"]["v"].as_str().unwrap().to_string(), o["metadata"]["resourceVersion"].as_str().unwrap().to_string()),
+            )).collect();
+            let model_view: BTreeMap<String, String> = listed.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+            prop_assert_eq!(&model_view, &model);
+
+            let (events, upto) = store.events_since(&def.storage_key(), start).unwrap();
+            prop_assert_eq!(upto, rv);
+            let mut replay: BTreeMap<String, (String, String)> = BTreeMap::new();
+            let mut last = start;
+            for e in events {
+                prop_assert!(e.rv > last);
+                last = e.rv;
+                let name = e.object["metadata"]["name"].as_str().unwrap().to_string();
+                prop_assert_eq!(e.object["metadata"]["resourceVersion"].as_str().unwrap(), e.rv.to_string());
+                match e.kind {
+                    EventKind::Added | EventKind::Modified => {
+                        replay.insert(name, (e.object["data"]["v"].as_str().unwrap().to_string(), e.rv.to_string()));
+                    }
+                    EventKind::Deleted => { replay.remove(&name); }
+                }
+            }
+            prop_assert_eq!(replay, listed);
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_objects_and_continues_versions() {
+        let store = Store::new(10);
+        let def = cms(&store);
+        let o = WriteOptions::default();
+        store
+            .create(&def, "default", json!({"metadata": {"name": "a"}}), &o)
+            .unwrap();
+        let snap = store.snapshot();
+        let restored = Store::from_snapshot(
+            serde_json::from_slice(&serde_json::to_vec(&snap).unwrap()).unwrap(),
+            10,
+        );
+        assert_eq!(restored.snapshot(), snap);
+        let rv = restored.resource_version();
+        assert!(
+            restored.events_since(&def.storage_key(), rv - 1).is_err(),
+            "older history is gone"
+        );
+        assert!(restored.events_since(&def.storage_key(), rv).is_ok());
+        let b = restored
+            .create(&def, "default", json!({"metadata": {"name": "b"}}), &o)
+            .unwrap();
+        assert_eq!(b["metadata"]["resourceVersion"], (rv + 1).to_string());
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let store = Store::new(3);
+        let def = cms(&store);
+        let o = WriteOptions::default();
+        for i in 0..10 {
+            store
+                .create(
+                    &def,
+                    "default",
+                    json!({"metadata": {"name": format!("c{i}")}}),
+                    &o,
+                )
+                .unwrap();
+        }
+        let rv = store.resource_version();
+        assert_eq!(
+            store
+                .events_since(&def.storage_key(), rv - 3)
+                .unwrap()
+                .0
+                .len(),
+            3
+        );
+        assert_eq!(
+            store
+                .events_since(&def.storage_key(), rv - 4)
+                .unwrap_err()
+                .code,
+            410
+        );
+    }
+
+    #[test]
+    fn namespace_deletion_removes_its_objects() {
+        let store = Store::new(100);
+        let def = cms(&store);
+        let ns = store.registry_find("", "v1", "namespaces").unwrap();
+        let o = WriteOptions::default();
+        store
+            .create(&ns, "", json!({"metadata": {"name": "gone"}}), &o)
+            .unwrap();
+        store
+            .create(&def, "gone", json!({"metadata": {"name": "a"}}), &o)
+            .unwrap();
+        store
+            .create(&def, "default", json!({"metadata": {"name": "b"}}), &o)
+            .unwrap();
+        store.delete(&ns, "", "gone", None, false).unwrap();
+        let (items, _) = store.list(&def, &Filter::default());
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["metadata"]["namespace"], "default");
+    }
+}
