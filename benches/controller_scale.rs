@@ -114,14 +114,18 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         ferrolb::controller::install_crypto_provider();
-        let srv = ApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let srv = ApiServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let kc = dir.path().join("kubeconfig");
         srv.write_kubeconfig(&kc).unwrap();
         let kc = kc.to_string_lossy().to_string();
         let client = kube::Client::try_from(kube::Config::new(srv.url().parse().unwrap())).unwrap();
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-        let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await;
         let mut pool = IPAddressPool::new(
             "bench",
             IPAddressPoolSpec {
@@ -165,8 +169,10 @@ fn main() {
         let created = t0.elapsed();
         let all = tokio::task::spawn_blocking(move || {
             wait_for("all status writes", Duration::from_secs(600), || {
-                metric(&scrape(maddr), "ferrolb_controller_api_writes_total{kind=\"service_status\"}")
-                    >= n as f64
+                metric(
+                    &scrape(maddr),
+                    "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
+                ) >= n as f64
             });
         });
         all.await.unwrap();
@@ -192,15 +198,25 @@ fn main() {
         let pid = child.id();
         let rest_rss = rss_kib(pid, "VmRSS:");
         let m = scrape(maddr);
-        let w0 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"service_status\"}")
-            + metric(&m, "ferrolb_controller_api_writes_total{kind=\"event\"}")
-            + metric(&m, "ferrolb_controller_api_writes_total{kind=\"pool_status\"}");
+        let w0 = metric(
+            &m,
+            "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
+        ) + metric(&m, "ferrolb_controller_api_writes_total{kind=\"event\"}")
+            + metric(
+                &m,
+                "ferrolb_controller_api_writes_total{kind=\"pool_status\"}",
+            );
         let l0 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"lease\"}");
         tokio::time::sleep(Duration::from_secs(idle)).await;
         let m = scrape(maddr);
-        let w1 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"service_status\"}")
-            + metric(&m, "ferrolb_controller_api_writes_total{kind=\"event\"}")
-            + metric(&m, "ferrolb_controller_api_writes_total{kind=\"pool_status\"}");
+        let w1 = metric(
+            &m,
+            "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
+        ) + metric(&m, "ferrolb_controller_api_writes_total{kind=\"event\"}")
+            + metric(
+                &m,
+                "ferrolb_controller_api_writes_total{kind=\"pool_status\"}",
+            );
         let l1 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"lease\"}");
         let peak = rss_kib(pid, "VmHWM:");
 
@@ -220,18 +236,38 @@ fn main() {
         let restart_time = t1.elapsed();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let m2 = scrape(maddr2);
-        let restart_writes = metric(&m2, "ferrolb_controller_api_writes_total{kind=\"service_status\"}");
+        let restart_writes = metric(
+            &m2,
+            "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
+        );
         let rss2 = rss_kib(child2.id(), "VmRSS:");
         stop(&mut child2);
 
         println!("## controller_scale (N = {n})");
-        println!("controller RSS, leading, 0 Services:         {:.1} MiB", idle_rss as f64 / 1024.0);
+        println!(
+            "controller RSS, leading, 0 Services:         {:.1} MiB",
+            idle_rss as f64 / 1024.0
+        );
         println!("create {n} Services (32 clients):        {created:.2?}");
         println!("time until all {n} have an IP:           {all_assigned:.2?}");
-        println!("controller RSS at rest with {n} Services: {:.1} MiB (peak {:.1} MiB)", rest_rss as f64 / 1024.0, peak as f64 / 1024.0);
-        println!("API writes in {idle} s idle: {} (lease renewals: {})", (w1 - w0) as i64, (l1 - l0) as i64);
-        println!("restart: all {n} re-checked after {restart_time:.2?}, Service writes: {}", restart_writes as i64);
-        println!("controller RSS after restart, at rest:     {:.1} MiB", rss2 as f64 / 1024.0);
+        println!(
+            "controller RSS at rest with {n} Services: {:.1} MiB (peak {:.1} MiB)",
+            rest_rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+        println!(
+            "API writes in {idle} s idle: {} (lease renewals: {})",
+            (w1 - w0) as i64,
+            (l1 - l0) as i64
+        );
+        println!(
+            "restart: all {n} re-checked after {restart_time:.2?}, Service writes: {}",
+            restart_writes as i64
+        );
+        println!(
+            "controller RSS after restart, at rest:     {:.1} MiB",
+            rss2 as f64 / 1024.0
+        );
         srv.shutdown().await.unwrap();
     });
 }

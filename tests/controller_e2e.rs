@@ -204,9 +204,9 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
     eventually("bad pool condition", Duration::from_secs(5), || async {
         let p = pools.get("bad").await.unwrap();
         p.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Valid" && c.status == "False" && c.message.contains("10.0.0.0/33"))
+            s.conditions.iter().any(|c| {
+                c.type_ == "Valid" && c.status == "False" && c.message.contains("10.0.0.0/33")
+            })
         })
     })
     .await;
@@ -301,7 +301,10 @@ async fn leader_handover_keeps_every_ip_and_the_new_leader_writes_nothing() {
     })
     .await;
     let handover = t0.elapsed();
-    assert!(handover < Duration::from_millis(1800), "handover took {handover:?}");
+    assert!(
+        handover < Duration::from_millis(1800),
+        "handover took {handover:?}"
+    );
     // b rebuilt from statuses: same IPs; a new Service gets a fresh one.
     create_svc(&client, "late", None).await;
     eventually("late gets an IP", Duration::from_secs(5), || async {

@@ -19,7 +19,10 @@ use serde_json::json;
 
 type Tx<K> = mpsc::UnboundedSender<watcher::Result<Event<K>>>;
 
-fn chan<K: Send + 'static>() -> (Tx<K>, futures::stream::BoxStream<'static, watcher::Result<Event<K>>>) {
+fn chan<K: Send + 'static>() -> (
+    Tx<K>,
+    futures::stream::BoxStream<'static, watcher::Result<Event<K>>>,
+) {
     let (tx, rx) = mpsc::unbounded();
     (tx, rx.boxed())
 }
@@ -127,10 +130,16 @@ async fn conflict_is_retried_with_backoff_and_status_lands() {
             );
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "status never written");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "status never written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(conflicts.load(Ordering::SeqCst) >= 2, "retried after the 409");
+    assert!(
+        conflicts.load(Ordering::SeqCst) >= 2,
+        "retried after the 409"
+    );
     assert_eq!(metrics.reconcile_errors.get(), 1);
     assert_eq!(metrics.writes("service_status"), 2);
     // Pool status (coalesced) reaches the fake API too.
@@ -143,7 +152,10 @@ async fn conflict_is_retried_with_backoff_and_status_lands() {
                 break;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "pool status never written");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "pool status never written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     session.abort();
@@ -198,8 +210,16 @@ async fn a_replica_that_is_not_leader_writes_nothing() {
         panic!("session ended: {:?}", session.await);
     }
     assert!(metrics.reconciles.get() >= 1, "it did reconcile");
-    assert!(svcs.get("a").await.unwrap().status.is_none_or(|s| s.load_balancer.is_none_or(|l| l.ingress.is_none())));
-    assert_eq!(metrics.writes("service_status") + metrics.writes("event"), 0);
+    assert!(svcs
+        .get("a")
+        .await
+        .unwrap()
+        .status
+        .is_none_or(|s| s.load_balancer.is_none_or(|l| l.ingress.is_none())));
+    assert_eq!(
+        metrics.writes("service_status") + metrics.writes("event"),
+        0
+    );
     session.abort();
     drop((stx, ptx, atx, ntx));
 }

@@ -65,9 +65,15 @@ async fn holder(client: &kube::Client) -> String {
 
 #[tokio::test]
 async fn only_one_leader_and_handover_on_shutdown_within_about_a_second() {
-    let client = kube_fake_client::ClientBuilder::new().build().await.unwrap();
+    let client = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap();
     let a = start(client.clone(), "replica-a");
-    wait_until("a leads", Duration::from_secs(5), || a.leadership.is_leader()).await;
+    wait_until("a leads", Duration::from_secs(5), || {
+        a.leadership.is_leader()
+    })
+    .await;
     let b = start(client.clone(), "replica-b");
     // b stays standby while a renews.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -80,7 +86,10 @@ async fn only_one_leader_and_handover_on_shutdown_within_about_a_second() {
     a.shutdown.send(true).unwrap();
     a.task.await.unwrap();
     assert!(!a.leadership.is_leader());
-    wait_until("b leads", Duration::from_secs(3), || b.leadership.is_leader()).await;
+    wait_until("b leads", Duration::from_secs(3), || {
+        b.leadership.is_leader()
+    })
+    .await;
     let handover = t0.elapsed();
     assert!(
         handover < Duration::from_millis(1600),
@@ -93,9 +102,15 @@ async fn only_one_leader_and_handover_on_shutdown_within_about_a_second() {
 
 #[tokio::test]
 async fn a_leader_that_loses_the_lease_stops_writing() {
-    let client = kube_fake_client::ClientBuilder::new().build().await.unwrap();
+    let client = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap();
     let a = start(client.clone(), "replica-a");
-    wait_until("a leads", Duration::from_secs(5), || a.leadership.is_leader()).await;
+    wait_until("a leads", Duration::from_secs(5), || {
+        a.leadership.is_leader()
+    })
+    .await;
     // Someone else takes the lease (e.g. after a network partition healed).
     let leases: Api<Lease> = Api::namespaced(client.clone(), "metallb-system");
     let now = k8s_openapi::jiff::Timestamp::now().to_string();

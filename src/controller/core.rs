@@ -131,7 +131,10 @@ pub fn handles(svc: &Service, lb_class: Option<&str>) -> bool {
     if spec.type_.as_deref() != Some("LoadBalancer") {
         return false;
     }
-    let class = spec.load_balancer_class.as_deref().filter(|c| !c.is_empty());
+    let class = spec
+        .load_balancer_class
+        .as_deref()
+        .filter(|c| !c.is_empty());
     class == lb_class.filter(|c| !c.is_empty())
 }
 
@@ -376,8 +379,10 @@ impl Core {
                     previous_ips,
                 } = &a.change
                 {
-                    let prev: Vec<String> =
-                        previous_ips.iter().map(|i| format!("{:?}", i.to_string())).collect();
+                    let prev: Vec<String> = previous_ips
+                        .iter()
+                        .map(|i| format!("{:?}", i.to_string()))
+                        .collect();
                     let note = match clear_note {
                         Some(n) => n,
                         None => format!(
@@ -386,12 +391,18 @@ impl Core {
                             key.to_string()
                         ),
                     };
-                    plan.events
-                        .push(PlannedEvent::normal(reason::CLEAR_ASSIGNMENT, "Release", note));
+                    plan.events.push(PlannedEvent::normal(
+                        reason::CLEAR_ASSIGNMENT,
+                        "Release",
+                        note,
+                    ));
                 } else if let Some(note) = clear_note {
                     if !a.ips.is_empty() && status::current_ingress(svc).is_empty() {
-                        plan.events
-                            .push(PlannedEvent::normal(reason::CLEAR_ASSIGNMENT, "Release", note));
+                        plan.events.push(PlannedEvent::normal(
+                            reason::CLEAR_ASSIGNMENT,
+                            "Release",
+                            note,
+                        ));
                     }
                 }
                 let desired = DesiredStatus {
@@ -402,11 +413,13 @@ impl Core {
                     .iter()
                     .map(|s| s.trim().parse().ok())
                     .collect();
-                let ips_changed =
-                    current.len() != a.ips.len() || current.iter().zip(&a.ips).any(|(c, d)| *c != Some(*d));
+                let ips_changed = current.len() != a.ips.len()
+                    || current.iter().zip(&a.ips).any(|(c, d)| *c != Some(*d));
                 if ips_changed {
                     let note = match &a.change {
-                        Change::AddedFamily { ip } => format!("Assigned additional IP {:?}", ip.to_string()),
+                        Change::AddedFamily { ip } => {
+                            format!("Assigned additional IP {:?}", ip.to_string())
+                        }
                         _ => status::assigned_message(&a.ips),
                     };
                     plan.events
@@ -420,8 +433,11 @@ impl Core {
                 let mut plan = Plan::new(Outcome::Pending);
                 let memo = self.memo.entry(key.clone()).or_default();
                 if let Some(note) = memo.clear_note.take() {
-                    plan.events
-                        .push(PlannedEvent::normal(reason::CLEAR_ASSIGNMENT, "Release", note));
+                    plan.events.push(PlannedEvent::normal(
+                        reason::CLEAR_ASSIGNMENT,
+                        "Release",
+                        note,
+                    ));
                 }
                 if memo.last_failure.as_deref() != Some(msg.as_str()) {
                     plan.events.push(PlannedEvent::warning(
@@ -473,7 +489,8 @@ impl Core {
         let mut plan = Plan::new(Outcome::Released);
         plan.status = status::status_patch(svc, &DesiredStatus::cleared());
         if let Some(r) = released {
-            let why = if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+            let why = if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer")
+            {
                 "the Service is no longer of type LoadBalancer".to_string()
             } else {
                 format!(
@@ -483,7 +500,11 @@ impl Core {
                         .map_or("unset".to_string(), |c| format!("{c:?}"))
                 )
             };
-            let ips: Vec<String> = r.ips.iter().map(|i| format!("{:?}", i.to_string())).collect();
+            let ips: Vec<String> = r
+                .ips
+                .iter()
+                .map(|i| format!("{:?}", i.to_string()))
+                .collect();
             plan.events.push(PlannedEvent::normal(
                 reason::CLEAR_ASSIGNMENT,
                 "Release",
@@ -566,7 +587,10 @@ mod tests {
         if let Some(p) = &plan.status {
             let mut v = serde_json::to_value(&*s).unwrap();
             let mut p = p.clone();
-            p["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+            p["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
             json_patch::merge(&mut v, &p);
             *s = serde_json::from_value(v).unwrap();
         }
@@ -587,8 +611,14 @@ mod tests {
         let plan = core.reconcile(&s);
         assert_eq!(plan.outcome, Outcome::Assigned);
         let patch = plan.status.clone().unwrap();
-        assert_eq!(patch["status"]["loadBalancer"]["ingress"][0]["ip"], "192.168.1.0");
-        assert_eq!(patch["metadata"]["annotations"][status::POOL_ANNOTATION], "p");
+        assert_eq!(
+            patch["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "192.168.1.0"
+        );
+        assert_eq!(
+            patch["metadata"]["annotations"][status::POOL_ANNOTATION],
+            "p"
+        );
         assert_eq!(patch["metadata"]["resourceVersion"], "1");
         assert_eq!(reasons(&plan), ["IPAllocated"]);
         assert_eq!(plan.events[0].note, r#"Assigned IP ["192.168.1.0"]"#);
@@ -609,8 +639,14 @@ mod tests {
         let pb = core.reconcile(&b);
         assert_eq!(pb.outcome, Outcome::Pending);
         assert_eq!(reasons(&pb), ["AllocationFailed"]);
-        assert!(pb.events[0].note.contains(r#"Failed to allocate IP for "default/b""#));
-        assert!(pb.events[0].note.contains("no available IPs"), "{}", pb.events[0].note);
+        assert!(pb.events[0]
+            .note
+            .contains(r#"Failed to allocate IP for "default/b""#));
+        assert!(
+            pb.events[0].note.contains("no available IPs"),
+            "{}",
+            pb.events[0].note
+        );
         assert!(pb.status.is_none(), "nothing to clear");
         assert!(core.is_pending(&service_key(&b)));
         // Same failure again: no event.
@@ -674,13 +710,18 @@ mod tests {
                 if want.is_empty() {
                     // The newcomer gets the freed address, not anyone else's.
                     assert_eq!(plan.outcome, Outcome::Assigned);
-                    let got = plan.status.as_ref().unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"]
+                    let got = plan.status.as_ref().unwrap()["status"]["loadBalancer"]["ingress"][0]
+                        ["ip"]
                         .as_str()
                         .unwrap()
                         .to_string();
                     assert_eq!(got, "192.168.1.2");
                 } else {
-                    assert!(!plan.writes(), "{} changed after restart: {plan:?}", s.metadata.name.as_deref().unwrap());
+                    assert!(
+                        !plan.writes(),
+                        "{} changed after restart: {plan:?}",
+                        s.metadata.name.as_deref().unwrap()
+                    );
                 }
             }
         }
@@ -719,7 +760,10 @@ mod tests {
         assert_eq!(reasons(&p), ["ClearAssignment"]);
         let patch = p.status.clone().unwrap();
         assert_eq!(patch["status"]["loadBalancer"]["ingress"], Value::Null);
-        assert_eq!(patch["metadata"]["annotations"][status::POOL_ANNOTATION], Value::Null);
+        assert_eq!(
+            patch["metadata"]["annotations"][status::POOL_ANNOTATION],
+            Value::Null
+        );
         apply(&mut a, &p);
         assert!(ips(&a).is_empty());
         assert!(!core.reconcile(&a).writes(), "released once, then quiet");
@@ -791,7 +835,9 @@ mod tests {
         annotate(&mut a, "metallb.universe.tf/allow-shared-ip", "k");
         let p = core.reconcile(&a);
         assert_eq!(reasons(&p), ["IPAllocated", "deprecatedAnnotation"]);
-        assert!(p.events[1].note.contains("metallb.universe.tf/allow-shared-ip"));
+        assert!(p.events[1]
+            .note
+            .contains("metallb.universe.tf/allow-shared-ip"));
         apply(&mut a, &p);
         assert!(!core.reconcile(&a).writes());
         // A later change writes again but does not repeat the warning.
@@ -811,7 +857,12 @@ mod tests {
 
     #[test]
     fn pool_shrink_clears_and_reassigns_with_clear_assignment_event() {
-        let both = || vec![pool("first", &["10.0.0.0/30"]), pool("p", &["192.168.1.0/30"])];
+        let both = || {
+            vec![
+                pool("first", &["10.0.0.0/30"]),
+                pool("p", &["192.168.1.0/30"]),
+            ]
+        };
         let mut core = Core::new(both(), None);
         let mut a = lb("a");
         let p = core.reconcile(&a);
@@ -820,12 +871,18 @@ mod tests {
         // Same pools again: nothing to do.
         assert!(core.set_pools(both()).is_none());
         // "first" disappears: a is cleared and re-assigned from p.
-        let keys = core.set_pools(vec![pool("p", &["192.168.1.0/30"])]).unwrap();
+        let keys = core
+            .set_pools(vec![pool("p", &["192.168.1.0/30"])])
+            .unwrap();
         assert_eq!(keys, vec![service_key(&a)]);
         let p = core.reconcile(&a);
         assert_eq!(p.outcome, Outcome::Assigned);
         assert_eq!(reasons(&p), ["ClearAssignment", "IPAllocated"]);
-        assert!(p.events[0].note.contains("not allowed by config"), "{}", p.events[0].note);
+        assert!(
+            p.events[0].note.contains("not allowed by config"),
+            "{}",
+            p.events[0].note
+        );
         apply(&mut a, &p);
         assert_eq!(ips(&a), ["192.168.1.0"]);
         assert!(!core.reconcile(&a).writes());

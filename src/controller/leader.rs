@@ -87,7 +87,12 @@ impl Leadership {
         if !*self.inner.tx.borrow() {
             return false;
         }
-        match *self.inner.deadline.lock().unwrap_or_else(|p| p.into_inner()) {
+        match *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             Some(d) => Instant::now() < d,
             None => true,
         }
@@ -95,7 +100,11 @@ impl Leadership {
 
     /// Sets the flag and the deadline until which it holds without renewal.
     pub fn set(&self, leading: bool, deadline: Option<Instant>) {
-        *self.inner.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+        *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = deadline;
         self.inner.tx.send_if_modified(|v| {
             let changed = *v != leading;
             *v = leading;

@@ -58,7 +58,9 @@ pub async fn make_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Clien
                 .map_err(|e| anyhow::anyhow!("invalid kubeconfig {paths}: {e}"))?
         }
         None => kube::Config::infer().await.map_err(|e| {
-            anyhow::anyhow!("cannot find the API server (no in-cluster config, no ~/.kube/config): {e}")
+            anyhow::anyhow!(
+                "cannot find the API server (no in-cluster config, no ~/.kube/config): {e}"
+            )
         })?,
     };
     Ok(kube::Client::try_from(config)?)
@@ -70,7 +72,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = make_client(args.kubeconfig.as_deref()).await?;
     let (metrics, registry) = metrics::Metrics::new_registered();
     let health = crate::telemetry::Health::default();
-    let (addr, _server) = crate::telemetry::serve(args.metrics_addr, registry, health.clone()).await?;
+    let (addr, _server) =
+        crate::telemetry::serve(args.metrics_addr, registry, health.clone()).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -59,14 +59,22 @@ fn same_condition(a: &Condition, b: &Condition) -> bool {
 
 /// The status the pool should have. Conditions other than `Valid` are kept; the
 /// `Valid` condition keeps its `lastTransitionTime` when its status did not change.
-pub fn desired_status(pool: &IPAddressPool, verdict: &PoolVerdict, now: Timestamp) -> IPAddressPoolStatus {
+pub fn desired_status(
+    pool: &IPAddressPool,
+    verdict: &PoolVerdict,
+    now: Timestamp,
+) -> IPAddressPoolStatus {
     let counts = match verdict {
         PoolVerdict::Valid(c) => *c,
         PoolVerdict::Invalid(_) => PoolCounts::default(),
     };
     let current = pool.status.clone().unwrap_or_default();
     let mut cond = condition(verdict, pool.metadata.generation, now);
-    if let Some(old) = current.conditions.iter().find(|c| c.type_ == VALID_CONDITION) {
+    if let Some(old) = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == VALID_CONDITION)
+    {
         if old.status == cond.status {
             cond.last_transition_time = old.last_transition_time.clone();
         }
@@ -93,8 +101,7 @@ pub fn status_equal(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
         && a.available_ipv4 == b.available_ipv4
         && a.available_ipv6 == b.available_ipv6
         && a.conditions.len() == b.conditions.len()
-        && a
-            .conditions
+        && a.conditions
             .iter()
             .zip(&b.conditions)
             .all(|(x, y)| same_condition(x, y))
@@ -104,7 +111,11 @@ pub fn status_equal(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
 /// carries the desired status.
 pub fn status_patch(pool: &IPAddressPool, verdict: &PoolVerdict, now: Timestamp) -> Option<Value> {
     let want = desired_status(pool, verdict, now);
-    if pool.status.as_ref().is_some_and(|cur| status_equal(cur, &want)) {
+    if pool
+        .status
+        .as_ref()
+        .is_some_and(|cur| status_equal(cur, &want))
+    {
         return None;
     }
     Some(json!({ "status": want }))

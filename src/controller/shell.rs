@@ -435,8 +435,10 @@ async fn run_config(
         if !(pools_ready && ads_ready) {
             continue;
         }
-        let pool_objs: Vec<IPAddressPool> = pool_reader.state().iter().map(|p| (**p).clone()).collect();
-        let ad_objs: Vec<L2Advertisement> = ad_reader.state().iter().map(|a| (**a).clone()).collect();
+        let pool_objs: Vec<IPAddressPool> =
+            pool_reader.state().iter().map(|p| (**p).clone()).collect();
+        let ad_objs: Vec<L2Advertisement> =
+            ad_reader.state().iter().map(|a| (**a).clone()).collect();
         let (cfg, pool_errors, ad_errors) = validate_objects(&pool_objs, &ad_objs, &current);
         let changed = {
             let mut core = ctx.lock();
