@@ -1,7 +1,8 @@
 //! The thin kube shell around [`super::core::Core`].
 //!
 //! One leadership session ([`lead`]):
-//! 1. LIST pools, advertisements, Namespaces and every Service, validate the config and
+//! 1. LIST Namespaces (the watch's initial list), pools, advertisements and every
+//!    Service, validate the config and
 //!    rebuild the allocator from the Services' statuses, before reconciling anything;
 //! 2. run a kube-runtime `Controller` over the Service watch (reflector store,
 //!    managedFields stripped), plus targeted re-reconciles (`reconcile_on`) for pending
@@ -286,30 +287,46 @@ pub async fn lead(
     writer: Writer,
     metrics: Metrics,
 ) -> anyhow::Result<()> {
-    // 1. Initial state, before any reconcile.
+    // 1. Initial state, before any reconcile: Namespace labels from the Namespace
+    //    watch's initial list, pools / advertisements / Services listed.
     let t0 = Instant::now();
+    let Inputs {
+        services,
+        pools: pool_events,
+        l2ads,
+        namespaces,
+    } = inputs;
+    let mut namespaces = namespaces;
+    let mut ns_labels: HashMap<String, crate::selector::Labels> = HashMap::new();
+    loop {
+        match namespaces.next().await {
+            Some(Ok(Event::Init)) => ns_labels.clear(),
+            Some(Ok(Event::InitApply(n) | Event::Apply(n))) => {
+                let name = n.name_any();
+                ns_labels.insert(name, n.metadata.labels.unwrap_or_default());
+            }
+            Some(Ok(Event::Delete(n))) => {
+                ns_labels.remove(&n.name_any());
+            }
+            Some(Ok(Event::InitDone)) => break,
+            Some(Err(e)) => tracing::warn!(error = %e, "namespace list failed (retrying)"),
+            None => anyhow::bail!("namespace watch ended before its initial list"),
+        }
+    }
     let pool_api: Api<IPAddressPool> = Api::namespaced(client.clone(), &settings.namespace);
     let ad_api: Api<L2Advertisement> = Api::namespaced(client.clone(), &settings.namespace);
     let pools = list_all(&pool_api).await?;
     let ads = list_all(&ad_api).await?;
-    let namespaces = list_all(&Api::<Namespace>::all(client.clone())).await?;
-    let services: Vec<Service> = list_all(&Api::<Service>::all(client.clone())).await?;
+    let listed: Vec<Service> = list_all(&Api::<Service>::all(client.clone())).await?;
     let (cfg, pool_errors, _ad_errors) = validate_objects(&pools, &ads, &Config::default());
-    let ns_labels = namespaces
-        .into_iter()
-        .map(|n| {
-            let name = n.name_any();
-            (name, n.metadata.labels.unwrap_or_default())
-        })
-        .collect();
     let core = Core::rebuild(
         pool_list(&cfg),
         settings.lb_class.clone(),
         ns_labels,
-        &services,
+        &listed,
     );
     tracing::info!(
-        services = services.len(),
+        services = listed.len(),
         pools = cfg.pools.len(),
         invalid_pools = pool_errors.len(),
         pending = core.pending_len(),
@@ -317,7 +334,7 @@ pub async fn lead(
         "allocator rebuilt from existing Service statuses"
     );
     metrics.pending.set(core.pending_len() as i64);
-    drop(services);
+    drop(listed);
 
     // 2. Shared state.
     let (svc_reader, svc_writer) = reflector::store::<Service>();
@@ -335,12 +352,6 @@ pub async fn lead(
     ctx.pools_dirty.notify_one();
 
     let (pool_reader, pool_writer) = reflector::store::<IPAddressPool>();
-    let Inputs {
-        services,
-        pools: pool_events,
-        l2ads,
-        namespaces,
-    } = inputs;
 
     // 3. Services: reflector + deletion tap → Controller.
     let tap_ctx = ctx.clone();

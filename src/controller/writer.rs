@@ -76,7 +76,7 @@ pub enum WriteError {
         what: String,
         /// The error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -84,7 +84,10 @@ fn classify(what: String, e: kube::Error) -> WriteError {
     match &e {
         kube::Error::Api(s) if s.code == 409 => WriteError::Conflict(what),
         kube::Error::Api(s) if s.code == 404 => WriteError::NotFound(what),
-        _ => WriteError::Api { what, source: e },
+        _ => WriteError::Api {
+            what,
+            source: Box::new(e),
+        },
     }
 }
 
