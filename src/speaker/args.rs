@@ -160,10 +160,10 @@ mod tests {
     fn defaults_are_safe_and_fast() {
         let cli = Cli::try_parse_from(["x", "--node-name", "n1"]).unwrap();
         let t = cli.args.timing().unwrap();
-        assert_eq!(t.renew_deadline, Duration::from_millis(1200));
-        assert_eq!(t.retry_period, Duration::from_millis(300));
+        assert_eq!(t.renew_deadline(), Duration::from_millis(1200));
+        assert_eq!(t.retry_period(), Duration::from_millis(300));
         // crash failover budget from the issue: lease duration + 500 ms <= 3 s
-        assert!(t.lease_duration + Duration::from_millis(500) <= Duration::from_secs(3));
+        assert!(t.lease_duration() + Duration::from_millis(500) <= Duration::from_secs(3));
         assert_eq!(cli.args.namespace, "metallb-system");
         assert_eq!(cli.args.metrics_addr.port(), 7473);
         assert_eq!(

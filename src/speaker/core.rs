@@ -164,7 +164,7 @@ impl<A: Announcer> Speaker<A> {
         fence: watch::Receiver<Fence>,
     ) -> Self {
         Self {
-            tracker: PeerTracker::new(settings.clock.lease_duration),
+            tracker: PeerTracker::new(settings.clock.lease_duration()),
             settings,
             stores,
             clients,

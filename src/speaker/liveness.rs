@@ -211,7 +211,7 @@ impl OwnLease {
                 holder_id: node.to_string(),
                 // leaseDurationSeconds is informative only (peers use their own clock and
                 // flag); round up so it never reads shorter than reality.
-                lease_ttl: Duration::from_secs(timing.lease_duration.as_secs_f64().ceil() as u64),
+                lease_ttl: Duration::from_secs(timing.lease_duration().as_secs_f64().ceil() as u64),
             },
         );
         let (tx, rx) = watch::channel(Fence::default());
@@ -231,7 +231,7 @@ impl OwnLease {
     /// whether we hold the Lease; on success the fence moves forward to the attempt's send time.
     pub async fn renew_once(&self) -> bool {
         let sent = Instant::now();
-        let limit = (self.timing.retry_period * 2).min(self.timing.renew_deadline);
+        let limit = (self.timing.retry_period() * 2).min(self.timing.renew_deadline());
         let res = tokio::time::timeout(limit, self.lock.try_acquire_or_renew()).await;
         match res {
             Ok(Ok(LeaseLockResult::Acquired(_))) => {
@@ -265,7 +265,7 @@ impl OwnLease {
     /// Renews every retry period until `stop` fires, then releases the Lease (empty holder)
     /// so peers take over at once. The caller must have withdrawn every announcement first.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.timing.retry_period);
+        let mut tick = tokio::time::interval(self.timing.retry_period());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -282,7 +282,7 @@ impl OwnLease {
     /// holder is emptied.
     pub async fn release(&self) {
         self.fence.send_replace(Fence::default());
-        match tokio::time::timeout(self.timing.lease_duration, self.lock.step_down()).await {
+        match tokio::time::timeout(self.timing.lease_duration(), self.lock.step_down()).await {
             Ok(Ok(())) => tracing::info!("node lease released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release node lease"),
             Err(_) => tracing::warn!("releasing node lease timed out"),
