@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
@@ -629,8 +630,17 @@ impl Actor {
     }
 }
 
+/// Per-IP counters cached by a receive thread (avoids a label allocation and family
+/// lookup per answered frame).
+struct IpCounters {
+    requests: Counter,
+    responses: Counter,
+    echo: Counter,
+}
+
 fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, mac: Mac) {
     let mut buf = vec![0u8; 1 << 16];
+    let mut counters: HashMap<IpAddr, IpCounters> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let n = match sock.recv(&mut buf) {
             Ok(Some(n)) => n,
@@ -651,24 +661,38 @@ fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, 
             };
             logic::decide(&buf[..n], &ctx, &st.owned)
         };
-        handle_verdict(verdict, sock, shared, name, mac);
+        handle_verdict(verdict, sock, shared, name, mac, &mut counters);
     }
 }
 
-fn handle_verdict(verdict: Verdict, sock: &PacketSocket, shared: &Shared, name: &str, mac: Mac) {
+fn handle_verdict(
+    verdict: Verdict,
+    sock: &PacketSocket,
+    shared: &Shared,
+    name: &str,
+    mac: Mac,
+    counters: &mut HashMap<IpAddr, IpCounters>,
+) {
     let m = &shared.metrics;
     match verdict {
         Verdict::Reply { ip, kind, frame } => {
-            let label = Metrics::ip(ip);
+            let c = counters.entry(ip).or_insert_with(|| {
+                let label = Metrics::ip(ip);
+                IpCounters {
+                    requests: m.requests_received.get_or_create(&label).clone(),
+                    responses: m.responses_sent.get_or_create(&label).clone(),
+                    echo: m.echo_replies_sent.get_or_create(&label).clone(),
+                }
+            });
             if kind != ReplyKind::Echo {
-                m.requests_received.get_or_create(&label).inc();
+                c.requests.inc();
             }
             match sock.send(&frame) {
                 Ok(()) => {
                     if kind == ReplyKind::Echo {
-                        m.echo_replies_sent.get_or_create(&label).inc();
+                        c.echo.inc();
                     } else {
-                        m.responses_sent.get_or_create(&label).inc();
+                        c.responses.inc();
                     }
                     trace!(%ip, interface = %name, ?kind, "answered");
                 }
