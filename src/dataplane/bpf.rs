@@ -70,7 +70,12 @@ enum Target {
 
 enum Item {
     Insn(Insn),
-    Jump { code: u16, k: u32, t: Target, f: Target },
+    Jump {
+        code: u16,
+        k: u32,
+        t: Target,
+        f: Target,
+    },
     Label(u8),
 }
 
@@ -272,7 +277,11 @@ pub fn interpret(prog: &[Insn], pkt: &[u8], meta: Meta) -> Option<u32> {
                 None => return Some(0),
             },
             JEQ_K | JSET_K => {
-                let cond = if i.code == JEQ_K { a == i.k } else { a & i.k != 0 };
+                let cond = if i.code == JEQ_K {
+                    a == i.k
+                } else {
+                    a & i.k != 0
+                };
                 pc += usize::from(if cond { i.jt } else { i.jf });
             }
             RET_K => return Some(i.k),

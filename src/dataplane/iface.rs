@@ -395,7 +395,15 @@ mod tests {
                 "{n}"
             );
         }
-        for n in ["eth0", "ens3", "bond0", "br0", "eth0.100", "lo0", "mydocker0"] {
+        for n in [
+            "eth0",
+            "ens3",
+            "bond0",
+            "br0",
+            "eth0.100",
+            "lo0",
+            "mydocker0",
+        ] {
             assert!(with(&|l| l.name = n.into()).is_ok(), "{n}");
         }
     }

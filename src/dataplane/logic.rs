@@ -304,9 +304,7 @@ pub fn announcement(ip: IpAddr, mac: Mac) -> Vec<Vec<u8>> {
             wire::gratuitous_arp_request(None, mac, v4),
             wire::gratuitous_arp_reply(None, mac, v4),
         ],
-        IpAddr::V6(v6) => vec![wire::unsolicited_neighbor_advertisement(
-            None, mac, v6, v6,
-        )],
+        IpAddr::V6(v6) => vec![wire::unsolicited_neighbor_advertisement(None, mac, v6, v6)],
     }
 }
 
@@ -315,6 +313,7 @@ mod tests {
     use super::*;
     use crate::dataplane::owned::InterfaceFilter;
     use proptest::prelude::*;
+    use std::net::Ipv6Addr;
 
     const OUR: Mac = Mac([0x02, 0, 0, 0, 0, 0xaa]);
     const OTHER_LOCAL: Mac = Mac([0x02, 0, 0, 0, 0, 0xbb]);
@@ -340,8 +339,14 @@ mod tests {
         let mut o = Owned::default();
         o.announce("10.0.0.100".parse().unwrap(), InterfaceFilter::All);
         o.announce("fd00::100".parse().unwrap(), InterfaceFilter::All);
-        o.announce("10.0.0.101".parse().unwrap(), InterfaceFilter::named(["eth1"]));
-        o.announce("fd00::101".parse().unwrap(), InterfaceFilter::named(["eth1"]));
+        o.announce(
+            "10.0.0.101".parse().unwrap(),
+            InterfaceFilter::named(["eth1"]),
+        );
+        o.announce(
+            "fd00::101".parse().unwrap(),
+            InterfaceFilter::named(["eth1"]),
+        );
         o
     }
     fn drop(r: DropReason) -> Verdict {
@@ -383,7 +388,10 @@ mod tests {
                 ..
             } => {
                 assert_eq!((eth_dst, eth_src, sender_mac), (CLIENT, OUR, OUR));
-                assert_eq!((sender_ip, target_mac, target_ip), (v4("10.0.0.100"), CLIENT, v4("10.0.0.1")));
+                assert_eq!(
+                    (sender_ip, target_mac, target_ip),
+                    (v4("10.0.0.100"), CLIENT, v4("10.0.0.1"))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -403,7 +411,10 @@ mod tests {
     fn arp_unicast_to_us_answered_other_unicast_dropped() {
         let o = owned();
         let to_us = arp_req(CLIENT, OUR, "10.0.0.1", "10.0.0.100");
-        assert!(matches!(decide(&to_us, &ctx(false), &o), Verdict::Reply { .. }));
+        assert!(matches!(
+            decide(&to_us, &ctx(false), &o),
+            Verdict::Reply { .. }
+        ));
         let to_other = arp_req(CLIENT, ROGUE, "10.0.0.1", "10.0.0.100");
         assert_eq!(decide(&to_other, &ctx(false), &o), drop(DropReason::EthDst));
     }
@@ -413,7 +424,11 @@ mod tests {
         let o = owned();
         for tip in ["10.0.0.99", "10.0.0.101"] {
             let f = wire::arp_request(None, CLIENT, v4("10.0.0.1"), v4(tip));
-            assert_eq!(decide(&f, &ctx(false), &o), drop(DropReason::NotOwned), "{tip}");
+            assert_eq!(
+                decide(&f, &ctx(false), &o),
+                drop(DropReason::NotOwned),
+                "{tip}"
+            );
         }
         let eth1 = IfaceCtx {
             name: "eth1",
@@ -460,13 +475,28 @@ mod tests {
             );
         }
         let other = wire::gratuitous_arp_request(None, ROGUE, v4("10.0.0.7"));
-        assert_eq!(decide(&other, &ctx(false), &o), drop(DropReason::Gratuitous));
+        assert_eq!(
+            decide(&other, &ctx(false), &o),
+            drop(DropReason::Gratuitous)
+        );
         // Owned only on eth1: not a duplicate seen on eth0.
         let elsewhere = wire::gratuitous_arp_request(None, ROGUE, v4("10.0.0.101"));
-        assert_eq!(decide(&elsewhere, &ctx(false), &o), drop(DropReason::Gratuitous));
+        assert_eq!(
+            decide(&elsewhere, &ctx(false), &o),
+            drop(DropReason::Gratuitous)
+        );
     }
 
-    fn parse_na(frame: &[u8]) -> (Mac, Ipv6Addr, Ipv6Addr, Ipv6Addr, Option<Mac>, wire::NaFlags) {
+    fn parse_na(
+        frame: &[u8],
+    ) -> (
+        Mac,
+        Ipv6Addr,
+        Ipv6Addr,
+        Ipv6Addr,
+        Option<Mac>,
+        wire::NaFlags,
+    ) {
         match wire::parse_inbound(frame).unwrap() {
             Inbound::NeighborAdvertisement {
                 eth_dst,
@@ -488,7 +518,10 @@ mod tests {
         let frame = reply_frame(v);
         let (eth_dst, src, dst, target, tlla, flags) = parse_na(&frame);
         assert_eq!(eth_dst, CLIENT);
-        assert_eq!((src, dst, target), (v6("fd00::100"), v6("fd00::1"), v6("fd00::100")));
+        assert_eq!(
+            (src, dst, target),
+            (v6("fd00::100"), v6("fd00::1"), v6("fd00::100"))
+        );
         assert_eq!(tlla, Some(OUR));
         assert!(flags.solicited && flags.override_ && !flags.router);
     }
@@ -532,7 +565,10 @@ mod tests {
         let frame = reply_frame(decide(&f, &ctx(false), &owned()));
         let (eth_dst, _, dst, target, tlla, flags) = parse_na(&frame);
         assert_eq!(eth_dst, Mac([0x33, 0x33, 0, 0, 0, 1]));
-        assert_eq!((dst, target, tlla), (v6("ff02::1"), v6("fd00::100"), Some(OUR)));
+        assert_eq!(
+            (dst, target, tlla),
+            (v6("ff02::1"), v6("fd00::100"), Some(OUR))
+        );
         assert!(!flags.solicited && flags.override_);
     }
 
@@ -543,7 +579,8 @@ mod tests {
         assert_eq!(decide(&f, &ctx(false), &o), drop(DropReason::NotOwned));
         let f = wire::neighbor_solicitation(None, CLIENT, v6("fd00::1"), v6("fd00::101"));
         assert_eq!(decide(&f, &ctx(false), &o), drop(DropReason::NotOwned));
-        let rogue = wire::unsolicited_neighbor_advertisement(None, ROGUE, v6("fd00::100"), v6("fd00::100"));
+        let rogue =
+            wire::unsolicited_neighbor_advertisement(None, ROGUE, v6("fd00::100"), v6("fd00::100"));
         assert_eq!(
             decide(&rogue, &ctx(false), &o),
             Verdict::Duplicate {
@@ -551,9 +588,14 @@ mod tests {
                 their_mac: ROGUE
             }
         );
-        let unrelated = wire::unsolicited_neighbor_advertisement(None, ROGUE, v6("fd00::5"), v6("fd00::5"));
-        assert_eq!(decide(&unrelated, &ctx(false), &o), drop(DropReason::Advertisement));
-        let own = wire::unsolicited_neighbor_advertisement(None, OUR, v6("fd00::100"), v6("fd00::100"));
+        let unrelated =
+            wire::unsolicited_neighbor_advertisement(None, ROGUE, v6("fd00::5"), v6("fd00::5"));
+        assert_eq!(
+            decide(&unrelated, &ctx(false), &o),
+            drop(DropReason::Advertisement)
+        );
+        let own =
+            wire::unsolicited_neighbor_advertisement(None, OUR, v6("fd00::100"), v6("fd00::100"));
         assert_eq!(decide(&own, &ctx(false), &o), drop(DropReason::OwnFrame));
         // Another node soliciting *from* our VIP also uses it.
         let ns_from_vip = wire::neighbor_solicitation(None, ROGUE, v6("fd00::100"), v6("fd00::1"));
@@ -609,18 +651,47 @@ mod tests {
     fn echo_only_when_enabled_owned_and_unicast_to_us() {
         let o = owned();
         let req = echo_v4(OUR, "10.0.0.100");
-        assert_eq!(decide(&req, &ctx(false), &o), drop(DropReason::EchoDisabled));
+        assert_eq!(
+            decide(&req, &ctx(false), &o),
+            drop(DropReason::EchoDisabled)
+        );
         let frame = reply_frame(decide(&req, &ctx(true), &o));
         assert_eq!(
             frame,
-            wire::echo_reply_v4(None, OUR, CLIENT, v4("10.0.0.100"), v4("10.0.0.1"), 7, 9, b"ping!").unwrap()
+            wire::echo_reply_v4(
+                None,
+                OUR,
+                CLIENT,
+                v4("10.0.0.100"),
+                v4("10.0.0.1"),
+                7,
+                9,
+                b"ping!"
+            )
+            .unwrap()
         );
-        assert_eq!(decide(&echo_v4(ROGUE, "10.0.0.100"), &ctx(true), &o), drop(DropReason::EthDst));
-        assert_eq!(decide(&echo_v4(OUR, "10.0.0.2"), &ctx(true), &o), drop(DropReason::NotOwned));
+        assert_eq!(
+            decide(&echo_v4(ROGUE, "10.0.0.100"), &ctx(true), &o),
+            drop(DropReason::EthDst)
+        );
+        assert_eq!(
+            decide(&echo_v4(OUR, "10.0.0.2"), &ctx(true), &o),
+            drop(DropReason::NotOwned)
+        );
         let frame6 = reply_frame(decide(&echo_v6(OUR, "fd00::100"), &ctx(true), &o));
         assert_eq!(
             frame6,
-            wire::echo_reply_v6(None, OUR, CLIENT, v6("fd00::100"), v6("fd00::1"), 7, 9, b"ping!").unwrap()
+            wire::echo_reply_v6(
+                None,
+                OUR,
+                CLIENT,
+                v6("fd00::100"),
+                v6("fd00::1"),
+                7,
+                9,
+                b"ping!"
+            )
+            .unwrap()
         );
     }
 
@@ -641,8 +712,20 @@ mod tests {
         assert_eq!(a.len(), 2);
         for f in &a {
             match wire::parse_inbound(f).unwrap() {
-                Inbound::ArpRequest { sender_ip, target_ip, sender_mac, eth_dst, .. }
-                | Inbound::ArpReply { sender_ip, target_ip, sender_mac, eth_dst, .. } => {
+                Inbound::ArpRequest {
+                    sender_ip,
+                    target_ip,
+                    sender_mac,
+                    eth_dst,
+                    ..
+                }
+                | Inbound::ArpReply {
+                    sender_ip,
+                    target_ip,
+                    sender_mac,
+                    eth_dst,
+                    ..
+                } => {
                     assert_eq!((sender_ip, target_ip), (v4("10.0.0.100"), v4("10.0.0.100")));
                     assert_eq!((sender_mac, eth_dst), (OUR, Mac::BROADCAST));
                 }
@@ -652,7 +735,10 @@ mod tests {
         let a6 = announcement("fd00::100".parse().unwrap(), OUR);
         assert_eq!(a6.len(), 1);
         let (_, _, dst, target, tlla, flags) = parse_na(&a6[0]);
-        assert_eq!((dst, target, tlla), (v6("ff02::1"), v6("fd00::100"), Some(OUR)));
+        assert_eq!(
+            (dst, target, tlla),
+            (v6("ff02::1"), v6("fd00::100"), Some(OUR))
+        );
         assert!(!flags.solicited && flags.override_);
     }
 

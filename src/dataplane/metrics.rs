@@ -127,6 +127,6 @@ mod tests {
             out.contains("ferrolb_layer2_responses_sent_total{ip=\"10.0.0.1\"} 1"),
             "{out}"
         );
-        assert!(out.contains("ferrolb_layer2_gratuitous_sent"), "{out}");
+        assert!(out.contains("ferrolb_layer2_send_errors_total 0"), "{out}");
     }
 }

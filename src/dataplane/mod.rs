@@ -192,7 +192,10 @@ impl Dataplane {
             Ok((nl, mld))
         })
         .context("opening the rtnetlink socket")?;
-        let nl = AsyncFd::new(nl).context("registering the rtnetlink socket")?;
+        // SAFETY: NetlinkSocket owns its descriptor (OwnedFd) and never replaces it, so the
+        // fd stays valid and the same for the AsyncFd's whole life.
+        let nl = unsafe { AsyncFd::register_with_interest(nl, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the rtnetlink socket: {e}"))?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let actor = Actor {
@@ -208,10 +211,14 @@ impl Dataplane {
             ready: Some(ready_tx),
         };
         let task = tokio::spawn(actor.run(cmd_rx));
-        match ready_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => anyhow::bail!("dataplane stopped during start-up"),
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => anyhow::bail!("dataplane stopped during start-up"),
+            Err(_) => {
+                task.abort();
+                anyhow::bail!("no rtnetlink link dump within 10 s")
+            }
         }
         Ok((
             Self {
@@ -413,7 +420,8 @@ impl Actor {
                 LinkMessage::Error(errno) => {
                     warn!(errno, "rtnetlink error");
                     if let Some(r) = self.ready.take() {
-                        let _ = r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
+                        let _ =
+                            r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
                     }
                 }
             }
@@ -481,8 +489,12 @@ impl Actor {
             mac,
         };
         {
-            let (sock, stop, shared, name) =
-                (sock.clone(), stop.clone(), self.shared.clone(), name.clone());
+            let (sock, stop, shared, name) = (
+                sock.clone(),
+                stop.clone(),
+                self.shared.clone(),
+                name.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("ferrolb-rx-{name}"))
                 .spawn(move || rx_loop(&sock, &stop, &shared, &name, mac))?;
@@ -593,7 +605,7 @@ impl Actor {
         for r in self.responders.values_mut() {
             let want = st.owned.solicited_groups(&r.info.name);
             for g in want.difference(&r.groups) {
-                if let Err(e) = r.sock.add_multicast(owned::multicast_mac(*g)) {
+                if let Err(e) = r.sock.add_multicast(crate::wire::ipv6_multicast_mac(*g).0) {
                     warn!(interface = %r.info.name, group = %g, error = %e, "PACKET_ADD_MEMBERSHIP failed");
                 }
                 if let Some(mld) = &self.mld {
@@ -607,7 +619,7 @@ impl Actor {
                 }
             }
             for g in r.groups.difference(&want) {
-                let _ = r.sock.drop_multicast(owned::multicast_mac(*g));
+                let _ = r.sock.drop_multicast(crate::wire::ipv6_multicast_mac(*g).0);
                 if let Some(mld) = &self.mld {
                     let _ = mld.leave(*g, r.info.index);
                 }

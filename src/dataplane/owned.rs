@@ -91,7 +91,7 @@ impl Owned {
     pub fn solicited_groups(&self, ifname: &str) -> BTreeSet<Ipv6Addr> {
         self.on_interface(ifname)
             .filter_map(|ip| match ip {
-                IpAddr::V6(v6) => Some(solicited_node(v6)),
+                IpAddr::V6(v6) => Some(crate::wire::solicited_node_multicast(v6)),
                 IpAddr::V4(_) => None,
             })
             .collect()
@@ -113,27 +113,6 @@ impl Owned {
     }
 }
 
-/// Solicited-node multicast address `ff02::1:ffXX:XXXX` of `ip` (RFC 4291 §2.7.1).
-pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
-    let o = ip.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(o[13]),
-        u16::from_be_bytes([o[14], o[15]]),
-    )
-}
-
-/// Ethernet multicast MAC `33:33:XX:XX:XX:XX` of an IPv6 multicast group (RFC 2464 §7).
-pub fn multicast_mac(group: Ipv6Addr) -> [u8; 6] {
-    let o = group.octets();
-    [0x33, 0x33, o[12], o[13], o[14], o[15]]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +124,10 @@ mod tests {
     #[test]
     fn announce_withdraw_and_filters() {
         let mut o = Owned::default();
-        assert_eq!(o.announce(ip("10.0.0.10"), InterfaceFilter::All), Change::New);
+        assert_eq!(
+            o.announce(ip("10.0.0.10"), InterfaceFilter::All),
+            Change::New
+        );
         assert_eq!(
             o.announce(ip("10.0.0.10"), InterfaceFilter::All),
             Change::Unchanged
@@ -186,12 +168,5 @@ mod tests {
         assert_eq!(g0, vec!["ff02::1:ff02:3".parse::<Ipv6Addr>().unwrap()]);
         assert_eq!(o.solicited_groups("eth1").len(), 2);
         assert_eq!(o.on_interface("eth0").count(), 3);
-    }
-
-    #[test]
-    fn solicited_node_and_mac_vectors() {
-        let g = solicited_node("2001:db8::4:5:6789".parse().unwrap());
-        assert_eq!(g, "ff02::1:ff05:6789".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(multicast_mac(g), [0x33, 0x33, 0xff, 0x05, 0x67, 0x89]);
     }
 }

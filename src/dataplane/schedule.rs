@@ -149,7 +149,10 @@ mod tests {
         let mut s = Schedule::new(DEFAULT_BACKOFF.to_vec(), None);
         s.start(1, t0);
         assert_eq!(s.next_deadline(), Some(t0 + ms(100)));
-        assert_eq!(fire_times(&mut s, t0, 10_000), vec![100, 500, 1100, 2200, 4400]);
+        assert_eq!(
+            fire_times(&mut s, t0, 10_000),
+            vec![100, 500, 1100, 2200, 4400]
+        );
         assert!(s.is_empty());
         assert_eq!(s.next_deadline(), None);
     }

@@ -106,7 +106,31 @@ impl PacketSocket {
             )
         })?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-        Ok(Self { sock, ifindex })
+        let s = Self { sock, ifindex };
+        s.set_recv_buffer(4 << 20);
+        Ok(s)
+    }
+
+    /// Asks for a receive buffer of `bytes` (absorbs request bursts). Tries
+    /// `SO_RCVBUFFORCE` (needs `CAP_NET_ADMIN`), then `SO_RCVBUF` (capped by
+    /// `net.core.rmem_max`); best effort.
+    pub fn set_recv_buffer(&self, bytes: usize) {
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: valid socket and option buffer.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &v as *const _ as *const libc::c_void,
+                    size_of::<libc::c_int>() as u32,
+                )
+            };
+            if r == 0 {
+                return;
+            }
+        }
     }
 
     /// Interface index the socket is bound to.
@@ -128,9 +152,9 @@ impl PacketSocket {
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
-                    Ok(None)
-                }
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => Ok(None),
                 _ => Err(e),
             };
         }
