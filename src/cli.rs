@@ -22,6 +22,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Subcommands. Parsed once at start-up, so variant size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Allocate external IPs for LoadBalancer Services (run as a 2-replica Deployment; one is leader).
