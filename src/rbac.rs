@@ -48,14 +48,7 @@ pub const CONTROLLER: &[Rule] = &[
         api_group: "",
         resources: &["services/status"],
         verbs: &["get", "patch", "update"],
-        why: "write status.loadBalancer.ingress",
-    },
-    Rule {
-        scope: Scope::Cluster,
-        api_group: "",
-        resources: &["services"],
-        verbs: &["patch"],
-        why: "annotation metallb.io/ip-allocated-from-pool",
+        why: "write status.loadBalancer.ingress and annotation metallb.io/ip-allocated-from-pool",
     },
     Rule {
         scope: Scope::Cluster,
@@ -84,13 +77,6 @@ pub const CONTROLLER: &[Rule] = &[
         resources: &["leases"],
         verbs: LEASE,
         why: "leader election (Lease ferrolb-controller)",
-    },
-    Rule {
-        scope: Scope::Namespace,
-        api_group: "",
-        resources: &["secrets"],
-        verbs: &["get", "create"],
-        why: "creates the speakers' heartbeat key Secret when absent",
     },
 ];
 
@@ -139,13 +125,6 @@ pub const SPEAKER: &[Rule] = &[
         resources: &["leases"],
         verbs: LEASE,
         why: "own node Lease ferrolb-speaker-<node>, and the peers' for liveness",
-    },
-    Rule {
-        scope: Scope::Namespace,
-        api_group: "",
-        resources: &["secrets"],
-        verbs: READ,
-        why: "heartbeat key",
     },
 ];
 
@@ -227,7 +206,8 @@ mod tests {
 
     #[test]
     fn least_privilege_shape() {
-        // The speaker never writes Services and never reads Secrets cluster-wide.
+        // The speaker never writes Services; neither component reads Secrets; the
+        // controller writes Services only through the status subresource.
         for verb in ["create", "update", "patch", "delete"] {
             assert!(!allows(SPEAKER, Scope::Cluster, "", "services", verb));
             assert!(!allows(
@@ -238,8 +218,10 @@ mod tests {
                 verb
             ));
         }
-        assert!(!allows(SPEAKER, Scope::Cluster, "", "secrets", "get"));
-        assert!(allows(SPEAKER, Scope::Namespace, "", "secrets", "get"));
+        for rules in [CONTROLLER, SPEAKER] {
+            assert!(!allows(rules, Scope::Namespace, "", "secrets", "get"));
+        }
+        assert!(!allows(CONTROLLER, Scope::Cluster, "", "services", "patch"));
         // Nothing may delete Services or Nodes.
         for rules in [CONTROLLER, SPEAKER] {
             assert!(!allows(rules, Scope::Cluster, "", "services", "delete"));
