@@ -38,7 +38,8 @@ mod tests {
         assert_eq!(node_from_body(""), None);
     }
 
-    #[tokio::test]
+    // Two workers: the probe below is blocking and must not starve the server task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_with_its_name() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
