@@ -192,7 +192,12 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
         return;
     }
     let (net, client, nodes) = segment(2);
-    let (dp0, _e0) = start_on(&net, nodes[0], Config::default()).await;
+    // No repeated gratuitous NAs: the DAD answer below must not be confused with one.
+    let quiet = Config {
+        backoff: vec![],
+        ..Config::default()
+    };
+    let (dp0, _e0) = start_on(&net, nodes[0], quiet).await;
     let (_dp1, _e1) = start_on(&net, nodes[1], Config::default()).await;
     let c = &net.host(client).ns;
     let node_mac = net.host(nodes[0]).mac_string();
