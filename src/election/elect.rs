@@ -22,20 +22,40 @@ pub fn go_ip_string(ip: IpAddr) -> String {
 
 /// `SHA-256(node + "#" + ip)`, MetalLB's tie-breaker.
 pub fn election_hash(node: &str, ip: IpAddr) -> [u8; 32] {
+    hash_with(node, &go_ip_string(ip))
+}
+
+fn hash_with(node: &str, ip: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(node.as_bytes());
     h.update(b"#");
-    h.update(go_ip_string(ip).as_bytes());
+    h.update(ip.as_bytes());
     h.finalize().into()
+}
+
+/// The best-ranked candidate (one hash per candidate).
+fn best_ranked(anchor: IpAddr, candidates: &[Candidate]) -> Option<&Candidate> {
+    let a = go_ip_string(anchor);
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                (std::cmp::Reverse(c.score), hash_with(&c.node, &a), &c.node),
+                c,
+            )
+        })
+        .min_by(|x, y| x.0.cmp(&y.0))
+        .map(|(_, c)| c)
 }
 
 /// Sorts candidates in MetalLB order for hash key `anchor`: score descending, then
 /// `SHA-256(node#anchor)` ascending (bytewise), then name (only for equal hashes).
 pub fn rank_candidates(anchor: IpAddr, candidates: &mut [Candidate]) {
+    let a = go_ip_string(anchor);
     candidates.sort_by_cached_key(|c| {
         (
             std::cmp::Reverse(c.score),
-            election_hash(&c.node, anchor),
+            hash_with(&c.node, &a),
             c.node.clone(),
         )
     });
@@ -67,7 +87,7 @@ pub fn elect<'a>(
             }
         }
     }
-    candidates.iter().min_by(|a, b| rank_cmp(anchor, a, b))
+    best_ranked(anchor, candidates)
 }
 
 /// Who announces one IP.
@@ -260,7 +280,11 @@ pub fn elect_all(
         let Some(winner) = elect(anchor, &candidates, cur, opts.revertive) else {
             continue;
         };
-        let best = candidates.iter().min_by(|a, b| rank_cmp(anchor, a, b));
+        let best = if opts.revertive {
+            Some(winner)
+        } else {
+            best_ranked(anchor, &candidates)
+        };
         let mut services = BTreeSet::new();
         let mut interfaces: Option<Interfaces> = None;
         for (s, e) in &announceable {
