@@ -5,14 +5,34 @@
 //! selectors. Invalid objects are reported as [`ConfigError`]s and left out; every
 //! valid object is kept, so one typo never takes down service for everyone.
 //!
+//! When two valid objects conflict (same name, overlapping addresses) one is kept by a
+//! deterministic precedence rule — unchanged-from-previous first, then oldest
+//! `creationTimestamp`, then name — and the other is reported (see [`validate`]).
+//!
+//! Modules: [`address`] (CIDR / range parsing and summarization), [`error`] (typed
+//! errors and warnings), [`manifest`] (multi-document YAML → typed objects), and the
+//! `ferrolb validate` command ([`run_validate`]), which runs the same [`validate`]
+//! offline.
+//!
 //! The allocator ([`crate::allocator`]) consumes [`Pool`]s and the election
 //! ([`crate::election`]) consumes [`L2Adv`]s.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::selector::{Labels, Selector};
+
+pub mod address;
+mod cli;
+pub mod error;
+pub mod manifest;
+mod validate;
+
+pub use cli::{check_sources, run_validate, Report, ValidateArgs};
+pub use error::{ConfigError, ConfigWarning, ObjectKind, Problem, Warning};
+pub use validate::{validate, validate_with_previous, Validated};
 
 /// A validated IP address pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,15 +96,79 @@ pub struct Config {
     pub l2_advertisements: Vec<L2Adv>,
 }
 
-/// Arguments of `ferrolb validate`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ValidateArgs {
-    /// Manifest files (YAML, several documents per file allowed; `-` reads stdin).
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
-    pub files: Vec<std::path::PathBuf>,
+/// Number of addresses of each family in a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// IPv4 addresses.
+    pub ipv4: u128,
+    /// IPv6 addresses (saturating at `u128::MAX` for `::/0`).
+    pub ipv6: u128,
 }
 
-/// Runs `ferrolb validate`; returns the process exit code.
-pub fn run_validate(_args: ValidateArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("`ferrolb validate` is not there yet")
+impl Pool {
+    /// True when `ip` is inside one of the pool's prefixes (ignores `avoid_buggy_ips`).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.cidrs.iter().any(|n| n.contains(&ip))
+    }
+
+    /// True when `ip` may be handed out from this pool: inside it and, with
+    /// `avoid_buggy_ips`, not an IPv4 address ending in `.0` or `.255`.
+    pub fn is_usable(&self, ip: IpAddr) -> bool {
+        self.contains(ip) && !(self.avoid_buggy_ips && address::is_buggy(ip))
+    }
+
+    /// True when the pool has at least one IPv4 prefix.
+    pub fn has_ipv4(&self) -> bool {
+        self.cidrs.iter().any(|n| n.addr().is_ipv4())
+    }
+
+    /// True when the pool has at least one IPv6 prefix.
+    pub fn has_ipv6(&self) -> bool {
+        self.cidrs.iter().any(|n| n.addr().is_ipv6())
+    }
+
+    /// How many addresses the pool can hand out per family (usable addresses only:
+    /// with `avoid_buggy_ips`, `.0` / `.255` are not counted). Validated pools have no
+    /// overlapping prefixes, so this is exact.
+    pub fn capacity(&self) -> Capacity {
+        let mut c = Capacity::default();
+        for n in &self.cidrs {
+            let mut size = address::net_size(n);
+            if self.avoid_buggy_ips {
+                size -= address::buggy_count(n);
+            }
+            match n {
+                IpNet::V4(_) => c.ipv4 += size,
+                IpNet::V6(_) => c.ipv6 = c.ipv6.saturating_add(size),
+            }
+        }
+        c
+    }
+}
+
+impl L2Adv {
+    /// True when this advertisement applies to `pool`: listed by name, matched by a
+    /// pool selector, or both lists empty (all pools).
+    pub fn selects_pool(&self, pool: &Pool) -> bool {
+        (self.ip_address_pools.is_empty() && self.ip_address_pool_selectors.is_empty())
+            || self.ip_address_pools.contains(&pool.name)
+            || self
+                .ip_address_pool_selectors
+                .iter()
+                .any(|s| s.matches(&pool.labels))
+    }
+}
+
+impl Config {
+    /// The pool containing `ip`, if any (validated pools do not overlap).
+    pub fn pool_containing(&self, ip: IpAddr) -> Option<&Pool> {
+        self.pools.values().find(|p| p.contains(ip))
+    }
+
+    /// The advertisements that apply to `pool`, in name order.
+    pub fn ads_for_pool<'a>(&'a self, pool: &'a Pool) -> impl Iterator<Item = &'a L2Adv> + 'a {
+        self.l2_advertisements
+            .iter()
+            .filter(move |a| a.selects_pool(pool))
+    }
 }

@@ -1,0 +1,201 @@
+//! `ferrolb controller`: gives `type: LoadBalancer` Services an external IP.
+//!
+//! Functional core, thin shell:
+//!
+//! | module | kind | what it does |
+//! |---|---|---|
+//! | [`args`] | – | command-line flags |
+//! | [`core`] | pure | one Service → status patch, Events, pending (wraps the allocator) |
+//! | [`status`] | pure | Service status/annotation diff → merge patch |
+//! | [`pools`] | pure | IPAddressPool status (counters, `Valid` condition) diff |
+//! | [`shell`] | shell | watches, start-up rebuild, kube-runtime Controller, pool status writer |
+//! | [`writer`] | shell | the only API writes: leader-gated, counted |
+//! | [`leader`] | shell | Lease-based leader election, the "may I write" flag |
+//! | [`metrics`] | – | Prometheus metrics |
+//!
+//! Process: [`run`] serves metrics, runs the election, and for each period of
+//! leadership runs one [`shell::lead`] session (LIST + rebuild, then watch and
+//! reconcile). Losing the lease drops the session at once; SIGTERM stops writes,
+//! releases the Lease and exits.
+
+pub mod args;
+pub mod core;
+pub mod leader;
+pub mod metrics;
+pub mod pools;
+pub mod shell;
+pub mod status;
+pub mod writer;
+
+pub use args::Args;
+
+use tokio::sync::watch;
+
+/// Installs the rustls crypto provider (ring) once per process. Real kube clients
+/// panic without one when several providers are compiled in.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds a kube client from `--kubeconfig` (one or several files joined with `:`),
+/// else in-cluster configuration, else `~/.kube/config`.
+pub async fn make_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Client> {
+    install_crypto_provider();
+    let config = match kubeconfig.filter(|k| !k.trim().is_empty()) {
+        Some(paths) => {
+            let mut merged: Option<kube::config::Kubeconfig> = None;
+            for p in paths.split(':').filter(|p| !p.is_empty()) {
+                let kc = kube::config::Kubeconfig::read_from(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {p}: {e}"))?;
+                merged = Some(match merged {
+                    None => kc,
+                    Some(m) => m.merge(kc)?,
+                });
+            }
+            let kc = merged.ok_or_else(|| anyhow::anyhow!("--kubeconfig is empty"))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid kubeconfig {paths}: {e}"))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot find the API server (no in-cluster config, no ~/.kube/config): {e}"
+            )
+        })?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Runs `ferrolb controller` until SIGTERM / SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.check()?;
+    let client = make_client(args.kubeconfig.as_deref()).await?;
+    let (metrics, registry) = metrics::Metrics::new_registered();
+    let health = crate::telemetry::Health::default();
+    let (addr, _server) =
+        crate::telemetry::serve(args.metrics_addr, registry, health.clone()).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let client2 = client.clone();
+    let ns = args.namespace.clone();
+    run_with(client, &args, metrics, health, shutdown_rx, move || {
+        shell::Inputs::watch(&client2, &ns)
+    })
+    .await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The controller with an existing client, until `shutdown` turns true.
+/// `inputs` builds the watch streams of each leadership session.
+pub async fn run_with(
+    client: kube::Client,
+    args: &Args,
+    metrics: metrics::Metrics,
+    health: crate::telemetry::Health,
+    mut shutdown: watch::Receiver<bool>,
+    inputs: impl Fn() -> shell::Inputs,
+) -> anyhow::Result<()> {
+    args.check()?;
+    let identity = args.identity();
+    let (leadership, elector) = if args.no_leader_election {
+        metrics.leader.set(1);
+        (leader::Leadership::always(), None)
+    } else {
+        let leadership = leader::Leadership::new();
+        let cfg = leader::LeaderConfig {
+            namespace: args.namespace.clone(),
+            lease_name: args.leader_election_lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: args.leader_election_lease_duration,
+            renew_period: args.leader_election_renew_period,
+            retry_period: args.leader_election_retry_period,
+        };
+        let task = tokio::spawn(leader::run_elector(
+            client.clone(),
+            cfg,
+            leadership.clone(),
+            shutdown.clone(),
+            metrics.clone(),
+        ));
+        (leadership, Some(task))
+    };
+    let writer = writer::Writer::new(
+        client.clone(),
+        &identity,
+        leadership.clone(),
+        metrics.clone(),
+        &args.namespace,
+    );
+    let settings = shell::Settings {
+        namespace: args.namespace.clone(),
+        lb_class: args.lb_class.clone(),
+    };
+    health.set_ready(true);
+    tracing::info!(%identity, namespace = %args.namespace, lb_class = ?args.lb_class, "controller started");
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => break,
+            _ = leadership.until_leading() => {}
+        }
+        tracing::info!("leading: rebuilding state and reconciling");
+        let session = shell::lead(
+            client.clone(),
+            settings.clone(),
+            inputs(),
+            writer.clone(),
+            metrics.clone(),
+        );
+        let failed = tokio::select! {
+            r = session => {
+                match r {
+                    Ok(()) => tracing::warn!("session ended"),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "session failed; restarting"),
+                }
+                true
+            }
+            _ = leadership.until_lost() => {
+                tracing::warn!("not leading any more; stopped all writes");
+                false
+            }
+            _ = shutdown.wait_for(|v| *v) => break,
+        };
+        if failed {
+            tokio::select! {
+                _ = shutdown.wait_for(|v| *v) => break,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    health.set_ready(false);
+    if let Some(task) = elector {
+        // The elector saw `shutdown` too: it stops writes and releases the Lease.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! API effects of one leadership session against kube-fake-client (no watch support:
+//! the watch streams are fed from channels, as a watcher would deliver them).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrolb::controller::leader::Leadership;
+use ferrolb::controller::metrics::Metrics;
+use ferrolb::controller::shell::{lead, Inputs, Settings};
+use ferrolb::controller::writer::Writer;
+use ferrolb::crd::{IPAddressPool, IPAddressPoolSpec, L2Advertisement};
+use futures::channel::mpsc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+
+type Tx<K> = mpsc::UnboundedSender<watcher::Result<Event<K>>>;
+
+fn chan<K: Send + 'static>() -> (
+    Tx<K>,
+    futures::stream::BoxStream<'static, watcher::Result<Event<K>>>,
+) {
+    let (tx, rx) = mpsc::unbounded();
+    (tx, rx.boxed())
+}
+
+fn initial<K>(tx: &Tx<K>, objs: Vec<K>) {
+    tx.unbounded_send(Ok(Event::Init)).unwrap();
+    for o in objs {
+        tx.unbounded_send(Ok(Event::InitApply(o))).unwrap();
+    }
+    tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+}
+
+fn pool() -> IPAddressPool {
+    let mut p = IPAddressPool::new(
+        "p",
+        IPAddressPoolSpec {
+            addresses: vec!["192.168.30.0/30".into()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: None,
+        },
+    );
+    p.metadata.namespace = Some("metallb-system".into());
+    p
+}
+
+fn svc(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                 "ports": [{"port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn conflict_is_retried_with_backoff_and_status_lands() {
+    let conflicts = Arc::new(AtomicUsize::new(0));
+    let c2 = conflicts.clone();
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<IPAddressPool>()
+        .with_resource::<L2Advertisement>()
+        .with_status_subresource::<Service>()
+        .with_object(pool())
+        .with_object(svc("a"))
+        .with_interceptor_funcs(kube_fake_client::interceptor::Funcs::new().patch_status(
+            move |ctx| {
+                // The first Service status write hits a 409, as if the Service changed.
+                if ctx.name == "a" && c2.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(kube_fake_client::Error::Conflict("changed".into()));
+                }
+                Ok(None)
+            },
+        ))
+        .build()
+        .await
+        .unwrap();
+    let metrics = Metrics::default();
+    let writer = Writer::new(
+        client.clone(),
+        "test",
+        Leadership::always(),
+        metrics.clone(),
+        "metallb-system",
+    );
+    let (stx, services) = chan::<Service>();
+    let (ptx, pools) = chan::<IPAddressPool>();
+    let (atx, l2ads) = chan::<L2Advertisement>();
+    let (ntx, namespaces) = chan::<Namespace>();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    initial(&stx, vec![svcs.get("a").await.unwrap()]);
+    initial(&ptx, vec![pool()]);
+    initial(&atx, vec![]);
+    initial(&ntx, vec![]);
+    let session = tokio::spawn(lead(
+        client.clone(),
+        Settings {
+            namespace: "metallb-system".into(),
+            lb_class: None,
+        },
+        Inputs {
+            services,
+            pools,
+            l2ads,
+            namespaces,
+        },
+        writer,
+        metrics.clone(),
+    ));
+    let t0 = Instant::now();
+    loop {
+        let a = svcs.get("a").await.unwrap();
+        let ips: Vec<String> = a
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip)
+            .collect();
+        if ips == ["192.168.30.0"] {
+            assert_eq!(
+                a.metadata.annotations.unwrap()["metallb.io/ip-allocated-from-pool"],
+                "p"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "status never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        conflicts.load(Ordering::SeqCst) >= 2,
+        "retried after the 409"
+    );
+    assert_eq!(metrics.reconcile_errors.get(), 1);
+    assert_eq!(metrics.writes("service_status"), 2);
+    // Pool status (coalesced) reaches the fake API too.
+    let pools_api: Api<IPAddressPool> = Api::namespaced(client.clone(), "metallb-system");
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = pools_api.get("p").await.unwrap().status {
+            if s.assigned_ipv4 == 1 {
+                assert_eq!(s.available_ipv4, 3);
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "pool status never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    session.abort();
+    drop((stx, ptx, atx, ntx));
+}
+
+#[tokio::test]
+async fn a_replica_that_is_not_leader_writes_nothing() {
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<IPAddressPool>()
+        .with_resource::<L2Advertisement>()
+        .with_status_subresource::<Service>()
+        .with_object(pool())
+        .with_object(svc("a"))
+        .build()
+        .await
+        .unwrap();
+    let metrics = Metrics::default();
+    let writer = Writer::new(
+        client.clone(),
+        "test",
+        Leadership::new(), // never leads
+        metrics.clone(),
+        "metallb-system",
+    );
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let (stx, services) = chan::<Service>();
+    let (ptx, pools) = chan::<IPAddressPool>();
+    let (atx, l2ads) = chan::<L2Advertisement>();
+    let (ntx, namespaces) = chan::<Namespace>();
+    initial(&stx, vec![svcs.get("a").await.unwrap()]);
+    initial(&ptx, vec![pool()]);
+    initial(&atx, vec![]);
+    initial(&ntx, vec![]);
+    let session = tokio::spawn(lead(
+        client.clone(),
+        Settings {
+            namespace: "metallb-system".into(),
+            lb_class: None,
+        },
+        Inputs {
+            services,
+            pools,
+            l2ads,
+            namespaces,
+        },
+        writer,
+        metrics.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    if session.is_finished() {
+        panic!("session ended: {:?}", session.await);
+    }
+    assert!(metrics.reconciles.get() >= 1, "it did reconcile");
+    assert!(svcs
+        .get("a")
+        .await
+        .unwrap()
+        .status
+        .is_none_or(|s| s.load_balancer.is_none_or(|l| l.ingress.is_none())));
+    assert_eq!(
+        metrics.writes("service_status") + metrics.writes("event"),
+        0
+    );
+    session.abort();
+    drop((stx, ptx, atx, ntx));
+}
