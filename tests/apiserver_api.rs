@@ -897,3 +897,50 @@ async fn kubectl_style_table_output() {
     assert_eq!(t["rows"][0]["object"]["metadata"]["namespace"], "default");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn ferrolb_crds_and_shipped_examples_apply() {
+    use ferrolb::crd::{IPAddressPool, L2Advertisement};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let server = start().await;
+    let c = client(&server).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    for crd in ferrolb::crd::all_crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    // Apply the examples the way `kubectl apply --server-side -f examples/` does.
+    for file in [
+        "examples/ipaddresspool.yaml",
+        "examples/l2advertisement.yaml",
+    ] {
+        let text = std::fs::read_to_string(file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
+            let tm = obj.types.clone().unwrap();
+            let (group, version) = tm.api_version.split_once('/').unwrap();
+            let plural = format!("{}s", tm.kind.to_ascii_lowercase());
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, version, &tm.kind),
+                &plural,
+            );
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(c.clone(), obj.namespace().as_deref().unwrap(), &ar);
+            api.patch(
+                &obj.name_any(),
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let pools: Api<IPAddressPool> = Api::namespaced(c.clone(), "metallb-system");
+    let pool = pools.get("default").await.unwrap();
+    assert_eq!(pool.spec.addresses, ["192.0.2.100-192.0.2.120"]);
+    let l2: Api<L2Advertisement> = Api::namespaced(c, "metallb-system");
+    assert_eq!(
+        l2.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    server.shutdown().await.unwrap();
+}

@@ -137,7 +137,9 @@ fn default_service<'a>(
         spec.insert("clusterIPs".into(), json!(["None"]));
     } else {
         let mut used: BTreeSet<String> = BTreeSet::new();
-        for o in existing.clone() {
+        // Only scan the other Services when something has to be allocated.
+        let needs_ips = given_ips.len() < families.len();
+        for o in existing.clone().filter(|_| needs_ips) {
             for ip in o
                 .pointer("/spec/clusterIPs")
                 .and_then(Value::as_array)
@@ -175,7 +177,15 @@ fn default_service<'a>(
         set_default(spec, "externalTrafficPolicy", json!("Cluster"));
     }
     let mut used_ports: BTreeSet<u64> = BTreeSet::new();
-    for o in existing {
+    let needs_ports = wants_node_ports
+        && spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.get("nodePort").is_none_or(Value::is_null))
+            });
+    for o in existing.filter(|_| needs_ports) {
         for p in o
             .pointer("/spec/ports")
             .and_then(Value::as_array)
