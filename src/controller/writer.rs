@@ -95,7 +95,7 @@ fn classify(what: String, e: kube::Error) -> WriteError {
 #[derive(Clone)]
 pub struct Writer {
     client: kube::Client,
-    recorder: Recorder,
+    reporter: Reporter,
     leadership: Leadership,
     metrics: Metrics,
     pool_namespace: String,
@@ -115,7 +115,7 @@ impl Writer {
             instance: Some(instance.into()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             leadership,
             metrics,
@@ -181,7 +181,9 @@ impl Writer {
             regarding.namespace.as_deref().unwrap_or(""),
             regarding.name.as_deref().unwrap_or("")
         );
-        self.recorder
+        // A fresh Recorder per Event: the controller only emits on change, so kube's
+        // per-key series cache would only hold memory (about 2 KiB per Service).
+        Recorder::new(self.client.clone(), self.reporter.clone())
             .publish(&event, regarding)
             .await
             .map_err(|e| classify(what, e))
