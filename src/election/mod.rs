@@ -108,6 +108,7 @@
 mod elect;
 mod eligibility;
 mod lease;
+pub mod membership;
 mod model;
 
 pub use elect::{
