@@ -25,9 +25,11 @@ use super::announcer::{Announcer, DuplicateResponder};
 use super::claims::{is_orphan, Claim, ClaimApi, WriteOutcome};
 use super::config_view::build_config;
 use super::events::{self, EventMemory, EventSink, Pending};
+use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
 use super::metrics::{AnnouncedLabels, Metrics};
 use super::status::{self, desired_status, Existing, ServiceKey, StatusApi, StatusWrite};
+use crate::election::membership::PeerView;
 use crate::crd::{IPAddressPool, L2Advertisement, MetalLBServiceL2Status, ServiceL2Status};
 use crate::election::{
     decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
@@ -133,6 +135,21 @@ struct ClaimWrite {
     confirm_dead: Option<String>,
 }
 
+/// Liveness as evaluated at the start of a pass.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    /// This node may announce.
+    may: bool,
+    /// Peers alive in this node's eyes.
+    alive: BTreeSet<String>,
+    /// Peers judged by their heartbeats (no fresh API read of their Lease before a takeover).
+    by_heartbeat: BTreeSet<String>,
+}
+
+/// A member whose Lease has not changed for this many lease durations, while this node's
+/// own Lease is fresh (the API server is reachable), no longer counts towards the quorum.
+const REAP_AFTER_LEASES: u32 = 10;
+
 /// The speaker's state between passes.
 pub struct Speaker<A: Announcer> {
     settings: Settings,
@@ -151,6 +168,9 @@ pub struct Speaker<A: Announcer> {
     needs_confirm: bool,
     backoff: Backoff,
     config_errors: Vec<String>,
+    mesh: Option<Mesh>,
+    live: Live,
+    lease_was_fresh: bool,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -183,7 +203,129 @@ impl<A: Announcer> Speaker<A> {
                 until: None,
             },
             config_errors: Vec::new(),
+            mesh: None,
+            live: Live::default(),
+            lease_was_fresh: false,
         }
+    }
+
+    /// Uses heartbeats (from [`super::heartbeat`]) for liveness and fencing, on top of the
+    /// node Leases (rules: [`crate::election::membership::MeshRules`]).
+    pub fn with_mesh(mut self, mesh: Mesh) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
+
+    /// Whether this node may announce at `now` (Lease fresh, or heartbeat quorum).
+    pub fn may_announce(&self, now: Instant) -> bool {
+        self.evaluate(now).0.may
+    }
+
+    /// Liveness of this node and its peers at `now`, plus the heartbeat targets.
+    fn evaluate(&self, now: Instant) -> (Live, Vec<(String, std::net::SocketAddr)>) {
+        let f = *self.fence.borrow();
+        let clock = self.settings.clock;
+        let lease_fresh = clock.may_announce(f.last_renewed, now);
+        let me = self.settings.node.as_str();
+        let lease_alive = |n: &str| self.tracker.is_alive(n, now);
+        let mesh = self.mesh.as_ref();
+        let state = mesh.map(|m| m.lock());
+        let Some(st) = state.as_ref().filter(|st| st.enabled) else {
+            let alive = self
+                .tracker
+                .alive(now)
+                .into_iter()
+                .filter(|n| n != me)
+                .collect();
+            let live = Live {
+                may: lease_fresh,
+                alive,
+                by_heartbeat: BTreeSet::new(),
+            };
+            return (live, Vec::new());
+        };
+        let rules = mesh.map(|m| m.rules).expect("mesh present");
+        let port = mesh.map(|m| m.port).unwrap_or(super::heartbeat::DEFAULT_PORT);
+        let reap = clock.lease_duration * REAP_AFTER_LEASES;
+        let members: Vec<String> = self
+            .tracker
+            .held()
+            .into_iter()
+            .filter(|n| n != me)
+            .filter(|n| {
+                // reap long-dead members, but only while we can see the API ourselves
+                !(lease_fresh
+                    && st.table.last_heard(n).is_none_or(|t| now.saturating_duration_since(t) >= reap)
+                    && self
+                        .tracker
+                        .held_since(n)
+                        .is_some_and(|t| now.saturating_duration_since(t) >= reap))
+            })
+            .collect();
+        let heard_any = st.table.heard_any();
+        let views: Vec<(String, PeerView)> = members
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    PeerView {
+                        last_heard: st.table.last_heard(n),
+                        lease_alive: lease_alive(n),
+                    },
+                )
+            })
+            .collect();
+        let n = members.len() + 1;
+        let pv: Vec<PeerView> = views.iter().map(|(_, v)| *v).collect();
+        let may = f.last_renewed.is_some() && rules.may_announce(&pv, lease_fresh, heard_any, now);
+        let mut alive = BTreeSet::new();
+        let mut by_heartbeat = BTreeSet::new();
+        for (name, v) in &views {
+            if rules.peer_alive(n, v, heard_any, now) {
+                alive.insert(name.clone());
+            }
+            if heard_any && v.last_heard.is_some() && n != 2 {
+                by_heartbeat.insert(name.clone());
+            }
+        }
+        let targets = members
+            .iter()
+            .filter_map(|m| {
+                let node = self.stores.nodes.get(&ObjectRef::new(m))?;
+                Some((m.clone(), node_address(&node, port)?))
+            })
+            .collect();
+        (
+            Live {
+                may,
+                alive,
+                by_heartbeat,
+            },
+            targets,
+        )
+    }
+
+    /// Evaluates liveness for this pass (and restarts the peers' Lease clocks after an
+    /// observation gap), publishes the heartbeat targets.
+    fn refresh_liveness(&mut self, now: Instant) {
+        let f = *self.fence.borrow();
+        let lease_fresh = self.settings.clock.may_announce(f.last_renewed, now);
+        if lease_fresh && !self.lease_was_fresh && f.last_renewed.is_some() {
+            self.tracker.restart_clocks(now);
+        }
+        self.lease_was_fresh = lease_fresh;
+        let (live, targets) = self.evaluate(now);
+        if let Some(m) = &self.mesh {
+            let mut st = m.lock();
+            st.may_announce = live.may;
+            if st.targets != targets {
+                st.targets = targets;
+            }
+            let members: BTreeSet<String> = self.tracker.held().into_iter().collect();
+            st.table.retain(&|n| members.contains(n));
+        }
+        self.metrics.may_announce.set(i64::from(live.may));
+        self.live = live;
     }
 
     /// The IPs currently announced.
@@ -219,11 +361,6 @@ impl<A: Announcer> Speaker<A> {
         }
         self.tracker.retain(&|n| present.contains(n));
         self.tracker.note_deaths(now);
-    }
-
-    fn may_announce(&self, now: Instant) -> bool {
-        let f = *self.fence.borrow();
-        self.settings.clock.may_announce(f.last_renewed, now)
     }
 
     /// Effective claims: the store, overlaid with our own writes it has not shown yet.
@@ -280,7 +417,7 @@ impl<A: Announcer> Speaker<A> {
             .collect()
     }
 
-    fn nodes(&self, now: Instant, may: bool) -> Vec<NodeInfo> {
+    fn nodes(&self, _now: Instant, may: bool) -> Vec<NodeInfo> {
         self.stores
             .nodes
             .state()
@@ -290,7 +427,7 @@ impl<A: Announcer> Speaker<A> {
                 let alive = if name == self.settings.node {
                     may
                 } else {
-                    self.tracker.is_alive(name, now)
+                    self.live.alive.contains(name)
                 };
                 NodeInfo::from_node(n, alive)
             })
@@ -323,12 +460,14 @@ impl<A: Announcer> Speaker<A> {
     /// One pass. Returns the instant at which the next pass is due even without changes.
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
         self.sync_tracker(now);
-        let may = self.may_announce(now);
+        self.refresh_liveness(now);
+        let may = self.live.may;
         if !may {
             if !self.announced.is_empty() {
                 tracing::warn!(
                     count = self.announced.len(),
-                    "node lease not renewed within the renew deadline: withdrawing everything"
+                    heartbeats = self.mesh.as_ref().is_some_and(|m| m.lock().enabled),
+                    "fenced (no heartbeat quorum / node lease not renewed in time): withdrawing everything"
                 );
                 self.metrics.fenced.inc();
                 self.withdraw_all();
@@ -384,7 +523,7 @@ impl<A: Announcer> Speaker<A> {
             let desired = own.map(|o| o.node.as_str());
             let claim = claims.get(&ip);
             if let Some(c) = claim {
-                let alive = |n: &str| self.tracker.is_alive(n, now);
+                let alive = |n: &str| self.live.alive.contains(n);
                 if c.holder != me && is_orphan(allocated.contains(&ip), c, &alive) {
                     if may {
                         writes.push(ClaimWrite {
@@ -400,7 +539,7 @@ impl<A: Announcer> Speaker<A> {
             let holder_state = match claim.map(|c| c.holder.as_str()) {
                 None | Some("") => HolderState::Gone,
                 Some(h) if h == me => HolderState::Alive,
-                Some(h) if self.tracker.is_alive(h, now) => {
+                Some(h) if self.live.alive.contains(h) => {
                     if desired == Some(me.as_str()) {
                         let since = *self.waiting.entry(ip).or_insert(now);
                         if now.saturating_duration_since(since)
@@ -432,7 +571,11 @@ impl<A: Announcer> Speaker<A> {
                         ip,
                         expected: claim.cloned(),
                         record: Some(record),
-                        confirm_dead: prev.filter(|_| holder_state == HolderState::Gone),
+                        // A holder judged by its heartbeats is confirmed dead by their
+                        // silence; one judged by its Lease gets a fresh read first.
+                        confirm_dead: prev
+                            .filter(|_| holder_state == HolderState::Gone)
+                            .filter(|h| !self.live.by_heartbeat.contains(h)),
                     });
                 }
                 ClaimAction::Release { record } => {
@@ -796,7 +939,7 @@ impl<A: Announcer> Speaker<A> {
         memo.created.retain(|k, t| {
             !mine.contains(k) && now.saturating_duration_since(*t) < Duration::from_secs(10)
         });
-        let alive = |n: &str| self.tracker.is_alive(n, now);
+        let alive = |n: &str| self.live.alive.contains(n);
         let plan = status::plan(&self.settings.node, &desired, &existing, &alive);
         let mut failed = false;
         for w in plan {
@@ -857,6 +1000,7 @@ impl<A: Announcer> Speaker<A> {
         ]
         .into_iter()
         .flatten()
+        .filter(|t| *t > now)
         .min()
     }
 

@@ -122,6 +122,37 @@ impl PeerTracker {
         })
     }
 
+    /// When `node`'s Lease was last seen changing, if `node` holds it (not released).
+    pub fn held_since(&self, node: &str) -> Option<Instant> {
+        self.peers
+            .get(node)
+            .filter(|o| o.mark.holder == node)
+            .map(|o| o.changed_at)
+    }
+
+    /// Nodes whose Lease is held by themselves (members of the cluster, alive or not).
+    pub fn held(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(n, o)| o.mark.holder == **n)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// This node could not observe the API server until `now` (its own Lease lapsed):
+    /// Leases that did not change meanwhile say nothing about their holders, so every
+    /// peer's silence is counted from `now` again. Without this, a relist after an API
+    /// outage finds every peer's Lease unchanged for the outage's length and declares them
+    /// all dead before they can renew.
+    pub fn restart_clocks(&mut self, now: Instant) {
+        for o in self.peers.values_mut() {
+            if o.changed_at < now {
+                o.changed_at = now;
+                o.dead_since = None;
+            }
+        }
+    }
+
     /// The resourceVersion last observed on `node`'s Lease.
     pub fn resource_version(&self, node: &str) -> Option<&str> {
         self.peers
@@ -326,6 +357,27 @@ mod tests {
         assert!(tr.is_alive("a", t0 + d));
         assert_eq!(tr.next_expiry(t0 + d), Some(t0 + Duration::from_secs(3)));
         assert_eq!(tr.alive(t0 + d), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn clocks_restart_after_an_observation_gap() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(2);
+        let mut tr = PeerTracker::new(d);
+        tr.observe("a", mark("a", "1"), t0);
+        tr.observe("b", mark("", "1"), t0);
+        let back = t0 + Duration::from_secs(300);
+        assert!(!tr.is_alive("a", back));
+        tr.restart_clocks(back);
+        // an unchanged Lease relisted after the outage is not a death
+        assert!(!tr.observe("a", mark("a", "1"), back));
+        assert!(tr.is_alive("a", back + Duration::from_millis(1999)));
+        assert!(!tr.is_alive("a", back + d));
+        // released stays released; membership is who holds their Lease
+        assert!(!tr.is_alive("b", back));
+        assert_eq!(tr.held(), vec!["a".to_string()]);
+        assert_eq!(tr.held_since("a"), Some(back));
+        assert_eq!(tr.held_since("b"), None);
     }
 
     #[test]
