@@ -325,6 +325,15 @@ impl<A: Announcer> Speaker<A> {
             st.table.retain(&|n| members.contains(n));
         }
         self.metrics.may_announce.set(i64::from(live.may));
+        for gone in self.live.alive.difference(&live.alive) {
+            tracing::info!(peer = %gone, heartbeats = live.by_heartbeat.contains(gone), "peer dead");
+        }
+        for back in live.alive.difference(&self.live.alive) {
+            tracing::info!(peer = %back, "peer alive");
+        }
+        if live.may != self.live.may {
+            tracing::info!(may_announce = live.may, "permission changed");
+        }
         self.live = live;
     }
 

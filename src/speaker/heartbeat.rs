@@ -7,7 +7,7 @@
 //! when a peer is heard again after silence, or crosses the fence / death silence
 //! thresholds. The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
 //! in the speaker namespace, created by the controller; until it exists the speaker runs
-//! on the Lease rules alone and retries every second.
+//! on the Lease rules alone and retries every 250 ms.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -148,7 +148,7 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot read the heartbeat key; retrying"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
     };
