@@ -558,6 +558,113 @@ impl MeshRules {
     }
 }
 
+/// What one node knows about one peer, for [`MeshRules::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInput {
+    /// When a valid heartbeat was last heard from it.
+    pub last_heard: Option<Instant>,
+    /// The Lease rule says alive.
+    pub lease_alive: bool,
+    /// When its Lease was last seen changing, if it holds its Lease (None: released or
+    /// absent — not a member).
+    pub lease_held_since: Option<Instant>,
+}
+
+/// What a node knows about itself, for [`MeshRules::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnInput {
+    /// Its own Lease was renewed within the renew deadline.
+    pub lease_fresh: bool,
+    /// It renewed its Lease at least once since it started (its caches are in sync).
+    pub renewed_ever: bool,
+    /// Heartbeats are enabled (key loaded).
+    pub mesh_enabled: bool,
+    /// Some heartbeat was ever received.
+    pub heard_any: bool,
+    /// Members whose Lease has not changed, and who were not heard, for this long stop
+    /// counting — only while `lease_fresh` (this node sees the API server).
+    pub reap_after: Duration,
+}
+
+/// One node's view of liveness at an instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// This node may announce.
+    pub may: bool,
+    /// Peers that count as members (quorum denominator, heartbeat targets).
+    pub members: Vec<String>,
+    /// Members alive in this node's eyes.
+    pub alive: std::collections::BTreeSet<String>,
+    /// Members judged by their heartbeats (their silence alone proves death; no fresh
+    /// read of their Lease before taking their IPs over).
+    pub by_heartbeat: std::collections::BTreeSet<String>,
+}
+
+impl MeshRules {
+    /// The whole liveness evaluation of one node: members, permission, alive peers.
+    /// With heartbeats disabled these are the Lease rules (permission = own Lease fresh,
+    /// peers judged by their Leases).
+    pub fn evaluate(
+        &self,
+        peers: &BTreeMap<String, PeerInput>,
+        own: OwnInput,
+        now: Instant,
+    ) -> Liveness {
+        if !own.mesh_enabled {
+            return Liveness {
+                may: own.lease_fresh,
+                members: peers
+                    .iter()
+                    .filter(|(_, p)| p.lease_held_since.is_some())
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                alive: peers
+                    .iter()
+                    .filter(|(_, p)| p.lease_alive)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                by_heartbeat: Default::default(),
+            };
+        }
+        let reaped = |p: &PeerInput| {
+            own.lease_fresh
+                && p.last_heard
+                    .is_none_or(|t| now.saturating_duration_since(t) >= own.reap_after)
+                && p.lease_held_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after)
+        };
+        let members: Vec<(&String, &PeerInput)> = peers
+            .iter()
+            .filter(|(_, p)| p.lease_held_since.is_some() && !reaped(p))
+            .collect();
+        let n = members.len() + 1;
+        let views: Vec<PeerView> = members
+            .iter()
+            .map(|(_, p)| PeerView {
+                last_heard: p.last_heard,
+                lease_alive: p.lease_alive,
+            })
+            .collect();
+        let may = own.renewed_ever && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
+        let mut alive = std::collections::BTreeSet::new();
+        let mut by_heartbeat = std::collections::BTreeSet::new();
+        for ((name, _), v) in members.iter().zip(&views) {
+            if self.peer_alive(n, v, own.heard_any, now) {
+                alive.insert((*name).clone());
+            }
+            if own.heard_any && v.last_heard.is_some() && n != 2 {
+                by_heartbeat.insert((*name).clone());
+            }
+        }
+        Liveness {
+            may,
+            members: members.into_iter().map(|(n, _)| n.clone()).collect(),
+            alive,
+            by_heartbeat,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,6 +834,70 @@ mod tests {
         assert!(MeshTiming::new(ms(200), ms(300), ms(600), d.max_clock_skew).is_err());
         assert!(MeshTiming::new(ms(100), ms(300), ms(499), d.max_clock_skew).is_err());
         assert!(MeshTiming::new(ms(100), ms(300), ms(500), d.max_clock_skew).is_ok());
+    }
+
+    #[test]
+    fn evaluate_members_reaping_and_modes() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        let p = |heard: Option<u64>, lease_alive: bool, held: Option<u64>| PeerInput {
+            last_heard: heard.map(|ago| t0 - Duration::from_millis(ago)),
+            lease_alive,
+            lease_held_since: held.map(|ago| t0 - Duration::from_millis(ago)),
+        };
+        let own = OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            reap_after: Duration::from_secs(20),
+        };
+        let peers = BTreeMap::from([
+            ("a".to_string(), p(Some(50), true, Some(100))),
+            ("b".to_string(), p(Some(900), false, Some(5_000))),
+            ("gone".to_string(), p(None, false, None)),
+            ("long-dead".to_string(), p(Some(30_000), false, Some(30_000))),
+        ]);
+        let l = r.evaluate(&peers, own, t0);
+        assert_eq!(l.members, vec!["a".to_string(), "b".to_string()]);
+        assert!(l.may); // hears a: 2 of 3
+        assert_eq!(l.alive, ["a".to_string()].into());
+        assert_eq!(l.by_heartbeat, ["a".to_string(), "b".to_string()].into());
+        // without API access nobody is reaped: 4 members, hearing 1 is no majority
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                lease_fresh: false,
+                ..own
+            },
+            t0,
+        );
+        assert_eq!(l.members.len(), 3);
+        assert!(!l.may);
+        // never renewed since start: no permission whatever else holds
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                renewed_ever: false,
+                ..own
+            },
+            t0,
+        );
+        assert!(!l.may);
+        // heartbeats disabled: Lease rules
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                mesh_enabled: false,
+                ..own
+            },
+            t0,
+        );
+        assert!(l.may);
+        assert_eq!(l.alive, ["a".to_string()].into());
+        assert!(l.by_heartbeat.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
 use super::metrics::{AnnouncedLabels, Metrics};
 use super::status::{self, desired_status, Existing, ServiceKey, StatusApi, StatusWrite};
-use crate::election::membership::PeerView;
+use crate::election::membership::{MeshRules, OwnInput, PeerInput};
 use crate::crd::{IPAddressPool, L2Advertisement, MetalLBServiceL2Status, ServiceL2Status};
 use crate::election::{
     decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
@@ -146,8 +146,8 @@ struct Live {
     by_heartbeat: BTreeSet<String>,
 }
 
-/// A member whose Lease has not changed for this many lease durations, while this node's
-/// own Lease is fresh (the API server is reachable), no longer counts towards the quorum.
+/// A member whose Lease has not changed (and who was not heard) for this many lease
+/// durations, while this node's own Lease is fresh, no longer counts towards the quorum.
 const REAP_AFTER_LEASES: u32 = 10;
 
 /// The speaker's state between passes.
@@ -221,85 +221,61 @@ impl<A: Announcer> Speaker<A> {
         self.evaluate(now).0.may
     }
 
-    /// Liveness of this node and its peers at `now`, plus the heartbeat targets.
+    /// Liveness of this node and its peers at `now` (rules:
+    /// [`crate::election::membership::MeshRules::evaluate`]), plus the heartbeat targets.
     fn evaluate(&self, now: Instant) -> (Live, Vec<(String, std::net::SocketAddr)>) {
         let f = *self.fence.borrow();
         let clock = self.settings.clock;
-        let lease_fresh = clock.may_announce(f.last_renewed, now);
         let me = self.settings.node.as_str();
-        let lease_alive = |n: &str| self.tracker.is_alive(n, now);
-        let mesh = self.mesh.as_ref();
-        let state = mesh.map(|m| m.lock());
-        let Some(st) = state.as_ref().filter(|st| st.enabled) else {
-            let alive = self
-                .tracker
-                .alive(now)
-                .into_iter()
-                .filter(|n| n != me)
-                .collect();
-            let live = Live {
-                may: lease_fresh,
-                alive,
-                by_heartbeat: BTreeSet::new(),
-            };
-            return (live, Vec::new());
-        };
-        let rules = mesh.map(|m| m.rules).expect("mesh present");
-        let port = mesh.map(|m| m.port).unwrap_or(super::heartbeat::DEFAULT_PORT);
-        let reap = clock.lease_duration * REAP_AFTER_LEASES;
-        let members: Vec<String> = self
+        let state = self.mesh.as_ref().map(|m| m.lock());
+        let table = state.as_ref().map(|st| &st.table);
+        let peers: BTreeMap<String, PeerInput> = self
             .tracker
-            .held()
+            .nodes()
             .into_iter()
             .filter(|n| n != me)
-            .filter(|n| {
-                // reap long-dead members, but only while we can see the API ourselves
-                !(lease_fresh
-                    && st.table.last_heard(n).is_none_or(|t| now.saturating_duration_since(t) >= reap)
-                    && self
-                        .tracker
-                        .held_since(n)
-                        .is_some_and(|t| now.saturating_duration_since(t) >= reap))
-            })
-            .collect();
-        let heard_any = st.table.heard_any();
-        let views: Vec<(String, PeerView)> = members
-            .iter()
             .map(|n| {
-                (
-                    n.clone(),
-                    PeerView {
-                        last_heard: st.table.last_heard(n),
-                        lease_alive: lease_alive(n),
-                    },
-                )
+                let input = PeerInput {
+                    last_heard: table.and_then(|t| t.last_heard(&n)),
+                    lease_alive: self.tracker.is_alive(&n, now),
+                    lease_held_since: self.tracker.held_since(&n),
+                };
+                (n, input)
             })
             .collect();
-        let n = members.len() + 1;
-        let pv: Vec<PeerView> = views.iter().map(|(_, v)| *v).collect();
-        let may = f.last_renewed.is_some() && rules.may_announce(&pv, lease_fresh, heard_any, now);
-        let mut alive = BTreeSet::new();
-        let mut by_heartbeat = BTreeSet::new();
-        for (name, v) in &views {
-            if rules.peer_alive(n, v, heard_any, now) {
-                alive.insert(name.clone());
-            }
-            if heard_any && v.last_heard.is_some() && n != 2 {
-                by_heartbeat.insert(name.clone());
-            }
-        }
-        let targets = members
-            .iter()
-            .filter_map(|m| {
-                let node = self.stores.nodes.get(&ObjectRef::new(m))?;
-                Some((m.clone(), node_address(&node, port)?))
-            })
-            .collect();
+        let own = OwnInput {
+            lease_fresh: clock.may_announce(f.last_renewed, now),
+            renewed_ever: f.last_renewed.is_some(),
+            mesh_enabled: state.as_ref().is_some_and(|st| st.enabled),
+            heard_any: table.is_some_and(|t| t.heard_any()),
+            reap_after: clock.lease_duration * REAP_AFTER_LEASES,
+        };
+        let (rules, port) = match &self.mesh {
+            Some(m) => (m.rules, m.port),
+            None => (
+                MeshRules {
+                    timing: Default::default(),
+                },
+                super::heartbeat::DEFAULT_PORT,
+            ),
+        };
+        let l = rules.evaluate(&peers, own, now);
+        let targets = if own.mesh_enabled {
+            l.members
+                .iter()
+                .filter_map(|m| {
+                    let node = self.stores.nodes.get(&ObjectRef::new(m))?;
+                    Some((m.clone(), node_address(&node, port)?))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         (
             Live {
-                may,
-                alive,
-                by_heartbeat,
+                may: l.may,
+                alive: l.alive,
+                by_heartbeat: l.by_heartbeat,
             },
             targets,
         )

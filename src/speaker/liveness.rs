@@ -130,6 +130,11 @@ impl PeerTracker {
             .map(|o| o.changed_at)
     }
 
+    /// Every node with a speaker Lease (held or released).
+    pub fn nodes(&self) -> Vec<String> {
+        self.peers.keys().cloned().collect()
+    }
+
     /// Nodes whose Lease is held by themselves (members of the cluster, alive or not).
     pub fn held(&self) -> Vec<String> {
         self.peers
