@@ -409,8 +409,7 @@ impl PeerTable {
         let fence = self.timing.fence_after;
         match self.peers.get_mut(&hb.node) {
             Some(h) => {
-                let restart_ok =
-                    now.saturating_duration_since(h.at) > self.timing.max_clock_skew;
+                let restart_ok = now.saturating_duration_since(h.at) > self.timing.max_clock_skew;
                 h.window.accept(hb.incarnation, hb.seq, restart_ok)?;
                 let was_silent = now.saturating_duration_since(h.at) >= fence;
                 h.at = h.at.max(now);
@@ -475,7 +474,12 @@ impl PeerTable {
     pub fn next_change(&self, now: Instant) -> Option<Instant> {
         self.peers
             .values()
-            .flat_map(|h| [h.at + self.timing.fence_after, h.at + self.timing.dead_after])
+            .flat_map(|h| {
+                [
+                    h.at + self.timing.fence_after,
+                    h.at + self.timing.dead_after,
+                ]
+            })
             .filter(|t| *t > now)
             .min()
     }
@@ -504,8 +508,11 @@ pub struct PeerView {
 /// * `n ≥ 3`: it may announce while it hears a majority (`heard + 1 > n / 2`) within
 ///   `fence_after`, whatever the API server does. A peer heard at least once is dead when
 ///   silent for `dead_after`; a peer never heard is judged by its Lease.
-/// * Bootstrapping: until the first heartbeat from anyone arrives, the Lease rules apply
-///   (permission = own Lease fresh; peers judged by their Leases).
+/// * Until the first heartbeat from anyone arrives, a node of a 1- or 2-member cluster uses
+///   its Lease as above; with 3 or more members it may not announce (a restarted node cut
+///   off from its peers but not from the API server must not take over on Lease expiry
+///   while the majority, on heartbeats, keeps announcing — the model check found this).
+///   Peers never heard are judged by their Leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeshRules {
     /// Timers.
@@ -534,7 +541,7 @@ impl MeshRules {
     ) -> bool {
         let n = peers.len() + 1;
         if !heard_any {
-            return n == 1 || own_lease_fresh;
+            return n == 1 || (n == 2 && own_lease_fresh);
         }
         let heard = peers.iter().filter(|p| self.hears(p, now)).count();
         match n {
@@ -565,8 +572,8 @@ pub struct PeerInput {
     pub last_heard: Option<Instant>,
     /// The Lease rule says alive.
     pub lease_alive: bool,
-    /// When its Lease was last seen changing, if it holds its Lease (None: released or
-    /// absent — not a member).
+    /// When its Lease was last seen changing (really changing: not the grace restart after
+    /// an API outage), if it holds its Lease (None: released or absent — not a member).
     pub lease_held_since: Option<Instant>,
 }
 
@@ -582,8 +589,12 @@ pub struct OwnInput {
     /// Some heartbeat was ever received.
     pub heard_any: bool,
     /// Members whose Lease has not changed, and who were not heard, for this long stop
-    /// counting — only while `lease_fresh` (this node sees the API server).
+    /// counting — only while `lease_fresh` (this node sees the API server) and this node
+    /// hears a majority of the full membership.
     pub reap_after: Duration,
+    /// Start of this node's current permission period, as returned by the previous
+    /// evaluation ([`Liveness::permitted_since`]); None when it was not permitted.
+    pub permitted_since: Option<Instant>,
 }
 
 /// One node's view of liveness at an instant.
@@ -598,6 +609,12 @@ pub struct Liveness {
     /// Members judged by their heartbeats (their silence alone proves death; no fresh
     /// read of their Lease before taking their IPs over).
     pub by_heartbeat: std::collections::BTreeSet<String>,
+    /// Start of the current permission period (None: not permitted). Pass it back in
+    /// [`OwnInput::permitted_since`].
+    pub permitted_since: Option<Instant>,
+    /// Members reaped (dead for `reap_after`); pass back to the next evaluation: a reaped
+    /// member stays out until it is heard or renews its Lease again.
+    pub reaped: std::collections::BTreeSet<String>,
 }
 
 impl MeshRules {
@@ -608,6 +625,7 @@ impl MeshRules {
         &self,
         peers: &BTreeMap<String, PeerInput>,
         own: OwnInput,
+        reaped_before: &std::collections::BTreeSet<String>,
         now: Instant,
     ) -> Liveness {
         if !own.mesh_enabled {
@@ -624,18 +642,41 @@ impl MeshRules {
                     .map(|(n, _)| n.clone())
                     .collect(),
                 by_heartbeat: Default::default(),
+                permitted_since: own.lease_fresh.then(|| own.permitted_since.unwrap_or(now)),
+                reaped: Default::default(),
             };
         }
-        let reaped = |p: &PeerInput| {
-            own.lease_fresh
-                && p.last_heard
+        // Reaping shrinks the membership, so only a node holding a quorum of the full
+        // membership may do it (a minority reaping the majority would then take over while
+        // the majority keeps announcing — the model check found this).
+        let held: Vec<PeerView> = peers
+            .values()
+            .filter(|p| p.lease_held_since.is_some())
+            .map(|p| PeerView {
+                last_heard: p.last_heard,
+                lease_alive: p.lease_alive,
+            })
+            .collect();
+        let full_quorum = own.heard_any
+            && Self::quorum(
+                held.len() + 1,
+                held.iter().filter(|p| self.hears(p, now)).count(),
+            );
+        let reaped: std::collections::BTreeSet<String> = peers
+            .iter()
+            .filter(|(name, p)| {
+                let dead_long = p
+                    .last_heard
                     .is_none_or(|t| now.saturating_duration_since(t) >= own.reap_after)
-                && p.lease_held_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after)
-        };
+                    && p.lease_held_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
+                dead_long && ((own.lease_fresh && full_quorum) || reaped_before.contains(*name))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
         let members: Vec<(&String, &PeerInput)> = peers
             .iter()
-            .filter(|(_, p)| p.lease_held_since.is_some() && !reaped(p))
+            .filter(|(n, p)| p.lease_held_since.is_some() && !reaped.contains(*n))
             .collect();
         let n = members.len() + 1;
         let views: Vec<PeerView> = members
@@ -645,11 +686,20 @@ impl MeshRules {
                 lease_alive: p.lease_alive,
             })
             .collect();
-        let may = own.renewed_ever && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
+        let may =
+            own.renewed_ever && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
+        // Silence counts only while this node itself could hear: a node returning from
+        // isolation (fenced) must not take a peer's silence during that isolation for its
+        // death — it waits `dead_after` from regaining permission to hear it.
+        let since = may.then(|| own.permitted_since.unwrap_or(now));
         let mut alive = std::collections::BTreeSet::new();
         let mut by_heartbeat = std::collections::BTreeSet::new();
         for ((name, _), v) in members.iter().zip(&views) {
-            if self.peer_alive(n, v, own.heard_any, now) {
+            let judged = PeerView {
+                last_heard: v.last_heard.map(|t| since.map_or(t, |s| t.max(s))),
+                ..*v
+            };
+            if self.peer_alive(n, &judged, own.heard_any, now) {
                 alive.insert((*name).clone());
             }
             if own.heard_any && v.last_heard.is_some() && n != 2 {
@@ -661,6 +711,8 @@ impl MeshRules {
             members: members.into_iter().map(|(n, _)| n.clone()).collect(),
             alive,
             by_heartbeat,
+            permitted_since: since,
+            reaped,
         }
     }
 }
@@ -791,10 +843,16 @@ mod tests {
         let wall = 1_700_000_000_500;
         let mut t = PeerTable::new("node-1", MeshTiming::default());
         let b1 = hb(1).encode(&key());
-        assert_eq!(t.receive(&b1, &key(), t0, wall), Ok(("node-2".into(), true)));
+        assert_eq!(
+            t.receive(&b1, &key(), t0, wall),
+            Ok(("node-2".into(), true))
+        );
         assert_eq!(t.receive(&b1, &key(), ms(10), wall), Err(Reject::Replayed));
         let b2 = hb(2).encode(&key());
-        assert_eq!(t.receive(&b2, &key(), ms(100), wall), Ok(("node-2".into(), false)));
+        assert_eq!(
+            t.receive(&b2, &key(), ms(100), wall),
+            Ok(("node-2".into(), false))
+        );
         assert_eq!(t.last_heard("node-2"), Some(ms(100)));
         assert_eq!(t.signature(ms(350)), vec![("node-2".into(), 2)]);
         assert_eq!(t.signature(ms(400)), vec![("node-2".into(), 1)]);
@@ -804,7 +862,10 @@ mod tests {
         assert_eq!(t.next_change(ms(700)), None);
         // back after silence: a change
         let b3 = hb(3).encode(&key());
-        assert_eq!(t.receive(&b3, &key(), ms(800), wall), Ok(("node-2".into(), true)));
+        assert_eq!(
+            t.receive(&b3, &key(), ms(800), wall),
+            Ok(("node-2".into(), true))
+        );
         // own reflection, clock skew
         let mut own = hb(9);
         own.node = "node-1".into();
@@ -817,7 +878,10 @@ mod tests {
             t.receive(&b4, &key(), ms(900), wall + 30_001),
             Err(Reject::Stale)
         );
-        assert_eq!(t.receive(&b4, &key(), ms(900), wall + 30_000).map(|r| r.1), Ok(false));
+        assert_eq!(
+            t.receive(&b4, &key(), ms(900), wall + 30_000).map(|r| r.1),
+            Ok(false)
+        );
         t.retain(&|n| n != "node-2");
         assert!(!t.heard_any());
     }
@@ -853,29 +917,95 @@ mod tests {
             mesh_enabled: true,
             heard_any: true,
             reap_after: Duration::from_secs(20),
+            permitted_since: Some(t0 - Duration::from_secs(10)),
         };
         let peers = BTreeMap::from([
             ("a".to_string(), p(Some(50), true, Some(100))),
             ("b".to_string(), p(Some(900), false, Some(5_000))),
+            ("c".to_string(), p(Some(80), true, Some(200))),
             ("gone".to_string(), p(None, false, None)),
-            ("long-dead".to_string(), p(Some(30_000), false, Some(30_000))),
+            (
+                "long-dead".to_string(),
+                p(Some(30_000), false, Some(30_000)),
+            ),
         ]);
-        let l = r.evaluate(&peers, own, t0);
-        assert_eq!(l.members, vec!["a".to_string(), "b".to_string()]);
-        assert!(l.may); // hears a: 2 of 3
-        assert_eq!(l.alive, ["a".to_string()].into());
-        assert_eq!(l.by_heartbeat, ["a".to_string(), "b".to_string()].into());
-        // without API access nobody is reaped: 4 members, hearing 1 is no majority
+        let l = r.evaluate(&peers, own, &Default::default(), t0);
+        // hears a and c: 3 of 5 — quorum of the full membership, so long-dead is reaped
+        assert_eq!(
+            l.members,
+            vec!["a".to_string(), "b".to_string(), "c".to_string()]
+        );
+        assert!(l.may);
+        assert_eq!(l.alive, ["a".to_string(), "c".to_string()].into());
+        assert_eq!(
+            l.by_heartbeat,
+            ["a".to_string(), "b".to_string(), "c".to_string()].into()
+        );
+        assert_eq!(l.permitted_since, own.permitted_since);
+        // just back from isolation: b's silence (900 ms) started before we could hear again
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                permitted_since: None,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert_eq!(l.permitted_since, Some(t0));
+        assert_eq!(
+            l.alive,
+            ["a".to_string(), "b".to_string(), "c".to_string()].into()
+        );
+        let later = OwnInput {
+            permitted_since: Some(t0),
+            ..own
+        };
+        let mut fresh = peers.clone();
+        for n in ["a", "c"] {
+            fresh.get_mut(n).unwrap().last_heard = Some(t0 + Duration::from_millis(550));
+        }
+        let l = r.evaluate(
+            &fresh,
+            later,
+            &Default::default(),
+            t0 + Duration::from_millis(599),
+        );
+        assert!(l.alive.contains("b"));
+        let l = r.evaluate(
+            &fresh,
+            later,
+            &Default::default(),
+            t0 + Duration::from_millis(600),
+        );
+        assert!(!l.alive.contains("b"));
+        // without API access nobody is reaped (still a quorum: 3 of 5)
         let l = r.evaluate(
             &peers,
             OwnInput {
                 lease_fresh: false,
                 ..own
             },
+            &Default::default(),
             t0,
         );
-        assert_eq!(l.members.len(), 3);
+        assert_eq!(l.members.len(), 4);
+        assert!(l.may);
+        // a minority never reaps: without c we hear 2 of 5
+        let mut minority = peers.clone();
+        minority.get_mut("c").unwrap().last_heard = Some(t0 - Duration::from_secs(5));
+        let l = r.evaluate(&minority, own, &Default::default(), t0);
+        assert_eq!(l.members.len(), 4);
         assert!(!l.may);
+        // ... but one reaped before stays reaped (until heard or renewed again)
+        let before: std::collections::BTreeSet<String> = ["long-dead".to_string()].into();
+        let l = r.evaluate(&minority, own, &before, t0);
+        assert_eq!(l.members.len(), 3);
+        assert_eq!(l.reaped, before);
+        minority.get_mut("long-dead").unwrap().lease_held_since = Some(t0);
+        let l = r.evaluate(&minority, own, &before, t0);
+        assert_eq!(l.members.len(), 4);
+        assert!(l.reaped.is_empty());
         // never renewed since start: no permission whatever else holds
         let l = r.evaluate(
             &peers,
@@ -883,6 +1013,7 @@ mod tests {
                 renewed_ever: false,
                 ..own
             },
+            &Default::default(),
             t0,
         );
         assert!(!l.may);
@@ -893,10 +1024,11 @@ mod tests {
                 mesh_enabled: false,
                 ..own
             },
+            &Default::default(),
             t0,
         );
         assert!(l.may);
-        assert_eq!(l.alive, ["a".to_string()].into());
+        assert_eq!(l.alive, ["a".to_string(), "c".to_string()].into());
         assert!(l.by_heartbeat.is_empty());
     }
 
@@ -933,9 +1065,10 @@ mod tests {
         // four nodes: need 2 peers
         assert!(!r.may_announce(&[heard, silent, silent], true, true, t0));
         assert!(r.may_announce(&[heard, heard, silent], false, true, t0));
-        // bootstrap: nothing heard yet ⇒ the Lease rules
-        assert!(r.may_announce(&[never, never], true, false, t0));
-        assert!(!r.may_announce(&[never, never], false, false, t0));
+        // nothing heard yet: two nodes use the Lease witness, three or more wait for quorum
+        assert!(r.may_announce(&[never], true, false, t0));
+        assert!(!r.may_announce(&[never], false, false, t0));
+        assert!(!r.may_announce(&[never, never], true, false, t0));
         assert!(!r.peer_alive(3, &never, true, t0));
         let lease_only = PeerView {
             last_heard: None,

@@ -29,8 +29,8 @@ use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
 use super::metrics::{AnnouncedLabels, Metrics};
 use super::status::{self, desired_status, Existing, ServiceKey, StatusApi, StatusWrite};
-use crate::election::membership::{MeshRules, OwnInput, PeerInput};
 use crate::crd::{IPAddressPool, L2Advertisement, MetalLBServiceL2Status, ServiceL2Status};
+use crate::election::membership::{MeshRules, OwnInput, PeerInput};
 use crate::election::{
     decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
     LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
@@ -144,6 +144,10 @@ struct Live {
     alive: BTreeSet<String>,
     /// Peers judged by their heartbeats (no fresh API read of their Lease before a takeover).
     by_heartbeat: BTreeSet<String>,
+    /// Start of the current permission period.
+    permitted_since: Option<Instant>,
+    /// Members reaped (dead for 10 lease durations, seen from a quorum).
+    reaped: BTreeSet<String>,
 }
 
 /// A member whose Lease has not changed (and who was not heard) for this many lease
@@ -166,6 +170,7 @@ pub struct Speaker<A: Announcer> {
     memory: EventMemory,
     status_memo: StatusMemo,
     needs_confirm: bool,
+    needs_confirm_retry: bool,
     backoff: Backoff,
     config_errors: Vec<String>,
     mesh: Option<Mesh>,
@@ -198,6 +203,7 @@ impl<A: Announcer> Speaker<A> {
             memory: EventMemory::default(),
             status_memo: StatusMemo::default(),
             needs_confirm: false,
+            needs_confirm_retry: false,
             backoff: Backoff {
                 delay: Backoff::MIN,
                 until: None,
@@ -238,7 +244,12 @@ impl<A: Announcer> Speaker<A> {
                 let input = PeerInput {
                     last_heard: table.and_then(|t| t.last_heard(&n)),
                     lease_alive: self.tracker.is_alive(&n, now),
-                    lease_held_since: self.tracker.held_since(&n),
+                    // a member holds its Lease and its Node still exists (a deleted
+                    // node's crashed speaker never releases its Lease)
+                    lease_held_since: self
+                        .tracker
+                        .held_since(&n)
+                        .filter(|_| self.stores.nodes.get(&ObjectRef::new(&n)).is_some()),
                 };
                 (n, input)
             })
@@ -249,6 +260,7 @@ impl<A: Announcer> Speaker<A> {
             mesh_enabled: state.as_ref().is_some_and(|st| st.enabled),
             heard_any: table.is_some_and(|t| t.heard_any()),
             reap_after: clock.lease_duration * REAP_AFTER_LEASES,
+            permitted_since: self.live.permitted_since,
         };
         let (rules, port) = match &self.mesh {
             Some(m) => (m.rules, m.port),
@@ -259,7 +271,7 @@ impl<A: Announcer> Speaker<A> {
                 super::heartbeat::DEFAULT_PORT,
             ),
         };
-        let l = rules.evaluate(&peers, own, now);
+        let l = rules.evaluate(&peers, own, &self.live.reaped, now);
         let targets = if own.mesh_enabled {
             l.members
                 .iter()
@@ -276,6 +288,8 @@ impl<A: Announcer> Speaker<A> {
                 may: l.may,
                 alive: l.alive,
                 by_heartbeat: l.by_heartbeat,
+                permitted_since: l.permitted_since,
+                reaped: l.reaped,
             },
             targets,
         )
@@ -303,6 +317,9 @@ impl<A: Announcer> Speaker<A> {
         self.metrics.may_announce.set(i64::from(live.may));
         for gone in self.live.alive.difference(&live.alive) {
             tracing::info!(peer = %gone, heartbeats = live.by_heartbeat.contains(gone), "peer dead");
+        }
+        for r in live.reaped.difference(&self.live.reaped) {
+            tracing::warn!(peer = %r, "dead for long: no longer counted towards the quorum");
         }
         for back in live.alive.difference(&self.live.alive) {
             tracing::info!(peer = %back, "peer alive");
@@ -581,7 +598,7 @@ impl<A: Announcer> Speaker<A> {
         self.waiting
             .retain(|ip, _| election.owners.contains_key(ip));
 
-        // After fencing our view of the claims may be stale: re-read before answering again.
+        // After fencing our view of the claims may be stale: re-assert them before answering.
         if may && self.needs_confirm && !to_announce.is_empty() {
             self.confirm_claims(&mut to_announce, now).await;
         } else if may {
@@ -610,19 +627,40 @@ impl<A: Announcer> Speaker<A> {
         to_announce: &mut BTreeMap<IpAddr, Ownership>,
         now: Instant,
     ) {
+        // Re-assert each claim with a write carrying the resourceVersion just read: a peer
+        // that judged us dead and claims concurrently then loses with a conflict (a plain
+        // read would let both of us announce until the watches catch up).
         let ips: Vec<IpAddr> = to_announce.keys().copied().collect();
         for ip in ips {
-            match self.clients.claims.get(ip).await {
-                Ok(Some(c)) if c.holder == self.settings.node => {}
+            let fresh = match self.clients.claims.get(ip).await {
+                Ok(Some(c)) if c.holder == self.settings.node => {
+                    match self.clients.claims.write(ip, Some(&c), &c.record()).await {
+                        Ok(WriteOutcome::Won(c2)) => {
+                            self.overlay.insert(
+                                ip,
+                                Overlay {
+                                    base: self.store_rv(ip),
+                                    claim: Some(c2),
+                                },
+                            );
+                            continue;
+                        }
+                        Ok(WriteOutcome::Lost) => self.clients.claims.get(ip).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match fresh {
+                Ok(Some(c)) if c.holder == self.settings.node => {
+                    // re-read after a lost race names us again: try on the next pass
+                    to_announce.remove(&ip);
+                    self.needs_confirm_retry = true;
+                }
                 Ok(fresh) => {
                     tracing::info!(%ip, "claim changed while fenced; not announcing");
                     to_announce.remove(&ip);
-                    let name = super::claims::claim_name(ip);
-                    let base = self
-                        .stores
-                        .leases
-                        .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
-                        .and_then(|l| l.metadata.resource_version.clone());
+                    let base = self.store_rv(ip);
                     self.overlay.insert(ip, Overlay { base, claim: fresh });
                 }
                 Err(e) => {
@@ -634,7 +672,16 @@ impl<A: Announcer> Speaker<A> {
                 }
             }
         }
-        self.needs_confirm = false;
+        self.needs_confirm = std::mem::take(&mut self.needs_confirm_retry);
+    }
+
+    /// resourceVersion of `ip`'s claim in the store.
+    fn store_rv(&self, ip: IpAddr) -> Option<String> {
+        let name = super::claims::claim_name(ip);
+        self.stores
+            .leases
+            .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|l| l.metadata.resource_version.clone())
     }
 
     async fn write_claims(

@@ -115,7 +115,11 @@ pub async fn load_key(api: &Api<Secret>) -> Result<Option<HmacKey>, kube::Error>
         return Ok(None);
     };
     let Some(bytes) = s.data.as_ref().and_then(|d| d.get(KEY_FIELD)) else {
-        tracing::warn!(secret = KEY_SECRET, field = KEY_FIELD, "heartbeat key Secret has no key field");
+        tracing::warn!(
+            secret = KEY_SECRET,
+            field = KEY_FIELD,
+            "heartbeat key Secret has no key field"
+        );
         return Ok(None);
     };
     match HmacKey::new(&bytes.0) {
@@ -221,7 +225,10 @@ pub async fn run(
         if sig != signature {
             let heard = sig.iter().filter(|(_, s)| *s == 2).count();
             metrics.peers_heard.set(heard as i64);
-            if sig.iter().any(|(n, s)| signature.iter().any(|(m, t)| m == n && t > s)) {
+            if sig
+                .iter()
+                .any(|(n, s)| signature.iter().any(|(m, t)| m == n && t > s))
+            {
                 tracing::info!(peers = ?sig, "peer went silent");
             }
             signature = sig;

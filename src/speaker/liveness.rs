@@ -62,7 +62,10 @@ impl LeaseMark {
 #[derive(Debug, Clone)]
 struct Observed {
     mark: LeaseMark,
+    /// When the Lease was seen changing, restarted after an observation gap.
     changed_at: Instant,
+    /// When the Lease was really seen changing (never restarted).
+    renewed_at: Instant,
     /// When the peer was first seen dead (for the failover histogram).
     dead_since: Option<Instant>,
 }
@@ -91,6 +94,7 @@ impl PeerTracker {
             Some(o) => {
                 o.mark = mark;
                 o.changed_at = now;
+                o.renewed_at = now;
                 o.dead_since = None;
                 true
             }
@@ -100,6 +104,7 @@ impl PeerTracker {
                     Observed {
                         mark,
                         changed_at: now,
+                        renewed_at: now,
                         dead_since: None,
                     },
                 );
@@ -122,12 +127,13 @@ impl PeerTracker {
         })
     }
 
-    /// When `node`'s Lease was last seen changing, if `node` holds it (not released).
+    /// When `node`'s Lease was last really seen changing (not moved by
+    /// [`PeerTracker::restart_clocks`]), if `node` holds it (not released).
     pub fn held_since(&self, node: &str) -> Option<Instant> {
         self.peers
             .get(node)
             .filter(|o| o.mark.holder == node)
-            .map(|o| o.changed_at)
+            .map(|o| o.renewed_at)
     }
 
     /// Every node with a speaker Lease (held or released).
@@ -381,7 +387,7 @@ mod tests {
         // released stays released; membership is who holds their Lease
         assert!(!tr.is_alive("b", back));
         assert_eq!(tr.held(), vec!["a".to_string()]);
-        assert_eq!(tr.held_since("a"), Some(back));
+        assert_eq!(tr.held_since("a"), Some(t0));
         assert_eq!(tr.held_since("b"), None);
     }
 
