@@ -547,3 +547,136 @@ fn fifty_services_fifty_vips_spread_over_nodes() {
         "unbalanced: {per_node:?}"
     );
 }
+
+/// Node index (0-based) from a backend answer `node-N`.
+fn index_of(node: &str) -> usize {
+    node.trim_start_matches("node-").parse::<usize>().unwrap() - 1
+}
+
+#[test]
+fn apiserver_outage_withdraws_nothing_and_moves_nothing() {
+    let Some((_g, mut lab)) = lab("apiserver_outage", 3) else {
+        return;
+    };
+    apply_quickstart(&lab);
+    for n in 0..6 {
+        lab.create_service(&ServiceSpec::new(&format!("o{n}")))
+            .unwrap();
+    }
+    let ips: Vec<IpAddr> = (0..6)
+        .map(|n| {
+            lab.wait_for_ips("default", &format!("o{n}"), 1, Duration::from_secs(20))
+                .unwrap()[0]
+        })
+        .collect();
+    let owners: Vec<String> = ips
+        .iter()
+        .map(|ip| served(&lab, *ip, Duration::from_secs(15)))
+        .collect();
+    // Heartbeats must be flowing before the outage (the lab creates the key at start).
+    std::thread::sleep(Duration::from_secs(2));
+    lab.stop_apiserver();
+    let t = Instant::now();
+    let mut rounds = 0;
+    // Much longer than the renew deadline (1.2 s) and the lease duration (2 s): with Leases
+    // alone every VIP would be withdrawn after 1.2 s.
+    while t.elapsed() < Duration::from_secs(20) {
+        for (ip, owner) in ips.iter().zip(&owners) {
+            let got = lab.request(*ip, Duration::from_millis(500));
+            match got {
+                Ok(n) => assert_eq!(
+                    &n,
+                    owner,
+                    "{ip} moved during the API outage after {:?}{}",
+                    t.elapsed(),
+                    dump(&lab)
+                ),
+                Err(e) => panic!(
+                    "{ip} not answered {:?} into the API outage: {e:#}{}",
+                    t.elapsed(),
+                    dump(&lab)
+                ),
+            }
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("API server down {:?}: {rounds} rounds of 6 VIPs all answered by their owners", t.elapsed());
+    lab.start_apiserver().unwrap();
+    // Reconcile after the return: nothing moves (the old bug: relisted, unchanged peer
+    // Leases were taken for dead peers and their IPs taken over).
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(6) {
+        for (ip, owner) in ips.iter().zip(&owners) {
+            assert_eq!(
+                &served(&lab, *ip, Duration::from_secs(1)),
+                owner,
+                "{ip} moved after the API server returned{}",
+                dump(&lab)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (n, ip) in ips.iter().enumerate() {
+        assert_eq!(
+            lab.service_ips("default", &format!("o{n}")).unwrap(),
+            vec![*ip]
+        );
+    }
+    // No speaker fenced, and the counters saw the heartbeats.
+    for i in 0..3 {
+        let m = lab.speaker_metrics(i).unwrap();
+        assert!(
+            m.contains("ferrolb_speaker_fenced_total 0"),
+            "node {i} fenced:\n{m}"
+        );
+        assert!(m.contains("ferrolb_speaker_may_announce 1"), "{m}");
+    }
+}
+
+#[test]
+fn owner_link_cut_fails_over_within_1500ms() {
+    let Some((_g, mut lab)) = lab("owner_link_cut", 3) else {
+        return;
+    };
+    apply_quickstart(&lab);
+    lab.create_service(&ServiceSpec::new("web")).unwrap();
+    let ip = lab
+        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
+        .unwrap()[0];
+    let owner = served(&lab, ip, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    let idx = index_of(&owner);
+    lab.set_link(idx, false).unwrap();
+    let t = Instant::now();
+    let new_owner = loop {
+        if let Ok(n) = lab.request(ip, Duration::from_millis(100)) {
+            if n != owner {
+                break n;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no takeover after cutting the owner's link{}",
+            dump(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = t.elapsed();
+    eprintln!("link cut: {owner} → {new_owner} in {took:?}");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "takeover took {took:?}{}",
+        dump(&lab)
+    );
+    // Heal: the old owner (fenced while alone) neither answers nor takes the IP back.
+    lab.set_link(idx, true).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(served(&lab, ip, Duration::from_secs(2)), new_owner);
+    let macs = arping_macs(&lab, ip, 3);
+    assert_eq!(
+        macs,
+        BTreeSet::from([lab.node_mac(index_of(&new_owner))]),
+        "after the heal"
+    );
+}

@@ -23,6 +23,7 @@ pub mod core;
 pub mod leader;
 pub mod metrics;
 pub mod pools;
+pub mod secret;
 pub mod shell;
 pub mod status;
 pub mod writer;
@@ -81,6 +82,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
+    // The speakers' heartbeat key (issue 9): created once when absent.
+    tokio::spawn(secret::ensure_heartbeat_key_loop(
+        client.clone(),
+        args.namespace.clone(),
+    ));
     let client2 = client.clone();
     let ns = args.namespace.clone();
     run_with(client, &args, metrics, health, shutdown_rx, move || {

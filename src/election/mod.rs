@@ -121,6 +121,7 @@
 mod elect;
 mod eligibility;
 mod lease;
+pub mod membership;
 mod model;
 
 pub use elect::{

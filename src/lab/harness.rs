@@ -16,7 +16,6 @@
 //! it created when dropped.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -85,7 +84,12 @@ impl Proc {
         dir: &Path,
     ) -> Result<Self> {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        // Append: a restarted process keeps its predecessor's log (post-mortems).
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut cmd = ns.command(&args);

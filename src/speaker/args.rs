@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::election::membership::{MeshTiming, MeshTimingError};
 use crate::election::{LeaseClock, LeaseClockError};
 
 /// Command-line arguments of `ferrolb speaker`.
@@ -98,6 +99,33 @@ pub struct Args {
     /// default, as in MetalLB where only Service ports answer.
     #[arg(long, env = "FERROLB_ANSWER_PING")]
     pub answer_ping: bool,
+
+    /// UDP address for speaker-to-speaker heartbeats. Every speaker must use the same port:
+    /// peers are reached at their Node InternalIP on it. 7947 is used by nothing in
+    /// Kubernetes or MetalLB (whose memberlist uses 7946). Heartbeats are signed with the key
+    /// in the Secret `ferrolb-heartbeat-key` (created by the controller).
+    #[arg(long, env = "FERROLB_HEARTBEAT_ADDR", default_value = "[::]:7947")]
+    pub heartbeat_addr: SocketAddr,
+
+    /// Disable heartbeats: liveness and fencing then rest on the node Leases alone
+    /// (failover after --lease-duration, and an API server outage longer than
+    /// --renew-deadline withdraws every IP).
+    #[arg(long, env = "FERROLB_NO_HEARTBEATS")]
+    pub no_heartbeats: bool,
+
+    /// Interval between heartbeats to each peer.
+    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A speaker that has not heard a majority of its peers (with 2 nodes: its peer, or its
+    /// own fresh Lease) for this long stops answering for every IP.
+    #[arg(long, env = "FERROLB_FENCE_AFTER", default_value = "300ms", value_parser = parse_duration)]
+    pub fence_after: Duration,
+
+    /// A peer not heard for this long is dead and its IPs are taken over. Must be at least
+    /// --fence-after + --heartbeat-interval + 100ms, so a cut-off owner is silent first.
+    #[arg(long, env = "FERROLB_PEER_DEAD_AFTER", default_value = "600ms", value_parser = parse_duration)]
+    pub peer_dead_after: Duration,
 }
 
 impl Args {
@@ -111,6 +139,17 @@ impl Args {
     /// Cost: 3.3 Lease writes per second per node (raise all three for large clusters).
     pub fn timing(&self) -> Result<LeaseClock, LeaseClockError> {
         LeaseClock::new(self.lease_duration, self.renew_deadline, self.retry_period)
+    }
+
+    /// The heartbeat timers these flags describe, validated
+    /// (`2 * interval <= fence_after`, `fence_after + interval + 100 ms <= peer_dead_after`).
+    pub fn mesh_timing(&self) -> Result<MeshTiming, MeshTimingError> {
+        MeshTiming::new(
+            self.heartbeat_interval,
+            self.fence_after,
+            self.peer_dead_after,
+            Duration::from_secs(30),
+        )
     }
 }
 
@@ -166,6 +205,10 @@ mod tests {
         assert!(t.lease_duration() + Duration::from_millis(500) <= Duration::from_secs(3));
         assert_eq!(cli.args.namespace, "metallb-system");
         assert_eq!(cli.args.metrics_addr.port(), 7473);
+        assert_eq!(cli.args.heartbeat_addr.port(), 7947);
+        let m = cli.args.mesh_timing().unwrap();
+        // crash failover budget of the heartbeat issue: ≤ 1 s including claim + GARP
+        assert!(m.dead_after + Duration::from_millis(300) <= Duration::from_secs(1));
         assert_eq!(
             cli.args.garp_schedule,
             crate::dataplane::schedule::DEFAULT_BACKOFF.to_vec()

@@ -25,10 +25,12 @@ use super::announcer::{Announcer, DuplicateResponder};
 use super::claims::{is_orphan, Claim, ClaimApi, WriteOutcome};
 use super::config_view::build_config;
 use super::events::{self, EventMemory, EventSink, Pending};
+use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
 use super::metrics::{AnnouncedLabels, Metrics};
 use super::status::{self, desired_status, Existing, ServiceKey, StatusApi, StatusWrite};
 use crate::crd::{IPAddressPool, L2Advertisement, MetalLBServiceL2Status, ServiceL2Status};
+use crate::election::membership::{MeshRules, OwnInput, PeerInput};
 use crate::election::{
     decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
     LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
@@ -133,6 +135,25 @@ struct ClaimWrite {
     confirm_dead: Option<String>,
 }
 
+/// Liveness as evaluated at the start of a pass.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    /// This node may announce.
+    may: bool,
+    /// Peers alive in this node's eyes.
+    alive: BTreeSet<String>,
+    /// Peers judged by their heartbeats (no fresh API read of their Lease before a takeover).
+    by_heartbeat: BTreeSet<String>,
+    /// Start of the current permission period.
+    permitted_since: Option<Instant>,
+    /// Members reaped (dead for 10 lease durations, seen from a quorum).
+    reaped: BTreeSet<String>,
+}
+
+/// A member whose Lease has not changed (and who was not heard) for this many lease
+/// durations, while this node's own Lease is fresh, no longer counts towards the quorum.
+const REAP_AFTER_LEASES: u32 = 10;
+
 /// The speaker's state between passes.
 pub struct Speaker<A: Announcer> {
     settings: Settings,
@@ -149,8 +170,12 @@ pub struct Speaker<A: Announcer> {
     memory: EventMemory,
     status_memo: StatusMemo,
     needs_confirm: bool,
+    needs_confirm_retry: bool,
     backoff: Backoff,
     config_errors: Vec<String>,
+    mesh: Option<Mesh>,
+    live: Live,
+    lease_was_fresh: bool,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -178,12 +203,131 @@ impl<A: Announcer> Speaker<A> {
             memory: EventMemory::default(),
             status_memo: StatusMemo::default(),
             needs_confirm: false,
+            needs_confirm_retry: false,
             backoff: Backoff {
                 delay: Backoff::MIN,
                 until: None,
             },
             config_errors: Vec::new(),
+            mesh: None,
+            live: Live::default(),
+            lease_was_fresh: false,
         }
+    }
+
+    /// Uses heartbeats (from [`super::heartbeat`]) for liveness and fencing, on top of the
+    /// node Leases (rules: [`crate::election::membership::MeshRules`]).
+    pub fn with_mesh(mut self, mesh: Mesh) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
+
+    /// Whether this node may announce at `now` (Lease fresh, or heartbeat quorum).
+    pub fn may_announce(&self, now: Instant) -> bool {
+        self.evaluate(now).0.may
+    }
+
+    /// Liveness of this node and its peers at `now` (rules:
+    /// [`crate::election::membership::MeshRules::evaluate`]), plus the heartbeat targets.
+    fn evaluate(&self, now: Instant) -> (Live, Vec<(String, std::net::SocketAddr)>) {
+        let f = *self.fence.borrow();
+        let clock = self.settings.clock;
+        let me = self.settings.node.as_str();
+        let state = self.mesh.as_ref().map(|m| m.lock());
+        let table = state.as_ref().map(|st| &st.table);
+        let peers: BTreeMap<String, PeerInput> = self
+            .tracker
+            .nodes()
+            .into_iter()
+            .filter(|n| n != me)
+            .map(|n| {
+                let input = PeerInput {
+                    last_heard: table.and_then(|t| t.last_heard(&n)),
+                    lease_alive: self.tracker.is_alive(&n, now),
+                    // a member holds its Lease and its Node still exists (a deleted
+                    // node's crashed speaker never releases its Lease)
+                    lease_held_since: self
+                        .tracker
+                        .held_since(&n)
+                        .filter(|_| self.stores.nodes.get(&ObjectRef::new(&n)).is_some()),
+                };
+                (n, input)
+            })
+            .collect();
+        let own = OwnInput {
+            lease_fresh: clock.may_announce(f.last_renewed, now),
+            renewed_ever: f.last_renewed.is_some(),
+            mesh_enabled: state.as_ref().is_some_and(|st| st.enabled),
+            heard_any: table.is_some_and(|t| t.heard_any()),
+            reap_after: clock.lease_duration * REAP_AFTER_LEASES,
+            permitted_since: self.live.permitted_since,
+        };
+        let (rules, port) = match &self.mesh {
+            Some(m) => (m.rules, m.port),
+            None => (
+                MeshRules {
+                    timing: Default::default(),
+                },
+                super::heartbeat::DEFAULT_PORT,
+            ),
+        };
+        let l = rules.evaluate(&peers, own, &self.live.reaped, now);
+        let targets = if own.mesh_enabled {
+            l.members
+                .iter()
+                .filter_map(|m| {
+                    let node = self.stores.nodes.get(&ObjectRef::new(m))?;
+                    Some((m.clone(), node_address(&node, port)?))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (
+            Live {
+                may: l.may,
+                alive: l.alive,
+                by_heartbeat: l.by_heartbeat,
+                permitted_since: l.permitted_since,
+                reaped: l.reaped,
+            },
+            targets,
+        )
+    }
+
+    /// Evaluates liveness for this pass (and restarts the peers' Lease clocks after an
+    /// observation gap), publishes the heartbeat targets.
+    fn refresh_liveness(&mut self, now: Instant) {
+        let f = *self.fence.borrow();
+        let lease_fresh = self.settings.clock.may_announce(f.last_renewed, now);
+        if lease_fresh && !self.lease_was_fresh && f.last_renewed.is_some() {
+            self.tracker.restart_clocks(now);
+        }
+        self.lease_was_fresh = lease_fresh;
+        let (live, targets) = self.evaluate(now);
+        if let Some(m) = &self.mesh {
+            let mut st = m.lock();
+            st.may_announce = live.may;
+            if st.targets != targets {
+                st.targets = targets;
+            }
+            let members: BTreeSet<String> = self.tracker.held().into_iter().collect();
+            st.table.retain(&|n| members.contains(n));
+        }
+        self.metrics.may_announce.set(i64::from(live.may));
+        for gone in self.live.alive.difference(&live.alive) {
+            tracing::info!(peer = %gone, heartbeats = live.by_heartbeat.contains(gone), "peer dead");
+        }
+        for r in live.reaped.difference(&self.live.reaped) {
+            tracing::warn!(peer = %r, "dead for long: no longer counted towards the quorum");
+        }
+        for back in live.alive.difference(&self.live.alive) {
+            tracing::info!(peer = %back, "peer alive");
+        }
+        if live.may != self.live.may {
+            tracing::info!(may_announce = live.may, "permission changed");
+        }
+        self.live = live;
     }
 
     /// The IPs currently announced.
@@ -219,11 +363,6 @@ impl<A: Announcer> Speaker<A> {
         }
         self.tracker.retain(&|n| present.contains(n));
         self.tracker.note_deaths(now);
-    }
-
-    fn may_announce(&self, now: Instant) -> bool {
-        let f = *self.fence.borrow();
-        self.settings.clock.may_announce(f.last_renewed, now)
     }
 
     /// Effective claims: the store, overlaid with our own writes it has not shown yet.
@@ -280,7 +419,7 @@ impl<A: Announcer> Speaker<A> {
             .collect()
     }
 
-    fn nodes(&self, now: Instant, may: bool) -> Vec<NodeInfo> {
+    fn nodes(&self, _now: Instant, may: bool) -> Vec<NodeInfo> {
         self.stores
             .nodes
             .state()
@@ -290,7 +429,7 @@ impl<A: Announcer> Speaker<A> {
                 let alive = if name == self.settings.node {
                     may
                 } else {
-                    self.tracker.is_alive(name, now)
+                    self.live.alive.contains(name)
                 };
                 NodeInfo::from_node(n, alive)
             })
@@ -323,12 +462,14 @@ impl<A: Announcer> Speaker<A> {
     /// One pass. Returns the instant at which the next pass is due even without changes.
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
         self.sync_tracker(now);
-        let may = self.may_announce(now);
+        self.refresh_liveness(now);
+        let may = self.live.may;
         if !may {
             if !self.announced.is_empty() {
                 tracing::warn!(
                     count = self.announced.len(),
-                    "node lease not renewed within the renew deadline: withdrawing everything"
+                    heartbeats = self.mesh.as_ref().is_some_and(|m| m.lock().enabled),
+                    "fenced (no heartbeat quorum / node lease not renewed in time): withdrawing everything"
                 );
                 self.metrics.fenced.inc();
                 self.withdraw_all();
@@ -384,7 +525,7 @@ impl<A: Announcer> Speaker<A> {
             let desired = own.map(|o| o.node.as_str());
             let claim = claims.get(&ip);
             if let Some(c) = claim {
-                let alive = |n: &str| self.tracker.is_alive(n, now);
+                let alive = |n: &str| self.live.alive.contains(n);
                 if c.holder != me && is_orphan(allocated.contains(&ip), c, &alive) {
                     if may {
                         writes.push(ClaimWrite {
@@ -400,7 +541,7 @@ impl<A: Announcer> Speaker<A> {
             let holder_state = match claim.map(|c| c.holder.as_str()) {
                 None | Some("") => HolderState::Gone,
                 Some(h) if h == me => HolderState::Alive,
-                Some(h) if self.tracker.is_alive(h, now) => {
+                Some(h) if self.live.alive.contains(h) => {
                     if desired == Some(me.as_str()) {
                         let since = *self.waiting.entry(ip).or_insert(now);
                         if now.saturating_duration_since(since)
@@ -432,7 +573,11 @@ impl<A: Announcer> Speaker<A> {
                         ip,
                         expected: claim.cloned(),
                         record: Some(record),
-                        confirm_dead: prev.filter(|_| holder_state == HolderState::Gone),
+                        // A holder judged by its heartbeats is confirmed dead by their
+                        // silence; one judged by its Lease gets a fresh read first.
+                        confirm_dead: prev
+                            .filter(|_| holder_state == HolderState::Gone)
+                            .filter(|h| !self.live.by_heartbeat.contains(h)),
                     });
                 }
                 ClaimAction::Release { record } => {
@@ -453,7 +598,7 @@ impl<A: Announcer> Speaker<A> {
         self.waiting
             .retain(|ip, _| election.owners.contains_key(ip));
 
-        // After fencing our view of the claims may be stale: re-read before answering again.
+        // After fencing our view of the claims may be stale: re-assert them before answering.
         if may && self.needs_confirm && !to_announce.is_empty() {
             self.confirm_claims(&mut to_announce, now).await;
         } else if may {
@@ -482,19 +627,40 @@ impl<A: Announcer> Speaker<A> {
         to_announce: &mut BTreeMap<IpAddr, Ownership>,
         now: Instant,
     ) {
+        // Re-assert each claim with a write carrying the resourceVersion just read: a peer
+        // that judged us dead and claims concurrently then loses with a conflict (a plain
+        // read would let both of us announce until the watches catch up).
         let ips: Vec<IpAddr> = to_announce.keys().copied().collect();
         for ip in ips {
-            match self.clients.claims.get(ip).await {
-                Ok(Some(c)) if c.holder == self.settings.node => {}
+            let fresh = match self.clients.claims.get(ip).await {
+                Ok(Some(c)) if c.holder == self.settings.node => {
+                    match self.clients.claims.write(ip, Some(&c), &c.record()).await {
+                        Ok(WriteOutcome::Won(c2)) => {
+                            self.overlay.insert(
+                                ip,
+                                Overlay {
+                                    base: self.store_rv(ip),
+                                    claim: Some(c2),
+                                },
+                            );
+                            continue;
+                        }
+                        Ok(WriteOutcome::Lost) => self.clients.claims.get(ip).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match fresh {
+                Ok(Some(c)) if c.holder == self.settings.node => {
+                    // re-read after a lost race names us again: try on the next pass
+                    to_announce.remove(&ip);
+                    self.needs_confirm_retry = true;
+                }
                 Ok(fresh) => {
                     tracing::info!(%ip, "claim changed while fenced; not announcing");
                     to_announce.remove(&ip);
-                    let name = super::claims::claim_name(ip);
-                    let base = self
-                        .stores
-                        .leases
-                        .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
-                        .and_then(|l| l.metadata.resource_version.clone());
+                    let base = self.store_rv(ip);
                     self.overlay.insert(ip, Overlay { base, claim: fresh });
                 }
                 Err(e) => {
@@ -506,7 +672,16 @@ impl<A: Announcer> Speaker<A> {
                 }
             }
         }
-        self.needs_confirm = false;
+        self.needs_confirm = std::mem::take(&mut self.needs_confirm_retry);
+    }
+
+    /// resourceVersion of `ip`'s claim in the store.
+    fn store_rv(&self, ip: IpAddr) -> Option<String> {
+        let name = super::claims::claim_name(ip);
+        self.stores
+            .leases
+            .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|l| l.metadata.resource_version.clone())
     }
 
     async fn write_claims(
@@ -796,7 +971,7 @@ impl<A: Announcer> Speaker<A> {
         memo.created.retain(|k, t| {
             !mine.contains(k) && now.saturating_duration_since(*t) < Duration::from_secs(10)
         });
-        let alive = |n: &str| self.tracker.is_alive(n, now);
+        let alive = |n: &str| self.live.alive.contains(n);
         let plan = status::plan(&self.settings.node, &desired, &existing, &alive);
         let mut failed = false;
         for w in plan {
@@ -857,6 +1032,7 @@ impl<A: Announcer> Speaker<A> {
         ]
         .into_iter()
         .flatten()
+        .filter(|t| *t > now)
         .min()
     }
 

@@ -62,7 +62,10 @@ impl LeaseMark {
 #[derive(Debug, Clone)]
 struct Observed {
     mark: LeaseMark,
+    /// When the Lease was seen changing, restarted after an observation gap.
     changed_at: Instant,
+    /// When the Lease was really seen changing (never restarted).
+    renewed_at: Instant,
     /// When the peer was first seen dead (for the failover histogram).
     dead_since: Option<Instant>,
 }
@@ -91,6 +94,7 @@ impl PeerTracker {
             Some(o) => {
                 o.mark = mark;
                 o.changed_at = now;
+                o.renewed_at = now;
                 o.dead_since = None;
                 true
             }
@@ -100,6 +104,7 @@ impl PeerTracker {
                     Observed {
                         mark,
                         changed_at: now,
+                        renewed_at: now,
                         dead_since: None,
                     },
                 );
@@ -120,6 +125,43 @@ impl PeerTracker {
             o.mark.holder == node
                 && now.saturating_duration_since(o.changed_at) < self.lease_duration
         })
+    }
+
+    /// When `node`'s Lease was last really seen changing (not moved by
+    /// [`PeerTracker::restart_clocks`]), if `node` holds it (not released).
+    pub fn held_since(&self, node: &str) -> Option<Instant> {
+        self.peers
+            .get(node)
+            .filter(|o| o.mark.holder == node)
+            .map(|o| o.renewed_at)
+    }
+
+    /// Every node with a speaker Lease (held or released).
+    pub fn nodes(&self) -> Vec<String> {
+        self.peers.keys().cloned().collect()
+    }
+
+    /// Nodes whose Lease is held by themselves (members of the cluster, alive or not).
+    pub fn held(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(n, o)| o.mark.holder == **n)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// This node could not observe the API server until `now` (its own Lease lapsed):
+    /// Leases that did not change meanwhile say nothing about their holders, so every
+    /// peer's silence is counted from `now` again. Without this, a relist after an API
+    /// outage finds every peer's Lease unchanged for the outage's length and declares them
+    /// all dead before they can renew.
+    pub fn restart_clocks(&mut self, now: Instant) {
+        for o in self.peers.values_mut() {
+            if o.changed_at < now {
+                o.changed_at = now;
+                o.dead_since = None;
+            }
+        }
     }
 
     /// The resourceVersion last observed on `node`'s Lease.
@@ -326,6 +368,27 @@ mod tests {
         assert!(tr.is_alive("a", t0 + d));
         assert_eq!(tr.next_expiry(t0 + d), Some(t0 + Duration::from_secs(3)));
         assert_eq!(tr.alive(t0 + d), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn clocks_restart_after_an_observation_gap() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(2);
+        let mut tr = PeerTracker::new(d);
+        tr.observe("a", mark("a", "1"), t0);
+        tr.observe("b", mark("", "1"), t0);
+        let back = t0 + Duration::from_secs(300);
+        assert!(!tr.is_alive("a", back));
+        tr.restart_clocks(back);
+        // an unchanged Lease relisted after the outage is not a death
+        assert!(!tr.observe("a", mark("a", "1"), back));
+        assert!(tr.is_alive("a", back + Duration::from_millis(1999)));
+        assert!(!tr.is_alive("a", back + d));
+        // released stays released; membership is who holds their Lease
+        assert!(!tr.is_alive("b", back));
+        assert_eq!(tr.held(), vec!["a".to_string()]);
+        assert_eq!(tr.held_since("a"), Some(t0));
+        assert_eq!(tr.held_since("b"), None);
     }
 
     #[test]

@@ -25,6 +25,13 @@ pub struct ChangeLabels {
     pub direction: String,
 }
 
+/// Labels of the received-heartbeat counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeartbeatLabels {
+    /// `ok`, or why it was dropped: `malformed`, `forged`, `stale`, `replayed`, `own`.
+    pub result: String,
+}
+
 /// Every counter the speaker shell updates.
 #[derive(Debug)]
 pub struct Metrics {
@@ -43,6 +50,20 @@ pub struct Metrics {
     /// Seconds from noticing an owner's loss (its Lease expired or released) to this node's
     /// first gratuitous announcement for the IP.
     pub failover_seconds: Histogram,
+    /// Heartbeats sent.
+    pub heartbeats_sent: Counter,
+    /// Heartbeat bytes sent (UDP payload).
+    pub heartbeat_bytes_sent: Counter,
+    /// Heartbeat bytes received (UDP payload, accepted or not).
+    pub heartbeat_bytes_received: Counter,
+    /// Heartbeats that could not be sent.
+    pub heartbeat_send_errors: Counter,
+    /// Heartbeats received, by result (accepted, or why dropped).
+    pub heartbeats_received: Family<HeartbeatLabels, Counter>,
+    /// Peers heard within the fence time.
+    pub peers_heard: Gauge,
+    /// 1 while this node may announce (Lease fresh, or heartbeat quorum).
+    pub may_announce: Gauge,
 }
 
 impl Metrics {
@@ -58,6 +79,13 @@ impl Metrics {
             failover_seconds: Histogram::new([
                 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0,
             ]),
+            heartbeats_sent: Counter::default(),
+            heartbeat_bytes_sent: Counter::default(),
+            heartbeat_bytes_received: Counter::default(),
+            heartbeat_send_errors: Counter::default(),
+            heartbeats_received: Family::default(),
+            peers_heard: Gauge::default(),
+            may_announce: Gauge::default(),
         };
         let r = reg.sub_registry_with_prefix("ferrolb_speaker");
         r.register(
@@ -95,7 +123,51 @@ impl Metrics {
             "From noticing an IP's previous owner is gone to this node's first gratuitous packet",
             m.failover_seconds.clone(),
         );
+        r.register(
+            "heartbeats_sent",
+            "Heartbeats sent to peers",
+            m.heartbeats_sent.clone(),
+        );
+        r.register(
+            "heartbeat_sent_bytes",
+            "Heartbeat UDP payload bytes sent",
+            m.heartbeat_bytes_sent.clone(),
+        );
+        r.register(
+            "heartbeat_received_bytes",
+            "Heartbeat UDP payload bytes received",
+            m.heartbeat_bytes_received.clone(),
+        );
+        r.register(
+            "heartbeat_send_errors",
+            "Heartbeats that could not be sent",
+            m.heartbeat_send_errors.clone(),
+        );
+        r.register(
+            "heartbeats_received",
+            "Heartbeats received: result=ok, or dropped as malformed, forged, stale, replayed, own",
+            m.heartbeats_received.clone(),
+        );
+        r.register(
+            "peers_heard",
+            "Peers heard within the fence time",
+            m.peers_heard.clone(),
+        );
+        r.register(
+            "may_announce",
+            "1 while this node may announce (Lease fresh or heartbeat quorum)",
+            m.may_announce.clone(),
+        );
         m
+    }
+
+    /// Counts one received heartbeat by result.
+    pub fn heartbeat_received(&self, result: &str) {
+        self.heartbeats_received
+            .get_or_create(&HeartbeatLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// Counts an ownership change.
@@ -120,6 +192,7 @@ mod tests {
         m.change(true);
         m.lease_renew_failures.inc();
         m.failover_seconds.observe(0.3);
+        m.heartbeat_received("forged");
         m.announced
             .get_or_create(&AnnouncedLabels {
                 service: "ns/a".into(),
@@ -139,6 +212,10 @@ mod tests {
         );
         assert!(
             out.contains("ferrolb_speaker_failover_seconds_count 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ferrolb_speaker_heartbeats_received_total{result=\"forged\"} 1"),
             "{out}"
         );
         assert!(

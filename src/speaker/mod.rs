@@ -22,6 +22,7 @@ pub mod claims;
 pub mod config_view;
 pub mod core;
 pub mod events;
+pub mod heartbeat;
 pub mod liveness;
 pub mod metrics;
 pub mod status;
@@ -112,7 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let lease_task = tokio::spawn(own.run(stop_rx));
+    let lease_task = tokio::spawn(own.run(stop_rx.clone()));
 
     let settings = Settings {
         node: args.node_name.clone(),
@@ -132,12 +133,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     wait_ready(&stores).await;
     tracing::info!("caches synced");
     health.set_ready(true);
-    let mut speaker = Speaker::new(settings, stores, clients, dataplane, metrics, fence.clone());
+    let mut speaker = Speaker::new(
+        settings,
+        stores,
+        clients,
+        dataplane,
+        metrics.clone(),
+        fence.clone(),
+    );
+    let mut hb_task = None;
+    if !args.no_heartbeats {
+        let timing = args.mesh_timing()?;
+        let socket = heartbeat::bind(args.heartbeat_addr).map_err(|e| {
+            anyhow::anyhow!("cannot bind heartbeat socket {}: {e}", args.heartbeat_addr)
+        })?;
+        let mesh = heartbeat::Mesh::new(&args.node_name, timing, args.heartbeat_addr.port());
+        speaker = speaker.with_mesh(mesh.clone());
+        hb_task = Some(tokio::spawn(heartbeat::run(
+            heartbeat::HeartbeatConfig {
+                node: args.node_name.clone(),
+                bind: args.heartbeat_addr,
+                namespace: args.namespace.clone(),
+            },
+            socket,
+            Api::namespaced(client.clone(), &args.namespace),
+            mesh,
+            wake.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+    } else {
+        tracing::warn!("heartbeats disabled: Lease rules only");
+    }
     let signal = shutdown_signal();
     drive(
         &mut speaker,
         Inputs {
-            wake,
+            wake: wake.clone(),
             lease_rx,
             fence,
             dup_rx,
@@ -153,6 +185,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     speaker.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = lease_task.await;
+    if let Some(t) = hb_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 
@@ -208,6 +243,7 @@ pub async fn drive<A: Announcer>(
     clock: LeaseClock,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let _ = clock; // permission now comes from the speaker (Lease and heartbeat rules)
     tokio::pin!(stop);
     let mut dirty = true;
     let mut next: Option<Instant> = None;
@@ -219,7 +255,7 @@ pub async fn drive<A: Announcer>(
                 speaker.observe_lease(&l, Instant::now());
             }
             let now = Instant::now();
-            may = clock.may_announce(inputs.fence.borrow().last_renewed, now);
+            may = speaker.may_announce(now);
             next = speaker.reconcile(now).await;
             dirty = false;
         }
@@ -234,7 +270,7 @@ pub async fn drive<A: Announcer>(
             }
             r = inputs.fence.changed() => {
                 if r.is_err() { break; }
-                let now_may = clock.may_announce(inputs.fence.borrow().last_renewed, Instant::now());
+                let now_may = speaker.may_announce(Instant::now());
                 if now_may != may { dirty = true; }
             }
             Some(d) = inputs.dup_rx.recv() => speaker.duplicate_responder(&d),

@@ -1,0 +1,1080 @@
+//! Peer liveness from direct speaker-to-speaker heartbeats — the pure protocol core.
+//!
+//! Nothing here performs I/O: the speaker shell (`speaker::heartbeat`) owns the UDP socket,
+//! passes received datagrams to [`PeerTable::receive`] with the current instants, and asks
+//! [`MeshRules`] whether it may announce and which peers are alive. The rules are written
+//! out (with timers and the argument for their safety) in `docs/ARCHITECTURE.md`,
+//! section *Peer liveness*; the model test `tests/membership_model.rs` checks them.
+//!
+//! # Wire format (version 1, big endian)
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `FLHB` |
+//! | 1 | version (1) |
+//! | 1 | flags (bit 0: the sender may announce; informational) |
+//! | 1 | length of the node name, 1..=253 |
+//! | n | node name (UTF-8, the Kubernetes Node name) |
+//! | 8 | incarnation: sender's wall clock at start, ms since the Unix epoch |
+//! | 8 | sequence number, +1 per heartbeat of this incarnation |
+//! | 8 | sender's wall clock when sent, ms since the Unix epoch |
+//! | 32 | HMAC-SHA256 over everything before it, keyed by the shared Secret |
+//!
+//! A heartbeat is accepted only if it parses, its MAC verifies (constant-time compare), it
+//! is not from this node, its send time is within [`MeshTiming::max_clock_skew`] of the
+//! receiver's wall clock (old captures are useless), and its `(incarnation, sequence)` is
+//! new: a higher incarnation restarts the sender's window, a lower one is stale unless the
+//! known incarnation has been silent for longer than the skew bound (a sender whose clock
+//! stepped back and restarted), and within an incarnation a 64-entry sliding window
+//! rejects duplicates and anything older ([`ReplayWindow`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Magic bytes opening every heartbeat.
+pub const MAGIC: &[u8; 4] = b"FLHB";
+/// Wire format version.
+pub const VERSION: u8 = 1;
+/// Length of the MAC trailer.
+pub const MAC_LEN: usize = 32;
+/// Smallest possible heartbeat (one-byte name).
+pub const MIN_LEN: usize = 4 + 1 + 1 + 1 + 1 + 24 + MAC_LEN;
+/// Largest possible heartbeat (253-byte name).
+pub const MAX_LEN: usize = 4 + 1 + 1 + 1 + 253 + 24 + MAC_LEN;
+/// Shortest accepted key (bytes).
+pub const MIN_KEY_LEN: usize = 16;
+/// Flag: the sender may announce (it holds its quorum).
+pub const FLAG_MAY_ANNOUNCE: u8 = 1;
+
+/// A precomputed HMAC-SHA256 key (RFC 2104): the hash states after the inner and outer
+/// pads, so each MAC costs two SHA-256 runs over the message and a digest.
+#[derive(Clone)]
+pub struct HmacKey {
+    inner: Sha256,
+    outer: Sha256,
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+/// An unusable heartbeat key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Fewer than [`MIN_KEY_LEN`] bytes.
+    #[error("heartbeat key has {0} bytes; at least {MIN_KEY_LEN} are required")]
+    TooShort(usize),
+}
+
+impl HmacKey {
+    /// Prepares `key` (at least [`MIN_KEY_LEN`] bytes; longer than 64 bytes is hashed first).
+    pub fn new(key: &[u8]) -> Result<Self, KeyError> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(KeyError::TooShort(key.len()));
+        }
+        Ok(Self::new_unchecked(key))
+    }
+
+    fn new_unchecked(key: &[u8]) -> Self {
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for i in 0..64 {
+            ipad[i] ^= block[i];
+            opad[i] ^= block[i];
+        }
+        HmacKey {
+            inner: Sha256::new().chain_update(ipad),
+            outer: Sha256::new().chain_update(opad),
+        }
+    }
+
+    /// HMAC-SHA256 of `msg`.
+    pub fn mac(&self, msg: &[u8]) -> [u8; 32] {
+        let inner = self.inner.clone().chain_update(msg).finalize();
+        self.outer.clone().chain_update(inner).finalize().into()
+    }
+
+    /// Whether `tag` is the MAC of `msg` (constant time in the tag's content).
+    pub fn verify(&self, msg: &[u8], tag: &[u8]) -> bool {
+        let want = self.mac(msg);
+        tag.len() == want.len() && want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// HMAC-SHA256 of `msg` under `key` (any length; test helper and reference).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    HmacKey::new_unchecked(key).mac(msg)
+}
+
+/// One heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Sending node.
+    pub node: String,
+    /// Sender's start time (ms since the Unix epoch): a restarted sender has a higher one.
+    pub incarnation: u64,
+    /// +1 per heartbeat within the incarnation.
+    pub seq: u64,
+    /// Sender's wall clock at sending (ms since the Unix epoch).
+    pub sent_unix_ms: u64,
+    /// Flags ([`FLAG_MAY_ANNOUNCE`]).
+    pub flags: u8,
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reject {
+    /// Not a heartbeat: bad length, magic, version or name.
+    Malformed,
+    /// The MAC does not verify (wrong key, or tampered with).
+    Forged,
+    /// Too old (send time outside the skew bound, or an older incarnation / sequence
+    /// than the window holds).
+    Stale,
+    /// Already accepted once.
+    Replayed,
+    /// From this node itself (a reflection).
+    OwnNode,
+}
+
+impl Reject {
+    /// Metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed",
+            Reject::Forged => "forged",
+            Reject::Stale => "stale",
+            Reject::Replayed => "replayed",
+            Reject::OwnNode => "own",
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Serialises and signs. Names longer than 253 bytes (impossible for a Node name) are
+    /// truncated at a character boundary.
+    pub fn encode(&self, key: &HmacKey) -> Vec<u8> {
+        let mut name = self.node.as_str();
+        while name.len() > 253 {
+            let mut end = 253;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            name = &name[..end];
+        }
+        let mut out = Vec::with_capacity(7 + name.len() + 24 + MAC_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.flags);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&self.incarnation.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.sent_unix_ms.to_be_bytes());
+        let mac = key.mac(&out);
+        out.extend_from_slice(&mac);
+        out
+    }
+
+    /// Parses and authenticates a datagram. Never panics.
+    pub fn decode(buf: &[u8], key: &HmacKey) -> Result<Heartbeat, Reject> {
+        if buf.len() < MIN_LEN || buf.len() > MAX_LEN {
+            return Err(Reject::Malformed);
+        }
+        if &buf[..4] != MAGIC || buf[4] != VERSION {
+            return Err(Reject::Malformed);
+        }
+        let flags = buf[5];
+        let n = buf[6] as usize;
+        if n == 0 || buf.len() != 7 + n + 24 + MAC_LEN {
+            return Err(Reject::Malformed);
+        }
+        let (body, tag) = buf.split_at(buf.len() - MAC_LEN);
+        if !key.verify(body, tag) {
+            return Err(Reject::Forged);
+        }
+        let node = std::str::from_utf8(&body[7..7 + n]).map_err(|_| Reject::Malformed)?;
+        let num = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&body[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        Ok(Heartbeat {
+            node: node.to_string(),
+            incarnation: num(7 + n),
+            seq: num(7 + n + 8),
+            sent_unix_ms: num(7 + n + 16),
+            flags,
+        })
+    }
+}
+
+/// Anti-replay state for one sender: its incarnation and a 64-entry sliding window of
+/// sequence numbers (as IPsec's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayWindow {
+    /// Incarnation the window belongs to.
+    pub incarnation: u64,
+    /// Highest accepted sequence number.
+    pub top: u64,
+    /// Bit `d` set: `top - d` was accepted.
+    pub bits: u64,
+}
+
+impl ReplayWindow {
+    /// The window after accepting the first heartbeat of a sender.
+    pub fn first(incarnation: u64, seq: u64) -> Self {
+        ReplayWindow {
+            incarnation,
+            top: seq,
+            bits: 1,
+        }
+    }
+
+    /// Accepts `(incarnation, seq)` once. `restart_ok`: a lower incarnation may replace
+    /// the current one (the current one has been silent for longer than the skew bound).
+    pub fn accept(&mut self, incarnation: u64, seq: u64, restart_ok: bool) -> Result<(), Reject> {
+        if incarnation != self.incarnation {
+            if incarnation > self.incarnation || restart_ok {
+                *self = ReplayWindow::first(incarnation, seq);
+                return Ok(());
+            }
+            return Err(Reject::Stale);
+        }
+        if seq > self.top {
+            let shift = seq - self.top;
+            self.bits = if shift >= 64 { 0 } else { self.bits << shift };
+            self.bits |= 1;
+            self.top = seq;
+            return Ok(());
+        }
+        let d = self.top - seq;
+        if d >= 64 {
+            return Err(Reject::Stale);
+        }
+        if self.bits & (1 << d) != 0 {
+            return Err(Reject::Replayed);
+        }
+        self.bits |= 1 << d;
+        Ok(())
+    }
+}
+
+/// Smallest allowed gap `dead_after − interval − fence_after`: time for the fenced owner's
+/// timer, its withdrawal and scheduling slack.
+pub const MIN_MESH_MARGIN: Duration = Duration::from_millis(100);
+
+/// Heartbeat timers (each node measures them on its own monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshTiming {
+    /// Heartbeat period (default 100 ms).
+    pub interval: Duration,
+    /// A node that has not heard from enough peers for this long stops announcing
+    /// (default 300 ms: three heartbeats).
+    pub fence_after: Duration,
+    /// A peer not heard for this long is dead (default 600 ms: six heartbeats).
+    pub dead_after: Duration,
+    /// Heartbeats whose send time differs from the receiver's wall clock by more than this
+    /// are dropped as stale (default 30 s).
+    pub max_clock_skew: Duration,
+}
+
+impl Default for MeshTiming {
+    fn default() -> Self {
+        MeshTiming {
+            interval: Duration::from_millis(100),
+            fence_after: Duration::from_millis(300),
+            dead_after: Duration::from_millis(600),
+            max_clock_skew: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Invalid [`MeshTiming`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshTimingError {
+    /// The interval is zero or does not fit twice into `fence_after` (a single lost
+    /// heartbeat must not fence).
+    #[error("heartbeat interval {interval:?} must be non-zero and at most half of the fence time {fence_after:?}")]
+    Interval {
+        /// Given interval.
+        interval: Duration,
+        /// Given fence time.
+        fence_after: Duration,
+    },
+    /// `dead_after < fence_after + interval + MIN_MESH_MARGIN`.
+    #[error("peer death time {dead_after:?} must be at least fence time {fence_after:?} + interval {interval:?} + {MIN_MESH_MARGIN:?}")]
+    Margin {
+        /// Given interval.
+        interval: Duration,
+        /// Given fence time.
+        fence_after: Duration,
+        /// Given death time.
+        dead_after: Duration,
+    },
+}
+
+impl MeshTiming {
+    /// Validated timers.
+    pub fn new(
+        interval: Duration,
+        fence_after: Duration,
+        dead_after: Duration,
+        max_clock_skew: Duration,
+    ) -> Result<Self, MeshTimingError> {
+        if interval.is_zero() || interval.saturating_mul(2) > fence_after {
+            return Err(MeshTimingError::Interval {
+                interval,
+                fence_after,
+            });
+        }
+        if fence_after
+            .saturating_add(interval)
+            .saturating_add(MIN_MESH_MARGIN)
+            > dead_after
+        {
+            return Err(MeshTimingError::Margin {
+                interval,
+                fence_after,
+                dead_after,
+            });
+        }
+        Ok(MeshTiming {
+            interval,
+            fence_after,
+            dead_after,
+            max_clock_skew,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Heard {
+    window: ReplayWindow,
+    at: Instant,
+    flags: u8,
+}
+
+/// What this node has heard from its peers (pure: instants are passed in).
+#[derive(Debug, Clone)]
+pub struct PeerTable {
+    me: String,
+    timing: MeshTiming,
+    peers: BTreeMap<String, Heard>,
+}
+
+impl PeerTable {
+    /// An empty table for node `me`.
+    pub fn new(me: &str, timing: MeshTiming) -> Self {
+        PeerTable {
+            me: me.to_string(),
+            timing,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// The timers.
+    pub fn timing(&self) -> MeshTiming {
+        self.timing
+    }
+
+    /// Authenticates and records one datagram received at `now` (monotonic) /
+    /// `now_unix_ms` (wall clock). Returns the sender and whether it was silent for at
+    /// least `fence_after` before (or never heard): a liveness change worth a new pass.
+    pub fn receive(
+        &mut self,
+        buf: &[u8],
+        key: &HmacKey,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Result<(String, bool), Reject> {
+        let hb = Heartbeat::decode(buf, key)?;
+        if hb.node == self.me {
+            return Err(Reject::OwnNode);
+        }
+        let skew = self.timing.max_clock_skew.as_millis() as u64;
+        if hb.sent_unix_ms.abs_diff(now_unix_ms) > skew {
+            return Err(Reject::Stale);
+        }
+        let fence = self.timing.fence_after;
+        match self.peers.get_mut(&hb.node) {
+            Some(h) => {
+                let restart_ok = now.saturating_duration_since(h.at) > self.timing.max_clock_skew;
+                h.window.accept(hb.incarnation, hb.seq, restart_ok)?;
+                let was_silent = now.saturating_duration_since(h.at) >= fence;
+                h.at = h.at.max(now);
+                h.flags = hb.flags;
+                Ok((hb.node, was_silent))
+            }
+            None => {
+                self.peers.insert(
+                    hb.node.clone(),
+                    Heard {
+                        window: ReplayWindow::first(hb.incarnation, hb.seq),
+                        at: now,
+                        flags: hb.flags,
+                    },
+                );
+                Ok((hb.node, true))
+            }
+        }
+    }
+
+    /// When `node` was last heard (valid heartbeat), if ever.
+    pub fn last_heard(&self, node: &str) -> Option<Instant> {
+        self.peers.get(node).map(|h| h.at)
+    }
+
+    /// Whether anyone was ever heard.
+    pub fn heard_any(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// The flags of `node`'s last heartbeat.
+    pub fn flags(&self, node: &str) -> Option<u8> {
+        self.peers.get(node).map(|h| h.flags)
+    }
+
+    /// Forgets nodes for which `keep` is false (no longer members).
+    pub fn retain(&mut self, keep: &dyn Fn(&str) -> bool) {
+        self.peers.retain(|n, _| keep(n));
+    }
+
+    /// A summary that changes exactly when some peer crosses `fence_after` or `dead_after`
+    /// of silence at `now` (the shell wakes the speaker when it changes).
+    pub fn signature(&self, now: Instant) -> Vec<(String, u8)> {
+        self.peers
+            .iter()
+            .map(|(n, h)| {
+                let age = now.saturating_duration_since(h.at);
+                let state = if age < self.timing.fence_after {
+                    2
+                } else if age < self.timing.dead_after {
+                    1
+                } else {
+                    0
+                };
+                (n.clone(), state)
+            })
+            .collect()
+    }
+
+    /// The next instant after `now` at which [`PeerTable::signature`] may change without
+    /// any new heartbeat.
+    pub fn next_change(&self, now: Instant) -> Option<Instant> {
+        self.peers
+            .values()
+            .flat_map(|h| {
+                [
+                    h.at + self.timing.fence_after,
+                    h.at + self.timing.dead_after,
+                ]
+            })
+            .filter(|t| *t > now)
+            .min()
+    }
+}
+
+/// What one node knows about one peer, for [`MeshRules`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    /// When a valid heartbeat was last heard from it (None: never since this node started).
+    pub last_heard: Option<Instant>,
+    /// The Lease rule ([`super::LeaseClock::peer_alive`]): its node Lease changed within
+    /// the lease duration, as this node observed it.
+    pub lease_alive: bool,
+}
+
+/// The "may I announce" and "is that peer alive" rules, combining heartbeats and Leases.
+///
+/// Members are this node plus its peers (nodes whose speaker Lease is held). With `n`
+/// members:
+/// * `n = 1`: this node may announce (nobody else can).
+/// * `n = 2`: it may announce while it hears its peer within `fence_after`, **or** its own
+///   Lease is fresh (the API server is the tie-breaking witness). A peer is dead when it
+///   was not heard for `dead_after` **and** its Lease is stale: two-node failover runs at
+///   Lease speed, and never two announcers (a node cut from both peer and API fences at
+///   the earlier of its two deadlines, each shorter than the matching death time).
+/// * `n ≥ 3`: it may announce while it hears a majority (`heard + 1 > n / 2`) within
+///   `fence_after`, whatever the API server does. A peer heard at least once is dead when
+///   silent for `dead_after`; a peer never heard is judged by its Lease.
+/// * Until the first heartbeat from anyone arrives, a node of a 1- or 2-member cluster uses
+///   its Lease as above; with 3 or more members it may not announce (a restarted node cut
+///   off from its peers but not from the API server must not take over on Lease expiry
+///   while the majority, on heartbeats, keeps announcing — the model check found this).
+///   Peers never heard are judged by their Leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshRules {
+    /// Timers.
+    pub timing: MeshTiming,
+}
+
+impl MeshRules {
+    /// Whether a peer was heard within `fence_after` at `now`.
+    pub fn hears(&self, p: &PeerView, now: Instant) -> bool {
+        p.last_heard
+            .is_some_and(|t| now.saturating_duration_since(t) < self.timing.fence_after)
+    }
+
+    /// Whether `heard` peers plus this node form a majority of `members`.
+    pub fn quorum(members: usize, heard: usize) -> bool {
+        members <= 1 || (heard + 1) * 2 > members
+    }
+
+    /// May this node announce at `now`? `heard_any`: some heartbeat was ever received.
+    pub fn may_announce(
+        &self,
+        peers: &[PeerView],
+        own_lease_fresh: bool,
+        heard_any: bool,
+        now: Instant,
+    ) -> bool {
+        let n = peers.len() + 1;
+        if !heard_any {
+            return n == 1 || (n == 2 && own_lease_fresh);
+        }
+        let heard = peers.iter().filter(|p| self.hears(p, now)).count();
+        match n {
+            1 => true,
+            2 => heard == 1 || own_lease_fresh,
+            _ => Self::quorum(n, heard),
+        }
+    }
+
+    /// Is `p` alive at `now` in this node's eyes, in a cluster of `members` (self included)?
+    pub fn peer_alive(&self, members: usize, p: &PeerView, heard_any: bool, now: Instant) -> bool {
+        let Some(t) = p.last_heard.filter(|_| heard_any) else {
+            return p.lease_alive;
+        };
+        let hb = now.saturating_duration_since(t) < self.timing.dead_after;
+        if members == 2 {
+            hb || p.lease_alive
+        } else {
+            hb
+        }
+    }
+}
+
+/// What one node knows about one peer, for [`MeshRules::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInput {
+    /// When a valid heartbeat was last heard from it.
+    pub last_heard: Option<Instant>,
+    /// The Lease rule says alive.
+    pub lease_alive: bool,
+    /// When its Lease was last seen changing (really changing: not the grace restart after
+    /// an API outage), if it holds its Lease (None: released or absent — not a member).
+    pub lease_held_since: Option<Instant>,
+}
+
+/// What a node knows about itself, for [`MeshRules::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnInput {
+    /// Its own Lease was renewed within the renew deadline.
+    pub lease_fresh: bool,
+    /// It renewed its Lease at least once since it started (its caches are in sync).
+    pub renewed_ever: bool,
+    /// Heartbeats are enabled (key loaded).
+    pub mesh_enabled: bool,
+    /// Some heartbeat was ever received.
+    pub heard_any: bool,
+    /// Members whose Lease has not changed, and who were not heard, for this long stop
+    /// counting — only while `lease_fresh` (this node sees the API server) and this node
+    /// hears a majority of the full membership.
+    pub reap_after: Duration,
+    /// Start of this node's current permission period, as returned by the previous
+    /// evaluation ([`Liveness::permitted_since`]); None when it was not permitted.
+    pub permitted_since: Option<Instant>,
+}
+
+/// One node's view of liveness at an instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// This node may announce.
+    pub may: bool,
+    /// Peers that count as members (quorum denominator, heartbeat targets).
+    pub members: Vec<String>,
+    /// Members alive in this node's eyes.
+    pub alive: std::collections::BTreeSet<String>,
+    /// Members judged by their heartbeats (their silence alone proves death; no fresh
+    /// read of their Lease before taking their IPs over).
+    pub by_heartbeat: std::collections::BTreeSet<String>,
+    /// Start of the current permission period (None: not permitted). Pass it back in
+    /// [`OwnInput::permitted_since`].
+    pub permitted_since: Option<Instant>,
+    /// Members reaped (dead for `reap_after`); pass back to the next evaluation: a reaped
+    /// member stays out until it is heard or renews its Lease again.
+    pub reaped: std::collections::BTreeSet<String>,
+}
+
+impl MeshRules {
+    /// The whole liveness evaluation of one node: members, permission, alive peers.
+    /// With heartbeats disabled these are the Lease rules (permission = own Lease fresh,
+    /// peers judged by their Leases).
+    pub fn evaluate(
+        &self,
+        peers: &BTreeMap<String, PeerInput>,
+        own: OwnInput,
+        reaped_before: &std::collections::BTreeSet<String>,
+        now: Instant,
+    ) -> Liveness {
+        if !own.mesh_enabled {
+            return Liveness {
+                may: own.lease_fresh,
+                members: peers
+                    .iter()
+                    .filter(|(_, p)| p.lease_held_since.is_some())
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                alive: peers
+                    .iter()
+                    .filter(|(_, p)| p.lease_alive)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                by_heartbeat: Default::default(),
+                permitted_since: own.lease_fresh.then(|| own.permitted_since.unwrap_or(now)),
+                reaped: Default::default(),
+            };
+        }
+        // Reaping shrinks the membership, so only a node holding a quorum of the full
+        // membership may do it (a minority reaping the majority would then take over while
+        // the majority keeps announcing — the model check found this).
+        let held: Vec<PeerView> = peers
+            .values()
+            .filter(|p| p.lease_held_since.is_some())
+            .map(|p| PeerView {
+                last_heard: p.last_heard,
+                lease_alive: p.lease_alive,
+            })
+            .collect();
+        let full_quorum = own.heard_any
+            && Self::quorum(
+                held.len() + 1,
+                held.iter().filter(|p| self.hears(p, now)).count(),
+            );
+        let reaped: std::collections::BTreeSet<String> = peers
+            .iter()
+            .filter(|(name, p)| {
+                let dead_long = p
+                    .last_heard
+                    .is_none_or(|t| now.saturating_duration_since(t) >= own.reap_after)
+                    && p.lease_held_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
+                dead_long && ((own.lease_fresh && full_quorum) || reaped_before.contains(*name))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let members: Vec<(&String, &PeerInput)> = peers
+            .iter()
+            .filter(|(n, p)| p.lease_held_since.is_some() && !reaped.contains(*n))
+            .collect();
+        let n = members.len() + 1;
+        let views: Vec<PeerView> = members
+            .iter()
+            .map(|(_, p)| PeerView {
+                last_heard: p.last_heard,
+                lease_alive: p.lease_alive,
+            })
+            .collect();
+        let may =
+            own.renewed_ever && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
+        // Silence counts only while this node itself could hear: a node returning from
+        // isolation (fenced) must not take a peer's silence during that isolation for its
+        // death — it waits `dead_after` from regaining permission to hear it.
+        let since = may.then(|| own.permitted_since.unwrap_or(now));
+        let mut alive = std::collections::BTreeSet::new();
+        let mut by_heartbeat = std::collections::BTreeSet::new();
+        for ((name, _), v) in members.iter().zip(&views) {
+            let judged = PeerView {
+                last_heard: v.last_heard.map(|t| since.map_or(t, |s| t.max(s))),
+                ..*v
+            };
+            if self.peer_alive(n, &judged, own.heard_any, now) {
+                alive.insert((*name).clone());
+            }
+            if own.heard_any && v.last_heard.is_some() && n != 2 {
+                by_heartbeat.insert((*name).clone());
+            }
+        }
+        Liveness {
+            may,
+            members: members.into_iter().map(|(n, _)| n.clone()).collect(),
+            alive,
+            by_heartbeat,
+            permitted_since: since,
+            reaped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> HmacKey {
+        HmacKey::new(b"0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    fn hb(seq: u64) -> Heartbeat {
+        Heartbeat {
+            node: "node-2".into(),
+            incarnation: 1_700_000_000_000,
+            seq,
+            sent_unix_ms: 1_700_000_000_500,
+            flags: FLAG_MAY_ANNOUNCE,
+        }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    #[test]
+    fn hmac_rfc4231_vectors() {
+        // Test case 1
+        assert_eq!(
+            hmac_sha256(&[0x0b; 20], b"Hi There").to_vec(),
+            unhex("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+        );
+        // Test case 2
+        assert_eq!(
+            hmac_sha256(b"Jefe", b"what do ya want for nothing?").to_vec(),
+            unhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+        // Test case 6: key longer than the block
+        assert_eq!(
+            hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )
+            .to_vec(),
+            unhex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+        );
+    }
+
+    #[test]
+    fn short_keys_rejected() {
+        assert_eq!(HmacKey::new(b"short").unwrap_err(), KeyError::TooShort(5));
+    }
+
+    #[test]
+    fn roundtrip_and_size() {
+        let b = hb(7).encode(&key());
+        assert_eq!(b.len(), 7 + 6 + 24 + 32);
+        assert_eq!(Heartbeat::decode(&b, &key()), Ok(hb(7)));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let b = hb(7).encode(&key());
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[i] ^= 1 << bit;
+                let r = Heartbeat::decode(&c, &key());
+                assert!(
+                    matches!(r, Err(Reject::Forged | Reject::Malformed)),
+                    "byte {i} bit {bit}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_key_is_forged_and_garbage_is_malformed() {
+        let b = hb(1).encode(&key());
+        let other = HmacKey::new(b"another key, also 32 bytes long!").unwrap();
+        assert_eq!(Heartbeat::decode(&b, &other), Err(Reject::Forged));
+        for bad in [&b[..0], &b[..10], &b[..b.len() - 1], b"FLHB\x02xxxxxxxx"] {
+            assert_eq!(Heartbeat::decode(bad, &key()), Err(Reject::Malformed));
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(Heartbeat::decode(&long, &key()), Err(Reject::Malformed));
+        // zero-length name
+        let mut z = b"FLHB\x01\x00\x00".to_vec();
+        z.extend_from_slice(&[0; 24]);
+        let mac = key().mac(&z);
+        z.extend_from_slice(&mac);
+        assert_eq!(Heartbeat::decode(&z, &key()), Err(Reject::Malformed));
+        // invalid UTF-8 name with a valid MAC
+        let mut u = b"FLHB\x01\x00\x01\xff".to_vec();
+        u.extend_from_slice(&[0; 24]);
+        let mac = key().mac(&u);
+        u.extend_from_slice(&mac);
+        assert_eq!(Heartbeat::decode(&u, &key()), Err(Reject::Malformed));
+    }
+
+    #[test]
+    fn replay_window() {
+        let mut w = ReplayWindow::first(5, 100);
+        assert_eq!(w.accept(5, 100, false), Err(Reject::Replayed));
+        assert_eq!(w.accept(5, 101, false), Ok(()));
+        assert_eq!(w.accept(5, 99, false), Ok(())); // reordered, within the window
+        assert_eq!(w.accept(5, 99, false), Err(Reject::Replayed));
+        assert_eq!(w.accept(5, 200, false), Ok(()));
+        assert_eq!(w.accept(5, 137, false), Ok(()));
+        assert_eq!(w.accept(5, 136, false), Err(Reject::Stale)); // 64 behind
+        assert_eq!(w.accept(5, 101, false), Err(Reject::Stale));
+        // an older incarnation is stale unless the current one went silent long ago
+        assert_eq!(w.accept(4, 1000, false), Err(Reject::Stale));
+        assert_eq!(w.accept(4, 1000, true), Ok(()));
+        assert_eq!(w.incarnation, 4);
+        // a newer incarnation restarts the window
+        assert_eq!(w.accept(6, 0, false), Ok(()));
+        assert_eq!(w.accept(6, 0, false), Err(Reject::Replayed));
+        assert_eq!(w.accept(6, 1, false), Ok(()));
+    }
+
+    #[test]
+    fn table_accepts_once_and_tracks_silence() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let wall = 1_700_000_000_500;
+        let mut t = PeerTable::new("node-1", MeshTiming::default());
+        let b1 = hb(1).encode(&key());
+        assert_eq!(
+            t.receive(&b1, &key(), t0, wall),
+            Ok(("node-2".into(), true))
+        );
+        assert_eq!(t.receive(&b1, &key(), ms(10), wall), Err(Reject::Replayed));
+        let b2 = hb(2).encode(&key());
+        assert_eq!(
+            t.receive(&b2, &key(), ms(100), wall),
+            Ok(("node-2".into(), false))
+        );
+        assert_eq!(t.last_heard("node-2"), Some(ms(100)));
+        assert_eq!(t.signature(ms(350)), vec![("node-2".into(), 2)]);
+        assert_eq!(t.signature(ms(400)), vec![("node-2".into(), 1)]);
+        assert_eq!(t.signature(ms(700)), vec![("node-2".into(), 0)]);
+        assert_eq!(t.next_change(ms(350)), Some(ms(400)));
+        assert_eq!(t.next_change(ms(400)), Some(ms(700)));
+        assert_eq!(t.next_change(ms(700)), None);
+        // back after silence: a change
+        let b3 = hb(3).encode(&key());
+        assert_eq!(
+            t.receive(&b3, &key(), ms(800), wall),
+            Ok(("node-2".into(), true))
+        );
+        // own reflection, clock skew
+        let mut own = hb(9);
+        own.node = "node-1".into();
+        assert_eq!(
+            t.receive(&own.encode(&key()), &key(), ms(900), wall),
+            Err(Reject::OwnNode)
+        );
+        let b4 = hb(4).encode(&key());
+        assert_eq!(
+            t.receive(&b4, &key(), ms(900), wall + 30_001),
+            Err(Reject::Stale)
+        );
+        assert_eq!(
+            t.receive(&b4, &key(), ms(900), wall + 30_000).map(|r| r.1),
+            Ok(false)
+        );
+        t.retain(&|n| n != "node-2");
+        assert!(!t.heard_any());
+    }
+
+    #[test]
+    fn timing_validation() {
+        let d = MeshTiming::default();
+        assert_eq!(
+            MeshTiming::new(d.interval, d.fence_after, d.dead_after, d.max_clock_skew),
+            Ok(d)
+        );
+        let ms = Duration::from_millis;
+        assert!(MeshTiming::new(ms(0), ms(300), ms(600), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(200), ms(300), ms(600), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(100), ms(300), ms(499), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(100), ms(300), ms(500), d.max_clock_skew).is_ok());
+    }
+
+    #[test]
+    fn evaluate_members_reaping_and_modes() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        let p = |heard: Option<u64>, lease_alive: bool, held: Option<u64>| PeerInput {
+            last_heard: heard.map(|ago| t0 - Duration::from_millis(ago)),
+            lease_alive,
+            lease_held_since: held.map(|ago| t0 - Duration::from_millis(ago)),
+        };
+        let own = OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            reap_after: Duration::from_secs(20),
+            permitted_since: Some(t0 - Duration::from_secs(10)),
+        };
+        let peers = BTreeMap::from([
+            ("a".to_string(), p(Some(50), true, Some(100))),
+            ("b".to_string(), p(Some(900), false, Some(5_000))),
+            ("c".to_string(), p(Some(80), true, Some(200))),
+            ("gone".to_string(), p(None, false, None)),
+            (
+                "long-dead".to_string(),
+                p(Some(30_000), false, Some(30_000)),
+            ),
+        ]);
+        let l = r.evaluate(&peers, own, &Default::default(), t0);
+        // hears a and c: 3 of 5 — quorum of the full membership, so long-dead is reaped
+        assert_eq!(
+            l.members,
+            vec!["a".to_string(), "b".to_string(), "c".to_string()]
+        );
+        assert!(l.may);
+        assert_eq!(l.alive, ["a".to_string(), "c".to_string()].into());
+        assert_eq!(
+            l.by_heartbeat,
+            ["a".to_string(), "b".to_string(), "c".to_string()].into()
+        );
+        assert_eq!(l.permitted_since, own.permitted_since);
+        // just back from isolation: b's silence (900 ms) started before we could hear again
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                permitted_since: None,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert_eq!(l.permitted_since, Some(t0));
+        assert_eq!(
+            l.alive,
+            ["a".to_string(), "b".to_string(), "c".to_string()].into()
+        );
+        let later = OwnInput {
+            permitted_since: Some(t0),
+            ..own
+        };
+        let mut fresh = peers.clone();
+        for n in ["a", "c"] {
+            fresh.get_mut(n).unwrap().last_heard = Some(t0 + Duration::from_millis(550));
+        }
+        let l = r.evaluate(
+            &fresh,
+            later,
+            &Default::default(),
+            t0 + Duration::from_millis(599),
+        );
+        assert!(l.alive.contains("b"));
+        let l = r.evaluate(
+            &fresh,
+            later,
+            &Default::default(),
+            t0 + Duration::from_millis(600),
+        );
+        assert!(!l.alive.contains("b"));
+        // without API access nobody is reaped (still a quorum: 3 of 5)
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                lease_fresh: false,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert_eq!(l.members.len(), 4);
+        assert!(l.may);
+        // a minority never reaps: without c we hear 2 of 5
+        let mut minority = peers.clone();
+        minority.get_mut("c").unwrap().last_heard = Some(t0 - Duration::from_secs(5));
+        let l = r.evaluate(&minority, own, &Default::default(), t0);
+        assert_eq!(l.members.len(), 4);
+        assert!(!l.may);
+        // ... but one reaped before stays reaped (until heard or renewed again)
+        let before: std::collections::BTreeSet<String> = ["long-dead".to_string()].into();
+        let l = r.evaluate(&minority, own, &before, t0);
+        assert_eq!(l.members.len(), 3);
+        assert_eq!(l.reaped, before);
+        minority.get_mut("long-dead").unwrap().lease_held_since = Some(t0);
+        let l = r.evaluate(&minority, own, &before, t0);
+        assert_eq!(l.members.len(), 4);
+        assert!(l.reaped.is_empty());
+        // never renewed since start: no permission whatever else holds
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                renewed_ever: false,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert!(!l.may);
+        // heartbeats disabled: Lease rules
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                mesh_enabled: false,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert!(l.may);
+        assert_eq!(l.alive, ["a".to_string(), "c".to_string()].into());
+        assert!(l.by_heartbeat.is_empty());
+    }
+
+    #[test]
+    fn rules_by_cluster_size() {
+        let t0 = Instant::now();
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        let heard = PeerView {
+            last_heard: Some(t0),
+            lease_alive: true,
+        };
+        let silent = PeerView {
+            last_heard: Some(t0 - Duration::from_secs(1)),
+            lease_alive: true,
+        };
+        let never = PeerView {
+            last_heard: None,
+            lease_alive: false,
+        };
+        // single node: always, even without its Lease
+        assert!(r.may_announce(&[], false, true, t0));
+        // two nodes: peer or Lease witness
+        assert!(r.may_announce(&[heard], false, true, t0));
+        assert!(r.may_announce(&[silent], true, true, t0));
+        assert!(!r.may_announce(&[silent], false, true, t0));
+        // a silent peer with a fresh Lease is alive in a 2-node cluster, not in 3
+        assert!(r.peer_alive(2, &silent, true, t0));
+        assert!(!r.peer_alive(3, &silent, true, t0));
+        // three nodes: majority, Lease irrelevant
+        assert!(r.may_announce(&[heard, silent], false, true, t0));
+        assert!(!r.may_announce(&[silent, silent], true, true, t0));
+        // four nodes: need 2 peers
+        assert!(!r.may_announce(&[heard, silent, silent], true, true, t0));
+        assert!(r.may_announce(&[heard, heard, silent], false, true, t0));
+        // nothing heard yet: two nodes use the Lease witness, three or more wait for quorum
+        assert!(r.may_announce(&[never], true, false, t0));
+        assert!(!r.may_announce(&[never], false, false, t0));
+        assert!(!r.may_announce(&[never, never], true, false, t0));
+        assert!(!r.peer_alive(3, &never, true, t0));
+        let lease_only = PeerView {
+            last_heard: None,
+            lease_alive: true,
+        };
+        assert!(r.peer_alive(3, &lease_only, true, t0));
+        assert!(r.peer_alive(3, &silent, false, t0));
+    }
+}
