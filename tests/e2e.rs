@@ -601,7 +601,10 @@ fn apiserver_outage_withdraws_nothing_and_moves_nothing() {
         rounds += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("API server down {:?}: {rounds} rounds of 6 VIPs all answered by their owners", t.elapsed());
+    eprintln!(
+        "API server down {:?}: {rounds} rounds of 6 VIPs all answered by their owners",
+        t.elapsed()
+    );
     lab.start_apiserver().unwrap();
     // Reconcile after the return: nothing moves (the old bug: relisted, unchanged peer
     // Leases were taken for dead peers and their IPs taken over).

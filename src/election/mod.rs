@@ -90,6 +90,10 @@
 //!     duration); otherwise wait. A claimant announces only once it reads itself as holder;
 //!   - otherwise: idle. A node that reads a record naming someone else never announces,
 //!     so a holder that was overruled withdraws as soon as it sees the new record.
+//! * **Heartbeats.** [`membership`] combines these Lease rules with direct speaker
+//!   heartbeats (sub-second failover, no withdrawal while the API server is down, majority
+//!   rule on partitions); its [`membership::MeshRules::evaluate`] decides permission and
+//!   peer liveness when heartbeats are enabled.
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
 //!   its records and announces again after its first successful renewal.
 //!
