@@ -49,7 +49,8 @@ fn run(n: usize) -> Result {
     let node_addr = node.local_addr().unwrap();
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
-    sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
 
     // The peers: N-1 senders (one socket, N-1 identities), and a sink for our heartbeats.
@@ -124,7 +125,10 @@ fn run(n: usize) -> Result {
             .unwrap();
         if let Ok((b, _)) = node.recv_from(&mut buf) {
             rx_bytes += b as u64;
-            if table.receive(&buf[..b], &key, Instant::now(), unix_ms()).is_ok() {
+            if table
+                .receive(&buf[..b], &key, Instant::now(), unix_ms())
+                .is_ok()
+            {
                 rx_msgs += 1;
             }
         }

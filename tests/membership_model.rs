@@ -97,7 +97,7 @@ fn index(s: &str) -> usize {
 
 /// MetalLB-like ranking: a fixed pseudo-random order of nodes per IP.
 fn rank(ip: usize, node: usize) -> u64 {
-    ((node as u64 + 1) * 2654435761 ^ (ip as u64 + 7) * 40503) % 1009
+    (((node as u64 + 1) * 2654435761) ^ ((ip as u64 + 7) * 40503)) % 1009
 }
 
 impl World {
