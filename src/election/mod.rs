@@ -95,6 +95,10 @@
 //!   A speaker that starts, or recovers from a fence, may hold a cache saying it owns IPs
 //!   that were taken over meanwhile; without the re-read it would answer next to the new
 //!   owner (the model check finds exactly this interleaving when the rule is removed).
+//! * **Heartbeats.** [`membership`] combines these Lease rules with direct speaker
+//!   heartbeats (sub-second failover, no withdrawal while the API server is down, majority
+//!   rule on partitions); its [`membership::MeshRules::evaluate`] decides permission and
+//!   peer liveness when heartbeats are enabled.
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
 //!   its records and announces again after its first renewal and record read.
 //! * **Checked.** `tests/election_lease.rs` explores every interleaving of crashes,

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`args`] | flags, lease timing |
 //! | [`liveness`] | own node Lease (renewal, fencing, release), peers' liveness |
+//! | [`heartbeat`] | UDP heartbeats to peers (port 7947), authenticated; rules in [`crate::election::membership`] |
 //! | [`claims`] | per-IP owner records (claim Leases) with optimistic concurrency |
 //! | [`core`] | one reconcile pass: stores → election → claims → dataplane / status / events |
 //! | [`status`] | ServiceL2Status objects |
@@ -14,7 +15,8 @@
 //! | [`announcer`] | the dataplane as a trait (real one, or a recorder for tests) |
 //!
 //! API traffic at steady state: one Lease renewal per node per `--retry-period` (a GET and a
-//! write), nothing else. Claims, ServiceL2Status and Events are written only on change.
+//! write), nothing else; heartbeats go directly between speakers (see docs/ARCHITECTURE.md,
+//! *Peer liveness*). Claims, ServiceL2Status and Events are written only on change.
 
 pub mod announcer;
 pub mod args;
