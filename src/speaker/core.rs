@@ -451,6 +451,25 @@ impl<A: Announcer> Speaker<A> {
         }
     }
 
+    /// The validated configuration from the pool and advertisement stores.
+    fn current_config(&self) -> (crate::config::Config, Vec<String>) {
+        let pools: Vec<_> = self
+            .stores
+            .pools
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect();
+        let ads: Vec<_> = self
+            .stores
+            .ads
+            .state()
+            .iter()
+            .map(|a| (**a).clone())
+            .collect();
+        build_config(&pools, &ads)
+    }
+
     /// Withdraws every announcement at once (fencing, shutdown).
     pub fn withdraw_all(&mut self) {
         let ips: Vec<IpAddr> = self.announced.keys().copied().collect();
@@ -477,22 +496,7 @@ impl<A: Announcer> Speaker<A> {
             self.needs_confirm = true;
         }
 
-        let (config, errors) = build_config(
-            &self
-                .stores
-                .pools
-                .state()
-                .iter()
-                .map(|p| (**p).clone())
-                .collect::<Vec<_>>(),
-            &self
-                .stores
-                .ads
-                .state()
-                .iter()
-                .map(|a| (**a).clone())
-                .collect::<Vec<_>>(),
-        );
+        let (config, errors) = self.current_config();
         if errors != self.config_errors {
             for e in &errors {
                 tracing::warn!(error = %e, "configuration object ignored");
@@ -1041,22 +1045,7 @@ impl<A: Announcer> Speaker<A> {
     pub async fn shutdown(&mut self) {
         let now = Instant::now();
         self.withdraw_all();
-        let (config, _) = build_config(
-            &self
-                .stores
-                .pools
-                .state()
-                .iter()
-                .map(|p| (**p).clone())
-                .collect::<Vec<_>>(),
-            &self
-                .stores
-                .ads
-                .state()
-                .iter()
-                .map(|a| (**a).clone())
-                .collect::<Vec<_>>(),
-        );
+        let (config, _) = self.current_config();
         let views = self.views(&config);
         let nodes = self.nodes(now, false);
         let claims = self.claims();
