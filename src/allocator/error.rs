@@ -52,7 +52,9 @@ pub enum AllocError {
         service: ServiceKey,
     },
     /// The IPs of a dual-stack request are in different pools.
-    #[error("IPs {ips:?} are in different pools ({pools:?}); both families must come from one pool")]
+    #[error(
+        "IPs {ips:?} are in different pools ({pools:?}); both families must come from one pool"
+    )]
     SplitPools {
         /// The IPs.
         ips: Vec<IpAddr>,

@@ -244,7 +244,11 @@ impl Allocator {
         let mut pinned: Vec<usize> = (0..self.pools.len())
             .filter(|&i| self.pools[i].pool.allocation.is_some() && self.pools[i].pool.auto_assign)
             .collect();
-        pinned.sort_by(|&a, &b| self.pools[a].pinned_rank().cmp(&self.pools[b].pinned_rank()));
+        pinned.sort_by(|&a, &b| {
+            self.pools[a]
+                .pinned_rank()
+                .cmp(&self.pools[b].pinned_rank())
+        });
         self.pinned = pinned;
         self.auto = (0..self.pools.len())
             .filter(|&i| self.pools[i].pool.allocation.is_none() && self.pools[i].pool.auto_assign)
@@ -263,9 +267,9 @@ impl Allocator {
         self.install_pools(pools);
         let mut cleared = Vec::new();
         for (key, held) in old {
-            let verdict = self
-                .locate(&held.ips, &held.req, false)
-                .and_then(|p| self.check_sharing_all(&held.ips, &held.req).map(|_| p));
+            let verdict = family_plan(&held.req)
+                .map_err(|e| e.to_string())
+                .and_then(|plan| self.validate_current(&held.req, &plan, &held.ips));
             match verdict {
                 Ok(p) => self.commit(&held.req, held.ips, p),
                 Err(e) => {
@@ -276,7 +280,7 @@ impl Allocator {
                         key,
                         ips: held.ips,
                         pool,
-                        reason: e.to_string(),
+                        reason: e,
                     });
                 }
             }
@@ -396,7 +400,9 @@ impl Allocator {
                 ));
             }
         }
-        let p = self.locate(current, req, false).map_err(|e| e.to_string())?;
+        let p = self
+            .locate(current, req, false)
+            .map_err(|e| e.to_string())?;
         if let Some(want) = &req.requested_pool {
             if *want != self.pools[p].pool.name {
                 return Err(format!(
@@ -411,7 +417,12 @@ impl Allocator {
     }
 
     /// The pool holding all of `ips` that allows `req`.
-    fn locate(&self, ips: &[IpAddr], req: &ServiceRequest, requested: bool) -> Result<usize, AllocError> {
+    fn locate(
+        &self,
+        ips: &[IpAddr],
+        req: &ServiceRequest,
+        requested: bool,
+    ) -> Result<usize, AllocError> {
         let mut found: Vec<usize> = Vec::new();
         for ip in ips {
             let not_allowed = || {
@@ -466,7 +477,10 @@ impl Allocator {
             [] => Err(AllocError::NoAvailableIps),
             _ => Err(AllocError::SplitPools {
                 ips: ips.to_vec(),
-                pools: found.iter().map(|&p| self.pools[p].pool.name.clone()).collect(),
+                pools: found
+                    .iter()
+                    .map(|&p| self.pools[p].pool.name.clone())
+                    .collect(),
             }),
         }
     }
@@ -544,7 +558,12 @@ impl Allocator {
     }
 
     /// All families of `fams` from pool `p`, or `None`.
-    fn alloc_from_pool(&self, p: usize, fams: &[Family], req: &ServiceRequest) -> Option<Vec<IpAddr>> {
+    fn alloc_from_pool(
+        &self,
+        p: usize,
+        fams: &[Family],
+        req: &ServiceRequest,
+    ) -> Option<Vec<IpAddr>> {
         if !fams.iter().all(|f| self.pools[p].has_family(*f)) {
             return None;
         }
@@ -552,7 +571,11 @@ impl Allocator {
     }
 
     /// Fresh allocation (the Service holds nothing).
-    fn allocate(&self, req: &ServiceRequest, plan: &[Vec<Family>]) -> Result<(Vec<IpAddr>, usize), AllocError> {
+    fn allocate(
+        &self,
+        req: &ServiceRequest,
+        plan: &[Vec<Family>],
+    ) -> Result<(Vec<IpAddr>, usize), AllocError> {
         if !req.requested_ips.is_empty() {
             let p = self.locate(&req.requested_ips, req, true)?;
             self.check_sharing_all(&req.requested_ips, req)?;
@@ -725,8 +748,7 @@ impl Allocator {
             }
         }
         let mut results = BTreeMap::new();
-        let (first, rest): (Vec<_>, Vec<_>) =
-            reqs.iter().partition(|r| adopted.contains(&r.key));
+        let (first, rest): (Vec<_>, Vec<_>) = reqs.iter().partition(|r| adopted.contains(&r.key));
         for r in first.into_iter().chain(rest) {
             results.insert(r.key.clone(), a.ensure(r));
         }
@@ -792,7 +814,13 @@ impl Allocator {
     pub fn snapshot(&self) -> Vec<(ServiceKey, Vec<IpAddr>, String)> {
         self.services
             .iter()
-            .map(|(k, h)| (k.clone(), h.ips.clone(), self.pools[h.pool].pool.name.clone()))
+            .map(|(k, h)| {
+                (
+                    k.clone(),
+                    h.ips.clone(),
+                    self.pools[h.pool].pool.name.clone(),
+                )
+            })
             .collect()
     }
 

@@ -48,9 +48,8 @@ impl PoolState {
             return true;
         };
         let ns_ok = (a.namespaces.is_empty() && a.namespace_selectors.is_empty())
-            || a.namespaces.iter().any(|n| *n == req.key.namespace)
-            || a
-                .namespace_selectors
+            || a.namespaces.contains(&req.key.namespace)
+            || a.namespace_selectors
                 .iter()
                 .any(|s| s.matches(&req.namespace_labels));
         let svc_ok = a.service_selectors.is_empty()

@@ -341,3 +341,199 @@ pub fn legacy_annotations(svc: &Service) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
+    };
+    use std::collections::BTreeMap;
+
+    fn svc(annotations: &[(&str, &str)], spec: ServiceSpec) -> Service {
+        let mut s = Service::default();
+        s.metadata.name = Some("web".into());
+        s.metadata.namespace = Some("shop".into());
+        s.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s.spec = Some(spec);
+        s
+    }
+
+    fn base_spec() -> ServiceSpec {
+        ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            cluster_ips: Some(vec!["10.96.0.10".into()]),
+            ..Default::default()
+        }
+    }
+
+    fn parse(s: &Service) -> Result<ServiceRequest, RequestError> {
+        ServiceRequest::from_service(s, &Labels::new())
+    }
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn annotations_new_prefix_wins_over_legacy() {
+        let s = svc(
+            &[
+                ("metallb.universe.tf/loadBalancerIPs", "1.1.1.1"),
+                ("metallb.io/loadBalancerIPs", " 2.2.2.2 , 2000::2 "),
+                ("metallb.universe.tf/address-pool", "old"),
+                ("metallb.universe.tf/allow-shared-ip", "k"),
+            ],
+            base_spec(),
+        );
+        let r = parse(&s).unwrap();
+        assert_eq!(r.key.to_string(), "shop/web");
+        assert_eq!(r.requested_ips, ips(&["2.2.2.2", "2000::2"]));
+        assert_eq!(r.requested_pool.as_deref(), Some("old"));
+        assert_eq!(r.sharing_key.as_deref(), Some("k"));
+        assert_eq!(
+            legacy_annotations(&s),
+            vec![
+                "metallb.universe.tf/address-pool",
+                "metallb.universe.tf/allow-shared-ip",
+                "metallb.universe.tf/loadBalancerIPs"
+            ]
+        );
+        let s = svc(&[("metallb.io/address-pool", "new")], base_spec());
+        assert!(legacy_annotations(&s).is_empty());
+    }
+
+    #[test]
+    fn requested_ip_errors() {
+        let mut spec = base_spec();
+        spec.load_balancer_ip = Some("1.2.3.1".into());
+        assert_eq!(
+            parse(&svc(&[], spec.clone())).unwrap().requested_ips,
+            ips(&["1.2.3.1"])
+        );
+        let both = svc(&[("metallb.io/loadBalancerIPs", "1.2.3.1")], spec);
+        assert_eq!(parse(&both), Err(RequestError::BothIpSources));
+        let same_family = svc(
+            &[("metallb.io/loadBalancerIPs", "1.2.3.1,1.2.3.2")],
+            base_spec(),
+        );
+        assert!(matches!(
+            parse(&same_family),
+            Err(RequestError::InvalidIpSet(_))
+        ));
+        let three = svc(
+            &[("metallb.io/loadBalancerIPs", "1.2.3.1,::1,::2")],
+            base_spec(),
+        );
+        assert!(matches!(parse(&three), Err(RequestError::InvalidIpSet(_))));
+        let junk = svc(&[("metallb.io/loadBalancerIPs", "1.2.3.1,")], base_spec());
+        assert_eq!(parse(&junk), Err(RequestError::InvalidIp(String::new())));
+        let junk = svc(&[("metallb.io/loadBalancerIPs", "banana")], base_spec());
+        assert_eq!(parse(&junk), Err(RequestError::InvalidIp("banana".into())));
+    }
+
+    #[test]
+    fn spec_fields() {
+        let mut spec = base_spec();
+        spec.cluster_ips = Some(vec!["fd00::10".into(), "10.96.0.10".into()]);
+        spec.ip_family_policy = Some("PreferDualStack".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.selector = Some(BTreeMap::from([
+            ("tier".to_string(), "web".to_string()),
+            ("app".to_string(), "shop".to_string()),
+        ]));
+        spec.ports = Some(vec![
+            ServicePort {
+                port: 80,
+                ..Default::default()
+            },
+            ServicePort {
+                port: 53,
+                protocol: Some("UDP".into()),
+                ..Default::default()
+            },
+        ]);
+        let mut s = svc(&[], spec.clone());
+        s.metadata.labels = Some(BTreeMap::from([("team".to_string(), "a".to_string())]));
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![
+                    LoadBalancerIngress {
+                        ip: Some("5.5.5.5".into()),
+                        ..Default::default()
+                    },
+                    LoadBalancerIngress {
+                        hostname: Some("lb.example".into()),
+                        ..Default::default()
+                    },
+                ]),
+            }),
+            ..Default::default()
+        });
+        let ns = Labels::from([("env".to_string(), "prod".to_string())]);
+        let r = ServiceRequest::from_service(&s, &ns).unwrap();
+        assert_eq!(r.cluster_families, vec![Family::V6, Family::V4]);
+        assert_eq!(r.family_policy, FamilyPolicy::PreferDualStack);
+        assert_eq!(r.backend_key, "app=shop,tier=web");
+        assert_eq!(r.ports, vec![(Protocol::Tcp, 80), (Protocol::Udp, 53)]);
+        assert_eq!(r.current_ips, ips(&["5.5.5.5"]));
+        assert_eq!(r.labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(r.namespace_labels, ns);
+        assert!(r.requested_ips.is_empty());
+
+        // Cluster policy: empty backend key; legacy clusterIP field; no policy = SingleStack.
+        spec.external_traffic_policy = Some("Cluster".into());
+        spec.cluster_ips = None;
+        spec.cluster_ip = Some("10.0.0.1".into());
+        spec.ip_family_policy = None;
+        let r = parse(&svc(&[], spec.clone())).unwrap();
+        assert_eq!(r.backend_key, "");
+        assert_eq!(r.cluster_families, vec![Family::V4]);
+        assert_eq!(r.family_policy, FamilyPolicy::SingleStack);
+
+        spec.cluster_ip = Some("None".into());
+        assert!(parse(&svc(&[], spec.clone()))
+            .unwrap()
+            .cluster_families
+            .is_empty());
+        spec.cluster_ip = Some("nope".into());
+        assert!(matches!(
+            parse(&svc(&[], spec.clone())),
+            Err(RequestError::InvalidClusterIp(_))
+        ));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let mut spec = base_spec();
+        spec.ip_family_policy = Some("Sometimes".into());
+        assert!(matches!(
+            parse(&svc(&[], spec)),
+            Err(RequestError::InvalidFamilyPolicy(_))
+        ));
+        for (port, proto) in [(0, "TCP"), (70000, "TCP"), (-1, "UDP"), (80, "ICMP")] {
+            let mut spec = base_spec();
+            spec.ports = Some(vec![ServicePort {
+                port,
+                protocol: Some(proto.into()),
+                ..Default::default()
+            }]);
+            assert!(matches!(
+                parse(&svc(&[], spec)),
+                Err(RequestError::InvalidPort(_))
+            ));
+        }
+        let mut s = svc(&[], base_spec());
+        s.metadata.name = None;
+        assert_eq!(parse(&s), Err(RequestError::MissingName));
+        // No spec at all: parses, with no family (the allocator reports that).
+        let mut s = svc(&[], base_spec());
+        s.spec = None;
+        assert!(parse(&s).unwrap().cluster_families.is_empty());
+    }
+}

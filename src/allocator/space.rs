@@ -35,7 +35,10 @@ pub(crate) struct IntervalSet {
 impl IntervalSet {
     /// True when `x` is in the set.
     pub(crate) fn contains(&self, x: u128) -> bool {
-        self.map.range(..=x).next_back().is_some_and(|(_, &e)| e >= x)
+        self.map
+            .range(..=x)
+            .next_back()
+            .is_some_and(|(_, &e)| e >= x)
     }
 
     /// Adds `x`; false if it was already there.
@@ -100,7 +103,9 @@ impl IntervalSet {
 /// 254 consecutive indices, so usable addresses form one contiguous index range.
 fn buggy_index(a: u128) -> Option<u128> {
     let octet = a & 0xff;
-    (1..=254).contains(&octet).then(|| (a >> 8) * 254 + octet - 1)
+    (1..=254)
+        .contains(&octet)
+        .then(|| (a >> 8) * 254 + octet - 1)
 }
 
 fn buggy_raw(i: u128) -> u128 {
