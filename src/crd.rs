@@ -373,6 +373,21 @@ pub fn crd_files() -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `crds/kustomization.yaml`: lists every file of [`crd_files`], so `deploy/` can use
+/// `../crds` as a kustomize resource.
+pub fn kustomization_yaml() -> String {
+    let mut out = String::from(
+        "# GENERATED from src/crd.rs; regenerate with `UPDATE_CRDS=1 cargo test --test crds`.\n\
+         apiVersion: kustomize.config.k8s.io/v1beta1\n\
+         kind: Kustomization\n\
+         resources:\n",
+    );
+    for c in all_crds() {
+        out.push_str(&format!("  - {}\n", crd_file_name(&c)));
+    }
+    out
+}
+
 /// Every CRD as one multi-document YAML string (`ferrolb crds | kubectl apply -f -`).
 pub fn all_crds_yaml() -> anyhow::Result<String> {
     let mut out = String::new();

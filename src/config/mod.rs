@@ -5,6 +5,15 @@
 //! selectors. Invalid objects are reported as [`ConfigError`]s and left out; every
 //! valid object is kept, so one typo never takes down service for everyone.
 //!
+//! When two valid objects conflict (same name, overlapping addresses) one is kept by a
+//! deterministic precedence rule — unchanged-from-previous first, then oldest
+//! `creationTimestamp`, then name — and the other is reported (see [`validate`]).
+//!
+//! Modules: [`address`] (CIDR / range parsing and summarization), [`error`] (typed
+//! errors and warnings), [`manifest`] (multi-document YAML → typed objects), and the
+//! `ferrolb validate` command ([`run_validate`]), which runs the same [`validate`]
+//! offline.
+//!
 //! The allocator ([`crate::allocator`]) consumes [`Pool`]s and the election
 //! ([`crate::election`]) consumes [`L2Adv`]s.
 
@@ -21,7 +30,7 @@ pub mod error;
 pub mod manifest;
 mod validate;
 
-pub use cli::{run_validate, ValidateArgs};
+pub use cli::{check_sources, run_validate, Report, ValidateArgs};
 pub use error::{ConfigError, ConfigWarning, ObjectKind, Problem, Warning};
 pub use validate::{validate, validate_with_previous, Validated};
 
