@@ -14,6 +14,7 @@
 //! | [`controller`] | shell | kube-runtime controller wrapping the allocator |
 //! | [`speaker`] | shell | per-node speaker wiring election to the dataplane |
 //! | [`lab`] | shell | `ferrolb lab`: namespaces, embedded API server, end-to-end harness |
+//! | [`rbac`] | table | the API permissions each component needs (source of deploy/rbac.yaml) |
 //! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
 
 pub mod allocator;
@@ -24,6 +25,7 @@ pub mod crd;
 pub mod dataplane;
 pub mod election;
 pub mod lab;
+pub mod rbac;
 pub mod selector;
 pub mod speaker;
 pub mod telemetry;

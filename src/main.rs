@@ -2,6 +2,9 @@ use clap::Parser;
 use ferrolb::cli::{Cli, Command};
 
 fn main() {
+    // One process-wide TLS crypto provider, chosen explicitly: when several rustls backends
+    // are compiled in (as in test builds), rustls cannot pick one by itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,
@@ -20,6 +23,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Validate(args) => ferrolb::config::run_validate(args),
+        Command::Lab(args) => {
+            ferrolb::telemetry::init_logging(&cli.log)?;
+            // The lab owns its runtimes (one per namespace it talks from).
+            ferrolb::lab::run(args)
+        }
         command => {
             ferrolb::telemetry::init_logging(&cli.log)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -29,8 +37,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 match command {
                     Command::Controller(a) => ferrolb::controller::run(a).await.map(|_| 0),
                     Command::Speaker(a) => ferrolb::speaker::run(a).await.map(|_| 0),
-                    Command::Lab(a) => ferrolb::lab::run(a).await,
-                    Command::Crds | Command::Validate(_) => unreachable!("handled above"),
+                    Command::Crds | Command::Validate(_) | Command::Lab(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

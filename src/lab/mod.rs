@@ -1,13 +1,80 @@
-//! See lib.rs module table. (placeholder until its issue lands)
-
-/// Command-line arguments of `ferrolb lab`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {}
-
-/// Runs `ferrolb lab`.
-pub async fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`ferrolb lab` is not there yet")
-}
+//! `ferrolb lab`: a whole ferrolb cluster on one machine, in network namespaces.
+//!
+//! [`harness`] builds the LAN and runs the real processes, [`scenario`] is the demo the CLI
+//! runs (curl through the VIP, failover measured), [`apiserver`] is the embedded Kubernetes
+//! API server, [`backend`] the per-node HTTP backend, [`probe`] the client's request loop,
+//! [`plot`] the SVG timeline, [`netns`] the namespace primitives shared with the tests.
 
 pub mod apiserver;
+pub mod backend;
+pub mod harness;
 pub mod netns;
+pub mod plot;
+pub mod probe;
+pub mod scenario;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Arguments of `ferrolb lab`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Run a complete ferrolb demo on this machine (root required)",
+    long_about = "Builds a LAN of network namespaces — a switch, a client \"laptop\", a control-plane \
+namespace running an embedded Kubernetes API server and the ferrolb controller, and N nodes each running \
+a ferrolb speaker, an HTTP backend and a kube-proxy-like DNAT — then applies examples/ipaddresspool.yaml \
+and examples/l2advertisement.yaml, creates a LoadBalancer Service, curls its EXTERNAL-IP from the client, \
+kills the owner's speaker and measures how long until the client is served by another node, then does \
+the same with a graceful (SIGTERM) handover. Nothing touches the host's own interfaces or routes; \
+everything is removed at the end, also on Ctrl-C or failure."
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<LabCommand>,
+    #[command(flatten)]
+    pub demo: scenario::DemoArgs,
+}
+
+/// Internal processes the lab starts (hidden from `--help`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LabCommand {
+    /// Run the embedded Kubernetes API server.
+    #[command(hide = true)]
+    Apiserver {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Keep objects in this JSON file across restarts.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+    },
+    /// Run a backend that answers every HTTP request with its name.
+    #[command(hide = true)]
+    Backend {
+        /// Name to answer with (the node's name).
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "[::]:8080")]
+        listen: SocketAddr,
+    },
+}
+
+/// Runs `ferrolb lab` (synchronously: the lab owns its runtimes); returns the exit code.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    match args.command {
+        Some(LabCommand::Apiserver { listen, state_file }) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(apiserver::run_standalone(listen, state_file))?;
+            Ok(0)
+        }
+        Some(LabCommand::Backend { name, listen }) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(backend::serve(name, listen))?;
+            Ok(0)
+        }
+        None => scenario::run(args.demo),
+    }
+}

@@ -121,7 +121,11 @@ fn default_service<'a>(
         _ => vec!["IPv4".into()],
     };
     if policy != "SingleStack" && families.len() == 1 {
-        let other = if families[0] == "IPv4" { "IPv6" } else { "IPv4" };
+        let other = if families[0] == "IPv4" {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
         families.push(other.into());
     }
     if policy == "SingleStack" {
@@ -133,7 +137,9 @@ fn default_service<'a>(
         spec.insert("clusterIPs".into(), json!(["None"]));
     } else {
         let mut used: BTreeSet<String> = BTreeSet::new();
-        for o in existing.clone() {
+        // Only scan the other Services when something has to be allocated.
+        let needs_ips = given_ips.len() < families.len();
+        for o in existing.clone().filter(|_| needs_ips) {
             for ip in o
                 .pointer("/spec/clusterIPs")
                 .and_then(Value::as_array)
@@ -171,7 +177,15 @@ fn default_service<'a>(
         set_default(spec, "externalTrafficPolicy", json!("Cluster"));
     }
     let mut used_ports: BTreeSet<u64> = BTreeSet::new();
-    for o in existing {
+    let needs_ports = wants_node_ports
+        && spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.get("nodePort").is_none_or(Value::is_null))
+            });
+    for o in existing.filter(|_| needs_ports) {
         for p in o
             .pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -201,14 +215,13 @@ fn default_service<'a>(
             if wants_node_ports && p.get("nodePort").is_none_or(Value::is_null) {
                 let reuse = old_ports
                     .iter()
-                    .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))
+                    .find(|o| {
+                        o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol")
+                    })
                     .and_then(|o| o.get("nodePort"))
                     .and_then(Value::as_u64);
-                let n = reuse.or_else(|| {
-                    NODE_PORTS
-                        .map(u64::from)
-                        .find(|n| !used_ports.contains(n))
-                });
+                let n =
+                    reuse.or_else(|| NODE_PORTS.map(u64::from).find(|n| !used_ports.contains(n)));
                 if let Some(n) = n {
                     used_ports.insert(n);
                     p.insert("nodePort".into(), json!(n));
@@ -257,10 +270,15 @@ mod tests {
         assert_eq!(a["spec"]["ports"][0]["nodePort"], 30000);
         assert_eq!(a["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(a["spec"]["ports"][0]["targetPort"], 80);
-        let mut b = svc(json!({"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
-            "ports": [{"port": 80}]}));
+        let mut b = svc(
+            json!({"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
+            "ports": [{"port": 80}]}),
+        );
         on_create("", "services", &mut b, [&a].into_iter());
-        assert_eq!(b["spec"]["clusterIPs"], json!(["10.96.0.2", "fd00:10:96::1"]));
+        assert_eq!(
+            b["spec"]["clusterIPs"],
+            json!(["10.96.0.2", "fd00:10:96::1"])
+        );
         assert_eq!(b["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
         assert_eq!(b["spec"]["ports"][0]["nodePort"], 30001);
     }
@@ -298,7 +316,12 @@ mod tests {
         on_create("", "namespaces", &mut ns, std::iter::empty());
         assert_eq!(ns["status"]["phase"], "Active");
         let mut crd = json!({"spec": {"names": {"kind": "W"}, "versions": [{"name": "v1", "storage": true}]}});
-        on_create("apiextensions.k8s.io", "customresourcedefinitions", &mut crd, std::iter::empty());
+        on_create(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            &mut crd,
+            std::iter::empty(),
+        );
         assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
         assert_eq!(crd["status"]["conditions"][1]["type"], "Established");
     }

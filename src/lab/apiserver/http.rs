@@ -16,10 +16,14 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::error::ApiError;
+use super::metrics::{Metrics, RequestLabels};
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
-use super::resources::{api_group, api_group_list, api_resource_list, ResourceDef};
+use super::resources::{
+    api_group, api_group_list, api_resource_list, openapi_v3_doc, openapi_v3_index, ResourceDef,
+};
 use super::store::{Filter, Store, Sub, WriteOptions};
+use super::table::{table, wants_table};
 use super::watch::{self as watchmod, as_version, WatchRequest};
 
 /// Default watch timeout when the client sends no `timeoutSeconds`.
@@ -30,6 +34,10 @@ const MAX_BODY: usize = 16 << 20;
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct App {
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// Registry holding `metrics`, served at `/metrics`.
+    pub registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     /// The object store.
     pub store: Arc<Store>,
     /// Flips to `true` on shutdown; open watches end.
@@ -70,6 +78,13 @@ struct Target {
 
 type Query = HashMap<String, String>;
 
+/// What a request turned out to be, for metrics and logs.
+#[derive(Default)]
+struct ReqInfo {
+    verb: &'static str,
+    resource: String,
+}
+
 async fn handle(
     State(app): State<App>,
     method: Method,
@@ -80,11 +95,29 @@ async fn handle(
     let query: Query = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .into_owned()
         .collect();
-    let resp = match route(&app, &method, uri.path(), &query, &headers, body) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut info = ReqInfo {
+        verb: "other",
+        resource: String::new(),
+    };
+    let resp = match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), status = resp.status().as_u16(), "request");
+    let code = resp.status().as_u16();
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            verb: info.verb.to_string(),
+            resource: info.resource.clone(),
+            code: code.to_string(),
+        })
+        .inc();
+    tracing::debug!(%method, path = %uri.path(), query = uri.query().unwrap_or(""), content_type, verb = info.verb, status = code, "request");
     resp
 }
 
@@ -95,8 +128,15 @@ fn route(
     q: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    info: &mut ReqInfo,
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if matches!(
+        segs.as_slice(),
+        [] | ["version"] | ["api", ..] | ["apis", ..] | ["openapi", ..]
+    ) {
+        info.verb = "discovery";
+    }
     let get_only = |v: Value| -> Result<Response, ApiError> {
         if method == Method::GET {
             Ok(json_response(200, &v))
@@ -113,16 +153,47 @@ fn route(
             "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
             "goVersion": "n/a", "compiler": "rustc", "platform": "linux/amd64"
         })),
+        ["metrics"] => {
+            app.metrics
+                .resource_version
+                .set(app.store.resource_version());
+            app.metrics.watches.set(app.store.active_watches() as i64);
+            let mut body = String::new();
+            {
+                let reg = app.registry.lock().unwrap_or_else(|p| p.into_inner());
+                prometheus_client::encoding::text::encode(&mut body, &reg)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            }
+            Ok(Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Body::from(body))
+                .unwrap_or_else(|_| Response::new(Body::empty())))
+        }
         ["healthz"] | ["livez"] | ["readyz"] => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Body::from("ok"))
             .unwrap_or_else(|_| Response::new(Body::empty()))),
+        // A minimal OpenAPI v3: enough for kubectl to see that the server validates fields
+        // itself (`fieldValidation`), so `kubectl apply` works without `--validate=false`.
+        ["openapi", "v3"] => get_only(openapi_v3_index(&app.store.registry())),
+        ["openapi", "v3", "api", "v1"] => get_only(openapi_v3_doc(&app.store.registry(), "", "v1")),
+        ["openapi", "v3", "apis", group, version] => {
+            let reg = app.store.registry();
+            if reg.has_group_version(group, version) {
+                get_only(openapi_v3_doc(&reg, group, version))
+            } else {
+                Err(ApiError::no_route())
+            }
+        }
         ["api"] => get_only(json!({
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
         })),
         ["api", "v1"] => get_only(api_resource_list(&app.store.registry(), "", "v1")),
-        ["api", "v1", rest @ ..] => resource(app, method, "", "v1", rest, q, headers, body),
+        ["api", "v1", rest @ ..] => resource(app, method, "", "v1", rest, q, headers, body, info),
         ["apis"] => get_only(api_group_list(&app.store.registry())),
         ["apis", group] => {
             let reg = app.store.registry();
@@ -140,7 +211,7 @@ fn route(
             }
         }
         ["apis", group, version, rest @ ..] => {
-            resource(app, method, group, version, rest, q, headers, body)
+            resource(app, method, group, version, rest, q, headers, body, info)
         }
         _ => Err(ApiError::no_route()),
     }
@@ -219,7 +290,9 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         })?,
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -234,17 +307,52 @@ fn resource(
     q: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    info: &mut ReqInfo,
 ) -> Result<Response, ApiError> {
+    info.verb = "other";
     let t = parse_target(app, group, version, rest)?;
+    info.resource = t.def.storage_key();
+    info.verb = match (method.clone(), &t.name) {
+        (Method::GET, Some(_)) => "get",
+        (Method::GET, None) if flag(q, "watch") => "watch",
+        (Method::GET, None) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, Some(_)) => "delete",
+        (Method::DELETE, None) => "deletecollection",
+        _ => "other",
+    };
     let store = &app.store;
     let def = &t.def;
     let ns = t.namespace.as_deref().unwrap_or("");
     let sub = if t.status { Sub::Status } else { Sub::Main };
     let out = |code: u16, v: &Value| json_response(code, &as_version(def, v));
+    let as_table = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(wants_table);
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if (ct.contains("protobuf") || ct.contains("cbor"))
+        && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        // Only JSON (and YAML) bodies are understood; clients fall back to JSON on 415.
+        return Err(ApiError::unsupported_media_type(ct));
+    }
     match (method.clone(), &t.name) {
-        (Method::GET, Some(name)) => Ok(out(200, &*store.get(def, ns, name)?)),
-        (Method::GET, None) if flag(q, "watch") => watch(app, &t, q),
-        (Method::GET, None) => list(store, &t, q),
+        (Method::GET, Some(name)) => {
+            let obj = store.get(def, ns, name)?;
+            if as_table {
+                Ok(json_response(200, &table(def, [&*obj], None, true)))
+            } else {
+                Ok(out(200, &obj))
+            }
+        }
+        (Method::GET, None) if flag(q, "watch") => watch(app, &t, q, as_table),
+        (Method::GET, None) => list(store, &t, q, as_table),
         (Method::POST, None) => {
             if def.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed(
@@ -256,15 +364,14 @@ fn resource(
         }
         (Method::PUT, Some(name)) => {
             let obj = parse_body(&body)?;
-            Ok(out(200, &store.update(def, ns, name, obj, sub, &write_options(q))?))
+            Ok(out(
+                200,
+                &store.update(def, ns, name, obj, sub, &write_options(q))?,
+            ))
         }
         (Method::PATCH, Some(name)) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind =
-                PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let kind = PatchKind::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
             let (obj, created) = store.patch(def, ns, name, kind, &body, sub, &write_options(q))?;
             Ok(out(if created { 201 } else { 200 }, &obj))
         }
@@ -314,7 +421,7 @@ fn parse_rv_param(q: &Query) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
+fn list(store: &Store, t: &Target, q: &Query, as_table: bool) -> Result<Response, ApiError> {
     let f = filter(t, q)?;
     let want = parse_rv_param(q)?;
     let (items, rv) = store.list(&t.def, &f);
@@ -323,6 +430,12 @@ fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
             // Only the current state is kept: older exact versions are gone.
             return Err(ApiError::gone(w, rv));
         }
+    }
+    if as_table {
+        return Ok(json_response(
+            200,
+            &table(&t.def, items.iter().map(|o| &**o), Some(rv), true),
+        ));
     }
     let items: Vec<Value> = items.iter().map(|o| as_version(&t.def, o)).collect();
     Ok(json_response(
@@ -336,7 +449,7 @@ fn list(store: &Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
     ))
 }
 
-fn watch(app: &App, t: &Target, q: &Query) -> Result<Response, ApiError> {
+fn watch(app: &App, t: &Target, q: &Query, as_table: bool) -> Result<Response, ApiError> {
     let filter = filter(t, q)?;
     let from = parse_rv_param(q)?.filter(|rv| *rv != 0);
     let timeout = match q.get("timeoutSeconds") {
@@ -354,11 +467,138 @@ fn watch(app: &App, t: &Target, q: &Query) -> Result<Response, ApiError> {
         bookmarks: flag(q, "allowWatchBookmarks"),
         timeout,
         bookmark_interval: app.bookmark_interval,
+        table: as_table,
     };
-    let s = watchmod::stream(app.store.clone(), req, app.shutdown.clone());
+    let s = watchmod::stream(
+        app.store.clone(),
+        req,
+        app.shutdown.clone(),
+        app.metrics.clone(),
+    );
     Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(s))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn app() -> App {
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        App {
+            metrics,
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            store: Arc::new(Store::new(100)),
+            shutdown: watch::channel(false).1,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+
+    const SEGMENTS: &[&str] = &[
+        "api",
+        "apis",
+        "v1",
+        "v1beta1",
+        "namespaces",
+        "default",
+        "services",
+        "status",
+        "finalize",
+        "metallb.io",
+        "ipaddresspools",
+        "nodes",
+        "x",
+        "",
+        "..",
+        "%2F",
+        "openapi",
+        "v3",
+        "version",
+        "metrics",
+        "events.k8s.io",
+        "events",
+    ];
+
+    fn methods() -> impl Strategy<Value = Method> {
+        prop::sample::select(vec![
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+        ])
+    }
+
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..48),
+            Just(br#"{"metadata": {"name": "x"}}"#.to_vec()),
+            Just(br#"{"metadata": {"name": "x", "resourceVersion": "abc"}, "status": 5}"#.to_vec()),
+            Just(br#"{"metadata": "nope"}"#.to_vec()),
+            Just(br#"[{"op": "remove", "path": "/metadata"}]"#.to_vec()),
+            Just(br#"{"metadata": {"generateName": "A"}}"#.to_vec()),
+            Just(b"null".to_vec()),
+        ]
+    }
+
+    fn queries() -> impl Strategy<Value = Query> {
+        let keys = prop::sample::select(vec![
+            "watch",
+            "resourceVersion",
+            "labelSelector",
+            "fieldSelector",
+            "timeoutSeconds",
+            "dryRun",
+            "fieldManager",
+            "resourceVersionMatch",
+        ]);
+        let vals = prop_oneof![
+            Just("1".to_string()),
+            Just("true".to_string()),
+            Just("0".to_string()),
+            Just("All".to_string()),
+            Just("Exact".to_string()),
+            "[ -~]{0,12}",
+        ];
+        prop::collection::hash_map(keys.prop_map(str::to_string), vals, 0..4)
+    }
+
+    proptest! {
+        /// Whatever arrives, the server answers (an object, a list, a stream or a Status) and
+        /// never panics.
+        #[test]
+        fn router_never_panics(
+            method in methods(),
+            segs in prop::collection::vec(prop::sample::select(SEGMENTS), 0..7),
+            q in queries(),
+            body in bodies(),
+            ct in prop::sample::select(vec![
+                "application/json", "application/merge-patch+json", "application/json-patch+json",
+                "application/apply-patch+yaml", "application/strategic-merge-patch+json", "",
+            ]),
+        ) {
+            let app = app();
+            let path = format!("/{}", segs.join("/"));
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            let mut info = ReqInfo::default();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _guard = rt.enter();
+            match route(&app, &method, &path, &q, &headers, Bytes::from(body), &mut info) {
+                Ok(r) => prop_assert!(r.status().as_u16() < 300, "{path}: {}", r.status()),
+                Err(e) => {
+                    prop_assert!((400..600).contains(&e.code));
+                    prop_assert_eq!(&e.status()["kind"], "Status");
+                }
+            }
+        }
+    }
 }

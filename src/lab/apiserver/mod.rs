@@ -28,10 +28,12 @@
 pub mod defaults;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod patch;
 pub mod query;
 pub mod resources;
 pub mod store;
+pub mod table;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -122,7 +124,12 @@ impl ApiServer {
             .with_context(|| format!("binding the API server to {addr}"))?;
         let addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
         let app = http::App {
+            metrics: metrics.clone(),
+            registry: Arc::new(std::sync::Mutex::new(registry)),
             store: store.clone(),
             shutdown: shutdown_rx.clone(),
             bookmark_interval: self.bookmark_interval,
@@ -140,6 +147,7 @@ impl ApiServer {
         });
         let persister = self.state_file.clone().map(|path| {
             let store = store.clone();
+            let metrics = metrics.clone();
             let mut stop = shutdown_rx.clone();
             tokio::spawn(async move {
                 loop {
@@ -148,7 +156,9 @@ impl ApiServer {
                         _ = stop.wait_for(|v| *v) => return,
                     }
                     tokio::time::sleep(PERSIST_COALESCE).await;
+                    metrics.persist_writes.inc();
                     if let Err(e) = save_state(&store, &path).await {
+                        metrics.persist_errors.inc();
                         tracing::error!(error = %e, path = %path.display(), "writing the API server state failed");
                     }
                 }
@@ -157,6 +167,7 @@ impl ApiServer {
         tracing::info!(%addr, state_file = ?self.state_file, "embedded API server listening");
         Ok(RunningServer {
             addr,
+            metrics,
             store,
             state_file: self.state_file,
             shutdown: shutdown_tx,
@@ -172,6 +183,7 @@ impl ApiServer {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     state_file: Option<PathBuf>,
     shutdown: tokio_watch::Sender<bool>,
@@ -188,6 +200,11 @@ impl RunningServer {
     /// The object store (share it with [`ApiServer::store`] to restart in-process).
     pub fn store(&self) -> Arc<Store> {
         self.store.clone()
+    }
+
+    /// The server's metrics (also served at `/metrics`).
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        self.metrics.clone()
     }
 
     /// Number of open watch streams.

@@ -10,8 +10,9 @@ use super::error::ApiError;
 pub enum PatchKind {
     /// `application/merge-patch+json` (RFC 7386).
     Merge,
-    /// `application/strategic-merge-patch+json`: applied as a merge patch after dropping `$`
-    /// directives (lists are replaced, not merged by key).
+    /// `application/strategic-merge-patch+json`: lists of the well-known Kubernetes fields
+    /// (`ports`, `containers`, `conditions`, …) merge by their merge key, `$patch: delete|replace`,
+    /// `$setElementOrder/…` and `$deleteFromPrimitiveList/…` are honoured, other lists replace.
     Strategic,
     /// `application/json-patch+json` (RFC 6902).
     Json,
@@ -38,8 +39,10 @@ impl PatchKind {
 /// A parsed patch body.
 #[derive(Clone, Debug)]
 pub enum ParsedPatch {
-    /// Merge-style patch document (merge, strategic, apply).
+    /// Merge-style patch document (merge, apply).
     Merge(Value),
+    /// Strategic merge patch document.
+    Strategic(Value),
     /// JSON patch operations.
     Json(json_patch::Patch),
 }
@@ -49,9 +52,13 @@ pub fn parse(kind: PatchKind, body: &[u8]) -> Result<ParsedPatch, ApiError> {
     match kind {
         PatchKind::Merge => Ok(ParsedPatch::Merge(parse_json(body)?)),
         PatchKind::Strategic => {
-            let mut v = parse_json(body)?;
-            strip_directives(&mut v);
-            Ok(ParsedPatch::Merge(v))
+            let v = parse_json(body)?;
+            if !v.is_object() {
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
+            }
+            Ok(ParsedPatch::Strategic(v))
         }
         PatchKind::Apply => {
             let v = match serde_json::from_slice::<Value>(body) {
@@ -90,12 +97,174 @@ fn strip_directives(v: &mut Value) {
     }
 }
 
+/// Merge key of the list fields that strategic merge patch merges element-wise
+/// (`patchMergeKey` in the Kubernetes API types), by field name.
+fn merge_key(field: &str) -> Option<&'static [&'static str]> {
+    Some(match field {
+        "ports" => &["port", "containerPort"],
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => &["name"],
+        "volumeMounts" => &["mountPath"],
+        "volumeDevices" => &["devicePath"],
+        "conditions" | "addresses" => &["type"],
+        "ownerReferences" => &["uid"],
+        "hostAliases" => &["ip"],
+        "topologySpreadConstraints" => &["topologyKey"],
+        _ => return None,
+    })
+}
+
+/// Primitive lists that strategic merge patch merges as sets.
+fn is_primitive_merge_list(field: &str) -> bool {
+    matches!(field, "finalizers")
+}
+
+/// Applies a strategic merge patch to `doc`.
+fn strategic_merge(doc: &mut Value, patch: &Value) {
+    let Some(pm) = patch.as_object() else {
+        *doc = strip(patch);
+        return;
+    };
+    match pm.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            *doc = strip(patch);
+            return;
+        }
+        Some("delete") => {
+            *doc = Value::Object(Default::default());
+            return;
+        }
+        _ => {}
+    }
+    if !doc.is_object() {
+        *doc = Value::Object(Default::default());
+    }
+    let Some(dm) = doc.as_object_mut() else {
+        return;
+    };
+    for (k, pv) in pm {
+        if k.starts_with('$') {
+            continue;
+        }
+        if pv.is_null() {
+            dm.remove(k);
+            continue;
+        }
+        if pv.get("$patch").and_then(Value::as_str) == Some("delete") {
+            dm.remove(k);
+            continue;
+        }
+        match (merge_key(k), pv, dm.get_mut(k)) {
+            (Some(keys), Value::Array(items), Some(Value::Array(existing))) => {
+                merge_list(existing, items, keys);
+            }
+            (None, Value::Array(items), Some(Value::Array(existing)))
+                if is_primitive_merge_list(k) =>
+            {
+                for i in items {
+                    if !existing.contains(i) {
+                        existing.push(i.clone());
+                    }
+                }
+            }
+            (_, Value::Object(_), Some(dv @ Value::Object(_))) => strategic_merge(dv, pv),
+            _ => {
+                let mut v = pv.clone();
+                if let (Some(_), Value::Array(a)) = (merge_key(k), &mut v) {
+                    // A new list: elements marked for deletion have nothing to delete.
+                    a.retain(|e| e.get("$patch").and_then(Value::as_str) != Some("delete"));
+                }
+                strip_directives(&mut v);
+                dm.insert(k.clone(), v);
+            }
+        }
+    }
+    for (k, pv) in pm {
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(existing)), Some(del)) = (dm.get_mut(field), pv.as_array()) {
+                existing.retain(|e| !del.contains(e));
+            }
+        }
+    }
+    for (k, pv) in pm {
+        if let Some(field) = k.strip_prefix("$setElementOrder/") {
+            if let (Some(Value::Array(existing)), Some(order)) = (dm.get_mut(field), pv.as_array())
+            {
+                reorder(existing, order, merge_key(field).unwrap_or(&[]));
+            }
+        }
+    }
+}
+
+fn key_of<'a>(v: &'a Value, keys: &[&'static str]) -> Option<(&'static str, &'a Value)> {
+    keys.iter().find_map(|k| v.get(*k).map(|x| (*k, x)))
+}
+
+fn same_key(a: &Value, b: &Value, keys: &[&'static str]) -> bool {
+    match (key_of(a, keys), key_of(b, keys)) {
+        (Some((ka, va)), Some((kb, vb))) => ka == kb && va == vb,
+        _ => false,
+    }
+}
+
+fn merge_list(existing: &mut Vec<Value>, items: &[Value], keys: &[&'static str]) {
+    for item in items {
+        if !item.is_object() {
+            if !existing.contains(item) {
+                existing.push(item.clone());
+            }
+            continue;
+        }
+        let pos = existing.iter().position(|e| same_key(e, item, keys));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete) {
+            (Some(i), true) => {
+                existing.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => strategic_merge(&mut existing[i], item),
+            (None, false) => existing.push(strip(item)),
+        }
+    }
+}
+
+fn reorder(existing: &mut Vec<Value>, order: &[Value], keys: &[&'static str]) {
+    let mut rest = std::mem::take(existing);
+    for o in order {
+        let pos = if o.is_object() {
+            rest.iter().position(|e| same_key(e, o, keys))
+        } else {
+            rest.iter().position(|e| e == o)
+        };
+        if let Some(i) = pos {
+            existing.push(rest.remove(i));
+        }
+    }
+    existing.extend(rest);
+}
+
+/// A copy of `v` without strategic-merge directives.
+fn strip(v: &Value) -> Value {
+    let mut v = v.clone();
+    strip_directives(&mut v);
+    v
+}
+
 /// Applies a parsed patch to `doc` in place. JSON patch failures (a failed `test`, a missing
 /// path) are 422 errors and leave `doc` unchanged.
 pub fn apply(doc: &mut Value, patch: &ParsedPatch) -> Result<(), ApiError> {
     match patch {
         ParsedPatch::Merge(p) => {
             json_patch::merge(doc, p);
+            Ok(())
+        }
+        ParsedPatch::Strategic(p) => {
+            strategic_merge(doc, p);
             Ok(())
         }
         ParsedPatch::Json(p) => json_patch::patch(doc, p).map_err(|e| ApiError {
@@ -133,16 +302,70 @@ mod tests {
         assert_eq!(d, json!({"a": 1, "b": {"d": 3, "e": 5}, "l": [3]}));
     }
 
-    #[test]
-    fn strategic_patch_drops_directives() {
-        let mut d = json!({"spec": {"ports": [{"port": 80}]}});
-        let p = parse(
-            PatchKind::Strategic,
-            br#"{"spec": {"$setElementOrder/ports": [{"port": 81}], "ports": [{"port": 81, "$patch": "replace"}]}}"#,
+    fn smp(doc: Value, patch: &str) -> Value {
+        let mut d = doc;
+        apply(
+            &mut d,
+            &parse(PatchKind::Strategic, patch.as_bytes()).unwrap(),
         )
         .unwrap();
-        apply(&mut d, &p).unwrap();
-        assert_eq!(d, json!({"spec": {"ports": [{"port": 81}]}}));
+        d
+    }
+
+    #[test]
+    fn strategic_patch_merges_lists_by_key() {
+        // What `kubectl apply` sends when port 80 becomes 81.
+        let d = smp(
+            json!({"spec": {"ports": [{"port": 80, "nodePort": 30000}], "type": "LoadBalancer"}}),
+            r#"{"spec": {"$setElementOrder/ports": [{"port": 81}],
+                "ports": [{"port": 81}, {"$patch": "delete", "port": 80}]}}"#,
+        );
+        assert_eq!(
+            d,
+            json!({"spec": {"ports": [{"port": 81}], "type": "LoadBalancer"}})
+        );
+        // Changing one port keeps the others and their server-set fields.
+        let d = smp(
+            json!({"spec": {"ports": [{"port": 80, "nodePort": 1}, {"port": 443, "nodePort": 2}]}}),
+            r#"{"spec": {"$setElementOrder/ports": [{"port": 443}, {"port": 80}],
+                "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+        );
+        assert_eq!(
+            d,
+            json!({"spec": {"ports": [{"port": 443, "nodePort": 2},
+                {"port": 80, "nodePort": 1, "targetPort": 8080}]}})
+        );
+        // Lists without a merge key are replaced; maps merge; null deletes.
+        let d = smp(
+            json!({"spec": {"loadBalancerSourceRanges": ["a", "b"], "selector": {"a": "1", "b": "2"}}}),
+            r#"{"spec": {"loadBalancerSourceRanges": ["c"], "selector": {"a": null, "c": "3"}}}"#,
+        );
+        assert_eq!(
+            d,
+            json!({"spec": {"loadBalancerSourceRanges": ["c"], "selector": {"b": "2", "c": "3"}}})
+        );
+    }
+
+    #[test]
+    fn strategic_patch_directives() {
+        let d = smp(
+            json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"x": {"y": 1, "z": 2}}}),
+            r#"{"metadata": {"finalizers": ["c"], "$deleteFromPrimitiveList/finalizers": ["a"]},
+                "spec": {"x": {"$patch": "replace", "w": 3}}}"#,
+        );
+        assert_eq!(
+            d,
+            json!({"metadata": {"finalizers": ["b", "c"]}, "spec": {"x": {"w": 3}}})
+        );
+        let d = smp(
+            json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "B", "status": "True"}]}}),
+            r#"{"status": {"conditions": [{"type": "A", "status": "True"}]}}"#,
+        );
+        assert_eq!(
+            d,
+            json!({"status": {"conditions": [{"type": "A", "status": "True"}, {"type": "B", "status": "True"}]}})
+        );
+        assert_eq!(parse(PatchKind::Strategic, b"[1]").unwrap_err().code, 400);
     }
 
     #[test]
@@ -181,6 +404,9 @@ mod tests {
         for k in [PatchKind::Merge, PatchKind::Strategic, PatchKind::Json] {
             assert_eq!(parse(k, b"{nope").unwrap_err().code, 400);
         }
-        assert_eq!(parse(PatchKind::Apply, b": : :\n\t-").unwrap_err().code, 400);
+        assert_eq!(
+            parse(PatchKind::Apply, b": : :\n\t-").unwrap_err().code,
+            400
+        );
     }
 }

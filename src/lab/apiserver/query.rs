@@ -55,8 +55,7 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
 fn valid_key(k: &str) -> Result<String, String> {
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
     if ok {
         Ok(k.to_string())
@@ -67,8 +66,7 @@ fn valid_key(k: &str) -> Result<String, String> {
 
 fn valid_value(v: &str) -> Result<String, String> {
     let ok = v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(v.to_string())
@@ -123,9 +121,7 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
         .split(',')
         .map(|v| valid_value(v.trim()))
         .collect::<Result<Vec<_>, _>>()?;
-    if values.iter().all(String::is_empty) {
-        return Err(format!("{op} needs at least one value in {term:?}"));
-    }
+    // As in Kubernetes, `()` is the set holding the empty value.
     Ok(if op == "in" {
         Requirement::In(key, values)
     } else {
@@ -238,6 +234,9 @@ mod tests {
         assert!(!s.matches(&l(&[("env", "prod"), ("team", "x"), ("zone", "a")])));
         assert!(!s.matches(&l(&[("env", "prod")])));
         assert!(!s.matches(&l(&[("env", "prod"), ("team", "x"), ("legacy", "")])));
+        let s = parse_label_selector("a in ()").unwrap();
+        assert!(s.matches(&l(&[("a", "")])));
+        assert!(!s.matches(&l(&[("a", "x")])));
         let s = parse_label_selector("kubernetes.io/hostname in(n1)").unwrap();
         assert!(s.matches(&l(&[("kubernetes.io/hostname", "n1")])));
     }
@@ -249,17 +248,7 @@ mod tests {
 
     #[test]
     fn bad_selectors_are_errors() {
-        for bad in [
-            "a in (x",
-            "a)",
-            "a in x",
-            "a in ()",
-            "a>1",
-            "=b",
-            "a b",
-            "a=b c",
-            "!",
-        ] {
+        for bad in ["a in (x", "a)", "a in x", "a>1", "=b", "a b", "a=b c", "!"] {
             assert!(parse_label_selector(bad).is_err(), "{bad}");
         }
     }
@@ -284,5 +273,29 @@ mod tests {
         let o = json!({"metadata": {"labels": {"a": "b", "n": 1}}});
         assert_eq!(labels_of(&o), l(&[("a", "b")]));
         assert!(labels_of(&json!({})).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any string parses or fails cleanly; what parses prints back to an equal selector.
+        #[test]
+        fn label_selector_parse_is_total_and_round_trips(s in "[a-z!=(), ]{0,24}|[ -~]{0,24}") {
+            if let Ok(sel) = parse_label_selector(&s) {
+                let again = parse_label_selector(&sel.to_string());
+                prop_assert_eq!(again, Ok(sel));
+            }
+        }
+
+        #[test]
+        fn field_selector_parse_is_total(s in "[ -~]{0,32}") {
+            if let Ok(f) = FieldSelector::parse(&s) {
+                let _ = f.matches(&serde_json::json!({"metadata": {"name": s}}));
+            }
+        }
     }
 }

@@ -91,10 +91,20 @@ const RESET: StatusMode = StatusMode::Builtin {
 };
 const CUSTOM: StatusMode = StatusMode::Custom;
 
-/// The built-in kinds: group, version, plural, kind, scope, status mode, short names.
-/// Adding a kind is one line.
+/// One row of [`BUILTIN`]: group, version, plural, kind, scope, status mode, short names.
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Scope,
+    StatusMode,
+    &'static [&'static str],
+);
+
+/// The built-in kinds. Adding a kind is one line.
 #[rustfmt::skip]
-const BUILTIN: &[(&str, &str, &str, &str, Scope, StatusMode, &[&str])] = &[
+const BUILTIN: &[Row] = &[
     ("", "v1", "namespaces", "Namespace", Cluster, KEEP, &["ns"]),
     ("", "v1", "nodes", "Node", Cluster, KEEP, &["no"]),
     ("", "v1", "services", "Service", Namespaced, RESET, &["svc"]),
@@ -192,10 +202,7 @@ impl Registry {
     /// Returns an error message when the CRD is malformed.
     pub fn register_crd(&mut self, crd: &Value) -> Result<(), String> {
         for def in crd_defs(crd)? {
-            if self
-                .find(&def.group, &def.version, &def.plural)
-                .is_none()
-            {
+            if self.find(&def.group, &def.version, &def.plural).is_none() {
                 self.defs.push(def);
             }
         }
@@ -217,7 +224,9 @@ impl Registry {
 
 /// The resources a CRD object defines, one per served version.
 pub fn crd_defs(crd: &Value) -> Result<Vec<ResourceDef>, String> {
-    let spec = crd.get("spec").ok_or("CustomResourceDefinition without spec")?;
+    let spec = crd
+        .get("spec")
+        .ok_or("CustomResourceDefinition without spec")?;
     let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     let group = s(spec.get("group")).ok_or("spec.group is required")?;
     let names = spec.get("names").ok_or("spec.names is required")?;
@@ -232,7 +241,11 @@ pub fn crd_defs(crd: &Value) -> Result<Vec<ResourceDef>, String> {
     let namespaced = match spec.get("scope").and_then(Value::as_str) {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        other => return Err(format!("spec.scope must be Namespaced or Cluster, got {other:?}")),
+        other => {
+            return Err(format!(
+                "spec.scope must be Namespaced or Cluster, got {other:?}"
+            ))
+        }
     };
     let versions = spec
         .get("versions")
@@ -334,6 +347,62 @@ pub fn api_group_list(reg: &Registry) -> Value {
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/openapi/v3`: one entry per served group/version.
+pub fn openapi_v3_index(reg: &Registry) -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1"}),
+    );
+    for (g, vs) in reg.groups() {
+        for v in vs {
+            paths.insert(
+                format!("apis/{g}/{v}"),
+                json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")}),
+            );
+        }
+    }
+    json!({ "paths": paths })
+}
+
+/// A schema-less OpenAPI v3 document for one group/version: the object paths with their
+/// group/version/kind and the `fieldValidation` parameter (which is what kubectl looks for).
+pub fn openapi_v3_doc(reg: &Registry, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for d in reg
+        .all()
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if d.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", d.plural)
+        };
+        let op = json!({
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": d.kind},
+            "parameters": [
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                {"name": "dryRun", "in": "query", "schema": {"type": "string"}}
+            ],
+            "responses": {"200": {"description": "OK"}}
+        });
+        paths.insert(path, json!({"patch": op, "put": op}));
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (ferrolb lab)", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}}
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::metrics::Metrics;
 use super::resources::ResourceDef;
 use super::store::{Event, EventKind, Filter, Store};
 
@@ -35,6 +36,8 @@ pub struct WatchRequest {
     pub timeout: Duration,
     /// Interval between BOOKMARK events when bookmarks are allowed.
     pub bookmark_interval: Duration,
+    /// Stream objects as one-row `Table`s (`kubectl get -w`).
+    pub table: bool,
 }
 
 /// Counts the watch as open for as long as the stream lives.
@@ -54,10 +57,26 @@ struct State {
     last: u64,
     rx: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
     deadline: Instant,
     next_bookmark: Instant,
     done: bool,
+    /// Table column definitions were sent (only the first table event carries them).
+    headers_sent: bool,
     _guard: Guard,
+}
+
+impl State {
+    /// The object as the client wants to see it.
+    fn present(&mut self, obj: &Value) -> Value {
+        if self.req.table {
+            let t = super::table::table(&self.req.def, [obj], None, !self.headers_sent);
+            self.headers_sent = true;
+            t
+        } else {
+            as_version(&self.req.def, obj)
+        }
+    }
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
@@ -88,9 +107,9 @@ pub fn as_version(def: &ResourceDef, obj: &Value) -> Value {
 }
 
 /// The watch event a stored event turns into for this filter, if any.
-fn render(def: &ResourceDef, filter: &Filter, e: &Event) -> Option<Bytes> {
-    let now = filter.matches(&e.object);
-    let before = e.prev.as_ref().is_some_and(|p| filter.matches(p));
+fn render(st: &mut State, e: &Event) -> Option<Bytes> {
+    let now = st.req.filter.matches(&e.object);
+    let before = e.prev.as_ref().is_some_and(|p| st.req.filter.matches(p));
     let kind = match e.kind {
         EventKind::Added if now => "ADDED",
         EventKind::Modified if now && before => "MODIFIED",
@@ -99,7 +118,7 @@ fn render(def: &ResourceDef, filter: &Filter, e: &Event) -> Option<Bytes> {
         EventKind::Deleted if now || before => "DELETED",
         _ => return None,
     };
-    Some(line(kind, &as_version(def, &e.object)))
+    Some(line(kind, &st.present(&e.object)))
 }
 
 /// Opens a watch stream. It ends on `timeout`, on `shutdown`, after an ERROR event (e.g. 410
@@ -108,6 +127,7 @@ pub fn stream(
     store: Arc<Store>,
     req: WatchRequest,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     store.watch_opened();
     let now = Instant::now();
@@ -117,9 +137,11 @@ pub fn stream(
         queue: VecDeque::new(),
         last: 0,
         shutdown,
+        metrics,
         deadline: now + req.timeout,
         next_bookmark: now + req.bookmark_interval,
         done: false,
+        headers_sent: false,
         _guard: Guard(store.clone()),
         store,
         req,
@@ -130,7 +152,8 @@ pub fn stream(
         _ => {
             let (items, rv) = st.store.list(&st.req.def, &st.req.filter);
             for o in items {
-                st.queue.push_back(line("ADDED", &as_version(&st.req.def, &o)));
+                st.queue
+                    .push_back(line("ADDED", &as_version(&st.req.def, &o)));
             }
             st.last = rv;
             if st.req.send_initial_events && st.req.bookmarks {
@@ -141,6 +164,7 @@ pub fn stream(
     futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(b) = st.queue.pop_front() {
+                st.metrics.watch_events.inc();
                 return Some((Ok(b), st));
             }
             if st.done || *st.shutdown.borrow() {
@@ -149,13 +173,14 @@ pub fn stream(
             st.rx.borrow_and_update();
             match st.store.events_since(&st.resource, st.last) {
                 Err(e) => {
+                    st.metrics.watch_gone.inc();
                     st.queue.push_back(line("ERROR", &e.status()));
                     st.done = true;
                     continue;
                 }
                 Ok((events, upto)) => {
                     for e in &events {
-                        if let Some(b) = render(&st.req.def, &st.req.filter, e) {
+                        if let Some(b) = render(&mut st, e) {
                             st.queue.push_back(b);
                         }
                     }

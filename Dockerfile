@@ -1,0 +1,17 @@
+# Multi-stage build for users with a Docker engine:
+#   docker build -t ferrolb:dev .
+# Without Docker (as in this repo's CI): scripts/build-image.sh builds the same image with umoci.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --bin ferrolb && strip target/release/ferrolb
+
+# glibc + libgcc only, no shell, no package manager; runs as uid 65534 by default.
+# The speaker DaemonSet overrides the user to 0 with every capability dropped except NET_RAW.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/ferrolb /usr/local/bin/ferrolb
+USER 65534:65534
+ENTRYPOINT ["/usr/local/bin/ferrolb"]
+CMD ["--help"]

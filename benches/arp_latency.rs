@@ -1,0 +1,274 @@
+//! ARP request → reply latency (p50 / p99) and throughput: ferrolb's userspace responder
+//! side by side with the Linux kernel answering for an address configured on the same
+//! node interface, in the same run and network namespaces.
+//!
+//! Run on demand as root (not in CI):
+//!
+//! ```text
+//! cargo bench --bench arp_latency -- [--requests N] [--flood N] [--rate R]
+//! ```
+//!
+//! Topology: client ns ─veth─ switch ns (bridge) ─veth─ node ns. The node's kernel owns
+//! 10.0.0.10 on eth0; the ferrolb dataplane in the node namespace owns 10.0.0.100.
+//! The client sends ARP requests from a raw packet socket and times the replies.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrolb::dataplane::bpf::FilterOptions;
+use ferrolb::dataplane::sys::PacketSocket;
+use ferrolb::dataplane::{Config, Dataplane, InterfaceFilter};
+use ferrolb::lab::netns::{privileged_or_skip, HostSpec, Network};
+use ferrolb::wire::{self, Inbound, Mac};
+
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+struct Args {
+    requests: usize,
+    flood: usize,
+    rate: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        requests: 20_000,
+        flood: 200_000,
+        rate: 100_000,
+    };
+    let v: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < v.len() {
+        let next = v.get(i + 1).and_then(|s| s.parse().ok());
+        match (v[i].as_str(), next) {
+            ("--requests", Some(n)) => a.requests = n as usize,
+            ("--flood", Some(n)) => a.flood = n as usize,
+            ("--rate", Some(n)) => a.rate = n,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn is_reply_from(frame: &[u8], target: Ipv4Addr) -> bool {
+    matches!(wire::parse_inbound(frame),
+        Ok(Inbound::ArpReply { sender_ip, target_ip, .. }) if sender_ip == target && target_ip == CLIENT_IP)
+}
+
+/// One request, one timed reply (None on a 200 ms timeout).
+fn ping_once(
+    sock: &PacketSocket,
+    req: &[u8],
+    target: Ipv4Addr,
+    buf: &mut [u8],
+) -> Option<Duration> {
+    let t0 = Instant::now();
+    sock.send(req).ok()?;
+    loop {
+        match sock.recv(buf) {
+            Ok(Some(n)) if is_reply_from(&buf[..n], target) => return Some(t0.elapsed()),
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Sends `n` requests (paced at `rate`/s, or as fast as possible when 0) while another
+/// thread counts replies; returns (sent, answered, send seconds, answered per second).
+fn flood(
+    sock: &Arc<PacketSocket>,
+    req: &[u8],
+    target: Ipv4Addr,
+    n: usize,
+    rate: u64,
+) -> (usize, u64, f64, f64) {
+    let answered = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let rx = {
+        let (sock, answered, done, last) =
+            (sock.clone(), answered.clone(), done.clone(), last.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            let mut idle_since = Instant::now();
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(Some(m)) if is_reply_from(&buf[..m], target) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        *last.lock().unwrap() = Instant::now();
+                        idle_since = Instant::now();
+                    }
+                    _ => {
+                        if done.load(Ordering::Relaxed)
+                            && idle_since.elapsed() > Duration::from_millis(300)
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut sent = 0;
+    for i in 0..n {
+        if let Some(ns) = (i as u64 * 1_000_000_000).checked_div(rate) {
+            let due = start + Duration::from_nanos(ns);
+            while Instant::now() < due {
+                std::hint::spin_loop();
+            }
+        }
+        if sock.send(req).is_ok() {
+            sent += 1;
+        }
+    }
+    let send_secs = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    rx.join().unwrap();
+    let got = answered.load(Ordering::Relaxed);
+    let span = last
+        .lock()
+        .unwrap()
+        .duration_since(start)
+        .as_secs_f64()
+        .max(send_secs);
+    (sent, got, send_secs, got as f64 / span)
+}
+
+fn main() -> anyhow::Result<()> {
+    if !privileged_or_skip("arp_latency bench") {
+        return Ok(());
+    }
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut net = Network::new()?;
+    let client = net.add_host("client", HostSpec::v4("10.0.0.1/24"))?;
+    let node = net.add_host("node", HostSpec::v4("10.0.0.10/24"))?;
+    let (dp, _events) = rt.block_on(Dataplane::start(Config {
+        netns: Some(net.host(node).ns.path()),
+        backoff: vec![],
+        ..Config::default()
+    }))?;
+    dp.announce(VIP.into(), InterfaceFilter::All);
+
+    let c = net.host(client);
+    let idx: u32 =
+        c.ns.run(&["cat", "/sys/class/net/eth0/ifindex"])?
+            .trim()
+            .parse()?;
+    let sock = Arc::new(c.ns.enter(move || PacketSocket::open(idx, FilterOptions::default()))?);
+    let mac = Mac(c.mac);
+    let req_kernel = wire::arp_request(None, mac, CLIENT_IP, KERNEL_IP);
+    let req_vip = wire::arp_request(None, mac, CLIENT_IP, VIP);
+    let mut buf = vec![0u8; 2048];
+
+    // Warm up both paths (neighbour entries, caches, thread wake-ups).
+    for _ in 0..1000 {
+        ping_once(&sock, &req_kernel, KERNEL_IP, &mut buf);
+        ping_once(&sock, &req_vip, VIP, &mut buf);
+    }
+    let (mut lk, mut lf) = (Vec::new(), Vec::new());
+    let (mut loss_k, mut loss_f) = (0, 0);
+    for _ in 0..a.requests {
+        match ping_once(&sock, &req_kernel, KERNEL_IP, &mut buf) {
+            Some(d) => lk.push(d),
+            None => loss_k += 1,
+        }
+        match ping_once(&sock, &req_vip, VIP, &mut buf) {
+            Some(d) => lf.push(d),
+            None => loss_f += 1,
+        }
+    }
+    lk.sort();
+    lf.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "ARP request → reply latency, {} interleaved requests each (µs)",
+        a.requests
+    );
+    println!(
+        "{:<10} {:>8} {:>8} {:>8} {:>6}",
+        "responder", "p50", "p99", "max", "lost"
+    );
+    for (name, v, lost) in [("kernel", &lk, loss_k), ("ferrolb", &lf, loss_f)] {
+        println!(
+            "{:<10} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+            name,
+            us(pct(v, 0.5)),
+            us(pct(v, 0.99)),
+            us(*v.last().unwrap_or(&Duration::ZERO)),
+            lost
+        );
+    }
+    println!(
+        "ratio ferrolb/kernel: p50 {:.2}x, p99 {:.2}x",
+        us(pct(&lf, 0.5)) / us(pct(&lk, 0.5)),
+        us(pct(&lf, 0.99)) / us(pct(&lk, 0.99))
+    );
+
+    println!();
+    println!("Throughput: {} requests per run", a.flood);
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>9} {:>12}",
+        "responder", "offered/s", "sent", "answered", "loss %", "answered/s"
+    );
+    for rate in [a.rate, 0] {
+        for (name, req, target) in [
+            ("kernel", &req_kernel, KERNEL_IP),
+            ("ferrolb", &req_vip, VIP),
+        ] {
+            let (sent, got, secs, per_s) = flood(&sock, req, target, a.flood, rate);
+            let offered = if rate == 0 {
+                format!("max({:.0})", sent as f64 / secs)
+            } else {
+                rate.to_string()
+            };
+            println!(
+                "{:<10} {:>10} {:>10} {:>10} {:>9.2} {:>12.0}",
+                name,
+                offered,
+                sent,
+                got,
+                100.0 * (1.0 - got as f64 / sent.max(1) as f64),
+                per_s
+            );
+        }
+    }
+    let m = dp.metrics();
+    println!();
+    println!(
+        "dataplane counters: responses_sent={} drops(malformed)={} send_errors={}",
+        m.responses_sent
+            .get_or_create(&ferrolb::dataplane::metrics::IpLabel {
+                ip: VIP.to_string()
+            })
+            .get(),
+        m.drops
+            .get_or_create(&ferrolb::dataplane::metrics::ReasonLabel {
+                reason: "malformed".into()
+            })
+            .get(),
+        m.send_errors.get()
+    );
+    drop(dp);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}

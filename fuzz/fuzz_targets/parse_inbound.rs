@@ -1,0 +1,14 @@
+#![no_main]
+//! The dataplane entry point: whole frames. Anything `FrameRepr` accepts must re-emit to a
+//! frame that parses to the same repr.
+
+use ferrolb_wire_fuzz::wire::{parse_inbound, FrameRepr};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse_inbound(data);
+    if let Ok(repr) = FrameRepr::parse(data) {
+        let bytes = repr.to_vec().expect("parsed frames re-emit");
+        assert_eq!(FrameRepr::parse(&bytes), Ok(repr));
+    }
+});

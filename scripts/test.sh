@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit + property + integration tests, and the
+# network-namespace dataplane and end-to-end tests (those need root; without it they print
+# why and skip, except under CI=true where they fail).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --lib --bins --tests
+cargo test --locked --doc

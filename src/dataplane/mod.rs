@@ -1,0 +1,712 @@
+//! L2 dataplane: raw packet sockets answering ARP / NDP for owned IPs, gratuitous
+//! announcements, duplicate-responder detection.
+//!
+//! The IPs are never added to an interface. For each eligible interface (followed
+//! through rtnetlink link events, see [`iface`]) one `AF_PACKET` socket with a kernel BPF
+//! filter ([`bpf`]) feeds a receive thread that applies the pure decision function
+//! [`logic::decide`] to each frame against the shared [`owned::Owned`] set.
+//! A tokio task ("the actor") follows links, sends announcement bursts on the
+//! [`schedule::Schedule`] and keeps solicited-node multicast memberships in sync.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use ferrolb::dataplane::{Config, Dataplane, Event, InterfaceFilter};
+//! let (dp, mut events) = Dataplane::start(Config::default()).await?;
+//! dp.announce("192.0.2.10".parse()?, InterfaceFilter::All);
+//! while let Some(ev) = events.recv().await {
+//!     if let Event::DuplicateResponder { ip, their_mac, .. } = ev {
+//!         tracing::warn!(%ip, %their_mac, "someone else answers for our IP");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod bpf;
+pub mod iface;
+pub mod logic;
+pub mod metrics;
+pub mod owned;
+pub mod schedule;
+pub mod sys;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+use crate::wire::Mac;
+use iface::{ExcludeList, Link, LinkMessage};
+use logic::{IfaceCtx, ReplyKind, Verdict};
+pub use metrics::Metrics;
+pub use owned::InterfaceFilter;
+use owned::{Change, Owned};
+use schedule::Schedule;
+use sys::{MldSocket, NetlinkSocket, PacketSocket};
+
+/// Dataplane configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Network namespace to operate in (path such as `/run/netns/NAME`); `None` = the
+    /// process's own namespace.
+    pub netns: Option<PathBuf>,
+    /// Interface names never used (regular expressions, MetalLB's list by default).
+    pub excludes: ExcludeList,
+    /// Announcement backoff offsets after the immediate burst.
+    pub backoff: Vec<Duration>,
+    /// Periodic re-announcement after the backoff (off by default).
+    pub refresh: Option<Duration>,
+    /// Answer ICMP / ICMPv6 echo requests to owned IPs (off by default).
+    pub answer_ping: bool,
+    /// Minimum interval between two [`Event::DuplicateResponder`] for the same IP and MAC
+    /// (every frame is still counted).
+    pub duplicate_event_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            netns: None,
+            excludes: ExcludeList::default(),
+            backoff: schedule::DEFAULT_BACKOFF.to_vec(),
+            refresh: None,
+            answer_ping: false,
+            duplicate_event_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Something the caller (the speaker) should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Another station answers for / announces an IP this node owns.
+    DuplicateResponder {
+        /// The contested IP.
+        ip: IpAddr,
+        /// Our MAC on that interface.
+        our_mac: Mac,
+        /// The other station's MAC.
+        their_mac: Mac,
+        /// Interface the frame arrived on.
+        interface: String,
+    },
+    /// A responder started on an interface (new, or came back up).
+    InterfaceUp {
+        /// Interface name.
+        name: String,
+        /// Interface index.
+        index: u32,
+        /// Interface MAC.
+        mac: Mac,
+    },
+    /// A responder stopped (interface down, removed, or no longer eligible).
+    InterfaceDown {
+        /// Interface name.
+        name: String,
+        /// Interface index.
+        index: u32,
+    },
+}
+
+/// An interface with a running responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+    /// Interface MAC.
+    pub mac: Mac,
+}
+
+#[derive(Default)]
+struct State {
+    owned: Owned,
+    local_macs: Vec<Mac>,
+}
+
+struct Shared {
+    state: RwLock<State>,
+    interfaces: RwLock<BTreeMap<u32, InterfaceInfo>>,
+    metrics: Metrics,
+    events: mpsc::Sender<Event>,
+    dup_seen: Mutex<HashMap<(IpAddr, Mac), Instant>>,
+    answer_ping: bool,
+    dup_interval: Duration,
+}
+
+impl Shared {
+    fn emit(&self, ev: Event) {
+        if self.events.try_send(ev).is_err() {
+            self.metrics.events_dropped.inc();
+        }
+    }
+}
+
+enum Cmd {
+    Announced(IpAddr),
+    Withdrawn(IpAddr),
+}
+
+/// Handle on a running dataplane. Dropping it stops the dataplane.
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("interfaces", &self.interfaces())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Starts the dataplane on the current tokio runtime and returns once the initial
+    /// interface list is loaded and responders run. Needs `CAP_NET_RAW` (and the right to
+    /// enter `config.netns`, if set). Returns the event stream alongside the handle.
+    pub async fn start(config: Config) -> anyhow::Result<(Self, mpsc::Receiver<Event>)> {
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(State::default()),
+            interfaces: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            events: ev_tx,
+            dup_seen: Mutex::new(HashMap::new()),
+            answer_ping: config.answer_ping,
+            dup_interval: config.duplicate_event_interval,
+        });
+        let netns = config.netns.clone();
+        let (nl, mld) = sys::in_netns(netns.as_deref(), || {
+            let nl = NetlinkSocket::open()?;
+            let mld = MldSocket::open().ok();
+            Ok((nl, mld))
+        })
+        .context("opening the rtnetlink socket")?;
+        // SAFETY: NetlinkSocket owns its descriptor (OwnedFd) and never replaces it, so the
+        // fd stays valid and the same for the AsyncFd's whole life.
+        let nl = unsafe { AsyncFd::register_with_interest(nl, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the rtnetlink socket: {e}"))?;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let actor = Actor {
+            shared: shared.clone(),
+            schedule: Schedule::new(config.backoff.clone(), config.refresh),
+            config,
+            nl,
+            mld,
+            links: HashMap::new(),
+            responders: HashMap::new(),
+            dump_seen: None,
+            seq: 0,
+            ready: Some(ready_tx),
+        };
+        let task = tokio::spawn(actor.run(cmd_rx));
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => anyhow::bail!("dataplane stopped during start-up"),
+            Err(_) => {
+                task.abort();
+                anyhow::bail!("no rtnetlink link dump within 10 s")
+            }
+        }
+        Ok((
+            Self {
+                shared,
+                cmd: cmd_tx,
+                task: Some(task),
+            },
+            ev_rx,
+        ))
+    }
+
+    /// Starts answering for `ip` on the interfaces allowed by `filter` (replacing any
+    /// previous filter for `ip`) and, when the IP is new or its filter changed, sends the
+    /// gratuitous burst schedule. Answering starts before this returns. Idempotent: an
+    /// unchanged call sends nothing.
+    pub fn announce(&self, ip: IpAddr, filter: InterfaceFilter) {
+        let change = {
+            let mut st = self.shared.state.write().expect("state lock");
+            st.owned.announce(ip, filter)
+        };
+        if change != Change::Unchanged {
+            info!(%ip, ?change, "announcing");
+            let _ = self.cmd.send(Cmd::Announced(ip));
+        }
+    }
+
+    /// Stops answering for `ip` (and stops its announcements). No-op if not owned.
+    pub fn withdraw(&self, ip: IpAddr) {
+        let was = {
+            let mut st = self.shared.state.write().expect("state lock");
+            st.owned.withdraw(ip)
+        };
+        if was {
+            info!(%ip, "withdrawn");
+            let _ = self.cmd.send(Cmd::Withdrawn(ip));
+        }
+    }
+
+    /// The owned IPs and their interface filters.
+    pub fn owned(&self) -> BTreeMap<IpAddr, InterfaceFilter> {
+        let st = self.shared.state.read().expect("state lock");
+        st.owned.iter().map(|(ip, f)| (*ip, f.clone())).collect()
+    }
+
+    /// Interfaces with a running responder.
+    pub fn interfaces(&self) -> Vec<InterfaceInfo> {
+        self.shared
+            .interfaces
+            .read()
+            .expect("interfaces lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The dataplane's counters (register them with [`Metrics::register`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops the actor and every responder thread, and waits for the actor.
+    pub async fn shutdown(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+struct Responder {
+    info: InterfaceInfo,
+    sock: Arc<PacketSocket>,
+    stop: Arc<AtomicBool>,
+    groups: BTreeSet<Ipv6Addr>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    config: Config,
+    schedule: Schedule<(IpAddr, u32)>,
+    nl: AsyncFd<NetlinkSocket>,
+    mld: Option<MldSocket>,
+    links: HashMap<u32, Link>,
+    responders: HashMap<u32, Responder>,
+    dump_seen: Option<HashSet<u32>>,
+    seq: u32,
+    ready: Option<oneshot::Sender<anyhow::Result<()>>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        if let Err(e) = self.request_dump() {
+            if let Some(r) = self.ready.take() {
+                let _ = r.send(Err(anyhow::anyhow!("rtnetlink dump request: {e}")));
+            }
+            return;
+        }
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let deadline = self.schedule.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    None => break,
+                    Some(Cmd::Announced(ip)) => self.on_announced(ip),
+                    Some(Cmd::Withdrawn(ip)) => {
+                        self.schedule.stop_where(|k| k.0 == ip);
+                        self.sync_groups();
+                    }
+                },
+                guard = self.nl.readable() => {
+                    let mut guard = match guard {
+                        Ok(g) => g,
+                        Err(e) => { warn!(error = %e, "rtnetlink socket failed"); break; }
+                    };
+                    match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+                        Ok(Ok(n)) => {
+                            let data = buf[..n].to_vec();
+                            self.on_netlink(&data);
+                        }
+                        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            warn!("rtnetlink overrun, re-reading all links");
+                            if let Err(e) = self.request_dump() {
+                                warn!(error = %e, "rtnetlink dump request failed");
+                            }
+                        }
+                        Ok(Err(e)) => warn!(error = %e, "rtnetlink receive failed"),
+                        Err(_would_block) => {}
+                    }
+                },
+                _ = sleep => {
+                    for (ip, idx) in self.schedule.due(Instant::now()) {
+                        self.burst(ip, idx);
+                    }
+                }
+            }
+        }
+        debug!("dataplane actor stopped");
+    }
+
+    fn request_dump(&mut self) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        self.dump_seen = Some(HashSet::new());
+        self.nl.get_ref().send(&iface::dump_request(self.seq))
+    }
+
+    fn on_netlink(&mut self, data: &[u8]) {
+        let msgs = match iface::parse_messages(data) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "undecodable rtnetlink message");
+                return;
+            }
+        };
+        for m in msgs {
+            match m {
+                LinkMessage::New(link) => {
+                    if let Some(seen) = &mut self.dump_seen {
+                        seen.insert(link.index);
+                    }
+                    self.on_link(link);
+                }
+                LinkMessage::Del { index } => self.remove_link(index),
+                LinkMessage::Done => {
+                    if let Some(seen) = self.dump_seen.take() {
+                        let gone: Vec<u32> = self
+                            .links
+                            .keys()
+                            .filter(|i| !seen.contains(i))
+                            .copied()
+                            .collect();
+                        for i in gone {
+                            self.remove_link(i);
+                        }
+                    }
+                    if let Some(r) = self.ready.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                LinkMessage::Error(errno) => {
+                    warn!(errno, "rtnetlink error");
+                    if let Some(r) = self.ready.take() {
+                        let _ =
+                            r.send(Err(anyhow::anyhow!("rtnetlink dump failed: errno {errno}")));
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_local_macs(&self) {
+        let mut macs: Vec<Mac> = self.links.values().filter_map(|l| l.mac.map(Mac)).collect();
+        macs.sort();
+        macs.dedup();
+        self.shared.state.write().expect("state lock").local_macs = macs;
+    }
+
+    fn on_link(&mut self, link: Link) {
+        let index = link.index;
+        let elig = iface::eligibility(&link, &self.config.excludes);
+        let prev_mac = self.links.get(&index).and_then(|l| l.mac);
+        self.links.insert(index, link.clone());
+        if prev_mac != link.mac {
+            self.update_local_macs();
+        }
+        match elig {
+            Ok(mac) => {
+                let mac = Mac(mac);
+                if let Some(r) = self.responders.get(&index) {
+                    if r.info.name == link.name && r.info.mac == mac {
+                        return;
+                    }
+                    self.stop_responder(index, "renamed or new MAC");
+                }
+                if let Err(e) = self.start_responder(index, link.name.clone(), mac) {
+                    warn!(interface = %link.name, error = %e, "cannot open packet socket");
+                }
+            }
+            Err(reason) => {
+                if self.responders.contains_key(&index) {
+                    self.stop_responder(index, &format!("{reason:?}"));
+                } else {
+                    debug!(interface = %link.name, ?reason, "interface skipped");
+                }
+            }
+        }
+    }
+
+    fn remove_link(&mut self, index: u32) {
+        if self.links.remove(&index).is_some() {
+            self.update_local_macs();
+        }
+        if self.responders.contains_key(&index) {
+            self.stop_responder(index, "removed");
+        }
+    }
+
+    fn start_responder(&mut self, index: u32, name: String, mac: Mac) -> io::Result<()> {
+        let opts = bpf::FilterOptions {
+            echo: self.config.answer_ping,
+        };
+        let sock = Arc::new(sys::in_netns(self.config.netns.as_deref(), move || {
+            PacketSocket::open(index, opts)
+        })?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let info = InterfaceInfo {
+            name: name.clone(),
+            index,
+            mac,
+        };
+        {
+            let (sock, stop, shared, name) = (
+                sock.clone(),
+                stop.clone(),
+                self.shared.clone(),
+                name.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("ferrolb-rx-{name}"))
+                .spawn(move || rx_loop(&sock, &stop, &shared, &name, mac))?;
+        }
+        info!(interface = %name, index, %mac, "responder started");
+        self.shared
+            .interfaces
+            .write()
+            .expect("interfaces lock")
+            .insert(index, info.clone());
+        self.responders.insert(
+            index,
+            Responder {
+                info,
+                sock,
+                stop,
+                groups: BTreeSet::new(),
+            },
+        );
+        self.shared.emit(Event::InterfaceUp {
+            name: name.clone(),
+            index,
+            mac,
+        });
+        // Re-announce everything owned here (new interface, or one that came back up).
+        let ips: Vec<IpAddr> = {
+            let st = self.shared.state.read().expect("state lock");
+            st.owned.on_interface(&name).collect()
+        };
+        let now = Instant::now();
+        for ip in ips {
+            self.schedule.start((ip, index), now);
+            self.burst(ip, index);
+        }
+        self.sync_groups();
+        Ok(())
+    }
+
+    fn stop_responder(&mut self, index: u32, why: &str) {
+        if let Some(r) = self.responders.remove(&index) {
+            info!(interface = %r.info.name, index, why, "responder stopped");
+            if let Some(mld) = &self.mld {
+                for g in &r.groups {
+                    let _ = mld.leave(*g, index);
+                }
+            }
+            self.schedule.stop_where(|k| k.1 == index);
+            self.shared
+                .interfaces
+                .write()
+                .expect("interfaces lock")
+                .remove(&index);
+            self.shared.emit(Event::InterfaceDown {
+                name: r.info.name.clone(),
+                index,
+            });
+        }
+    }
+
+    fn on_announced(&mut self, ip: IpAddr) {
+        let now = Instant::now();
+        let allowed: Vec<(u32, bool)> = {
+            let st = self.shared.state.read().expect("state lock");
+            self.responders
+                .values()
+                .map(|r| (r.info.index, st.owned.allowed(ip, &r.info.name)))
+                .collect()
+        };
+        for (idx, ok) in allowed {
+            if ok {
+                self.schedule.start((ip, idx), now);
+                self.burst(ip, idx);
+            } else {
+                self.schedule.stop(&(ip, idx));
+            }
+        }
+        self.sync_groups();
+    }
+
+    fn burst(&self, ip: IpAddr, index: u32) {
+        let Some(r) = self.responders.get(&index) else {
+            return;
+        };
+        let allowed = {
+            let st = self.shared.state.read().expect("state lock");
+            st.owned.allowed(ip, &r.info.name)
+        };
+        if !allowed {
+            return;
+        }
+        let m = &self.shared.metrics;
+        for frame in logic::announcement(ip, r.info.mac) {
+            match r.sock.send(&frame) {
+                Ok(()) => {
+                    m.gratuitous_sent.get_or_create(&Metrics::ip(ip)).inc();
+                }
+                Err(e) => {
+                    m.send_errors.inc();
+                    debug!(%ip, interface = %r.info.name, error = %e, "gratuitous send failed");
+                }
+            }
+        }
+        trace!(%ip, interface = %r.info.name, "announcement burst sent");
+    }
+
+    fn sync_groups(&mut self) {
+        let st = self.shared.state.read().expect("state lock");
+        for r in self.responders.values_mut() {
+            let want = st.owned.solicited_groups(&r.info.name);
+            for g in want.difference(&r.groups) {
+                if let Err(e) = r.sock.add_multicast(crate::wire::ipv6_multicast_mac(*g).0) {
+                    warn!(interface = %r.info.name, group = %g, error = %e, "PACKET_ADD_MEMBERSHIP failed");
+                }
+                if let Some(mld) = &self.mld {
+                    match mld.join(*g, r.info.index) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {}
+                        Err(e) => {
+                            debug!(interface = %r.info.name, group = %g, error = %e, "MLD join failed")
+                        }
+                    }
+                }
+            }
+            for g in r.groups.difference(&want) {
+                let _ = r.sock.drop_multicast(crate::wire::ipv6_multicast_mac(*g).0);
+                if let Some(mld) = &self.mld {
+                    let _ = mld.leave(*g, r.info.index);
+                }
+            }
+            r.groups = want;
+        }
+    }
+}
+
+fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, mac: Mac) {
+    let mut buf = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match sock.recv(&mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(interface = %name, error = %e, "packet socket receive failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let verdict = {
+            let st = shared.state.read().expect("state lock");
+            let ctx = IfaceCtx {
+                name,
+                mac,
+                local_macs: &st.local_macs,
+                echo: shared.answer_ping,
+            };
+            logic::decide(&buf[..n], &ctx, &st.owned)
+        };
+        handle_verdict(verdict, sock, shared, name, mac);
+    }
+}
+
+fn handle_verdict(verdict: Verdict, sock: &PacketSocket, shared: &Shared, name: &str, mac: Mac) {
+    let m = &shared.metrics;
+    match verdict {
+        Verdict::Reply { ip, kind, frame } => {
+            let label = Metrics::ip(ip);
+            if kind != ReplyKind::Echo {
+                m.requests_received.get_or_create(&label).inc();
+            }
+            match sock.send(&frame) {
+                Ok(()) => {
+                    if kind == ReplyKind::Echo {
+                        m.echo_replies_sent.get_or_create(&label).inc();
+                    } else {
+                        m.responses_sent.get_or_create(&label).inc();
+                    }
+                    trace!(%ip, interface = %name, ?kind, "answered");
+                }
+                Err(e) => {
+                    m.send_errors.inc();
+                    debug!(%ip, interface = %name, error = %e, "reply send failed");
+                }
+            }
+        }
+        Verdict::Duplicate { ip, their_mac } => {
+            m.duplicate_responders.get_or_create(&Metrics::ip(ip)).inc();
+            let now = Instant::now();
+            let fresh = {
+                let mut seen = shared.dup_seen.lock().expect("dup lock");
+                if seen.len() > 4096 {
+                    seen.retain(|_, t| now.duration_since(*t) < shared.dup_interval);
+                }
+                match seen.get(&(ip, their_mac)) {
+                    Some(t) if now.duration_since(*t) < shared.dup_interval => false,
+                    _ => {
+                        seen.insert((ip, their_mac), now);
+                        true
+                    }
+                }
+            };
+            if fresh {
+                warn!(%ip, our_mac = %mac, %their_mac, interface = %name, "duplicate responder for an owned IP");
+                shared.emit(Event::DuplicateResponder {
+                    ip,
+                    our_mac: mac,
+                    their_mac,
+                    interface: name.to_string(),
+                });
+            }
+        }
+        Verdict::Drop(r) => {
+            m.drop(r);
+            trace!(interface = %name, reason = r.as_str(), "frame dropped");
+        }
+    }
+}

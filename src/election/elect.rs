@@ -1,0 +1,304 @@
+//! Owner election per IP: MetalLB's ranking, made sticky, and the whole-cluster map.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, L2Adv};
+
+use super::eligibility::{
+    interfaces_for, node_candidacy, preferred_score, service_ads, service_candidates, Candidate,
+    ElectionOptions, Interfaces, Reason, ServiceCandidates,
+};
+use super::model::{NodeInfo, ServiceView};
+
+/// The IP string MetalLB hashes: Go's `net.IP.String()` (dotted IPv4, RFC 5952 IPv6,
+/// IPv4-mapped IPv6 printed as IPv4).
+pub fn go_ip_string(ip: IpAddr) -> String {
+    super::model::canonical_ip(ip).to_string()
+}
+
+/// `SHA-256(node + "#" + ip)`, MetalLB's tie-breaker.
+pub fn election_hash(node: &str, ip: IpAddr) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(node.as_bytes());
+    h.update(b"#");
+    h.update(go_ip_string(ip).as_bytes());
+    h.finalize().into()
+}
+
+/// Sorts candidates in MetalLB order for hash key `anchor`: score descending, then
+/// `SHA-256(node#anchor)` ascending (bytewise), then name (only for equal hashes).
+pub fn rank_candidates(anchor: IpAddr, candidates: &mut [Candidate]) {
+    candidates.sort_by_cached_key(|c| {
+        (
+            std::cmp::Reverse(c.score),
+            election_hash(&c.node, anchor),
+            c.node.clone(),
+        )
+    });
+}
+
+/// Compares two candidates in rank order (see [`rank_candidates`]).
+pub fn rank_cmp(anchor: IpAddr, a: &Candidate, b: &Candidate) -> Ordering {
+    b.score
+        .cmp(&a.score)
+        .then_with(|| election_hash(&a.node, anchor).cmp(&election_hash(&b.node, anchor)))
+        .then_with(|| a.node.cmp(&b.node))
+}
+
+/// Elects the owner of one IP among `candidates` (any order).
+///
+/// * Sticky (default): a `current_owner` that is still among the candidates keeps the IP.
+/// * Otherwise, or with `revertive`, the best-ranked candidate (MetalLB's choice) wins.
+/// * No candidates: nobody.
+pub fn elect<'a>(
+    anchor: IpAddr,
+    candidates: &'a [Candidate],
+    current_owner: Option<&str>,
+    revertive: bool,
+) -> Option<&'a Candidate> {
+    if !revertive {
+        if let Some(cur) = current_owner {
+            if let Some(c) = candidates.iter().find(|c| c.node == cur) {
+                return Some(c);
+            }
+        }
+    }
+    candidates.iter().min_by(|a, b| rank_cmp(anchor, a, b))
+}
+
+/// Who announces one IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    /// The owner node.
+    pub node: String,
+    /// Interfaces the owner announces the IP on (union over the announced Services).
+    pub interfaces: Interfaces,
+    /// Keys of the Services announced through this IP (sorted).
+    pub services: BTreeSet<String>,
+    /// The IP string hashed for this IP (see the module rules on anchors).
+    pub anchor: IpAddr,
+    /// True when the owner was kept by stickiness although another candidate ranks first.
+    pub sticky: bool,
+}
+
+/// The outcome of [`elect_all`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Election {
+    /// The desired owner of every announced IP.
+    pub owners: BTreeMap<IpAddr, Ownership>,
+    /// Service IPs nobody announces for that Service, with the reason, keyed by
+    /// (service key, IP). An IP can be announced for some sharing Services and not others.
+    pub not_announced: BTreeMap<(String, IpAddr), Reason>,
+}
+
+impl Election {
+    /// The IPs `node` must announce, with their ownership.
+    pub fn announced_by<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = (IpAddr, &'a Ownership)> + 'a {
+        self.owners
+            .iter()
+            .filter(move |(_, o)| o.node == node)
+            .map(|(ip, o)| (*ip, o))
+    }
+
+    /// Owner node names by IP (the `current` input of the next [`elect_all`]).
+    pub fn owner_map(&self) -> BTreeMap<IpAddr, String> {
+        self.owners
+            .iter()
+            .map(|(ip, o)| (*ip, o.node.clone()))
+            .collect()
+    }
+
+    /// Why `node` does not announce `svc`'s `ip` (`Ok` = it does), for logs and status.
+    /// Node-level reasons (e.g. [`Reason::ExcludedFromLoadBalancers`]) are given in
+    /// preference to [`Reason::NotOwner`] so an operator sees why a node is out.
+    pub fn decision_for(
+        &self,
+        config: &Config,
+        svc: &ServiceView,
+        ip: IpAddr,
+        node: &NodeInfo,
+        opts: &ElectionOptions,
+    ) -> Result<&Ownership, Reason> {
+        if let Some(r) = self.not_announced.get(&(svc.key.clone(), ip)) {
+            return Err(r.clone());
+        }
+        let Some(own) = self
+            .owners
+            .get(&ip)
+            .filter(|o| o.services.contains(&svc.key))
+        else {
+            return Err(Reason::NoEligibleNode);
+        };
+        if own.node == node.name {
+            return Ok(own);
+        }
+        let ads = service_ads(config, svc)?;
+        node_candidacy(svc, &ads, node, opts)?;
+        Err(Reason::NotOwner {
+            owner: own.node.clone(),
+        })
+    }
+}
+
+/// Computes the desired owner of every IP of every Service, deterministically (the result
+/// does not depend on the order of `services` or `nodes`).
+///
+/// `current` holds the present owner of each IP (from owner records); it only matters in
+/// sticky mode. Rules (see the module documentation): duplicated Service keys and
+/// duplicated node names are ignored (reasons [`Reason::DuplicateService`] /
+/// node unknown); the candidate set of a shared IP is the set of nodes eligible for the
+/// largest number of its announceable Services (their intersection when it is non-empty).
+pub fn elect_all(
+    config: &Config,
+    services: &[ServiceView],
+    nodes: &[NodeInfo],
+    current: &BTreeMap<IpAddr, String>,
+    opts: &ElectionOptions,
+) -> Election {
+    let mut out = Election::default();
+
+    // Unique nodes by name; a duplicated name is dropped entirely.
+    let mut by_name: BTreeMap<&str, Option<&NodeInfo>> = BTreeMap::new();
+    for n in nodes {
+        by_name
+            .entry(n.name.as_str())
+            .and_modify(|e| *e = None)
+            .or_insert(Some(n));
+    }
+    let nodes: Vec<&NodeInfo> = by_name.values().filter_map(|n| *n).collect();
+
+    // Unique services by key; a duplicated key is never announced.
+    let mut by_key: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
+    for s in services {
+        by_key.entry(s.key.as_str()).or_default().push(s);
+    }
+    let mut svcs: Vec<&ServiceView> = Vec::new();
+    for (key, list) in &by_key {
+        if list.len() > 1 {
+            for s in list {
+                for ip in &s.ips {
+                    out.not_announced
+                        .insert((key.to_string(), *ip), Reason::DuplicateService);
+                }
+            }
+        } else {
+            svcs.push(list[0]);
+        }
+    }
+
+    // Per-service candidates and ads.
+    struct Eval<'c> {
+        cands: ServiceCandidates,
+        ads: Vec<&'c L2Adv>,
+    }
+    let mut evals: BTreeMap<&str, Eval> = BTreeMap::new();
+    for s in &svcs {
+        match service_candidates(config, s, nodes.iter().copied(), opts) {
+            Ok(cands) => {
+                let ads = service_ads(config, s).unwrap_or_default();
+                evals.insert(s.key.as_str(), Eval { cands, ads });
+            }
+            Err(r) => {
+                for ip in &s.ips {
+                    out.not_announced.insert((s.key.clone(), *ip), r.clone());
+                }
+            }
+        }
+    }
+
+    // Services by IP (all valid ones, for the anchor; svcs is sorted by key).
+    let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
+    for s in &svcs {
+        for ip in &s.ips {
+            by_ip.entry(*ip).or_default().push(s);
+        }
+    }
+
+    for (ip, sharers) in &by_ip {
+        let anchor = anchor_ip(*ip, sharers);
+        let announceable: Vec<(&ServiceView, &Eval)> = sharers
+            .iter()
+            .filter_map(|s| evals.get(s.key.as_str()).map(|e| (*s, e)))
+            .collect();
+        if announceable.is_empty() {
+            continue;
+        }
+        // Coverage: for how many announceable sharers each node is eligible.
+        let mut coverage: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, e) in &announceable {
+            for n in e.cands.candidates.keys() {
+                *coverage.entry(n.as_str()).or_default() += 1;
+            }
+        }
+        let max = coverage.values().copied().max().unwrap_or(0);
+        // Ads of all announceable sharers (deduplicated by name) score the nodes.
+        let mut ads: Vec<&L2Adv> = Vec::new();
+        for (_, e) in &announceable {
+            for a in &e.ads {
+                if !ads.iter().any(|x| x.name == a.name) {
+                    ads.push(a);
+                }
+            }
+        }
+        let candidates: Vec<Candidate> = nodes
+            .iter()
+            .filter(|n| coverage.get(n.name.as_str()) == Some(&max))
+            .map(|n| Candidate {
+                node: n.name.clone(),
+                score: preferred_score(ads.iter().copied(), n),
+                interfaces: interfaces_for(ads.iter().copied(), n).unwrap_or(Interfaces::All),
+            })
+            .collect();
+        let cur = current.get(ip).map(String::as_str);
+        let Some(winner) = elect(anchor, &candidates, cur, opts.revertive) else {
+            continue;
+        };
+        let best = candidates.iter().min_by(|a, b| rank_cmp(anchor, a, b));
+        let mut services = BTreeSet::new();
+        let mut interfaces: Option<Interfaces> = None;
+        for (s, e) in &announceable {
+            match e.cands.candidates.get(&winner.node) {
+                Some(c) => {
+                    services.insert(s.key.clone());
+                    interfaces = Some(match interfaces {
+                        None => c.interfaces.clone(),
+                        Some(i) => i.union(&c.interfaces),
+                    });
+                }
+                None => {
+                    out.not_announced
+                        .insert((s.key.clone(), *ip), Reason::SharedIpOwnerNotEligible);
+                }
+            }
+        }
+        out.owners.insert(
+            *ip,
+            Ownership {
+                node: winner.node.clone(),
+                interfaces: interfaces.unwrap_or(Interfaces::All),
+                services,
+                anchor,
+                sticky: best.is_some_and(|b| b.node != winner.node),
+            },
+        );
+    }
+    out
+}
+
+/// The IP hashed for `ip`, given the Services carrying it (sorted by key): `ip` itself when
+/// it is the first ingress IP of any of them (always the case for single-IP Services),
+/// otherwise the first ingress IP of the first Service by key (the IPv4 of a dual-stack
+/// Service, so both its IPs land on one node exactly as in MetalLB).
+pub fn anchor_ip(ip: IpAddr, sharers: &[&ServiceView]) -> IpAddr {
+    if sharers.iter().any(|s| s.first_ip() == Some(ip)) {
+        return ip;
+    }
+    sharers.first().and_then(|s| s.first_ip()).unwrap_or(ip)
+}

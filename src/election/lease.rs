@@ -1,0 +1,289 @@
+//! Fencing, liveness and owner-record claims as pure decisions (rules in the module doc
+//! of [`crate::election`]). The speaker shell measures times on its monotonic clock,
+//! performs the API calls, and asks these functions what to do.
+
+use std::time::{Duration, Instant};
+
+/// The smallest allowed gap between `renew_deadline` and `lease_duration`: time for the
+/// dataplane to stop answering plus clock-rate and scheduling slack.
+pub const MIN_FENCE_MARGIN: Duration = Duration::from_millis(250);
+
+/// Lease timings of the per-node speaker Lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseClock {
+    lease_duration: Duration,
+    renew_deadline: Duration,
+    retry_period: Duration,
+}
+
+/// The longest accepted lease duration (keeps every deadline computation in range).
+pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
+
+/// Invalid [`LeaseClock`] timings.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseClockError {
+    /// `lease_duration` exceeds [`MAX_LEASE_DURATION`].
+    #[error("lease duration {0:?} exceeds {MAX_LEASE_DURATION:?}")]
+    LeaseTooLong(Duration),
+    /// `renew_deadline + MIN_FENCE_MARGIN > lease_duration`.
+    #[error("renew deadline {renew_deadline:?} must be at least {MIN_FENCE_MARGIN:?} shorter than the lease duration {lease_duration:?}")]
+    DeadlineTooLong {
+        /// Given lease duration.
+        lease_duration: Duration,
+        /// Given renew deadline.
+        renew_deadline: Duration,
+    },
+    /// `retry_period` is zero or does not fit twice into `renew_deadline`
+    /// (a single failed renewal must not fence the node).
+    #[error("retry period {retry_period:?} must be non-zero and at most half the renew deadline {renew_deadline:?}")]
+    RetryTooLong {
+        /// Given retry period.
+        retry_period: Duration,
+        /// Given renew deadline.
+        renew_deadline: Duration,
+    },
+}
+
+impl Default for LeaseClock {
+    /// 2 s lease, 1.5 s renew deadline, 500 ms renew interval: crash failover
+    /// ≤ lease duration + one observation delay, under the 3 s budget.
+    fn default() -> Self {
+        LeaseClock {
+            lease_duration: Duration::from_millis(2000),
+            renew_deadline: Duration::from_millis(1500),
+            retry_period: Duration::from_millis(500),
+        }
+    }
+}
+
+impl LeaseClock {
+    /// Validated timings.
+    pub fn new(
+        lease_duration: Duration,
+        renew_deadline: Duration,
+        retry_period: Duration,
+    ) -> Result<Self, LeaseClockError> {
+        if lease_duration > MAX_LEASE_DURATION {
+            return Err(LeaseClockError::LeaseTooLong(lease_duration));
+        }
+        if renew_deadline.saturating_add(MIN_FENCE_MARGIN) > lease_duration {
+            return Err(LeaseClockError::DeadlineTooLong {
+                lease_duration,
+                renew_deadline,
+            });
+        }
+        if retry_period.is_zero() || retry_period.saturating_mul(2) > renew_deadline {
+            return Err(LeaseClockError::RetryTooLong {
+                retry_period,
+                renew_deadline,
+            });
+        }
+        Ok(LeaseClock {
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        })
+    }
+
+    /// How long a Lease is valid in everyone else's eyes after they observed a renewal.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
+    }
+
+    /// How long after the *start* of its last successful renewal a holder may keep
+    /// announcing; at least [`MIN_FENCE_MARGIN`] less than the lease duration.
+    pub fn renew_deadline(&self) -> Duration {
+        self.renew_deadline
+    }
+
+    /// Interval between renewals.
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period
+    }
+
+    /// May this node announce anything? `last_renew_started` is the instant the last
+    /// **successful** renewal request was *sent* (not answered), on this node's monotonic
+    /// clock; `None` before the first success.
+    pub fn may_announce(&self, last_renew_started: Option<Instant>, now: Instant) -> bool {
+        last_renew_started.is_some_and(|t| now.saturating_duration_since(t) < self.renew_deadline)
+    }
+
+    /// When this node must have withdrawn everything unless it renews again.
+    pub fn fence_at(&self, last_renew_started: Instant) -> Instant {
+        last_renew_started + self.renew_deadline
+    }
+
+    /// Is a peer alive? `observed_change_at` is when *this* node last saw the peer's Lease
+    /// change (resourceVersion or renewTime), on this node's monotonic clock — never the
+    /// timestamp written in the Lease (clocks of different nodes are not comparable).
+    pub fn peer_alive(&self, observed_change_at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(observed_change_at) < self.lease_duration
+    }
+
+    /// When a silent peer's Lease expires in this node's eyes.
+    pub fn peer_expires_at(&self, observed_change_at: Instant) -> Instant {
+        observed_change_at + self.lease_duration
+    }
+
+    /// A live holder that this node considers no longer entitled to an IP has this long to
+    /// hand it over before this node claims it anyway.
+    pub fn handover_timeout(&self) -> Duration {
+        self.lease_duration
+    }
+}
+
+/// The owner record of one IP as stored in the API (written only when ownership changes).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnerRecord {
+    /// The node entitled to announce the IP.
+    pub holder: String,
+    /// Incremented by every change of holder; never decreases.
+    pub epoch: u64,
+}
+
+/// What this node knows about the holder of an IP's owner record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderState {
+    /// Its Lease is fresh ([`LeaseClock::peer_alive`]).
+    Alive,
+    /// Alive, but it has not handed the IP over within [`LeaseClock::handover_timeout`]
+    /// of this node first deciding it should.
+    Unresponsive,
+    /// Its Lease expired in this node's eyes, was released, or does not exist.
+    Gone,
+}
+
+/// What a speaker does about one IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimAction {
+    /// Announce the IP (this node holds the record and is the desired owner).
+    Announce,
+    /// Do not announce; nothing to write.
+    Idle,
+    /// Write `record` with optimistic concurrency (create-if-absent, or replace with the
+    /// resourceVersion that was read). Do not announce until a later evaluation returns
+    /// [`ClaimAction::Announce`]; on conflict re-read and re-evaluate.
+    Claim {
+        /// The record to write.
+        record: OwnerRecord,
+    },
+    /// Stop announcing first, then write `record` (hand over to the successor) or delete
+    /// the record when `None` (nobody should announce). Conflicts are ignored: somebody
+    /// else already changed the record.
+    Release {
+        /// The successor's record, or `None` to delete.
+        record: Option<OwnerRecord>,
+    },
+    /// Another node holds the record and is alive: wait for it to hand over.
+    WaitForHolder,
+}
+
+/// Decides what node `me` does about one IP.
+///
+/// * `desired`: the owner from [`super::elect_all`] (computed with `current` = the
+///   record holders), `None` when nobody should announce.
+/// * `record`: the IP's owner record as last read, if any; `holder`: the state of its holder.
+/// * `may_announce`: [`LeaseClock::may_announce`] for this node.
+pub fn decide_claim(
+    me: &str,
+    desired: Option<&str>,
+    record: Option<&OwnerRecord>,
+    holder: HolderState,
+    may_announce: bool,
+) -> ClaimAction {
+    let epoch = record.map_or(0, |r| r.epoch);
+    let i_hold = record.is_some_and(|r| r.holder == me);
+    let i_am_desired = desired == Some(me);
+    if !may_announce {
+        // Fenced: never announce, never write (we could be partitioned from the API).
+        return ClaimAction::Idle;
+    }
+    match (i_hold, i_am_desired) {
+        (true, true) => ClaimAction::Announce,
+        (true, false) => ClaimAction::Release {
+            record: desired.map(|d| OwnerRecord {
+                holder: d.to_string(),
+                epoch: epoch + 1,
+            }),
+        },
+        (false, false) => ClaimAction::Idle,
+        (false, true) => match (record, holder) {
+            (None, _) | (Some(_), HolderState::Gone | HolderState::Unresponsive) => {
+                ClaimAction::Claim {
+                    record: OwnerRecord {
+                        holder: me.to_string(),
+                        epoch: epoch + 1,
+                    },
+                }
+            }
+            (Some(_), HolderState::Alive) => ClaimAction::WaitForHolder,
+        },
+    }
+}
+
+/// The "may I announce?" state machine of one speaker: fresh Lease **and** owner records
+/// read after the Lease was (re)acquired. A speaker starting up, or recovering from a
+/// fence, may hold a stale cache saying it owns IPs that were taken over meanwhile; it
+/// must not announce until it has re-read the records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    clock: LeaseClock,
+    last_renew_started: Option<Instant>,
+    acquired_at: Option<Instant>,
+    synced: bool,
+}
+
+impl Fence {
+    /// A speaker that has not renewed yet (may not announce).
+    pub fn new(clock: LeaseClock) -> Self {
+        Fence {
+            clock,
+            last_renew_started: None,
+            acquired_at: None,
+            synced: false,
+        }
+    }
+
+    /// The timings.
+    pub fn clock(&self) -> &LeaseClock {
+        &self.clock
+    }
+
+    /// Records a successful renewal whose request was sent at `started`. If the Lease had
+    /// lapsed (or was never held) this is a (re)acquisition: records must be re-read.
+    pub fn renewed(&mut self, started: Instant) {
+        let lapsed = !self.clock.may_announce(self.last_renew_started, started);
+        if lapsed {
+            self.acquired_at = Some(started);
+            self.synced = false;
+        }
+        if self.last_renew_started.is_none_or(|t| started > t) {
+            self.last_renew_started = Some(started);
+        }
+    }
+
+    /// Records a complete read (list) of the owner records that was started at `started`.
+    /// It counts only if it started after the current Lease acquisition.
+    pub fn records_read(&mut self, started: Instant) {
+        if self.acquired_at.is_some_and(|a| started >= a) {
+            self.synced = true;
+        }
+    }
+
+    /// Releases the Lease (graceful shutdown): nothing may be announced any more.
+    pub fn release(&mut self) {
+        self.last_renew_started = None;
+        self.acquired_at = None;
+        self.synced = false;
+    }
+
+    /// May this speaker announce at `now`?
+    pub fn may_announce(&self, now: Instant) -> bool {
+        self.synced && self.clock.may_announce(self.last_renew_started, now)
+    }
+
+    /// The instant at which announcing must stop unless renewed (`None`: not allowed now).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.last_renew_started.map(|t| self.clock.fence_at(t))
+    }
+}

@@ -1,0 +1,257 @@
+//! Pure input types of the election: what a speaker knows about nodes and Services.
+//!
+//! These are plain values built from Kubernetes objects by pure conversion functions
+//! ([`NodeInfo::from_node`], [`service_view`]); the election never sees a client.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+
+use crate::config::Config;
+use crate::selector::Labels;
+
+/// Node label that removes a node from load-balancer duty (presence, any value).
+pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// Service annotation carrying the IP sharing key.
+pub const SHARED_IP_ANNOTATION: &str = "metallb.io/allow-shared-ip";
+/// Legacy spelling of [`SHARED_IP_ANNOTATION`] (the new prefix wins when both are set).
+pub const LEGACY_SHARED_IP_ANNOTATION: &str = "metallb.universe.tf/allow-shared-ip";
+/// EndpointSlice label naming the Service the slice belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What the election needs to know about one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: Labels,
+    /// The Node has condition `NetworkUnavailable=True`.
+    pub network_unavailable: bool,
+    /// The node's speaker is alive (its Lease is fresh, or its heartbeats are heard).
+    pub speaker_alive: bool,
+}
+
+impl NodeInfo {
+    /// A healthy node with a live speaker and no labels.
+    pub fn new(name: impl Into<String>) -> Self {
+        NodeInfo {
+            name: name.into(),
+            labels: Labels::new(),
+            network_unavailable: false,
+            speaker_alive: true,
+        }
+    }
+
+    /// Builder helper: the same node with one more label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Converts a `Node`. Returns `None` when the object has no name (nothing to elect).
+    /// `speaker_alive` comes from the liveness layer (Leases / heartbeats), not from the Node.
+    pub fn from_node(node: &Node, speaker_alive: bool) -> Option<Self> {
+        let name = node.metadata.name.clone().filter(|n| !n.is_empty())?;
+        let network_unavailable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+            });
+        Some(NodeInfo {
+            name,
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            network_unavailable,
+            speaker_alive,
+        })
+    }
+
+    /// The node carries [`EXCLUDE_LB_LABEL`].
+    pub fn excluded_from_lb(&self) -> bool {
+        self.labels.contains_key(EXCLUDE_LB_LABEL)
+    }
+}
+
+/// What the election needs to know about one LoadBalancer Service with ingress IPs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceView {
+    /// `namespace/name`.
+    pub key: String,
+    /// `metadata.labels` (for L2Advertisement `serviceSelectors`).
+    pub labels: Labels,
+    /// `status.loadBalancer.ingress[].ip` in ingress order (never empty, no duplicates).
+    pub ips: Vec<IpAddr>,
+    /// The pool containing **all** of `ips`; `None` when no single pool does
+    /// (such a Service is never announced, reason [`crate::election::Reason::IpNotInPool`]).
+    pub pool: Option<String>,
+    /// `spec.externalTrafficPolicy: Local`.
+    pub etp_local: bool,
+    /// The `allow-shared-ip` sharing key, if any.
+    pub sharing_key: Option<String>,
+    /// Nodes hosting at least one serving endpoint of the Service.
+    pub serving_endpoint_nodes: BTreeSet<String>,
+    /// At least one serving endpoint exists anywhere (also counts endpoints without `nodeName`).
+    pub has_serving_endpoint: bool,
+}
+
+impl ServiceView {
+    /// A Cluster-policy Service with the given IPs, a serving endpoint, no labels and
+    /// no pool (set `pool` yourself). Handy for tests and benchmarks.
+    pub fn new(key: impl Into<String>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
+        ServiceView {
+            key: key.into(),
+            labels: Labels::new(),
+            ips,
+            pool: pool.map(str::to_string),
+            etp_local: false,
+            sharing_key: None,
+            serving_endpoint_nodes: BTreeSet::new(),
+            has_serving_endpoint: true,
+        }
+    }
+
+    /// The first ingress IP: the IP MetalLB hashes for the whole Service.
+    pub fn first_ip(&self) -> Option<IpAddr> {
+        self.ips.first().copied()
+    }
+}
+
+/// Why a Service could not be turned into a [`ServiceView`]. None of these is an error of
+/// ferrolb's; the speaker simply has nothing to announce for such a Service.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// The object has no name or namespace.
+    #[error("service has no name or namespace")]
+    MissingName,
+    /// `spec.type` is not `LoadBalancer`.
+    #[error("service is not of type LoadBalancer")]
+    NotLoadBalancer,
+    /// `status.loadBalancer.ingress` holds no IP.
+    #[error("service has no ingress IP")]
+    NoIngressIp,
+    /// An ingress entry is not a valid IP address.
+    #[error("invalid ingress IP {0:?}")]
+    InvalidIngressIp(String),
+}
+
+/// MetalLB's `EndpointCanServe`: `conditions.ready` nil or true, or `conditions.serving` true.
+pub fn endpoint_can_serve(ep: &Endpoint) -> bool {
+    match &ep.conditions {
+        None => true,
+        Some(c) => c.ready.unwrap_or(true) || c.serving == Some(true),
+    }
+}
+
+/// The name of the pool containing every one of `ips` (the first such pool by name).
+pub fn pool_for_ips(config: &Config, ips: &[IpAddr]) -> Option<String> {
+    if ips.is_empty() {
+        return None;
+    }
+    config
+        .pools
+        .values()
+        .find(|p| ips.iter().all(|ip| p.cidrs.iter().any(|c| c.contains(ip))))
+        .map(|p| p.name.clone())
+}
+
+/// The sharing key of a Service: `metallb.io/allow-shared-ip`, else the legacy key.
+pub fn sharing_key(svc: &Service) -> Option<String> {
+    let ann = svc.metadata.annotations.as_ref()?;
+    ann.get(SHARED_IP_ANNOTATION)
+        .or_else(|| ann.get(LEGACY_SHARED_IP_ANNOTATION))
+        .filter(|k| !k.is_empty())
+        .cloned()
+}
+
+/// Builds the [`ServiceView`] of `svc`. `slices` may contain slices of any Service: only
+/// those in the Service's namespace labelled `kubernetes.io/service-name=<name>` are used.
+/// The pool is looked up in `config`.
+pub fn service_view<'a>(
+    svc: &Service,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    config: &Config,
+) -> Result<ServiceView, ViewError> {
+    let name = svc.metadata.name.as_deref().filter(|n| !n.is_empty());
+    let ns = svc.metadata.namespace.as_deref().filter(|n| !n.is_empty());
+    let (Some(name), Some(ns)) = (name, ns) else {
+        return Err(ViewError::MissingName);
+    };
+    let spec = svc.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+        return Err(ViewError::NotLoadBalancer);
+    }
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for ing in ingress.into_iter().flatten() {
+        let Some(raw) = ing.ip.as_deref().filter(|s| !s.is_empty()) else {
+            continue; // hostname-only entries are not ours
+        };
+        let ip: IpAddr = raw
+            .trim()
+            .parse()
+            .map_err(|_| ViewError::InvalidIngressIp(raw.to_string()))?;
+        let ip = canonical_ip(ip);
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    if ips.is_empty() {
+        return Err(ViewError::NoIngressIp);
+    }
+    let mut serving_endpoint_nodes = BTreeSet::new();
+    let mut has_serving_endpoint = false;
+    for slice in slices {
+        let belongs = slice.metadata.namespace.as_deref() == Some(ns)
+            && slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(name);
+        if !belongs {
+            continue;
+        }
+        for ep in slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter(|e| endpoint_can_serve(e))
+        {
+            has_serving_endpoint = true;
+            if let Some(n) = ep.node_name.as_ref().filter(|n| !n.is_empty()) {
+                serving_endpoint_nodes.insert(n.clone());
+            }
+        }
+    }
+    Ok(ServiceView {
+        key: format!("{ns}/{name}"),
+        labels: svc.metadata.labels.clone().unwrap_or_default(),
+        pool: pool_for_ips(config, &ips),
+        ips,
+        etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+        sharing_key: sharing_key(svc),
+        serving_endpoint_nodes,
+        has_serving_endpoint,
+    })
+}
+
+/// IPv4-mapped IPv6 addresses are IPv4 addresses (as Go's `net.IP` treats them).
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}

@@ -1,0 +1,221 @@
+//! `ferrolb speaker` command-line flags and the lease timing they configure.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::election::{LeaseClock, LeaseClockError};
+
+/// Command-line arguments of `ferrolb speaker`.
+///
+/// The speaker runs on every node (DaemonSet, `hostNetwork: true`). For every external IP
+/// the controller allocated, exactly one node "owns" it and answers ARP / NDP for it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Name of the Kubernetes Node this speaker runs on. In a DaemonSet set it from the
+    /// downward API: `env: NODE_NAME` with `fieldRef: {fieldPath: spec.nodeName}`.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+
+    /// Namespace holding the speakers' Leases, the L2Advertisements / IPAddressPools and the
+    /// ServiceL2Status objects. Usually the namespace the speaker pod runs in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "metallb-system")]
+    pub namespace: String,
+
+    /// Only handle Services whose `spec.loadBalancerClass` equals this value. Without the
+    /// flag, only Services that have no loadBalancerClass are handled (as MetalLB does).
+    #[arg(long, env = "FERROLB_LB_CLASS")]
+    pub lb_class: Option<String>,
+
+    /// Announce from nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers`
+    /// too. kubeadm and Talos put that label on control-plane nodes, so single-node clusters
+    /// usually need this flag.
+    #[arg(long, env = "FERROLB_IGNORE_EXCLUDE_LB")]
+    pub ignore_exclude_lb: bool,
+
+    /// Move an IP back to its preferred node as soon as that node returns (MetalLB's
+    /// behaviour). By default ownership is sticky: an IP stays on its current node while that
+    /// node is alive and eligible, so a node coming back does not break connections twice.
+    #[arg(long, env = "FERROLB_REVERTIVE")]
+    pub revertive: bool,
+
+    /// Address for `/metrics`, `/healthz` and `/readyz`. The speaker uses the host network,
+    /// so this port is opened on every node: 7473 is used by neither kubelet (10248, 10250,
+    /// 10255) nor kube-proxy (10249, 10256) nor MetalLB's speaker (7472, 7946, 9120).
+    /// Only MetalLB's optional FRR mode exports metrics on 7473, so do not run both on one node.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
+    pub metrics_addr: SocketAddr,
+
+    /// Kubeconfig file. Without it the in-cluster service account is used (or `~/.kube/config`).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How long a speaker's node Lease stays valid after its last renewal. When a speaker
+    /// crashes, the others take over its IPs this long after they last saw it renew, so this
+    /// bounds crash failover (plus a few milliseconds for the claim and the first gratuitous
+    /// packet). Accepts `2s`, `1500ms`, `1.5s`.
+    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Fencing: if this speaker could not renew its Lease for this long (on its own clock), it
+    /// stops answering for every IP. Must be shorter than --lease-duration, so that a speaker cut
+    /// off from the API server has gone quiet before anyone else may take its IPs over.
+    #[arg(long, env = "FERROLB_RENEW_DEADLINE", default_value = "1200ms", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+
+    /// How often the speaker renews its Lease (one API write each time; this is the only
+    /// steady-state write, whatever the number of Services). Several attempts must fit into
+    /// --renew-deadline so one slow request does not fence the node.
+    #[arg(long, env = "FERROLB_RETRY_PERIOD", default_value = "300ms", value_parser = parse_duration)]
+    pub retry_period: Duration,
+
+    /// Interfaces never used for answering: regular expressions on the interface name, comma
+    /// separated (e.g. `^docker.*,^veth.*`). Replaces the built-in list, which is MetalLB's:
+    /// ^docker.*, ^cbr.*, ^dummy.*, ^virbr.*, ^lxcbr.*, ^veth.*, ^lo$, ^cali.*, ^tunl.*,
+    /// ^flannel.*, ^kube-ipvs.*, ^cni.*, ^nodelocaldns.*, ^lxc.*.
+    #[arg(long, env = "FERROLB_EXCLUDE_INTERFACES", value_delimiter = ',')]
+    pub exclude_interfaces: Option<Vec<String>>,
+
+    /// When this node takes over an IP it sends gratuitous ARP / unsolicited NA at once, then
+    /// again at these offsets from the takeover (comma separated). The default covers ~5 s
+    /// with backoff so clients and switches that missed the first packet still learn the
+    /// new MAC (Linux ignores a second update within ~1 s, hence 1.1 s and later).
+    #[arg(
+        long,
+        env = "FERROLB_GARP_SCHEDULE",
+        value_delimiter = ',',
+        value_parser = parse_duration,
+        default_value = "100ms,500ms,1100ms,2200ms,4400ms"
+    )]
+    pub garp_schedule: Vec<Duration>,
+
+    /// Also re-send the gratuitous announcement for every owned IP at this interval, forever
+    /// (for switches whose MAC tables age out faster than clients' ARP caches). Off by default.
+    #[arg(long, env = "FERROLB_GARP_REFRESH", value_parser = parse_duration)]
+    pub garp_refresh: Option<Duration>,
+
+    /// Answer ICMP echo (ping) sent to owned IPs, so `ping <EXTERNAL-IP>` works. Off by
+    /// default, as in MetalLB where only Service ports answer.
+    #[arg(long, env = "FERROLB_ANSWER_PING")]
+    pub answer_ping: bool,
+}
+
+impl Args {
+    /// The lease timing these flags describe, validated by the election's rules
+    /// (`renew_deadline + 250 ms <= lease_duration`, `2 * retry_period <= renew_deadline`).
+    ///
+    /// Defaults 2 s / 1.2 s / 300 ms: crash failover = lease duration (2 s) + a fresh read
+    /// and one claim write + the first gratuitous packet, well under the 3 s budget; the
+    /// 800 ms fencing margin absorbs API latency, scheduling and clock-rate differences;
+    /// four renewal attempts fit in the renew deadline, so one slow request never fences.
+    /// Cost: 3.3 Lease writes per second per node (raise all three for large clusters).
+    pub fn timing(&self) -> Result<LeaseClock, LeaseClockError> {
+        LeaseClock::new(self.lease_duration, self.renew_deadline, self.retry_period)
+    }
+}
+
+/// Parses `300ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 300ms, 2s, 1.5s"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["", "ms", "1h", "-1s", "1..2s", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe_and_fast() {
+        let cli = Cli::try_parse_from(["x", "--node-name", "n1"]).unwrap();
+        let t = cli.args.timing().unwrap();
+        assert_eq!(t.renew_deadline(), Duration::from_millis(1200));
+        assert_eq!(t.retry_period(), Duration::from_millis(300));
+        // crash failover budget from the issue: lease duration + 500 ms <= 3 s
+        assert!(t.lease_duration() + Duration::from_millis(500) <= Duration::from_secs(3));
+        assert_eq!(cli.args.namespace, "metallb-system");
+        assert_eq!(cli.args.metrics_addr.port(), 7473);
+        assert_eq!(
+            cli.args.garp_schedule,
+            crate::dataplane::schedule::DEFAULT_BACKOFF.to_vec()
+        );
+    }
+
+    #[test]
+    fn node_name_is_required() {
+        // NODE_NAME may be set in the environment of whoever runs the tests
+        if std::env::var_os("NODE_NAME").is_none() {
+            assert!(Cli::try_parse_from(["x"]).is_err());
+        }
+    }
+
+    #[test]
+    fn unsafe_timings_rejected() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-name",
+            "n",
+            "--lease-duration",
+            "1s",
+            "--renew-deadline",
+            "1s",
+        ])
+        .unwrap();
+        assert!(cli.args.timing().is_err());
+        let cli = Cli::try_parse_from(["x", "--node-name", "n", "--retry-period", "1s"]).unwrap();
+        assert!(cli.args.timing().is_err());
+    }
+
+    #[test]
+    fn exclude_list_and_schedule_parse() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-name",
+            "n",
+            "--exclude-interfaces",
+            "^docker.*,^veth.*",
+            "--garp-schedule",
+            "100ms,1s",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.args.exclude_interfaces,
+            Some(vec!["^docker.*".to_string(), "^veth.*".to_string()])
+        );
+        assert_eq!(
+            cli.args.garp_schedule,
+            vec![Duration::from_millis(100), Duration::from_secs(1)]
+        );
+    }
+}

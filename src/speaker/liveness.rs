@@ -1,0 +1,371 @@
+//! Node liveness: this speaker's own Lease (renewal loop + fencing) and the peers' Leases.
+//!
+//! Every speaker holds the Lease `ferrolb-speaker-<node>` in the speaker namespace and
+//! renews it every retry period: that is the only steady-state API write, independent of
+//! the number of IPs and Services. Peers are judged on **their own monotonic clock**: a peer
+//! is alive while its Lease has changed within the lease duration since they last observed
+//! a change (client-go's `observedTime` rule), so wall-clock skew between nodes is harmless.
+//!
+//! Fencing: [`Fence`] remembers when the last renewal that succeeded was *sent*. Once that
+//! is older than the renew deadline (shorter than the lease duration) the speaker withdraws
+//! everything, before any peer can consider its Lease expired.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use std::time::Instant;
+use tokio::sync::watch;
+
+use super::metrics::Metrics;
+use crate::election::LeaseClock;
+
+/// Prefix of every speaker node Lease name.
+pub const NODE_LEASE_PREFIX: &str = "ferrolb-speaker-";
+
+/// Name of the Lease held by the speaker of `node`.
+pub fn node_lease_name(node: &str) -> String {
+    format!("{NODE_LEASE_PREFIX}{node}")
+}
+
+/// The node a speaker Lease belongs to, if `name` is one.
+pub fn node_of_lease(name: &str) -> Option<&str> {
+    name.strip_prefix(NODE_LEASE_PREFIX)
+        .filter(|n| !n.is_empty())
+}
+
+/// What identifies one renewal of a Lease: any change means its holder is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseMark {
+    /// `spec.holderIdentity` (empty: released).
+    pub holder: String,
+    /// `metadata.resourceVersion` (changes on every write).
+    pub resource_version: String,
+}
+
+impl LeaseMark {
+    /// Extracts the mark of a Lease.
+    pub fn of(lease: &Lease) -> Self {
+        Self {
+            holder: lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default(),
+            resource_version: lease.metadata.resource_version.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Observed {
+    mark: LeaseMark,
+    changed_at: Instant,
+    /// When the peer was first seen dead (for the failover histogram).
+    dead_since: Option<Instant>,
+}
+
+/// Peer liveness from observed Lease changes (pure: time is passed in).
+#[derive(Debug, Clone)]
+pub struct PeerTracker {
+    lease_duration: Duration,
+    peers: BTreeMap<String, Observed>,
+}
+
+impl PeerTracker {
+    /// A tracker judging peers dead after `lease_duration` without change.
+    pub fn new(lease_duration: Duration) -> Self {
+        Self {
+            lease_duration,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// Records the current content of `node`'s Lease as seen at `now`. Returns true when it
+    /// changed (a renewal, a release or a new holder).
+    pub fn observe(&mut self, node: &str, mark: LeaseMark, now: Instant) -> bool {
+        match self.peers.get_mut(node) {
+            Some(o) if o.mark == mark => false,
+            Some(o) => {
+                o.mark = mark;
+                o.changed_at = now;
+                o.dead_since = None;
+                true
+            }
+            None => {
+                self.peers.insert(
+                    node.to_string(),
+                    Observed {
+                        mark,
+                        changed_at: now,
+                        dead_since: None,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Keeps only the nodes in `present` (Leases deleted ⇒ peer gone).
+    pub fn retain(&mut self, present: &dyn Fn(&str) -> bool) {
+        self.peers.retain(|n, _| present(n));
+    }
+
+    /// Whether `node`'s speaker is alive at `now`: its Lease is held by it and changed less
+    /// than the lease duration ago.
+    pub fn is_alive(&self, node: &str, now: Instant) -> bool {
+        self.peers.get(node).is_some_and(|o| {
+            o.mark.holder == node
+                && now.saturating_duration_since(o.changed_at) < self.lease_duration
+        })
+    }
+
+    /// The resourceVersion last observed on `node`'s Lease.
+    pub fn resource_version(&self, node: &str) -> Option<&str> {
+        self.peers
+            .get(node)
+            .map(|o| o.mark.resource_version.as_str())
+    }
+
+    /// All nodes alive at `now`.
+    pub fn alive(&self, now: Instant) -> Vec<String> {
+        self.peers
+            .keys()
+            .filter(|n| self.is_alive(n, now))
+            .cloned()
+            .collect()
+    }
+
+    /// The next instant at which a currently alive peer will be considered dead (to arm a timer).
+    pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter(|(n, _)| self.is_alive(n, now))
+            .map(|(_, o)| o.changed_at + self.lease_duration)
+            .min()
+    }
+
+    /// Marks peers that are dead at `now` with the time their death was first noticed, and
+    /// returns that time for `node` (the start of a failover).
+    pub fn note_deaths(&mut self, now: Instant) {
+        let d = self.lease_duration;
+        for (n, o) in self.peers.iter_mut() {
+            let alive = o.mark.holder == *n && now.saturating_duration_since(o.changed_at) < d;
+            if !alive && o.dead_since.is_none() {
+                o.dead_since = Some(now);
+            }
+        }
+    }
+
+    /// When `node` was first noticed dead (None while alive or unknown).
+    pub fn dead_since(&self, node: &str) -> Option<Instant> {
+        self.peers.get(node).and_then(|o| o.dead_since)
+    }
+}
+
+/// Fencing state of this speaker's own Lease (pure: time is passed in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fence {
+    /// Send time of the last renewal that succeeded.
+    pub last_renewed: Option<Instant>,
+}
+
+impl Fence {
+    /// Whether this speaker may answer at `now`: its last successful renewal was sent less
+    /// than `renew_deadline` ago.
+    pub fn may_announce(&self, now: Instant, renew_deadline: Duration) -> bool {
+        self.last_renewed
+            .is_some_and(|t| now.saturating_duration_since(t) < renew_deadline)
+    }
+
+    /// The instant this speaker must have withdrawn everything unless it renews again.
+    pub fn deadline(&self, renew_deadline: Duration) -> Option<Instant> {
+        self.last_renewed.map(|t| t + renew_deadline)
+    }
+}
+
+/// Shell: keeps this node's Lease renewed and publishes the [`Fence`] on a watch channel.
+pub struct OwnLease {
+    lock: LeaseLock,
+    timing: LeaseClock,
+    fence: watch::Sender<Fence>,
+    metrics: Arc<Metrics>,
+}
+
+impl OwnLease {
+    /// Prepares the Lease `ferrolb-speaker-<node>` in `namespace`, held with identity `node`.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        node: &str,
+        timing: LeaseClock,
+        metrics: Arc<Metrics>,
+    ) -> (Self, watch::Receiver<Fence>) {
+        let lock = LeaseLock::new(
+            client,
+            namespace,
+            LeaseLockParams {
+                lease_name: node_lease_name(node),
+                holder_id: node.to_string(),
+                // leaseDurationSeconds is informative only (peers use their own clock and
+                // flag); round up so it never reads shorter than reality.
+                lease_ttl: Duration::from_secs(timing.lease_duration().as_secs_f64().ceil() as u64),
+            },
+        );
+        let (tx, rx) = watch::channel(Fence::default());
+        (
+            Self {
+                lock,
+                timing,
+                fence: tx,
+                metrics,
+            },
+            rx,
+        )
+    }
+
+    /// One acquire-or-renew attempt (a GET and one write), bounded by twice the retry period
+    /// so a hung request still leaves time for another before the renew deadline. Returns
+    /// whether we hold the Lease; on success the fence moves forward to the attempt's send time.
+    pub async fn renew_once(&self) -> bool {
+        let sent = Instant::now();
+        let limit = (self.timing.retry_period() * 2).min(self.timing.renew_deadline());
+        let res = tokio::time::timeout(limit, self.lock.try_acquire_or_renew()).await;
+        match res {
+            Ok(Ok(LeaseLockResult::Acquired(_))) => {
+                self.fence.send_modify(|f| {
+                    if f.last_renewed.is_none_or(|t| t < sent) {
+                        f.last_renewed = Some(sent);
+                    }
+                });
+                true
+            }
+            Ok(Ok(LeaseLockResult::NotAcquired(l))) => {
+                // Our own Lease held by someone else: a released Lease within its
+                // (1 s) release period, or a misconfigured second speaker on this node.
+                tracing::info!(holder = ?LeaseMark::of(&l).holder, "node lease not acquired yet");
+                self.metrics.lease_renew_failures.inc();
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "node lease renewal failed");
+                self.metrics.lease_renew_failures.inc();
+                false
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?limit, "node lease renewal timed out");
+                self.metrics.lease_renew_failures.inc();
+                false
+            }
+        }
+    }
+
+    /// Renews every retry period until `stop` fires, then releases the Lease (empty holder)
+    /// so peers take over at once. The caller must have withdrawn every announcement first.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.timing.retry_period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { self.renew_once().await; }
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() { break; }
+                }
+            }
+        }
+        self.release().await;
+    }
+
+    /// Releases the Lease: the fence closes first (we answer nothing any more), then the
+    /// holder is emptied.
+    pub async fn release(&self) {
+        self.fence.send_replace(Fence::default());
+        match tokio::time::timeout(self.timing.lease_duration(), self.lock.step_down()).await {
+            Ok(Ok(())) => tracing::info!("node lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release node lease"),
+            Err(_) => tracing::warn!("releasing node lease timed out"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(holder: &str, rv: &str) -> LeaseMark {
+        LeaseMark {
+            holder: holder.into(),
+            resource_version: rv.into(),
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(node_lease_name("n1"), "ferrolb-speaker-n1");
+        assert_eq!(node_of_lease("ferrolb-speaker-n1"), Some("n1"));
+        assert_eq!(node_of_lease("ferrolb-speaker-"), None);
+        assert_eq!(node_of_lease("ferrolb-ip-10.0.0.1"), None);
+    }
+
+    #[test]
+    fn peer_dies_lease_duration_after_last_observed_change() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(2);
+        let mut tr = PeerTracker::new(d);
+        assert!(!tr.is_alive("a", t0));
+        assert!(tr.observe("a", mark("a", "1"), t0));
+        assert!(tr.is_alive("a", t0 + Duration::from_millis(1999)));
+        assert!(!tr.is_alive("a", t0 + d));
+        // same content re-observed (relist) is not a renewal
+        assert!(!tr.observe("a", mark("a", "1"), t0 + Duration::from_secs(1)));
+        assert!(!tr.is_alive("a", t0 + d));
+        // a renewal extends
+        assert!(tr.observe("a", mark("a", "2"), t0 + Duration::from_secs(1)));
+        assert!(tr.is_alive("a", t0 + d));
+        assert_eq!(tr.next_expiry(t0 + d), Some(t0 + Duration::from_secs(3)));
+        assert_eq!(tr.alive(t0 + d), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn released_or_foreign_holder_is_dead() {
+        let t0 = Instant::now();
+        let mut tr = PeerTracker::new(Duration::from_secs(2));
+        tr.observe("a", mark("", "5"), t0);
+        assert!(!tr.is_alive("a", t0));
+        tr.observe("b", mark("someone-else", "5"), t0);
+        assert!(!tr.is_alive("b", t0));
+        assert_eq!(tr.next_expiry(t0), None);
+    }
+
+    #[test]
+    fn death_time_recorded_once() {
+        let t0 = Instant::now();
+        let mut tr = PeerTracker::new(Duration::from_secs(2));
+        tr.observe("a", mark("a", "1"), t0);
+        tr.note_deaths(t0 + Duration::from_secs(1));
+        assert_eq!(tr.dead_since("a"), None);
+        tr.note_deaths(t0 + Duration::from_secs(3));
+        tr.note_deaths(t0 + Duration::from_secs(4));
+        assert_eq!(tr.dead_since("a"), Some(t0 + Duration::from_secs(3)));
+        tr.observe("a", mark("a", "2"), t0 + Duration::from_secs(5));
+        assert_eq!(tr.dead_since("a"), None);
+        tr.retain(&|n| n != "a");
+        assert!(!tr.is_alive("a", t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn fence_closes_at_renew_deadline() {
+        let t0 = Instant::now();
+        let dl = Duration::from_millis(1200);
+        let f = Fence::default();
+        assert!(!f.may_announce(t0, dl));
+        let f = Fence {
+            last_renewed: Some(t0),
+        };
+        assert!(f.may_announce(t0 + Duration::from_millis(1199), dl));
+        assert!(!f.may_announce(t0 + dl, dl));
+        assert_eq!(f.deadline(dl), Some(t0 + dl));
+    }
+}

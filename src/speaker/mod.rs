@@ -1,0 +1,347 @@
+//! The speaker (DaemonSet, host network): for every allocated IP exactly one node owns it
+//! and answers ARP / NDP for it. A thin shell around the pure election
+//! ([`crate::election`]) and the dataplane ([`crate::dataplane`]).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`args`] | flags, lease timing |
+//! | [`liveness`] | own node Lease (renewal, fencing, release), peers' liveness |
+//! | [`claims`] | per-IP owner records (claim Leases) with optimistic concurrency |
+//! | [`core`] | one reconcile pass: stores → election → claims → dataplane / status / events |
+//! | [`status`] | ServiceL2Status objects |
+//! | [`events`] | Events on Services, on change only |
+//! | [`metrics`] | speaker metrics |
+//! | [`announcer`] | the dataplane as a trait (real one, or a recorder for tests) |
+//!
+//! API traffic at steady state: one Lease renewal per node per `--retry-period` (a GET and a
+//! write), nothing else. Claims, ServiceL2Status and Events are written only on change.
+
+pub mod announcer;
+pub mod args;
+pub mod claims;
+pub mod config_view;
+pub mod core;
+pub mod events;
+pub mod liveness;
+pub mod metrics;
+pub mod status;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch, Notify};
+
+pub use args::Args;
+
+use self::announcer::{Announcer, DuplicateResponder};
+use self::core::{Clients, Settings, Speaker, Stores};
+use self::liveness::{Fence, OwnLease};
+use self::metrics::Metrics;
+use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
+use crate::election::{ElectionOptions, LeaseClock};
+
+/// Runs `ferrolb speaker` until SIGTERM / SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let clock = args.timing()?;
+    let client = client(&args).await?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+
+    let excludes = match &args.exclude_interfaces {
+        Some(p) => crate::dataplane::iface::ExcludeList::new(p)
+            .map_err(|e| anyhow::anyhow!("invalid --exclude-interfaces: {e}"))?,
+        None => Default::default(),
+    };
+    let (dataplane, mut dp_events) = crate::dataplane::Dataplane::start(crate::dataplane::Config {
+        excludes,
+        backoff: args.garp_schedule.clone(),
+        refresh: args.garp_refresh,
+        answer_ping: args.answer_ping,
+        ..Default::default()
+    })
+    .await?;
+    dataplane.metrics().register(&mut registry);
+
+    let health = crate::telemetry::Health::default();
+    let registry = Arc::new(Mutex::new(registry));
+    let (addr, _server) =
+        crate::telemetry::serve(args.metrics_addr, registry.clone(), health.clone()).await?;
+    tracing::info!(%addr, node = %args.node_name, namespace = %args.namespace, "speaker starting");
+
+    let (dup_tx, dup_rx) = mpsc::channel(256);
+    let (iface_tx, iface_rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(ev) = dp_events.recv().await {
+            match ev {
+                crate::dataplane::Event::DuplicateResponder {
+                    ip,
+                    our_mac,
+                    their_mac,
+                    interface,
+                } => {
+                    let _ = dup_tx
+                        .send(DuplicateResponder {
+                            ip,
+                            interface,
+                            their_mac: their_mac.to_string(),
+                            our_mac: our_mac.to_string(),
+                        })
+                        .await;
+                }
+                _ => {
+                    let _ = iface_tx.try_send(());
+                }
+            }
+        }
+    });
+
+    let (stores, wake, lease_rx) = start_reflectors(client.clone(), &args.namespace);
+    let (own, fence) = OwnLease::new(
+        client.clone(),
+        &args.namespace,
+        &args.node_name,
+        clock,
+        metrics.clone(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let lease_task = tokio::spawn(own.run(stop_rx));
+
+    let settings = Settings {
+        node: args.node_name.clone(),
+        lb_class: args.lb_class.clone(),
+        options: ElectionOptions {
+            revertive: args.revertive,
+            ignore_exclude_lb: args.ignore_exclude_lb,
+        },
+        clock,
+    };
+    let clients = Clients {
+        claims: claims::ClaimApi::new(client.clone(), &args.namespace),
+        status: status::StatusApi::new(client.clone(), &args.namespace),
+        events: events::EventSink::new(client.clone(), &args.node_name),
+        leases: Api::namespaced(client.clone(), &args.namespace),
+    };
+    wait_ready(&stores).await;
+    tracing::info!("caches synced");
+    health.set_ready(true);
+    let mut speaker = Speaker::new(settings, stores, clients, dataplane, metrics, fence.clone());
+    let signal = shutdown_signal();
+    drive(
+        &mut speaker,
+        Inputs {
+            wake,
+            lease_rx,
+            fence,
+            dup_rx,
+            iface_rx,
+        },
+        clock,
+        signal,
+    )
+    .await;
+
+    tracing::info!("shutting down: withdrawing, handing claims over, releasing the lease");
+    health.set_ready(false);
+    speaker.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = lease_task.await;
+    Ok(())
+}
+
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Event sources of the speaker loop.
+pub struct Inputs {
+    /// Any store changed (except plain Lease renewals).
+    pub wake: Arc<Notify>,
+    /// Every Lease event (node Leases and claims).
+    pub lease_rx: mpsc::UnboundedReceiver<Lease>,
+    /// This node's fencing state.
+    pub fence: watch::Receiver<Fence>,
+    /// Duplicate responders from the dataplane.
+    pub dup_rx: mpsc::Receiver<DuplicateResponder>,
+    /// Interfaces came or went.
+    pub iface_rx: mpsc::Receiver<()>,
+}
+
+/// Runs passes whenever something relevant changes, until `stop` completes. Bursts of
+/// changes are coalesced (5 ms), plain Lease renewals of live peers cost no pass.
+pub async fn drive<A: Announcer>(
+    speaker: &mut Speaker<A>,
+    mut inputs: Inputs,
+    clock: LeaseClock,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut dirty = true;
+    let mut next: Option<Instant> = None;
+    let mut may = false;
+    loop {
+        if dirty {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            while let Ok(l) = inputs.lease_rx.try_recv() {
+                speaker.observe_lease(&l, Instant::now());
+            }
+            let now = Instant::now();
+            may = clock.may_announce(inputs.fence.borrow().last_renewed, now);
+            next = speaker.reconcile(now).await;
+            dirty = false;
+        }
+        let deadline = next
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(60));
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = inputs.wake.notified() => dirty = true,
+            Some(l) = inputs.lease_rx.recv() => {
+                if speaker.observe_lease(&l, Instant::now()) { dirty = true; }
+            }
+            r = inputs.fence.changed() => {
+                if r.is_err() { break; }
+                let now_may = clock.may_announce(inputs.fence.borrow().last_renewed, Instant::now());
+                if now_may != may { dirty = true; }
+            }
+            Some(d) = inputs.dup_rx.recv() => speaker.duplicate_responder(&d),
+            Some(()) = inputs.iface_rx.recv() => speaker.interfaces_changed(),
+            _ = tokio::time::sleep_until(deadline) => dirty = true,
+        }
+    }
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+    leases: Option<mpsc::UnboundedSender<K>>,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => match &leases {
+                    Some(tx) => {
+                        let _ = tx.send(o);
+                    }
+                    None => wake.notify_one(),
+                },
+                Ok(watcher::Event::Init) => {}
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff")
+                }
+            }
+        }
+    });
+    reader
+}
+
+/// Starts one reflector per kind; returns the stores, the change notifier and the Lease
+/// event channel.
+pub fn start_reflectors(
+    client: Client,
+    namespace: &str,
+) -> (Stores, Arc<Notify>, mpsc::UnboundedReceiver<Lease>) {
+    let wake = Arc::new(Notify::new());
+    let (ltx, lrx) = mpsc::unbounded_channel();
+    let cfg = watcher::Config::default;
+    let stores = Stores {
+        services: reflect(
+            Api::<Service>::all(client.clone()),
+            cfg(),
+            wake.clone(),
+            None,
+        ),
+        slices: reflect(
+            Api::<EndpointSlice>::all(client.clone()),
+            cfg(),
+            wake.clone(),
+            None,
+        ),
+        nodes: reflect(Api::<Node>::all(client.clone()), cfg(), wake.clone(), None),
+        pools: reflect(
+            Api::<IPAddressPool>::namespaced(client.clone(), namespace),
+            cfg(),
+            wake.clone(),
+            None,
+        ),
+        ads: reflect(
+            Api::<L2Advertisement>::namespaced(client.clone(), namespace),
+            cfg(),
+            wake.clone(),
+            None,
+        ),
+        leases: reflect(
+            Api::<Lease>::namespaced(client.clone(), namespace),
+            cfg(),
+            wake.clone(),
+            Some(ltx),
+        ),
+        statuses: reflect(
+            Api::<ServiceL2Status>::namespaced(client, namespace),
+            cfg(),
+            wake.clone(),
+            None,
+        ),
+    };
+    (stores, wake, lrx)
+}
+
+/// Waits until every store has its initial list.
+pub async fn wait_ready(s: &Stores) {
+    let _ = futures::join!(
+        s.services.wait_until_ready(),
+        s.slices.wait_until_ready(),
+        s.nodes.wait_until_ready(),
+        s.pools.wait_until_ready(),
+        s.ads.wait_until_ready(),
+        s.leases.wait_until_ready(),
+        s.statuses.wait_until_ready(),
+    );
+}

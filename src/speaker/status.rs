@@ -1,0 +1,363 @@
+//! ServiceL2Status objects (MetalLB-compatible observability): one per Service this node
+//! announces, in the speaker namespace, named `l2-xxxxx` (generateName), labelled
+//! `metallb.io/node`, `metallb.io/service-name`, `metallb.io/service-namespace`.
+//!
+//! [`plan`] is pure: from what this node should report and what exists, it lists the
+//! writes. Writes happen only on change; nothing is written at steady state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::ResourceExt;
+
+use crate::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status, ServiceL2StatusSpec};
+
+/// Label with the announcing node.
+pub const NODE_LABEL: &str = "metallb.io/node";
+/// Label with the Service name.
+pub const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
+/// Label with the Service namespace.
+pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
+
+/// `namespace/name` of a Service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ServiceKey {
+    /// Parses `namespace/name`.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (ns, name) = key.split_once('/')?;
+        (!ns.is_empty() && !name.is_empty()).then(|| Self {
+            namespace: ns.into(),
+            name: name.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What one existing ServiceL2Status says (as read from the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Existing {
+    /// Object name.
+    pub name: String,
+    /// resourceVersion (precondition of deletes).
+    pub resource_version: String,
+    /// Node from the label (or status).
+    pub node: String,
+    /// Service from the labels (or status).
+    pub service: Option<ServiceKey>,
+    /// Current status.
+    pub status: MetalLBServiceL2Status,
+}
+
+impl Existing {
+    /// Reads a ServiceL2Status object.
+    pub fn of(obj: &ServiceL2Status) -> Self {
+        let labels = obj.labels();
+        let status = obj.status.clone().unwrap_or_default();
+        let node = labels
+            .get(NODE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| status.node.clone());
+        let svc_name = labels
+            .get(SERVICE_NAME_LABEL)
+            .cloned()
+            .unwrap_or_else(|| status.service_name.clone());
+        let svc_ns = labels
+            .get(SERVICE_NAMESPACE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| status.service_namespace.clone());
+        Self {
+            name: obj.name_any(),
+            resource_version: obj.resource_version().unwrap_or_default(),
+            node,
+            service: ServiceKey::parse(&format!("{svc_ns}/{svc_name}")),
+            status,
+        }
+    }
+}
+
+/// The status this node should publish for `service`.
+pub fn desired_status(
+    node: &str,
+    service: &ServiceKey,
+    interfaces: &BTreeSet<String>,
+    ips: &BTreeSet<String>,
+) -> MetalLBServiceL2Status {
+    MetalLBServiceL2Status {
+        node: node.into(),
+        service_name: service.name.clone(),
+        service_namespace: service.namespace.clone(),
+        interfaces: interfaces
+            .iter()
+            .map(|n| InterfaceInfo { name: n.clone() })
+            .collect(),
+        ips: ips.iter().cloned().collect(),
+    }
+}
+
+/// One write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusWrite {
+    /// Create an object for the Service, then set its status.
+    Create {
+        /// The Service.
+        service: ServiceKey,
+        /// Its status.
+        status: MetalLBServiceL2Status,
+    },
+    /// Replace the status of an existing object of ours.
+    Update {
+        /// Object name.
+        name: String,
+        /// New status.
+        status: MetalLBServiceL2Status,
+    },
+    /// Delete an object (if unchanged since read).
+    Delete {
+        /// Object name.
+        name: String,
+        /// resourceVersion read.
+        resource_version: String,
+    },
+}
+
+/// The writes that make the objects match `desired` (this node's announced Services).
+///
+/// * ours and desired: keep one (update its status if different), delete duplicates;
+/// * ours and not desired: delete (we stopped announcing, or the Service is gone);
+/// * another node's, when that node's speaker is dead (`alive` false): delete — a live
+///   speaker cleans its own objects, a dead one cannot.
+pub fn plan(
+    me: &str,
+    desired: &BTreeMap<ServiceKey, MetalLBServiceL2Status>,
+    existing: &[Existing],
+    alive: &dyn Fn(&str) -> bool,
+) -> Vec<StatusWrite> {
+    let mut out = Vec::new();
+    let mut mine: BTreeMap<&ServiceKey, Vec<&Existing>> = BTreeMap::new();
+    let mut sorted: Vec<&Existing> = existing.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in sorted {
+        let delete = || StatusWrite::Delete {
+            name: e.name.clone(),
+            resource_version: e.resource_version.clone(),
+        };
+        if e.node != me {
+            if !alive(&e.node) {
+                out.push(delete());
+            }
+            continue;
+        }
+        match &e.service {
+            Some(s) if desired.contains_key(s) => mine.entry(s).or_default().push(e),
+            _ => out.push(delete()),
+        }
+    }
+    for (svc, status) in desired {
+        match mine.get(svc).map(Vec::as_slice) {
+            None | Some([]) => out.push(StatusWrite::Create {
+                service: svc.clone(),
+                status: status.clone(),
+            }),
+            Some([keep, dups @ ..]) => {
+                if keep.status != *status {
+                    out.push(StatusWrite::Update {
+                        name: keep.name.clone(),
+                        status: status.clone(),
+                    });
+                }
+                for d in dups {
+                    out.push(StatusWrite::Delete {
+                        name: d.name.clone(),
+                        resource_version: d.resource_version.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Shell: performs [`StatusWrite`]s.
+#[derive(Clone)]
+pub struct StatusApi {
+    api: Api<ServiceL2Status>,
+}
+
+impl StatusApi {
+    /// Objects live in `namespace`.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+        }
+    }
+
+    /// Performs one write. Deleting something already gone or changed is not an error.
+    pub async fn apply(&self, w: &StatusWrite) -> Result<(), kube::Error> {
+        match w {
+            StatusWrite::Create { service, status } => {
+                let mut obj = ServiceL2Status::new("", ServiceL2StatusSpec {});
+                obj.metadata.name = None;
+                obj.metadata.generate_name = Some("l2-".into());
+                obj.metadata.labels = Some(BTreeMap::from([
+                    (NODE_LABEL.to_string(), status.node.clone()),
+                    (SERVICE_NAME_LABEL.to_string(), service.name.clone()),
+                    (
+                        SERVICE_NAMESPACE_LABEL.to_string(),
+                        service.namespace.clone(),
+                    ),
+                ]));
+                // The status subresource ignores status on create: set it afterwards.
+                let created = self.api.create(&PostParams::default(), &obj).await?;
+                self.patch_status(&created.name_any(), status).await
+            }
+            StatusWrite::Update { name, status } => self.patch_status(name, status).await,
+            StatusWrite::Delete {
+                name,
+                resource_version,
+            } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: Some(resource_version.clone()),
+                        uid: None,
+                    }),
+                    ..Default::default()
+                };
+                match self.api.delete(name, &dp).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn patch_status(
+        &self,
+        name: &str,
+        status: &MetalLBServiceL2Status,
+    ) -> Result<(), kube::Error> {
+        // Replace lists wholesale (merge patch replaces arrays); send empty lists explicitly
+        // so a cleared interface list is cleared on the server too.
+        let body = serde_json::json!({
+            "status": {
+                "node": status.node,
+                "serviceName": status.service_name,
+                "serviceNamespace": status.service_namespace,
+                "interfaces": status.interfaces,
+                "ips": status.ips,
+            }
+        });
+        self.api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> ServiceKey {
+        ServiceKey::parse(s).unwrap()
+    }
+
+    fn existing(name: &str, node: &str, svc: &str, ips: &[&str]) -> Existing {
+        let k = key(svc);
+        Existing {
+            name: name.into(),
+            resource_version: format!("rv-{name}"),
+            node: node.into(),
+            status: desired_status(
+                node,
+                &k,
+                &BTreeSet::new(),
+                &ips.iter().map(|s| s.to_string()).collect(),
+            ),
+            service: Some(k),
+        }
+    }
+
+    fn want(svc: &str, ips: &[&str]) -> (ServiceKey, MetalLBServiceL2Status) {
+        let k = key(svc);
+        let st = desired_status(
+            "a",
+            &k,
+            &BTreeSet::new(),
+            &ips.iter().map(|s| s.to_string()).collect(),
+        );
+        (k, st)
+    }
+
+    #[test]
+    fn service_keys() {
+        assert_eq!(key("ns/a").to_string(), "ns/a");
+        assert_eq!(ServiceKey::parse("nsa"), None);
+        assert_eq!(ServiceKey::parse("/a"), None);
+    }
+
+    #[test]
+    fn steady_state_writes_nothing() {
+        let desired = BTreeMap::from([want("ns/s1", &["10.0.0.1"])]);
+        let ex = vec![
+            existing("l2-a", "a", "ns/s1", &["10.0.0.1"]),
+            existing("l2-b", "b", "ns/s2", &["10.0.0.2"]),
+        ];
+        assert_eq!(plan("a", &desired, &ex, &|_| true), vec![]);
+    }
+
+    #[test]
+    fn create_update_delete_and_dedupe() {
+        let desired = BTreeMap::from([want("ns/new", &["10.0.0.3"]), want("ns/s1", &["10.0.0.9"])]);
+        let ex = vec![
+            existing("l2-1", "a", "ns/s1", &["10.0.0.1"]),
+            existing("l2-2", "a", "ns/s1", &["10.0.0.1"]),
+            existing("l2-3", "a", "ns/gone", &["10.0.0.4"]),
+            existing("l2-4", "dead", "ns/x", &["10.0.0.5"]),
+            existing("l2-5", "live", "ns/y", &["10.0.0.6"]),
+        ];
+        let p = plan("a", &desired, &ex, &|n| n != "dead");
+        let del = |n: &str| StatusWrite::Delete {
+            name: n.into(),
+            resource_version: format!("rv-{n}"),
+        };
+        assert!(p.contains(&del("l2-3")), "{p:?}");
+        assert!(p.contains(&del("l2-4")), "{p:?}");
+        assert!(p.contains(&del("l2-2")), "{p:?}");
+        assert!(p.contains(&StatusWrite::Update {
+            name: "l2-1".into(),
+            status: want("ns/s1", &["10.0.0.9"]).1
+        }));
+        assert!(p.contains(&StatusWrite::Create {
+            service: key("ns/new"),
+            status: want("ns/new", &["10.0.0.3"]).1
+        }));
+        assert_eq!(p.len(), 5, "{p:?}");
+    }
+
+    #[test]
+    fn reads_objects_by_labels() {
+        let mut obj = ServiceL2Status::new("l2-x", ServiceL2StatusSpec {});
+        obj.metadata.labels = Some(BTreeMap::from([
+            (NODE_LABEL.to_string(), "n1".to_string()),
+            (SERVICE_NAME_LABEL.to_string(), "web".to_string()),
+            (SERVICE_NAMESPACE_LABEL.to_string(), "prod".to_string()),
+        ]));
+        let e = Existing::of(&obj);
+        assert_eq!(e.node, "n1");
+        assert_eq!(e.service, Some(key("prod/web")));
+        assert_eq!(e.status, MetalLBServiceL2Status::default());
+    }
+}

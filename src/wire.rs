@@ -1,1 +1,0 @@
-//! See lib.rs module table. (placeholder until its issue lands)

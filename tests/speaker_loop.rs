@@ -1,0 +1,630 @@
+//! The speaker loop against an in-memory API (kube-fake-client) and a recording dataplane.
+//! kube-fake-client has no watch: each speaker's reflector stores are refilled from the API
+//! before every pass (a relist), which is what a watch converges to.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrolb::crd::{
+    IPAddressPool, IPAddressPoolSpec, L2Advertisement, L2AdvertisementSpec, ServiceL2Status,
+};
+use ferrolb::election::{ElectionOptions, LeaseClock};
+use ferrolb::speaker::announcer::{Call, RecordingAnnouncer};
+use ferrolb::speaker::claims::{claim_name, Claim, ClaimApi, WriteOutcome};
+use ferrolb::speaker::core::{Clients, Settings, Speaker, Stores};
+use ferrolb::speaker::events::EventSink;
+use ferrolb::speaker::liveness::{node_lease_name, Fence, OwnLease};
+use ferrolb::speaker::metrics::Metrics;
+use ferrolb::speaker::status::StatusApi;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::reflector::{store, store::Writer};
+use kube::runtime::watcher;
+use kube::Client;
+use kube_fake_client::{interceptor, ClientBuilder};
+use serde_json::json;
+use tokio::sync::watch;
+
+const NS: &str = "metallb-system";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn fake_client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    static N: AtomicU32 = AtomicU32::new(0);
+    ClientBuilder::new()
+        .with_resource::<IPAddressPool>()
+        .with_resource::<L2Advertisement>()
+        .with_resource::<ServiceL2Status>()
+        .with_status_subresource::<Service>()
+        .with_interceptor_funcs(interceptor::Funcs::new().create(|ctx| {
+            // kube-fake-client does not implement generateName: emulate it.
+            let meta = &ctx.object["metadata"];
+            if meta.get("name").is_none_or(|n| n.is_null()) {
+                if let Some(prefix) = meta.get("generateName").and_then(|g| g.as_str()) {
+                    let mut obj: ServiceL2Status = serde_json::from_value(ctx.object.clone())
+                        .map_err(|e| kube_fake_client::Error::Internal(e.to_string()))?;
+                    obj.metadata.name =
+                        Some(format!("{prefix}{:05}", N.fetch_add(1, Ordering::SeqCst)));
+                    let created = ctx.client.create(ctx.namespace, &obj, ctx.params)?;
+                    return Ok(Some(serde_json::to_value(created).unwrap()));
+                }
+            }
+            Ok(None)
+        }))
+        .build()
+        .await
+        .unwrap()
+}
+
+struct Writers {
+    services: Writer<Service>,
+    slices: Writer<EndpointSlice>,
+    nodes: Writer<Node>,
+    pools: Writer<IPAddressPool>,
+    ads: Writer<L2Advertisement>,
+    leases: Writer<Lease>,
+    statuses: Writer<ServiceL2Status>,
+}
+
+fn stores() -> (Stores, Writers) {
+    let (services, ws) = store();
+    let (slices, wsl) = store();
+    let (nodes, wn) = store();
+    let (pools, wp) = store();
+    let (ads, wa) = store();
+    let (leases, wl) = store();
+    let (statuses, wst) = store();
+    (
+        Stores {
+            services,
+            slices,
+            nodes,
+            pools,
+            ads,
+            leases,
+            statuses,
+        },
+        Writers {
+            services: ws,
+            slices: wsl,
+            nodes: wn,
+            pools: wp,
+            ads: wa,
+            leases: wl,
+            statuses: wst,
+        },
+    )
+}
+
+async fn relist<K>(w: &mut Writer<K>, api: Api<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let items = api.list(&ListParams::default()).await.unwrap().items;
+    w.apply_watcher_event(&watcher::Event::Init);
+    for o in items {
+        w.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    w.apply_watcher_event(&watcher::Event::InitDone);
+}
+
+/// One speaker: its stores, its dataplane, its fence.
+struct Node_ {
+    name: String,
+    client: Client,
+    writers: Writers,
+    speaker: Speaker<RecordingAnnouncer>,
+    dp: RecordingAnnouncer,
+    fence: watch::Sender<Fence>,
+}
+
+fn clock() -> LeaseClock {
+    LeaseClock::new(
+        Duration::from_secs(2),
+        Duration::from_millis(1200),
+        Duration::from_millis(300),
+    )
+    .unwrap()
+}
+
+impl Node_ {
+    fn new(client: &Client, name: &str, dp: RecordingAnnouncer) -> Self {
+        let (st, writers) = stores();
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut reg));
+        let (fence, fence_rx) = watch::channel(Fence::default());
+        let speaker = Speaker::new(
+            Settings {
+                node: name.into(),
+                lb_class: None,
+                options: ElectionOptions::default(),
+                clock: clock(),
+            },
+            st,
+            Clients {
+                claims: ClaimApi::new(client.clone(), NS),
+                status: StatusApi::new(client.clone(), NS),
+                events: EventSink::new(client.clone(), name),
+                leases: Api::namespaced(client.clone(), NS),
+            },
+            dp.clone(),
+            metrics,
+            fence_rx,
+        );
+        Self {
+            name: name.into(),
+            client: client.clone(),
+            writers,
+            speaker,
+            dp,
+            fence,
+        }
+    }
+
+    /// Relists everything, marks the own Lease renewed at `renewed` (None: fenced), runs a pass.
+    async fn pass(&mut self, now: Instant, renewed: Option<Instant>) {
+        let c = &self.client;
+        relist(&mut self.writers.services, Api::all(c.clone())).await;
+        relist(&mut self.writers.slices, Api::all(c.clone())).await;
+        relist(&mut self.writers.nodes, Api::all(c.clone())).await;
+        relist(&mut self.writers.pools, Api::namespaced(c.clone(), NS)).await;
+        relist(&mut self.writers.ads, Api::namespaced(c.clone(), NS)).await;
+        relist(&mut self.writers.leases, Api::namespaced(c.clone(), NS)).await;
+        relist(&mut self.writers.statuses, Api::namespaced(c.clone(), NS)).await;
+        self.fence.send_replace(Fence {
+            last_renewed: renewed,
+        });
+        self.speaker.reconcile(now).await;
+    }
+
+    fn announced(&self) -> BTreeSet<IpAddr> {
+        self.dp.announced()
+    }
+}
+
+async fn create<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), obj).await.unwrap()
+}
+
+/// Writes (or renews) the node Lease of `node`, as its speaker would.
+async fn renew_node_lease(client: &Client, node: &str) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let name = node_lease_name(node);
+    let spec = LeaseSpec {
+        holder_identity: Some(node.into()),
+        renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        )),
+        lease_duration_seconds: Some(2),
+        ..Default::default()
+    };
+    match api.get_opt(&name).await.unwrap() {
+        Some(mut l) => {
+            l.spec = Some(spec);
+            api.replace(&name, &PostParams::default(), &l)
+                .await
+                .unwrap();
+        }
+        None => {
+            let l = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                spec: Some(spec),
+            };
+            create(&api, &l).await;
+        }
+    }
+}
+
+async fn setup(client: &Client, nodes: &[&str], interfaces: &[&str]) {
+    for n in nodes {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
+        create(&Api::all(client.clone()), &node).await;
+        renew_node_lease(client, n).await;
+    }
+    let mut pool = IPAddressPool::new(
+        "pool",
+        IPAddressPoolSpec {
+            addresses: vec!["10.0.0.0/24".into()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: None,
+        },
+    );
+    pool.metadata.namespace = Some(NS.into());
+    create(&Api::namespaced(client.clone(), NS), &pool).await;
+    let mut ad = L2Advertisement::new(
+        "l2",
+        L2AdvertisementSpec {
+            interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    );
+    ad.metadata.namespace = Some(NS.into());
+    create(&Api::namespaced(client.clone(), NS), &ad).await;
+}
+
+async fn add_service(client: &Client, name: &str, lb_ip: &str) {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": lb_ip}]}}
+    }))
+    .unwrap();
+    create(&Api::namespaced(client.clone(), "default"), &svc).await;
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-x"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.5"], "conditions": {"ready": true}, "nodeName": "node-a"}]
+    }))
+    .unwrap();
+    create(&Api::namespaced(client.clone(), "default"), &slice).await;
+}
+
+async fn claim_holder(client: &Client, ipv: IpAddr) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    api.get_opt(&claim_name(ipv))
+        .await
+        .unwrap()
+        .and_then(|l| Claim::from_lease(&l))
+        .map(|(_, c)| c.holder)
+}
+
+async fn statuses(client: &Client) -> Vec<ServiceL2Status> {
+    Api::<ServiceL2Status>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+async fn events(client: &Client, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    tokio::time::sleep(Duration::from_millis(100)).await; // events are published by tasks
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+/// Runs a pass on every node at `now`, all renewed at `now`.
+async fn round(nodes: &mut [Node_], now: Instant) {
+    for n in nodes.iter_mut() {
+        n.pass(now, Some(now)).await;
+    }
+    // a second pass lets claim winners' stores catch up and losers observe the claim
+    for n in nodes.iter_mut() {
+        n.pass(now, Some(now)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_owner_status_and_events_written_once() {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+
+    // MetalLB's choice for 10.0.0.1 among node-a/b/c is node-b (reference §4.2)
+    let owners: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.announced().contains(&ip("10.0.0.1")))
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(owners, vec!["node-b"]);
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some("node-b")
+    );
+
+    let st = statuses(&client).await;
+    assert_eq!(st.len(), 1, "{st:?}");
+    let labels = st[0].metadata.labels.clone().unwrap();
+    assert_eq!(labels["metallb.io/node"], "node-b");
+    assert_eq!(labels["metallb.io/service-name"], "web");
+    assert_eq!(labels["metallb.io/service-namespace"], "default");
+    assert!(st[0].metadata.name.as_deref().unwrap().starts_with("l2-"));
+    let status = st[0].status.clone().unwrap();
+    assert_eq!(status.node, "node-b");
+    assert_eq!(status.ips, vec!["10.0.0.1".to_string()]);
+    assert_eq!(events(&client, "nodeAssigned").await.len(), 1);
+
+    // steady state: more passes write nothing and call the dataplane no more
+    let claim_rv = Api::<Lease>::namespaced(client.clone(), NS)
+        .get(&claim_name(ip("10.0.0.1")))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let st_rv = st[0].metadata.resource_version.clone();
+    for n in &nodes {
+        n.dp.take_calls();
+    }
+    for i in 1..5 {
+        round(&mut nodes, t0 + Duration::from_millis(100 * i)).await;
+    }
+    for n in &nodes {
+        assert_eq!(n.dp.take_calls(), vec![], "{}", n.name);
+    }
+    let after = Api::<Lease>::namespaced(client.clone(), NS)
+        .get(&claim_name(ip("10.0.0.1")))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(claim_rv, after);
+    let st2 = statuses(&client).await;
+    assert_eq!(st2.len(), 1);
+    assert_eq!(st2[0].metadata.resource_version, st_rv);
+    assert_eq!(events(&client, "nodeAssigned").await.len(), 1);
+}
+
+#[tokio::test]
+async fn crash_failover_is_sticky_and_fenced_owner_goes_quiet() {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+    assert!(nodes[1].announced().contains(&ip("10.0.0.1")));
+
+    // node-b can no longer renew: at the renew deadline it withdraws, while its Lease is
+    // still valid in everyone else's eyes (nobody has taken over yet).
+    let t_fence = t0 + Duration::from_millis(1200);
+    nodes[1].pass(t_fence, Some(t0)).await;
+    assert!(nodes[1].announced().is_empty());
+    assert_eq!(
+        nodes[1].dp.take_calls().last(),
+        Some(&Call::Withdraw(ip("10.0.0.1")))
+    );
+    renew_node_lease(&client, "node-a").await;
+    renew_node_lease(&client, "node-c").await;
+    for i in [0, 2] {
+        nodes[i].pass(t_fence, Some(t_fence)).await;
+        assert!(
+            nodes[i].announced().is_empty(),
+            "{} took over too early",
+            nodes[i].name
+        );
+    }
+    // the claim still names node-b: a fenced node writes nothing
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some("node-b")
+    );
+
+    // lease duration after the last observed renewal: node-b is dead, the next in MetalLB's
+    // order (node-a) claims and announces; node-c stays quiet.
+    let t_dead = t0 + Duration::from_millis(2001);
+    renew_node_lease(&client, "node-a").await;
+    renew_node_lease(&client, "node-c").await;
+    for i in [0, 2] {
+        nodes[i].pass(t_dead, Some(t_dead)).await;
+    }
+    for i in [0, 2] {
+        nodes[i].pass(t_dead, Some(t_dead)).await;
+    }
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some("node-a")
+    );
+    assert!(nodes[0].announced().contains(&ip("10.0.0.1")));
+    assert!(nodes[2].announced().is_empty());
+
+    // node-b comes back: sticky, the IP stays on node-a.
+    for n in ["node-a", "node-b", "node-c"] {
+        renew_node_lease(&client, n).await;
+    }
+    let t_back = t0 + Duration::from_secs(3);
+    round(&mut nodes, t_back).await;
+    let owners: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.announced().contains(&ip("10.0.0.1")))
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(owners, vec!["node-a"]);
+    let st = statuses(&client).await;
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!(st[0].status.as_ref().unwrap().node, "node-a");
+}
+
+#[tokio::test]
+async fn restart_within_lease_duration_keeps_ips() {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+    let owner = nodes
+        .iter()
+        .position(|n| !n.announced().is_empty())
+        .unwrap();
+    // restart: a brand-new speaker process (empty state) for the owner node
+    let name = nodes[owner].name.clone();
+    nodes[owner] = Node_::new(&client, &name, RecordingAnnouncer::new());
+    let t1 = t0 + Duration::from_millis(800);
+    round(&mut nodes, t1).await;
+    assert!(nodes[owner].announced().contains(&ip("10.0.0.1")));
+    assert!(nodes[1 - owner].announced().is_empty());
+    assert_eq!(claim_holder(&client, ip("10.0.0.1")).await, Some(name));
+    assert_eq!(statuses(&client).await.len(), 1);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_hands_over_at_once() {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+    let owner = nodes
+        .iter()
+        .position(|n| !n.announced().is_empty())
+        .unwrap();
+    let other = 1 - owner;
+    nodes[owner].speaker.shutdown().await;
+    assert!(nodes[owner].announced().is_empty());
+    let succ = nodes[other].name.clone();
+    assert_eq!(claim_holder(&client, ip("10.0.0.1")).await, Some(succ));
+    // the successor announces on its next pass, long before any lease could expire
+    nodes[other]
+        .pass(t0 + Duration::from_millis(10), Some(t0))
+        .await;
+    assert!(nodes[other].announced().contains(&ip("10.0.0.1")));
+}
+
+#[tokio::test]
+async fn ip_outside_every_pool_is_never_announced() {
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    add_service(&client, "stray", "192.168.77.7").await;
+    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().is_empty());
+    assert_eq!(claim_holder(&client, ip("192.168.77.7")).await, None);
+    assert!(statuses(&client).await.is_empty());
+}
+
+#[tokio::test]
+async fn missing_interface_gives_one_event_and_no_crash() {
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &["eth9"]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let dp = RecordingAnnouncer::with_interfaces(&["eth0"]);
+    let mut n = Node_::new(&client, "node-a", dp.clone());
+    let t0 = Instant::now();
+    for i in 0..4 {
+        n.pass(t0 + Duration::from_millis(i), Some(t0)).await;
+    }
+    let failed = events(&client, "announceFailed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].note.as_deref().unwrap().contains("eth9"));
+    let st = statuses(&client).await;
+    assert_eq!(st[0].status.as_ref().unwrap().interfaces[0].name, "eth9");
+    // the interface appears: no new failure event
+    dp.set_interfaces(&["eth0", "eth9"]);
+    n.speaker.interfaces_changed();
+    assert_eq!(events(&client, "announceFailed").await.len(), 1);
+}
+
+#[tokio::test]
+async fn service_removal_withdraws_and_cleans_up() {
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().contains(&ip("10.0.0.1")));
+    assert_eq!(statuses(&client).await.len(), 1);
+    Api::<Service>::namespaced(client.clone(), "default")
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().is_empty());
+    assert!(statuses(&client).await.is_empty());
+    assert_eq!(claim_holder(&client, ip("10.0.0.1")).await, None);
+}
+
+#[tokio::test]
+async fn concurrent_claims_have_exactly_one_winner() {
+    let client = fake_client().await;
+    let a = ClaimApi::new(client.clone(), NS);
+    let b = ClaimApi::new(client.clone(), NS);
+    let rec = |h: &str, e| ferrolb::election::OwnerRecord {
+        holder: h.into(),
+        epoch: e,
+    };
+    let ipv = ip("10.0.0.42");
+    let (rec_a, rec_b) = (rec("a", 1), rec("b", 1));
+    let (ra, rb) = tokio::join!(a.write(ipv, None, &rec_a), b.write(ipv, None, &rec_b));
+    let won: Vec<bool> = [ra.unwrap(), rb.unwrap()]
+        .iter()
+        .map(|r| matches!(r, WriteOutcome::Won(_)))
+        .collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    // both now try to replace the same version: one wins, the stale one loses
+    let cur = a.get(ipv).await.unwrap().unwrap();
+    let first = a.write(ipv, Some(&cur), &rec("a", 2)).await.unwrap();
+    let second = b.write(ipv, Some(&cur), &rec("b", 2)).await.unwrap();
+    assert!(matches!(first, WriteOutcome::Won(_)));
+    assert_eq!(second, WriteOutcome::Lost);
+    let now = a.get(ipv).await.unwrap().unwrap();
+    assert_eq!(now.holder, "a");
+    assert_eq!(now.record().epoch, 2);
+}
+
+#[tokio::test]
+async fn own_lease_renews_and_releases() {
+    let client = fake_client().await;
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut reg));
+    let (own, fence) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
+    let before = Instant::now();
+    assert!(own.renew_once().await);
+    let f = *fence.borrow();
+    assert!(f.last_renewed.unwrap() >= before);
+    assert!(clock().may_announce(f.last_renewed, Instant::now()));
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let l = api.get("ferrolb-speaker-node-a").await.unwrap();
+    assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("node-a"));
+    let rv1 = api
+        .get("ferrolb-speaker-node-a")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert!(own.renew_once().await);
+    let rv2 = api
+        .get("ferrolb-speaker-node-a")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_ne!(rv1, rv2, "a renewal is a write peers can observe");
+    own.release().await;
+    assert_eq!(fence.borrow().last_renewed, None);
+    let l = api.get("ferrolb-speaker-node-a").await.unwrap();
+    assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some(""));
+}
