@@ -201,7 +201,11 @@ fn main() {
             if ips.len() == n {
                 break (t0.elapsed(), ips.len(), d);
             }
-            assert!(t0.elapsed() < Duration::from_secs(900), "only {} of {n} have an IP", ips.len());
+            assert!(
+                t0.elapsed() < Duration::from_secs(900),
+                "only {} of {n} have an IP",
+                ips.len()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         assert_eq!(distinct, with_ip, "an IP was given to two Services");
