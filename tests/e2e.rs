@@ -83,6 +83,31 @@ fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
     }
 }
 
+/// Creates Services `<prefix>0..n`, waits for their IPs and returns them with the node that
+/// serves each.
+fn services_with_owners(lab: &mut Lab, prefix: &str, n: usize) -> (Vec<IpAddr>, Vec<String>) {
+    for i in 0..n {
+        lab.create_service(&ServiceSpec::new(&format!("{prefix}{i}")))
+            .unwrap();
+    }
+    let ips: Vec<IpAddr> = (0..n)
+        .map(|i| {
+            lab.wait_for_ips(
+                "default",
+                &format!("{prefix}{i}"),
+                1,
+                Duration::from_secs(20),
+            )
+            .unwrap()[0]
+        })
+        .collect();
+    let owners = ips
+        .iter()
+        .map(|ip| served(lab, *ip, Duration::from_secs(15)))
+        .collect();
+    (ips, owners)
+}
+
 /// Number of distinct MACs answering `arping -c COUNT ip` from the client.
 fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
     let out = lab
@@ -474,20 +499,7 @@ fn apiserver_and_controller_restarts_change_nothing() {
         return;
     };
     apply_quickstart(&lab);
-    for n in 0..5 {
-        lab.create_service(&ServiceSpec::new(&format!("r{n}")))
-            .unwrap();
-    }
-    let before: Vec<IpAddr> = (0..5)
-        .map(|n| {
-            lab.wait_for_ips("default", &format!("r{n}"), 1, Duration::from_secs(20))
-                .unwrap()[0]
-        })
-        .collect();
-    let owners: Vec<String> = before
-        .iter()
-        .map(|ip| served(&lab, *ip, Duration::from_secs(15)))
-        .collect();
+    let (before, owners) = services_with_owners(&mut lab, "r", 5);
     // API server restart: every VIP keeps answering, from the same node.
     lab.stop_apiserver();
     for ip in &before {
@@ -559,20 +571,7 @@ fn apiserver_outage_withdraws_nothing_and_moves_nothing() {
         return;
     };
     apply_quickstart(&lab);
-    for n in 0..6 {
-        lab.create_service(&ServiceSpec::new(&format!("o{n}")))
-            .unwrap();
-    }
-    let ips: Vec<IpAddr> = (0..6)
-        .map(|n| {
-            lab.wait_for_ips("default", &format!("o{n}"), 1, Duration::from_secs(20))
-                .unwrap()[0]
-        })
-        .collect();
-    let owners: Vec<String> = ips
-        .iter()
-        .map(|ip| served(&lab, *ip, Duration::from_secs(15)))
-        .collect();
+    let (ips, owners) = services_with_owners(&mut lab, "o", 6);
     // Heartbeats must be flowing before the outage (the lab creates the key at start).
     std::thread::sleep(Duration::from_secs(2));
     lab.stop_apiserver();
