@@ -8,6 +8,7 @@
 //! | [`core`] | pure | one Service → status patch, Events, pending (wraps the allocator) |
 //! | [`status`] | pure | Service status/annotation diff → merge patch |
 //! | [`pools`] | pure | IPAddressPool status (counters, `Valid` condition) diff |
+//! | [`slim`] | pure | the cached projection of a Service (only the fields read) |
 //! | [`shell`] | shell | watches, start-up rebuild, kube-runtime Controller, pool status writer |
 //! | [`writer`] | shell | the only API writes: leader-gated, counted |
 //! | [`leader`] | shell | Lease-based leader election, the "may I write" flag |
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod pools;
 pub mod secret;
 pub mod shell;
+pub mod slim;
 pub mod status;
 pub mod writer;
 

@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use super::core::{service_key, Core, Outcome};
 use super::metrics::Metrics;
 use super::pools::{self, PoolVerdict};
+use super::slim::slim_service;
 use super::writer::{PlannedEvent, WriteError, Writer};
 use crate::allocator::ServiceKey;
 use crate::config::{self, Config, ObjectKind, Pool};
@@ -153,12 +154,24 @@ pub async fn list_all<K>(api: &Api<K>) -> kube::Result<Vec<K>>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    list_all_with(api, |_| {}).await
+}
+
+/// Lists every object of `api`, page by page, passing each object through `project`
+/// as its page arrives (so only one page is ever held in full).
+pub async fn list_all_with<K>(api: &Api<K>, mut project: impl FnMut(&mut K)) -> kube::Result<Vec<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     let mut out = Vec::new();
     let mut lp = ListParams::default().limit(500);
     loop {
         let page = api.list(&lp).await?;
         let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        out.extend(page.items);
+        out.extend(page.items.into_iter().map(|mut o| {
+            project(&mut o);
+            o
+        }));
         match next {
             Some(c) => lp = lp.continue_token(&c),
             None => return Ok(out),
@@ -317,7 +330,8 @@ pub async fn lead(
     let ad_api: Api<L2Advertisement> = Api::namespaced(client.clone(), &settings.namespace);
     let pools = list_all(&pool_api).await?;
     let ads = list_all(&ad_api).await?;
-    let listed: Vec<Service> = list_all(&Api::<Service>::all(client.clone())).await?;
+    let listed: Vec<Service> =
+        list_all_with(&Api::<Service>::all(client.clone()), slim_service).await?;
     let (cfg, pool_errors, _ad_errors) = validate_objects(&pools, &ads, &Config::default());
     let core = Core::rebuild(
         pool_list(&cfg),
@@ -356,7 +370,7 @@ pub async fn lead(
     // 3. Services: reflector + deletion tap → Controller.
     let tap_ctx = ctx.clone();
     let svc_stream = services
-        .map_ok(|ev| ev.modify(|s| s.metadata.managed_fields = None))
+        .map_ok(|ev| ev.modify(slim_service))
         .reflect(svc_writer)
         .inspect_ok(move |ev| match ev {
             Event::Delete(s) => tap_ctx.deleted(&service_key(s)),
