@@ -6,11 +6,13 @@
 //! 1. pool `10.0.0.0/16`, controller started and leading, 0 Services;
 //! 2. N Services (default 10 000) created at once (32 concurrent clients): time until
 //!    every one has an IP;
-//! 3. at rest: RSS of the controller, and API writes during an idle window;
+//! 3. at rest: RSS of the controller (3 s after the last IP, and at the end of the idle
+//!    window), and API writes during an idle window;
 //! 4. restart (SIGTERM, new process): time until it has rebuilt and re-checked every
 //!    Service, with the number of Service writes it made (must be 0), and RSS again.
 //!
-//! Run: `cargo bench --bench controller_scale` (env `BENCH_SERVICES`, `BENCH_IDLE_SECS`).
+//! Run: `cargo bench --bench controller_scale` (env `BENCH_SERVICES`, `BENCH_IDLE_SECS`,
+//! `BENCH_WRAP` to run the controller under a profiler such as heaptrack).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -68,27 +70,38 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 }
 
 fn spawn_controller(kubeconfig: &str, metrics: SocketAddr, id: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ferrolb"))
-        .args([
-            "--log-level",
-            "warn",
-            "controller",
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            NS,
-            "--metrics-addr",
-            &metrics.to_string(),
-            "--pod-name",
-            id,
-            // One replica: measure allocation, not lease renewals against a busy
-            // in-process API server.
-            "--no-leader-election",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferrolb controller")
+    // `BENCH_WRAP="heaptrack -o /tmp/ht"` runs the controller under a profiler (the RSS
+    // figures are then the profiler's).
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(env!("CARGO_BIN_EXE_ferrolb"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ferrolb")),
+    };
+    cmd.args([
+        "--log-level",
+        "warn",
+        "controller",
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        NS,
+        "--metrics-addr",
+        &metrics.to_string(),
+        "--pod-name",
+        id,
+        // One replica: measure allocation, not lease renewals against a busy
+        // in-process API server.
+        "--no-leader-election",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("spawn ferrolb controller")
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
@@ -236,6 +249,7 @@ fn main() {
             );
         let l1 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"lease\"}");
         let peak = rss_kib(pid, "VmHWM:");
+        let end_idle_rss = rss_kib(pid, "VmRSS:");
 
         // 4. Restart.
         stop(&mut child);
@@ -251,7 +265,8 @@ fn main() {
         .unwrap();
         let _ = restart;
         let restart_time = t1.elapsed();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // At rest: past one free-memory trim period (10 s) of the controller.
+        tokio::time::sleep(Duration::from_secs(12)).await;
         let m2 = scrape(maddr2);
         let restart_writes = metric(
             &m2,
@@ -271,6 +286,10 @@ fn main() {
             "controller RSS at rest with {n} Services: {:.1} MiB (peak {:.1} MiB)",
             rest_rss as f64 / 1024.0,
             peak as f64 / 1024.0
+        );
+        println!(
+            "controller RSS after {idle} s idle:          {:.1} MiB",
+            end_idle_rss as f64 / 1024.0
         );
         println!(
             "API writes in {idle} s idle: {} (lease renewals: {})",

@@ -144,8 +144,26 @@ struct IpUse {
     sharing: Option<String>,
     /// Backend key of every tenant (all equal).
     backend: String,
-    /// Tenants and their ports.
-    tenants: BTreeMap<ServiceKey, BTreeSet<(Protocol, u16)>>,
+    /// Tenants and their ports, sorted by key. A Vec, not a map: an IP has one tenant,
+    /// or a few when shared, and a one-entry map costs ~800 bytes per IP.
+    tenants: Vec<(ServiceKey, Box<[(Protocol, u16)]>)>,
+}
+
+impl IpUse {
+    /// Adds or replaces a tenant's ports.
+    fn insert_tenant(&mut self, key: &ServiceKey, ports: Box<[(Protocol, u16)]>) {
+        match self.tenants.binary_search_by(|(k, _)| k.cmp(key)) {
+            Ok(i) => self.tenants[i].1 = ports,
+            Err(i) => self.tenants.insert(i, (key.clone(), ports)),
+        }
+    }
+
+    /// Removes a tenant (no-op when absent).
+    fn remove_tenant(&mut self, key: &ServiceKey) {
+        if let Ok(i) = self.tenants.binary_search_by(|(k, _)| k.cmp(key)) {
+            self.tenants.remove(i);
+        }
+    }
 }
 
 /// The allocator state: pools plus every Service's assignment.
@@ -490,7 +508,7 @@ impl Allocator {
         let Some(u) = self.ips.get(ip) else {
             return Ok(());
         };
-        let mut others = u.tenants.iter().filter(|(k, _)| **k != req.key).peekable();
+        let mut others = u.tenants.iter().filter(|(k, _)| *k != req.key).peekable();
         let Some((first, _)) = others.peek() else {
             return Ok(());
         };
@@ -499,7 +517,7 @@ impl Allocator {
             _ => {
                 return Err(AllocError::IpInUse {
                     ip: *ip,
-                    by: (*first).clone(),
+                    by: first.clone(),
                 })
             }
         };
@@ -518,7 +536,9 @@ impl Allocator {
             });
         }
         for (_, ports) in others {
-            if let Some(&(protocol, port)) = req.ports.iter().find(|p| ports.contains(p)) {
+            if let Some(&(protocol, port)) =
+                req.ports.iter().find(|p| ports.binary_search(p).is_ok())
+            {
                 return Err(AllocError::PortInUse {
                     protocol,
                     port,
@@ -638,9 +658,9 @@ impl Allocator {
             pool: p,
             sharing: req.sharing_key.clone(),
             backend: req.backend_key.clone(),
-            tenants: BTreeMap::new(),
+            tenants: Vec::new(),
         });
-        u.tenants.insert(req.key.clone(), req.port_set());
+        u.insert_tenant(&req.key, req.port_set());
         if u.tenants.len() == 1 {
             // Sole tenant: the IP takes its keys (it may have changed its sharing key).
             if let Some(k) = u.sharing.take() {
@@ -673,7 +693,7 @@ impl Allocator {
             let Some(u) = self.ips.get_mut(ip) else {
                 continue;
             };
-            u.tenants.remove(key);
+            u.remove_tenant(key);
             if !u.tenants.is_empty() {
                 continue;
             }
@@ -806,7 +826,7 @@ impl Allocator {
     pub fn services_on(&self, ip: &IpAddr) -> Vec<ServiceKey> {
         self.ips
             .get(ip)
-            .map(|u| u.tenants.keys().cloned().collect())
+            .map(|u| u.tenants.iter().map(|(k, _)| k.clone()).collect())
             .unwrap_or_default()
     }
 

@@ -1,7 +1,6 @@
 //! What the allocator needs to know about one Service, and how it is read from a
 //! Kubernetes `Service` object (pure parsing, no I/O).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -323,9 +322,12 @@ impl ServiceRequest {
         })
     }
 
-    /// The distinct (protocol, port) pairs of the Service.
-    pub(crate) fn port_set(&self) -> BTreeSet<(Protocol, u16)> {
-        self.ports.iter().copied().collect()
+    /// The distinct (protocol, port) pairs of the Service, sorted (binary-searchable).
+    pub(crate) fn port_set(&self) -> Box<[(Protocol, u16)]> {
+        let mut v = self.ports.clone();
+        v.sort_unstable();
+        v.dedup();
+        v.into_boxed_slice()
     }
 }
 

@@ -4,9 +4,9 @@
 //! 1. LIST Namespaces (the watch's initial list), pools, advertisements and every
 //!    Service, validate the config and
 //!    rebuild the allocator from the Services' statuses, before reconciling anything;
-//! 2. run a kube-runtime `Controller` over the Service watch (reflector store,
-//!    managedFields stripped), plus targeted re-reconciles (`reconcile_on`) for pending
-//!    Services that can use freed room, Services cleared by a config change and the
+//! 2. run a kube-runtime `Controller` over the Service watch (a reflector store of
+//!    slim Service projections, see [`super::slim`]), plus targeted re-reconciles
+//!    (`reconcile_on`) for pending Services that can use freed room, Services cleared by a config change and the
 //!    Services of a Namespace whose labels changed;
 //! 3. watch pools + advertisements (re-validate on change; invalid objects get a
 //!    `Valid=False` condition and a Warning Event and are ignored), Namespaces (labels),
