@@ -639,19 +639,26 @@ struct IpCounters {
 }
 
 fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, mac: Mac) {
-    let mut buf = vec![0u8; 1 << 16];
+    // One recvmmsg takes every frame already queued (up to BATCH); their replies leave in
+    // one sendmmsg. A lone frame is processed at once: there is no batching timer.
+    let mut rx = sys::RecvBatch::new(sys::BATCH, 1 << 16);
+    let mut tx = sys::SendBatch::new();
+    // The (ip, kind) of each frame in `tx`, same order; the unanswered verdicts.
+    let mut replies: Vec<(IpAddr, ReplyKind)> = Vec::with_capacity(sys::BATCH);
+    let mut others: Vec<Verdict<()>> = Vec::with_capacity(sys::BATCH);
     let mut counters: HashMap<IpAddr, IpCounters> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let n = match sock.recv(&mut buf) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
+        match sock.recv_batch(&mut rx, true) {
+            Ok(0) => continue,
+            Ok(_) => {}
             Err(e) => {
                 warn!(interface = %name, error = %e, "packet socket receive failed");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-        };
-        let verdict = {
+        }
+        {
+            // One read lock per batch.
             let st = shared.state.read().expect("state lock");
             let ctx = IfaceCtx {
                 name,
@@ -659,36 +666,47 @@ fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, 
                 local_macs: &st.local_macs,
                 echo: shared.answer_ping,
             };
-            logic::decide(&buf[..n], &ctx, &st.owned)
-        };
-        handle_verdict(verdict, sock, shared, name, mac, &mut counters);
+            for frame in rx.frames() {
+                match logic::decide_into(frame, &ctx, &st.owned, tx.spare()) {
+                    Verdict::Reply { ip, kind, .. } => {
+                        tx.commit();
+                        replies.push((ip, kind));
+                    }
+                    other => others.push(other),
+                }
+            }
+        }
+        for v in others.drain(..) {
+            handle_unanswered(v, shared, name, mac);
+        }
+        send_replies(sock, &mut tx, &mut replies, shared, name, &mut counters);
     }
 }
 
-fn handle_verdict(
-    verdict: Verdict,
+/// Counts and sends the replies of one batch (`replies[i]` describes `tx`'s frame `i`);
+/// empties both.
+fn send_replies(
     sock: &PacketSocket,
+    tx: &mut sys::SendBatch,
+    replies: &mut Vec<(IpAddr, ReplyKind)>,
     shared: &Shared,
     name: &str,
-    mac: Mac,
     counters: &mut HashMap<IpAddr, IpCounters>,
 ) {
     let m = &shared.metrics;
-    match verdict {
-        Verdict::Reply { ip, kind, frame } => {
-            let c = counters.entry(ip).or_insert_with(|| {
-                let label = Metrics::ip(ip);
-                IpCounters {
-                    requests: m.requests_received.get_or_create(&label).clone(),
-                    responses: m.responses_sent.get_or_create(&label).clone(),
-                    echo: m.echo_replies_sent.get_or_create(&label).clone(),
-                }
-            });
-            if kind != ReplyKind::Echo {
-                c.requests.inc();
-            }
-            match sock.send(&frame) {
+    for &(ip, kind) in replies.iter() {
+        if kind != ReplyKind::Echo {
+            ip_counters(counters, m, ip).requests.inc();
+        }
+    }
+    if !tx.is_empty() {
+        sock.send_batch(tx, |i, res| {
+            let Some(&(ip, kind)) = replies.get(i) else {
+                return;
+            };
+            match res {
                 Ok(()) => {
+                    let c = ip_counters(counters, m, ip);
                     if kind == ReplyKind::Echo {
                         c.echo.inc();
                     } else {
@@ -701,9 +719,33 @@ fn handle_verdict(
                     debug!(%ip, interface = %name, error = %e, "reply send failed");
                 }
             }
+        });
+    }
+    replies.clear();
+}
+
+fn ip_counters<'a>(
+    counters: &'a mut HashMap<IpAddr, IpCounters>,
+    m: &Metrics,
+    ip: IpAddr,
+) -> &'a IpCounters {
+    counters.entry(ip).or_insert_with(|| {
+        let label = Metrics::ip(ip);
+        IpCounters {
+            requests: m.requests_received.get_or_create(&label).clone(),
+            responses: m.responses_sent.get_or_create(&label).clone(),
+            echo: m.echo_replies_sent.get_or_create(&label).clone(),
         }
-        Verdict::Duplicate { ip, their_mac } => {
-            m.duplicate_responders.get_or_create(&Metrics::ip(ip)).inc();
+    })
+}
+
+/// Counts / reports a frame that gets no reply (a duplicate responder or a drop).
+fn handle_unanswered(verdict: Verdict<()>, shared: &Shared, name: &str, mac: Mac) {
+    let m = &shared.metrics;
+    match verdict {
+        // Replies are sent by `send_replies`.
+        Verdict::Reply { .. } => {}
+        Verdict::Duplicate { ip, their_mac } => {            m.duplicate_responders.get_or_create(&Metrics::ip(ip)).inc();
             let now = Instant::now();
             let fresh = {
                 let mut seen = shared.dup_seen.lock().expect("dup lock");
