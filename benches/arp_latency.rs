@@ -210,7 +210,8 @@ fn main() -> anyhow::Result<()> {
         c.ns.run(&["cat", "/sys/class/net/eth0/ifindex"])?
             .trim()
             .parse()?;
-    let sock = c.ns.enter(move || PacketSocket::open(idx, FilterOptions::default()))?;
+    let sock =
+        c.ns.enter(move || PacketSocket::open(idx, FilterOptions::default()))?;
     if a.pin {
         // Client (this thread: latency and flood) on CPU 0, the dataplane's receive thread
         // on CPU 1. The kernel responder runs in softirq on the CPU the request arrives on.

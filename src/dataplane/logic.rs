@@ -248,7 +248,11 @@ pub fn decide_into(
             }
             // A DAD probe (source ::) is answered to all-nodes with S=0 (unsolicited).
             let (dst_ip, dst_mac, solicited) = if src_ip.is_unspecified() {
-                (wire::ALL_NODES, wire::ipv6_multicast_mac(wire::ALL_NODES), false)
+                (
+                    wire::ALL_NODES,
+                    wire::ipv6_multicast_mac(wire::ALL_NODES),
+                    false,
+                )
             } else {
                 (src_ip, their, true)
             };
@@ -293,9 +297,12 @@ pub fn decide_into(
             ident,
             seq,
             data,
-        } => echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), out, |v| {
-            wire::echo_reply_v4(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
-        }),
+        } => frame_into(
+            echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), |v| {
+                wire::echo_reply_v4(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
+            }),
+            out,
+        ),
         Inbound::EchoRequestV6 {
             vlan,
             eth_src,
@@ -305,9 +312,12 @@ pub fn decide_into(
             ident,
             seq,
             data,
-        } => echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), out, |v| {
-            wire::echo_reply_v6(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
-        }),
+        } => frame_into(
+            echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), |v| {
+                wire::echo_reply_v6(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
+            }),
+            out,
+        ),
         Inbound::Other => Verdict::Drop(DropReason::Unsupported),
     }
 }
@@ -326,6 +336,21 @@ fn duplicate_v4(
     )
 }
 
+/// Moves the reply frame of `v` into `out`.
+fn frame_into(v: Verdict, out: &mut Vec<u8>) -> Verdict<()> {
+    match v {
+        Verdict::Reply { ip, kind, frame } => {
+            *out = frame;
+            Verdict::Reply {
+                ip,
+                kind,
+                frame: (),
+            }
+        }
+        other => other.with_frame(()),
+    }
+}
+
 fn echo(
     ctx: &IfaceCtx<'_>,
     owned: &Owned,
@@ -333,9 +358,8 @@ fn echo(
     eth_src: Mac,
     eth_dst: Mac,
     dst: IpAddr,
-    out: &mut Vec<u8>,
     build: impl FnOnce(Option<VlanId>) -> Result<Vec<u8>, wire::WireError>,
-) -> Verdict<()> {
+) -> Verdict {
     if !ctx.echo {
         return Verdict::Drop(DropReason::EchoDisabled);
     }
@@ -348,16 +372,13 @@ fn echo(
     if !owned.allowed(dst, ctx.name) {
         return Verdict::Drop(DropReason::NotOwned);
     }
+    // Echo replies carry the request's data (any size): the one reply that allocates.
     match build(vlan) {
-        Ok(frame) => {
-            // Echo replies carry the request's data (any size): the one case that allocates.
-            *out = frame;
-            Verdict::Reply {
-                ip: dst,
-                kind: ReplyKind::Echo,
-                frame: (),
-            }
-        }
+        Ok(frame) => Verdict::Reply {
+            ip: dst,
+            kind: ReplyKind::Echo,
+            frame,
+        },
         Err(_) => Verdict::Drop(DropReason::Malformed),
     }
 }
@@ -848,12 +869,15 @@ mod tests {
             std::mem::take(&mut dad),
             wire::arp_request(VlanId::new(7), CLIENT, v4("10.0.0.1"), v4("10.0.0.100")),
             wire::arp_reply(None, ROGUE, v4("10.0.0.100"), CLIENT, v4("10.0.0.1")),
+            echo_v4(OUR, "10.0.0.100"),
             vec![0xff; 3],
+            echo_v6(OUR, "fd00::100"),
+            wire::arp_request(None, CLIENT, v4("10.0.0.1"), v4("10.0.0.100")),
         ];
         // Start from a large buffer full of garbage: nothing of it may leak into a reply.
         let mut out = vec![0xee; 4096];
         assert_into_matches(&frames, &mut out);
-        // Every reply kind appears, and the ARP / NDP replies reuse the same allocation.
+        // Every reply kind appears.
         let kinds: Vec<_> = frames
             .iter()
             .filter_map(|f| match decide(f, &ctx(true), &owned()) {
@@ -861,12 +885,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(
-            kinds,
-            [ReplyKind::Arp, ReplyKind::Ndp, ReplyKind::Ndp, ReplyKind::Arp]
-        );
+        use ReplyKind::{Arp, Echo, Ndp};
+        assert_eq!(kinds, [Arp, Ndp, Ndp, Arp, Echo, Echo, Arp]);
+        // ARP / NDP replies reuse the buffer's allocation.
         let cap = out.capacity();
         let ptr = out.as_ptr();
+        decide_into(&frames[1], &ctx(true), &owned(), &mut out);
         decide_into(&frames[0], &ctx(true), &owned(), &mut out);
         assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr));
     }

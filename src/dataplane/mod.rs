@@ -26,6 +26,7 @@ pub mod iface;
 pub mod logic;
 pub mod metrics;
 pub mod owned;
+pub mod ring;
 pub mod schedule;
 pub mod sys;
 
@@ -480,9 +481,10 @@ impl Actor {
         let opts = bpf::FilterOptions {
             echo: self.config.answer_ping,
         };
-        let sock = Arc::new(sys::in_netns(self.config.netns.as_deref(), move || {
-            PacketSocket::open(index, opts)
-        })?);
+        let (sock, ring) = sys::in_netns(self.config.netns.as_deref(), move || {
+            PacketSocket::open_with_ring(index, opts, rx_ring_geometry())
+        })?;
+        let sock = Arc::new(sock);
         let stop = Arc::new(AtomicBool::new(false));
         let info = InterfaceInfo {
             name: name.clone(),
@@ -498,7 +500,7 @@ impl Actor {
             );
             std::thread::Builder::new()
                 .name(format!("ferrolb-rx-{name}"))
-                .spawn(move || rx_loop(&sock, &stop, &shared, &name, mac))?;
+                .spawn(move || rx_loop(&sock, ring, &stop, &shared, &name, mac))?;
         }
         info!(interface = %name, index, %mac, "responder started");
         self.shared
@@ -638,19 +640,32 @@ struct IpCounters {
     echo: Counter,
 }
 
-fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, mac: Mac) {
-    // One recvmmsg takes every frame already queued (up to BATCH); their replies leave in
-    // one sendmmsg. A lone frame is processed at once: there is no batching timer.
-    let mut rx = sys::RecvBatch::new(sys::BATCH, 1 << 16);
+/// Receive ring of a responder: 2048 slots of 2 KiB (4 MiB, like the former socket
+/// buffer). A slot holds a 1500-byte-MTU frame with a VLAN tag; longer frames (jumbo echo
+/// requests) arrive truncated and are dropped as malformed.
+fn rx_ring_geometry() -> ring::Geometry {
+    ring::Geometry::new(2048, 2048, 1 << 16, 4096).expect("constant ring geometry is valid")
+}
+
+fn rx_loop(
+    sock: &PacketSocket,
+    mut ring: ring::RxRing,
+    stop: &AtomicBool,
+    shared: &Shared,
+    name: &str,
+    mac: Mac,
+) {
+    // Every frame already in the ring (up to BATCH) is decided under one read lock, their
+    // replies leave in one sendmmsg. A lone frame is processed at once: no batching timer.
     let mut tx = sys::SendBatch::new();
     // The (ip, kind) of each frame in `tx`, same order; the unanswered verdicts.
     let mut replies: Vec<(IpAddr, ReplyKind)> = Vec::with_capacity(sys::BATCH);
     let mut others: Vec<Verdict<()>> = Vec::with_capacity(sys::BATCH);
     let mut counters: HashMap<IpAddr, IpCounters> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        match sock.recv_batch(&mut rx, true) {
-            Ok(0) => continue,
-            Ok(_) => {}
+        match sock.wait_ring(&mut ring) {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 warn!(interface = %name, error = %e, "packet socket receive failed");
                 std::thread::sleep(Duration::from_millis(100));
@@ -666,8 +681,17 @@ fn rx_loop(sock: &PacketSocket, stop: &AtomicBool, shared: &Shared, name: &str, 
                 local_macs: &st.local_macs,
                 echo: shared.answer_ping,
             };
-            for frame in rx.frames() {
-                match logic::decide_into(frame, &ctx, &st.owned, tx.spare()) {
+            for _ in 0..sys::BATCH {
+                let Some(slot) = ring.next_ready() else {
+                    break;
+                };
+                let verdict = if ring.truncated(slot) {
+                    Verdict::Drop(logic::DropReason::Malformed)
+                } else {
+                    logic::decide_into(ring.frame(slot), &ctx, &st.owned, tx.spare())
+                };
+                ring.release(slot);
+                match verdict {
                     Verdict::Reply { ip, kind, .. } => {
                         tx.commit();
                         replies.push((ip, kind));
@@ -745,7 +769,8 @@ fn handle_unanswered(verdict: Verdict<()>, shared: &Shared, name: &str, mac: Mac
     match verdict {
         // Replies are sent by `send_replies`.
         Verdict::Reply { .. } => {}
-        Verdict::Duplicate { ip, their_mac } => {            m.duplicate_responders.get_or_create(&Metrics::ip(ip)).inc();
+        Verdict::Duplicate { ip, their_mac } => {
+            m.duplicate_responders.get_or_create(&Metrics::ip(ip)).inc();
             let now = Instant::now();
             let fresh = {
                 let mut seen = shared.dup_seen.lock().expect("dup lock");

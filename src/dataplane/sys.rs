@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
-use super::bpf;
+use super::{bpf, ring};
 
 const ETH_P_ALL: u16 = 0x0003;
+
+/// How long a receive blocks before returning empty-handed (lets threads notice `stop`).
+const READ_TIMEOUT_MS: i32 = 200;
 
 /// Runs `f` on a thread that entered the network namespace at `netns` (a path such as
 /// `/run/netns/NAME` or `/proc/PID/ns/net`), or directly when `netns` is `None`.
@@ -265,6 +268,26 @@ impl PacketSocket {
     /// Opens the socket in the current network namespace. The filter is attached before
     /// the socket is bound to a protocol, so no unfiltered frame is ever queued.
     pub fn open(ifindex: u32, opts: bpf::FilterOptions) -> io::Result<Self> {
+        Ok(Self::open_inner(ifindex, opts, None)?.0)
+    }
+
+    /// Like [`Self::open`], with a `PACKET_RX_RING` of `geo` attached before the socket is
+    /// bound: every accepted frame goes to the returned ring, none to `recv`.
+    pub fn open_with_ring(
+        ifindex: u32,
+        opts: bpf::FilterOptions,
+        geo: ring::Geometry,
+    ) -> io::Result<(Self, ring::RxRing)> {
+        let (s, r) = Self::open_inner(ifindex, opts, Some(geo))?;
+        let r = r.ok_or_else(|| io::Error::other("ring not attached"))?;
+        Ok((s, r))
+    }
+
+    fn open_inner(
+        ifindex: u32,
+        opts: bpf::FilterOptions,
+        geo: Option<ring::Geometry>,
+    ) -> io::Result<(Self, Option<ring::RxRing>)> {
         let sock = Socket::new(Domain::PACKET, Type::RAW.cloexec(), Some(Protocol::from(0)))?;
         let prog: Vec<SockFilter> = bpf::program(opts)
             .iter()
@@ -283,6 +306,9 @@ impl PacketSocket {
                 size_of::<libc::c_int>() as u32,
             );
         }
+        let rx_ring = geo
+            .map(|g| ring::RxRing::attach(sock.as_raw_fd(), g))
+            .transpose()?;
         let sa = sockaddr_ll(ifindex, ETH_P_ALL, None);
         // SAFETY: valid socket and sockaddr_ll of the right size.
         cvt(unsafe {
@@ -292,10 +318,18 @@ impl PacketSocket {
                 size_of::<libc::sockaddr_ll>() as u32,
             )
         })?;
-        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        sock.set_read_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS as u64)))?;
         let s = Self { sock, ifindex };
-        s.set_recv_buffer(4 << 20);
-        Ok(s)
+        if rx_ring.is_none() {
+            s.set_recv_buffer(4 << 20);
+        }
+        Ok((s, rx_ring))
+    }
+
+    /// Waits up to the read timeout (200 ms) for a frame in `ring` (attached to this
+    /// socket by [`Self::open_with_ring`]); true when one is ready.
+    pub fn wait_ring(&self, ring: &mut ring::RxRing) -> io::Result<bool> {
+        ring.wait(self.sock.as_raw_fd(), READ_TIMEOUT_MS)
     }
 
     /// Asks for a receive buffer of `bytes` (absorbs request bursts). Tries
