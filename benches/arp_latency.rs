@@ -5,20 +5,22 @@
 //! Run on demand as root (not in CI):
 //!
 //! ```text
-//! cargo bench --bench arp_latency -- [--requests N] [--flood N] [--rate R]
+//! cargo bench --bench arp_latency -- [--requests N] [--flood N] [--rate R] [--burst B] [--pin]
 //! ```
+//!
+//! `--burst`: requests per `sendmmsg` in the throughput runs (the client paces bursts);
+//! `--pin`: client thread on CPU 0, the dataplane receive thread on CPU 1.
 //!
 //! Topology: client ns ─veth─ switch ns (bridge) ─veth─ node ns. The node's kernel owns
 //! 10.0.0.10 on eth0; the ferrolb dataplane in the node namespace owns 10.0.0.100.
-//! The client sends ARP requests from a raw packet socket and times the replies.
+//! The client sends ARP requests from a raw packet socket and times the replies; the same
+//! client code measures both responders.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb::dataplane::bpf::FilterOptions;
-use ferrolb::dataplane::sys::PacketSocket;
+use ferrolb::dataplane::sys::{PacketSocket, RecvBatch, SendBatch};
 use ferrolb::dataplane::{Config, Dataplane, InterfaceFilter};
 use ferrolb::lab::netns::{privileged_or_skip, HostSpec, Network};
 use ferrolb::wire::{self, Inbound, Mac};
@@ -31,6 +33,8 @@ struct Args {
     requests: usize,
     flood: usize,
     rate: u64,
+    burst: usize,
+    pin: bool,
 }
 
 fn args() -> Args {
@@ -38,6 +42,8 @@ fn args() -> Args {
         requests: 20_000,
         flood: 200_000,
         rate: 100_000,
+        burst: 8,
+        pin: false,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -47,6 +53,12 @@ fn args() -> Args {
             ("--requests", Some(n)) => a.requests = n as usize,
             ("--flood", Some(n)) => a.flood = n as usize,
             ("--rate", Some(n)) => a.rate = n,
+            ("--burst", Some(n)) => a.burst = n as usize,
+            _ if v[i] == "--pin" => {
+                a.pin = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -88,66 +100,90 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// Sends `n` requests (paced at `rate`/s, or as fast as possible when 0) while another
-/// thread counts replies; returns (sent, answered, send seconds, answered per second).
+/// Pins the calling thread (`tid` 0) or thread `tid` to `cpu`; best effort.
+fn pin(tid: libc::pid_t, cpu: usize) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Thread id of this process's thread named `comm`.
+fn thread_id(comm: &str) -> Option<libc::pid_t> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let c = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (c.trim() == comm).then(|| e.file_name().to_str()?.parse().ok())?
+    })
+}
+
+/// Counts the matching replies among the frames of `rx`.
+fn count_replies(rx: &RecvBatch, target: Ipv4Addr) -> u64 {
+    rx.frames().filter(|f| is_reply_from(f, target)).count() as u64
+}
+
+/// Sends `n` requests in bursts of `burst` frames (one `sendmmsg` per burst), paced at
+/// `rate`/s (or as fast as possible when 0), while the same thread counts replies with
+/// non-blocking `recvmmsg` between bursts, then waits until no reply came for 300 ms.
+/// Returns (sent, answered, send seconds, answered per second).
 fn flood(
-    sock: &Arc<PacketSocket>,
+    sock: &PacketSocket,
     req: &[u8],
     target: Ipv4Addr,
     n: usize,
     rate: u64,
+    burst: usize,
 ) -> (usize, u64, f64, f64) {
-    let answered = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let rx = {
-        let (sock, answered, done, last) =
-            (sock.clone(), answered.clone(), done.clone(), last.clone());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 2048];
-            let mut idle_since = Instant::now();
-            loop {
-                match sock.recv(&mut buf) {
-                    Ok(Some(m)) if is_reply_from(&buf[..m], target) => {
-                        answered.fetch_add(1, Ordering::Relaxed);
-                        *last.lock().unwrap() = Instant::now();
-                        idle_since = Instant::now();
-                    }
-                    _ => {
-                        if done.load(Ordering::Relaxed)
-                            && idle_since.elapsed() > Duration::from_millis(300)
-                        {
-                            break;
-                        }
-                    }
-                }
+    let burst = burst.max(1);
+    let mut rx = RecvBatch::new(64, 256);
+    let mut tx = SendBatch::new();
+    let (mut sent, mut answered) = (0usize, 0u64);
+    let mut last = Instant::now();
+    let mut poll = |answered: &mut u64, last: &mut Instant| {
+        while let Ok(k) = sock.recv_batch(&mut rx, false) {
+            if k == 0 {
+                break;
             }
-        })
+            let got = count_replies(&rx, target);
+            if got > 0 {
+                *answered += got;
+                *last = Instant::now();
+            }
+        }
     };
     let start = Instant::now();
-    let mut sent = 0;
-    for i in 0..n {
+    let mut i = 0;
+    while i < n {
         if let Some(ns) = (i as u64 * 1_000_000_000).checked_div(rate) {
             let due = start + Duration::from_nanos(ns);
             while Instant::now() < due {
-                std::hint::spin_loop();
+                poll(&mut answered, &mut last);
             }
         }
-        if sock.send(req).is_ok() {
-            sent += 1;
+        let k = burst.min(n - i);
+        for _ in 0..k {
+            tx.push(req);
         }
+        sock.send_batch(&mut tx, |_, r| sent += usize::from(r.is_ok()));
+        i += k;
+        poll(&mut answered, &mut last);
     }
     let send_secs = start.elapsed().as_secs_f64();
-    done.store(true, Ordering::Relaxed);
-    rx.join().unwrap();
-    let got = answered.load(Ordering::Relaxed);
-    let span = last
-        .lock()
-        .unwrap()
-        .duration_since(start)
-        .as_secs_f64()
-        .max(send_secs);
-    (sent, got, send_secs, got as f64 / span)
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(300) {
+        if let Ok(k) = sock.recv_batch(&mut rx, true) {
+            let got = count_replies(&rx, target);
+            if k > 0 && got > 0 {
+                answered += got;
+                last = Instant::now();
+                idle_since = last;
+            }
+        }
+    }
+    let span = last.duration_since(start).as_secs_f64().max(send_secs);
+    (sent, answered, send_secs, answered as f64 / span)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,7 +210,15 @@ fn main() -> anyhow::Result<()> {
         c.ns.run(&["cat", "/sys/class/net/eth0/ifindex"])?
             .trim()
             .parse()?;
-    let sock = Arc::new(c.ns.enter(move || PacketSocket::open(idx, FilterOptions::default()))?);
+    let sock =
+        c.ns.enter(move || PacketSocket::open(idx, FilterOptions::default()))?;
+    if a.pin {
+        // Client (this thread: latency and flood) on CPU 0, the dataplane's receive thread
+        // on CPU 1. The kernel responder runs in softirq on the CPU the request arrives on.
+        let rx_tid = thread_id("ferrolb-rx-eth0");
+        let ok = pin(0, 0) && rx_tid.is_some_and(|t| pin(t, 1));
+        println!("pinning: client → CPU 0, ferrolb-rx-eth0 ({rx_tid:?}) → CPU 1: {ok}");
+    }
     let mac = Mac(c.mac);
     let req_kernel = wire::arp_request(None, mac, CLIENT_IP, KERNEL_IP);
     let req_vip = wire::arp_request(None, mac, CLIENT_IP, VIP);
@@ -225,7 +269,10 @@ fn main() -> anyhow::Result<()> {
     );
 
     println!();
-    println!("Throughput: {} requests per run", a.flood);
+    println!(
+        "Throughput: {} requests per run, bursts of {} (one sendmmsg each)",
+        a.flood, a.burst
+    );
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>9} {:>12}",
         "responder", "offered/s", "sent", "answered", "loss %", "answered/s"
@@ -235,7 +282,7 @@ fn main() -> anyhow::Result<()> {
             ("kernel", &req_kernel, KERNEL_IP),
             ("ferrolb", &req_vip, VIP),
         ] {
-            let (sent, got, secs, per_s) = flood(&sock, req, target, a.flood, rate);
+            let (sent, got, secs, per_s) = flood(&sock, req, target, a.flood, rate, a.burst);
             let offered = if rate == 0 {
                 format!("max({:.0})", sent as f64 / secs)
             } else {

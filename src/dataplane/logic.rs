@@ -86,9 +86,10 @@ impl DropReason {
     }
 }
 
-/// The decision for one frame.
+/// The decision for one frame. `F` is the reply frame: an owned `Vec<u8>` from
+/// [`decide`], or `()` from [`decide_into`] (the frame is then in the caller's buffer).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<F = Vec<u8>> {
     /// Send `frame` on the interface.
     Reply {
         /// The owned IP answered for.
@@ -96,7 +97,7 @@ pub enum Verdict {
         /// Kind of reply.
         kind: ReplyKind,
         /// The complete Ethernet frame.
-        frame: Vec<u8>,
+        frame: F,
     },
     /// Another station claims an IP we own.
     Duplicate {
@@ -109,12 +110,61 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+impl<F> Verdict<F> {
+    /// The same verdict with the reply frame replaced by `frame` (other variants unchanged).
+    pub fn with_frame<G>(self, frame: G) -> Verdict<G> {
+        match self {
+            Verdict::Reply { ip, kind, .. } => Verdict::Reply { ip, kind, frame },
+            Verdict::Duplicate { ip, their_mac } => Verdict::Duplicate { ip, their_mac },
+            Verdict::Drop(r) => Verdict::Drop(r),
+        }
+    }
+}
+
+/// Room for the largest fixed-size reply (an NA with a VLAN tag is 90 bytes).
+const FIXED_REPLY_ROOM: usize = 128;
+
+/// Emits a fixed-size reply into `out` (resized to the frame); `Malformed` if emitting
+/// fails, which cannot happen for ARP/NDP frames but is never a panic.
+fn emit_into(
+    out: &mut Vec<u8>,
+    emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>,
+) -> Result<(), DropReason> {
+    out.clear();
+    out.resize(FIXED_REPLY_ROOM, 0);
+    match emit(out) {
+        Ok(n) => {
+            out.truncate(n);
+            Ok(())
+        }
+        Err(_) => {
+            out.clear();
+            Err(DropReason::Malformed)
+        }
+    }
+}
+
 fn claims(ctx: &IfaceCtx<'_>, mac: Mac) -> bool {
     mac != ctx.mac && !ctx.local_macs.contains(&mac)
 }
 
 /// Decides what to do with a received frame.
 pub fn decide(frame: &[u8], ctx: &IfaceCtx<'_>, owned: &Owned) -> Verdict {
+    let mut out = Vec::new();
+    let v = decide_into(frame, ctx, owned, &mut out);
+    v.with_frame(out)
+}
+
+/// [`decide`] writing the reply frame into `out` (cleared first; on
+/// [`Verdict::Reply`] it holds exactly the frame). Reusing `out` across calls avoids an
+/// allocation per ARP / NDP reply.
+pub fn decide_into(
+    frame: &[u8],
+    ctx: &IfaceCtx<'_>,
+    owned: &Owned,
+    out: &mut Vec<u8>,
+) -> Verdict<()> {
+    out.clear();
     let inbound = match wire::parse_inbound(frame) {
         Ok(i) => i,
         Err(_) => return Verdict::Drop(DropReason::Malformed),
@@ -145,10 +195,15 @@ pub fn decide(frame: &[u8], ctx: &IfaceCtx<'_>, owned: &Owned) -> Verdict {
             if !owned_here(target_ip.into()) {
                 return Verdict::Drop(DropReason::NotOwned);
             }
+            if let Err(r) = emit_into(out, |b| {
+                wire::arp_reply_into(b, vlan, ctx.mac, target_ip, sender_mac, sender_ip)
+            }) {
+                return Verdict::Drop(r);
+            }
             Verdict::Reply {
                 ip: target_ip.into(),
                 kind: ReplyKind::Arp,
-                frame: wire::arp_reply(vlan, ctx.mac, target_ip, sender_mac, sender_ip),
+                frame: (),
             }
         }
         Inbound::ArpReply {
@@ -191,17 +246,27 @@ pub fn decide(frame: &[u8], ctx: &IfaceCtx<'_>, owned: &Owned) -> Verdict {
             if !owned_here(target.into()) {
                 return Verdict::Drop(DropReason::NotOwned);
             }
-            let frame = if src_ip.is_unspecified() {
-                wire::unsolicited_neighbor_advertisement(vlan, ctx.mac, target, target)
-            } else {
-                wire::neighbor_advertisement(
-                    vlan, ctx.mac, target, src_ip, their, target, true, true,
+            // A DAD probe (source ::) is answered to all-nodes with S=0 (unsolicited).
+            let (dst_ip, dst_mac, solicited) = if src_ip.is_unspecified() {
+                (
+                    wire::ALL_NODES,
+                    wire::ipv6_multicast_mac(wire::ALL_NODES),
+                    false,
                 )
+            } else {
+                (src_ip, their, true)
             };
+            if let Err(r) = emit_into(out, |b| {
+                wire::neighbor_advertisement_into(
+                    b, vlan, ctx.mac, target, dst_ip, dst_mac, target, solicited, true,
+                )
+            }) {
+                return Verdict::Drop(r);
+            }
             Verdict::Reply {
                 ip: target.into(),
                 kind: ReplyKind::Ndp,
-                frame,
+                frame: (),
             }
         }
         Inbound::NeighborAdvertisement {
@@ -232,9 +297,12 @@ pub fn decide(frame: &[u8], ctx: &IfaceCtx<'_>, owned: &Owned) -> Verdict {
             ident,
             seq,
             data,
-        } => echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), |v| {
-            wire::echo_reply_v4(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
-        }),
+        } => frame_into(
+            echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), |v| {
+                wire::echo_reply_v4(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
+            }),
+            out,
+        ),
         Inbound::EchoRequestV6 {
             vlan,
             eth_src,
@@ -244,9 +312,12 @@ pub fn decide(frame: &[u8], ctx: &IfaceCtx<'_>, owned: &Owned) -> Verdict {
             ident,
             seq,
             data,
-        } => echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), |v| {
-            wire::echo_reply_v6(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
-        }),
+        } => frame_into(
+            echo(ctx, owned, vlan, eth_src, eth_dst, dst_ip.into(), |v| {
+                wire::echo_reply_v6(v, ctx.mac, eth_src, dst_ip, src_ip, ident, seq, data)
+            }),
+            out,
+        ),
         Inbound::Other => Verdict::Drop(DropReason::Unsupported),
     }
 }
@@ -256,13 +327,28 @@ fn duplicate_v4(
     owned: &Owned,
     sender_ip: Ipv4Addr,
     sender_mac: Mac,
-) -> Option<Verdict> {
+) -> Option<Verdict<()>> {
     (owned.allowed(sender_ip.into(), ctx.name) && claims(ctx, sender_mac)).then_some(
         Verdict::Duplicate {
             ip: sender_ip.into(),
             their_mac: sender_mac,
         },
     )
+}
+
+/// Moves the reply frame of `v` into `out`.
+fn frame_into(v: Verdict, out: &mut Vec<u8>) -> Verdict<()> {
+    match v {
+        Verdict::Reply { ip, kind, frame } => {
+            *out = frame;
+            Verdict::Reply {
+                ip,
+                kind,
+                frame: (),
+            }
+        }
+        other => other.with_frame(()),
+    }
 }
 
 fn echo(
@@ -286,6 +372,7 @@ fn echo(
     if !owned.allowed(dst, ctx.name) {
         return Verdict::Drop(DropReason::NotOwned);
     }
+    // Echo replies carry the request's data (any size): the one reply that allocates.
     match build(vlan) {
         Ok(frame) => Verdict::Reply {
             ip: dst,
@@ -757,6 +844,90 @@ mod tests {
         assert_eq!(decide(&lldp, &ctx(true), &o), drop(DropReason::Unsupported));
     }
 
+    /// `decide_into` with one reused, dirty buffer gives exactly `decide`'s verdicts and
+    /// frames, and leaves the buffer empty when there is nothing to send.
+    fn assert_into_matches(frames: &[Vec<u8>], out: &mut Vec<u8>) {
+        let o = owned();
+        for f in frames {
+            let want = decide(f, &ctx(true), &o);
+            let got = decide_into(f, &ctx(true), &o, out);
+            match &want {
+                Verdict::Reply { frame, .. } => assert_eq!(out, frame),
+                _ => assert!(out.is_empty(), "buffer not cleared: {out:?}"),
+            }
+            assert_eq!(got.with_frame(out.clone()), want);
+        }
+    }
+
+    #[test]
+    fn decide_into_reuses_a_buffer_and_matches_decide() {
+        let mut dad = wire::neighbor_solicitation(None, CLIENT, v6("::"), v6("fd00::100"));
+        let frames = vec![
+            wire::arp_request(None, CLIENT, v4("10.0.0.1"), v4("10.0.0.100")),
+            wire::neighbor_solicitation(VlanId::new(7), CLIENT, v6("fd00::1"), v6("fd00::100")),
+            wire::arp_request(None, CLIENT, v4("10.0.0.1"), v4("10.0.0.99")),
+            std::mem::take(&mut dad),
+            wire::arp_request(VlanId::new(7), CLIENT, v4("10.0.0.1"), v4("10.0.0.100")),
+            wire::arp_reply(None, ROGUE, v4("10.0.0.100"), CLIENT, v4("10.0.0.1")),
+            echo_v4(OUR, "10.0.0.100"),
+            vec![0xff; 3],
+            echo_v6(OUR, "fd00::100"),
+            wire::arp_request(None, CLIENT, v4("10.0.0.1"), v4("10.0.0.100")),
+        ];
+        // Start from a large buffer full of garbage: nothing of it may leak into a reply.
+        let mut out = vec![0xee; 4096];
+        assert_into_matches(&frames, &mut out);
+        // Every reply kind appears.
+        let kinds: Vec<_> = frames
+            .iter()
+            .filter_map(|f| match decide(f, &ctx(true), &owned()) {
+                Verdict::Reply { kind, .. } => Some(kind),
+                _ => None,
+            })
+            .collect();
+        use ReplyKind::{Arp, Echo, Ndp};
+        assert_eq!(kinds, [Arp, Ndp, Ndp, Arp, Echo, Echo, Arp]);
+        // ARP / NDP replies reuse the buffer's allocation.
+        let cap = out.capacity();
+        let ptr = out.as_ptr();
+        decide_into(&frames[1], &ctx(true), &owned(), &mut out);
+        decide_into(&frames[0], &ctx(true), &owned(), &mut out);
+        assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr));
+    }
+
+    #[test]
+    fn with_frame_keeps_everything_but_the_frame() {
+        let ip: IpAddr = v4("10.0.0.100").into();
+        let r: Verdict<()> = Verdict::Reply {
+            ip,
+            kind: ReplyKind::Ndp,
+            frame: (),
+        };
+        assert_eq!(
+            r.with_frame(vec![1u8]),
+            Verdict::Reply {
+                ip,
+                kind: ReplyKind::Ndp,
+                frame: vec![1u8]
+            }
+        );
+        let d: Verdict<()> = Verdict::Duplicate {
+            ip,
+            their_mac: ROGUE,
+        };
+        assert_eq!(
+            d.with_frame(vec![1u8]),
+            Verdict::Duplicate {
+                ip,
+                their_mac: ROGUE
+            }
+        );
+        assert_eq!(
+            Verdict::<()>::Drop(DropReason::IpDst).with_frame(vec![1u8]),
+            drop(DropReason::IpDst)
+        );
+    }
+
     proptest! {
         #[test]
         fn never_panics_and_replies_only_for_owned_ips(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -764,6 +935,15 @@ mod tests {
             if let Verdict::Reply { ip, .. } = decide(&bytes, &ctx(true), &o) {
                 prop_assert!(o.allowed(ip, "eth0"));
             }
+        }
+
+        #[test]
+        fn decide_into_matches_decide_on_any_bytes(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 1..8),
+            junk in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut out = junk;
+            assert_into_matches(&frames, &mut out);
         }
 
         #[test]
