@@ -146,12 +146,15 @@ struct IpUse {
     backend: String,
     /// Tenants and their ports, sorted by key. A Vec, not a map: an IP has one tenant,
     /// or a few when shared, and a one-entry map costs ~800 bytes per IP.
-    tenants: Vec<(ServiceKey, Box<[(Protocol, u16)]>)>,
+    tenants: Vec<(ServiceKey, PortSet)>,
 }
+
+/// A Service's distinct (protocol, port) pairs, sorted.
+type PortSet = Box<[(Protocol, u16)]>;
 
 impl IpUse {
     /// Adds or replaces a tenant's ports.
-    fn insert_tenant(&mut self, key: &ServiceKey, ports: Box<[(Protocol, u16)]>) {
+    fn insert_tenant(&mut self, key: &ServiceKey, ports: PortSet) {
         match self.tenants.binary_search_by(|(k, _)| k.cmp(key)) {
             Ok(i) => self.tenants[i].1 = ports,
             Err(i) => self.tenants.insert(i, (key.clone(), ports)),
