@@ -183,16 +183,16 @@ impl Core {
     /// Services first, whatever the order of `services`), so a restart or leader change
     /// moves no IP and lets no pending Service steal one. Nothing is written here; the
     /// reconciles that follow find statuses already matching.
-    pub fn rebuild(
+    pub fn rebuild<'a>(
         pools: Vec<Pool>,
         lb_class: Option<String>,
         ns_labels: HashMap<String, Labels>,
-        services: &[Service],
+        services: impl IntoIterator<Item = &'a Service>,
     ) -> Self {
         let lb_class = lb_class.filter(|c| !c.is_empty());
         let empty = Labels::new();
         let reqs: Vec<ServiceRequest> = services
-            .iter()
+            .into_iter()
             .filter(|s| handles(s, lb_class.as_deref()))
             .map(|s| {
                 let labels = s

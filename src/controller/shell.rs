@@ -1,13 +1,14 @@
 //! The thin kube shell around [`super::core::Core`].
 //!
 //! One leadership session ([`lead`]):
-//! 1. LIST Namespaces (the watch's initial list), pools, advertisements and every
-//!    Service, validate the config and
+//! 1. read Namespace labels (the Namespace watch's initial list), LIST pools and
+//!    advertisements, validate them, take every Service from the Service watch's
+//!    initial list (its reflector store of slim projections, see [`super::slim`]) and
 //!    rebuild the allocator from the Services' statuses, before reconciling anything;
-//! 2. run a kube-runtime `Controller` over the Service watch (a reflector store of
-//!    slim Service projections, see [`super::slim`]), plus targeted re-reconciles
-//!    (`reconcile_on`) for pending Services that can use freed room, Services cleared by a config change and the
-//!    Services of a Namespace whose labels changed;
+//! 2. run a kube-runtime `Controller` over the rest of the Service watch, with one
+//!    re-check of every listed Service, plus targeted re-reconciles (`reconcile_on`)
+//!    for pending Services that can use freed room, Services cleared by a config
+//!    change and the Services of a Namespace whose labels changed;
 //! 3. watch pools + advertisements (re-validate on change; invalid objects get a
 //!    `Valid=False` condition and a Warning Event and are ignored), Namespaces (labels),
 //!    and write pool statuses coalesced (at most one pass per [`POOL_STATUS_COALESCE`]).
@@ -154,24 +155,12 @@ pub async fn list_all<K>(api: &Api<K>) -> kube::Result<Vec<K>>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    list_all_with(api, |_| {}).await
-}
-
-/// Lists every object of `api`, page by page, passing each object through `project`
-/// as its page arrives (so only one page is ever held in full).
-pub async fn list_all_with<K>(api: &Api<K>, mut project: impl FnMut(&mut K)) -> kube::Result<Vec<K>>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
     let mut out = Vec::new();
     let mut lp = ListParams::default().limit(500);
     loop {
         let page = api.list(&lp).await?;
         let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        out.extend(page.items.into_iter().map(|mut o| {
-            project(&mut o);
-            o
-        }));
+        out.extend(page.items);
         match next {
             Some(c) => lp = lp.continue_token(&c),
             None => return Ok(out),
@@ -330,14 +319,30 @@ pub async fn lead(
     let ad_api: Api<L2Advertisement> = Api::namespaced(client.clone(), &settings.namespace);
     let pools = list_all(&pool_api).await?;
     let ads = list_all(&ad_api).await?;
-    let listed: Vec<Service> =
-        list_all_with(&Api::<Service>::all(client.clone()), slim_service).await?;
     let (cfg, pool_errors, _ad_errors) = validate_objects(&pools, &ads, &Config::default());
+    drop((pools, ads));
+
+    // Every Service, from the Service watch's own initial list (no second LIST): the
+    // reflector store holds slim projections once it is done.
+    let (svc_reader, svc_writer) = reflector::store::<Service>();
+    let mut svc_events = services
+        .map_ok(|ev| ev.modify(slim_service))
+        .reflect(svc_writer)
+        .boxed();
+    loop {
+        match svc_events.next().await {
+            Some(Ok(Event::InitDone)) => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "service list failed (retrying)"),
+            None => anyhow::bail!("service watch ended before its initial list"),
+        }
+    }
+    let listed = svc_reader.state();
     let core = Core::rebuild(
         pool_list(&cfg),
         settings.lb_class.clone(),
         ns_labels,
-        &listed,
+        listed.iter().map(|s| &**s),
     );
     tracing::info!(
         services = listed.len(),
@@ -348,10 +353,8 @@ pub async fn lead(
         "allocator rebuilt from existing Service statuses"
     );
     metrics.pending.set(core.pending_len() as i64);
-    drop(listed);
 
     // 2. Shared state.
-    let (svc_reader, svc_writer) = reflector::store::<Service>();
     let (retry_tx, retry_rx) = mpsc::unbounded();
     let ctx = Arc::new(Ctx {
         core: Mutex::new(core),
@@ -364,14 +367,15 @@ pub async fn lead(
         failures: Mutex::new(HashMap::new()),
     });
     ctx.pools_dirty.notify_one();
+    // Re-check every listed Service once (the watch has already delivered them).
+    ctx.retry(listed.iter().map(|s| service_key(s)));
+    drop(listed);
 
     let (pool_reader, pool_writer) = reflector::store::<IPAddressPool>();
 
-    // 3. Services: reflector + deletion tap → Controller.
+    // 3. Services: the rest of the watch (reflector + deletion tap) → Controller.
     let tap_ctx = ctx.clone();
-    let svc_stream = services
-        .map_ok(|ev| ev.modify(slim_service))
-        .reflect(svc_writer)
+    let svc_stream = svc_events
         .inspect_ok(move |ev| match ev {
             Event::Delete(s) => tap_ctx.deleted(&service_key(s)),
             Event::InitDone => tap_ctx.sweep(),
