@@ -69,6 +69,32 @@ fn dump(lab: &Lab) -> String {
     out
 }
 
+/// Requests `ip` until a node other than `owner` answers; panics (with `what` and the
+/// lab's logs) when none has by `limit` after `since`. Returns the new owner.
+fn wait_takeover(
+    lab: &Lab,
+    ip: IpAddr,
+    owner: &str,
+    since: Instant,
+    limit: Duration,
+    poll: Duration,
+    what: &str,
+) -> String {
+    loop {
+        if let Ok(n) = lab.request(ip, Duration::from_millis(100)) {
+            if n != owner {
+                return n;
+            }
+        }
+        assert!(
+            since.elapsed() < limit,
+            "no takeover after {what}{}",
+            dump(lab)
+        );
+        std::thread::sleep(poll);
+    }
+}
+
 /// Polls until `ip` is served (by any node); returns that node's name.
 fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
     let deadline = Instant::now() + within;
@@ -181,19 +207,15 @@ fn crash_and_graceful_failover_move_the_vip() {
     // Crash: SIGKILL the owner's speaker. Another node must serve within the lease
     // duration plus the gratuitous burst (defaults ≤ 3 s; 8 s leaves room for a loaded CI).
     let t = lab.signal_speaker(idx, libc::SIGKILL).unwrap();
-    let new_owner = loop {
-        if let Ok(n) = lab.request(ip, Duration::from_millis(100)) {
-            if n != owner {
-                break n;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "no takeover after crash{}",
-            dump(&lab)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let new_owner = wait_takeover(
+        &lab,
+        ip,
+        &owner,
+        t,
+        Duration::from_secs(8),
+        Duration::from_millis(10),
+        "crash",
+    );
     let crash = t.elapsed();
     lab.reap_speaker(idx, Duration::from_secs(2));
     eprintln!("crash failover {owner} → {new_owner} in {crash:?}");
@@ -436,18 +458,15 @@ fn partitioned_owner_withdraws_and_never_overlaps() {
     std::thread::sleep(Duration::from_millis(500));
     lab.set_link(idx, false).unwrap();
     let t = Instant::now();
-    let new_owner = loop {
-        if let Ok(n) = lab.request(ip, Duration::from_millis(100)) {
-            if n != owner {
-                break n;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no takeover after partition{}",
-            dump(&lab)
-        );
-    };
+    let new_owner = wait_takeover(
+        &lab,
+        ip,
+        &owner,
+        t,
+        Duration::from_secs(10),
+        Duration::from_millis(0),
+        "partition",
+    );
     eprintln!(
         "partition takeover {owner} → {new_owner} in {:?}",
         t.elapsed()
@@ -651,19 +670,15 @@ fn owner_link_cut_fails_over_within_1500ms() {
     let idx = index_of(&owner);
     lab.set_link(idx, false).unwrap();
     let t = Instant::now();
-    let new_owner = loop {
-        if let Ok(n) = lab.request(ip, Duration::from_millis(100)) {
-            if n != owner {
-                break n;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "no takeover after cutting the owner's link{}",
-            dump(&lab)
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let new_owner = wait_takeover(
+        &lab,
+        ip,
+        &owner,
+        t,
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        "cutting the owner's link",
+    );
     let took = t.elapsed();
     eprintln!("link cut: {owner} → {new_owner} in {took:?}");
     assert!(
