@@ -649,7 +649,8 @@ fn apiserver_outage_withdraws_nothing_and_moves_nothing() {
         let m = lab.speaker_metrics(i).unwrap();
         assert!(
             m.contains("ferrolb_speaker_fenced_total 0"),
-            "node {i} fenced:\n{m}"
+            "node {i} fenced:\n{m}{}",
+            dump(&lab)
         );
         assert!(m.contains("ferrolb_speaker_may_announce 1"), "{m}");
     }

@@ -520,6 +520,21 @@ pub struct MeshRules {
 }
 
 impl MeshRules {
+    /// Length of the start-up window ([`MeshRules::evaluate`]): two death times, so every
+    /// peer that is up has been heard several times before it ends.
+    pub fn startup_window(&self) -> Duration {
+        self.timing.dead_after * 2
+    }
+
+    /// A node that was not permitted and started listening for heartbeats less than
+    /// [`MeshRules::startup_window`] ago is *starting*.
+    fn starting(&self, own: &OwnInput, now: Instant) -> bool {
+        own.permitted_since.is_none()
+            && own
+                .heartbeats_since
+                .is_some_and(|s| now.saturating_duration_since(s) < self.startup_window())
+    }
+
     /// Whether a peer was heard within `fence_after` at `now`.
     pub fn hears(&self, p: &PeerView, now: Instant) -> bool {
         p.last_heard
@@ -590,11 +605,15 @@ pub struct OwnInput {
     pub heard_any: bool,
     /// Members whose Lease has not changed, and who were not heard, for this long stop
     /// counting — only while `lease_fresh` (this node sees the API server) and this node
-    /// hears a majority of the full membership.
+    /// hears a majority of the full membership and has been permitted for this long.
     pub reap_after: Duration,
     /// Start of this node's current permission period, as returned by the previous
     /// evaluation ([`Liveness::permitted_since`]); None when it was not permitted.
     pub permitted_since: Option<Instant>,
+    /// When this node started listening for heartbeats: the instant its key was loaded, or
+    /// the speaker's start while the key is not loaded yet. None: heartbeats are not
+    /// configured (Lease rules only, no start-up window).
+    pub heartbeats_since: Option<Instant>,
 }
 
 /// One node's view of liveness at an instant.
@@ -621,6 +640,16 @@ impl MeshRules {
     /// The whole liveness evaluation of one node: members, permission, alive peers.
     /// With heartbeats disabled these are the Lease rules (permission = own Lease fresh,
     /// peers judged by their Leases).
+    ///
+    /// **Start-up window.** A starting node ([`MeshRules::startup_window`] after its
+    /// heartbeats start, not yet permitted) is permitted early only when it hears every
+    /// member it knows and knows at least two peers (a restart into a running cluster);
+    /// otherwise it waits for the window to end. Without the window, the nodes of a cluster
+    /// starting at once would be permitted on the one- or two-member rules before the other
+    /// members' Leases and heartbeats reach them, announce, and be fenced a moment later
+    /// when more members appear unheard — a flap of every VIP they took. With it, members
+    /// that start within the window of each other are heard before anyone announces, and a
+    /// node hearing `k ≥ 2` peers keeps its quorum while up to `k` new ones appear unheard.
     pub fn evaluate(
         &self,
         peers: &BTreeMap<String, PeerInput>,
@@ -628,9 +657,10 @@ impl MeshRules {
         reaped_before: &std::collections::BTreeSet<String>,
         now: Instant,
     ) -> Liveness {
+        let starting = self.starting(&own, now);
         if !own.mesh_enabled {
             return Liveness {
-                may: own.lease_fresh,
+                may: own.lease_fresh && !starting,
                 members: peers
                     .iter()
                     .filter(|(_, p)| p.lease_held_since.is_some())
@@ -642,7 +672,8 @@ impl MeshRules {
                     .map(|(n, _)| n.clone())
                     .collect(),
                 by_heartbeat: Default::default(),
-                permitted_since: own.lease_fresh.then(|| own.permitted_since.unwrap_or(now)),
+                permitted_since: (own.lease_fresh && !starting)
+                    .then(|| own.permitted_since.unwrap_or(now)),
                 reaped: Default::default(),
             };
         }
@@ -662,6 +693,14 @@ impl MeshRules {
                 held.len() + 1,
                 held.iter().filter(|p| self.hears(p, now)).count(),
             );
+        // Silence proves death only while this node could hear: it must itself have been
+        // permitted (hearing a majority) for the whole reaping time. A node returning from
+        // a long isolation would otherwise reap the members of the majority it was cut off
+        // from, the moment it hears a quorum again, and take their IPs while they still
+        // answer (the model check found this).
+        let quorum_for_long = own
+            .permitted_since
+            .is_some_and(|s| now.saturating_duration_since(s) >= own.reap_after);
         let reaped: std::collections::BTreeSet<String> = peers
             .iter()
             .filter(|(name, p)| {
@@ -670,7 +709,9 @@ impl MeshRules {
                     .is_none_or(|t| now.saturating_duration_since(t) >= own.reap_after)
                     && p.lease_held_since
                         .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
-                dead_long && ((own.lease_fresh && full_quorum) || reaped_before.contains(*name))
+                dead_long
+                    && ((own.lease_fresh && full_quorum && quorum_for_long)
+                        || reaped_before.contains(*name))
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -686,8 +727,11 @@ impl MeshRules {
                 lease_alive: p.lease_alive,
             })
             .collect();
-        let may =
-            own.renewed_ever && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
+        let hears_all =
+            views.len() >= 2 && own.heard_any && views.iter().all(|v| self.hears(v, now));
+        let may = own.renewed_ever
+            && (!starting || hears_all)
+            && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
         // Silence counts only while this node itself could hear: a node returning from
         // isolation (fenced) must not take a peer's silence during that isolation for its
         // death — it waits `dead_after` from regaining permission to hear it.
@@ -901,6 +945,82 @@ mod tests {
     }
 
     #[test]
+    fn startup_window_waits_to_hear_every_member() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        let ms = Duration::from_millis;
+        let peer = |heard: Option<u64>| PeerInput {
+            last_heard: heard.map(|ago| t0 - ms(ago)),
+            lease_alive: true,
+            lease_held_since: Some(t0 - ms(1_000)),
+        };
+        let starting = OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: false,
+            reap_after: Duration::from_secs(20),
+            permitted_since: None,
+            heartbeats_since: Some(t0 - ms(100)),
+        };
+        let eval = |peers: &[(&str, Option<u64>)], own: OwnInput, at: Instant| {
+            let peers: BTreeMap<String, PeerInput> = peers
+                .iter()
+                .map(|(n, h)| (n.to_string(), peer(*h)))
+                .collect();
+            r.evaluate(&peers, own, &Default::default(), at)
+        };
+        // Alone, or with one unheard peer, the 1- and 2-member rules would permit at once;
+        // in the window they do not (a third member may be about to appear).
+        assert!(!eval(&[], starting, t0).may);
+        assert!(!eval(&[("b", None)], starting, t0).may);
+        let key_missing = OwnInput {
+            mesh_enabled: false,
+            ..starting
+        };
+        assert!(!eval(&[("b", None)], key_missing, t0).may);
+        // Hearing the one peer known is not enough: two more appearing unheard would take
+        // the quorum away (1 + 1 of 4).
+        let heard = OwnInput {
+            heard_any: true,
+            ..starting
+        };
+        assert!(!eval(&[("b", Some(50))], heard, t0).may);
+        // Hearing every member known, two or more, permits at once, and as many members
+        // again appearing unheard leave the quorum intact (the flap the window prevents).
+        let l = eval(&[("b", Some(50)), ("c", Some(20))], heard, t0);
+        assert!(l.may);
+        let after = OwnInput {
+            permitted_since: l.permitted_since,
+            ..heard
+        };
+        let grown = [("b", Some(50)), ("c", Some(20)), ("d", None), ("e", None)];
+        assert!(eval(&grown, after, t0).may);
+        // Hearing only some of them waits.
+        assert!(!eval(&[("b", Some(50)), ("c", None)], heard, t0).may);
+        // Once the window is over the usual rules apply: alone, or 2 members on the Lease.
+        let end = t0 - ms(100) + r.startup_window();
+        assert!(!eval(&[], starting, end - ms(1)).may);
+        assert!(eval(&[], starting, end).may);
+        assert!(eval(&[("b", None)], starting, end).may);
+        assert!(eval(&[("b", None)], key_missing, end).may);
+        // Not configured (no heartbeats at all): no window.
+        let lease_only = OwnInput {
+            heartbeats_since: None,
+            ..key_missing
+        };
+        assert!(eval(&[("b", None)], lease_only, t0).may);
+        // A node already permitted is not starting (a fence later is not a restart).
+        let permitted = OwnInput {
+            permitted_since: Some(t0 - ms(50)),
+            ..key_missing
+        };
+        assert!(eval(&[("b", None)], permitted, t0).may);
+    }
+
+    #[test]
     fn evaluate_members_reaping_and_modes() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let r = MeshRules {
@@ -917,7 +1037,8 @@ mod tests {
             mesh_enabled: true,
             heard_any: true,
             reap_after: Duration::from_secs(20),
-            permitted_since: Some(t0 - Duration::from_secs(10)),
+            permitted_since: Some(t0 - Duration::from_secs(30)),
+            heartbeats_since: None,
         };
         let peers = BTreeMap::from([
             ("a".to_string(), p(Some(50), true, Some(100))),
@@ -942,6 +1063,14 @@ mod tests {
             ["a".to_string(), "b".to_string(), "c".to_string()].into()
         );
         assert_eq!(l.permitted_since, own.permitted_since);
+        // permitted for less than the reaping time: its own silence may have hidden them
+        let recent = OwnInput {
+            permitted_since: Some(t0 - Duration::from_secs(10)),
+            ..own
+        };
+        let l = r.evaluate(&peers, recent, &Default::default(), t0);
+        assert!(l.reaped.is_empty());
+        assert_eq!(l.members.len(), 4);
         // just back from isolation: b's silence (900 ms) started before we could hear again
         let l = r.evaluate(
             &peers,
@@ -952,10 +1081,14 @@ mod tests {
             &Default::default(),
             t0,
         );
+        // (long-dead too: not reaped yet, and its silence is not ours to judge either)
         assert_eq!(l.permitted_since, Some(t0));
         assert_eq!(
             l.alive,
-            ["a".to_string(), "b".to_string(), "c".to_string()].into()
+            ["a", "b", "c", "long-dead"]
+                .map(String::from)
+                .into_iter()
+                .collect()
         );
         let later = OwnInput {
             permitted_since: Some(t0),

@@ -261,6 +261,7 @@ impl<A: Announcer> Speaker<A> {
             heard_any: table.is_some_and(|t| t.heard_any()),
             reap_after: clock.lease_duration() * REAP_AFTER_LEASES,
             permitted_since: self.live.permitted_since,
+            heartbeats_since: state.as_ref().map(|st| st.since),
         };
         let (rules, port) = match &self.mesh {
             Some(m) => (m.rules, m.port),
@@ -1028,10 +1029,17 @@ impl<A: Announcer> Speaker<A> {
             .values()
             .map(|t| *t + self.settings.clock.handover_timeout())
             .min();
+        // end of the start-up window (permission may come then without any event)
+        let startup = self
+            .mesh
+            .as_ref()
+            .filter(|_| !may)
+            .map(|m| m.lock().since + m.rules.startup_window());
         [
             self.tracker.next_expiry(now),
             fence,
             handover,
+            startup,
             self.backoff.until,
         ]
         .into_iter()

@@ -38,6 +38,9 @@ pub struct MeshState {
     pub table: PeerTable,
     /// The key was loaded and heartbeats flow (otherwise the Lease rules apply).
     pub enabled: bool,
+    /// When heartbeats started listening: the key load, or the mesh's creation until then
+    /// (start of the start-up window, [`MeshRules::startup_window`]).
+    pub since: Instant,
     /// Where to send: (node, address) of every peer.
     pub targets: Vec<(String, SocketAddr)>,
     /// This node's current permission (sent as a flag, informational).
@@ -62,6 +65,7 @@ impl Mesh {
             state: Arc::new(Mutex::new(MeshState {
                 table: PeerTable::new(me, timing),
                 enabled: false,
+                since: Instant::now(),
                 targets: Vec::new(),
                 may_announce: false,
             })),
@@ -156,7 +160,11 @@ pub async fn run(
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
     };
-    mesh.lock().enabled = true;
+    {
+        let mut st = mesh.lock();
+        st.enabled = true;
+        st.since = Instant::now();
+    }
     tracing::info!(addr = %cfg.bind, interval = ?mesh.rules.timing.interval, "heartbeats enabled");
     let incarnation = unix_ms();
     let mut seq: u64 = 0;
