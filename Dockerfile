@@ -4,9 +4,9 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY benches ./benches
-RUN cargo build --release --locked --bin ferrolb && strip target/release/ferrolb
+COPY crates ./crates
+# Without the default `lab` feature: the image carries no embedded API server and no plotting.
+RUN cargo build --release --locked -p ferrolb --no-default-features --bin ferrolb && strip target/release/ferrolb
 
 # glibc + libgcc only, no shell, no package manager; runs as uid 65534 by default.
 # The speaker DaemonSet overrides the user to 0 with every capability dropped except NET_RAW.

@@ -15,7 +15,8 @@ out=${2:-target/image/oci}
 tag=${3:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
 
 if [ ! -x "$bin" ]; then
-  cargo build --release --locked
+  # Without the default `lab` feature: no embedded API server, no plotting in the image.
+  cargo build --release --locked -p ferrolb --no-default-features
 fi
 command -v umoci >/dev/null || { echo "build-image: umoci is missing (apt-get install umoci)" >&2; exit 2; }
 

@@ -1,4 +1,4 @@
 //! The exact `ferrolb::wire` sources, compiled standalone for fuzzing.
 
-#[path = "../../src/wire/mod.rs"]
+#[path = "../../crates/ferrolb-core/src/wire/mod.rs"]
 pub mod wire;

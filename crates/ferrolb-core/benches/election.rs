@@ -1,0 +1,89 @@
+//! Cost of the whole-cluster election (every speaker runs it on every relevant change).
+//!
+//! `cargo bench --bench election`
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use ferrolb_core::config::{Config, L2Adv, Pool};
+use ferrolb_core::election::{elect_all, ElectionOptions, NodeInfo, ServiceView};
+use ferrolb_core::selector::Selector;
+
+fn setup(nodes: usize, services: usize) -> (Config, Vec<ServiceView>, Vec<NodeInfo>) {
+    let mut pools = BTreeMap::new();
+    pools.insert(
+        "default".to_string(),
+        Pool {
+            name: "default".into(),
+            labels: Default::default(),
+            cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        },
+    );
+    let cfg = Config {
+        pools,
+        l2_advertisements: vec![L2Adv {
+            name: "all".into(),
+            preferred_node_selectors: vec![(10, Selector::from_labels([("zone", "a")]))],
+            ..Default::default()
+        }],
+    };
+    let ns: Vec<NodeInfo> = (0..nodes)
+        .map(|i| {
+            NodeInfo::new(format!("node-{i}"))
+                .with_label("zone", if i % 3 == 0 { "a" } else { "b" })
+        })
+        .collect();
+    let svcs: Vec<ServiceView> = (0..services)
+        .map(|i| {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0001u32 + i as u32));
+            let mut s = ServiceView::new(format!("ns/s{i}"), vec![ip], Some("default"));
+            if i % 4 == 0 {
+                s.etp_local = true;
+                s.serving_endpoint_nodes = (0..3)
+                    .map(|k| format!("node-{}", (i + k) % nodes))
+                    .collect();
+            }
+            s
+        })
+        .collect();
+    (cfg, svcs, ns)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("elect_all");
+    g.sample_size(20);
+    for (nodes, services) in [(3, 300), (10, 1_000), (100, 1_000), (100, 10_000)] {
+        let (cfg, svcs, ns) = setup(nodes, services);
+        let first = elect_all(
+            &cfg,
+            &svcs,
+            &ns,
+            &BTreeMap::new(),
+            &ElectionOptions::default(),
+        );
+        let current = first.owner_map();
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{nodes}n_{services}s")),
+            &(),
+            |b, _| {
+                b.iter(|| {
+                    elect_all(
+                        black_box(&cfg),
+                        black_box(&svcs),
+                        black_box(&ns),
+                        black_box(&current),
+                        &ElectionOptions::default(),
+                    )
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

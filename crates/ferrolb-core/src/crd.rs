@@ -1,0 +1,630 @@
+//! `metallb.io/v1beta1` CustomResourceDefinitions: [`IPAddressPool`], [`L2Advertisement`]
+//! and [`ServiceL2Status`], wire-compatible with MetalLB (same group, version, kinds,
+//! field names, defaults and printer columns), so existing manifests apply unchanged.
+//!
+//! Per-object rules the API server can check itself are part of the schema
+//! (`minItems`, `minimum`/`maximum`, `x-kubernetes-validations` CEL). Everything that
+//! needs several objects at once (overlaps, duplicate names, …) lives in
+//! [`crate::config::validate`].
+//!
+//! `crds/` holds the generated YAML; `tests/crds.rs` fails when it is stale
+//! (regenerate with `UPDATE_CRDS=1 cargo test --test it crds`).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+// ---------------------------------------------------------------------------
+// IPAddressPool
+// ---------------------------------------------------------------------------
+
+/// `spec` of an `IPAddressPool`: a set of addresses the controller may hand out.
+// `printcolumn(...)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "IPAddressPool",
+    plural = "ipaddresspools",
+    namespaced,
+    status = "IPAddressPoolStatus",
+    doc = "IPAddressPool represents a pool of IP addresses that can be allocated to LoadBalancer services.",
+    printcolumn(
+        name = "Auto Assign",
+        type_ = "boolean",
+        json_path = ".spec.autoAssign"
+    ),
+    printcolumn(
+        name = "Avoid Buggy IPs",
+        type_ = "boolean",
+        json_path = ".spec.avoidBuggyIPs"
+    ),
+    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAddressPoolSpec {
+    /// A list of IP address ranges over which MetalLB has authority. You can list
+    /// multiple ranges in a single pool, they will all share the same settings. Each
+    /// range can be either a CIDR prefix (`192.168.10.0/24`, `fc00::/124`, a single
+    /// address as `/32` or `/128`), or an explicit start-end range of IPs
+    /// (`192.168.9.1-192.168.9.5`).
+    #[schemars(length(min = 1))]
+    pub addresses: Vec<String>,
+
+    /// AutoAssign flag used to prevent MetalLB from automatic allocation for a pool.
+    #[serde(default = "default_true")]
+    pub auto_assign: bool,
+
+    /// AvoidBuggyIPs prevents addresses ending with .0 and .255 to be used by a pool.
+    #[serde(default, rename = "avoidBuggyIPs", skip_serializing_if = "is_false")]
+    pub avoid_buggy_ips: bool,
+
+    /// AllocateTo makes ip pool allocation to specific namespace and/or service.
+    /// The controller will use the pool with lowest value of priority in case of
+    /// multiple matches. A pool with no priority set will be used only if the
+    /// pools with priority can't be used. If multiple matching IPAddressPools are
+    /// available it will check for the availability of IPs sorting the matching
+    /// IPAddressPools by priority, starting from the highest to the lowest. If
+    /// multiple IPAddressPools have the same priority, choice will be random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_allocation: Option<ServiceAllocationSpec>,
+}
+
+/// `spec.serviceAllocation` of an `IPAddressPool` (MetalLB's `ServiceAllocation`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAllocationSpec {
+    /// Priority priority given for ip pool while ip allocation on a service.
+    /// Lower is preferred; 0 (unset) is used last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+
+    /// Namespaces list of namespace(s) on which ip pool can be attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+
+    /// NamespaceSelectors list of label selectors to select namespace(s) for ip pool,
+    /// an alternative to using namespace list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespace_selectors: Vec<LabelSelector>,
+
+    /// ServiceSelectors list of label selector to select service(s) for which ip pool
+    /// can be used for ip allocation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+/// `status` of an `IPAddressPool`, written by the controller.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAddressPoolStatus {
+    /// AssignedIPv4 is the number of assigned IPv4 addresses.
+    #[serde(rename = "assignedIPv4")]
+    pub assigned_ipv4: i64,
+    /// AssignedIPv6 is the number of assigned IPv6 addresses.
+    #[serde(rename = "assignedIPv6")]
+    pub assigned_ipv6: i64,
+    /// AvailableIPv4 is the number of available IPv4 addresses.
+    #[serde(rename = "availableIPv4")]
+    pub available_ipv4: i64,
+    /// AvailableIPv6 is the number of available IPv6 addresses.
+    #[serde(rename = "availableIPv6")]
+    pub available_ipv6: i64,
+    /// Conditions (ferrolb addition): `Valid` is `False` with the validation error as
+    /// message when the pool was rejected, so `kubectl describe` shows why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+// ---------------------------------------------------------------------------
+// L2Advertisement
+// ---------------------------------------------------------------------------
+
+/// `spec` of an `L2Advertisement`: which pools are announced in layer 2, from which
+/// nodes and interfaces. The whole `spec` may be omitted (all pools, all nodes, all
+/// interfaces).
+// `printcolumn(...)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "L2Advertisement",
+    plural = "l2advertisements",
+    namespaced,
+    status = "L2AdvertisementStatus",
+    doc = "L2Advertisement allows to advertise the LoadBalancer IPs provided by the selected pools via L2.",
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
+    printcolumn(
+        name = "IPAddressPool Selectors",
+        type_ = "string",
+        json_path = ".spec.ipAddressPoolSelectors"
+    ),
+    printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
+    printcolumn(
+        name = "Node Selectors",
+        type_ = "string",
+        json_path = ".spec.nodeSelectors",
+        priority = 10
+    )
+)]
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase")]
+#[schemars(rename = "L2AdvertisementSpec")]
+pub struct L2AdvertisementSpec {
+    /// The list of IPAddressPools to advertise via this advertisement, selected by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_address_pools: Vec<String>,
+
+    /// A selector for the IPAddressPools which would get advertised via this
+    /// advertisement. If no IPAddressPool is selected by this or by the list, the
+    /// advertisement is applied to all the IPAddressPools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_address_pool_selectors: Vec<LabelSelector>,
+
+    /// NodeSelectors allows to limit the nodes to announce as next hops for the
+    /// LoadBalancer IP. When empty, all the nodes having are announced as next hops.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+
+    /// A list of interfaces to announce from. The LB IP will be announced only from
+    /// these interfaces. If the field is not set, we advertise from all the interfaces
+    /// on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+
+    /// ServiceSelectors allows to limit the services this advertisement applies to.
+    /// When empty, the advertisement applies to all services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
+
+    /// PreferredNodeSelectors gives a soft preference among the nodes allowed by
+    /// nodeSelectors: the weights of every matching term are summed per node and the
+    /// node with the highest score announces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_node_selectors: Vec<PreferredNodeSelector>,
+}
+
+/// One `spec.preferredNodeSelectors` term of an `L2Advertisement`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredNodeSelector {
+    /// Weight associated with matching the preference, in the range 1-100.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+    /// A label selector for nodes.
+    pub preference: LabelSelector,
+}
+
+/// `status` of an `L2Advertisement` (empty, as in MetalLB).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct L2AdvertisementStatus {}
+
+// ---------------------------------------------------------------------------
+// ServiceL2Status
+// ---------------------------------------------------------------------------
+
+/// `spec` of a `ServiceL2Status` (empty; the object is all status). May be omitted.
+// `printcolumn(...)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "ServiceL2Status",
+    plural = "servicel2statuses",
+    namespaced,
+    status = "MetalLBServiceL2Status",
+    doc = "ServiceL2Status reveals the actual traffic status of loadbalancer services in layer2 mode.",
+    printcolumn(name = "Allocated Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(
+        name = "Service Name",
+        type_ = "string",
+        json_path = ".status.serviceName"
+    ),
+    printcolumn(
+        name = "Service Namespace",
+        type_ = "string",
+        json_path = ".status.serviceNamespace"
+    )
+)]
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Self")]
+#[schemars(rename = "ServiceL2StatusSpec")]
+pub struct ServiceL2StatusSpec {}
+
+/// `status` of a `ServiceL2Status`, written by the announcing speaker.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetalLBServiceL2Status {
+    /// Node indicates the node that receives the directed traffic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "Value is immutable"}]))]
+    pub node: String,
+    /// ServiceName indicates the service this status represents.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "Value is immutable"}]))]
+    pub service_name: String,
+    /// ServiceNamespace indicates the namespace of the service.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "Value is immutable"}]))]
+    pub service_namespace: String,
+    /// Interfaces indicates the interfaces that receive the directed traffic. Empty
+    /// means all interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceInfo>,
+    /// The announced IPs (ferrolb addition; MetalLB does not record them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+}
+
+/// One entry of `ServiceL2Status.status.interfaces`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Interface name.
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------
+// Optional `spec`: the generated root types have a mandatory `spec` field, but
+// MetalLB lets `spec` be omitted for L2Advertisement and ServiceL2Status. These
+// impls accept a missing or `null` spec as the default spec.
+// ---------------------------------------------------------------------------
+
+macro_rules! optional_spec {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                $ty::serialize(self, ser)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str(concat!("a ", stringify!($ty), " object or nothing"))
+                    }
+                    fn visit_none<E: serde::de::Error>(self) -> Result<$ty, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_unit<E: serde::de::Error>(self) -> Result<$ty, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_some<D2: Deserializer<'de>>(self, de: D2) -> Result<$ty, D2::Error> {
+                        $ty::deserialize(de)
+                    }
+                }
+                de.deserialize_option(V)
+            }
+        }
+    };
+}
+
+optional_spec!(L2AdvertisementSpec);
+optional_spec!(ServiceL2StatusSpec);
+
+// ---------------------------------------------------------------------------
+// Generation
+// ---------------------------------------------------------------------------
+
+/// Drops `spec` from the root `required` list (for kinds whose spec may be omitted).
+fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for v in &mut crd.spec.versions {
+        if let Some(schema) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            if let Some(req) = schema.required.as_mut() {
+                req.retain(|r| r != "spec");
+                if req.is_empty() {
+                    schema.required = None;
+                }
+            }
+        }
+    }
+    crd
+}
+
+/// Every CRD ferrolb serves, in a stable order (IPAddressPool, L2Advertisement,
+/// ServiceL2Status).
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        IPAddressPool::crd(),
+        spec_optional(L2Advertisement::crd()),
+        spec_optional(ServiceL2Status::crd()),
+    ]
+}
+
+/// File name of a CRD under `crds/`, as MetalLB names them: `metallb.io_<plural>.yaml`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// One CRD as a YAML document (without the leading `---`).
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> anyhow::Result<String> {
+    Ok(serde_yaml::to_string(crd)?)
+}
+
+/// Every CRD as `(file name, YAML)`, in the order of [`all_crds`].
+pub fn crd_files() -> anyhow::Result<Vec<(String, String)>> {
+    all_crds()
+        .iter()
+        .map(|c| Ok((crd_file_name(c), crd_yaml(c)?)))
+        .collect()
+}
+
+/// `crds/kustomization.yaml`: lists every file of [`crd_files`], so `deploy/` can use
+/// `../crds` as a kustomize resource.
+pub fn kustomization_yaml() -> String {
+    let mut out = String::from(
+        "# GENERATED from crates/ferrolb-core/src/crd.rs; regenerate with `UPDATE_CRDS=1 cargo test --test it crds`.\n\
+         apiVersion: kustomize.config.k8s.io/v1beta1\n\
+         kind: Kustomization\n\
+         resources:\n",
+    );
+    for c in all_crds() {
+        out.push_str(&format!("  - {}\n", crd_file_name(&c)));
+    }
+    out
+}
+
+/// Every CRD as one multi-document YAML string (`ferrolb crds | kubectl apply -f -`).
+pub fn all_crds_yaml() -> anyhow::Result<String> {
+    let mut out = String::new();
+    for (_, yaml) in crd_files()? {
+        out.push_str("---\n");
+        out.push_str(&yaml);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn schema_of(crd: &CustomResourceDefinition) -> Value {
+        serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn crds_are_namespaced_v1beta1_with_status() {
+        let crds = all_crds();
+        let names: Vec<_> = crds
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ipaddresspools.metallb.io",
+                "l2advertisements.metallb.io",
+                "servicel2statuses.metallb.io"
+            ]
+        );
+        for c in &crds {
+            assert_eq!(c.spec.scope, "Namespaced");
+            assert_eq!(c.spec.versions.len(), 1);
+            let v = &c.spec.versions[0];
+            assert_eq!(v.name, "v1beta1");
+            assert!(v.served && v.storage);
+            assert!(v.subresources.as_ref().unwrap().status.is_some());
+        }
+    }
+
+    #[test]
+    fn printer_columns_match_metallb() {
+        let cols = |i: usize| -> Vec<(String, String, String, Option<i32>)> {
+            all_crds()[i].spec.versions[0]
+                .additional_printer_columns
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.name, c.type_, c.json_path, c.priority))
+                .collect()
+        };
+        let s = |a: &str, b: &str, c: &str, p| (a.to_string(), b.to_string(), c.to_string(), p);
+        assert_eq!(
+            cols(0),
+            [
+                s("Auto Assign", "boolean", ".spec.autoAssign", None),
+                s("Avoid Buggy IPs", "boolean", ".spec.avoidBuggyIPs", None),
+                s("Addresses", "string", ".spec.addresses", None),
+            ]
+        );
+        assert_eq!(
+            cols(1),
+            [
+                s("IPAddressPools", "string", ".spec.ipAddressPools", None),
+                s(
+                    "IPAddressPool Selectors",
+                    "string",
+                    ".spec.ipAddressPoolSelectors",
+                    None
+                ),
+                s("Interfaces", "string", ".spec.interfaces", None),
+                s("Node Selectors", "string", ".spec.nodeSelectors", Some(10)),
+            ]
+        );
+        assert_eq!(
+            cols(2),
+            [
+                s("Allocated Node", "string", ".status.node", None),
+                s("Service Name", "string", ".status.serviceName", None),
+                s(
+                    "Service Namespace",
+                    "string",
+                    ".status.serviceNamespace",
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn pool_schema_has_metallb_fields_and_rules() {
+        let s = schema_of(&all_crds()[0]);
+        assert_eq!(s["required"], json!(["spec"]));
+        let spec = &s["properties"]["spec"];
+        assert_eq!(spec["required"], json!(["addresses"]));
+        assert_eq!(spec["properties"]["addresses"]["minItems"], json!(1));
+        assert_eq!(spec["properties"]["autoAssign"]["default"], json!(true));
+        assert_eq!(
+            spec["properties"]["avoidBuggyIPs"]["type"],
+            json!("boolean")
+        );
+        let alloc = &spec["properties"]["serviceAllocation"]["properties"];
+        for f in [
+            "priority",
+            "namespaces",
+            "namespaceSelectors",
+            "serviceSelectors",
+        ] {
+            assert!(alloc.get(f).is_some(), "serviceAllocation.{f} missing");
+        }
+        let status = &s["properties"]["status"];
+        for f in [
+            "assignedIPv4",
+            "assignedIPv6",
+            "availableIPv4",
+            "availableIPv6",
+        ] {
+            assert_eq!(status["properties"][f]["type"], json!("integer"), "{f}");
+        }
+        assert!(status["properties"].get("conditions").is_some());
+    }
+
+    #[test]
+    fn l2advertisement_schema_spec_optional_weight_bounded() {
+        let s = schema_of(&all_crds()[1]);
+        assert!(s.get("required").is_none(), "spec must be optional: {s}");
+        let p = &s["properties"]["spec"]["properties"];
+        for f in [
+            "ipAddressPools",
+            "ipAddressPoolSelectors",
+            "nodeSelectors",
+            "interfaces",
+            "serviceSelectors",
+            "preferredNodeSelectors",
+        ] {
+            assert!(p.get(f).is_some(), "spec.{f} missing");
+        }
+        let w = &p["preferredNodeSelectors"]["items"]["properties"]["weight"];
+        assert_eq!(w["minimum"].as_f64(), Some(1.0));
+        assert_eq!(w["maximum"].as_f64(), Some(100.0));
+    }
+
+    #[test]
+    fn servicel2status_identity_fields_are_immutable() {
+        let s = schema_of(&all_crds()[2]);
+        let p = &s["properties"]["status"]["properties"];
+        for f in ["node", "serviceName", "serviceNamespace"] {
+            assert_eq!(
+                p[f]["x-kubernetes-validations"],
+                json!([{"rule": "self == oldSelf", "message": "Value is immutable"}]),
+                "{f}"
+            );
+        }
+        assert!(p["interfaces"]["items"]["properties"].get("name").is_some());
+        assert_eq!(p["ips"]["type"], json!("array"));
+    }
+
+    #[test]
+    fn spec_may_be_omitted_or_null() {
+        let ad: L2Advertisement = serde_yaml::from_str(
+            "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: empty}\n",
+        )
+        .unwrap();
+        assert_eq!(ad.spec, L2AdvertisementSpec::default());
+        let ad: L2Advertisement = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "n"}, "spec": null
+        }))
+        .unwrap();
+        assert_eq!(ad.spec, L2AdvertisementSpec::default());
+        let st: ServiceL2Status = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+            "metadata": {"name": "l2-x"}, "status": {"node": "n1", "serviceName": "s",
+            "serviceNamespace": "ns", "interfaces": [{"name": "eth0"}], "ips": ["10.0.0.1"]}
+        }))
+        .unwrap();
+        let status = st.status.unwrap();
+        assert_eq!(status.node, "n1");
+        assert_eq!(
+            status.interfaces,
+            [InterfaceInfo {
+                name: "eth0".into()
+            }]
+        );
+        assert_eq!(status.ips, ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn spec_fields_roundtrip_with_metallb_names() {
+        let v = json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "a"},
+            "spec": {
+                "ipAddressPools": ["p"],
+                "ipAddressPoolSelectors": [{"matchLabels": {"x": "y"}}],
+                "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "n"}}],
+                "interfaces": ["eth0"],
+                "serviceSelectors": [{"matchLabels": {"tier": "frontend"}}],
+                "preferredNodeSelectors": [{"weight": 100, "preference": {"matchLabels": {"r": "edge"}}}]
+            }
+        });
+        let ad: L2Advertisement = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(ad.spec.preferred_node_selectors[0].weight, 100);
+        assert_eq!(serde_json::to_value(&ad).unwrap(), v);
+
+        let pool: IPAddressPool = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "p"},
+            "spec": {"addresses": ["10.0.0.0/24"], "avoidBuggyIPs": true,
+                     "serviceAllocation": {"priority": 5, "namespaces": ["a"]}}
+        }))
+        .unwrap();
+        assert!(pool.spec.auto_assign, "autoAssign defaults to true");
+        assert!(pool.spec.avoid_buggy_ips);
+        assert_eq!(pool.spec.service_allocation.unwrap().priority, Some(5));
+    }
+
+    #[test]
+    fn all_crds_yaml_is_multi_doc_in_order() {
+        let y = all_crds_yaml().unwrap();
+        assert_eq!(y.matches("---\n").count(), 3);
+        let a = y.find("name: ipaddresspools.metallb.io").unwrap();
+        let b = y.find("name: l2advertisements.metallb.io").unwrap();
+        let c = y.find("name: servicel2statuses.metallb.io").unwrap();
+        assert!(a < b && b < c);
+    }
+}

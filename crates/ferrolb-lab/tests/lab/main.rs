@@ -1,0 +1,4 @@
+//! Integration tests of the embedded API server, one module per area, in one test binary.
+
+mod apiserver_api;
+mod apiserver_runtime;

@@ -1,0 +1,28 @@
+//! ferrolb: a Layer-2 bare-metal LoadBalancer for Kubernetes that speaks MetalLB's L2 API.
+//!
+//! The pure modules live in the `ferrolb-core` crate and are re-exported here under their
+//! usual names; this crate holds the shells around them:
+//!
+//! | module | kind | what it does |
+//! |---|---|---|
+//! | [`selector`] | pure | Kubernetes label selectors, validated and matched |
+//! | [`crd`] | types | `metallb.io/v1beta1` CRDs: IPAddressPool, L2Advertisement, ServiceL2Status |
+//! | [`config`] | pure | pools + advertisements → validated, typed configuration (or errors) |
+//! | [`allocator`] | pure | which external IP(s) each LoadBalancer Service gets |
+//! | [`election`] | pure | which node announces each IP |
+//! | [`wire`] | pure | zero-copy Ethernet / ARP / IPv6 / ICMPv6-NDP parse and emit |
+//! | [`dataplane`] | shell | raw packet sockets answering ARP/NDP, gratuitous announcements |
+//! | [`controller`] | shell | kube-runtime controller wrapping the allocator |
+//! | [`speaker`] | shell | per-node speaker wiring election to the dataplane |
+//! | [`rbac`] | table | the API permissions each component needs (source of deploy/rbac.yaml) |
+//! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
+
+pub use ferrolb_core::{allocator, config, crd, election, selector, wire};
+
+pub mod cli;
+pub mod controller;
+pub mod dataplane;
+pub mod rbac;
+pub mod speaker;
+pub mod telemetry;
+pub mod validate;

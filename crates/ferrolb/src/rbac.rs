@@ -1,0 +1,259 @@
+//! The Kubernetes API permissions each component needs, in one place.
+//!
+//! This table is the single source of truth for `deploy/rbac.yaml`: a test renders it and
+//! fails when the checked-in manifest differs (regenerate with
+//! `FERROLB_BLESS=1 cargo test --test it deploy`). Whoever adds an API call to the controller or
+//! the speaker adds the permission here, and nowhere else; whoever removes the last use of
+//! one removes it here, so the deployed Roles never grant more than the code uses.
+
+use std::fmt::Write as _;
+
+/// Where a rule applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A ClusterRole (objects in every namespace, or cluster-scoped kinds).
+    Cluster,
+    /// A Role in ferrolb's own namespace (`metallb-system`).
+    Namespace,
+}
+
+/// One RBAC policy rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub scope: Scope,
+    pub api_group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    /// Why the component needs it (rendered as a comment).
+    pub why: &'static str,
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const LEASE: &[&str] = &[
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
+const EVENTS: &[&str] = &["create", "patch"];
+
+/// What `ferrolb controller` calls.
+pub const CONTROLLER: &[Rule] = &[
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "",
+        resources: &["services", "namespaces"],
+        verbs: READ,
+        why: "watch LoadBalancer Services; namespace labels select pools",
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "",
+        resources: &["services/status"],
+        verbs: &["get", "patch", "update"],
+        why: "write status.loadBalancer.ingress and annotation metallb.io/ip-allocated-from-pool",
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "events.k8s.io",
+        resources: &["events"],
+        verbs: EVENTS,
+        why: "IPAllocated / AllocationFailed / ClearAssignment Events",
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "metallb.io",
+        resources: &["ipaddresspools", "l2advertisements"],
+        verbs: READ,
+        why: "the configuration",
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "metallb.io",
+        resources: &["ipaddresspools/status"],
+        verbs: &["get", "patch", "update"],
+        why: "pool usage counters and validity conditions",
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: LEASE,
+        why: "leader election (Lease ferrolb-controller)",
+    },
+];
+
+/// What `ferrolb speaker` calls.
+pub const SPEAKER: &[Rule] = &[
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "",
+        resources: &["services", "nodes"],
+        verbs: READ,
+        why: "allocated IPs; node labels, conditions and exclusion label",
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "discovery.k8s.io",
+        resources: &["endpointslices"],
+        verbs: READ,
+        why: "serving endpoints (externalTrafficPolicy: Local)",
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "events.k8s.io",
+        resources: &["events"],
+        verbs: EVENTS,
+        why: "nodeAssigned / announceFailed / duplicate-responder Events",
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "metallb.io",
+        resources: &["ipaddresspools", "l2advertisements"],
+        verbs: READ,
+        why: "the configuration",
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "metallb.io",
+        resources: &["servicel2statuses", "servicel2statuses/status"],
+        verbs: &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
+        why: "ServiceL2Status: who announces which Service (the owner record)",
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: LEASE,
+        why: "own node Lease ferrolb-speaker-<node>, and the peers' for liveness",
+    },
+];
+
+/// Renders the ServiceAccounts, (Cluster)Roles and bindings as multi-document YAML.
+pub fn render(namespace: &str) -> String {
+    let mut out = String::from(
+        "# GENERATED from crates/ferrolb/src/rbac.rs — do not edit; regenerate with\n\
+         #   FERROLB_BLESS=1 cargo test --test it deploy\n",
+    );
+    for (component, rules) in [("controller", CONTROLLER), ("speaker", SPEAKER)] {
+        let name = format!("ferrolb-{component}");
+        let _ = write!(
+            out,
+            "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+        );
+        for scope in [Scope::Cluster, Scope::Namespace] {
+            let (kind, binding, meta) = match scope {
+                Scope::Cluster => (
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    format!("  name: {namespace}:{name}\n"),
+                ),
+                Scope::Namespace => (
+                    "Role",
+                    "RoleBinding",
+                    format!("  name: {name}\n  namespace: {namespace}\n"),
+                ),
+            };
+            let _ = write!(
+                out,
+                "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: {kind}\nmetadata:\n{meta}rules:\n"
+            );
+            for r in rules.iter().filter(|r| r.scope == scope) {
+                let _ = write!(
+                    out,
+                    "  # {}\n  - apiGroups: [\"{}\"]\n    resources: [{}]\n    verbs: [{}]\n",
+                    r.why,
+                    r.api_group,
+                    quoted(r.resources),
+                    quoted(r.verbs)
+                );
+            }
+            let _ = write!(
+                out,
+                "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: {binding}\nmetadata:\n{meta}\
+                 roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: {kind}\n  name: {}\n\
+                 subjects:\n  - kind: ServiceAccount\n    name: {name}\n    namespace: {namespace}\n",
+                meta.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("  name: ")
+            );
+        }
+    }
+    out
+}
+
+fn quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// True when `component`'s rules allow `verb` on `resource` of `api_group` in `scope`.
+pub fn allows(rules: &[Rule], scope: Scope, api_group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        (r.scope == scope || r.scope == Scope::Cluster)
+            && r.api_group == api_group
+            && r.resources.contains(&resource)
+            && r.verbs.contains(&verb)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_privilege_shape() {
+        // The speaker never writes Services; neither component reads Secrets; the
+        // controller writes Services only through the status subresource.
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!allows(SPEAKER, Scope::Cluster, "", "services", verb));
+            assert!(!allows(
+                SPEAKER,
+                Scope::Cluster,
+                "",
+                "services/status",
+                verb
+            ));
+        }
+        for rules in [CONTROLLER, SPEAKER] {
+            assert!(!allows(rules, Scope::Namespace, "", "secrets", "get"));
+        }
+        assert!(!allows(CONTROLLER, Scope::Cluster, "", "services", "patch"));
+        // Nothing may delete Services or Nodes.
+        for rules in [CONTROLLER, SPEAKER] {
+            assert!(!allows(rules, Scope::Cluster, "", "services", "delete"));
+            assert!(!allows(rules, Scope::Cluster, "", "nodes", "update"));
+        }
+        assert!(allows(
+            CONTROLLER,
+            Scope::Cluster,
+            "",
+            "services/status",
+            "patch"
+        ));
+    }
+
+    #[test]
+    fn render_parses_as_yaml_documents() {
+        let y = render("metallb-system");
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&y)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .collect();
+        // 2 components × (ServiceAccount + 2 roles + 2 bindings)
+        assert_eq!(docs.len(), 10);
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "ClusterRoleBinding").count(),
+            2
+        );
+        for d in &docs {
+            if d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding" {
+                assert_eq!(d["roleRef"]["name"], d["metadata"]["name"]);
+            }
+        }
+    }
+}
