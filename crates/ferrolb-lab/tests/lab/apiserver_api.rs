@@ -910,8 +910,14 @@ async fn ferrolb_crds_and_shipped_examples_apply() {
     }
     // Apply the examples the way `kubectl apply --server-side -f examples/` does.
     for file in [
-        "examples/ipaddresspool.yaml",
-        "examples/l2advertisement.yaml",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/ipaddresspool.yaml"
+        ),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/l2advertisement.yaml"
+        ),
     ] {
         let text = std::fs::read_to_string(file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
