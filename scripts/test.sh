@@ -11,3 +11,5 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --no-fail-fast --lib --bins --tests
 cargo test --locked --doc
+echo "== cargo test --bench '*' (every bench once: criterion's test mode, the others a smoke run)"
+cargo test --locked --bench '*'

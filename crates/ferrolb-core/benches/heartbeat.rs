@@ -17,6 +17,9 @@ use ferrolb_core::election::membership::{Heartbeat, HmacKey, MeshTiming, PeerTab
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const RUN: Duration = Duration::from_secs(5);
+/// Run length under `cargo test --benches` (no `--bench` argument): a smoke run that proves
+/// the bench still works, not a measurement.
+const SMOKE_RUN: Duration = Duration::from_millis(300);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -26,6 +29,7 @@ fn unix_ms() -> u64 {
 }
 
 fn thread_cpu() -> Duration {
+    // SAFETY: all-zero is a valid rusage (plain integers).
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
@@ -43,7 +47,7 @@ struct Result {
     peers_heard: usize,
 }
 
-fn run(n: usize) -> Result {
+fn run(n: usize, run_for: Duration) -> Result {
     let key = HmacKey::new(&[42u8; 32]).unwrap();
     let node = UdpSocket::bind("127.0.0.1:0").unwrap();
     let node_addr = node.local_addr().unwrap();
@@ -100,7 +104,7 @@ fn run(n: usize) -> Result {
     let start = Instant::now();
     let cpu0 = thread_cpu();
     let mut next_tick = start;
-    while start.elapsed() < RUN {
+    while start.elapsed() < run_for {
         let now = Instant::now();
         if now >= next_tick {
             seq += 1;
@@ -154,14 +158,20 @@ fn run(n: usize) -> Result {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is supported.
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a smoke run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (run_for, sizes): (Duration, &[usize]) = if smoke {
+        (SMOKE_RUN, &[3])
+    } else {
+        (RUN, &[3, 10, 100])
+    };
     println!(
         "{:>6} {:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
         "peers", "tx msg/s", "rx msg/s", "tx B/s wire", "rx B/s wire", "CPU % core", "µs/msg"
     );
-    for peers in [3usize, 10, 100] {
+    for &peers in sizes {
         let n = peers + 1;
-        let r = run(n);
+        let r = run(n, run_for);
         let secs = r.wall.as_secs_f64();
         let wire = |msgs: u64, bytes: u64| (bytes + 28 * msgs) as f64 / secs;
         assert_eq!(r.peers_heard, n - 1, "not every peer was heard");

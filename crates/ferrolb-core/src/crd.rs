@@ -7,7 +7,7 @@
 //! needs several objects at once (overlaps, duplicate names, …) lives in
 //! [`crate::config::validate`].
 //!
-//! `crds/` holds the generated YAML; `tests/crds.rs` fails when it is stale
+//! `crds/` holds the generated YAML; `crates/ferrolb/tests/it/crds.rs` fails when it is stale
 //! (regenerate with `UPDATE_CRDS=1 cargo test --test it crds`).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

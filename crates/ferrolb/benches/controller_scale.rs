@@ -114,6 +114,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 }
 
 fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
@@ -121,8 +122,11 @@ fn stop(child: &mut Child) {
 }
 
 fn main() {
-    let n = env_num("BENCH_SERVICES", 10_000) as usize;
-    let idle = env_num("BENCH_IDLE_SECS", 60);
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a smoke run
+    // (a few Services, one idle second) that proves the bench still works.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let n = env_num("BENCH_SERVICES", if smoke { 200 } else { 10_000 }) as usize;
+    let idle = env_num("BENCH_IDLE_SECS", if smoke { 1 } else { 60 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

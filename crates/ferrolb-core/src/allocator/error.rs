@@ -104,9 +104,7 @@ pub enum AllocError {
     /// A (protocol, port) is already used on the shared IP.
     #[error("port {protocol}/{port} is already in use on {ip}")]
     PortInUse {
-        /// Protocol.
         protocol: Protocol,
-        /// Port.
         port: u16,
         /// The IP.
         ip: IpAddr,

@@ -101,7 +101,7 @@
 //!   peer liveness when heartbeats are enabled.
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
 //!   its records and announces again after its first renewal and record read.
-//! * **Checked.** `tests/election_lease.rs` explores every interleaving of crashes,
+//! * **Checked.** `crates/ferrolb-core/tests/core/election_lease.rs` explores every interleaving of crashes,
 //!   restarts, partitions, heals, renewals, record reads, Lease expiries and claim
 //!   decisions with *arbitrary, disagreeing* election views (3 nodes) and asserts that an
 //!   announcer is always the holder of the stored record, hence at most one announcer.

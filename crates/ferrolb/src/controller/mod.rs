@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    // The speakers' heartbeat key (issue 9): created once when absent.
+    // The speakers' heartbeat key: created once when absent.
     tokio::spawn(secret::ensure_heartbeat_key_loop(
         client.clone(),
         args.namespace.clone(),

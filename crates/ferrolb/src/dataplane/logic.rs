@@ -1,7 +1,7 @@
 //! Responder decisions (pure): given a received frame, the interface it arrived on and
 //! the owned set, what to send and what to count.
 //!
-//! Behaviour (issue 4 items 3, 4, 7, 11):
+//! Behaviour:
 //! * ARP request whose target is owned on the interface ⇒ unicast ARP reply to the
 //!   requester, sender = interface MAC + VIP; ARP probes (sender IP 0.0.0.0) are answered
 //!   too (that defends the VIP). Requests whose Ethernet destination is neither broadcast

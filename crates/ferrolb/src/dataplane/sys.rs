@@ -564,11 +564,14 @@ impl NetlinkSocket {
                 libc::NETLINK_ROUTE,
             )
         })?;
+        // SAFETY: `socket` just returned this descriptor (checked by `cvt`) and nothing else
+        // owns it; the OwnedFd closes it exactly once.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: all-zero sockaddr_nl is valid.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
         sa.nl_groups = libc::RTMGRP_LINK as u32;
+        // SAFETY: valid socket; `sa` is a sockaddr_nl and its size is passed.
         cvt(unsafe {
             libc::bind(
                 fd.as_raw_fd(),
@@ -577,15 +580,20 @@ impl NetlinkSocket {
             )
         })?;
         // A large receive buffer makes overruns (ENOBUFS → full re-dump) rare.
+        // Not fatal when refused: the default buffer works, re-dumps are only more frequent.
         let sz: libc::c_int = 1 << 20;
-        unsafe {
+        // SAFETY: valid socket; `sz` is a c_int and its size is passed.
+        let r = unsafe {
             libc::setsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUF,
                 &sz as *const _ as *const libc::c_void,
                 size_of::<libc::c_int>() as u32,
-            );
+            )
+        };
+        if r != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "netlink SO_RCVBUF refused; link changes may need more re-dumps");
         }
         Ok(Self { fd })
     }
@@ -595,6 +603,7 @@ impl NetlinkSocket {
         // SAFETY: all-zero sockaddr_nl addresses the kernel.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: valid socket; `msg` is valid for its length and `sa` for its size.
         cvt(unsafe {
             libc::sendto(
                 self.fd.as_raw_fd(),
@@ -610,6 +619,7 @@ impl NetlinkSocket {
 
     /// Non-blocking receive of one datagram.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: valid socket; `buf` is writable for its whole length.
         let n = unsafe {
             libc::recv(
                 self.fd.as_raw_fd(),

@@ -1,5 +1,5 @@
 //! Events on Services, emitted **on change only** (MetalLB emits `nodeAssigned` on every
-//! reconcile: 24 000 events in 10 minutes in its issue #2387).
+//! reconcile, which floods busy clusters with identical Events).
 //!
 //! [`EventMemory`] (pure) remembers the last message of each (Service, reason); the shell
 //! publishes through `kube::runtime::events::Recorder`.
@@ -27,7 +27,7 @@ pub struct Pending {
     pub warning: bool,
     /// Reason (camelCase, as MetalLB).
     pub reason: &'static str,
-    /// Message.
+    /// Human-readable text, with the IP and node it is about.
     pub message: String,
 }
 

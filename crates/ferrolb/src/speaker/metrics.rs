@@ -50,7 +50,6 @@ pub struct Metrics {
     /// Seconds from noticing an owner's loss (its Lease expired or released) to this node's
     /// first gratuitous announcement for the IP.
     pub failover_seconds: Histogram,
-    /// Heartbeats sent.
     pub heartbeats_sent: Counter,
     /// Heartbeat bytes sent (UDP payload).
     pub heartbeat_bytes_sent: Counter,

@@ -18,6 +18,7 @@ fn available(tool: &str) -> bool {
 
 #[test]
 fn image_builds_and_runs_version() {
+    // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let missing: Vec<&str> = ["umoci", "runc"]
         .into_iter()
