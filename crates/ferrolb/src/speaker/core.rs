@@ -28,7 +28,8 @@ use super::events::{self, EventMemory, EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
 use super::metrics::{AnnouncedLabels, Metrics};
-use super::status::{self, desired_status, Existing, ServiceKey, StatusApi, StatusWrite};
+use super::status::{self, desired_status, Existing, StatusApi, StatusWrite};
+use crate::allocator::ServiceKey;
 use crate::crd::{IPAddressPool, L2Advertisement, MetalLBServiceL2Status, ServiceL2Status};
 use crate::election::membership::{MeshRules, OwnInput, PeerInput};
 use crate::election::{
