@@ -55,7 +55,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => v * 60.0,
         _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
     };
-    if !secs.is_finite() || secs < 0.001 || secs > 86_400.0 {
+    if !secs.is_finite() || !(0.001..=86_400.0).contains(&secs) {
         return Err(format!("duration {s:?} must be between 1ms and 24h"));
     }
     Ok(Duration::from_secs_f64(secs))

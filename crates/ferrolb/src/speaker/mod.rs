@@ -8,7 +8,8 @@
 //! | [`liveness`] | own node Lease (renewal, fencing, release), peers' liveness |
 //! | [`heartbeat`] | UDP heartbeats to peers (port 7947), authenticated; rules in [`crate::election::membership`] |
 //! | [`claims`] | per-IP owner records (claim Leases) with optimistic concurrency |
-//! | [`core`] | one reconcile pass: stores → election → claims → dataplane / status / events |
+//! | [`plan`] | pure core: snapshot → claims to write / confirm, IPs to announce / withdraw, statuses, events, next wakeup |
+//! | [`core`] | shell: one reconcile pass — gathers the snapshot from the stores, executes the plan |
 //! | [`status`] | ServiceL2Status objects |
 //! | [`events`] | Events on Services, on change only |
 //! | [`metrics`] | speaker metrics |
@@ -27,6 +28,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod liveness;
 pub mod metrics;
+pub mod plan;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
