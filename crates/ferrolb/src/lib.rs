@@ -16,6 +16,7 @@
 //! | [`speaker`] | shell | per-node speaker wiring election to the dataplane |
 //! | [`rbac`] | table | the API permissions each component needs (source of deploy/rbac.yaml) |
 //! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
+//! | [`runtime`] | shell | kube client builder, flag durations, shutdown signal (both components) |
 
 pub use ferrolb_core::{allocator, config, crd, election, selector, wire};
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod controller;
 pub mod dataplane;
 pub mod rbac;
+pub mod runtime;
 pub mod speaker;
 pub mod telemetry;
 pub mod validate;

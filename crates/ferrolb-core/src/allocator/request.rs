@@ -38,6 +38,12 @@ impl ServiceKey {
             name: name.into(),
         }
     }
+
+    /// Parses `namespace/name` (both parts non-empty), the inverse of its `Display`.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (ns, name) = key.split_once('/')?;
+        (!ns.is_empty() && !name.is_empty()).then(|| Self::new(ns, name))
+    }
 }
 
 impl fmt::Display for ServiceKey {
@@ -351,6 +357,15 @@ mod tests {
         LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
     };
     use std::collections::BTreeMap;
+
+    #[test]
+    fn service_keys_parse_back() {
+        let k = ServiceKey::new("ns", "a");
+        assert_eq!(ServiceKey::parse(&k.to_string()), Some(k));
+        for bad in ["nsa", "/a", "ns/", ""] {
+            assert_eq!(ServiceKey::parse(bad), None, "{bad}");
+        }
+    }
 
     fn svc(annotations: &[(&str, &str)], spec: ServiceSpec) -> Service {
         let mut s = Service::default();

@@ -65,7 +65,8 @@
 //! # Liveness, fencing and claims (speaker Lease per node)
 //!
 //! Times are measured on each node's own monotonic clock; see [`LeaseClock`]
-//! (defaults: lease 2 s, renew deadline 1.5 s, renew every 500 ms).
+//! (defaults: lease 2 s, renew deadline 1.2 s, renew every 300 ms — [`DEFAULT_LEASE_DURATION`],
+//! [`DEFAULT_RENEW_DEADLINE`], [`DEFAULT_RETRY_PERIOD`]).
 //! * **Renew.** A speaker renews its own Lease every `retry_period`; steady-state API
 //!   writes are one renewal per node per interval, independent of IPs and Services.
 //! * **Fencing.** It may announce only while `now − start of the last successful renewal <
@@ -139,7 +140,8 @@ pub use eligibility::{
 };
 pub use lease::{
     decide_claim, ClaimAction, Fence, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
-    MAX_LEASE_DURATION, MIN_FENCE_MARGIN,
+    DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, MAX_LEASE_DURATION,
+    MIN_FENCE_MARGIN,
 };
 pub use model::{
     canonical_ip, endpoint_can_serve, pool_for_ips, service_view, sharing_key, NodeInfo,

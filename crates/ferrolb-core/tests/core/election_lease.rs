@@ -16,7 +16,7 @@ fn ms(n: u64) -> Duration {
 fn lease_clock_validation() {
     assert!(LeaseClock::new(ms(2000), ms(1500), ms(500)).is_ok());
     assert_eq!(
-        LeaseClock::new(ms(2000), ms(1500), ms(500)).unwrap(),
+        LeaseClock::new(ms(2000), ms(1200), ms(300)).unwrap(),
         LeaseClock::default()
     );
     assert!(matches!(
@@ -45,7 +45,15 @@ fn lease_clock_validation() {
     let c = LeaseClock::default();
     assert_eq!(
         (c.lease_duration(), c.renew_deadline(), c.retry_period()),
-        (ms(2000), ms(1500), ms(500))
+        (ms(2000), ms(1200), ms(300))
+    );
+    assert_eq!(
+        (c.lease_duration(), c.renew_deadline(), c.retry_period()),
+        (
+            DEFAULT_LEASE_DURATION,
+            DEFAULT_RENEW_DEADLINE,
+            DEFAULT_RETRY_PERIOD
+        )
     );
 }
 
@@ -55,13 +63,13 @@ fn may_announce_and_peer_alive_boundaries() {
     let t0 = Instant::now();
     assert!(!c.may_announce(None, t0));
     assert!(c.may_announce(Some(t0), t0));
-    assert!(c.may_announce(Some(t0), t0 + ms(1499)));
-    assert!(!c.may_announce(Some(t0), t0 + ms(1500)));
+    assert!(c.may_announce(Some(t0), t0 + ms(1199)));
+    assert!(!c.may_announce(Some(t0), t0 + ms(1200)));
     // A renewal "in the future" (clock read races) is fine.
     assert!(c.may_announce(Some(t0 + ms(10)), t0));
     assert!(c.peer_alive(t0, t0 + ms(1999)));
     assert!(!c.peer_alive(t0, t0 + ms(2000)));
-    assert_eq!(c.fence_at(t0), t0 + ms(1500));
+    assert_eq!(c.fence_at(t0), t0 + ms(1200));
     assert_eq!(c.peer_expires_at(t0), t0 + ms(2000));
 }
 
@@ -104,9 +112,9 @@ fn fence_requires_a_fresh_read_after_acquisition() {
     // Steady renewals keep it going without re-reads.
     f.renewed(t0 + ms(500));
     f.renewed(t0 + ms(1000));
-    assert!(f.may_announce(t0 + ms(2400)));
-    assert!(!f.may_announce(t0 + ms(2500)));
-    assert_eq!(f.deadline(), Some(t0 + ms(2500)));
+    assert!(f.may_announce(t0 + ms(2199)));
+    assert!(!f.may_announce(t0 + ms(2200)));
+    assert_eq!(f.deadline(), Some(t0 + ms(2200)));
     // Lapse, then renewal succeeds again: a re-read is required.
     f.renewed(t0 + ms(4000));
     assert!(!f.may_announce(t0 + ms(4001)));
@@ -114,7 +122,7 @@ fn fence_requires_a_fresh_read_after_acquisition() {
     assert!(f.may_announce(t0 + ms(4003)));
     // An old renewal completing late does not move the deadline backwards.
     f.renewed(t0 + ms(3000));
-    assert_eq!(f.deadline(), Some(t0 + ms(5500)));
+    assert_eq!(f.deadline(), Some(t0 + ms(5200)));
     f.release();
     assert!(!f.may_announce(t0 + ms(4004)));
     assert_eq!(f.deadline(), None);

@@ -64,27 +64,7 @@ pub struct Args {
     pub no_leader_election: bool,
 }
 
-/// Parses `250ms`, `15s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 15s, 1m"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!("duration {s:?} must be between 1ms and 24h"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use crate::runtime::parse_duration;
 
 impl Args {
     /// Checks relations between flags.

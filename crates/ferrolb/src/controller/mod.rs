@@ -34,40 +34,7 @@ pub use args::Args;
 
 use tokio::sync::watch;
 
-/// Installs the rustls crypto provider (ring) once per process. Real kube clients
-/// panic without one when several providers are compiled in.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Builds a kube client from `--kubeconfig` (one or several files joined with `:`),
-/// else in-cluster configuration, else `~/.kube/config`.
-pub async fn make_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Client> {
-    install_crypto_provider();
-    let config = match kubeconfig.filter(|k| !k.trim().is_empty()) {
-        Some(paths) => {
-            let mut merged: Option<kube::config::Kubeconfig> = None;
-            for p in paths.split(':').filter(|p| !p.is_empty()) {
-                let kc = kube::config::Kubeconfig::read_from(p)
-                    .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {p}: {e}"))?;
-                merged = Some(match merged {
-                    None => kc,
-                    Some(m) => m.merge(kc)?,
-                });
-            }
-            let kc = merged.ok_or_else(|| anyhow::anyhow!("--kubeconfig is empty"))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| anyhow::anyhow!("invalid kubeconfig {paths}: {e}"))?
-        }
-        None => kube::Config::infer().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot find the API server (no in-cluster config, no ~/.kube/config): {e}"
-            )
-        })?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
+pub use crate::runtime::{install_crypto_provider, make_client};
 
 /// Runs `ferrolb controller` until SIGTERM / SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -80,7 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::runtime::shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
@@ -95,28 +62,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shell::Inputs::watch(&client2, &ns)
     })
     .await
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// The controller with an existing client, until `shutdown` turns true.

@@ -1,11 +1,19 @@
 //! `ferrolb speaker` command-line flags and the lease timing they configure.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::election::membership::{MeshTiming, MeshTimingError};
-use crate::election::{LeaseClock, LeaseClockError};
+use crate::election::{
+    LeaseClock, LeaseClockError, DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+};
+use crate::runtime::{flag_default, parse_duration};
+
+static LEASE_DURATION: OnceLock<String> = OnceLock::new();
+static RENEW_DEADLINE: OnceLock<String> = OnceLock::new();
+static RETRY_PERIOD: OnceLock<String> = OnceLock::new();
 
 /// Command-line arguments of `ferrolb speaker`.
 ///
@@ -47,27 +55,28 @@ pub struct Args {
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,
 
-    /// Kubeconfig file. Without it the in-cluster service account is used (or `~/.kube/config`).
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig file(s) to reach the API server (several joined with `:`). Without it the
+    /// in-cluster service account is used (or `~/.kube/config`).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<String>,
 
     /// How long a speaker's node Lease stays valid after its last renewal. When a speaker
     /// crashes, the others take over its IPs this long after they last saw it renew, so this
     /// bounds crash failover (plus a few milliseconds for the claim and the first gratuitous
     /// packet). Accepts `2s`, `1500ms`, `1.5s`.
-    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value = flag_default(&LEASE_DURATION, DEFAULT_LEASE_DURATION), value_parser = parse_duration)]
     pub lease_duration: Duration,
 
     /// Fencing: if this speaker could not renew its Lease for this long (on its own clock), it
     /// stops answering for every IP. Must be shorter than --lease-duration, so that a speaker cut
     /// off from the API server has gone quiet before anyone else may take its IPs over.
-    #[arg(long, env = "FERROLB_RENEW_DEADLINE", default_value = "1200ms", value_parser = parse_duration)]
+    #[arg(long, env = "FERROLB_RENEW_DEADLINE", default_value = flag_default(&RENEW_DEADLINE, DEFAULT_RENEW_DEADLINE), value_parser = parse_duration)]
     pub renew_deadline: Duration,
 
     /// How often the speaker renews its Lease (one API write each time; this is the only
     /// steady-state write, whatever the number of Services). Several attempts must fit into
     /// --renew-deadline so one slow request does not fence the node.
-    #[arg(long, env = "FERROLB_RETRY_PERIOD", default_value = "300ms", value_parser = parse_duration)]
+    #[arg(long, env = "FERROLB_RETRY_PERIOD", default_value = flag_default(&RETRY_PERIOD, DEFAULT_RETRY_PERIOD), value_parser = parse_duration)]
     pub retry_period: Duration,
 
     /// Interfaces never used for answering: regular expressions on the interface name, comma
@@ -131,12 +140,8 @@ pub struct Args {
 impl Args {
     /// The lease timing these flags describe, validated by the election's rules
     /// (`renew_deadline + 250 ms <= lease_duration`, `2 * retry_period <= renew_deadline`).
-    ///
-    /// Defaults 2 s / 1.2 s / 300 ms: crash failover = lease duration (2 s) + a fresh read
-    /// and one claim write + the first gratuitous packet, well under the 3 s budget; the
-    /// 800 ms fencing margin absorbs API latency, scheduling and clock-rate differences;
-    /// four renewal attempts fit in the renew deadline, so one slow request never fences.
-    /// Cost: 3.3 Lease writes per second per node (raise all three for large clusters).
+    /// Defaults: [`LeaseClock::default`] (2 s / 1.2 s / 300 ms; raise all three together for
+    /// large clusters).
     pub fn timing(&self) -> Result<LeaseClock, LeaseClockError> {
         LeaseClock::new(self.lease_duration, self.renew_deadline, self.retry_period)
     }
@@ -153,25 +158,6 @@ impl Args {
     }
 }
 
-/// Parses `300ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 300ms, 2s, 1.5s"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,21 +170,11 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        for bad in ["", "ms", "1h", "-1s", "1..2s", "abc"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn defaults_are_safe_and_fast() {
         let cli = Cli::try_parse_from(["x", "--node-name", "n1"]).unwrap();
         let t = cli.args.timing().unwrap();
+        // the flags default to the election's one set of Lease defaults
+        assert_eq!(t, LeaseClock::default());
         assert_eq!(t.renew_deadline(), Duration::from_millis(1200));
         assert_eq!(t.retry_period(), Duration::from_millis(300));
         // crash failover budget from the issue: lease duration + 500 ms <= 3 s
@@ -213,6 +189,39 @@ mod tests {
             cli.args.garp_schedule,
             crate::dataplane::schedule::DEFAULT_BACKOFF.to_vec()
         );
+    }
+
+    /// The docs quote the Lease defaults; they must be the constants the flags come from.
+    #[test]
+    fn documented_lease_defaults_are_the_constants() {
+        let doc = |name: &str| {
+            std::fs::read_to_string(format!("{}/../../docs/{name}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+        };
+        let conf = doc("CONFIGURATION.md");
+        let defaults = [
+            ("--lease-duration", DEFAULT_LEASE_DURATION),
+            ("--renew-deadline", DEFAULT_RENEW_DEADLINE),
+            ("--retry-period", DEFAULT_RETRY_PERIOD),
+        ];
+        for (flag, d) in defaults {
+            let row = conf
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{flag}` |")))
+                .unwrap_or_else(|| panic!("{flag} not in CONFIGURATION.md"));
+            let want = format!("| `{}` |", crate::runtime::format_duration(d));
+            assert!(row.contains(&want), "{row:?} lacks {want}");
+        }
+        // ARCHITECTURE.md: "2 s / 1.2 s / 300 ms"
+        let human = |d: Duration| {
+            if d < Duration::from_secs(1) {
+                format!("{} ms", d.as_millis())
+            } else {
+                format!("{} s", d.as_secs_f64())
+            }
+        };
+        let triple = defaults.map(|(_, d)| human(d)).join(" / ");
+        assert!(doc("ARCHITECTURE.md").contains(&triple), "{triple}");
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! The speaker loop body: from the reflectors' stores to dataplane calls and API writes.
+//! The speaker's shell: gathers a snapshot from the reflector stores, the own-Lease fence
+//! and the heartbeat table, asks the pure planner ([`super::plan`]) what to do, and does it
+//! (claim reads and writes, the dataplane, ServiceL2Status writes, Events).
 //!
-//! [`Speaker::reconcile`] is one pass: it rebuilds the election inputs from the stores,
-//! runs the pure election ([`elect_all`]) and claim rules ([`decide_claim`]) for every IP,
-//! performs the few writes they ask for (claims, ServiceL2Status, events — none at steady
-//! state), and brings the dataplane in line. It returns when it next needs to run even if
-//! nothing changes (a peer's Lease expiring, the fencing deadline, a hand-over timeout, a
-//! retry after an API error).
+//! [`Speaker::reconcile`] is one pass: liveness, then [`Planner::plan_claims`], the
+//! withdrawals it asks for, the confirmations and claim writes (a won claim is announced in
+//! the same pass), the dataplane, the ServiceL2Status objects. Nothing is written at steady
+//! state. It returns when it next needs to run even if nothing changes (a peer's Lease
+//! expiring, the fencing deadline, a hand-over timeout, a retry after an API error).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -18,23 +19,23 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use tokio::sync::watch;
 
 use super::announcer::{Announcer, DuplicateResponder};
-use super::claims::{is_orphan, Claim, ClaimApi, WriteOutcome};
+use super::claims::{Claim, ClaimApi, WriteOutcome};
 use super::config_view::build_config;
-use super::events::{self, EventMemory, EventSink, Pending};
+use super::events::{EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
 use super::metrics::{AnnouncedLabels, Metrics};
-use super::status::{self, desired_status, Existing, ServiceKey, StatusApi, StatusWrite};
-use crate::crd::{IPAddressPool, L2Advertisement, MetalLBServiceL2Status, ServiceL2Status};
-use crate::election::membership::{MeshRules, OwnInput, PeerInput};
-use crate::election::{
-    decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
-    LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
+use super::plan::{
+    self, Announced, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
+use super::status::{Existing, StatusApi, StatusWrite};
+use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
+use crate::election::membership::{MeshRules, OwnInput, PeerInput};
+use crate::election::{ElectionOptions, LeaseClock, Ownership};
 
 /// The reflector stores the speaker reads (one watch per kind).
 #[derive(Clone)]
@@ -81,12 +82,6 @@ pub struct Clients {
     pub leases: Api<Lease>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Announced {
-    interfaces: Interfaces,
-    services: BTreeSet<String>,
-}
-
 /// A claim we wrote that the store has not shown yet.
 #[derive(Debug, Clone)]
 struct Overlay {
@@ -96,85 +91,42 @@ struct Overlay {
     claim: Option<Claim>,
 }
 
-#[derive(Debug, Default)]
-struct StatusMemo {
-    created: BTreeMap<ServiceKey, Instant>,
-    updated: BTreeMap<String, MetalLBServiceL2Status>,
-    deleted: BTreeSet<String>,
-}
-
-#[derive(Debug)]
-struct Backoff {
-    delay: Duration,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-    fn failed(&mut self, now: Instant) {
-        self.until = Some(now + self.delay);
-        self.delay = (self.delay * 2).min(Self::MAX);
-    }
-    fn ok(&mut self) {
-        self.delay = Self::MIN;
-        self.until = None;
-    }
-    fn allows(&self, now: Instant) -> bool {
-        self.until.is_none_or(|u| now >= u)
-    }
-}
-
-/// One pending claim write.
-struct ClaimWrite {
-    ip: IpAddr,
-    expected: Option<Claim>,
-    /// None: delete the claim.
-    record: Option<OwnerRecord>,
-    /// Holder being replaced, when its Lease has to be confirmed expired first.
-    confirm_dead: Option<String>,
-}
-
-/// Liveness as evaluated at the start of a pass.
-#[derive(Debug, Clone, Default)]
-struct Live {
-    /// This node may announce.
-    may: bool,
-    /// Peers alive in this node's eyes.
-    alive: BTreeSet<String>,
-    /// Peers judged by their heartbeats (no fresh API read of their Lease before a takeover).
-    by_heartbeat: BTreeSet<String>,
-    /// Start of the current permission period.
-    permitted_since: Option<Instant>,
-    /// Members reaped (dead for 10 lease durations, seen from a quorum).
-    reaped: BTreeSet<String>,
-}
-
 /// A member whose Lease has not changed (and who was not heard) for this many lease
 /// durations, while this node's own Lease is fresh, no longer counts towards the quorum.
 const REAP_AFTER_LEASES: u32 = 10;
 
-/// The speaker's state between passes.
+/// The speaker: its inputs, its outputs, and the state between passes.
 pub struct Speaker<A: Announcer> {
+    /// Node name, class, election options, Lease timing.
     settings: Settings,
+    /// Reflector stores: where every snapshot is read from.
     stores: Stores,
+    /// API clients the plans are executed with.
     clients: Clients,
+    /// The dataplane: IPs answered for.
     announcer: A,
+    /// Speaker metrics.
     metrics: Arc<Metrics>,
+    /// This node's own-Lease renewals, published by the Lease task.
     fence: watch::Receiver<Fence>,
+    /// Node → when its Lease was last seen changing (the peers' Lease liveness).
     tracker: PeerTracker,
+    /// IP → what the dataplane answers for it now (what the announcer was told).
     announced: BTreeMap<IpAddr, Announced>,
+    /// IP → our own claim write the store has not shown yet (laid over the store's claims).
     overlay: BTreeMap<IpAddr, Overlay>,
-    waiting: BTreeMap<IpAddr, Instant>,
+    /// IP → when the failover that gave it to us began, until it is announced (failover
+    /// histogram only).
     loss_at: BTreeMap<IpAddr, Instant>,
-    memory: EventMemory,
-    status_memo: StatusMemo,
-    needs_confirm: bool,
-    needs_confirm_retry: bool,
-    backoff: Backoff,
+    /// The decisions' own state: hand-over waits, backoffs, status and Event memories.
+    planner: Planner,
+    /// Configuration errors last logged (logged again only when they change).
     config_errors: Vec<String>,
+    /// Heartbeat table and targets shared with the heartbeat task (None: Lease rules only).
     mesh: Option<Mesh>,
+    /// Liveness of the last evaluation (its permission period and reaped members feed the next).
     live: Live,
+    /// This node's Lease was fresh at the last evaluation (stale → fresh restarts peers' clocks).
     lease_was_fresh: bool,
 }
 
@@ -190,6 +142,7 @@ impl<A: Announcer> Speaker<A> {
     ) -> Self {
         Self {
             tracker: PeerTracker::new(settings.clock.lease_duration()),
+            planner: Planner::new(&settings.node, settings.options, settings.clock),
             settings,
             stores,
             clients,
@@ -198,16 +151,7 @@ impl<A: Announcer> Speaker<A> {
             fence,
             announced: BTreeMap::new(),
             overlay: BTreeMap::new(),
-            waiting: BTreeMap::new(),
             loss_at: BTreeMap::new(),
-            memory: EventMemory::default(),
-            status_memo: StatusMemo::default(),
-            needs_confirm: false,
-            needs_confirm_retry: false,
-            backoff: Backoff {
-                delay: Backoff::MIN,
-                until: None,
-            },
             config_errors: Vec::new(),
             mesh: None,
             live: Live::default(),
@@ -389,52 +333,35 @@ impl<A: Announcer> Speaker<A> {
         out
     }
 
-    fn views(&self, config: &crate::config::Config) -> Vec<ServiceView> {
-        let mut slices: BTreeMap<(String, String), Vec<Arc<EndpointSlice>>> = BTreeMap::new();
-        for s in self.stores.slices.state() {
-            let ns = s.metadata.namespace.clone().unwrap_or_default();
-            if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL).cloned() {
-                slices.entry((ns, svc)).or_default().push(s);
+    /// The snapshot's inputs other than the claims: configuration, Service and node views.
+    fn gather(
+        &mut self,
+        may: bool,
+    ) -> (
+        crate::config::Config,
+        Vec<crate::election::ServiceView>,
+        Vec<crate::election::NodeInfo>,
+    ) {
+        let (config, errors) = self.current_config();
+        if errors != self.config_errors {
+            for e in &errors {
+                tracing::warn!(error = %e, "configuration object ignored");
             }
+            self.config_errors = errors;
         }
-        let empty = Vec::new();
-        self.stores
-            .services
-            .state()
-            .iter()
-            .filter(|s| {
-                let class = s
-                    .spec
-                    .as_ref()
-                    .and_then(|sp| sp.load_balancer_class.as_deref());
-                class == self.settings.lb_class.as_deref()
-            })
-            .filter_map(|s| {
-                let key = (
-                    s.metadata.namespace.clone().unwrap_or_default(),
-                    s.name_any(),
-                );
-                let sl = slices.get(&key).unwrap_or(&empty);
-                service_view(s, sl.iter().map(|a| a.as_ref()), config).ok()
-            })
-            .collect()
-    }
-
-    fn nodes(&self, _now: Instant, may: bool) -> Vec<NodeInfo> {
-        self.stores
-            .nodes
-            .state()
-            .iter()
-            .filter_map(|n| {
-                let name = n.metadata.name.as_deref()?;
-                let alive = if name == self.settings.node {
-                    may
-                } else {
-                    self.live.alive.contains(name)
-                };
-                NodeInfo::from_node(n, alive)
-            })
-            .collect()
+        let views = plan::service_views(
+            &config,
+            &self.stores.services.state(),
+            &self.stores.slices.state(),
+            self.settings.lb_class.as_deref(),
+        );
+        let nodes = plan::node_infos(
+            &self.stores.nodes.state(),
+            &self.settings.node,
+            may,
+            &self.live,
+        );
+        (config, views, nodes)
     }
 
     fn withdraw(&mut self, ip: IpAddr) {
@@ -484,200 +411,109 @@ impl<A: Announcer> Speaker<A> {
         self.sync_tracker(now);
         self.refresh_liveness(now);
         let may = self.live.may;
-        if !may {
-            if !self.announced.is_empty() {
-                tracing::warn!(
-                    count = self.announced.len(),
-                    heartbeats = self.mesh.as_ref().is_some_and(|m| m.lock().enabled),
-                    "fenced (no heartbeat quorum / node lease not renewed in time): withdrawing everything"
-                );
-                self.metrics.fenced.inc();
-                self.withdraw_all();
-            }
-            self.needs_confirm = true;
-        }
-
-        let (config, errors) = self.current_config();
-        if errors != self.config_errors {
-            for e in &errors {
-                tracing::warn!(error = %e, "configuration object ignored");
-            }
-            self.config_errors = errors;
-        }
-        let views = self.views(&config);
-        let nodes = self.nodes(now, may);
+        let (config, views, nodes) = self.gather(may);
         let claims = self.claims();
-        let current: BTreeMap<IpAddr, String> = claims
-            .iter()
-            .filter(|(_, c)| !c.holder.is_empty())
-            .map(|(ip, c)| (*ip, c.holder.clone()))
-            .collect();
-        let election = elect_all(&config, &views, &nodes, &current, &self.settings.options);
-        let allocated: BTreeSet<IpAddr> =
-            views.iter().flat_map(|v| v.ips.iter().copied()).collect();
-
-        let me = self.settings.node.clone();
-        let mut to_announce: BTreeMap<IpAddr, Ownership> = BTreeMap::new();
-        let mut writes: Vec<ClaimWrite> = Vec::new();
-        let ips: BTreeSet<IpAddr> = election
-            .owners
-            .keys()
-            .chain(claims.keys())
-            .copied()
-            .collect();
-        for ip in ips {
-            let own = election.owners.get(&ip);
-            let desired = own.map(|o| o.node.as_str());
-            let claim = claims.get(&ip);
-            if let Some(c) = claim {
-                let alive = |n: &str| self.live.alive.contains(n);
-                if c.holder != me && is_orphan(allocated.contains(&ip), c, &alive) {
-                    if may {
-                        writes.push(ClaimWrite {
-                            ip,
-                            expected: Some(c.clone()),
-                            record: None,
-                            confirm_dead: None,
-                        });
-                    }
-                    continue;
-                }
-            }
-            let holder_state = match claim.map(|c| c.holder.as_str()) {
-                None | Some("") => HolderState::Gone,
-                Some(h) if h == me => HolderState::Alive,
-                Some(h) if self.live.alive.contains(h) => {
-                    if desired == Some(me.as_str()) {
-                        let since = *self.waiting.entry(ip).or_insert(now);
-                        if now.saturating_duration_since(since)
-                            >= self.settings.clock.handover_timeout()
-                        {
-                            HolderState::Unresponsive
-                        } else {
-                            HolderState::Alive
-                        }
-                    } else {
-                        HolderState::Alive
-                    }
-                }
-                Some(_) => HolderState::Gone,
-            };
-            if holder_state != HolderState::Alive || desired != Some(me.as_str()) {
-                self.waiting.remove(&ip);
-            }
-            let record = claim.map(Claim::record);
-            match decide_claim(&me, desired, record.as_ref(), holder_state, may) {
-                ClaimAction::Announce => {
-                    if let Some(o) = own {
-                        to_announce.insert(ip, o.clone());
-                    }
-                }
-                ClaimAction::Claim { record } => {
-                    let prev = claim.map(|c| c.holder.clone()).filter(|h| !h.is_empty());
-                    writes.push(ClaimWrite {
-                        ip,
-                        expected: claim.cloned(),
-                        record: Some(record),
-                        // A holder judged by its heartbeats is confirmed dead by their
-                        // silence; one judged by its Lease gets a fresh read first.
-                        confirm_dead: prev
-                            .filter(|_| holder_state == HolderState::Gone)
-                            .filter(|h| !self.live.by_heartbeat.contains(h)),
-                    });
-                }
-                ClaimAction::Release { record } => {
-                    // Stop answering before the record names anyone else.
-                    self.withdraw(ip);
-                    if let Some(c) = claim {
-                        writes.push(ClaimWrite {
-                            ip,
-                            expected: Some(c.clone()),
-                            record,
-                            confirm_dead: None,
-                        });
-                    }
-                }
-                ClaimAction::WaitForHolder | ClaimAction::Idle => {}
-            }
+        let live = self.live.clone();
+        let plan = self.planner.plan_claims(&Snapshot {
+            config: &config,
+            views: &views,
+            nodes: &nodes,
+            claims: &claims,
+            live: &live,
+            now,
+        });
+        if plan.fenced && !self.announced.is_empty() {
+            tracing::warn!(
+                count = self.announced.len(),
+                heartbeats = self.mesh.as_ref().is_some_and(|m| m.lock().enabled),
+                "fenced (no heartbeat quorum / node lease not renewed in time): withdrawing everything"
+            );
+            self.metrics.fenced.inc();
+            self.withdraw_all();
         }
-        self.waiting
-            .retain(|ip, _| election.owners.contains_key(ip));
-
-        // After fencing our view of the claims may be stale: re-assert them before answering.
-        if may && self.needs_confirm && !to_announce.is_empty() {
-            self.confirm_claims(&mut to_announce, now).await;
-        } else if may {
-            self.needs_confirm = false;
+        for ip in &plan.withdraw_first {
+            self.withdraw(*ip);
         }
-
-        if may && self.backoff.allows(now) && !writes.is_empty() {
-            self.write_claims(writes, &election.owners, &mut to_announce, now)
-                .await;
+        let mut announce = plan.announce;
+        if plan.confirm {
+            self.confirm_claims(&mut announce, now).await;
         }
-
-        self.apply_dataplane(&to_announce, now);
-        if may && self.backoff.allows(now) {
+        let writes = self.planner.writes_due(plan.writes, now);
+        if !writes.is_empty() {
+            let won = self.write_claims(writes, &plan.owners, now).await;
+            announce.extend(won);
+        }
+        self.apply_dataplane(&announce, now);
+        if may {
             self.sync_status(now).await;
         }
-        self.memory.retain(&|s| {
-            self.announced
-                .values()
-                .any(|a| a.services.contains(&s.to_string()))
-        });
+        self.planner.forget_events(&self.announced);
         self.next_wakeup(now, may)
     }
 
-    async fn confirm_claims(
-        &mut self,
-        to_announce: &mut BTreeMap<IpAddr, Ownership>,
-        now: Instant,
-    ) {
-        // Re-assert each claim with a write carrying the resourceVersion just read: a peer
-        // that judged us dead and claims concurrently then loses with a conflict (a plain
-        // read would let both of us announce until the watches catch up).
-        let ips: Vec<IpAddr> = to_announce.keys().copied().collect();
-        for ip in ips {
-            let fresh = match self.clients.claims.get(ip).await {
-                Ok(Some(c)) if c.holder == self.settings.node => {
-                    match self.clients.claims.write(ip, Some(&c), &c.record()).await {
-                        Ok(WriteOutcome::Won(c2)) => {
-                            self.overlay.insert(
-                                ip,
-                                Overlay {
-                                    base: self.store_rv(ip),
-                                    claim: Some(c2),
-                                },
-                            );
-                            continue;
-                        }
-                        Ok(WriteOutcome::Lost) => self.clients.claims.get(ip).await,
-                        Err(e) => Err(e),
-                    }
-                }
-                other => other,
-            };
-            match fresh {
-                Ok(Some(c)) if c.holder == self.settings.node => {
-                    // re-read after a lost race names us again: try on the next pass
-                    to_announce.remove(&ip);
-                    self.needs_confirm_retry = true;
-                }
-                Ok(fresh) => {
-                    tracing::info!(%ip, "claim changed while fenced; not announcing");
-                    to_announce.remove(&ip);
+    /// Re-asserts each claim of `announce` with a write carrying the resourceVersion just
+    /// read: a peer that judged us dead and claims concurrently then loses with a conflict
+    /// (a plain read would let both of us announce until the watches catch up). Stops at
+    /// the first API failure.
+    async fn confirm_claims(&mut self, announce: &mut BTreeMap<IpAddr, Ownership>, now: Instant) {
+        let mut outcomes = Vec::new();
+        for ip in announce.keys().copied().collect::<Vec<_>>() {
+            let o = self.confirm_one(ip).await;
+            match &o {
+                Confirmed::Held(c) => {
                     let base = self.store_rv(ip);
-                    self.overlay.insert(ip, Overlay { base, claim: fresh });
+                    self.overlay.insert(
+                        ip,
+                        Overlay {
+                            base,
+                            claim: Some(c.clone()),
+                        },
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!(%ip, error = %e, "cannot confirm claim");
-                    self.metrics.api_errors.inc();
-                    self.backoff.failed(now);
-                    to_announce.clear();
-                    return;
+                Confirmed::Changed(fresh) => {
+                    tracing::info!(%ip, "claim changed while fenced; not announcing");
+                    let base = self.store_rv(ip);
+                    self.overlay.insert(
+                        ip,
+                        Overlay {
+                            base,
+                            claim: fresh.clone(),
+                        },
+                    );
+                }
+                Confirmed::Retry => {}
+                Confirmed::Failed => {
+                    outcomes.push((ip, o));
+                    break;
                 }
             }
+            outcomes.push((ip, o));
         }
-        self.needs_confirm = std::mem::take(&mut self.needs_confirm_retry);
+        self.planner.confirmed(announce, &outcomes, now);
+    }
+
+    async fn confirm_one(&self, ip: IpAddr) -> Confirmed {
+        let me = self.settings.node.as_str();
+        let fresh = match self.clients.claims.get(ip).await {
+            Ok(Some(c)) if c.holder == me => {
+                match self.clients.claims.write(ip, Some(&c), &c.record()).await {
+                    Ok(WriteOutcome::Won(c2)) => return Confirmed::Held(c2),
+                    Ok(WriteOutcome::Lost) => self.clients.claims.get(ip).await,
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        match fresh {
+            // re-read after a lost race names us again: try on the next pass
+            Ok(Some(c)) if c.holder == me => Confirmed::Retry,
+            Ok(fresh) => Confirmed::Changed(fresh),
+            Err(e) => {
+                tracing::warn!(%ip, error = %e, "cannot confirm claim");
+                self.metrics.api_errors.inc();
+                Confirmed::Failed
+            }
+        }
     }
 
     /// resourceVersion of `ip`'s claim in the store.
@@ -689,15 +525,17 @@ impl<A: Announcer> Speaker<A> {
             .and_then(|l| l.metadata.resource_version.clone())
     }
 
+    /// Performs the claim writes (after a fresh read of each silent holder's Lease, when
+    /// asked); returns the IPs won that this node must announce now.
     async fn write_claims(
         &mut self,
         writes: Vec<ClaimWrite>,
         owners: &BTreeMap<IpAddr, Ownership>,
-        to_announce: &mut BTreeMap<IpAddr, Ownership>,
         now: Instant,
-    ) {
+    ) -> BTreeMap<IpAddr, Ownership> {
         // Confirm silent holders with a fresh read of their node Lease: a watch that lags
         // must not make us take over from a speaker that is in fact renewing.
+        let mut outcomes = Vec::new();
         let mut ready = Vec::new();
         for w in writes {
             if let Some(h) = &w.confirm_dead {
@@ -708,6 +546,7 @@ impl<A: Announcer> Speaker<A> {
                         {
                             tracing::info!(holder = %h, "holder renewed after all; not taking over");
                             self.tracker.observe(h, mark, Instant::now());
+                            outcomes.push((w, Written::HolderAlive));
                             continue;
                         }
                     }
@@ -715,8 +554,8 @@ impl<A: Announcer> Speaker<A> {
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read peer lease");
                         self.metrics.api_errors.inc();
-                        self.backoff.failed(now);
-                        return;
+                        self.planner.lease_read_failed(now);
+                        return BTreeMap::new();
                     }
                 }
             }
@@ -740,16 +579,12 @@ impl<A: Announcer> Speaker<A> {
             .buffer_unordered(16)
             .collect()
             .await;
-        let mut failed = false;
         for (w, r) in results {
             let base = w.expected.as_ref().map(|c| c.resource_version.clone());
-            match (r, &w.record) {
+            let outcome = match (r, &w.record) {
                 (Ok(WriteOutcome::Won(c)), Some(rec)) => {
                     tracing::info!(ip = %w.ip, holder = %rec.holder, epoch = rec.epoch, "claim written");
                     if rec.holder == self.settings.node {
-                        if let Some(o) = owners.get(&w.ip) {
-                            to_announce.insert(w.ip, o.clone());
-                        }
                         let prev = w.expected.as_ref().map(|c| c.holder.as_str()).unwrap_or("");
                         let lost = if prev.is_empty() {
                             // released (graceful hand-over) or new: the loss is what woke us
@@ -765,116 +600,82 @@ impl<A: Announcer> Speaker<A> {
                         w.ip,
                         Overlay {
                             base,
-                            claim: Some(c),
+                            claim: Some(c.clone()),
                         },
                     );
+                    Written::Won(c)
                 }
                 (Ok(_), None) => {
                     tracing::info!(ip = %w.ip, "claim deleted");
                     self.overlay.insert(w.ip, Overlay { base, claim: None });
+                    Written::Deleted
                 }
                 (Ok(_), Some(_)) => {
                     tracing::info!(ip = %w.ip, "claim lost to another node");
                     self.metrics.claim_conflicts.inc();
+                    Written::Lost
                 }
                 (Err(e), _) => {
                     tracing::warn!(ip = %w.ip, error = %e, "claim write failed; retrying");
                     self.metrics.api_errors.inc();
-                    failed = true;
+                    Written::Failed
                 }
-            }
+            };
+            outcomes.push((w, outcome));
         }
-        if failed {
-            self.backoff.failed(now);
-        } else {
-            self.backoff.ok();
-        }
+        self.planner.claims_written(owners, &outcomes, now)
     }
 
-    fn apply_dataplane(&mut self, to_announce: &BTreeMap<IpAddr, Ownership>, now: Instant) {
-        let gone: Vec<IpAddr> = self
-            .announced
-            .keys()
-            .filter(|ip| !to_announce.contains_key(ip))
-            .copied()
+    /// Brings the dataplane in line with `target` (and the announced-IP metrics, the
+    /// failover histogram and the Events).
+    fn apply_dataplane(&mut self, target: &BTreeMap<IpAddr, Ownership>, now: Instant) {
+        let target: BTreeMap<IpAddr, Announced> = target
+            .iter()
+            .map(|(ip, o)| (*ip, Announced::from(o)))
             .collect();
+        let (gone, changes) = plan::dataplane_changes(&self.announced, &target);
         for ip in gone {
             self.withdraw(ip);
         }
-        for (ip, own) in to_announce {
-            let want = Announced {
-                interfaces: own.interfaces.clone(),
-                services: own.services.clone(),
-            };
-            let prev = self.announced.get(ip).cloned();
-            if prev.as_ref() == Some(&want) {
-                continue;
-            }
-            let fresh = prev.is_none();
-            if prev
-                .as_ref()
-                .is_none_or(|p| p.interfaces != want.interfaces)
-            {
-                let report = self.announcer.announce(*ip, &want.interfaces);
-                if fresh {
+        for ch in changes {
+            let missing = if ch.calls_dataplane() {
+                let report = self.announcer.announce(ch.ip, &ch.want.interfaces);
+                if ch.fresh() {
                     self.metrics.change(true);
-                    if let Some(t) = self.loss_at.remove(ip) {
+                    if let Some(t) = self.loss_at.remove(&ch.ip) {
                         let at = Instant::now().max(now);
                         self.metrics
                             .failover_seconds
                             .observe(at.saturating_duration_since(t).as_secs_f64());
                     }
-                    tracing::info!(%ip, services = ?want.services, "announcing");
+                    tracing::info!(ip = %ch.ip, services = ?ch.want.services, "announcing");
                 }
-                self.note_announce_events(*ip, &want, &report.missing);
+                report.missing
             } else {
-                self.note_announce_events(*ip, &want, &[]);
+                Vec::new()
+            };
+            let pending = self.planner.announce_events(ch.ip, &ch.want, &missing);
+            self.spawn_events(pending);
+            for s in ch.dropped_services() {
+                self.metrics.announced.remove(&AnnouncedLabels {
+                    service: s,
+                    ip: ch.ip.to_string(),
+                    node: self.settings.node.clone(),
+                });
             }
-            if let Some(p) = prev {
-                for s in p.services.difference(&want.services) {
-                    self.metrics.announced.remove(&AnnouncedLabels {
-                        service: s.clone(),
-                        ip: ip.to_string(),
-                        node: self.settings.node.clone(),
-                    });
-                }
-            }
-            for s in &want.services {
+            for s in &ch.want.services {
                 self.metrics
                     .announced
                     .get_or_create(&AnnouncedLabels {
                         service: s.clone(),
-                        ip: ip.to_string(),
+                        ip: ch.ip.to_string(),
                         node: self.settings.node.clone(),
                     })
                     .set(1);
             }
-            self.announced.insert(*ip, want);
+            self.announced.insert(ch.ip, ch.want);
         }
         self.loss_at.clear();
-    }
-
-    fn note_announce_events(&mut self, ip: IpAddr, a: &Announced, missing: &[String]) {
-        let ifs: Vec<String> = match &a.interfaces {
-            Interfaces::All => Vec::new(),
-            Interfaces::Named(n) => n.iter().cloned().collect(),
-        };
-        let mut pending = Vec::new();
-        for s in &a.services {
-            let Some(key) = ServiceKey::parse(s) else {
-                continue;
-            };
-            let msg = events::node_assigned_message(&self.settings.node, &ifs);
-            pending.extend(self.memory.note(&key, false, events::NODE_ASSIGNED, msg));
-            if missing.is_empty() {
-                self.memory.clear(&key, events::ANNOUNCE_FAILED);
-            } else {
-                let msg =
-                    events::announce_failed_message(&ip.to_string(), &self.settings.node, missing);
-                pending.extend(self.memory.note(&key, true, events::ANNOUNCE_FAILED, msg));
-            }
-        }
-        self.spawn_events(pending);
     }
 
     /// Interfaces appeared or vanished on this node: re-check `announceFailed` for every
@@ -887,7 +688,8 @@ impl<A: Announcer> Speaker<A> {
             .collect();
         for (ip, a) in all {
             let missing = self.announcer.missing(&a.interfaces);
-            self.note_announce_events(ip, &a, &missing);
+            let pending = self.planner.announce_events(ip, &a, &missing);
+            self.spawn_events(pending);
         }
     }
 
@@ -903,17 +705,7 @@ impl<A: Announcer> Speaker<A> {
             "another host ({}) answers for {} on interface {} of node {:?} (ours: {})",
             d.their_mac, d.ip, d.interface, self.settings.node, d.our_mac
         );
-        let mut pending = Vec::new();
-        for s in a.services.clone() {
-            if let Some(key) = ServiceKey::parse(&s) {
-                pending.extend(self.memory.note(
-                    &key,
-                    true,
-                    events::DUPLICATE_RESPONDER,
-                    msg.clone(),
-                ));
-            }
-        }
+        let pending = self.planner.duplicate_events(&a.clone(), &msg);
         self.spawn_events(pending);
     }
 
@@ -938,25 +730,9 @@ impl<A: Announcer> Speaker<A> {
         }
     }
 
+    /// Writes the ServiceL2Status objects the planner asks for, all at once: each failure
+    /// backs off that object alone.
     async fn sync_status(&mut self, now: Instant) {
-        let mut desired_sets: BTreeMap<ServiceKey, (BTreeSet<String>, BTreeSet<String>)> =
-            BTreeMap::new();
-        for (ip, a) in &self.announced {
-            for s in &a.services {
-                let Some(key) = ServiceKey::parse(s) else {
-                    continue;
-                };
-                let e = desired_sets.entry(key).or_default();
-                if let Interfaces::Named(n) = &a.interfaces {
-                    e.0.extend(n.iter().cloned());
-                }
-                e.1.insert(ip.to_string());
-            }
-        }
-        let desired: BTreeMap<ServiceKey, MetalLBServiceL2Status> = desired_sets
-            .iter()
-            .map(|(k, (ifs, ips))| (k.clone(), desired_status(&self.settings.node, k, ifs, ips)))
-            .collect();
         let existing: Vec<Existing> = self
             .stores
             .statuses
@@ -964,56 +740,29 @@ impl<A: Announcer> Speaker<A> {
             .iter()
             .map(|o| Existing::of(o))
             .collect();
-        let names: BTreeSet<String> = existing.iter().map(|e| e.name.clone()).collect();
-        let memo = &mut self.status_memo;
-        memo.deleted.retain(|n| names.contains(n));
-        memo.updated.retain(|n, _| names.contains(n));
-        let mine: BTreeSet<ServiceKey> = existing
-            .iter()
-            .filter(|e| e.node == self.settings.node)
-            .filter_map(|e| e.service.clone())
-            .collect();
-        memo.created.retain(|k, t| {
-            !mine.contains(k) && now.saturating_duration_since(*t) < Duration::from_secs(10)
-        });
         let alive = |n: &str| self.live.alive.contains(n);
-        let plan = status::plan(&self.settings.node, &desired, &existing, &alive);
-        let mut failed = false;
-        for w in plan {
-            let skip = match &w {
-                StatusWrite::Create { service, .. } => {
-                    self.status_memo.created.contains_key(service)
+        let writes = self
+            .planner
+            .status_writes(&self.announced, &existing, &alive, now);
+        let api = self.clients.status.clone();
+        let results: Vec<(StatusWrite, Result<(), kube::Error>)> =
+            futures::stream::iter(writes.into_iter().map(|w| {
+                let api = api.clone();
+                async move {
+                    let r = api.apply(&w).await;
+                    (w, r)
                 }
-                StatusWrite::Update { name, status } => {
-                    self.status_memo.updated.get(name) == Some(status)
-                }
-                StatusWrite::Delete { name, .. } => self.status_memo.deleted.contains(name),
-            };
-            if skip {
-                continue;
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (w, r) in results {
+            if let Err(e) = &r {
+                tracing::warn!(target = ?plan::StatusTarget::of(&w), error = %e,
+                    "ServiceL2Status write failed; retrying this object with backoff");
+                self.metrics.api_errors.inc();
             }
-            match self.clients.status.apply(&w).await {
-                Ok(()) => match w {
-                    StatusWrite::Create { service, .. } => {
-                        self.status_memo.created.insert(service, now);
-                    }
-                    StatusWrite::Update { name, status } => {
-                        self.status_memo.updated.insert(name, status);
-                    }
-                    StatusWrite::Delete { name, .. } => {
-                        self.status_memo.deleted.insert(name);
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "ServiceL2Status write failed; retrying");
-                    self.metrics.api_errors.inc();
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed {
-            self.backoff.failed(now);
+            self.planner.status_written(w, r.is_ok(), now);
         }
     }
 
@@ -1024,28 +773,20 @@ impl<A: Announcer> Speaker<A> {
         } else {
             None
         };
-        let handover = self
-            .waiting
-            .values()
-            .map(|t| *t + self.settings.clock.handover_timeout())
-            .min();
         // end of the start-up window (permission may come then without any event)
         let startup = self
             .mesh
             .as_ref()
             .filter(|_| !may)
             .map(|m| m.lock().since + m.rules.startup_window());
-        [
-            self.tracker.next_expiry(now),
-            fence,
-            handover,
-            startup,
-            self.backoff.until,
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|t| *t > now)
-        .min()
+        self.planner.next_wakeup(
+            now,
+            Timers {
+                peer_expiry: self.tracker.next_expiry(now),
+                fence,
+                startup,
+            },
+        )
     }
 
     /// Graceful stop: withdraw everything, then hand every claim we hold to the node the
@@ -1053,31 +794,25 @@ impl<A: Announcer> Speaker<A> {
     pub async fn shutdown(&mut self) {
         let now = Instant::now();
         self.withdraw_all();
-        let (config, _) = self.current_config();
-        let views = self.views(&config);
-        let nodes = self.nodes(now, false);
+        let (config, views, nodes) = self.gather(false);
         let claims = self.claims();
-        let current: BTreeMap<IpAddr, String> = claims
-            .iter()
-            .filter(|(_, c)| !c.holder.is_empty())
-            .map(|(ip, c)| (*ip, c.holder.clone()))
-            .collect();
-        let election = elect_all(&config, &views, &nodes, &current, &self.settings.options);
-        let mine: Vec<(IpAddr, Claim)> = claims
-            .into_iter()
-            .filter(|(_, c)| c.holder == self.settings.node)
-            .collect();
+        let live = self.live.clone();
+        let handovers = plan::handovers(
+            &self.settings.node,
+            &self.settings.options,
+            &Snapshot {
+                config: &config,
+                views: &views,
+                nodes: &nodes,
+                claims: &claims,
+                live: &live,
+                now,
+            },
+        );
         let api = self.clients.claims.clone();
-        let results = futures::stream::iter(mine.into_iter().map(|(ip, c)| {
+        let results = futures::stream::iter(handovers.into_iter().map(|(ip, c, rec)| {
             let api = api.clone();
-            let to = election.owners.get(&ip).map(|o| o.node.clone());
-            async move {
-                let rec = OwnerRecord {
-                    holder: to.unwrap_or_default(),
-                    epoch: c.record().epoch + 1,
-                };
-                (ip, rec.holder.clone(), api.write(ip, Some(&c), &rec).await)
-            }
+            async move { (ip, rec.holder.clone(), api.write(ip, Some(&c), &rec).await) }
         }))
         .buffer_unordered(16)
         .collect::<Vec<_>>()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use super::status::ServiceKey;
+use crate::allocator::ServiceKey;
 
 /// Normal: this node announces the Service.
 pub const NODE_ASSIGNED: &str = "nodeAssigned";

@@ -8,7 +8,8 @@
 //! | [`liveness`] | own node Lease (renewal, fencing, release), peers' liveness |
 //! | [`heartbeat`] | UDP heartbeats to peers (port 7947), authenticated; rules in [`crate::election::membership`] |
 //! | [`claims`] | per-IP owner records (claim Leases) with optimistic concurrency |
-//! | [`core`] | one reconcile pass: stores → election → claims → dataplane / status / events |
+//! | [`plan`] | pure core: snapshot → claims to write / confirm, IPs to announce / withdraw, statuses, events, next wakeup |
+//! | [`core`] | shell: one reconcile pass — gathers the snapshot from the stores, executes the plan |
 //! | [`status`] | ServiceL2Status objects |
 //! | [`events`] | Events on Services, on change only |
 //! | [`metrics`] | speaker metrics |
@@ -27,6 +28,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod liveness;
 pub mod metrics;
+pub mod plan;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
@@ -54,7 +56,7 @@ use crate::election::{ElectionOptions, LeaseClock};
 /// Runs `ferrolb speaker` until SIGTERM / SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let clock = args.timing()?;
-    let client = client(&args).await?;
+    let client = crate::runtime::make_client(args.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
 
@@ -167,7 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         tracing::warn!("heartbeats disabled: Lease rules only");
     }
-    let signal = shutdown_signal();
+    let signal = crate::runtime::shutdown_signal();
     drive(
         &mut speaker,
         Inputs {
@@ -191,36 +193,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = t.await;
     }
     Ok(())
-}
-
-async fn client(args: &Args) -> anyhow::Result<Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Event sources of the speaker loop.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::ResourceExt;
 
+use crate::allocator::ServiceKey;
 use crate::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status, ServiceL2StatusSpec};
 
 /// Label with the announcing node.
@@ -18,32 +19,6 @@ pub const NODE_LABEL: &str = "metallb.io/node";
 pub const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
 /// Label with the Service namespace.
 pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
-
-/// `namespace/name` of a Service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ServiceKey {
-    /// Parses `namespace/name`.
-    pub fn parse(key: &str) -> Option<Self> {
-        let (ns, name) = key.split_once('/')?;
-        (!ns.is_empty() && !name.is_empty()).then(|| Self {
-            namespace: ns.into(),
-            name: name.into(),
-        })
-    }
-}
-
-impl std::fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
 
 /// What one existing ServiceL2Status says (as read from the store).
 #[derive(Debug, Clone, PartialEq)]

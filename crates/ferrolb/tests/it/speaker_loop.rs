@@ -38,14 +38,29 @@ fn ip(s: &str) -> IpAddr {
 }
 
 async fn fake_client() -> Client {
+    fake_client_failing_status_of(None).await
+}
+
+/// A fake API server whose ServiceL2Status status writes fail (500) for the Service named
+/// `failing` (an API server with broken custom-resource status handling).
+async fn fake_client_failing_status_of(failing: Option<&'static str>) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     static N: AtomicU32 = AtomicU32::new(0);
+    let funcs = interceptor::Funcs::new().patch_status(move |ctx| {
+        let svc = ctx.patch["status"]["serviceName"].as_str();
+        if failing.is_some() && svc == failing {
+            return Err(kube_fake_client::Error::Internal(
+                "status handling broken".into(),
+            ));
+        }
+        Ok(None)
+    });
     ClientBuilder::new()
         .with_resource::<IPAddressPool>()
         .with_resource::<L2Advertisement>()
         .with_resource::<ServiceL2Status>()
         .with_status_subresource::<Service>()
-        .with_interceptor_funcs(interceptor::Funcs::new().create(|ctx| {
+        .with_interceptor_funcs(funcs.create(|ctx| {
             // kube-fake-client does not implement generateName: emulate it.
             let meta = &ctx.object["metadata"];
             if meta.get("name").is_none_or(|n| n.is_null()) {
@@ -627,4 +642,68 @@ async fn own_lease_renews_and_releases() {
     assert_eq!(fence.borrow().last_renewed, None);
     let l = api.get("ferrolb-speaker-node-a").await.unwrap();
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some(""));
+}
+
+/// Status writes are informational: a ServiceL2Status write that keeps failing delays
+/// neither a takeover nor the status of any other Service.
+#[tokio::test]
+async fn failing_status_writes_delay_neither_failover_nor_other_statuses() {
+    let client = fake_client_failing_status_of(Some("bad")).await;
+    setup(&client, &["node-a", "node-b"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    add_service(&client, "bad", "10.0.0.2").await;
+    add_service(&client, "ok", "10.0.0.3").await;
+    // node-b owns web; node-a owns bad (whose status never gets written) and ok
+    let claims = ClaimApi::new(client.clone(), NS);
+    let rec = |h: &str| ferrolb::election::OwnerRecord {
+        holder: h.into(),
+        epoch: 1,
+    };
+    for (ipv, holder) in [
+        ("10.0.0.1", "node-b"),
+        ("10.0.0.2", "node-a"),
+        ("10.0.0.3", "node-a"),
+    ] {
+        claims.write(ip(ipv), None, &rec(holder)).await.unwrap();
+    }
+    let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    a.pass(t0, Some(t0)).await;
+    let want: BTreeSet<IpAddr> = [ip("10.0.0.2"), ip("10.0.0.3")].into();
+    assert_eq!(a.announced(), want);
+    // bad's status failed; ok's was still written
+    let written = |st: &[ServiceL2Status], svc: &str| {
+        st.iter().any(|o| {
+            o.status
+                .as_ref()
+                .is_some_and(|s| s.service_name == svc && s.node == "node-a")
+        })
+    };
+    let st = statuses(&client).await;
+    assert!(!written(&st, "bad"), "{st:?}");
+    assert!(written(&st, "ok"), "{st:?}");
+    // bad keeps failing at every retry while node-b renews, then node-b crashes (its last
+    // renewal seen at t0 + 1.5 s)
+    for t in [100, 300, 700, 1500] {
+        renew_node_lease(&client, "node-b").await;
+        a.pass(t0 + ms(t), Some(t0 + ms(t))).await;
+    }
+    a.pass(t0 + ms(3100), Some(t0 + ms(3100))).await;
+    assert!(
+        !a.announced().contains(&ip("10.0.0.1")),
+        "node-b still alive"
+    );
+    // the first pass after node-b's Lease expires takes web over at once
+    let t_dead = t0 + ms(3501);
+    a.pass(t_dead, Some(t_dead)).await;
+    assert!(a.announced().contains(&ip("10.0.0.1")));
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some("node-a")
+    );
+    a.pass(t_dead + ms(1), Some(t_dead)).await;
+    let st = statuses(&client).await;
+    assert!(written(&st, "web"), "{st:?}");
+    assert!(!written(&st, "bad"), "{st:?}");
 }

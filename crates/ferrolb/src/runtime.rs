@@ -1,0 +1,161 @@
+//! Process plumbing shared by `ferrolb controller` and `ferrolb speaker`: the kube client
+//! builder, the duration syntax of every flag, and the shutdown-signal waiter.
+
+use std::time::Duration;
+
+/// Installs the rustls crypto provider (ring) once per process. Real kube clients
+/// panic without one when several providers are compiled in.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds a kube client from `--kubeconfig` (one or several files joined with `:`, merged
+/// in order as kubectl does), else in-cluster configuration, else `~/.kube/config`.
+pub async fn make_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Client> {
+    install_crypto_provider();
+    let config = match kubeconfig.filter(|k| !k.trim().is_empty()) {
+        Some(paths) => {
+            let mut merged: Option<kube::config::Kubeconfig> = None;
+            for p in paths.split(':').filter(|p| !p.is_empty()) {
+                let kc = kube::config::Kubeconfig::read_from(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {p}: {e}"))?;
+                merged = Some(match merged {
+                    None => kc,
+                    Some(m) => m.merge(kc)?,
+                });
+            }
+            let kc = merged.ok_or_else(|| anyhow::anyhow!("--kubeconfig is empty"))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid kubeconfig {paths}: {e}"))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot find the API server (no in-cluster config, no ~/.kube/config): {e}"
+            )
+        })?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Parses a flag duration: `250ms`, `1.5s`, `2m`, or a bare number of seconds; between
+/// 1 ms and 24 h.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 300ms, 1.5s, 2m"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    };
+    if !secs.is_finite() || !(0.001..=86_400.0).contains(&secs) {
+        return Err(format!("duration {s:?} must be between 1ms and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Writes a duration the way [`parse_duration`] reads it: whole seconds as `2s`, anything
+/// else in milliseconds (`1200ms`). Flag defaults are printed with it, so `--help`, the
+/// parsed value and the constant they come from agree.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `default_value` of a duration flag, from its constant (clap wants a `'static` string).
+pub fn flag_default(cell: &'static std::sync::OnceLock<String>, d: Duration) -> &'static str {
+    cell.get_or_init(|| format_duration(d)).as_str()
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 3 "), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        for bad in [
+            "", "ms", "1h", "-1s", "1..2s", "abc", "0s", "0", "0.1ms", "25h", "1441m", "inf",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for (d, s) in [
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_millis(1200), "1200ms"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_secs(60), "60s"),
+        ] {
+            assert_eq!(format_duration(d), s);
+            assert_eq!(parse_duration(s), Ok(d));
+        }
+    }
+
+    #[tokio::test]
+    async fn kubeconfigs_joined_with_colons_are_merged_first_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, ctx: &str, server: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    "apiVersion: v1\nkind: Config\ncurrent-context: {ctx}\n\
+                     clusters:\n- name: {ctx}\n  cluster:\n    server: {server}\n\
+                     contexts:\n- name: {ctx}\n  context:\n    cluster: {ctx}\n    user: {ctx}\n\
+                     users:\n- name: {ctx}\n  user:\n    token: t\n"
+                ),
+            )
+            .unwrap();
+            p.display().to_string()
+        };
+        let a = write("a", "first", "https://192.0.2.1:6443");
+        let b = write("b", "second", "https://192.0.2.2:6443");
+        let client = make_client(Some(&format!("{a}:{b}"))).await.unwrap();
+        assert_eq!(client.default_namespace(), "default");
+        // the merged file's current context is the first file's (kubectl's rule)
+        let cfg = kube::config::Kubeconfig::read_from(&a)
+            .unwrap()
+            .merge(kube::config::Kubeconfig::read_from(&b).unwrap())
+            .unwrap();
+        assert_eq!(cfg.current_context.as_deref(), Some("first"));
+        assert_eq!(cfg.clusters.len(), 2);
+        assert!(make_client(Some("/nonexistent/kubeconfig")).await.is_err());
+    }
+}

@@ -1,0 +1,1306 @@
+//! The speaker's functional core: from a snapshot of what this node knows (configuration,
+//! nodes, Service views, claims, liveness, what it announces now) to what it must do
+//! (claims to write or confirm, IPs to announce and withdraw, ServiceL2Status writes,
+//! Events, when to run again). No I/O and no clock reads: the shell ([`super::core`])
+//! gathers the snapshot, executes the plan, and reports the outcomes back.
+//!
+//! One pass, in the order the shell runs it:
+//! 1. [`Planner::plan_claims`]: the election ([`elect_all`]) and the claim rules
+//!    ([`decide_claim`]) for every IP → a [`ClaimPlan`] (withdraw everything when fenced;
+//!    withdraw before handing a claim over; announce what this node holds; confirm held
+//!    claims after a loss of permission; claim writes);
+//! 2. [`Planner::confirmed`] and [`Planner::claims_written`]: what the confirmations and
+//!    writes mean for the IPs to announce (a won claim is announced in the same pass);
+//! 3. [`dataplane_changes`]: the announce / withdraw calls that turn what is announced into
+//!    what should be, [`Planner::announce_events`] the Events they cause (on change only);
+//! 4. [`Planner::status_writes`] / [`Planner::status_written`]: ServiceL2Status objects;
+//! 5. [`Planner::next_wakeup`]: the instant the next pass is due without any event.
+//!
+//! Failover never waits for an informational write: claim traffic (writes, confirmations,
+//! the fresh Lease read before a takeover) has its own backoff, and every ServiceL2Status
+//! object has its own — a failing status write delays neither a takeover nor the status of
+//! any other Service.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+
+use super::claims::{is_orphan, Claim};
+use super::events::{self, EventMemory, Pending};
+use super::status::{self, desired_status, Existing, StatusWrite};
+use crate::allocator::ServiceKey;
+use crate::config::Config;
+use crate::crd::MetalLBServiceL2Status;
+use crate::election::{
+    decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
+    LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
+};
+
+/// What this node answers for one IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// Interfaces it answers on.
+    pub interfaces: Interfaces,
+    /// Keys (`namespace/name`) of the Services the IP is announced for.
+    pub services: BTreeSet<String>,
+}
+
+impl From<&Ownership> for Announced {
+    fn from(o: &Ownership) -> Self {
+        Announced {
+            interfaces: o.interfaces.clone(),
+            services: o.services.clone(),
+        }
+    }
+}
+
+/// Retry delay after an API error: 100 ms doubling to 5 s, reset by a success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    delay: Duration,
+    until: Option<Instant>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            delay: Self::MIN,
+            until: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// First delay.
+    pub const MIN: Duration = Duration::from_millis(100);
+    /// Longest delay.
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    /// A write failed at `now`: wait, and wait longer next time.
+    pub fn failed(&mut self, now: Instant) {
+        self.until = Some(now + self.delay);
+        self.delay = (self.delay * 2).min(Self::MAX);
+    }
+
+    /// A write succeeded: no more waiting.
+    pub fn ok(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Whether a write may be tried at `now`.
+    pub fn allows(&self, now: Instant) -> bool {
+        self.until.is_none_or(|u| now >= u)
+    }
+
+    /// When the current wait ends (None: not waiting).
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+}
+
+/// Liveness as evaluated at the start of a pass
+/// ([`crate::election::membership::MeshRules::evaluate`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// This node may announce.
+    pub may: bool,
+    /// Peers alive in this node's eyes.
+    pub alive: BTreeSet<String>,
+    /// Peers judged by their heartbeats (no fresh API read of their Lease before a takeover).
+    pub by_heartbeat: BTreeSet<String>,
+    /// Start of the current permission period.
+    pub permitted_since: Option<Instant>,
+    /// Members reaped (dead for 10 lease durations, seen from a quorum).
+    pub reaped: BTreeSet<String>,
+}
+
+/// Everything one pass decides from, gathered by the shell.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// The validated pools and advertisements.
+    pub config: &'a Config,
+    /// The Services of our class, with their endpoints ([`service_views`]).
+    pub views: &'a [ServiceView],
+    /// The nodes, with their speakers' liveness ([`node_infos`]).
+    pub nodes: &'a [NodeInfo],
+    /// The claims: the store, overlaid with our own writes it has not shown yet.
+    pub claims: &'a BTreeMap<IpAddr, Claim>,
+    /// Liveness of this node and its peers.
+    pub live: &'a Live,
+    /// The instant of the pass.
+    pub now: Instant,
+}
+
+/// One claim write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimWrite {
+    /// The IP.
+    pub ip: IpAddr,
+    /// The claim as read (the write's precondition; None: it must not exist).
+    pub expected: Option<Claim>,
+    /// The record to write; None: delete the claim.
+    pub record: Option<OwnerRecord>,
+    /// Holder being replaced, whose node Lease must be confirmed expired by a fresh read
+    /// first (it was judged dead by its Lease, which a lagging watch could fake).
+    pub confirm_dead: Option<String>,
+}
+
+/// What to do about claims in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimPlan {
+    /// This node may not announce: withdraw everything.
+    pub fenced: bool,
+    /// The election's owner of every announced IP.
+    pub owners: BTreeMap<IpAddr, Ownership>,
+    /// IPs this node holds and should announce.
+    pub announce: BTreeMap<IpAddr, Ownership>,
+    /// IPs to withdraw at once, before their claim is handed over.
+    pub withdraw_first: Vec<IpAddr>,
+    /// Re-assert the claims of `announce` before announcing them (this node lost its
+    /// permission since it last did: its view of the claims may be stale).
+    pub confirm: bool,
+    /// Claim writes, in IP order (empty while claim writes back off).
+    pub writes: Vec<ClaimWrite>,
+}
+
+/// The outcome of confirming one held claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Re-asserted; the claim now reads like this.
+    Held(Claim),
+    /// A concurrent write got in between and a re-read still names us: try next pass.
+    Retry,
+    /// Someone else holds it now (or nobody): do not announce.
+    Changed(Option<Claim>),
+    /// The API failed.
+    Failed,
+}
+
+/// The outcome of one claim write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Our write went through; the claim now reads like this.
+    Won(Claim),
+    /// The claim was deleted (or already gone).
+    Deleted,
+    /// Someone wrote first.
+    Lost,
+    /// The holder renewed its Lease after all (fresh read): nothing written.
+    HolderAlive,
+    /// The API failed.
+    Failed,
+}
+
+/// One IP whose announcement must change (see [`dataplane_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The IP.
+    pub ip: IpAddr,
+    /// What is announced now (None: nothing).
+    pub prev: Option<Announced>,
+    /// What should be.
+    pub want: Announced,
+}
+
+impl Change {
+    /// The IP was not announced: a takeover (or a new IP).
+    pub fn fresh(&self) -> bool {
+        self.prev.is_none()
+    }
+
+    /// The dataplane must be told (new IP, or other interfaces); otherwise only the
+    /// Services behind the IP changed.
+    pub fn calls_dataplane(&self) -> bool {
+        self.prev
+            .as_ref()
+            .is_none_or(|p| p.interfaces != self.want.interfaces)
+    }
+
+    /// Services the IP is no longer announced for.
+    pub fn dropped_services(&self) -> Vec<String> {
+        self.prev
+            .as_ref()
+            .map(|p| {
+                p.services
+                    .difference(&self.want.services)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The object a ServiceL2Status write is about: a Service (create) or an object (update,
+/// delete). Each backs off on its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StatusTarget {
+    /// A Service without an object of ours yet.
+    Service(ServiceKey),
+    /// An existing object, by name.
+    Object(String),
+}
+
+impl StatusTarget {
+    /// What `w` writes to.
+    pub fn of(w: &StatusWrite) -> Self {
+        match w {
+            StatusWrite::Create { service, .. } => StatusTarget::Service(service.clone()),
+            StatusWrite::Update { name, .. } | StatusWrite::Delete { name, .. } => {
+                StatusTarget::Object(name.clone())
+            }
+        }
+    }
+}
+
+/// ServiceL2Status writes that succeeded but that the store has not shown yet (so they are
+/// not repeated meanwhile).
+#[derive(Debug, Default, Clone)]
+struct StatusMemo {
+    /// Service → when we created its object (forgotten once the store shows it, or after 10 s).
+    created: BTreeMap<ServiceKey, Instant>,
+    /// Object name → the status we last wrote to it.
+    updated: BTreeMap<String, MetalLBServiceL2Status>,
+    /// Objects we deleted.
+    deleted: BTreeSet<String>,
+}
+
+/// How long a created ServiceL2Status is not created again while the store does not show it.
+const CREATED_MEMO: Duration = Duration::from_secs(10);
+
+/// Instants a pass must be re-run at, known to the shell (see [`Planner::next_wakeup`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// The next instant a live peer's Lease expires in this node's eyes.
+    pub peer_expiry: Option<Instant>,
+    /// This node's fencing deadline (its Lease renewal's), while it announces.
+    pub fence: Option<Instant>,
+    /// End of the heartbeat start-up window, while not permitted.
+    pub startup: Option<Instant>,
+}
+
+/// The speaker's pure state between passes.
+#[derive(Debug)]
+pub struct Planner {
+    /// This node's name.
+    me: String,
+    /// `--revertive`, `--ignore-exclude-lb`.
+    options: ElectionOptions,
+    /// Lease timings (hand-over timeout).
+    clock: LeaseClock,
+    /// IP → when this node, desired as its owner, started waiting for the live holder to
+    /// hand it over (it claims anyway after the hand-over timeout).
+    waiting: BTreeMap<IpAddr, Instant>,
+    /// True from a pass without permission until the held claims are re-asserted: while
+    /// it was fenced others may have taken them, and the store may not show it yet.
+    needs_confirm: bool,
+    /// Claim writes, confirmations and the fresh Lease reads before a takeover back off
+    /// together after an API error (never because of a status or Event write).
+    claim_backoff: Backoff,
+    /// ServiceL2Status target → its own backoff after a failed write.
+    status_backoff: BTreeMap<StatusTarget, Backoff>,
+    /// ServiceL2Status writes done but not yet visible in the store.
+    status_memo: StatusMemo,
+    /// (Service, Event reason) → the last message said (Events go out on change only).
+    events: EventMemory,
+}
+
+impl Planner {
+    /// The state of a speaker that has done nothing yet.
+    pub fn new(me: &str, options: ElectionOptions, clock: LeaseClock) -> Self {
+        Planner {
+            me: me.to_string(),
+            options,
+            clock,
+            waiting: BTreeMap::new(),
+            needs_confirm: false,
+            claim_backoff: Backoff::default(),
+            status_backoff: BTreeMap::new(),
+            status_memo: StatusMemo::default(),
+            events: EventMemory::default(),
+        }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The claim rules for every IP (step 1 of a pass).
+    pub fn plan_claims(&mut self, s: &Snapshot) -> ClaimPlan {
+        let may = s.live.may;
+        let now = s.now;
+        let me = self.me.clone();
+        if !may {
+            self.needs_confirm = true;
+        }
+        let current = holders(s.claims);
+        let election = elect_all(s.config, s.views, s.nodes, &current, &self.options);
+        let allocated: BTreeSet<IpAddr> =
+            s.views.iter().flat_map(|v| v.ips.iter().copied()).collect();
+        let mut plan = ClaimPlan {
+            fenced: !may,
+            ..Default::default()
+        };
+        let ips: BTreeSet<IpAddr> = election
+            .owners
+            .keys()
+            .chain(s.claims.keys())
+            .copied()
+            .collect();
+        let alive = |n: &str| s.live.alive.contains(n);
+        for ip in ips {
+            let own = election.owners.get(&ip);
+            let desired = own.map(|o| o.node.as_str());
+            let claim = s.claims.get(&ip);
+            if let Some(c) = claim {
+                if c.holder != me && is_orphan(allocated.contains(&ip), c, &alive) {
+                    if may {
+                        plan.writes.push(ClaimWrite {
+                            ip,
+                            expected: Some(c.clone()),
+                            record: None,
+                            confirm_dead: None,
+                        });
+                    }
+                    continue;
+                }
+            }
+            let holder_state = match claim.map(|c| c.holder.as_str()) {
+                None | Some("") => HolderState::Gone,
+                Some(h) if h == me => HolderState::Alive,
+                Some(h) if alive(h) => {
+                    if desired == Some(me.as_str()) {
+                        let since = *self.waiting.entry(ip).or_insert(now);
+                        if now.saturating_duration_since(since) >= self.clock.handover_timeout() {
+                            HolderState::Unresponsive
+                        } else {
+                            HolderState::Alive
+                        }
+                    } else {
+                        HolderState::Alive
+                    }
+                }
+                Some(_) => HolderState::Gone,
+            };
+            if holder_state != HolderState::Alive || desired != Some(me.as_str()) {
+                self.waiting.remove(&ip);
+            }
+            let record = claim.map(Claim::record);
+            match decide_claim(&me, desired, record.as_ref(), holder_state, may) {
+                ClaimAction::Announce => {
+                    if let Some(o) = own {
+                        plan.announce.insert(ip, o.clone());
+                    }
+                }
+                ClaimAction::Claim { record } => {
+                    let prev = claim.map(|c| c.holder.clone()).filter(|h| !h.is_empty());
+                    plan.writes.push(ClaimWrite {
+                        ip,
+                        expected: claim.cloned(),
+                        record: Some(record),
+                        // A holder judged by its heartbeats is confirmed dead by their
+                        // silence; one judged by its Lease gets a fresh read first.
+                        confirm_dead: prev
+                            .filter(|_| holder_state == HolderState::Gone)
+                            .filter(|h| !s.live.by_heartbeat.contains(h)),
+                    });
+                }
+                ClaimAction::Release { record } => {
+                    // Stop answering before the record names anyone else.
+                    plan.withdraw_first.push(ip);
+                    if let Some(c) = claim {
+                        plan.writes.push(ClaimWrite {
+                            ip,
+                            expected: Some(c.clone()),
+                            record,
+                            confirm_dead: None,
+                        });
+                    }
+                }
+                ClaimAction::WaitForHolder | ClaimAction::Idle => {}
+            }
+        }
+        self.waiting
+            .retain(|ip, _| election.owners.contains_key(ip));
+        // After fencing our view of the claims may be stale: re-assert them before answering.
+        if may && self.needs_confirm && !plan.announce.is_empty() {
+            plan.confirm = true;
+        } else if may {
+            self.needs_confirm = false;
+        }
+        if !may || !self.claim_backoff.allows(now) {
+            plan.writes.clear();
+        }
+        plan.owners = election.owners;
+        plan
+    }
+
+    /// Applies the outcomes of the confirmations (in the order tried; the shell stops at
+    /// the first failure) to the IPs to announce: only re-asserted claims stay; a failure
+    /// withdraws everything and backs claim traffic off.
+    pub fn confirmed(
+        &mut self,
+        announce: &mut BTreeMap<IpAddr, Ownership>,
+        outcomes: &[(IpAddr, Confirmed)],
+        now: Instant,
+    ) {
+        let mut retry = false;
+        for (ip, o) in outcomes {
+            match o {
+                Confirmed::Held(_) => {}
+                Confirmed::Retry => {
+                    announce.remove(ip);
+                    retry = true;
+                }
+                Confirmed::Changed(_) => {
+                    announce.remove(ip);
+                }
+                Confirmed::Failed => {
+                    self.claim_backoff.failed(now);
+                    announce.clear();
+                    return;
+                }
+            }
+        }
+        self.needs_confirm = retry;
+    }
+
+    /// The claim writes to perform now: `planned` unless a failure since planning (a
+    /// confirmation) made claim traffic back off.
+    pub fn writes_due(&self, planned: Vec<ClaimWrite>, now: Instant) -> Vec<ClaimWrite> {
+        if self.claim_backoff.allows(now) {
+            planned
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A fresh read before a takeover failed: claim traffic backs off (nothing written).
+    pub fn lease_read_failed(&mut self, now: Instant) {
+        self.claim_backoff.failed(now);
+    }
+
+    /// Applies the outcomes of the claim writes: returns the IPs this node won and must
+    /// announce now (with their ownership from `owners`); any failure backs claim traffic
+    /// off, a pass without failures ends the backoff.
+    pub fn claims_written(
+        &mut self,
+        owners: &BTreeMap<IpAddr, Ownership>,
+        outcomes: &[(ClaimWrite, Written)],
+        now: Instant,
+    ) -> BTreeMap<IpAddr, Ownership> {
+        let mut won = BTreeMap::new();
+        let mut failed = false;
+        for (w, o) in outcomes {
+            match (o, &w.record) {
+                (Written::Won(_), Some(rec)) if rec.holder == self.me => {
+                    if let Some(own) = owners.get(&w.ip) {
+                        won.insert(w.ip, own.clone());
+                    }
+                }
+                (Written::Failed, _) => failed = true,
+                _ => {}
+            }
+        }
+        if failed {
+            self.claim_backoff.failed(now);
+        } else {
+            self.claim_backoff.ok();
+        }
+        won
+    }
+
+    /// The Events announcing `ip` as `a` causes (`missing`: requested interfaces that do
+    /// not exist here), each only when it differs from the last one said.
+    pub fn announce_events(
+        &mut self,
+        ip: IpAddr,
+        a: &Announced,
+        missing: &[String],
+    ) -> Vec<Pending> {
+        let ifs: Vec<String> = match &a.interfaces {
+            Interfaces::All => Vec::new(),
+            Interfaces::Named(n) => n.iter().cloned().collect(),
+        };
+        let mut pending = Vec::new();
+        for s in &a.services {
+            let Some(key) = ServiceKey::parse(s) else {
+                continue;
+            };
+            let msg = events::node_assigned_message(&self.me, &ifs);
+            pending.extend(self.events.note(&key, false, events::NODE_ASSIGNED, msg));
+            if missing.is_empty() {
+                self.events.clear(&key, events::ANNOUNCE_FAILED);
+            } else {
+                let msg = events::announce_failed_message(&ip.to_string(), &self.me, missing);
+                pending.extend(self.events.note(&key, true, events::ANNOUNCE_FAILED, msg));
+            }
+        }
+        pending
+    }
+
+    /// The Warning for another MAC answering for an IP announced as `a` (once per message).
+    pub fn duplicate_events(&mut self, a: &Announced, message: &str) -> Vec<Pending> {
+        let mut pending = Vec::new();
+        for s in &a.services {
+            if let Some(key) = ServiceKey::parse(s) {
+                pending.extend(self.events.note(
+                    &key,
+                    true,
+                    events::DUPLICATE_RESPONDER,
+                    message.to_string(),
+                ));
+            }
+        }
+        pending
+    }
+
+    /// Forgets what was said about Services no longer announced (said again if they return).
+    pub fn forget_events(&mut self, announced: &BTreeMap<IpAddr, Announced>) {
+        self.events.retain(&|s| {
+            announced
+                .values()
+                .any(|a| a.services.contains(&s.to_string()))
+        });
+    }
+
+    /// The ServiceL2Status writes due at `now`, making the objects match what this node
+    /// announces: none already done and not yet in the store, none for an object whose
+    /// own backoff runs.
+    pub fn status_writes(
+        &mut self,
+        announced: &BTreeMap<IpAddr, Announced>,
+        existing: &[Existing],
+        alive: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) -> Vec<StatusWrite> {
+        let desired = desired_statuses(&self.me, announced);
+        let names: BTreeSet<&str> = existing.iter().map(|e| e.name.as_str()).collect();
+        let memo = &mut self.status_memo;
+        memo.deleted.retain(|n| names.contains(n.as_str()));
+        memo.updated.retain(|n, _| names.contains(n.as_str()));
+        let mine: BTreeSet<&ServiceKey> = existing
+            .iter()
+            .filter(|e| e.node == self.me)
+            .filter_map(|e| e.service.as_ref())
+            .collect();
+        memo.created
+            .retain(|k, t| !mine.contains(k) && now.saturating_duration_since(*t) < CREATED_MEMO);
+        let planned = status::plan(&self.me, &desired, existing, alive);
+        let targets: BTreeSet<StatusTarget> = planned.iter().map(StatusTarget::of).collect();
+        self.status_backoff.retain(|t, _| targets.contains(t));
+        planned
+            .into_iter()
+            .filter(|w| match w {
+                StatusWrite::Create { service, .. } => !memo.created.contains_key(service),
+                StatusWrite::Update { name, status } => memo.updated.get(name) != Some(status),
+                StatusWrite::Delete { name, .. } => !memo.deleted.contains(name),
+            })
+            .filter(|w| {
+                self.status_backoff
+                    .get(&StatusTarget::of(w))
+                    .is_none_or(|b| b.allows(now))
+            })
+            .collect()
+    }
+
+    /// Records the outcome of one ServiceL2Status write: a success is remembered until the
+    /// store shows it, a failure backs that object (only) off.
+    pub fn status_written(&mut self, w: StatusWrite, ok: bool, now: Instant) {
+        let target = StatusTarget::of(&w);
+        if !ok {
+            self.status_backoff.entry(target).or_default().failed(now);
+            return;
+        }
+        self.status_backoff.remove(&target);
+        match w {
+            StatusWrite::Create { service, .. } => {
+                self.status_memo.created.insert(service, now);
+            }
+            StatusWrite::Update { name, status } => {
+                self.status_memo.updated.insert(name, status);
+            }
+            StatusWrite::Delete { name, .. } => {
+                self.status_memo.deleted.insert(name);
+            }
+        }
+    }
+
+    /// When the next pass is due even if nothing changes: a live peer's Lease expiring,
+    /// the fencing deadline, a hand-over timeout, the end of the start-up window, the end
+    /// of a backoff (claims, or any one ServiceL2Status object).
+    pub fn next_wakeup(&self, now: Instant, timers: Timers) -> Option<Instant> {
+        let handover = self
+            .waiting
+            .values()
+            .map(|t| *t + self.clock.handover_timeout())
+            .min();
+        let status = self
+            .status_backoff
+            .values()
+            .filter_map(Backoff::until)
+            .min();
+        [
+            timers.peer_expiry,
+            timers.fence,
+            handover,
+            timers.startup,
+            self.claim_backoff.until(),
+            status,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
+    }
+}
+
+/// The holder of every held claim (the election's `current` owners).
+pub fn holders(claims: &BTreeMap<IpAddr, Claim>) -> BTreeMap<IpAddr, String> {
+    claims
+        .iter()
+        .filter(|(_, c)| !c.holder.is_empty())
+        .map(|(ip, c)| (*ip, c.holder.clone()))
+        .collect()
+}
+
+/// Graceful stop: every claim `me` holds, with the record handing it to the node the
+/// election picks without `me` (empty holder: released), so successors start at once.
+/// `s.nodes` must show `me` dead.
+pub fn handovers(
+    me: &str,
+    options: &ElectionOptions,
+    s: &Snapshot,
+) -> Vec<(IpAddr, Claim, OwnerRecord)> {
+    let election = elect_all(s.config, s.views, s.nodes, &holders(s.claims), options);
+    s.claims
+        .iter()
+        .filter(|(_, c)| c.holder == me)
+        .map(|(ip, c)| {
+            let to = election.owners.get(ip).map(|o| o.node.clone());
+            let rec = OwnerRecord {
+                holder: to.unwrap_or_default(),
+                epoch: c.record().epoch + 1,
+            };
+            (*ip, c.clone(), rec)
+        })
+        .collect()
+}
+
+/// The election's view of the Services of class `lb_class` (None: no class), each with its
+/// EndpointSlices. Services whose view cannot be built are left out.
+pub fn service_views(
+    config: &Config,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    lb_class: Option<&str>,
+) -> Vec<ServiceView> {
+    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in slices {
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL).cloned() {
+            by_service.entry((ns, svc)).or_default().push(s);
+        }
+    }
+    services
+        .iter()
+        .filter(|s| {
+            let class = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.load_balancer_class.as_deref());
+            class == lb_class
+        })
+        .filter_map(|s| {
+            let key = (
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.name_any(),
+            );
+            let sl = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            service_view(s, sl.iter().copied(), config).ok()
+        })
+        .collect()
+}
+
+/// The election's view of the nodes: this node's speaker is alive when it `may` announce,
+/// a peer's when `live` says so.
+pub fn node_infos(nodes: &[Arc<Node>], me: &str, may: bool, live: &Live) -> Vec<NodeInfo> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.as_deref()?;
+            let alive = if name == me {
+                may
+            } else {
+                live.alive.contains(name)
+            };
+            NodeInfo::from_node(n, alive)
+        })
+        .collect()
+}
+
+/// The announce / withdraw calls that turn `announced` into `target`: IPs to withdraw,
+/// then the IPs whose announcement changes (new, other interfaces, other Services).
+pub fn dataplane_changes(
+    announced: &BTreeMap<IpAddr, Announced>,
+    target: &BTreeMap<IpAddr, Announced>,
+) -> (Vec<IpAddr>, Vec<Change>) {
+    let gone = announced
+        .keys()
+        .filter(|ip| !target.contains_key(ip))
+        .copied()
+        .collect();
+    let changes = target
+        .iter()
+        .filter(|(ip, want)| announced.get(ip) != Some(want))
+        .map(|(ip, want)| Change {
+            ip: *ip,
+            prev: announced.get(ip).cloned(),
+            want: want.clone(),
+        })
+        .collect();
+    (gone, changes)
+}
+
+/// The status this node should publish for each Service it announces: the union of the
+/// interfaces and IPs it announces the Service's IPs on.
+pub fn desired_statuses(
+    me: &str,
+    announced: &BTreeMap<IpAddr, Announced>,
+) -> BTreeMap<ServiceKey, MetalLBServiceL2Status> {
+    let mut sets: BTreeMap<ServiceKey, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for (ip, a) in announced {
+        for s in &a.services {
+            let Some(key) = ServiceKey::parse(s) else {
+                continue;
+            };
+            let e = sets.entry(key).or_default();
+            if let Interfaces::Named(n) = &a.interfaces {
+                e.0.extend(n.iter().cloned());
+            }
+            e.1.insert(ip.to_string());
+        }
+    }
+    sets.iter()
+        .map(|(k, (ifs, ips))| (k.clone(), desired_status(me, k, ifs, ips)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{IPAddressPool, IPAddressPoolSpec, L2Advertisement, L2AdvertisementSpec};
+
+    const ME: &str = "me";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn config(interfaces: &[&str]) -> Config {
+        let pool = IPAddressPool::new(
+            "pool",
+            IPAddressPoolSpec {
+                addresses: vec!["10.0.0.0/24".into()],
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        );
+        let ad = L2Advertisement::new(
+            "l2",
+            L2AdvertisementSpec {
+                interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        );
+        let (c, errors) = super::super::config_view::build_config(&[pool], &[ad]);
+        assert!(errors.is_empty(), "{errors:?}");
+        c
+    }
+
+    fn view(key: &str, ips: &[&str]) -> ServiceView {
+        ServiceView::new(key, ips.iter().map(|s| ip(s)).collect(), Some("pool"))
+    }
+
+    fn claim(holder: &str, rv: &str) -> Claim {
+        Claim {
+            holder: holder.into(),
+            resource_version: rv.into(),
+            transitions: 1,
+        }
+    }
+
+    fn rec(holder: &str, epoch: u64) -> OwnerRecord {
+        OwnerRecord {
+            holder: holder.into(),
+            epoch,
+        }
+    }
+
+    /// A world of one Service (10.0.0.1) and the given nodes; `alive` peers are alive.
+    struct World {
+        config: Config,
+        views: Vec<ServiceView>,
+        nodes: Vec<NodeInfo>,
+        claims: BTreeMap<IpAddr, Claim>,
+        live: Live,
+    }
+
+    impl World {
+        fn new(nodes: &[&str], alive: &[&str]) -> Self {
+            let live = Live {
+                may: true,
+                alive: alive.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            };
+            World {
+                config: config(&[]),
+                views: vec![view("default/web", &["10.0.0.1"])],
+                nodes: nodes
+                    .iter()
+                    .map(|n| {
+                        let mut i = NodeInfo::new(*n);
+                        i.speaker_alive = *n == ME || live.alive.contains(*n);
+                        i
+                    })
+                    .collect(),
+                claims: BTreeMap::new(),
+                live,
+            }
+        }
+
+        fn claimed(mut self, ipv: &str, c: Claim) -> Self {
+            self.claims.insert(ip(ipv), c);
+            self
+        }
+
+        fn snapshot(&self, now: Instant) -> Snapshot<'_> {
+            Snapshot {
+                config: &self.config,
+                views: &self.views,
+                nodes: &self.nodes,
+                claims: &self.claims,
+                live: &self.live,
+                now,
+            }
+        }
+    }
+
+    fn planner() -> Planner {
+        Planner::new(ME, ElectionOptions::default(), LeaseClock::default())
+    }
+
+    fn announced(ifs: Interfaces, services: &[&str]) -> Announced {
+        Announced {
+            interfaces: ifs,
+            services: services.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn new_ip_is_claimed_then_announced_once_the_claim_is_won() {
+        let w = World::new(&[ME], &[]);
+        let mut p = planner();
+        let t0 = Instant::now();
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(!plan.fenced && !plan.confirm);
+        assert!(plan.announce.is_empty(), "not before the claim is ours");
+        assert_eq!(
+            plan.writes,
+            vec![ClaimWrite {
+                ip: ip("10.0.0.1"),
+                expected: None,
+                record: Some(rec(ME, 1)),
+                confirm_dead: None,
+            }]
+        );
+        let out = vec![(plan.writes[0].clone(), Written::Won(claim(ME, "1")))];
+        let won = p.claims_written(&plan.owners, &out, t0);
+        assert_eq!(
+            won.keys().copied().collect::<Vec<_>>(),
+            vec![ip("10.0.0.1")]
+        );
+        assert!(won[&ip("10.0.0.1")].services.contains("default/web"));
+        // the next pass reads the claim: announce, nothing to write
+        let w = w.claimed("10.0.0.1", claim(ME, "1"));
+        let plan = p.plan_claims(&w.snapshot(t0 + ms(5)));
+        assert!(plan.writes.is_empty());
+        assert!(plan.announce.contains_key(&ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn takeover_from_a_dead_peer_reads_its_lease_first_unless_judged_by_heartbeats() {
+        let w = World::new(&[ME, "b"], &[]).claimed("10.0.0.1", claim("b", "7"));
+        let mut p = planner();
+        let t0 = Instant::now();
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert_eq!(plan.writes.len(), 1);
+        let wr = &plan.writes[0];
+        assert_eq!(wr.expected, Some(claim("b", "7")));
+        assert_eq!(wr.record, Some(rec(ME, 2)));
+        assert_eq!(wr.confirm_dead.as_deref(), Some("b"));
+        // judged dead by its heartbeats' silence: no Lease read
+        let mut w = w;
+        w.live.by_heartbeat.insert("b".into());
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert_eq!(plan.writes[0].confirm_dead, None);
+        // the fresh read shows it renewed: nothing announced, no backoff
+        let out = vec![(plan.writes[0].clone(), Written::HolderAlive)];
+        assert!(p.claims_written(&plan.owners, &out, t0).is_empty());
+        assert!(p.plan_claims(&w.snapshot(t0)).writes.len() == 1);
+    }
+
+    #[test]
+    fn sticky_owner_keeps_its_ip_and_the_others_stay_quiet() {
+        // b holds the claim and is alive: whatever the ranking, it keeps the IP
+        let w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim("b", "3"));
+        let mut p = planner();
+        let plan = p.plan_claims(&w.snapshot(Instant::now()));
+        assert_eq!(plan.owners[&ip("10.0.0.1")].node, "b");
+        assert!(plan.announce.is_empty() && plan.writes.is_empty());
+        // and when we hold it, we keep it with b alive and eligible
+        let w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim(ME, "3"));
+        let plan = p.plan_claims(&w.snapshot(Instant::now()));
+        assert_eq!(plan.owners[&ip("10.0.0.1")].node, ME);
+        assert!(plan.announce.contains_key(&ip("10.0.0.1")));
+        assert!(plan.writes.is_empty());
+    }
+
+    #[test]
+    fn loss_of_permission_withdraws_and_held_claims_are_confirmed_after() {
+        let mut w = World::new(&[ME], &[]).claimed("10.0.0.1", claim(ME, "3"));
+        let mut p = planner();
+        let t0 = Instant::now();
+        w.live.may = false;
+        w.nodes[0].speaker_alive = false;
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(plan.fenced);
+        assert!(plan.announce.is_empty() && plan.writes.is_empty() && !plan.confirm);
+        // permission back: announce only after re-asserting the claim
+        w.live.may = true;
+        w.nodes[0].speaker_alive = true;
+        let plan = p.plan_claims(&w.snapshot(t0 + ms(10)));
+        assert!(!plan.fenced && plan.confirm);
+        let mut announce = plan.announce.clone();
+        p.confirmed(
+            &mut announce,
+            &[(ip("10.0.0.1"), Confirmed::Held(claim(ME, "4")))],
+            t0,
+        );
+        assert!(announce.contains_key(&ip("10.0.0.1")));
+        let plan = p.plan_claims(&w.snapshot(t0 + ms(20)));
+        assert!(!plan.confirm, "confirmed once is enough");
+    }
+
+    #[test]
+    fn confirmation_outcomes() {
+        let w = World::new(&[ME], &[]).claimed("10.0.0.1", claim(ME, "3"));
+        let mut p = planner();
+        let t0 = Instant::now();
+        p.needs_confirm = true;
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(plan.confirm);
+        // changed while fenced: not announced, no further confirmation
+        let mut a = plan.announce.clone();
+        p.confirmed(&mut a, &[(ip("10.0.0.1"), Confirmed::Changed(None))], t0);
+        assert!(a.is_empty() && !p.needs_confirm);
+        // a lost race whose re-read names us again: retry next pass
+        p.needs_confirm = true;
+        let mut a = plan.announce.clone();
+        p.confirmed(&mut a, &[(ip("10.0.0.1"), Confirmed::Retry)], t0);
+        assert!(a.is_empty() && p.needs_confirm);
+        // the API fails: withdraw everything, claim traffic backs off
+        let mut a = plan.announce.clone();
+        p.confirmed(&mut a, &[(ip("10.0.0.1"), Confirmed::Failed)], t0);
+        assert!(a.is_empty() && p.needs_confirm);
+        let w2 = World::new(&[ME], &[]);
+        let planned = planner().plan_claims(&w2.snapshot(t0)).writes;
+        assert_eq!(planned.len(), 1);
+        assert!(p.writes_due(planned.clone(), t0).is_empty());
+        assert_eq!(p.writes_due(planned, t0 + ms(100)).len(), 1);
+        assert!(p.plan_claims(&w2.snapshot(t0 + ms(50))).writes.is_empty());
+        assert_eq!(p.plan_claims(&w2.snapshot(t0 + ms(100))).writes.len(), 1);
+    }
+
+    #[test]
+    fn holder_not_desired_withdraws_first_then_hands_over() {
+        // we hold the IP but are no longer eligible (NetworkUnavailable): b is desired
+        let mut w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim(ME, "4"));
+        w.nodes[0].network_unavailable = true;
+        let mut p = planner();
+        let plan = p.plan_claims(&w.snapshot(Instant::now()));
+        assert_eq!(plan.withdraw_first, vec![ip("10.0.0.1")]);
+        assert!(plan.announce.is_empty());
+        assert_eq!(
+            plan.writes,
+            vec![ClaimWrite {
+                ip: ip("10.0.0.1"),
+                expected: Some(claim(ME, "4")),
+                record: Some(rec("b", 2)),
+                confirm_dead: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn live_holder_that_does_not_hand_over_is_overruled_after_the_timeout() {
+        // b holds and is alive but ineligible: we are desired and wait for it to hand over
+        let mut w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim("b", "4"));
+        w.nodes[1].network_unavailable = true;
+        let mut p = planner();
+        let t0 = Instant::now();
+        let timeout = LeaseClock::default().handover_timeout();
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(plan.writes.is_empty() && plan.announce.is_empty());
+        assert_eq!(p.next_wakeup(t0, Timers::default()), Some(t0 + timeout));
+        let plan = p.plan_claims(&w.snapshot(t0 + timeout - ms(1)));
+        assert!(plan.writes.is_empty());
+        let plan = p.plan_claims(&w.snapshot(t0 + timeout));
+        assert_eq!(
+            plan.writes,
+            vec![ClaimWrite {
+                ip: ip("10.0.0.1"),
+                expected: Some(claim("b", "4")),
+                record: Some(rec(ME, 2)),
+                // alive: no Lease read would show it dead
+                confirm_dead: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn claim_conflict_is_not_announced_and_does_not_back_off() {
+        let w = World::new(&[ME], &[]);
+        let mut p = planner();
+        let t0 = Instant::now();
+        let plan = p.plan_claims(&w.snapshot(t0));
+        let out = vec![(plan.writes[0].clone(), Written::Lost)];
+        assert!(p.claims_written(&plan.owners, &out, t0).is_empty());
+        assert_eq!(p.next_wakeup(t0, Timers::default()), None);
+        assert_eq!(p.plan_claims(&w.snapshot(t0)).writes.len(), 1);
+    }
+
+    #[test]
+    fn orphan_claims_of_dead_holders_are_deleted() {
+        let w = World::new(&[ME], &[])
+            .claimed("10.0.0.9", claim("gone", "2"))
+            .claimed("10.0.0.8", claim("b", "2"));
+        let mut w = w;
+        w.live.alive.insert("b".into());
+        let mut p = planner();
+        let plan = p.plan_claims(&w.snapshot(Instant::now()));
+        let deletes: Vec<_> = plan.writes.iter().filter(|w| w.record.is_none()).collect();
+        assert_eq!(deletes.len(), 1, "{:?}", plan.writes);
+        assert_eq!(deletes[0].ip, ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn failed_claim_write_backs_off_claims_only() {
+        let w = World::new(&[ME], &[]);
+        let mut p = planner();
+        let t0 = Instant::now();
+        let plan = p.plan_claims(&w.snapshot(t0));
+        let out = vec![(plan.writes[0].clone(), Written::Failed)];
+        assert!(p.claims_written(&plan.owners, &out, t0).is_empty());
+        assert!(p.plan_claims(&w.snapshot(t0 + ms(50))).writes.is_empty());
+        assert_eq!(p.next_wakeup(t0, Timers::default()), Some(t0 + ms(100)));
+        assert_eq!(p.plan_claims(&w.snapshot(t0 + ms(100))).writes.len(), 1);
+        // status writes are not held back by it
+        let ann = BTreeMap::from([(ip("10.0.0.1"), announced(Interfaces::All, &["default/web"]))]);
+        assert_eq!(p.status_writes(&ann, &[], &|_| true, t0 + ms(50)).len(), 1);
+    }
+
+    #[test]
+    fn failed_status_write_backs_off_that_object_alone_and_never_claims() {
+        let w = World::new(&[ME], &[]);
+        let mut p = planner();
+        let t0 = Instant::now();
+        let ann = BTreeMap::from([
+            (ip("10.0.0.1"), announced(Interfaces::All, &["default/a"])),
+            (ip("10.0.0.2"), announced(Interfaces::All, &["default/b"])),
+        ]);
+        let writes = p.status_writes(&ann, &[], &|_| true, t0);
+        assert_eq!(writes.len(), 2);
+        // a's write fails, b's succeeds
+        for wr in writes {
+            let is_a = matches!(&wr, StatusWrite::Create { service, .. } if service.name == "a");
+            p.status_written(wr, !is_a, t0);
+        }
+        // claims are not held back by a status failure
+        assert_eq!(p.plan_claims(&w.snapshot(t0)).writes.len(), 1);
+        // a waits for its backoff, b is not written again (done, store not caught up)
+        assert!(p
+            .status_writes(&ann, &[], &|_| true, t0 + ms(50))
+            .is_empty());
+        assert_eq!(p.next_wakeup(t0, Timers::default()), Some(t0 + ms(100)));
+        let again = p.status_writes(&ann, &[], &|_| true, t0 + ms(100));
+        assert_eq!(again.len(), 1);
+        assert!(matches!(&again[0], StatusWrite::Create { service, .. } if service.name == "a"));
+        // failing again doubles a's wait; a success ends it
+        p.status_written(again[0].clone(), false, t0 + ms(100));
+        assert!(p
+            .status_writes(&ann, &[], &|_| true, t0 + ms(299))
+            .is_empty());
+        let third = p.status_writes(&ann, &[], &|_| true, t0 + ms(300));
+        assert_eq!(third.len(), 1);
+        p.status_written(third[0].clone(), true, t0 + ms(300));
+        assert_eq!(p.next_wakeup(t0 + ms(300), Timers::default()), None);
+    }
+
+    #[test]
+    fn status_written_only_on_change() {
+        let mut p = planner();
+        let t0 = Instant::now();
+        let ann = BTreeMap::from([(ip("10.0.0.1"), announced(Interfaces::All, &["default/a"]))]);
+        let w = p.status_writes(&ann, &[], &|_| true, t0);
+        assert_eq!(w.len(), 1);
+        let StatusWrite::Create { status, .. } = w[0].clone() else {
+            panic!("{w:?}")
+        };
+        p.status_written(w[0].clone(), true, t0);
+        // the store shows the object with that status: nothing to write, pass after pass
+        let existing = vec![Existing {
+            name: "l2-1".into(),
+            resource_version: "1".into(),
+            node: ME.into(),
+            service: ServiceKey::parse("default/a"),
+            status: status.clone(),
+        }];
+        for i in 0..3 {
+            assert!(p
+                .status_writes(&ann, &existing, &|_| true, t0 + ms(i))
+                .is_empty());
+        }
+        // the interfaces change: one update, not repeated before the store shows it
+        let ann2 = BTreeMap::from([(
+            ip("10.0.0.1"),
+            announced(
+                Interfaces::Named(["eth0".to_string()].into()),
+                &["default/a"],
+            ),
+        )]);
+        let w = p.status_writes(&ann2, &existing, &|_| true, t0);
+        assert_eq!(w.len(), 1);
+        assert!(matches!(&w[0], StatusWrite::Update { name, .. } if name == "l2-1"));
+        p.status_written(w[0].clone(), true, t0);
+        assert!(p.status_writes(&ann2, &existing, &|_| true, t0).is_empty());
+        // not announced any more: delete it
+        let w = p.status_writes(&BTreeMap::new(), &existing, &|_| true, t0);
+        assert!(matches!(&w[..], [StatusWrite::Delete { name, .. }] if name == "l2-1"));
+    }
+
+    #[test]
+    fn events_only_on_change() {
+        let mut p = planner();
+        let a = announced(
+            Interfaces::Named(["eth9".to_string()].into()),
+            &["default/a"],
+        );
+        let first = p.announce_events(ip("10.0.0.1"), &a, &["eth9".into()]);
+        let reasons: Vec<&str> = first.iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![events::NODE_ASSIGNED, events::ANNOUNCE_FAILED]
+        );
+        assert!(p
+            .announce_events(ip("10.0.0.1"), &a, &["eth9".into()])
+            .is_empty());
+        // the interface appears: nothing new to say; it vanishes again: said again
+        assert!(p.announce_events(ip("10.0.0.1"), &a, &[]).is_empty());
+        let again = p.announce_events(ip("10.0.0.1"), &a, &["eth9".into()]);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].reason, events::ANNOUNCE_FAILED);
+        // duplicate responders: once per message
+        assert_eq!(p.duplicate_events(&a, "mac x").len(), 1);
+        assert!(p.duplicate_events(&a, "mac x").is_empty());
+        // a Service no longer announced is forgotten: said again when it returns
+        p.forget_events(&BTreeMap::new());
+        assert_eq!(p.announce_events(ip("10.0.0.1"), &a, &[]).len(), 1);
+    }
+
+    #[test]
+    fn dataplane_changes_are_minimal() {
+        let all = announced(Interfaces::All, &["default/a"]);
+        let eth0 = announced(
+            Interfaces::Named(["eth0".to_string()].into()),
+            &["default/a"],
+        );
+        let shared = announced(Interfaces::All, &["default/a", "default/b"]);
+        let now = BTreeMap::from([
+            (ip("10.0.0.1"), all.clone()),
+            (ip("10.0.0.2"), all.clone()),
+            (ip("10.0.0.3"), all.clone()),
+            (ip("10.0.0.4"), shared.clone()),
+        ]);
+        let target = BTreeMap::from([
+            (ip("10.0.0.1"), all.clone()),
+            (ip("10.0.0.2"), eth0.clone()),
+            (ip("10.0.0.4"), all.clone()),
+            (ip("10.0.0.5"), all.clone()),
+        ]);
+        let (gone, changes) = dataplane_changes(&now, &target);
+        assert_eq!(gone, vec![ip("10.0.0.3")]);
+        let by_ip: BTreeMap<IpAddr, &Change> = changes.iter().map(|c| (c.ip, c)).collect();
+        assert_eq!(by_ip.len(), 3);
+        assert!(by_ip[&ip("10.0.0.2")].calls_dataplane() && !by_ip[&ip("10.0.0.2")].fresh());
+        assert!(!by_ip[&ip("10.0.0.4")].calls_dataplane());
+        assert_eq!(by_ip[&ip("10.0.0.4")].dropped_services(), vec!["default/b"]);
+        assert!(by_ip[&ip("10.0.0.5")].fresh() && by_ip[&ip("10.0.0.5")].calls_dataplane());
+        assert_eq!(dataplane_changes(&target, &target), (vec![], vec![]));
+    }
+
+    #[test]
+    fn next_wakeup_is_the_earliest_future_timer() {
+        let p = planner();
+        let t0 = Instant::now();
+        let timers = Timers {
+            peer_expiry: Some(t0 + ms(700)),
+            fence: Some(t0 + ms(300)),
+            startup: Some(t0 - ms(1)),
+        };
+        assert_eq!(p.next_wakeup(t0, timers), Some(t0 + ms(300)));
+        assert_eq!(p.next_wakeup(t0, Timers::default()), None);
+    }
+
+    #[test]
+    fn graceful_handover_names_the_successor() {
+        let mut w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim(ME, "4"));
+        w.nodes[0].speaker_alive = false;
+        let h = handovers(ME, &ElectionOptions::default(), &w.snapshot(Instant::now()));
+        assert_eq!(h, vec![(ip("10.0.0.1"), claim(ME, "4"), rec("b", 2))]);
+        // alone: released (empty holder)
+        let mut w = World::new(&[ME], &[]).claimed("10.0.0.1", claim(ME, "4"));
+        w.nodes[0].speaker_alive = false;
+        let h = handovers(ME, &ElectionOptions::default(), &w.snapshot(Instant::now()));
+        assert_eq!(h[0].2, rec("", 2));
+    }
+
+    #[test]
+    fn desired_status_unions_interfaces_and_ips() {
+        let ann = BTreeMap::from([
+            (
+                ip("10.0.0.1"),
+                announced(Interfaces::Named(["eth0".to_string()].into()), &["ns/a"]),
+            ),
+            (
+                ip("fd00::1"),
+                announced(Interfaces::Named(["eth1".to_string()].into()), &["ns/a"]),
+            ),
+        ]);
+        let d = desired_statuses(ME, &ann);
+        let st = &d[&ServiceKey::new("ns", "a")];
+        assert_eq!(st.ips, vec!["10.0.0.1".to_string(), "fd00::1".to_string()]);
+        let ifs: Vec<&str> = st.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(ifs, vec!["eth0", "eth1"]);
+    }
+}
