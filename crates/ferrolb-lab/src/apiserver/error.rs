@@ -2,6 +2,8 @@
 
 use serde_json::{json, Value};
 
+use super::validation::FieldError;
+
 /// An API error, rendered as a `meta/v1 Status`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code} {reason}: {message}")]
@@ -14,6 +16,21 @@ pub struct ApiError {
     pub message: String,
     /// `details.name` / `details.kind` when the error concerns one object.
     pub details: Option<(String, String, String)>,
+    /// `details.causes`: one entry per invalid field.
+    pub causes: Vec<Cause>,
+    /// `Retry-After` header and `details.retryAfterSeconds` (429, some 500s).
+    pub retry_after: Option<u32>,
+}
+
+/// One entry of `details.causes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// `FieldValueInvalid`, `FieldValueRequired`, …
+    pub reason: String,
+    /// The field error without its field: `Invalid value: 0: …`.
+    pub message: String,
+    /// Field path, e.g. `spec.addresses[0]`.
+    pub field: String,
 }
 
 impl ApiError {
@@ -23,6 +40,8 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            causes: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -83,6 +102,32 @@ impl ApiError {
         Self::new(422, "Invalid", message).with_details(group, plural, name)
     }
 
+    /// 422 Invalid listing field errors, as kube-apiserver's `NewInvalid`: the message is
+    /// `Kind.group "name" is invalid: <errors>` and every error is a cause.
+    pub fn invalid_fields(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let message = match list.as_slice() {
+            [] => format!("{qualified} \"{name}\" is invalid"),
+            [one] => format!("{qualified} \"{name}\" is invalid: {one}"),
+            many => format!("{qualified} \"{name}\" is invalid: [{}]", many.join(", ")),
+        };
+        let mut e = Self::new(422, "Invalid", message).with_details(group, kind, name);
+        e.causes = errs
+            .iter()
+            .map(|f| Cause {
+                reason: f.kind.reason().to_string(),
+                message: f.body(),
+                field: f.field.clone(),
+            })
+            .collect();
+        e
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
@@ -124,6 +169,16 @@ impl ApiError {
         });
         if let Some((group, kind, name)) = &self.details {
             v["details"] = json!({"name": name, "group": group, "kind": kind});
+        }
+        if !self.causes.is_empty() {
+            v["details"]["causes"] = self
+                .causes
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect();
+        }
+        if let Some(s) = self.retry_after {
+            v["details"]["retryAfterSeconds"] = json!(s);
         }
         v
     }

@@ -24,6 +24,7 @@ use super::resources::{
 };
 use super::store::{Filter, Store, Sub, WriteOptions};
 use super::table::{table, wants_table};
+use super::validation::FieldValidation;
 use super::watch::{self as watchmod, as_version, WatchRequest};
 
 /// Default watch timeout when the client sends no `timeoutSeconds`.
@@ -64,7 +65,12 @@ fn json_response(code: u16, v: &Value) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.status())
+    let mut resp = json_response(e.code, &e.status());
+    if let Some(s) = e.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+    }
+    resp
 }
 
 /// The parsed resource part of a path.
@@ -279,7 +285,23 @@ fn write_options(q: &Query) -> WriteOptions {
         field_manager: q.get("fieldManager").filter(|s| !s.is_empty()).cloned(),
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         force: flag(q, "force"),
+        field_validation: q
+            .get("fieldValidation")
+            .and_then(|v| FieldValidation::parse(v))
+            .unwrap_or_default(),
+        warnings: Default::default(),
     }
+}
+
+/// Adds one `Warning: 299 - "…"` header per warning.
+fn with_warnings(mut resp: Response, warnings: Vec<String>) -> Response {
+    for w in warnings {
+        let v = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+        if let Ok(v) = header::HeaderValue::from_str(&v) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -342,7 +364,8 @@ fn resource(
         // Only JSON (and YAML) bodies are understood; clients fall back to JSON on 415.
         return Err(ApiError::unsupported_media_type(ct));
     }
-    match (method.clone(), &t.name) {
+    let opts = write_options(q);
+    let resp = match (method.clone(), &t.name) {
         (Method::GET, Some(name)) => {
             let obj = store.get(def, ns, name)?;
             if as_table {
@@ -360,19 +383,16 @@ fn resource(
                 ));
             }
             let obj = parse_body(&body)?;
-            Ok(out(201, &store.create(def, ns, obj, &write_options(q))?))
+            Ok(out(201, &store.create(def, ns, obj, &opts)?))
         }
         (Method::PUT, Some(name)) => {
             let obj = parse_body(&body)?;
-            Ok(out(
-                200,
-                &store.update(def, ns, name, obj, sub, &write_options(q))?,
-            ))
+            Ok(out(200, &store.update(def, ns, name, obj, sub, &opts)?))
         }
         (Method::PATCH, Some(name)) => {
             let kind = PatchKind::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
-            let (obj, created) = store.patch(def, ns, name, kind, &body, sub, &write_options(q))?;
+            let (obj, created) = store.patch(def, ns, name, kind, &body, sub, &opts)?;
             Ok(out(if created { 201 } else { 200 }, &obj))
         }
         (Method::DELETE, Some(name)) => {
@@ -408,7 +428,8 @@ fn resource(
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource: {method}"
         ))),
-    }
+    };
+    resp.map(|r| with_warnings(r, opts.warnings.take()))
 }
 
 fn parse_rv_param(q: &Query) -> Result<Option<u64>, ApiError> {

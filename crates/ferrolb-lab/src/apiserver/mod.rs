@@ -34,6 +34,7 @@ pub mod query;
 pub mod resources;
 pub mod store;
 pub mod table;
+pub mod validation;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -272,6 +272,8 @@ pub fn apply(doc: &mut Value, patch: &ParsedPatch) -> Result<(), ApiError> {
             reason: "Invalid",
             message: format!("the JSON patch could not be applied: {e}"),
             details: None,
+            causes: Vec::new(),
+            retry_after: None,
         }),
     }
 }

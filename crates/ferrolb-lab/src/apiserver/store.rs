@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::patch::{self, ParsedPatch, PatchKind};
 use super::query::{labels_of, FieldSelector};
 use super::resources::{crd_defs, Registry, ResourceDef, StatusMode};
+use super::validation::{FieldValidation, Schemas};
 use ferrolb_core::selector::Selector;
 
 /// Storage key of CustomResourceDefinitions.
@@ -76,6 +77,26 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `?force=true` for server-side apply (accepted; there are no ownership conflicts here).
     pub force: bool,
+    /// `?fieldValidation=`: what unknown fields of a custom resource cause.
+    pub field_validation: FieldValidation,
+    /// Warnings for the `Warning` response header (unknown fields dropped).
+    pub warnings: Warnings,
+}
+
+/// Warnings collected while a write is processed.
+#[derive(Clone, Debug, Default)]
+pub struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Adds one.
+    pub fn push(&self, w: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+    }
+
+    /// All collected so far.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A list filter: namespace (None = all), label and field selectors.
@@ -124,6 +145,7 @@ pub struct StoredObject {
 struct Inner {
     rv: u64,
     registry: Registry,
+    schemas: Schemas,
     objects: HashMap<String, BTreeMap<Key, Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
     history_limit: usize,
@@ -220,6 +242,7 @@ impl Store {
         let store = Self::with_inner(Inner {
             rv: 0,
             registry: Registry::builtin(),
+            schemas: Schemas::builtin(),
             objects: HashMap::new(),
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
@@ -245,6 +268,7 @@ impl Store {
     /// watches from older versions get 410 Gone (the history is not persisted).
     pub fn from_snapshot(snap: Snapshot, history_limit: usize) -> Self {
         let mut registry = Registry::builtin();
+        let mut schemas = Schemas::builtin();
         let mut rv = snap.resource_version;
         let mut objects: HashMap<String, BTreeMap<Key, Arc<Value>>> = HashMap::new();
         for so in snap.objects {
@@ -252,6 +276,7 @@ impl Store {
                 if let Err(e) = registry.register_crd(&so.object) {
                     tracing::warn!(error = %e, "ignoring malformed stored CRD");
                 }
+                schemas.register_crd(&so.object);
             }
             let ns = meta_str(&so.object, "namespace").unwrap_or("").to_string();
             let Some(name) = meta_str(&so.object, "name").map(str::to_string) else {
@@ -269,6 +294,7 @@ impl Store {
         Self::with_inner(Inner {
             rv,
             registry,
+            schemas,
             objects,
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
@@ -727,11 +753,13 @@ impl Inner {
                 existing.into_iter().flat_map(|m| m.values().map(|a| &**a)),
             );
         }
+        admit(&self.schemas, def, &name, &mut obj, None, opts)?;
         if opts.dry_run {
             return Ok(obj);
         }
         if key == CRD_KEY {
             let _ = self.registry.register_crd(&obj);
+            self.schemas.register_crd(&obj);
         }
         Ok(self.commit(&key, (ns.to_string(), name), EventKind::Added, obj, None))
     }
@@ -844,6 +872,7 @@ impl Inner {
                 existing.into_iter().flat_map(|m| m.values().map(|a| &**a)),
             );
         }
+        admit(&self.schemas, def, name, &mut out, Some(old), opts)?;
         if spec_part(&out) != spec_part(old) {
             let g = meta(old)
                 .and_then(|m| m.get("generation"))
@@ -873,6 +902,7 @@ impl Inner {
         }
         if def.storage_key() == CRD_KEY {
             let _ = self.registry.register_crd(&out);
+            self.schemas.register_crd(&out);
         }
         if meta(&out).is_some_and(|m| m.contains_key("deletionTimestamp")) && !has_finalizers(&out)
         {
@@ -936,6 +966,7 @@ impl Inner {
                 }
             }
             self.registry.unregister_crd(&old);
+            self.schemas.unregister_crd(&old);
         }
         if key == "/namespaces" {
             // Namespace deletion removes its contents (no Terminating phase here).
@@ -1002,6 +1033,54 @@ impl Inner {
         }
         self.changed = true;
         (*arc).clone()
+    }
+}
+
+/// Custom-resource admission (pruning, schema defaults, schema and CEL validation) and the
+/// CEL rules of CRD objects themselves.
+fn admit(
+    schemas: &Schemas,
+    def: &ResourceDef,
+    name: &str,
+    obj: &mut Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    if def.storage_key() == CRD_KEY {
+        let errs = Schemas::check_crd(obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid_fields(&def.group, &def.kind, name, &errs));
+        }
+    }
+    let Some(schema) = schemas.get(&def.storage_key(), &def.version) else {
+        return Ok(());
+    };
+    let a = schema.admit(obj, old);
+    if !a.pruned.is_empty() {
+        let unknown: Vec<String> = a
+            .pruned
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
+        match opts.field_validation {
+            FieldValidation::Strict => {
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    unknown.join(", "),
+                    kind = def.kind,
+                    v = def.version,
+                )))
+            }
+            FieldValidation::Warn => unknown.into_iter().for_each(|w| opts.warnings.push(w)),
+            FieldValidation::Ignore => {}
+        }
+    }
+    if a.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_fields(
+            &def.group, &def.kind, name, &a.errors,
+        ))
     }
 }
 

@@ -188,7 +188,8 @@ async fn custom_resource_crud_and_crd_registration() {
         "group": "example.com", "scope": "Namespaced",
         "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
         "versions": [{"name": "v1", "served": true, "storage": true,
-                      "subresources": {"status": {}}, "schema": {"openAPIV3Schema": {"type": "object"}}}]
+                      "subresources": {"status": {}}, "schema": {"openAPIV3Schema": {
+                          "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
     }});
     let crd = crds.create(&PostParams::default(), &crd).await.unwrap();
     assert_eq!(crd.data["status"]["conditions"][1]["type"], "Established");
@@ -919,7 +920,10 @@ async fn ferrolb_crds_and_shipped_examples_apply() {
             "/../../examples/l2advertisement.yaml"
         ),
     ] {
-        let text = std::fs::read_to_string(file).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
             let tm = obj.types.clone().unwrap();

@@ -2,3 +2,4 @@
 
 mod apiserver_api;
 mod apiserver_runtime;
+mod crd_validation;
