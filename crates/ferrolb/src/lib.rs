@@ -6,6 +6,7 @@
 //! | module | kind | what it does |
 //! |---|---|---|
 //! | [`selector`] | pure | Kubernetes label selectors, validated and matched |
+//! | [`class`] | pure | `loadBalancerClass`: which Services an installation handles |
 //! | [`crd`] | types | `metallb.io/v1beta1` CRDs: IPAddressPool, L2Advertisement, ServiceL2Status |
 //! | [`config`] | pure | pools + advertisements → validated, typed configuration (or errors) |
 //! | [`allocator`] | pure | which external IP(s) each LoadBalancer Service gets |
@@ -17,7 +18,7 @@
 //! | [`rbac`] | table | the API permissions each component needs (source of deploy/rbac.yaml) |
 //! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
 
-pub use ferrolb_core::{allocator, config, crd, election, selector, wire};
+pub use ferrolb_core::{allocator, class, config, crd, election, selector, wire};
 
 pub mod cli;
 pub mod controller;

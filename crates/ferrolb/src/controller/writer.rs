@@ -1,6 +1,8 @@
 //! The only place the controller writes to the API (shell). Every write first checks
 //! [`Leadership::is_leader`], is counted in `ferrolb_controller_api_writes_total`, and
-//! reports 409 Conflict distinctly so the caller retries with backoff.
+//! reports 409 Conflict distinctly so the caller retries with backoff. Its outcome feeds
+//! the readiness check `api writes` (see [`Writer::with_health`]): a write the API server
+//! failed starts a streak of failures, any answered write ends it.
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -10,6 +12,7 @@ use serde_json::Value;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use crate::crd::IPAddressPool;
+use crate::telemetry::Check;
 
 /// `reportingController` of the Events.
 pub const REPORTER: &str = "ferrolb-controller";
@@ -99,6 +102,8 @@ pub struct Writer {
     leadership: Leadership,
     metrics: Metrics,
     pool_namespace: String,
+    writes: Check,
+    session: Check,
 }
 
 impl Writer {
@@ -120,7 +125,33 @@ impl Writer {
             leadership,
             metrics,
             pool_namespace: pool_namespace.into(),
+            writes: Check::default(),
+            session: Check::default(),
         }
+    }
+
+    /// Reports to readiness: `writes` fails while API writes keep failing, `session` while
+    /// leadership sessions keep failing before they are up ([`Writer::session_up`]).
+    pub fn with_health(mut self, writes: Check, session: Check) -> Self {
+        self.writes = writes;
+        self.session = session;
+        self
+    }
+
+    /// A leadership session is up (its state rebuilt): ends a streak of failed sessions.
+    pub fn session_up(&self) {
+        self.session.ok();
+    }
+
+    /// A leadership session failed.
+    pub fn session_failed(&self) {
+        self.session.failed();
+    }
+
+    /// Not leading any more: nothing of this replica is failing.
+    pub fn standing_by(&self) {
+        self.session.ok();
+        self.writes.ok();
     }
 
     fn gate(&self) -> Result<(), WriteError> {
@@ -129,6 +160,16 @@ impl Writer {
         } else {
             Err(WriteError::NotLeader)
         }
+    }
+
+    /// Feeds the `api writes` check: the API server answered (even 404 / 409), or not.
+    fn record<T>(&self, r: Result<T, WriteError>) -> Result<T, WriteError> {
+        match &r {
+            Ok(_) | Err(WriteError::Conflict(_) | WriteError::NotFound(_)) => self.writes.ok(),
+            Err(WriteError::Api { .. }) => self.writes.failed(),
+            Err(WriteError::NotLeader) => {}
+        }
+        r
     }
 
     /// Merge-patches the `status` subresource of a Service (status + annotation).
@@ -141,9 +182,11 @@ impl Writer {
         self.gate()?;
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
         self.metrics.count_write("service_status");
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        let r = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(|e| classify(format!("Service {ns}/{name}"), e))
+            .map_err(|e| classify(format!("Service {ns}/{name}"), e));
+        self.record(r)
     }
 
     /// Merge-patches the `status` subresource of an IPAddressPool.
@@ -151,10 +194,12 @@ impl Writer {
         self.gate()?;
         let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), &self.pool_namespace);
         self.metrics.count_write("pool_status");
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        let r = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(|_| ())
-            .map_err(|e| classify(format!("IPAddressPool {name}"), e))
+            .map_err(|e| classify(format!("IPAddressPool {name}"), e));
+        self.record(r)
     }
 
     /// Publishes an Event about `regarding`.
@@ -183,9 +228,10 @@ impl Writer {
         );
         // A fresh Recorder per Event: the controller only emits on change, so kube's
         // per-key series cache would only hold memory (about 2 KiB per Service).
-        Recorder::new(self.client.clone(), self.reporter.clone())
+        let r = Recorder::new(self.client.clone(), self.reporter.clone())
             .publish(&event, regarding)
             .await
-            .map_err(|e| classify(what, e))
+            .map_err(|e| classify(what, e));
+        self.record(r)
     }
 }
