@@ -83,7 +83,7 @@ pub fn check_healthy(since: Option<Instant>, now: Instant, limit: Duration) -> b
     since.is_none_or(|t| now.saturating_duration_since(t) < limit)
 }
 
-/// Something readiness depends on that can keep failing (API writes, a session). A
+/// Something readiness depends on that can keep failing (status writes, a session). A
 /// failure starts a streak, a success ends it; `/readyz` turns 503 once a streak is
 /// [`UNREADY_AFTER`] old. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -113,13 +113,30 @@ impl Check {
 
 /// Readiness shared between a component and its `/readyz` endpoint: its own flag, and
 /// every [`Check`] it registered healthy (see [`check_healthy`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     checks: Arc<Mutex<Vec<(&'static str, Check)>>>,
+    unready_after: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            ready: Arc::default(),
+            checks: Arc::default(),
+            unready_after: UNREADY_AFTER,
+        }
+    }
 }
 
 impl Health {
+    /// The same, with streaks of failures unhealthy after `d` instead of [`UNREADY_AFTER`].
+    pub fn with_unready_after(mut self, d: Duration) -> Self {
+        self.unready_after = d;
+        self
+    }
+
     /// Marks the component ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
@@ -143,7 +160,7 @@ impl Health {
         let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         for (name, c) in checks.iter() {
             let since = c.failing_since();
-            if !check_healthy(since, now, UNREADY_AFTER) {
+            if !check_healthy(since, now, self.unready_after) {
                 let secs = since.map_or(0, |t| now.saturating_duration_since(t).as_secs());
                 return Err(format!("not ready: {name} failing for {secs}s"));
             }
@@ -258,13 +275,16 @@ mod tests {
         health.set_ready(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         // A check failing for too long makes it unready, with the reason.
-        let writes = health.check("api writes");
+        let writes = health.check("pool status writes");
         writes.failed();
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         *writes.since.lock().unwrap() = Some(Instant::now() - UNREADY_AFTER);
         let r = get(addr, "/readyz").await;
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
-        assert!(r.contains("not ready: api writes failing for 30s"), "{r}");
+        assert!(
+            r.contains("not ready: pool status writes failing for 30s"),
+            "{r}"
+        );
         writes.ok();
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         task.abort();

@@ -20,9 +20,10 @@
 //! reconcile). Losing the lease drops the session at once; SIGTERM stops writes,
 //! releases the Lease and exits.
 //!
-//! Readiness (`/readyz`): 200 once started, 503 while a leader's API writes have failed
-//! without a success for [`crate::telemetry::UNREADY_AFTER`], or while its leadership
-//! sessions have kept failing before coming up for as long. A standby is ready.
+//! Readiness (`/readyz`): 200 once started; 503 while a leader's Service status writes, or
+//! its pool status writes, have kept failing (no success of that kind) for
+//! [`crate::telemetry::UNREADY_AFTER`], or while its leadership sessions have kept failing
+//! before coming up for as long. A standby is ready.
 
 pub mod args;
 pub mod backoff;
@@ -166,10 +167,7 @@ pub async fn run_with(
         metrics.clone(),
         &args.namespace,
     )
-    .with_health(
-        health.check("api writes"),
-        health.check("leadership session"),
-    );
+    .with_health(&health);
     let settings = shell::Settings::new(args);
     health.set_ready(true);
     tracing::info!(%identity, namespace = %args.namespace, lb_class = ?settings.lb_class, "controller started");

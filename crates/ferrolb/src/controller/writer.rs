@@ -1,8 +1,8 @@
 //! The only place the controller writes to the API (shell). Every write first checks
 //! [`Leadership::is_leader`], is counted in `ferrolb_controller_api_writes_total`, and
-//! reports 409 Conflict distinctly so the caller retries with backoff. Its outcome feeds
-//! the readiness check `api writes` (see [`Writer::with_health`]): a write the API server
-//! failed starts a streak of failures, any answered write ends it.
+//! reports 409 Conflict distinctly so the caller retries with backoff. Status writes feed
+//! readiness (see [`Writer::with_health`]): per kind (Service status, pool status), a write
+//! the API server failed starts a streak of failures, an answered one ends it.
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use crate::crd::IPAddressPool;
-use crate::telemetry::Check;
+use crate::telemetry::{Check, Health};
 
 /// `reportingController` of the Events.
 pub const REPORTER: &str = "ferrolb-controller";
@@ -102,7 +102,8 @@ pub struct Writer {
     leadership: Leadership,
     metrics: Metrics,
     pool_namespace: String,
-    writes: Check,
+    service_writes: Check,
+    pool_writes: Check,
     session: Check,
 }
 
@@ -125,16 +126,19 @@ impl Writer {
             leadership,
             metrics,
             pool_namespace: pool_namespace.into(),
-            writes: Check::default(),
+            service_writes: Check::default(),
+            pool_writes: Check::default(),
             session: Check::default(),
         }
     }
 
-    /// Reports to readiness: `writes` fails while API writes keep failing, `session` while
-    /// leadership sessions keep failing before they are up ([`Writer::session_up`]).
-    pub fn with_health(mut self, writes: Check, session: Check) -> Self {
-        self.writes = writes;
-        self.session = session;
+    /// Reports to `health`: the checks `service status writes` and `pool status writes`
+    /// fail while writes of that kind keep failing, `leadership session` while sessions
+    /// keep failing before they are up ([`Writer::session_up`]).
+    pub fn with_health(mut self, health: &Health) -> Self {
+        self.service_writes = health.check("service status writes");
+        self.pool_writes = health.check("pool status writes");
+        self.session = health.check("leadership session");
         self
     }
 
@@ -150,8 +154,9 @@ impl Writer {
 
     /// Not leading any more: nothing of this replica is failing.
     pub fn standing_by(&self) {
-        self.session.ok();
-        self.writes.ok();
+        for c in [&self.session, &self.service_writes, &self.pool_writes] {
+            c.ok();
+        }
     }
 
     fn gate(&self) -> Result<(), WriteError> {
@@ -162,11 +167,11 @@ impl Writer {
         }
     }
 
-    /// Feeds the `api writes` check: the API server answered (even 404 / 409), or not.
-    fn record<T>(&self, r: Result<T, WriteError>) -> Result<T, WriteError> {
+    /// Feeds `check`: the API server took the write (or answered 404 / 409), or failed it.
+    fn record<T>(check: &Check, r: Result<T, WriteError>) -> Result<T, WriteError> {
         match &r {
-            Ok(_) | Err(WriteError::Conflict(_) | WriteError::NotFound(_)) => self.writes.ok(),
-            Err(WriteError::Api { .. }) => self.writes.failed(),
+            Ok(_) | Err(WriteError::Conflict(_) | WriteError::NotFound(_)) => check.ok(),
+            Err(WriteError::Api { .. }) => check.failed(),
             Err(WriteError::NotLeader) => {}
         }
         r
@@ -186,7 +191,7 @@ impl Writer {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(|e| classify(format!("Service {ns}/{name}"), e));
-        self.record(r)
+        Self::record(&self.service_writes, r)
     }
 
     /// Merge-patches the `status` subresource of an IPAddressPool.
@@ -199,7 +204,7 @@ impl Writer {
             .await
             .map(|_| ())
             .map_err(|e| classify(format!("IPAddressPool {name}"), e));
-        self.record(r)
+        Self::record(&self.pool_writes, r)
     }
 
     /// Publishes an Event about `regarding`.
@@ -228,10 +233,9 @@ impl Writer {
         );
         // A fresh Recorder per Event: the controller only emits on change, so kube's
         // per-key series cache would only hold memory (about 2 KiB per Service).
-        let r = Recorder::new(self.client.clone(), self.reporter.clone())
+        Recorder::new(self.client.clone(), self.reporter.clone())
             .publish(&event, regarding)
             .await
-            .map_err(|e| classify(what, e));
-        self.record(r)
+            .map_err(|e| classify(what, e))
     }
 }
