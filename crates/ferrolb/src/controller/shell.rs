@@ -374,6 +374,14 @@ pub async fn lead(
         .iter()
         .filter(|p| p.state != PoolState::Accepted)
         .count();
+    for pd in decision
+        .pools
+        .iter()
+        .filter(|p| p.state != PoolState::Accepted)
+    {
+        tracing::warn!(pool = %pd.name, state = ?pd.state, error = %decision.pool_message(pd.index),
+            "invalid IPAddressPool");
+    }
 
     // Every Service, from the Service watch's own initial list (no second LIST): the
     // reflector store holds slim projections once it is done.
