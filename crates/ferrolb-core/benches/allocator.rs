@@ -15,6 +15,7 @@ fn pool(name: &str, cidr: &str) -> Pool {
         auto_assign: true,
         avoid_buggy_ips: false,
         allocation: None,
+        frozen: false,
     }
 }
 

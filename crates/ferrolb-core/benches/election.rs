@@ -21,6 +21,7 @@ fn setup(nodes: usize, services: usize) -> (Config, Vec<ServiceView>, Vec<NodeIn
             auto_assign: true,
             avoid_buggy_ips: false,
             allocation: None,
+            frozen: false,
         },
     );
     let cfg = Config {

@@ -105,27 +105,47 @@ pub struct ServiceAllocationSpec {
     pub service_selectors: Vec<LabelSelector>,
 }
 
-/// `status` of an `IPAddressPool`, written by the controller.
+/// `status` of an `IPAddressPool`, written by the controller and read by the speakers.
+// Parsed leniently (see `lenient`): a field that is missing or of another shape (a MetalLB
+// controller, another ferrolb version or a human may have written it) reads as its default
+// instead of failing the whole object, so it can never break a watch.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
+#[schemars(rename = "IPAddressPoolStatus")]
 pub struct IPAddressPoolStatus {
     /// AssignedIPv4 is the number of assigned IPv4 addresses.
-    #[serde(rename = "assignedIPv4")]
+    #[serde(rename = "assignedIPv4", default, deserialize_with = "lenient::value")]
     pub assigned_ipv4: i64,
     /// AssignedIPv6 is the number of assigned IPv6 addresses.
-    #[serde(rename = "assignedIPv6")]
+    #[serde(rename = "assignedIPv6", default, deserialize_with = "lenient::value")]
     pub assigned_ipv6: i64,
     /// AvailableIPv4 is the number of available IPv4 addresses.
-    #[serde(rename = "availableIPv4")]
+    #[serde(rename = "availableIPv4", default, deserialize_with = "lenient::value")]
     pub available_ipv4: i64,
     /// AvailableIPv6 is the number of available IPv6 addresses.
-    #[serde(rename = "availableIPv6")]
+    #[serde(rename = "availableIPv6", default, deserialize_with = "lenient::value")]
     pub available_ipv6: i64,
-    /// Conditions (ferrolb addition): `Valid` is `False` with the validation error as
-    /// message when the pool was rejected, so `kubectl describe` shows why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Conditions (ferrolb addition). `Valid`: `True`/`Accepted` when the spec is in
+    /// force; `False`/`Frozen` when the spec is invalid and `lastValidSpec` stays in force;
+    /// `False`/`InvalidConfiguration` when it is invalid and nothing is in force. The
+    /// message names the field; `observedGeneration` is the generation judged.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::list"
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The spec in force (ferrolb addition), written by the controller: the current spec
+    /// while it is valid, else the last valid one, which keeps serving (its Services keep
+    /// their IPs; no new IP is handed out from it) until the spec is fixed. The controller
+    /// and every speaker read it, so it survives restarts.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::value"
+    )]
+    pub last_valid_spec: Option<IPAddressPoolSpec>,
 }
 
 // ---------------------------------------------------------------------------
@@ -250,27 +270,49 @@ pub struct L2AdvertisementStatus {}
 pub struct ServiceL2StatusSpec {}
 
 /// `status` of a `ServiceL2Status`, written by the announcing speaker.
+// Parsed leniently, like `IPAddressPoolStatus` (MetalLB's speaker writes it too).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
+#[schemars(rename = "MetalLBServiceL2Status")]
 pub struct MetalLBServiceL2Status {
     /// Node indicates the node that receives the directed traffic.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient::value"
+    )]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "Value is immutable"}]))]
     pub node: String,
     /// ServiceName indicates the service this status represents.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient::value"
+    )]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "Value is immutable"}]))]
     pub service_name: String,
     /// ServiceNamespace indicates the namespace of the service.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient::value"
+    )]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "Value is immutable"}]))]
     pub service_namespace: String,
     /// Interfaces indicates the interfaces that receive the directed traffic. Empty
     /// means all interfaces.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::list"
+    )]
     pub interfaces: Vec<InterfaceInfo>,
     /// The announced IPs (ferrolb addition; MetalLB does not record them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::list"
+    )]
     pub ips: Vec<String>,
 }
 
@@ -280,6 +322,80 @@ pub struct InterfaceInfo {
     /// Interface name.
     pub name: String,
 }
+
+// ---------------------------------------------------------------------------
+// Lenient status parsing
+// ---------------------------------------------------------------------------
+
+/// Deserializers for status fields the components only read. Whoever wrote a status
+/// (another controller, another version, a human with `kubectl edit --subresource
+/// status`), a field of an unexpected shape reads as its default and a list keeps the
+/// entries that parse: the object is never rejected, so a watch never breaks on it.
+pub mod lenient {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// The field as `T`, or `T::default()` when it does not parse as one.
+    pub fn value<'de, D, T>(de: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned + Default,
+    {
+        let v = Value::deserialize(de)?;
+        Ok(serde_json::from_value(v).unwrap_or_default())
+    }
+
+    /// The entries of a list that parse as `T` (nothing when the field is not a list).
+    pub fn list<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        match Value::deserialize(de)? {
+            Value::Array(items) => Ok(items
+                .into_iter()
+                .filter_map(|i| serde_json::from_value(i).ok())
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// A whole status: an object is read field by field (leniently), anything else
+    /// (a string, a list) reads as the default status.
+    pub fn object<'de, D, T>(
+        de: D,
+        fields: impl FnOnce(Value) -> Result<T, serde_json::Error>,
+    ) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Default,
+    {
+        match Value::deserialize(de)? {
+            v @ Value::Object(_) => Ok(fields(v).unwrap_or_default()),
+            _ => Ok(T::default()),
+        }
+    }
+}
+
+macro_rules! lenient_status {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                $ty::serialize(self, ser)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+                lenient::object(de, $ty::deserialize)
+            }
+        }
+    };
+}
+
+lenient_status!(IPAddressPoolStatus);
+lenient_status!(MetalLBServiceL2Status);
 
 // ---------------------------------------------------------------------------
 // Optional `spec`: the generated root types have a mandatory `spec` field, but
@@ -616,6 +732,69 @@ mod tests {
         assert!(pool.spec.auto_assign, "autoAssign defaults to true");
         assert!(pool.spec.avoid_buggy_ips);
         assert_eq!(pool.spec.service_allocation.unwrap().priority, Some(5));
+    }
+
+    #[test]
+    fn statuses_are_read_leniently() {
+        // Odd statuses (another writer, another version, a human): the object still
+        // parses, the odd fields read as defaults, good list entries are kept.
+        let pool: IPAddressPool = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.0/24"]},
+            "status": {"assignedIPv4": "3", "availableIPv4": 5,
+                "conditions": [{"type": "Valid", "status": "True"},
+                               {"type": "Other", "status": "True", "reason": "R", "message": "",
+                                "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+                "lastValidSpec": {"addresses": "not a list"}}
+        }))
+        .unwrap();
+        let st = pool.status.unwrap();
+        assert_eq!((st.assigned_ipv4, st.available_ipv4), (0, 5));
+        assert_eq!(
+            st.conditions.len(),
+            1,
+            "the one without lastTransitionTime is skipped"
+        );
+        assert_eq!(st.conditions[0].type_, "Other");
+        assert_eq!(st.last_valid_spec, None);
+        for odd in [json!("x"), json!([]), json!(3), json!({})] {
+            let p: IPAddressPool = serde_json::from_value(json!({
+                "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.0/24"]},
+                "status": odd
+            }))
+            .unwrap();
+            assert_eq!(p.status.unwrap(), IPAddressPoolStatus::default());
+        }
+        // A status written by MetalLB (counters only) round-trips without additions.
+        let metallb =
+            json!({"assignedIPv4": 1, "assignedIPv6": 0, "availableIPv4": 20, "availableIPv6": 0});
+        let st: IPAddressPoolStatus = serde_json::from_value(metallb.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&st).unwrap(), metallb);
+
+        let l2: ServiceL2Status = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+            "metadata": {"name": "l2-x"},
+            "status": {"node": 7, "serviceName": "s", "interfaces": [{}, {"name": "eth0"}, "eth1"],
+                       "ips": ["10.0.0.1", 5]}
+        }))
+        .unwrap();
+        let st = l2.status.unwrap();
+        assert_eq!(st.node, "");
+        assert_eq!(st.service_name, "s");
+        assert_eq!(
+            st.interfaces,
+            [InterfaceInfo {
+                name: "eth0".into()
+            }]
+        );
+        assert_eq!(st.ips, ["10.0.0.1"]);
+        let l2: ServiceL2Status = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+            "metadata": {"name": "l2-x"}, "status": "garbage"
+        }))
+        .unwrap();
+        assert_eq!(l2.status.unwrap(), MetalLBServiceL2Status::default());
     }
 
     #[test]

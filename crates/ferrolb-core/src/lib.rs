@@ -7,6 +7,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`selector`] | Kubernetes label selectors, validated and matched |
+//! | [`class`] | `loadBalancerClass`: which Services an installation handles |
 //! | [`crd`] | `metallb.io/v1beta1` CRDs: IPAddressPool, L2Advertisement, ServiceL2Status |
 //! | [`config`] | pools + advertisements → validated, typed configuration (or errors) |
 //! | [`allocator`] | which external IP(s) each LoadBalancer Service gets |
@@ -14,6 +15,7 @@
 //! | [`wire`] | zero-copy Ethernet / ARP / IPv6 / ICMPv6-NDP parse and emit |
 
 pub mod allocator;
+pub mod class;
 pub mod config;
 pub mod crd;
 pub mod election;

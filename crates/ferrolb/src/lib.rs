@@ -6,6 +6,7 @@
 //! | module | kind | what it does |
 //! |---|---|---|
 //! | [`selector`] | pure | Kubernetes label selectors, validated and matched |
+//! | [`class`] | pure | `loadBalancerClass`: which Services an installation handles |
 //! | [`crd`] | types | `metallb.io/v1beta1` CRDs: IPAddressPool, L2Advertisement, ServiceL2Status |
 //! | [`config`] | pure | pools + advertisements → validated, typed configuration (or errors) |
 //! | [`allocator`] | pure | which external IP(s) each LoadBalancer Service gets |
@@ -18,7 +19,7 @@
 //! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
 //! | [`runtime`] | shell | kube client builder, flag durations, shutdown signal (both components) |
 
-pub use ferrolb_core::{allocator, config, crd, election, selector, wire};
+pub use ferrolb_core::{allocator, class, config, crd, election, selector, wire};
 
 pub mod cli;
 pub mod controller;

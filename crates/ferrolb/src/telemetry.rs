@@ -3,11 +3,16 @@
 //! Every long-running component owns a [`prometheus_client::registry::Registry`],
 //! registers its counters in it, and hands it to [`serve`], which exposes
 //! `/metrics` (Prometheus text format), `/healthz` (process alive) and `/readyz`
-//! (the component's own readiness flag, see [`Health`]).
+//! (the component's readiness, see [`Health`]).
+//!
+//! Logs go to stderr, coloured only when stderr is a terminal (and `NO_COLOR` is unset),
+//! so log files and collectors never see ANSI escapes.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -43,12 +48,23 @@ pub struct LogArgs {
     pub log_level: String,
 }
 
+/// Whether text logs are coloured: only on a terminal, and never with `NO_COLOR` set to
+/// a non-empty value (<https://no-color.org>).
+pub fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global tracing subscriber. Safe to call once per process.
 pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", args.log_level))?;
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let res = match args.log_format {
         LogFormat::Text => builder.try_init(),
@@ -57,20 +73,104 @@ pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
     res.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))
 }
 
-/// Readiness shared between a component and its `/readyz` endpoint.
+/// How long a [`Check`] may keep failing (no success since its first failure) before
+/// `/readyz` answers 503.
+pub const UNREADY_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether a check failing since `since` still counts as healthy at `now`: never failing,
+/// or failing for less than `limit`.
+pub fn check_healthy(since: Option<Instant>, now: Instant, limit: Duration) -> bool {
+    since.is_none_or(|t| now.saturating_duration_since(t) < limit)
+}
+
+/// Something readiness depends on that can keep failing (status writes, a session). A
+/// failure starts a streak, a success ends it; `/readyz` turns 503 once a streak is
+/// [`UNREADY_AFTER`] old. Cheap to clone.
 #[derive(Clone, Debug, Default)]
+pub struct Check {
+    since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Check {
+    /// A success: the streak (if any) ends.
+    pub fn ok(&self) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A failure: starts a streak unless one is running.
+    pub fn failed(&self) {
+        self.since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Instant::now);
+    }
+
+    /// When the current streak of failures started.
+    pub fn failing_since(&self) -> Option<Instant> {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Readiness shared between a component and its `/readyz` endpoint: its own flag, and
+/// every [`Check`] it registered healthy (see [`check_healthy`]).
+#[derive(Clone, Debug)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    checks: Arc<Mutex<Vec<(&'static str, Check)>>>,
+    unready_after: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            ready: Arc::default(),
+            checks: Arc::default(),
+            unready_after: UNREADY_AFTER,
+        }
+    }
 }
 
 impl Health {
+    /// The same, with streaks of failures unhealthy after `d` instead of [`UNREADY_AFTER`].
+    pub fn with_unready_after(mut self, d: Duration) -> Self {
+        self.unready_after = d;
+        self
+    }
+
     /// Marks the component ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
+
+    /// Registers a check named `name` (shown in the `/readyz` answer while it fails).
+    pub fn check(&self, name: &'static str) -> Check {
+        let c = Check::default();
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, c.clone()));
+        c
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn readiness(&self, now: Instant) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err("not ready".into());
+        }
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, c) in checks.iter() {
+            let since = c.failing_since();
+            if !check_healthy(since, now, self.unready_after) {
+                let secs = since.map_or(0, |t| now.saturating_duration_since(t).as_secs());
+                return Err(format!("not ready: {name} failing for {secs}s"));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.readiness(Instant::now()).is_ok()
     }
 }
 
@@ -110,10 +210,9 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
-    if st.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match st.health.readiness(Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -175,6 +274,48 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         health.set_ready(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        // A check failing for too long makes it unready, with the reason.
+        let writes = health.check("pool status writes");
+        writes.failed();
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        *writes.since.lock().unwrap() = Some(Instant::now() - UNREADY_AFTER);
+        let r = get(addr, "/readyz").await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(
+            r.contains("not ready: pool status writes failing for 30s"),
+            "{r}"
+        );
+        writes.ok();
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         task.abort();
+    }
+
+    #[test]
+    fn a_check_is_unhealthy_only_after_a_long_streak() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(30);
+        assert!(check_healthy(None, t0, limit));
+        assert!(check_healthy(Some(t0), t0 + Duration::from_secs(29), limit));
+        assert!(!check_healthy(Some(t0), t0 + limit, limit));
+        // A clock that went backwards never makes it unhealthy.
+        assert!(check_healthy(Some(t0 + limit), t0, limit));
+        // A streak keeps its start: later failures do not move it; a success ends it.
+        let c = Check::default();
+        c.failed();
+        let first = c.failing_since().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        c.failed();
+        assert_eq!(c.failing_since(), Some(first));
+        c.ok();
+        assert_eq!(c.failing_since(), None);
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None), "a pipe or a log file: no escapes");
     }
 }

@@ -19,6 +19,9 @@ pub enum AllocError {
     /// `metallb.io/address-pool` names a pool that does not exist.
     #[error("unknown pool {0:?}")]
     UnknownPool(String),
+    /// The requested pool (or the pool of a requested IP) is frozen.
+    #[error("pool {0:?} is frozen: its spec is invalid (see its Valid condition); it keeps the IPs it has given out but gives out no new one")]
+    PoolFrozen(String),
     /// The requested pool's `serviceAllocation` excludes this Service.
     #[error("pool {pool:?} does not allow {service}")]
     PoolNotAllowed {

@@ -11,7 +11,9 @@
 //! existing valid assignment never moves, a release reports which pools gained room
 //! (see [`Allocator::take_freed`], [`Allocator::could_use`]) so only pending Services
 //! that can use it need a retry, and [`Allocator::rebuild`] is independent of the order
-//! in which Services arrive.
+//! in which Services arrive. A frozen pool ([`Pool::frozen`]: its spec became invalid and
+//! its last valid one is kept) keeps every assignment it has, in memory or in a Service's
+//! status, and gives out nothing new.
 //!
 //! Complexity: allocation and release are O(log n) in the number of used addresses
 //! (per-CIDR sets of used intervals over a u128 index space; IPv6 /64 pools are never
@@ -264,7 +266,10 @@ impl Allocator {
             .collect();
         self.lookup = Lookup::new(&self.pools);
         let mut pinned: Vec<usize> = (0..self.pools.len())
-            .filter(|&i| self.pools[i].pool.allocation.is_some() && self.pools[i].pool.auto_assign)
+            .filter(|&i| {
+                let p = &self.pools[i].pool;
+                p.allocation.is_some() && p.auto_assign && !p.frozen
+            })
             .collect();
         pinned.sort_by(|&a, &b| {
             self.pools[a]
@@ -273,7 +278,10 @@ impl Allocator {
         });
         self.pinned = pinned;
         self.auto = (0..self.pools.len())
-            .filter(|&i| self.pools[i].pool.allocation.is_none() && self.pools[i].pool.auto_assign)
+            .filter(|&i| {
+                let p = &self.pools[i].pool;
+                p.allocation.is_none() && p.auto_assign && !p.frozen
+            })
             .collect();
         self.services.clear();
         self.ips.clear();
@@ -376,6 +384,7 @@ impl Allocator {
     fn maybe_add_family(&mut self, req: &ServiceRequest, ips: Vec<IpAddr>, p: usize) -> Assignment {
         let pool = self.pools[p].pool.name.clone();
         let wants_both = req.family_policy == FamilyPolicy::PreferDualStack
+            && !self.pools[p].pool.frozen
             && req.cluster_families.len() == 2
             && req.requested_ips.is_empty();
         if let ([only], true) = (ips.as_slice(), wants_both) {
@@ -601,6 +610,7 @@ impl Allocator {
     ) -> Result<(Vec<IpAddr>, usize), AllocError> {
         if !req.requested_ips.is_empty() {
             let p = self.locate(&req.requested_ips, req, true)?;
+            self.not_frozen(p)?;
             self.check_sharing_all(&req.requested_ips, req)?;
             return Ok((req.requested_ips.clone(), p));
         }
@@ -609,6 +619,7 @@ impl Allocator {
                 .by_name
                 .get(name)
                 .ok_or_else(|| AllocError::UnknownPool(name.clone()))?;
+            self.not_frozen(p)?;
             if !self.pools[p].allows(req) {
                 return Err(AllocError::PoolNotAllowed {
                     pool: name.clone(),
@@ -638,6 +649,15 @@ impl Allocator {
             }
         }
         Err(AllocError::NoAvailableIps)
+    }
+
+    /// A frozen pool gives out nothing new.
+    fn not_frozen(&self, p: usize) -> Result<(), AllocError> {
+        let pool = &self.pools[p].pool;
+        if pool.frozen {
+            return Err(AllocError::PoolFrozen(pool.name.clone()));
+        }
+        Ok(())
     }
 
     /// Records an assignment (the Service must hold nothing).
@@ -786,6 +806,9 @@ impl Allocator {
             return false;
         };
         let ps = &self.pools[p];
+        if ps.pool.frozen {
+            return false;
+        }
         if let Some(want) = &req.requested_pool {
             if want != pool {
                 return false;

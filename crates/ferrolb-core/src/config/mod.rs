@@ -2,17 +2,20 @@
 //!
 //! `IPAddressPool` and `L2Advertisement` objects (see [`crate::crd`]) are turned into
 //! a [`Config`]: typed pools with parsed prefixes and typed advertisements with parsed
-//! selectors. Invalid objects are reported as [`ConfigError`]s and left out; every
-//! valid object is kept, so one typo never takes down service for everyone.
+//! selectors. Invalid objects are reported as [`ConfigError`]s; every valid object is
+//! kept, so one typo never takes down service for everyone, and a pool edited into an
+//! invalid spec is *frozen* on its last valid one, so a typo never costs an IP either.
 //!
-//! When two valid objects conflict (same name, overlapping addresses) one is kept by a
-//! deterministic precedence rule — unchanged-from-previous first, then oldest
-//! `creationTimestamp`, then name — and the other is reported (see [`validate`]).
+//! Three entry points, one rule set (see [`validate()`](validate) for the rules):
+//! - [`validate`]: the objects alone (`ferrolb validate`, offline);
+//! - [`decide`]: the controller's decision, using each pool's published last valid spec
+//!   (`status.lastValidSpec`), so a restart decides the same;
+//! - [`follow`]: the speakers' view: the controller's published verdicts where they cover a
+//!   pool's current generation, [`decide`] for the rest.
 //!
 //! Modules: [`address`] (CIDR / range parsing and summarization), [`error`] (typed
 //! errors and warnings), [`manifest`] (multi-document YAML → typed objects), and
-//! [`check_sources`], the report of `ferrolb validate`, which runs the same [`validate`]
-//! offline.
+//! [`check_sources`], the report of `ferrolb validate`.
 //!
 //! The allocator ([`crate::allocator`]) consumes [`Pool`]s and the election
 //! ([`crate::election`]) consumes [`L2Adv`]s.
@@ -25,14 +28,19 @@ use ipnet::IpNet;
 use crate::selector::{Labels, Selector};
 
 pub mod address;
+mod decide;
 pub mod error;
 pub mod manifest;
 mod report;
 mod validate;
 
+pub use decide::{
+    decide, follow, published_verdict, Decision, PoolDecision, PoolState, Verdict, FROZEN_REASON,
+    INVALID_REASON, VALID_CONDITION, VALID_REASON,
+};
 pub use error::{ConfigError, ConfigWarning, ObjectKind, Problem, Warning};
 pub use report::{check_sources, Report};
-pub use validate::{validate, validate_with_previous, Validated};
+pub use validate::{validate, Validated};
 
 /// A validated IP address pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +59,9 @@ pub struct Pool {
     pub avoid_buggy_ips: bool,
     /// `spec.serviceAllocation`, if present.
     pub allocation: Option<ServiceAllocation>,
+    /// The pool's current spec is invalid and this is its last valid one: the Services
+    /// holding its IPs keep them (and stay announced), but no new IP is handed out from it.
+    pub frozen: bool,
 }
 
 /// `spec.serviceAllocation` of a pool: which Services may use it, and its priority.

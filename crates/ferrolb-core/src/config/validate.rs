@@ -1,17 +1,27 @@
 //! `IPAddressPool`s + `L2Advertisement`s → [`Config`] + errors (pure).
 //!
-//! Each object is first checked on its own (names, addresses, selectors, …); an object
-//! with any error is left out and every error is reported. Then the individually valid
-//! objects are considered in **precedence order** to resolve conflicts between objects
-//! (duplicate names, pools with overlapping addresses): the first one is kept, the later
-//! one is rejected with an error naming both. Precedence:
+//! Each object is first checked on its own (names, addresses, selectors, …); every error
+//! is reported. Then the pools are placed in **precedence order** so that the addresses in
+//! force never overlap, and duplicate names keep one object.
 //!
-//! 1. a pool whose prefixes are unchanged from the previous accepted config
-//!    ([`validate_with_previous`]) beats one that changed, so editing a pool into an
-//!    overlap rejects the edited pool, not its neighbour;
-//! 2. older `metadata.creationTimestamp` first (objects without one come last), so a new
-//!    pool that overlaps an existing one never takes the existing one down;
-//! 3. then by name, namespace and position in the input.
+//! A pool's past is its `status.lastValidSpec` (the spec in force, published by the
+//! controller; see [`super::decide`]). [`validate`] ignores it (`ferrolb validate`, a fresh
+//! start); [`super::decide`] and [`super::follow`] use it:
+//!
+//! 1. **standing** pools first: unchanged since their last valid spec, or invalid now and
+//!    therefore *frozen* on their last valid spec (its Services keep their IPs, nothing new
+//!    is handed out from it); then
+//! 2. **moving** pools (new, or edited into a valid spec): a moving pool may only take
+//!    addresses that no other pool holds, including the last valid spec of another moving
+//!    pool that has not moved yet; this is repeated until no more pool can move, so a pool
+//!    shrinking and another growing into the freed room in one edit both succeed. A pool
+//!    that cannot move gets an overlap error and stays frozen on its last valid spec (or is
+//!    left out when it never had one).
+//!
+//! Within each step: older `metadata.creationTimestamp` first (objects without one come
+//! last), then name, namespace and position in the input. So an edit can never take the
+//! addresses of a pool that serves them, a bad edit never costs an IP, and the outcome is a
+//! function of the objects alone (no memory of earlier runs): a restart decides the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -21,16 +31,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use super::address::parse_entry;
 use super::error::{ConfigError, ConfigWarning, ObjectKind, Problem, Warning};
-use super::{Config, L2Adv, Pool, ServiceAllocation};
-use crate::crd::{IPAddressPool, L2Advertisement};
+use super::{Config, L2Adv, Pool, PoolDecision, PoolState, ServiceAllocation};
+use crate::crd::{IPAddressPool, IPAddressPoolSpec, L2Advertisement};
 use crate::selector::{Requirement, Selector};
+
+/// JSON path of the published last valid spec, for messages about it.
+pub(super) const LAST_VALID_ROOT: &str = "status.lastValidSpec";
 
 /// The outcome of validation: the config made of every valid object, and what was wrong.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Validated {
-    /// Every valid pool and advertisement.
+    /// Every pool and advertisement in force (frozen pools included, flagged).
     pub config: Config,
-    /// One entry per problem; objects with errors are not in `config`.
+    /// One entry per problem; objects with errors are not in `config` (a frozen pool is,
+    /// with its last valid spec).
     pub errors: Vec<ConfigError>,
     /// Valid but suspicious configuration (does not affect `config`).
     pub warnings: Vec<ConfigWarning>,
@@ -43,24 +57,42 @@ impl Validated {
     }
 }
 
-/// Validates pools and advertisements together. See the module docs for how conflicts
-/// are resolved.
+/// Validates pools and advertisements together, ignoring any pool's past (what
+/// `ferrolb validate` reports). See the module docs for how conflicts are resolved.
 pub fn validate(pools: &[IPAddressPool], ads: &[L2Advertisement]) -> Validated {
-    validate_with_previous(pools, ads, &Config::default())
+    let past = vec![Past::default(); pools.len()];
+    resolve(pools, ads, &past).0
 }
 
-/// Like [`validate`], but pools whose prefixes equal those of the same-named pool in
-/// `previous` win conflicts (the controller passes its last accepted config).
-pub fn validate_with_previous(
+/// What is known of one input pool's past.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Past<'a> {
+    /// Its last valid spec (`status.lastValidSpec`).
+    pub last_valid: Option<&'a IPAddressPoolSpec>,
+    /// A published verdict about its current generation, followed as is.
+    pub pin: Option<Pin<'a>>,
+}
+
+/// A published verdict (see [`super::follow`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Pin<'a> {
+    /// Valid: this spec is in force.
+    Accepted(&'a IPAddressPoolSpec),
+    /// Invalid: this last valid spec (if any) stays in force.
+    Frozen(Option<&'a IPAddressPoolSpec>),
+}
+
+/// The configuration in force and the decision about each input pool (input order).
+pub(super) fn resolve(
     pools: &[IPAddressPool],
     ads: &[L2Advertisement],
-    previous: &Config,
-) -> Validated {
+    past: &[Past],
+) -> (Validated, Vec<PoolDecision>) {
     let mut out = Validated::default();
-    let pool_index = accept_pools(pools, previous, &mut out);
+    let (pool_index, decisions) = resolve_pools(pools, past, &mut out);
     let ad_index = accept_ads(ads, &mut out);
     warn(pools, &pool_index, &ad_index, &mut out);
-    out
+    (out, decisions)
 }
 
 /// Collects errors of one object.
@@ -83,14 +115,13 @@ impl Errs<'_> {
     }
 }
 
-/// Precedence key (see module docs); smaller wins: unchanged before changed, with a
-/// creation timestamp before without, older first, then name, namespace, input position.
-type Rank = (bool, bool, Option<Time>, String, String, usize);
+/// Precedence key (see module docs); smaller wins: with a creation timestamp before
+/// without, older first, then name, namespace, input position.
+type Rank = (bool, Option<Time>, String, String, usize);
 
-fn rank(meta: &ObjectMeta, index: usize, changed: bool) -> Rank {
+fn rank(meta: &ObjectMeta, index: usize) -> Rank {
     let ts = meta.creation_timestamp.clone();
     (
-        changed,
         ts.is_none(),
         ts,
         meta.name.clone().unwrap_or_default(),
@@ -220,16 +251,29 @@ impl<T> Intervals<T> {
 // Pools
 // ---------------------------------------------------------------------------
 
-/// A pool that passed its own checks; `entries[i]` is the `spec.addresses` index of
-/// `pool.cidrs[i]`.
+/// A pool spec that passed its own checks; `entries[i]` is the `addresses` index of
+/// `pool.cidrs[i]`, `root` the JSON path of the spec (`spec` or `status.lastValidSpec`).
+#[derive(Clone, Debug)]
 struct PoolCandidate {
-    index: usize,
     pool: Pool,
     entries: Vec<usize>,
+    root: &'static str,
+    spec: IPAddressPoolSpec,
 }
 
-fn check_pool(index: usize, obj: &IPAddressPool) -> Result<PoolCandidate, Vec<ConfigError>> {
-    let name = obj.metadata.name.as_deref().unwrap_or("");
+impl PoolCandidate {
+    fn field(&self, entry: usize) -> String {
+        format!("{}.addresses[{entry}]", self.root)
+    }
+}
+
+fn check_pool(
+    index: usize,
+    meta: &ObjectMeta,
+    spec: &IPAddressPoolSpec,
+    root: &'static str,
+) -> Result<PoolCandidate, Vec<ConfigError>> {
+    let name = meta.name.as_deref().unwrap_or("");
     let mut errs = Errs {
         kind: ObjectKind::IPAddressPool,
         name,
@@ -239,15 +283,14 @@ fn check_pool(index: usize, obj: &IPAddressPool) -> Result<PoolCandidate, Vec<Co
     if name.is_empty() {
         errs.push("metadata.name", Problem::MissingName);
     }
-    let spec = &obj.spec;
     if spec.addresses.is_empty() {
-        errs.push("spec.addresses", Problem::NoAddresses);
+        errs.push(format!("{root}.addresses"), Problem::NoAddresses);
     }
     let mut cidrs = Vec::new();
     let mut entries = Vec::new();
     let mut own: Intervals<(usize, IpNet)> = Intervals::default();
     for (i, entry) in spec.addresses.iter().enumerate() {
-        let field = format!("spec.addresses[{i}]");
+        let field = format!("{root}.addresses[{i}]");
         let nets = match parse_entry(entry) {
             Ok(n) => n,
             Err(e) => {
@@ -266,7 +309,7 @@ fn check_pool(index: usize, obj: &IPAddressPool) -> Result<PoolCandidate, Vec<Co
                 Problem::OverlapInPool {
                     prefix: net,
                     other_prefix: other_net,
-                    other_field: format!("spec.addresses[{other}]"),
+                    other_field: format!("{root}.addresses[{other}]"),
                 },
             );
             continue;
@@ -279,7 +322,7 @@ fn check_pool(index: usize, obj: &IPAddressPool) -> Result<PoolCandidate, Vec<Co
     }
 
     let allocation = spec.service_allocation.as_ref().map(|sa| {
-        let f = "spec.serviceAllocation";
+        let f = format!("{root}.serviceAllocation");
         names(
             &sa.namespaces,
             &format!("{f}.namespaces"),
@@ -318,89 +361,246 @@ fn check_pool(index: usize, obj: &IPAddressPool) -> Result<PoolCandidate, Vec<Co
         return Err(errs.list);
     }
     Ok(PoolCandidate {
-        index,
         pool: Pool {
             name: name.to_string(),
-            labels: obj.metadata.labels.clone().unwrap_or_default(),
+            labels: meta.labels.clone().unwrap_or_default(),
             cidrs,
             auto_assign: spec.auto_assign,
             avoid_buggy_ips: spec.avoid_buggy_ips,
             allocation,
+            frozen: false,
         },
         entries,
+        root,
+        spec: spec.clone(),
     })
 }
 
-/// Accepts pools into `out.config`; returns the input index of each accepted pool.
-fn accept_pools(
-    pools: &[IPAddressPool],
-    previous: &Config,
-    out: &mut Validated,
-) -> BTreeMap<String, usize> {
-    let mut accepted = BTreeMap::new();
-    let mut candidates = Vec::new();
-    for (i, p) in pools.iter().enumerate() {
-        match check_pool(i, p) {
-            Ok(c) => candidates.push(c),
-            Err(e) => out.errors.extend(e),
-        }
-    }
-    candidates.sort_by_cached_key(|c| {
-        let changed = previous
-            .pools
-            .get(&c.pool.name)
-            .is_none_or(|prev| prev.cidrs != c.pool.cidrs);
-        rank(&pools[c.index].metadata, c.index, changed)
-    });
+/// Who holds an accepted interval: pool name, field of the entry, prefix.
+type Holder = (String, String, IpNet);
 
-    let mut taken: Intervals<(String, usize, IpNet)> = Intervals::default();
-    for c in candidates {
-        let name = c.pool.name.clone();
-        let mut errs = Errs {
-            kind: ObjectKind::IPAddressPool,
-            name: &name,
-            index: c.index,
-            list: Vec::new(),
-        };
-        if out.config.pools.contains_key(&name) {
-            errs.push(
-                "metadata.name",
-                Problem::DuplicateName {
-                    kind: ObjectKind::IPAddressPool,
-                    name: name.clone(),
-                },
-            );
-        } else {
-            let mut reported = BTreeSet::new();
-            for (net, entry) in c.pool.cidrs.iter().zip(&c.entries) {
-                if reported.contains(entry) {
-                    continue;
-                }
-                if let Some((other, other_entry, other_net)) = taken.overlapping(net) {
-                    reported.insert(*entry);
-                    errs.push(
-                        format!("spec.addresses[{entry}]"),
-                        Problem::OverlapAcrossPools {
-                            prefix: *net,
-                            other_pool: other.clone(),
-                            other_prefix: *other_net,
-                            other_field: format!("spec.addresses[{other_entry}]"),
-                        },
-                    );
-                }
-            }
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    let (fa, sa, ea) = interval(a);
+    let (fb, sb, eb) = interval(b);
+    fa == fb && sa <= eb && sb <= ea
+}
+
+/// The overlaps of `c` with the addresses in force (`taken`) and with `others` (pools not
+/// placed yet whose addresses are reserved): one error per entry of `c`, naming the first
+/// holder found.
+fn conflicts(
+    c: &PoolCandidate,
+    taken: &Intervals<Holder>,
+    others: &[&PoolCandidate],
+) -> Vec<(String, Problem)> {
+    let mut out = Vec::new();
+    let mut reported = BTreeSet::new();
+    for (net, entry) in c.pool.cidrs.iter().zip(&c.entries) {
+        if reported.contains(entry) {
+            continue;
         }
-        if errs.list.is_empty() {
-            for (net, entry) in c.pool.cidrs.iter().zip(&c.entries) {
-                taken.insert(net, (name.clone(), *entry, *net));
-            }
-            accepted.insert(name.clone(), c.index);
-            out.config.pools.insert(name.clone(), c.pool);
-        } else {
-            out.errors.extend(errs.list);
+        let holder = taken.overlapping(net).cloned().or_else(|| {
+            others.iter().find_map(|o| {
+                o.pool
+                    .cidrs
+                    .iter()
+                    .zip(&o.entries)
+                    .find(|(on, _)| overlaps(net, on))
+                    .map(|(on, oe)| (o.pool.name.clone(), o.field(*oe), *on))
+            })
+        });
+        if let Some((other_pool, other_field, other_prefix)) = holder {
+            reported.insert(*entry);
+            out.push((
+                c.field(*entry),
+                Problem::OverlapAcrossPools {
+                    prefix: *net,
+                    other_pool,
+                    other_prefix,
+                    other_field,
+                },
+            ));
         }
     }
-    accepted
+    out
+}
+
+/// Places pools into `out.config` (see the module docs); returns the input index of each
+/// pool in force and the decision about every input pool.
+fn resolve_pools(
+    pools: &[IPAddressPool],
+    past: &[Past],
+    out: &mut Validated,
+) -> (BTreeMap<String, usize>, Vec<PoolDecision>) {
+    let mut decisions: Vec<PoolDecision> = pools
+        .iter()
+        .enumerate()
+        .map(|(index, p)| PoolDecision {
+            index,
+            name: p.metadata.name.clone().unwrap_or_default(),
+            uid: p.metadata.uid.clone(),
+            generation: p.metadata.generation,
+            state: PoolState::Rejected,
+            in_force: None,
+        })
+        .collect();
+    let mut current: Vec<Option<PoolCandidate>> = Vec::with_capacity(pools.len());
+    let mut last: Vec<Option<PoolCandidate>> = Vec::with_capacity(pools.len());
+    let mut pinned: Vec<Option<(Option<PoolCandidate>, PoolState)>> = Vec::new();
+    for (i, p) in pools.iter().enumerate() {
+        match check_pool(i, &p.metadata, &p.spec, "spec") {
+            Ok(c) => current.push(Some(c)),
+            Err(e) => {
+                out.errors.extend(e);
+                current.push(None);
+            }
+        }
+        let pa = past.get(i).copied().unwrap_or_default();
+        let check = |s: &IPAddressPoolSpec| check_pool(i, &p.metadata, s, LAST_VALID_ROOT).ok();
+        last.push(pa.last_valid.and_then(check));
+        pinned.push(match pa.pin {
+            Some(Pin::Accepted(s)) => check(s).map(|c| (Some(c), PoolState::Accepted)),
+            Some(Pin::Frozen(s)) => Some(match s.and_then(check) {
+                Some(c) => (Some(c), PoolState::Frozen),
+                None => (None, PoolState::Rejected),
+            }),
+            None => None,
+        });
+    }
+    let mut order: Vec<usize> = (0..pools.len()).collect();
+    order.sort_by_cached_key(|&i| rank(&pools[i].metadata, i));
+
+    // One object per name: the first (in precedence order) that could be in force.
+    let mut names = BTreeSet::new();
+    let mut live = Vec::new();
+    for &i in &order {
+        let could = current[i].is_some()
+            || last[i].is_some()
+            || pinned[i].as_ref().is_some_and(|(c, _)| c.is_some());
+        if !could {
+            continue;
+        }
+        let name = decisions[i].name.clone();
+        if names.insert(name.clone()) {
+            live.push(i);
+        } else if current[i].is_some() {
+            out.errors.push(ConfigError {
+                kind: ObjectKind::IPAddressPool,
+                name: name.clone(),
+                index: i,
+                field: "metadata.name".into(),
+                problem: Problem::DuplicateName {
+                    kind: ObjectKind::IPAddressPool,
+                    name,
+                },
+            });
+        }
+    }
+
+    let mut taken: Intervals<Holder> = Intervals::default();
+    let mut in_force: BTreeMap<String, usize> = BTreeMap::new();
+    let mut place = |i: usize,
+                     c: &PoolCandidate,
+                     state: PoolState,
+                     taken: &mut Intervals<Holder>,
+                     out: &mut Validated| {
+        for (net, entry) in c.pool.cidrs.iter().zip(&c.entries) {
+            taken.insert(net, (c.pool.name.clone(), c.field(*entry), *net));
+        }
+        let mut pool = c.pool.clone();
+        pool.frozen = state == PoolState::Frozen;
+        in_force.insert(pool.name.clone(), i);
+        out.config.pools.insert(pool.name.clone(), pool);
+        decisions[i].state = state;
+        decisions[i].in_force = Some(c.spec.clone());
+    };
+    let reject = |i: usize, errs: Vec<(String, Problem)>, out: &mut Validated| {
+        for (field, problem) in errs {
+            out.errors.push(ConfigError {
+                kind: ObjectKind::IPAddressPool,
+                name: pools[i].metadata.name.clone().unwrap_or_default(),
+                index: i,
+                field,
+                problem,
+            });
+        }
+    };
+
+    // 1. Standing pools: a published verdict, unchanged since the last valid spec, or
+    //    invalid now and frozen on it.
+    let mut moving = Vec::new();
+    for &i in &live {
+        let standing = match (&pinned[i], &current[i], &last[i]) {
+            (Some((Some(c), state)), _, _) => Some((c, *state)),
+            (Some((None, _)), _, _) => None,
+            (None, Some(c), Some(l)) if c.pool == l.pool => Some((c, PoolState::Accepted)),
+            (None, Some(_), _) => {
+                moving.push(i);
+                None
+            }
+            (None, None, Some(l)) => Some((l, PoolState::Frozen)),
+            (None, None, None) => None,
+        };
+        if let Some((c, state)) = standing {
+            let errs = conflicts(c, &taken, &[]);
+            if errs.is_empty() {
+                place(i, c, state, &mut taken, out);
+            } else {
+                reject(i, errs, out);
+            }
+        }
+    }
+
+    // 2. Moving pools, until none can move any more.
+    loop {
+        let mut moved = false;
+        let mut k = 0;
+        while k < moving.len() {
+            let i = moving[k];
+            let c = current[i].as_ref().expect("moving pools are valid");
+            let reserved: Vec<&PoolCandidate> = moving
+                .iter()
+                .filter(|&&j| j != i)
+                .filter_map(|&j| last[j].as_ref())
+                .collect();
+            if conflicts(c, &taken, &reserved).is_empty() {
+                place(i, c, PoolState::Accepted, &mut taken, out);
+                moving.remove(k);
+                moved = true;
+            } else {
+                k += 1;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    // The ones left: an overlap error each, frozen on their last valid spec if they have one.
+    let stuck: Vec<(usize, Vec<(String, Problem)>)> = moving
+        .iter()
+        .map(|&i| {
+            let reserved: Vec<&PoolCandidate> = moving
+                .iter()
+                .filter(|&&j| j != i)
+                .filter_map(|&j| last[j].as_ref())
+                .collect();
+            let c = current[i].as_ref().expect("moving pools are valid");
+            (i, conflicts(c, &taken, &reserved))
+        })
+        .collect();
+    for (i, errs) in stuck {
+        reject(i, errs, out);
+        if let Some(l) = &last[i] {
+            let errs = conflicts(l, &taken, &[]);
+            if errs.is_empty() {
+                place(i, l, PoolState::Frozen, &mut taken, out);
+            } else {
+                reject(i, errs, out);
+            }
+        }
+    }
+    out.errors.sort_by_key(|e| e.index);
+    (in_force, decisions)
 }
 
 // ---------------------------------------------------------------------------
@@ -483,7 +683,7 @@ fn accept_ads(ads: &[L2Advertisement], out: &mut Validated) -> BTreeMap<String, 
             Err(e) => out.errors.extend(e),
         }
     }
-    candidates.sort_by_cached_key(|(i, _)| rank(&ads[*i].metadata, *i, false));
+    candidates.sort_by_cached_key(|(i, _)| rank(&ads[*i].metadata, *i));
     let mut accepted = BTreeMap::new();
     for (i, ad) in candidates {
         if !accepted.contains_key(&ad.name) {
@@ -894,27 +1094,6 @@ mod tests {
         let untimed = pool("aaa", &["10.0.0.0/30"]);
         let v = validate(&[untimed, old], &[]);
         assert_eq!(v.config.pools.keys().collect::<Vec<_>>(), ["zeta"]);
-    }
-
-    #[test]
-    fn unchanged_pool_wins_against_an_edited_one() {
-        let v1 = validate(
-            &[
-                created(pool("a", &["10.0.0.0/24"]), 0),
-                created(pool("b", &["10.0.1.0/24"]), 10),
-            ],
-            &[],
-        );
-        assert!(v1.is_ok());
-        // "a" (older) is edited to overlap "b": "a" is rejected, "b" keeps serving.
-        let edited = created(pool("a", &["10.0.0.0/23"]), 0);
-        let b = created(pool("b", &["10.0.1.0/24"]), 10);
-        let v2 = validate_with_previous(&[edited.clone(), b.clone()], &[], &v1.config);
-        assert_eq!(v2.config.pools.keys().collect::<Vec<_>>(), ["b"]);
-        assert_eq!(v2.errors[0].name, "a");
-        // Without history, age decides.
-        let v3 = validate(&[edited, b], &[]);
-        assert_eq!(v3.config.pools.keys().collect::<Vec<_>>(), ["a"]);
     }
 
     #[test]

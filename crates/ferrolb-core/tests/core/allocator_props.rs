@@ -182,6 +182,7 @@ fn build_pools(c: &ConfigSpec) -> Vec<Pool> {
                 auto_assign: s.auto_assign,
                 avoid_buggy_ips: s.avoid_buggy,
                 allocation,
+                frozen: false,
             })
         })
         .collect()
@@ -618,6 +619,7 @@ proptest! {
             auto_assign: true,
             avoid_buggy_ips: avoid,
             allocation: None,
+            frozen: false,
         };
         let order: Vec<IpAddr> = p
             .cidrs

@@ -28,6 +28,7 @@ fn pool(name: &str, cidrs: &[&str]) -> Pool {
         auto_assign: true,
         avoid_buggy_ips: false,
         allocation: None,
+        frozen: false,
     }
 }
 
@@ -905,4 +906,86 @@ fn rebuild_adopts_statuses_first_regardless_of_order() {
     );
     let bad_result = &r1.iter().find(|(k, _)| k.name == "m-bad").unwrap().1;
     assert!(matches!(bad_result, Ok(r) if matches!(r.change, Change::Reallocated { .. })));
+}
+
+fn frozen(mut p: Pool) -> Pool {
+    p.frozen = true;
+    p
+}
+
+/// A frozen pool (its spec became invalid, its last valid one is kept) keeps every
+/// assignment, in memory, through a reconfiguration and after a rebuild from statuses, but
+/// gives out nothing new: no automatic allocation, no requested pool or IP, no added family,
+/// no shared IP; pending Services are not retried on it until it thaws.
+#[test]
+fn frozen_pool_keeps_its_assignments_and_gives_out_nothing() {
+    let mut a = Allocator::new(vec![pool("p", &["10.0.0.0/30", "fc00::/126"])]);
+    let held = ok_ips(&mut a, &v4("held"));
+    let shared = share(v4("shared"), "k", &[TCP80]);
+    let shared_ip = ok_ips(&mut a, &shared);
+    assert_eq!(
+        (held.clone(), shared_ip.clone()),
+        (ips(&["10.0.0.0"]), ips(&["10.0.0.1"]))
+    );
+
+    // The pool freezes: both keep their IPs.
+    let cleared = a.set_pools(vec![frozen(pool("p", &["10.0.0.0/30", "fc00::/126"]))]);
+    assert!(cleared.is_empty(), "{cleared:?}");
+    assert_eq!(a.ensure(&v4("held")).unwrap().change, Change::Unchanged);
+    assert_eq!(a.ensure(&shared).unwrap().ips, shared_ip);
+    assert_eq!(a.pool_counters("p").unwrap().assigned_v4, 2);
+
+    // Nothing new: automatic, requested pool, requested IP, sharing, added family.
+    assert_eq!(
+        a.ensure(&v4("new")).unwrap_err(),
+        AllocError::NoAvailableIps
+    );
+    let mut by_pool = v4("by-pool");
+    by_pool.requested_pool = Some("p".into());
+    assert_eq!(
+        a.ensure(&by_pool).unwrap_err(),
+        AllocError::PoolFrozen("p".into())
+    );
+    assert_eq!(
+        a.ensure(&want(v4("by-ip"), &["10.0.0.3"])).unwrap_err(),
+        AllocError::PoolFrozen("p".into())
+    );
+    assert!(a
+        .ensure(&want(share(v4("sharer"), "k", &[TCP443]), &["10.0.0.1"]))
+        .is_err());
+    let mut widen = v4("held");
+    widen.cluster_families = vec![Family::V4, Family::V6];
+    widen.family_policy = FamilyPolicy::PreferDualStack;
+    assert_eq!(a.ensure(&widen).unwrap().ips, held, "no IPv6 added");
+    assert!(!a.could_use(&v4("new"), "p"));
+    assert!(a.take_freed().iter().all(|p| !a.could_use(&v4("new"), p)));
+
+    // A restart: rebuilt from statuses, the frozen pool keeps both, gives out nothing.
+    let mut from_status = v4("held");
+    from_status.current_ips = held.clone();
+    let mut shared_status = shared.clone();
+    shared_status.current_ips = shared_ip.clone();
+    let (mut b, results) = Allocator::rebuild(
+        vec![frozen(pool("p", &["10.0.0.0/30"]))],
+        vec![v4("newcomer"), from_status, shared_status],
+    );
+    let got: Vec<_> = results
+        .iter()
+        .map(|(k, r)| (k.name.clone(), r.as_ref().map(|a| a.ips.clone()).ok()))
+        .collect();
+    assert!(
+        got.contains(&("held".into(), Some(held.clone()))),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("shared".into(), Some(shared_ip.clone()))),
+        "{got:?}"
+    );
+    assert!(got.contains(&("newcomer".into(), None)), "{got:?}");
+
+    // Thawed: the pending Service can use it again, and gets the next free IP.
+    b.set_pools(vec![pool("p", &["10.0.0.0/30"])]);
+    assert!(b.take_freed().contains("p"));
+    assert!(b.could_use(&v4("newcomer"), "p"));
+    assert_eq!(ok_ips(&mut b, &v4("newcomer")), ips(&["10.0.0.2"]));
 }

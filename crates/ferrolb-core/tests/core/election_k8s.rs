@@ -22,6 +22,7 @@ fn cfg() -> Config {
             auto_assign: true,
             avoid_buggy_ips: false,
             allocation: None,
+            frozen: false,
         },
     );
     pools.insert(
@@ -33,6 +34,7 @@ fn cfg() -> Config {
             auto_assign: true,
             avoid_buggy_ips: false,
             allocation: None,
+            frozen: false,
         },
     );
     Config {

@@ -62,6 +62,7 @@ fn config() -> Config {
             auto_assign: true,
             avoid_buggy_ips: false,
             allocation: None,
+            frozen: false,
         },
     );
     Config {

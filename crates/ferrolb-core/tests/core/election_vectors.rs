@@ -20,6 +20,7 @@ fn pool(name: &str, cidrs: &[&str]) -> Pool {
         auto_assign: true,
         avoid_buggy_ips: false,
         allocation: None,
+        frozen: false,
     }
 }
 

@@ -5,8 +5,10 @@
 //!
 //! Rules (MetalLB's, with its defects fixed):
 //! - only `type: LoadBalancer` Services of our class (`--lb-class`, or no class when
-//!   unset) are handled; one that stops qualifying is released and, if we had given
-//!   it an IP, its status is cleared;
+//!   unset or empty, see [`crate::class`]) are handled; one of our class that stops being
+//!   a LoadBalancer is released and, if we had given it an IP, its status is cleared; a
+//!   Service of another class is never written to, whatever annotations it carries (another
+//!   MetalLB-compatible controller writes the same ones);
 //! - status and annotation are written only when they differ;
 //! - Events are emitted on change only: `IPAllocated` when the IPs change,
 //!   `AllocationFailed` / `LoadBalancerFailed` when the error message changes,
@@ -125,17 +127,7 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 /// Whether a Service is one this controller handles: `type: LoadBalancer` and
 /// `spec.loadBalancerClass` equal to `lb_class` (both absent counts as equal).
 pub fn handles(svc: &Service, lb_class: Option<&str>) -> bool {
-    let Some(spec) = svc.spec.as_ref() else {
-        return false;
-    };
-    if spec.type_.as_deref() != Some("LoadBalancer") {
-        return false;
-    }
-    let class = spec
-        .load_balancer_class
-        .as_deref()
-        .filter(|c| !c.is_empty());
-    class == lb_class.filter(|c| !c.is_empty())
+    crate::class::handles(svc, lb_class)
 }
 
 /// A request that only keeps the IPs a Service already has, used at start-up for a
@@ -172,7 +164,7 @@ impl Core {
         Self {
             alloc: Allocator::new(pools.clone()),
             pools,
-            lb_class: lb_class.filter(|c| !c.is_empty()),
+            lb_class: crate::class::from_flag(lb_class.as_deref()),
             ns_labels: HashMap::new(),
             memo: HashMap::new(),
             pending: BTreeMap::new(),
@@ -189,7 +181,7 @@ impl Core {
         ns_labels: HashMap<String, Labels>,
         services: impl IntoIterator<Item = &'a Service>,
     ) -> Self {
-        let lb_class = lb_class.filter(|c| !c.is_empty());
+        let lb_class = crate::class::from_flag(lb_class.as_deref());
         let empty = Labels::new();
         let reqs: Vec<ServiceRequest> = services
             .into_iter()
@@ -477,11 +469,20 @@ impl Core {
         plan
     }
 
-    /// The Service is not (or no longer) ours: release, clear what we wrote.
+    /// The Service is not (or no longer) ours: release it. What we wrote is cleared only
+    /// from a Service of our class that stopped being a LoadBalancer; a Service of another
+    /// class belongs to another controller, which writes the same status and annotation.
     fn release_foreign(&mut self, svc: &Service, key: &ServiceKey) -> Plan {
         let released = self.alloc.release(key);
         self.pending.remove(key);
         self.memo.remove(key);
+        if !crate::class::matches(crate::class::of(svc), self.lb_class.as_deref()) {
+            if released.is_some() {
+                tracing::debug!(service = %key, "released: its loadBalancerClass is not ours");
+                return Plan::new(Outcome::Released);
+            }
+            return Plan::new(Outcome::Ignored);
+        }
         let ours = released.is_some() || status::current_pool(svc).is_some();
         if !ours {
             return Plan::new(Outcome::Ignored);
@@ -489,17 +490,7 @@ impl Core {
         let mut plan = Plan::new(Outcome::Released);
         plan.status = status::status_patch(svc, &DesiredStatus::cleared());
         if let Some(r) = released {
-            let why = if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer")
-            {
-                "the Service is no longer of type LoadBalancer".to_string()
-            } else {
-                format!(
-                    "the Service's loadBalancerClass is not {}",
-                    self.lb_class
-                        .as_deref()
-                        .map_or("unset".to_string(), |c| format!("{c:?}"))
-                )
-            };
+            let why = "the Service is no longer of type LoadBalancer";
             let ips: Vec<String> = r
                 .ips
                 .iter()
@@ -552,6 +543,7 @@ mod tests {
             auto_assign: true,
             avoid_buggy_ips: false,
             allocation: None,
+            frozen: false,
         }
     }
 
@@ -773,9 +765,57 @@ mod tests {
         // A Service of another class carrying someone else's status is not touched.
         let mut foreign = lb("foreign");
         foreign.spec.as_mut().unwrap().load_balancer_class = Some("other".into());
-        foreign.status = a.status.clone();
         foreign.status = Some(Default::default());
         assert!(!core.reconcile(&foreign).writes());
+    }
+
+    #[test]
+    fn a_foreign_class_service_with_the_pool_annotation_is_never_touched() {
+        // Another MetalLB-compatible controller (class "other") gave it an IP and wrote the
+        // same annotation we write.
+        let mut foreign = lb("foreign");
+        foreign.spec.as_mut().unwrap().load_balancer_class = Some("other".into());
+        annotate(&mut foreign, status::POOL_ANNOTATION, "their-pool");
+        let mut theirs = lb("theirs");
+        let given = Core::new(vec![pool("x", &["10.1.0.0/32"])], None).reconcile(&theirs);
+        apply(&mut theirs, &given);
+        foreign.status = theirs.status.clone();
+        assert_eq!(ips(&foreign), ["10.1.0.0"]);
+        for ours in [None, Some("ferrolb".to_string())] {
+            let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], ours.clone());
+            let p = core.reconcile(&foreign);
+            assert!(!p.writes(), "{ours:?}: {p:?}");
+            assert_eq!(p.outcome, Outcome::Ignored);
+            // Also when it stops being a LoadBalancer, and after a restart.
+            let mut cluster_ip = foreign.clone();
+            cluster_ip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+            assert!(!core.reconcile(&cluster_ip).writes());
+            let mut c2 = Core::rebuild(
+                vec![pool("p", &["192.168.1.0/30"])],
+                ours.clone(),
+                HashMap::new(),
+                [&foreign, &cluster_ip],
+            );
+            assert!(!c2.reconcile(&foreign).writes());
+            assert!(!c2.reconcile(&cluster_ip).writes());
+        }
+        // Of our class, the same annotation on a Service that left LoadBalancer is ours
+        // to clear (after a restart nothing is in memory).
+        let mut ex = lb("ex");
+        annotate(&mut ex, status::POOL_ANNOTATION, "p");
+        ex.status = theirs.status.clone();
+        ex.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], None);
+        let p = core.reconcile(&ex);
+        assert_eq!(p.outcome, Outcome::Released);
+        assert!(p.status.is_some());
+    }
+
+    #[test]
+    fn an_empty_lb_class_means_no_class() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], Some(String::new()));
+        assert_eq!(core.lb_class(), None);
+        assert_eq!(core.reconcile(&lb("plain")).outcome, Outcome::Assigned);
     }
 
     #[test]
@@ -886,6 +926,33 @@ mod tests {
         apply(&mut a, &p);
         assert_eq!(ips(&a), ["192.168.1.0"]);
         assert!(!core.reconcile(&a).writes());
+    }
+
+    #[test]
+    fn a_frozen_pool_keeps_its_services_and_gives_out_nothing() {
+        let mut core = Core::new(vec![pool("p", &["192.168.1.0/30"])], None);
+        let mut a = lb("a");
+        let p = core.reconcile(&a);
+        apply(&mut a, &p);
+        let mut frozen = pool("p", &["192.168.1.0/30"]);
+        frozen.frozen = true;
+        // Freezing changes the pools, but clears no Service.
+        assert_eq!(core.set_pools(vec![frozen.clone()]), Some(vec![]));
+        assert!(
+            !core.reconcile(&a).writes(),
+            "a keeps its IP, nothing written"
+        );
+        let b = lb("b");
+        let pb = core.reconcile(&b);
+        assert_eq!(pb.outcome, Outcome::Pending);
+        // After a restart too.
+        let mut c2 = Core::rebuild(vec![frozen], None, HashMap::new(), [&a, &b]);
+        assert!(!c2.reconcile(&a).writes());
+        assert_eq!(c2.reconcile(&b).outcome, Outcome::Pending);
+        // Thawed: b is retried and served.
+        let keys = c2.set_pools(vec![pool("p", &["192.168.1.0/30"])]).unwrap();
+        assert_eq!(keys, vec![service_key(&b)]);
+        assert_eq!(c2.reconcile(&b).outcome, Outcome::Assigned);
     }
 
     #[test]

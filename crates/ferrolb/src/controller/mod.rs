@@ -10,7 +10,8 @@
 //! | [`pools`] | pure | IPAddressPool status (counters, `Valid` condition) diff |
 //! | [`slim`] | pure | the cached projection of a Service (only the fields read) |
 //! | [`shell`] | shell | watches, start-up rebuild, kube-runtime Controller, pool status writer |
-//! | [`writer`] | shell | the only API writes: leader-gated, counted |
+//! | [`writer`] | shell | the only API writes: leader-gated, counted, feeding readiness |
+//! | [`backoff`] | pure | per-object retry delays of failed writes |
 //! | [`leader`] | shell | Lease-based leader election, the "may I write" flag |
 //! | [`metrics`] | – | Prometheus metrics |
 //!
@@ -18,8 +19,14 @@
 //! leadership runs one [`shell::lead`] session (LIST + rebuild, then watch and
 //! reconcile). Losing the lease drops the session at once; SIGTERM stops writes,
 //! releases the Lease and exits.
+//!
+//! Readiness (`/readyz`): 200 once started; 503 while a leader's Service status writes, or
+//! its pool status writes, have kept failing (no success of that kind) for
+//! [`crate::telemetry::UNREADY_AFTER`], or while its leadership sessions have kept failing
+//! before coming up for as long. A standby is ready.
 
 pub mod args;
+pub mod backoff;
 pub mod core;
 pub mod leader;
 pub mod metrics;
@@ -104,13 +111,11 @@ pub async fn run_with(
         leadership.clone(),
         metrics.clone(),
         &args.namespace,
-    );
-    let settings = shell::Settings {
-        namespace: args.namespace.clone(),
-        lb_class: args.lb_class.clone(),
-    };
+    )
+    .with_health(&health);
+    let settings = shell::Settings::new(args);
     health.set_ready(true);
-    tracing::info!(%identity, namespace = %args.namespace, lb_class = ?args.lb_class, "controller started");
+    tracing::info!(%identity, namespace = %args.namespace, lb_class = ?settings.lb_class, "controller started");
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|v| *v) => break,
@@ -130,10 +135,12 @@ pub async fn run_with(
                     Ok(()) => tracing::warn!("session ended"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "session failed; restarting"),
                 }
+                writer.session_failed();
                 true
             }
             _ = leadership.until_lost() => {
                 tracing::warn!("not leading any more; stopped all writes");
+                writer.standing_by();
                 false
             }
             _ = shutdown.wait_for(|v| *v) => break,

@@ -9,9 +9,13 @@
 //!    re-check of every listed Service, plus targeted re-reconciles (`reconcile_on`)
 //!    for pending Services that can use freed room, Services cleared by a config
 //!    change and the Services of a Namespace whose labels changed;
-//! 3. watch pools + advertisements (re-validate on change; invalid objects get a
-//!    `Valid=False` condition and a Warning Event and are ignored), Namespaces (labels),
-//!    and write pool statuses coalesced (at most one pass per [`POOL_STATUS_COALESCE`]).
+//! 3. watch pools + advertisements (decide again on change, see [`crate::config::decide`]:
+//!    an invalid pool is frozen on its last valid spec, or ignored when it never had one;
+//!    either way a `Valid=False` condition and a Warning Event name the field), Namespaces
+//!    (labels), and write pool statuses coalesced (at most one pass per
+//!    [`POOL_STATUS_COALESCE`]), each pool's failed write retried with its own backoff
+//!    ([`super::backoff`]). The pool status publishes the decision (`lastValidSpec`, the
+//!    verdict): the speakers follow it, and the next session (or a restart) reads it back.
 //!
 //! Deletions release IPs as they arrive; after every (re)list, Services the core still
 //! tracks but the cluster no longer has are released too (a watch gap loses no IP).
@@ -33,14 +37,15 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use super::backoff::{self, Retries};
 use super::core::{service_key, Core, Outcome};
 use super::metrics::Metrics;
 use super::pools::{self, PoolVerdict};
 use super::slim::slim_service;
 use super::writer::{PlannedEvent, WriteError, Writer};
 use crate::allocator::ServiceKey;
-use crate::config::{self, Config, ObjectKind, Pool};
-use crate::crd::{IPAddressPool, L2Advertisement};
+use crate::config::{self, Config, Decision, ObjectKind, Pool, PoolDecision, PoolState};
+use crate::crd::{IPAddressPool, IPAddressPoolSpec, L2Advertisement};
 
 /// Pool status writes are coalesced over this window.
 pub const POOL_STATUS_COALESCE: Duration = Duration::from_millis(250);
@@ -89,8 +94,18 @@ impl Inputs {
 pub struct Settings {
     /// Namespace of pools and advertisements.
     pub namespace: String,
-    /// `--lb-class`.
+    /// `--lb-class` (`None`: Services without a class).
     pub lb_class: Option<String>,
+}
+
+impl Settings {
+    /// The settings the flags describe (`--lb-class=` means no class, as for the speaker).
+    pub fn new(args: &super::Args) -> Self {
+        Self {
+            namespace: args.namespace.clone(),
+            lb_class: crate::class::from_flag(args.lb_class.as_deref()),
+        }
+    }
 }
 
 /// Errors of one Service reconcile (drive the retry policy).
@@ -109,7 +124,8 @@ pub struct Ctx {
     services: Store<Service>,
     retry_tx: mpsc::UnboundedSender<ObjectRef<Service>>,
     pools_dirty: Notify,
-    pool_errors: Mutex<BTreeMap<String, String>>,
+    /// The decision about each pool (by name) with its errors, for the status writer.
+    pool_decisions: Mutex<BTreeMap<String, (PoolDecision, String)>>,
     failures: Mutex<HashMap<ServiceKey, u32>>,
 }
 
@@ -168,37 +184,67 @@ where
     }
 }
 
-/// Validates pools + advertisements; returns the valid pools and the errors by pool /
-/// advertisement name.
-pub fn validate_objects(
+/// The last valid spec this session decided for each pool (by uid). The session reads
+/// what it decided even before its status write lands (or when it fails), so it never
+/// falls back to an older published spec.
+pub type Decided = BTreeMap<String, IPAddressPoolSpec>;
+
+/// Decides the configuration (see [`config::decide`]) from the pools and advertisements,
+/// each pool's past being its published `status.lastValidSpec` or, newer, what this session
+/// decided (`decided`), which is then updated.
+pub fn decide_objects(
     pools: &[IPAddressPool],
     ads: &[L2Advertisement],
-    previous: &Config,
-) -> (Config, BTreeMap<String, String>, BTreeMap<String, String>) {
-    let v = config::validate_with_previous(pools, ads, previous);
-    let mut pool_errors: BTreeMap<String, String> = BTreeMap::new();
-    let mut ad_errors: BTreeMap<String, String> = BTreeMap::new();
-    for e in &v.errors {
-        let map = match e.kind {
-            ObjectKind::IPAddressPool => &mut pool_errors,
-            ObjectKind::L2Advertisement => &mut ad_errors,
-        };
-        let entry = map.entry(e.name.clone()).or_default();
-        if !entry.is_empty() {
-            entry.push_str("; ");
+    decided: &mut Decided,
+) -> Decision {
+    let with_past: Vec<IPAddressPool> = pools
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if let Some(spec) = p.metadata.uid.as_ref().and_then(|u| decided.get(u)) {
+                p.status
+                    .get_or_insert_with(Default::default)
+                    .last_valid_spec = Some(spec.clone());
+            }
+            p
+        })
+        .collect();
+    let d = config::decide(&with_past, ads);
+    decided.retain(|uid, _| pools.iter().any(|p| p.metadata.uid.as_ref() == Some(uid)));
+    for pd in &d.pools {
+        if let (Some(uid), Some(spec)) = (&pd.uid, &pd.in_force) {
+            decided.insert(uid.clone(), spec.clone());
         }
-        entry.push_str(&e.to_string());
     }
-    (v.config, pool_errors, ad_errors)
+    d
+}
+
+/// The decision about each pool by name, with its errors.
+fn pool_decisions(d: &Decision) -> BTreeMap<String, (PoolDecision, String)> {
+    d.pools
+        .iter()
+        .filter(|pd| !pd.name.is_empty())
+        .map(|pd| (pd.name.clone(), (pd.clone(), d.pool_message(pd.index))))
+        .collect()
+}
+
+/// The errors of each invalid L2Advertisement, by name.
+fn ad_errors(d: &Decision) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for e in &d.validated.errors {
+        if e.kind == ObjectKind::L2Advertisement {
+            let entry = out.entry(e.name.clone()).or_default();
+            if !entry.is_empty() {
+                entry.push_str("; ");
+            }
+            entry.push_str(&e.to_string());
+        }
+    }
+    out
 }
 
 fn pool_list(c: &Config) -> Vec<Pool> {
     c.pools.values().cloned().collect()
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1u64 << attempt.min(9));
-    Duration::from_millis(ms.min(30_000))
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
@@ -275,7 +321,7 @@ fn error_policy(svc: Arc<Service>, err: &ReconcileError, ctx: Arc<Ctx>) -> Actio
         *n += 1;
         *n
     };
-    let delay = backoff(attempt - 1);
+    let delay = backoff::delay(attempt);
     tracing::warn!(service = %key, error = %err, attempt, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -319,8 +365,23 @@ pub async fn lead(
     let ad_api: Api<L2Advertisement> = Api::namespaced(client.clone(), &settings.namespace);
     let pools = list_all(&pool_api).await?;
     let ads = list_all(&ad_api).await?;
-    let (cfg, pool_errors, _ad_errors) = validate_objects(&pools, &ads, &Config::default());
+    let mut decided = Decided::new();
+    let decision = decide_objects(&pools, &ads, &mut decided);
     drop((pools, ads));
+    let cfg = decision.config().clone();
+    let invalid_pools = decision
+        .pools
+        .iter()
+        .filter(|p| p.state != PoolState::Accepted)
+        .count();
+    for pd in decision
+        .pools
+        .iter()
+        .filter(|p| p.state != PoolState::Accepted)
+    {
+        tracing::warn!(pool = %pd.name, state = ?pd.state, error = %decision.pool_message(pd.index),
+            "invalid IPAddressPool");
+    }
 
     // Every Service, from the Service watch's own initial list (no second LIST): the
     // reflector store holds slim projections once it is done.
@@ -347,12 +408,13 @@ pub async fn lead(
     tracing::info!(
         services = listed.len(),
         pools = cfg.pools.len(),
-        invalid_pools = pool_errors.len(),
+        invalid_pools,
         pending = core.pending_len(),
         took = ?t0.elapsed(),
         "allocator rebuilt from existing Service statuses"
     );
     metrics.pending.set(core.pending_len() as i64);
+    writer.session_up();
 
     // 2. Shared state.
     let (retry_tx, retry_rx) = mpsc::unbounded();
@@ -363,7 +425,7 @@ pub async fn lead(
         services: svc_reader.clone(),
         retry_tx,
         pools_dirty: Notify::new(),
-        pool_errors: Mutex::new(pool_errors),
+        pool_decisions: Mutex::new(pool_decisions(&decision)),
         failures: Mutex::new(HashMap::new()),
     });
     ctx.pools_dirty.notify_one();
@@ -405,7 +467,7 @@ pub async fn lead(
         pool_events,
         l2ads,
         pool_writer,
-        cfg,
+        decided,
         settings.namespace.clone(),
     );
     let pool_status_task = run_pool_status(ctx.clone(), pool_reader);
@@ -440,7 +502,7 @@ async fn run_config(
     pools: EventStream<IPAddressPool>,
     ads: EventStream<L2Advertisement>,
     pool_writer: reflector::store::Writer<IPAddressPool>,
-    mut current: Config,
+    mut decided: Decided,
     namespace: String,
 ) -> anyhow::Result<()> {
     let (ad_reader, ad_writer) = reflector::store::<L2Advertisement>();
@@ -475,28 +537,42 @@ async fn run_config(
             pool_reader.state().iter().map(|p| (**p).clone()).collect();
         let ad_objs: Vec<L2Advertisement> =
             ad_reader.state().iter().map(|a| (**a).clone()).collect();
-        let (cfg, pool_errors, ad_errors) = validate_objects(&pool_objs, &ad_objs, &current);
+        let decision = decide_objects(&pool_objs, &ad_objs, &mut decided);
+        let cfg = decision.config();
+        let verdicts = pool_decisions(&decision);
+        let ad_errors = ad_errors(&decision);
         let changed = {
             let mut core = ctx.lock();
-            let r = core.set_pools(pool_list(&cfg));
+            let r = core.set_pools(pool_list(cfg));
             ctx.metrics.pending.set(core.pending_len() as i64);
             r
         };
         if let Some(keys) = changed {
             tracing::info!(
                 pools = cfg.pools.len(),
-                invalid = pool_errors.len(),
+                frozen = cfg.pools.values().filter(|p| p.frozen).count(),
                 reconcile = keys.len(),
                 "pool configuration changed"
             );
             ctx.retry(keys);
         }
-        for (name, msg) in &pool_errors {
-            tracing::warn!(pool = %name, error = %msg, "invalid IPAddressPool ignored");
+        {
+            let mut known = ctx.pool_decisions.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, (pd, msg)) in &verdicts {
+                let before = known.get(name).map(|(d, m)| (d.state, m));
+                if pd.state != PoolState::Accepted && before != Some((pd.state, msg)) {
+                    match pd.state {
+                        PoolState::Frozen => tracing::warn!(pool = %name, error = %msg,
+                            "invalid IPAddressPool frozen: its last valid spec stays in force"),
+                        _ => {
+                            tracing::warn!(pool = %name, error = %msg, "invalid IPAddressPool ignored")
+                        }
+                    }
+                }
+            }
+            *known = verdicts;
         }
-        *ctx.pool_errors.lock().unwrap_or_else(|p| p.into_inner()) = pool_errors;
         ctx.pools_dirty.notify_one();
-        current = cfg;
         // Invalid advertisements: a Warning Event when the message changes.
         for ad in &ad_objs {
             let name = ad.name_any();
@@ -530,9 +606,18 @@ fn object_ref<K: Resource<DynamicType = ()>>(o: &K, namespace: &str) -> ObjectRe
 async fn run_pool_status(ctx: Arc<Ctx>, pools: Store<IPAddressPool>) -> anyhow::Result<()> {
     let mut warned: BTreeMap<String, String> = BTreeMap::new();
     let mut written: BTreeMap<String, crate::crd::IPAddressPoolStatus> = BTreeMap::new();
+    let mut retries: Retries<String> = Retries::default();
     let mut known_metrics: Vec<String> = Vec::new();
     loop {
-        ctx.pools_dirty.notified().await;
+        match retries.next_due() {
+            Some(at) => {
+                tokio::select! {
+                    _ = ctx.pools_dirty.notified() => {}
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            None => ctx.pools_dirty.notified().await,
+        }
         tokio::time::sleep(POOL_STATUS_COALESCE).await;
         let (counts, capacities) = {
             let core = ctx.lock();
@@ -543,8 +628,8 @@ async fn run_pool_status(ctx: Arc<Ctx>, pools: Store<IPAddressPool>) -> anyhow::
                 .collect();
             (counts, caps)
         };
-        let errors = ctx
-            .pool_errors
+        let decisions = ctx
+            .pool_decisions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
@@ -558,56 +643,59 @@ async fn run_pool_status(ctx: Arc<Ctx>, pools: Store<IPAddressPool>) -> anyhow::
             ctx.metrics.set_pool(name, "ipv6", cap.v6, c.assigned_v6);
         }
         known_metrics = counts.keys().cloned().collect();
-        // Statuses.
+        // Statuses and Warning Events, each pool on its own backoff.
         let now = k8s_openapi::jiff::Timestamp::now();
-        let mut failed = false;
         for pool in pools.state() {
             let name = pool.name_any();
-            let verdict = match (errors.get(&name), counts.get(&name)) {
-                (Some(msg), _) => PoolVerdict::Invalid(msg.clone()),
-                (None, Some(c)) => PoolVerdict::Valid(*c),
-                (None, None) => continue, // not yet in the config
+            let Some((decision, errors)) = decisions.get(&name) else {
+                continue; // not decided yet
             };
+            if decision.uid.is_some() && decision.uid != pool.metadata.uid {
+                continue; // decided about an object since replaced
+            }
+            if !retries.due(&name, Instant::now()) {
+                continue;
+            }
+            let verdict = PoolVerdict::new(decision, errors.clone(), counts.get(&name).copied());
             let want = pools::desired_status(&pool, &verdict, now);
-            if written
+            let mut result = Ok(());
+            if !written
                 .get(&name)
                 .is_some_and(|w| pools::status_equal(w, &want))
             {
-                continue;
-            }
-            if let Some(patch) = pools::status_patch(&pool, &verdict, now) {
-                match ctx.writer.patch_pool_status(&name, &patch).await {
-                    Ok(()) => {
-                        written.insert(name.clone(), want);
-                    }
-                    Err(WriteError::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(pool = %name, error = %e, "could not write pool status");
-                        failed = true;
-                    }
+                result = match pools::status_patch(&pool, &verdict, now) {
+                    Some(patch) => ctx.writer.patch_pool_status(&name, &patch).await,
+                    None => Ok(()),
+                };
+                if result.is_ok() {
+                    written.insert(name.clone(), want);
                 }
-            } else {
-                written.insert(name.clone(), want);
             }
-            if let PoolVerdict::Invalid(msg) = &verdict {
-                if warned.get(&name) != Some(msg) {
-                    let ev = PlannedEvent::warning("InvalidConfiguration", "Validate", msg.clone());
-                    if ctx.writer.publish(&pool.object_ref(&()), &ev).await.is_ok() {
-                        warned.insert(name.clone(), msg.clone());
-                    }
+            let message = verdict.message();
+            if result.is_ok() && !message.is_empty() && warned.get(&name) != Some(&message) {
+                let ev = PlannedEvent::warning("InvalidConfiguration", "Validate", message.clone());
+                result = ctx.writer.publish(&pool.object_ref(&()), &ev).await;
+                if result.is_ok() {
+                    warned.insert(name.clone(), message);
                 }
-            } else {
+            } else if message.is_empty() {
                 warned.remove(&name);
+            }
+            match result {
+                Ok(()) | Err(WriteError::NotFound(_)) => retries.succeeded(&name),
+                Err(WriteError::NotLeader) => {}
+                Err(e) => {
+                    let retry_in = retries.failed(&name, Instant::now());
+                    tracing::warn!(pool = %name, error = %e, failures = retries.failures(&name),
+                        ?retry_in, "could not write pool status");
+                }
             }
         }
         let present: std::collections::BTreeSet<String> =
             pools.state().iter().map(|p| p.name_any()).collect();
         written.retain(|n, _| present.contains(n));
         warned.retain(|n, _| present.contains(n));
-        if failed {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            ctx.pools_dirty.notify_one();
-        }
+        retries.retain(|n| present.contains(n));
     }
 }
 

@@ -218,6 +218,7 @@ mod tests {
             auto_assign: true,
             avoid_buggy_ips: false,
             allocation: None,
+            frozen: false,
         };
         for class in [None, Some("c".to_string())] {
             let mut ca = Core::new(vec![pool.clone()], class.clone());

@@ -1,6 +1,8 @@
 //! The only place the controller writes to the API (shell). Every write first checks
 //! [`Leadership::is_leader`], is counted in `ferrolb_controller_api_writes_total`, and
-//! reports 409 Conflict distinctly so the caller retries with backoff.
+//! reports 409 Conflict distinctly so the caller retries with backoff. Status writes feed
+//! readiness (see [`Writer::with_health`]): per kind (Service status, pool status), a write
+//! the API server failed starts a streak of failures, an answered one ends it.
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -10,6 +12,7 @@ use serde_json::Value;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use crate::crd::IPAddressPool;
+use crate::telemetry::{Check, Health};
 
 /// `reportingController` of the Events.
 pub const REPORTER: &str = "ferrolb-controller";
@@ -99,6 +102,9 @@ pub struct Writer {
     leadership: Leadership,
     metrics: Metrics,
     pool_namespace: String,
+    service_writes: Check,
+    pool_writes: Check,
+    session: Check,
 }
 
 impl Writer {
@@ -120,6 +126,36 @@ impl Writer {
             leadership,
             metrics,
             pool_namespace: pool_namespace.into(),
+            service_writes: Check::default(),
+            pool_writes: Check::default(),
+            session: Check::default(),
+        }
+    }
+
+    /// Reports to `health`: the checks `service status writes` and `pool status writes`
+    /// fail while writes of that kind keep failing, `leadership session` while sessions
+    /// keep failing before they are up ([`Writer::session_up`]).
+    pub fn with_health(mut self, health: &Health) -> Self {
+        self.service_writes = health.check("service status writes");
+        self.pool_writes = health.check("pool status writes");
+        self.session = health.check("leadership session");
+        self
+    }
+
+    /// A leadership session is up (its state rebuilt): ends a streak of failed sessions.
+    pub fn session_up(&self) {
+        self.session.ok();
+    }
+
+    /// A leadership session failed.
+    pub fn session_failed(&self) {
+        self.session.failed();
+    }
+
+    /// Not leading any more: nothing of this replica is failing.
+    pub fn standing_by(&self) {
+        for c in [&self.session, &self.service_writes, &self.pool_writes] {
+            c.ok();
         }
     }
 
@@ -129,6 +165,16 @@ impl Writer {
         } else {
             Err(WriteError::NotLeader)
         }
+    }
+
+    /// Feeds `check`: the API server took the write (or answered 404 / 409), or failed it.
+    fn record<T>(check: &Check, r: Result<T, WriteError>) -> Result<T, WriteError> {
+        match &r {
+            Ok(_) | Err(WriteError::Conflict(_) | WriteError::NotFound(_)) => check.ok(),
+            Err(WriteError::Api { .. }) => check.failed(),
+            Err(WriteError::NotLeader) => {}
+        }
+        r
     }
 
     /// Merge-patches the `status` subresource of a Service (status + annotation).
@@ -141,9 +187,11 @@ impl Writer {
         self.gate()?;
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
         self.metrics.count_write("service_status");
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        let r = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(|e| classify(format!("Service {ns}/{name}"), e))
+            .map_err(|e| classify(format!("Service {ns}/{name}"), e));
+        Self::record(&self.service_writes, r)
     }
 
     /// Merge-patches the `status` subresource of an IPAddressPool.
@@ -151,10 +199,12 @@ impl Writer {
         self.gate()?;
         let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), &self.pool_namespace);
         self.metrics.count_write("pool_status");
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        let r = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(|_| ())
-            .map_err(|e| classify(format!("IPAddressPool {name}"), e))
+            .map_err(|e| classify(format!("IPAddressPool {name}"), e));
+        Self::record(&self.pool_writes, r)
     }
 
     /// Publishes an Event about `regarding`.

@@ -119,15 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let lease_task = tokio::spawn(own.run(stop_rx.clone()));
 
-    let settings = Settings {
-        node: args.node_name.clone(),
-        lb_class: args.lb_class.clone(),
-        options: ElectionOptions {
-            revertive: args.revertive,
-            ignore_exclude_lb: args.ignore_exclude_lb,
-        },
-        clock,
-    };
+    let settings = settings(&args, clock);
     let clients = Clients {
         claims: claims::ClaimApi::new(client.clone(), &args.namespace),
         status: status::StatusApi::new(client.clone(), &args.namespace),
@@ -354,4 +346,61 @@ pub async fn wait_ready(s: &Stores) {
         s.leases.wait_until_ready(),
         s.statuses.wait_until_ready(),
     );
+}
+
+/// The speaker's settings from its flags. `--lb-class` is read as the controller reads it
+/// ([`crate::class::from_flag`]): `--lb-class=` means no class.
+pub fn settings(args: &Args, clock: LeaseClock) -> Settings {
+    Settings {
+        node: args.node_name.clone(),
+        lb_class: crate::class::from_flag(args.lb_class.as_deref()),
+        options: ElectionOptions {
+            revertive: args.revertive,
+            ignore_exclude_lb: args.ignore_exclude_lb,
+        },
+        clock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[derive(Parser)]
+    struct ControllerCli {
+        #[command(flatten)]
+        args: crate::controller::Args,
+    }
+
+    /// The class the speaker and the controller use for the same flags (asserted equal).
+    fn lb_class(flags: &[&str]) -> Option<String> {
+        let mut argv = vec!["x", "--node-name", "n"];
+        argv.extend_from_slice(flags);
+        let a = Cli::try_parse_from(argv).unwrap().args;
+        let speaker = settings(&a, a.timing().unwrap()).lb_class;
+        let c = ControllerCli::try_parse_from(std::iter::once("x").chain(flags.iter().copied()))
+            .unwrap()
+            .args;
+        let controller = crate::controller::shell::Settings::new(&c).lb_class;
+        assert_eq!(speaker, controller, "they disagree on {flags:?}");
+        speaker
+    }
+
+    #[test]
+    fn lb_class_is_read_as_the_controller_reads_it() {
+        if std::env::var_os("FERROLB_LB_CLASS").is_some() {
+            return; // the environment decides for both
+        }
+        assert_eq!(lb_class(&[]), None);
+        assert_eq!(lb_class(&["--lb-class="]), None);
+        assert_eq!(lb_class(&["--lb-class", ""]), None);
+        assert_eq!(lb_class(&["--lb-class=ferrolb"]), Some("ferrolb".into()));
+    }
 }

@@ -330,3 +330,146 @@ async fn leader_handover_keeps_every_ip_and_the_new_leader_writes_nothing() {
     b.stop().await;
     srv.shutdown().await.unwrap();
 }
+
+async fn pool_status(client: &kube::Client, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
+    Api::<IPAddressPool>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+}
+
+fn valid_condition(
+    st: &ferrolb::crd::IPAddressPoolStatus,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    st.conditions.iter().find(|c| c.type_ == "Valid").cloned()
+}
+
+/// A pool edited into an invalid spec is frozen: its Service keeps its IP, a new Service
+/// gets none from it, its condition and a Warning Event name the field, and all of this
+/// holds across a controller restart (the last valid spec is read back from the status),
+/// even with another pool's status mangled by hand. Fixing the spec thaws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_edit_freezes_the_pool_across_restarts() {
+    let (srv, client) = server().await;
+    let pools = Api::<IPAddressPool>::namespaced(client.clone(), NS);
+    create_pool(&client, "default", &["192.0.2.100/30"]).await;
+    create_svc(&client, "a", None).await;
+    let r1 = start(&client, "c1", &[]);
+    eventually("a has an IP", Duration::from_secs(10), || async {
+        ingress(&client, "a").await == ["192.0.2.100"]
+    })
+    .await;
+    eventually(
+        "lastValidSpec published",
+        Duration::from_secs(5),
+        || async {
+            let st = pool_status(&client, "default").await;
+            valid_condition(&st).is_some_and(|c| c.status == "True")
+                && st
+                    .last_valid_spec
+                    .is_some_and(|s| s.addresses == ["192.0.2.100/30"])
+        },
+    )
+    .await;
+
+    pools
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"addresses": ["192.0.2.100/30", "10.0.0.1/33"]}})),
+        )
+        .await
+        .unwrap();
+    let field = r#"spec.addresses[1]: invalid CIDR "10.0.0.1/33""#;
+    eventually("Frozen condition", Duration::from_secs(5), || async {
+        let st = pool_status(&client, "default").await;
+        valid_condition(&st).is_some_and(|c| {
+            c.status == "False"
+                && c.reason == "Frozen"
+                && c.message.contains(field)
+                && c.observed_generation == Some(2)
+        })
+    })
+    .await;
+    eventually(
+        "Warning Event naming the field",
+        Duration::from_secs(5),
+        || async {
+            Api::<K8sEvent>::namespaced(client.clone(), NS)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("InvalidConfiguration")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.note.as_deref().is_some_and(|n| n.contains(field))
+                })
+        },
+    )
+    .await;
+    let st = pool_status(&client, "default").await;
+    assert_eq!(st.last_valid_spec.unwrap().addresses, ["192.0.2.100/30"]);
+    assert_eq!(st.assigned_ipv4, 1, "the frozen pool still counts its IP");
+    assert_eq!(ingress(&client, "a").await, ["192.0.2.100"]);
+    // Nothing new from a frozen pool.
+    create_svc(&client, "b", None).await;
+    eventually("AllocationFailed for b", Duration::from_secs(5), || async {
+        events(&client, "default", "b", "AllocationFailed").await == 1
+    })
+    .await;
+    assert!(ingress(&client, "b").await.is_empty());
+
+    // A human writes nonsense into another pool's status; then the controller restarts.
+    create_pool(&client, "other", &["198.51.100.0/30"]).await;
+    r1.stop().await;
+    pools
+        .patch_status(
+            "other",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"assignedIPv4": "lots", "conditions": [{"type": "Valid"}],
+                "lastValidSpec": 5}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let r2 = start(&client, "c2", &[]);
+    // b gets an IP from "other" (so the pool watch works), a keeps its IP, still frozen.
+    eventually(
+        "b served by the other pool",
+        Duration::from_secs(10),
+        || async { ingress(&client, "b").await == ["198.51.100.0"] },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(ingress(&client, "a").await, ["192.0.2.100"]);
+    let st = pool_status(&client, "default").await;
+    assert_eq!(valid_condition(&st).unwrap().reason, "Frozen");
+    assert_eq!(st.last_valid_spec.unwrap().addresses, ["192.0.2.100/30"]);
+    let other = pool_status(&client, "other").await;
+    assert_eq!(other.assigned_ipv4, 1, "the mangled status was rewritten");
+
+    // The fix thaws it: the new spec is in force, a keeps its IP.
+    pools
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"addresses": ["192.0.2.100/30", "192.0.2.104/30"]}})),
+        )
+        .await
+        .unwrap();
+    eventually("Accepted again", Duration::from_secs(5), || async {
+        let st = pool_status(&client, "default").await;
+        let accepted = valid_condition(&st)
+            .is_some_and(|c| c.status == "True" && c.observed_generation == Some(3));
+        accepted && st.last_valid_spec.is_some_and(|s| s.addresses.len() == 2)
+    })
+    .await;
+    assert_eq!(ingress(&client, "a").await, ["192.0.2.100"]);
+    r2.stop().await;
+    srv.shutdown().await.unwrap();
+}

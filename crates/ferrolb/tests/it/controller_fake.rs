@@ -223,3 +223,125 @@ async fn a_replica_that_is_not_leader_writes_nothing() {
     session.abort();
     drop((stx, ptx, atx, ntx));
 }
+
+/// A pool status the API server keeps failing (e.g. broken custom-resource status
+/// handling): each retry waits twice as long as the previous one, other objects' statuses
+/// are still written, and readiness turns 503 once the failures have lasted long enough;
+/// the first write that lands makes it ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_pool_status_backs_off_and_makes_the_controller_unready() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let broken = Arc::new(AtomicBool::new(true));
+    let (a2, b2) = (attempts.clone(), broken.clone());
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<IPAddressPool>()
+        .with_resource::<L2Advertisement>()
+        .with_status_subresource::<Service>()
+        .with_object(pool())
+        .with_object(svc("a"))
+        .with_interceptor_funcs(kube_fake_client::interceptor::Funcs::new().patch_status(
+            move |ctx| {
+                if ctx.name == "p" {
+                    a2.lock().unwrap().push(Instant::now());
+                    if b2.load(Ordering::SeqCst) {
+                        return Err(kube_fake_client::Error::Internal("status broken".into()));
+                    }
+                }
+                Ok(None)
+            },
+        ))
+        .build()
+        .await
+        .unwrap();
+    let metrics = Metrics::default();
+    let health =
+        ferrolb::telemetry::Health::default().with_unready_after(Duration::from_millis(1500));
+    health.set_ready(true);
+    let writer = Writer::new(
+        client.clone(),
+        "test",
+        Leadership::always(),
+        metrics.clone(),
+        "metallb-system",
+    )
+    .with_health(&health);
+    let (stx, services) = chan::<Service>();
+    let (ptx, pools) = chan::<IPAddressPool>();
+    let (atx, l2ads) = chan::<L2Advertisement>();
+    let (ntx, namespaces) = chan::<Namespace>();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    initial(&stx, vec![svcs.get("a").await.unwrap()]);
+    initial(&ptx, vec![pool()]);
+    initial(&atx, vec![]);
+    initial(&ntx, vec![]);
+    let session = tokio::spawn(lead(
+        client.clone(),
+        Settings {
+            namespace: "metallb-system".into(),
+            lb_class: None,
+        },
+        Inputs {
+            services,
+            pools,
+            l2ads,
+            namespaces,
+        },
+        writer,
+        metrics.clone(),
+    ));
+    // The Service status lands although the pool status keeps failing.
+    let t0 = Instant::now();
+    while svcs
+        .get("a")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .is_none()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "service status never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    let seen = attempts.lock().unwrap().clone();
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("pool status attempts: {}, gaps {gaps:?}", seen.len());
+    assert!(
+        (4..=9).contains(&seen.len()),
+        "{} attempts in ~5 s",
+        seen.len()
+    );
+    for w in gaps.windows(2) {
+        assert!(
+            w[1] + Duration::from_millis(50) >= w[0],
+            "gaps shrink: {gaps:?}"
+        );
+    }
+    let last = *gaps.last().unwrap();
+    assert!(
+        last >= Duration::from_millis(1600) && last >= gaps[0] * 3,
+        "no growing backoff: {gaps:?}"
+    );
+    let why = health.readiness(Instant::now()).unwrap_err();
+    assert!(why.contains("pool status writes failing"), "{why}");
+    assert!(!health.is_ready());
+    // The API server heals: the next retry lands and the controller is ready again.
+    broken.store(false, Ordering::SeqCst);
+    let t1 = Instant::now();
+    while !health.is_ready() {
+        assert!(t1.elapsed() < Duration::from_secs(8), "still unready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pools_api: Api<IPAddressPool> = Api::namespaced(client.clone(), "metallb-system");
+    let st = pools_api.get("p").await.unwrap().status.unwrap();
+    assert_eq!(st.assigned_ipv4, 1);
+    assert!(st.last_valid_spec.is_some());
+    session.abort();
+    drop((stx, ptx, atx, ntx));
+}

@@ -698,3 +698,227 @@ fn owner_link_cut_fails_over_within_1500ms() {
         "after the heal"
     );
 }
+
+/// Every VIP is answered by its owner on every probe for `dur` (none goes dark, none
+/// moves).
+fn hold(lab: &Lab, vips: &[(IpAddr, String)], dur: Duration, what: &str) {
+    let t = Instant::now();
+    while t.elapsed() < dur {
+        for (ip, owner) in vips {
+            match lab.request(*ip, Duration::from_millis(500)) {
+                Ok(n) => assert_eq!(&n, owner, "{ip} moved {what}{}", dump(lab)),
+                Err(e) => panic!(
+                    "{ip} went dark {:?} {what}: {e:#}{}",
+                    t.elapsed(),
+                    dump(lab)
+                ),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
+    let client = lab.client();
+    let name = name.to_string();
+    lab.block_on(async move {
+        kube::Api::<ferrolb::crd::IPAddressPool>::namespaced(client, "metallb-system")
+            .get(&name)
+            .await
+            .map(|p| p.status.unwrap_or_default())
+    })
+    .unwrap()
+}
+
+/// Merge-patches the spec of pool `name` (`Err`: the API server rejected the edit).
+fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
+    let client = lab.client();
+    let name = name.to_string();
+    lab.block_on(async move {
+        kube::Api::<ferrolb::crd::IPAddressPool>::namespaced(client, "metallb-system")
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .map(|_| ())
+    })
+}
+
+/// A pool edited into each invalid shape the validation knows: the pool is frozen (its
+/// `Valid` condition names the field), no Service IP changes and no VIP goes dark or moves,
+/// also across a controller restart while frozen; the fix thaws it. The lab's log files
+/// carry no colour escapes.
+#[test]
+fn bad_pool_edits_change_no_ip_and_darken_no_vip() {
+    let Some((_g, mut lab)) = lab("bad_pool_edits", 3) else {
+        return;
+    };
+    let cfg = write(
+        &lab,
+        "pools.yaml",
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: default, namespace: metallb-system}\n\
+         spec:\n  addresses: [192.0.2.100-192.0.2.120]\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: second, namespace: metallb-system}\n\
+         spec:\n  addresses: [192.0.2.200/30]\n  autoAssign: false\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: all, namespace: metallb-system}\n",
+    );
+    lab.apply_file(&cfg).unwrap();
+    let (mut ips, mut owners) = services_with_owners(&mut lab, "f", 3);
+    let mut pinned = ServiceSpec::new("pinned");
+    pinned
+        .annotations
+        .insert("metallb.io/address-pool".into(), "second".into());
+    lab.create_service(&pinned).unwrap();
+    let pinned_ip = lab
+        .wait_for_ips("default", "pinned", 1, Duration::from_secs(20))
+        .unwrap()[0];
+    ips.push(pinned_ip);
+    owners.push(served(&lab, pinned_ip, Duration::from_secs(15)));
+    let vips: Vec<(IpAddr, String)> = ips.iter().copied().zip(owners).collect();
+    let names = ["f0", "f1", "f2", "pinned"];
+    let unchanged = |lab: &Lab, what: &str| {
+        for (n, ip) in names.iter().zip(&ips) {
+            assert_eq!(
+                lab.service_ips("default", n).unwrap(),
+                vec![*ip],
+                "{n} changed IP {what}{}",
+                dump(lab)
+            );
+        }
+    };
+    let good =
+        serde_json::json!({"addresses": ["192.0.2.100-192.0.2.120"], "serviceAllocation": null});
+    let sel = |op: &str| serde_json::json!([{"matchExpressions": [{"key": "app", "operator": op, "values": ["x"]}]}]);
+    let shapes: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "prefix too long",
+            serde_json::json!({"addresses": ["192.0.2.100-192.0.2.120", "10.0.0.1/33"]}),
+            r#"spec.addresses[1]: invalid CIDR "10.0.0.1/33""#,
+        ),
+        (
+            "not an address",
+            serde_json::json!({"addresses": ["192.0.2.100-192.0.2.120", "100.200.300.400/24"]}),
+            "spec.addresses[1]: invalid CIDR",
+        ),
+        (
+            "reversed range",
+            serde_json::json!({"addresses": ["192.0.2.120-192.0.2.100"]}),
+            "spec.addresses[0]: invalid IP range",
+        ),
+        (
+            "mixed families",
+            serde_json::json!({"addresses": ["192.0.2.100 - fc00::1"]}),
+            "spec.addresses[0]: invalid IP range",
+        ),
+        (
+            "no addresses",
+            serde_json::json!({"addresses": []}),
+            "spec.addresses: no addresses",
+        ),
+        (
+            "overlap within the pool",
+            serde_json::json!({"addresses": ["192.0.2.100-192.0.2.120", "192.0.2.110/32"]}),
+            "spec.addresses[1]: CIDR",
+        ),
+        (
+            "overlap with another pool",
+            serde_json::json!({"addresses": ["192.0.2.100-192.0.2.120", "192.0.2.200/31"]}),
+            r#"of IPAddressPool "second""#,
+        ),
+        (
+            "duplicate namespace",
+            serde_json::json!({"serviceAllocation": {"namespaces": ["default", "default"]}}),
+            "spec.serviceAllocation.namespaces[1]: duplicate namespace",
+        ),
+        (
+            "invalid selector",
+            serde_json::json!({"serviceAllocation": {"serviceSelectors": sel("Equals")}}),
+            "spec.serviceAllocation.serviceSelectors[0]: invalid label selector",
+        ),
+    ];
+    for (i, (what, spec, field)) in shapes.iter().enumerate() {
+        let mut spec = spec.clone();
+        if spec.get("addresses").is_none() {
+            spec["addresses"] = good["addresses"].clone();
+        }
+        let t = Instant::now();
+        if let Err(e) = edit_pool(&lab, "default", spec) {
+            // Rejected by the API server itself (schema): nothing to freeze.
+            eprintln!("{what}: rejected at the API: {e}");
+            hold(&lab, &vips, Duration::from_secs(1), what);
+            unchanged(&lab, what);
+            continue;
+        }
+        // Frozen within a few seconds; meanwhile and afterwards every VIP answers.
+        let frozen_after = loop {
+            hold(&lab, &vips, Duration::from_millis(200), what);
+            let st = pool_status(&lab, "default");
+            let c = st.conditions.iter().find(|c| c.type_ == "Valid").cloned();
+            if let Some(c) = c.filter(|c| c.reason == "Frozen" && c.message.contains(field)) {
+                assert_eq!(c.status, "False");
+                assert_eq!(
+                    st.last_valid_spec.map(|s| s.addresses),
+                    Some(vec!["192.0.2.100-192.0.2.120".to_string()])
+                );
+                break t.elapsed();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{what}: not frozen naming {field:?}: {:?}{}",
+                pool_status(&lab, "default").conditions,
+                dump(&lab)
+            );
+        };
+        eprintln!("{what}: frozen after {frozen_after:?}");
+        hold(&lab, &vips, Duration::from_secs(2), what);
+        unchanged(&lab, what);
+        if i == 0 {
+            // A controller restart while frozen: it reads the last valid spec back.
+            lab.stop_controller(libc::SIGTERM);
+            lab.start_controller().unwrap();
+            hold(
+                &lab,
+                &vips,
+                Duration::from_secs(4),
+                "across a controller restart",
+            );
+            unchanged(&lab, "across a controller restart");
+        }
+        edit_pool(&lab, "default", good.clone()).unwrap();
+        hold(&lab, &vips, Duration::from_millis(500), "after the fix");
+    }
+    // Thawed: accepted again, a new Service gets an IP from it.
+    let t = Instant::now();
+    loop {
+        let st = pool_status(&lab, "default");
+        if st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Valid" && c.status == "True")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not thawed{}",
+            dump(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.create_service(&ServiceSpec::new("late")).unwrap();
+    let late = lab
+        .wait_for_ips("default", "late", 1, Duration::from_secs(20))
+        .unwrap()[0];
+    assert!(!ips.contains(&late));
+    served(&lab, late, Duration::from_secs(15));
+    hold(&lab, &vips, Duration::from_secs(1), "at the end");
+    unchanged(&lab, "at the end");
+    // The logs the lab wrote are plain text.
+    for name in ["controller", "speaker-node-1", "apiserver"] {
+        let log = lab.log_tail(name, 100_000);
+        assert!(!log.is_empty(), "{name} log empty");
+        assert!(!log.contains('\u{1b}'), "ANSI escapes in the {name} log");
+    }
+}
