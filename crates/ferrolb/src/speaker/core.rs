@@ -32,9 +32,10 @@ use super::plan::{
     self, Announced, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
 use super::status::{Existing, StatusApi, StatusWrite};
+use crate::config::Config;
 use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
 use crate::election::membership::{MeshRules, OwnInput, PeerInput};
-use crate::election::{ElectionOptions, Fence, LeaseClock, Ownership};
+use crate::election::{ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView};
 
 /// The reflector stores the speaker reads (one watch per kind).
 #[derive(Clone)]
@@ -338,14 +339,7 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// The snapshot's inputs other than the claims: configuration, Service and node views.
-    fn gather(
-        &mut self,
-        may: bool,
-    ) -> (
-        crate::config::Config,
-        Vec<crate::election::ServiceView>,
-        Vec<crate::election::NodeInfo>,
-    ) {
+    fn gather(&mut self, may: bool) -> (Config, Vec<ServiceView>, Vec<NodeInfo>) {
         let (config, errors) = self.current_config();
         if errors != self.config_errors {
             for e in &errors {
@@ -384,7 +378,7 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// The validated configuration from the pool and advertisement stores.
-    fn current_config(&self) -> (crate::config::Config, Vec<String>) {
+    fn current_config(&self) -> (Config, Vec<String>) {
         let pools: Vec<_> = self
             .stores
             .pools

@@ -327,11 +327,6 @@ impl Planner {
         }
     }
 
-    /// This node's name.
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
     /// The fence, with the renewal published last (`renewed`) taken into account.
     pub fn fence(&self, renewed: Option<Instant>) -> Fence {
         let mut f = self.fence;
