@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub const MIN_FENCE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Lease timings of the per-node speaker Lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseClock {
     lease_duration: Duration,
     renew_deadline: Duration,
@@ -231,15 +231,25 @@ pub fn decide_claim(
     }
 }
 
-/// The "may I announce?" state machine of one speaker: fresh Lease **and** owner records
-/// read after the Lease was (re)acquired. A speaker starting up, or recovering from a
-/// fence, may hold a stale cache saying it owns IPs that were taken over meanwhile; it
-/// must not announce until it has re-read the records.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The "may I announce?" gate of one speaker: its own Lease renewals, the verdict of its
+/// liveness rule, and whether it has re-read the owner records since that verdict last
+/// became positive. A speaker starting up, or regaining permission after losing it, may
+/// hold a stale view saying it owns IPs that were taken over meanwhile; it must not
+/// announce from that view until it has re-read (confirmed) the records.
+///
+/// The Lease task feeds [`Fence::renewed`]; each pass records the liveness rule's verdict
+/// ([`Fence::permission`]: the Lease rule is [`Fence::lease_fresh`], the heartbeat rules
+/// are [`super::membership::MeshRules::evaluate`]) and, once it has confirmed the records,
+/// [`Fence::records_read`]. The speaker's planner runs this type, and the claim-protocol
+/// model check (`tests/core/election_lease.rs`) drives the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fence {
     clock: LeaseClock,
+    /// Send time of the last successful renewal of this node's own Lease.
     last_renew_started: Option<Instant>,
-    acquired_at: Option<Instant>,
+    /// Start of the current permission period (None: not permitted).
+    permitted_since: Option<Instant>,
+    /// The records were read after `permitted_since`.
     synced: bool,
 }
 
@@ -249,7 +259,7 @@ impl Fence {
         Fence {
             clock,
             last_renew_started: None,
-            acquired_at: None,
+            permitted_since: None,
             synced: false,
         }
     }
@@ -259,41 +269,67 @@ impl Fence {
         &self.clock
     }
 
-    /// Records a successful renewal whose request was sent at `started`. If the Lease had
-    /// lapsed (or was never held) this is a (re)acquisition: records must be re-read.
+    /// Records a successful renewal of this node's Lease whose request was sent at
+    /// `started` (a renewal completing late never moves the deadline backwards).
     pub fn renewed(&mut self, started: Instant) {
-        let lapsed = !self.clock.may_announce(self.last_renew_started, started);
-        if lapsed {
-            self.acquired_at = Some(started);
-            self.synced = false;
-        }
         if self.last_renew_started.is_none_or(|t| started > t) {
             self.last_renew_started = Some(started);
         }
     }
 
-    /// Records a complete read (list) of the owner records that was started at `started`.
-    /// It counts only if it started after the current Lease acquisition.
+    /// Send time of the last successful renewal (None: never, or released).
+    pub fn last_renewed(&self) -> Option<Instant> {
+        self.last_renew_started
+    }
+
+    /// The Lease rule ([`LeaseClock::may_announce`]): the last successful renewal was sent
+    /// less than the renew deadline before `now`.
+    pub fn lease_fresh(&self, now: Instant) -> bool {
+        self.clock.may_announce(self.last_renew_started, now)
+    }
+
+    /// The instant at which the Lease rule stops allowing announcements unless renewed
+    /// (`None`: never renewed).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.last_renew_started.map(|t| self.clock.fence_at(t))
+    }
+
+    /// Records the liveness rule's verdict at `now`. Losing permission means the records
+    /// must be re-read; regaining it starts a new period whose records are not read yet.
+    pub fn permission(&mut self, may: bool, now: Instant) {
+        match (may, self.permitted_since) {
+            (false, _) => {
+                self.permitted_since = None;
+                self.synced = false;
+            }
+            (true, None) => {
+                self.permitted_since = Some(now);
+                self.synced = false;
+            }
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// Records a complete read (or confirmation) of the owner records that started at
+    /// `started`. It counts only if it started within the current permission period.
     pub fn records_read(&mut self, started: Instant) {
-        if self.acquired_at.is_some_and(|a| started >= a) {
+        if self.permitted_since.is_some_and(|a| started >= a) {
             self.synced = true;
         }
     }
 
+    /// Permitted, but the records were not re-read since: confirm before announcing.
+    pub fn needs_read(&self) -> bool {
+        self.permitted_since.is_some() && !self.synced
+    }
+
+    /// Permitted, and the records were re-read since: announce from the view.
+    pub fn may_announce(&self) -> bool {
+        self.permitted_since.is_some() && self.synced
+    }
+
     /// Releases the Lease (graceful shutdown): nothing may be announced any more.
     pub fn release(&mut self) {
-        self.last_renew_started = None;
-        self.acquired_at = None;
-        self.synced = false;
-    }
-
-    /// May this speaker announce at `now`?
-    pub fn may_announce(&self, now: Instant) -> bool {
-        self.synced && self.clock.may_announce(self.last_renew_started, now)
-    }
-
-    /// The instant at which announcing must stop unless renewed (`None`: not allowed now).
-    pub fn deadline(&self) -> Option<Instant> {
-        self.last_renew_started.map(|t| self.clock.fence_at(t))
+        *self = Fence::new(self.clock);
     }
 }

@@ -91,20 +91,26 @@
 //!     duration); otherwise wait. A claimant announces only once it reads itself as holder;
 //!   - otherwise: idle. A node that reads a record naming someone else never announces,
 //!     so a holder that was overruled withdraws as soon as it sees the new record.
-//! * **Re-read after (re)acquisition.** [`Fence`] allows announcing only while the Lease is
-//!   fresh *and* the owner records were read (listed) after the Lease was last acquired.
-//!   A speaker that starts, or recovers from a fence, may hold a cache saying it owns IPs
-//!   that were taken over meanwhile; without the re-read it would answer next to the new
-//!   owner (the model check finds exactly this interleaving when the rule is removed).
+//! * **Re-read after (re)acquisition.** [`Fence`] allows announcing from the cached view only
+//!   while this node is permitted *and* it re-read (confirmed) the owner records after the
+//!   permission was last (re)gained — at start-up, and after every loss of permission (a
+//!   lapsed Lease, or a lost heartbeat quorum). A speaker in that state may hold a cache
+//!   saying it owns IPs that were taken over meanwhile; without the re-read it would answer
+//!   next to the new owner (the model check finds exactly this interleaving when the rule is
+//!   removed). The speaker confirms each claim it would announce with a write carrying the
+//!   version just read; a view naming it as holder of nothing needs no confirmation. Claim
+//!   writes need none either: they are conditional on the version read.
 //! * **Heartbeats.** [`membership`] combines these Lease rules with direct speaker
 //!   heartbeats (sub-second failover, no withdrawal while the API server is down, majority
 //!   rule on partitions); its [`membership::MeshRules::evaluate`] decides permission and
 //!   peer liveness when heartbeats are enabled.
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
-//!   its records and announces again after its first renewal and record read.
+//!   its records and announces again after its first renewal and the confirmation of its
+//!   records.
 //! * **Checked.** `crates/ferrolb-core/tests/core/election_lease.rs` explores every interleaving of crashes,
 //!   restarts, partitions, heals, renewals, record reads, Lease expiries and claim
-//!   decisions with *arbitrary, disagreeing* election views (3 nodes) and asserts that an
+//!   decisions with *arbitrary, disagreeing* election views (3 nodes), each node gated by
+//!   the speaker's own [`Fence`] with the speaker's confirmation rule, and asserts that an
 //!   announcer is always the holder of the stored record, hence at most one announcer.
 //!   The forced claim over a live but unresponsive holder is outside that guarantee: it
 //!   relies on the holder seeing the new record, so the overlap is bounded by the holder's

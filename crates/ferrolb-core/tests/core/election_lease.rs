@@ -102,30 +102,53 @@ fn fence_requires_a_fresh_read_after_acquisition() {
     let c = LeaseClock::default();
     let t0 = Instant::now();
     let mut f = Fence::new(c);
-    assert!(!f.may_announce(t0));
+    // the Lease rule: permitted while the own Lease is fresh
+    let lease_rule = |f: &mut Fence, now: Instant| {
+        let fresh = f.lease_fresh(now);
+        f.permission(fresh, now);
+    };
+    lease_rule(&mut f, t0);
+    assert!(!f.may_announce() && !f.needs_read());
     f.renewed(t0);
-    assert!(!f.may_announce(t0), "records not read yet");
+    lease_rule(&mut f, t0);
+    assert!(!f.may_announce(), "records not read yet");
+    assert!(f.needs_read());
     f.records_read(t0 - ms(1)); // started before acquisition: does not count
-    assert!(!f.may_announce(t0));
+    assert!(!f.may_announce());
     f.records_read(t0 + ms(5));
-    assert!(f.may_announce(t0 + ms(10)));
+    assert!(f.may_announce() && !f.needs_read());
     // Steady renewals keep it going without re-reads.
-    f.renewed(t0 + ms(500));
-    f.renewed(t0 + ms(1000));
-    assert!(f.may_announce(t0 + ms(2199)));
-    assert!(!f.may_announce(t0 + ms(2200)));
-    assert_eq!(f.deadline(), Some(t0 + ms(2200)));
+    f.renewed(t0 + ms(300));
+    f.renewed(t0 + ms(600));
+    lease_rule(&mut f, t0 + ms(1799));
+    assert!(f.may_announce());
+    assert_eq!(f.deadline(), Some(t0 + ms(1800)));
+    lease_rule(&mut f, t0 + ms(1800));
+    assert!(!f.may_announce() && !f.needs_read());
     // Lapse, then renewal succeeds again: a re-read is required.
     f.renewed(t0 + ms(4000));
-    assert!(!f.may_announce(t0 + ms(4001)));
+    lease_rule(&mut f, t0 + ms(4001));
+    assert!(!f.may_announce() && f.needs_read());
     f.records_read(t0 + ms(4002));
-    assert!(f.may_announce(t0 + ms(4003)));
+    assert!(f.may_announce());
     // An old renewal completing late does not move the deadline backwards.
     f.renewed(t0 + ms(3000));
     assert_eq!(f.deadline(), Some(t0 + ms(5200)));
+    assert_eq!(f.last_renewed(), Some(t0 + ms(4000)));
+    // Another rule (a lost heartbeat quorum) withdraws permission with the Lease fresh:
+    // the same re-read is required when it returns.
+    f.permission(false, t0 + ms(4100));
+    assert!(!f.may_announce());
+    f.permission(true, t0 + ms(4200));
+    assert!(f.needs_read());
+    f.records_read(t0 + ms(4150));
+    assert!(f.needs_read(), "read during the lapse does not count");
+    f.records_read(t0 + ms(4200));
+    assert!(f.may_announce());
     f.release();
-    assert!(!f.may_announce(t0 + ms(4004)));
+    assert!(!f.may_announce() && !f.needs_read());
     assert_eq!(f.deadline(), None);
+    assert_eq!(f, Fence::new(c));
 }
 
 fn rec(h: &str, e: u64) -> OwnerRecord {
@@ -219,14 +242,27 @@ struct Bounds {
     partitions: u8,
 }
 
+/// The instant every [`Fence`] event of the model happens at: the model is untimed (the
+/// Lease rule's timing is the `fenced` / `expired` flags), and a read at the instant
+/// permission returns counts, as in the speaker, where both happen in one pass.
+fn instant() -> Instant {
+    static T: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T.get_or_init(Instant::now)
+}
+
+fn new_fence() -> Fence {
+    Fence::new(LeaseClock::default())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct NodeSt {
     up: bool,
     connected: bool,
     /// Lease renewal deadline passed without renewal.
     fenced: bool,
-    /// Records not read since (re)acquiring the Lease.
-    stale: bool,
+    /// The speaker's gate: permission (the Lease rule, fed by `fenced`) and whether the
+    /// records were confirmed since it was regained.
+    fence: Fence,
     announcing: bool,
     /// Others consider this node's Lease expired.
     expired: bool,
@@ -275,7 +311,7 @@ fn successors(s: &St, b: Bounds) -> Vec<St> {
                     up: true,
                     connected: true,
                     fenced: true,
-                    stale: true,
+                    fence: new_fence(),
                     announcing: false,
                     expired: t.nodes[i].expired,
                     view: (0, None),
@@ -292,19 +328,18 @@ fn successors(s: &St, b: Bounds) -> Vec<St> {
             push(&|t| t.nodes[i].connected = true);
         }
         if n.up && n.connected {
-            // Successful renewal; after a lapse the records must be re-read.
+            // Successful renewal: the Lease rule permits again (after a lapse the gate
+            // wants the records confirmed).
             push(&|t| {
                 let nd = &mut t.nodes[i];
-                if nd.fenced {
-                    nd.stale = true;
-                }
                 nd.fenced = false;
                 nd.expired = false;
+                nd.fence.renewed(instant());
+                nd.fence.permission(true, instant());
             });
-            // Read the records (watch event or list).
+            // A watch event or list updates the view (no confirmation: that is the pass's).
             push(&|t| {
                 t.nodes[i].view = t.record;
-                t.nodes[i].stale = false;
             });
         }
         if n.up && !n.connected && !n.fenced {
@@ -312,6 +347,7 @@ fn successors(s: &St, b: Bounds) -> Vec<St> {
             push(&|t| {
                 t.nodes[i].fenced = true;
                 t.nodes[i].announcing = false;
+                t.nodes[i].fence.permission(false, instant());
             });
         }
         if !n.expired && (!n.up || n.fenced) {
@@ -320,49 +356,83 @@ fn successors(s: &St, b: Bounds) -> Vec<St> {
             push(&|t| t.nodes[i].expired = true);
         }
         if n.up {
-            // Evaluate with ANY desired owner: election views may disagree arbitrarily.
+            // A speaker pass, with ANY desired owner: election views may disagree arbitrarily.
             for d in 0..=b.nodes as u8 {
                 let desired = if (d as usize) < b.nodes {
                     Some(name(d))
                 } else {
                     None
                 };
-                let me = name(i as u8);
-                let (ver, holder) = n.view;
-                let record = to_record(holder, ver);
-                let hs = match holder {
-                    Some(h) if s.nodes[h as usize].expired => HolderState::Gone,
-                    Some(_) => HolderState::Alive,
-                    None => HolderState::Gone,
-                };
-                let may = !n.fenced && !n.stale;
-                let action = decide_claim(&me, desired.as_deref(), record.as_ref(), hs, may);
-                let mut t = s.clone();
-                let cas_ok = n.connected && s.record == n.view && s.record.0 < b.max_version;
-                let parse = |r: &OwnerRecord| r.holder[1..].parse::<u8>().unwrap();
-                match action {
-                    ClaimAction::Announce => t.nodes[i].announcing = true,
-                    ClaimAction::Idle | ClaimAction::WaitForHolder => t.nodes[i].announcing = false,
-                    ClaimAction::Claim { record } => {
-                        t.nodes[i].announcing = false;
-                        if cas_ok {
-                            t.record = (s.record.0 + 1, Some(parse(&record)));
-                            t.nodes[i].view = t.record;
-                        }
-                    }
-                    ClaimAction::Release { record } => {
-                        t.nodes[i].announcing = false;
-                        if cas_ok {
-                            t.record = (s.record.0 + 1, record.as_ref().map(parse));
-                            t.nodes[i].view = t.record;
-                        }
-                    }
-                }
-                out.push(t);
+                out.push(pass(s, i, desired.as_deref(), b));
             }
         }
     }
     out
+}
+
+/// One pass of speaker `i` (one IP) with the speaker's sequencing: the claim rule with the
+/// Lease rule's permission; an IP to announce is confirmed first (a fresh read and a write
+/// of the version read) while the [`Fence`] wants the records re-read, and a view naming
+/// this node as holder of nothing marks them read; a claim won is announced at once.
+fn pass(s: &St, i: usize, desired: Option<&str>, b: Bounds) -> St {
+    let n = s.nodes[i];
+    let me = name(i as u8);
+    let (ver, holder) = n.view;
+    let record = to_record(holder, ver);
+    let hs = match holder {
+        Some(h) if s.nodes[h as usize].expired => HolderState::Gone,
+        Some(_) => HolderState::Alive,
+        None => HolderState::Gone,
+    };
+    let permitted = !n.fenced;
+    assert_eq!(permitted, n.fence.may_announce() || n.fence.needs_read());
+    let needs_read = n.fence.needs_read();
+    let action = decide_claim(&me, desired, record.as_ref(), hs, permitted);
+    let mut t = s.clone();
+    let cas_ok = n.connected && s.record == n.view && s.record.0 < b.max_version;
+    let parse = |r: &OwnerRecord| r.holder[1..].parse::<u8>().unwrap();
+    let me_i = Some(i as u8);
+    let nd = &mut t.nodes[i];
+    match &action {
+        ClaimAction::Announce if !needs_read => nd.announcing = true,
+        ClaimAction::Announce => {
+            // confirm: a fresh read, and a write of the version read if it still names us
+            nd.announcing = false;
+            if n.connected {
+                if s.record.1 != me_i {
+                    nd.view = s.record;
+                    nd.fence.records_read(instant());
+                } else if s.record.0 < b.max_version {
+                    t.record = (s.record.0 + 1, me_i);
+                    let nd = &mut t.nodes[i];
+                    nd.view = t.record;
+                    nd.fence.records_read(instant());
+                    nd.announcing = true;
+                }
+            }
+        }
+        ClaimAction::Idle | ClaimAction::WaitForHolder => nd.announcing = false,
+        ClaimAction::Claim { record } => {
+            nd.announcing = false;
+            if cas_ok {
+                t.record = (s.record.0 + 1, Some(parse(record)));
+                let nd = &mut t.nodes[i];
+                nd.view = t.record;
+                nd.announcing = t.record.1 == me_i;
+            }
+        }
+        ClaimAction::Release { record } => {
+            nd.announcing = false;
+            if cas_ok {
+                t.record = (s.record.0 + 1, record.as_ref().map(parse));
+                t.nodes[i].view = t.record;
+            }
+        }
+    }
+    if permitted && needs_read && action != ClaimAction::Announce && holder != me_i {
+        t.nodes[i].fence.records_read(instant());
+    }
+    t
 }
 
 fn check_claim_protocol(b: Bounds) -> usize {
@@ -373,7 +443,7 @@ fn check_claim_protocol(b: Bounds) -> usize {
                 up: true,
                 connected: true,
                 fenced: true,
-                stale: true,
+                fence: new_fence(),
                 announcing: false,
                 expired: false,
                 view: (0, None),

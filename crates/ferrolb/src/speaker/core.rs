@@ -1,4 +1,4 @@
-//! The speaker's shell: gathers a snapshot from the reflector stores, the own-Lease fence
+//! The speaker's shell: gathers a snapshot from the reflector stores, the own-Lease renewals
 //! and the heartbeat table, asks the pure planner ([`super::plan`]) what to do, and does it
 //! (claim reads and writes, the dataplane, ServiceL2Status writes, Events).
 //!
@@ -20,22 +20,22 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
-use tokio::sync::watch;
 
 use super::announcer::{Announcer, DuplicateResponder};
 use super::claims::{Claim, ClaimApi, WriteOutcome};
 use super::config_view::build_config;
 use super::events::{EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
-use super::liveness::{node_lease_name, node_of_lease, Fence, LeaseMark, PeerTracker};
+use super::liveness::{node_lease_name, node_of_lease, LeaseMark, PeerTracker, Renewals};
 use super::metrics::{AnnouncedLabels, Metrics};
 use super::plan::{
     self, Announced, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
 use super::status::{Existing, StatusApi, StatusWrite};
+use crate::config::Config;
 use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
 use crate::election::membership::{MeshRules, OwnInput, PeerInput};
-use crate::election::{ElectionOptions, LeaseClock, Ownership};
+use crate::election::{ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView};
 
 /// The reflector stores the speaker reads (one watch per kind).
 #[derive(Clone)]
@@ -107,8 +107,8 @@ pub struct Speaker<A: Announcer> {
     announcer: A,
     /// Speaker metrics.
     metrics: Arc<Metrics>,
-    /// This node's own-Lease renewals, published by the Lease task.
-    fence: watch::Receiver<Fence>,
+    /// Send time of this node's last successful Lease renewal, published by the Lease task.
+    renewals: Renewals,
     /// Node → when its Lease was last seen changing (the peers' Lease liveness).
     tracker: PeerTracker,
     /// IP → what the dataplane answers for it now (what the announcer was told).
@@ -138,7 +138,7 @@ impl<A: Announcer> Speaker<A> {
         clients: Clients,
         announcer: A,
         metrics: Arc<Metrics>,
-        fence: watch::Receiver<Fence>,
+        renewals: Renewals,
     ) -> Self {
         Self {
             tracker: PeerTracker::new(settings.clock.lease_duration()),
@@ -148,7 +148,7 @@ impl<A: Announcer> Speaker<A> {
             clients,
             announcer,
             metrics,
-            fence,
+            renewals,
             announced: BTreeMap::new(),
             overlay: BTreeMap::new(),
             loss_at: BTreeMap::new(),
@@ -174,7 +174,7 @@ impl<A: Announcer> Speaker<A> {
     /// Liveness of this node and its peers at `now` (rules:
     /// [`crate::election::membership::MeshRules::evaluate`]), plus the heartbeat targets.
     fn evaluate(&self, now: Instant) -> (Live, Vec<(String, std::net::SocketAddr)>) {
-        let f = *self.fence.borrow();
+        let fence = self.fence();
         let clock = self.settings.clock;
         let me = self.settings.node.as_str();
         let state = self.mesh.as_ref().map(|m| m.lock());
@@ -199,8 +199,8 @@ impl<A: Announcer> Speaker<A> {
             })
             .collect();
         let own = OwnInput {
-            lease_fresh: clock.may_announce(f.last_renewed, now),
-            renewed_ever: f.last_renewed.is_some(),
+            lease_fresh: fence.lease_fresh(now),
+            renewed_ever: fence.last_renewed().is_some(),
             mesh_enabled: state.as_ref().is_some_and(|st| st.enabled),
             heard_any: table.is_some_and(|t| t.heard_any()),
             reap_after: clock.lease_duration() * REAP_AFTER_LEASES,
@@ -243,9 +243,9 @@ impl<A: Announcer> Speaker<A> {
     /// Evaluates liveness for this pass (and restarts the peers' Lease clocks after an
     /// observation gap), publishes the heartbeat targets.
     fn refresh_liveness(&mut self, now: Instant) {
-        let f = *self.fence.borrow();
-        let lease_fresh = self.settings.clock.may_announce(f.last_renewed, now);
-        if lease_fresh && !self.lease_was_fresh && f.last_renewed.is_some() {
+        let fence = self.fence();
+        let lease_fresh = fence.lease_fresh(now);
+        if lease_fresh && !self.lease_was_fresh && fence.last_renewed().is_some() {
             self.tracker.restart_clocks(now);
         }
         self.lease_was_fresh = lease_fresh;
@@ -273,6 +273,11 @@ impl<A: Announcer> Speaker<A> {
             tracing::info!(may_announce = live.may, "permission changed");
         }
         self.live = live;
+    }
+
+    /// This node's fence with the latest renewal the Lease task published.
+    fn fence(&self) -> Fence {
+        self.planner.fence(*self.renewals.borrow())
     }
 
     /// The IPs currently announced.
@@ -334,14 +339,7 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// The snapshot's inputs other than the claims: configuration, Service and node views.
-    fn gather(
-        &mut self,
-        may: bool,
-    ) -> (
-        crate::config::Config,
-        Vec<crate::election::ServiceView>,
-        Vec<crate::election::NodeInfo>,
-    ) {
+    fn gather(&mut self, may: bool) -> (Config, Vec<ServiceView>, Vec<NodeInfo>) {
         let (config, errors) = self.current_config();
         if errors != self.config_errors {
             for e in &errors {
@@ -380,7 +378,7 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// The validated configuration from the pool and advertisement stores.
-    fn current_config(&self) -> (crate::config::Config, Vec<String>) {
+    fn current_config(&self) -> (Config, Vec<String>) {
         let pools: Vec<_> = self
             .stores
             .pools
@@ -420,6 +418,7 @@ impl<A: Announcer> Speaker<A> {
             nodes: &nodes,
             claims: &claims,
             live: &live,
+            renewed: *self.renewals.borrow(),
             now,
         });
         if plan.fenced && !self.announced.is_empty() {
@@ -767,9 +766,8 @@ impl<A: Announcer> Speaker<A> {
     }
 
     fn next_wakeup(&self, now: Instant, may: bool) -> Option<Instant> {
-        let f = *self.fence.borrow();
         let fence = if may && !self.announced.is_empty() {
-            f.last_renewed.map(|t| self.settings.clock.fence_at(t))
+            self.fence().deadline()
         } else {
             None
         };
@@ -806,6 +804,7 @@ impl<A: Announcer> Speaker<A> {
                 nodes: &nodes,
                 claims: &claims,
                 live: &live,
+                renewed: *self.renewals.borrow(),
                 now,
             },
         );

@@ -6,9 +6,10 @@
 //! is alive while its Lease has changed within the lease duration since they last observed
 //! a change (client-go's `observedTime` rule), so wall-clock skew between nodes is harmless.
 //!
-//! Fencing: [`Fence`] remembers when the last renewal that succeeded was *sent*. Once that
-//! is older than the renew deadline (shorter than the lease duration) the speaker withdraws
-//! everything, before any peer can consider its Lease expired.
+//! Fencing: [`OwnLease`] publishes when the last renewal that succeeded was *sent*
+//! ([`Renewals`]); the speaker's [`crate::election::Fence`] withdraws everything once that
+//! is older than the renew deadline (shorter than the lease duration), before any peer can
+//! consider its Lease expired.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -207,32 +208,16 @@ impl PeerTracker {
     }
 }
 
-/// Fencing state of this speaker's own Lease (pure: time is passed in).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Fence {
-    /// Send time of the last renewal that succeeded.
-    pub last_renewed: Option<Instant>,
-}
+/// Send time of this node's last successful Lease renewal (None: not renewed yet, or
+/// released), as published by [`OwnLease`] for the speaker's [`crate::election::Fence`].
+pub type Renewals = watch::Receiver<Option<Instant>>;
 
-impl Fence {
-    /// Whether this speaker may answer at `now`: its last successful renewal was sent less
-    /// than `renew_deadline` ago.
-    pub fn may_announce(&self, now: Instant, renew_deadline: Duration) -> bool {
-        self.last_renewed
-            .is_some_and(|t| now.saturating_duration_since(t) < renew_deadline)
-    }
-
-    /// The instant this speaker must have withdrawn everything unless it renews again.
-    pub fn deadline(&self, renew_deadline: Duration) -> Option<Instant> {
-        self.last_renewed.map(|t| t + renew_deadline)
-    }
-}
-
-/// Shell: keeps this node's Lease renewed and publishes the [`Fence`] on a watch channel.
+/// Shell: keeps this node's Lease renewed and publishes its renewals ([`Renewals`]).
 pub struct OwnLease {
     lock: LeaseLock,
     timing: LeaseClock,
-    fence: watch::Sender<Fence>,
+    /// Send time of the last successful renewal (None: released).
+    renewed: watch::Sender<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -244,7 +229,7 @@ impl OwnLease {
         node: &str,
         timing: LeaseClock,
         metrics: Arc<Metrics>,
-    ) -> (Self, watch::Receiver<Fence>) {
+    ) -> (Self, Renewals) {
         let lock = LeaseLock::new(
             client,
             namespace,
@@ -256,12 +241,12 @@ impl OwnLease {
                 lease_ttl: Duration::from_secs(timing.lease_duration().as_secs_f64().ceil() as u64),
             },
         );
-        let (tx, rx) = watch::channel(Fence::default());
+        let (tx, rx) = watch::channel(None);
         (
             Self {
                 lock,
                 timing,
-                fence: tx,
+                renewed: tx,
                 metrics,
             },
             rx,
@@ -270,17 +255,21 @@ impl OwnLease {
 
     /// One acquire-or-renew attempt (a GET and one write), bounded by twice the retry period
     /// so a hung request still leaves time for another before the renew deadline. Returns
-    /// whether we hold the Lease; on success the fence moves forward to the attempt's send time.
+    /// whether we hold the Lease; on success the published renewal moves forward to the
+    /// attempt's send time.
     pub async fn renew_once(&self) -> bool {
         let sent = Instant::now();
         let limit = (self.timing.retry_period() * 2).min(self.timing.renew_deadline());
         let res = tokio::time::timeout(limit, self.lock.try_acquire_or_renew()).await;
         match res {
             Ok(Ok(LeaseLockResult::Acquired(_))) => {
-                self.fence.send_modify(|f| {
-                    if f.last_renewed.is_none_or(|t| t < sent) {
-                        f.last_renewed = Some(sent);
+                // a renewal completing late never moves the published time backwards
+                self.renewed.send_if_modified(|t| {
+                    let newer = t.is_none_or(|t| t < sent);
+                    if newer {
+                        *t = Some(sent);
                     }
+                    newer
                 });
                 true
             }
@@ -323,7 +312,7 @@ impl OwnLease {
     /// Releases the Lease: the fence closes first (we answer nothing any more), then the
     /// holder is emptied.
     pub async fn release(&self) {
-        self.fence.send_replace(Fence::default());
+        self.renewed.send_replace(None);
         match tokio::time::timeout(self.timing.lease_duration(), self.lock.step_down()).await {
             Ok(Ok(())) => tracing::info!("node lease released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release node lease"),
@@ -416,19 +405,5 @@ mod tests {
         assert_eq!(tr.dead_since("a"), None);
         tr.retain(&|n| n != "a");
         assert!(!tr.is_alive("a", t0 + Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn fence_closes_at_renew_deadline() {
-        let t0 = Instant::now();
-        let dl = Duration::from_millis(1200);
-        let f = Fence::default();
-        assert!(!f.may_announce(t0, dl));
-        let f = Fence {
-            last_renewed: Some(t0),
-        };
-        assert!(f.may_announce(t0 + Duration::from_millis(1199), dl));
-        assert!(!f.may_announce(t0 + dl, dl));
-        assert_eq!(f.deadline(dl), Some(t0 + dl));
     }
 }

@@ -48,7 +48,7 @@ pub use args::Args;
 
 use self::announcer::{Announcer, DuplicateResponder};
 use self::core::{Clients, Settings, Speaker, Stores};
-use self::liveness::{Fence, OwnLease};
+use self::liveness::{OwnLease, Renewals};
 use self::metrics::Metrics;
 use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
 use crate::election::{ElectionOptions, LeaseClock};
@@ -109,7 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let (stores, wake, lease_rx) = start_reflectors(client.clone(), &args.namespace);
-    let (own, fence) = OwnLease::new(
+    let (own, renewals) = OwnLease::new(
         client.clone(),
         &args.namespace,
         &args.node_name,
@@ -135,7 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         clients,
         dataplane,
         metrics.clone(),
-        fence.clone(),
+        renewals.clone(),
     );
     let mut hb_task = None;
     if !args.no_heartbeats {
@@ -167,7 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Inputs {
             wake: wake.clone(),
             lease_rx,
-            fence,
+            renewals,
             dup_rx,
             iface_rx,
         },
@@ -193,8 +193,8 @@ pub struct Inputs {
     pub wake: Arc<Notify>,
     /// Every Lease event (node Leases and claims).
     pub lease_rx: mpsc::UnboundedReceiver<Lease>,
-    /// This node's fencing state.
-    pub fence: watch::Receiver<Fence>,
+    /// This node's own-Lease renewals.
+    pub renewals: Renewals,
     /// Duplicate responders from the dataplane.
     pub dup_rx: mpsc::Receiver<DuplicateResponder>,
     /// Interfaces came or went.
@@ -234,7 +234,7 @@ pub async fn drive<A: Announcer>(
             Some(l) = inputs.lease_rx.recv() => {
                 if speaker.observe_lease(&l, Instant::now()) { dirty = true; }
             }
-            r = inputs.fence.changed() => {
+            r = inputs.renewals.changed() => {
                 if r.is_err() { break; }
                 let now_may = speaker.may_announce(Instant::now());
                 if now_may != may { dirty = true; }

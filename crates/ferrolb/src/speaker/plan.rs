@@ -37,8 +37,8 @@ use crate::allocator::ServiceKey;
 use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
-    decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, HolderState, Interfaces,
-    LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
+    decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, Fence, HolderState,
+    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
 };
 
 /// What this node answers for one IP.
@@ -132,6 +132,8 @@ pub struct Snapshot<'a> {
     pub claims: &'a BTreeMap<IpAddr, Claim>,
     /// Liveness of this node and its peers.
     pub live: &'a Live,
+    /// Send time of this node's last successful Lease renewal (None: not yet, or released).
+    pub renewed: Option<Instant>,
     /// The instant of the pass.
     pub now: Instant,
 }
@@ -161,8 +163,8 @@ pub struct ClaimPlan {
     pub announce: BTreeMap<IpAddr, Ownership>,
     /// IPs to withdraw at once, before their claim is handed over.
     pub withdraw_first: Vec<IpAddr>,
-    /// Re-assert the claims of `announce` before announcing them (this node lost its
-    /// permission since it last did: its view of the claims may be stale).
+    /// Re-assert the claims of `announce` before announcing them (this node started, or
+    /// lost its permission, since it last read the claims: its view may be stale).
     pub confirm: bool,
     /// Claim writes, in IP order (empty while claim writes back off).
     pub writes: Vec<ClaimWrite>,
@@ -295,9 +297,9 @@ pub struct Planner {
     /// IP → when this node, desired as its owner, started waiting for the live holder to
     /// hand it over (it claims anyway after the hand-over timeout).
     waiting: BTreeMap<IpAddr, Instant>,
-    /// True from a pass without permission until the held claims are re-asserted: while
-    /// it was fenced others may have taken them, and the store may not show it yet.
-    needs_confirm: bool,
+    /// This node's renewals, its permission, and whether it confirmed the claims since the
+    /// permission was (re)gained (before that, its view may be stale: not announced from).
+    fence: Fence,
     /// Claim writes, confirmations and the fresh Lease reads before a takeover back off
     /// together after an API error (never because of a status or Event write).
     claim_backoff: Backoff,
@@ -317,7 +319,7 @@ impl Planner {
             options,
             clock,
             waiting: BTreeMap::new(),
-            needs_confirm: false,
+            fence: Fence::new(clock),
             claim_backoff: Backoff::default(),
             status_backoff: BTreeMap::new(),
             status_memo: StatusMemo::default(),
@@ -325,9 +327,11 @@ impl Planner {
         }
     }
 
-    /// This node's name.
-    pub fn me(&self) -> &str {
-        &self.me
+    /// The fence, with the renewal published last (`renewed`) taken into account.
+    pub fn fence(&self, renewed: Option<Instant>) -> Fence {
+        let mut f = self.fence;
+        follow(&mut f, renewed);
+        f
     }
 
     /// The claim rules for every IP (step 1 of a pass).
@@ -335,9 +339,8 @@ impl Planner {
         let may = s.live.may;
         let now = s.now;
         let me = self.me.clone();
-        if !may {
-            self.needs_confirm = true;
-        }
+        follow(&mut self.fence, s.renewed);
+        self.fence.permission(may, now);
         let current = holders(s.claims);
         let election = elect_all(s.config, s.views, s.nodes, &current, &self.options);
         let allocated: BTreeSet<IpAddr> =
@@ -427,11 +430,14 @@ impl Planner {
         }
         self.waiting
             .retain(|ip, _| election.owners.contains_key(ip));
-        // After fencing our view of the claims may be stale: re-assert them before answering.
-        if may && self.needs_confirm && !plan.announce.is_empty() {
-            plan.confirm = true;
-        } else if may {
-            self.needs_confirm = false;
+        // After start-up or a fence our view of the claims may be stale: re-assert the ones
+        // we would announce first. A view naming us as holder of nothing cannot mislead us.
+        if self.fence.needs_read() {
+            if !plan.announce.is_empty() {
+                plan.confirm = true;
+            } else if !s.claims.values().any(|c| c.holder == me) {
+                self.fence.records_read(now);
+            }
         }
         if !may || !self.claim_backoff.allows(now) {
             plan.writes.clear();
@@ -442,7 +448,8 @@ impl Planner {
 
     /// Applies the outcomes of the confirmations (in the order tried; the shell stops at
     /// the first failure) to the IPs to announce: only re-asserted claims stay; a failure
-    /// withdraws everything and backs claim traffic off.
+    /// withdraws everything and backs claim traffic off. `now` is the pass's instant (when
+    /// the confirmations started).
     pub fn confirmed(
         &mut self,
         announce: &mut BTreeMap<IpAddr, Ownership>,
@@ -467,7 +474,9 @@ impl Planner {
                 }
             }
         }
-        self.needs_confirm = retry;
+        if !retry {
+            self.fence.records_read(now);
+        }
     }
 
     /// The claim writes to perform now: `planned` unless a failure since planning (a
@@ -657,6 +666,14 @@ impl Planner {
         .flatten()
         .filter(|t| *t > now)
         .min()
+    }
+}
+
+/// Takes the Lease task's last published renewal into `fence` (None: released).
+fn follow(fence: &mut Fence, renewed: Option<Instant>) {
+    match renewed {
+        Some(t) => fence.renewed(t),
+        None => fence.release(),
     }
 }
 
@@ -891,6 +908,7 @@ mod tests {
                 nodes: &self.nodes,
                 claims: &self.claims,
                 live: &self.live,
+                renewed: Some(now),
                 now,
             }
         }
@@ -992,37 +1010,80 @@ mod tests {
         let plan = p.plan_claims(&w.snapshot(t0 + ms(10)));
         assert!(!plan.fenced && plan.confirm);
         let mut announce = plan.announce.clone();
-        p.confirmed(
-            &mut announce,
-            &[(ip("10.0.0.1"), Confirmed::Held(claim(ME, "4")))],
-            t0,
-        );
+        // a confirmation started before the permission returned would not count
+        let mut early = plan.announce.clone();
+        let held = [(ip("10.0.0.1"), Confirmed::Held(claim(ME, "4")))];
+        p.confirmed(&mut early, &held, t0);
+        assert!(p.fence(Some(t0)).needs_read());
+        p.confirmed(&mut announce, &held, t0 + ms(10));
         assert!(announce.contains_key(&ip("10.0.0.1")));
         let plan = p.plan_claims(&w.snapshot(t0 + ms(20)));
         assert!(!plan.confirm, "confirmed once is enough");
     }
 
     #[test]
+    fn held_claims_are_confirmed_at_start_up_but_a_view_naming_us_nowhere_is_not() {
+        let t0 = Instant::now();
+        // nothing of ours in the view: no confirmation, the view counts as read
+        let mut p = planner();
+        let w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim("b", "3"));
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(!plan.confirm);
+        assert!(p.fence(Some(t0)).may_announce());
+        // a fresh speaker finding a claim of its own confirms it before announcing
+        let mut p = planner();
+        let w = World::new(&[ME], &[]).claimed("10.0.0.1", claim(ME, "3"));
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(plan.confirm && plan.announce.contains_key(&ip("10.0.0.1")));
+        assert!(p.fence(Some(t0)).needs_read());
+        // a claim of ours we do not want to announce (being handed over) keeps the view
+        // unread: it would be announced from if the election changed its mind
+        let mut p = planner();
+        let mut w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim(ME, "3"));
+        w.nodes[0].network_unavailable = true;
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert!(!plan.confirm && plan.announce.is_empty());
+        assert!(p.fence(Some(t0)).needs_read());
+        w.nodes[0].network_unavailable = false;
+        assert!(p.plan_claims(&w.snapshot(t0)).confirm);
+    }
+
+    #[test]
     fn confirmation_outcomes() {
         let w = World::new(&[ME], &[]).claimed("10.0.0.1", claim(ME, "3"));
-        let mut p = planner();
         let t0 = Instant::now();
-        p.needs_confirm = true;
-        let plan = p.plan_claims(&w.snapshot(t0));
-        assert!(plan.confirm);
+        let fresh = || {
+            let mut p = planner();
+            let plan = p.plan_claims(&w.snapshot(t0));
+            assert!(plan.confirm);
+            (p, plan)
+        };
+        // re-asserted: announced, read
+        let (mut p, plan) = fresh();
+        let mut a = plan.announce.clone();
+        p.confirmed(
+            &mut a,
+            &[(ip("10.0.0.1"), Confirmed::Held(claim(ME, "4")))],
+            t0,
+        );
+        assert!(a.contains_key(&ip("10.0.0.1")) && p.fence(Some(t0)).may_announce());
         // changed while fenced: not announced, no further confirmation
+        let (mut p, plan) = fresh();
         let mut a = plan.announce.clone();
         p.confirmed(&mut a, &[(ip("10.0.0.1"), Confirmed::Changed(None))], t0);
-        assert!(a.is_empty() && !p.needs_confirm);
+        assert!(a.is_empty() && p.fence(Some(t0)).may_announce());
         // a lost race whose re-read names us again: retry next pass
-        p.needs_confirm = true;
+        let (mut p, plan) = fresh();
         let mut a = plan.announce.clone();
         p.confirmed(&mut a, &[(ip("10.0.0.1"), Confirmed::Retry)], t0);
-        assert!(a.is_empty() && p.needs_confirm);
+        assert!(a.is_empty() && p.fence(Some(t0)).needs_read());
+        assert!(p.plan_claims(&w.snapshot(t0 + ms(1))).confirm);
         // the API fails: withdraw everything, claim traffic backs off
+        let (mut p, plan) = fresh();
         let mut a = plan.announce.clone();
+        a.insert(ip("10.0.0.7"), plan.announce[&ip("10.0.0.1")].clone());
         p.confirmed(&mut a, &[(ip("10.0.0.1"), Confirmed::Failed)], t0);
-        assert!(a.is_empty() && p.needs_confirm);
+        assert!(a.is_empty() && p.fence(Some(t0)).needs_read());
         let w2 = World::new(&[ME], &[]);
         let planned = planner().plan_claims(&w2.snapshot(t0)).writes;
         assert_eq!(planned.len(), 1);

@@ -16,7 +16,7 @@ use ferrolb::speaker::announcer::{Call, RecordingAnnouncer};
 use ferrolb::speaker::claims::{claim_name, Claim, ClaimApi, WriteOutcome};
 use ferrolb::speaker::core::{Clients, Settings, Speaker, Stores};
 use ferrolb::speaker::events::EventSink;
-use ferrolb::speaker::liveness::{node_lease_name, Fence, OwnLease};
+use ferrolb::speaker::liveness::{node_lease_name, OwnLease};
 use ferrolb::speaker::metrics::Metrics;
 use ferrolb::speaker::status::StatusApi;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -132,14 +132,14 @@ where
     w.apply_watcher_event(&watcher::Event::InitDone);
 }
 
-/// One speaker: its stores, its dataplane, its fence.
+/// One speaker: its stores, its dataplane, its Lease renewals.
 struct Node_ {
     name: String,
     client: Client,
     writers: Writers,
     speaker: Speaker<RecordingAnnouncer>,
     dp: RecordingAnnouncer,
-    fence: watch::Sender<Fence>,
+    renewed: watch::Sender<Option<Instant>>,
 }
 
 fn clock() -> LeaseClock {
@@ -156,7 +156,7 @@ impl Node_ {
         let (st, writers) = stores();
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut reg));
-        let (fence, fence_rx) = watch::channel(Fence::default());
+        let (renewed, renewals) = watch::channel(None);
         let speaker = Speaker::new(
             Settings {
                 node: name.into(),
@@ -173,7 +173,7 @@ impl Node_ {
             },
             dp.clone(),
             metrics,
-            fence_rx,
+            renewals,
         );
         Self {
             name: name.into(),
@@ -181,7 +181,7 @@ impl Node_ {
             writers,
             speaker,
             dp,
-            fence,
+            renewed,
         }
     }
 
@@ -195,9 +195,7 @@ impl Node_ {
         relist(&mut self.writers.ads, Api::namespaced(c.clone(), NS)).await;
         relist(&mut self.writers.leases, Api::namespaced(c.clone(), NS)).await;
         relist(&mut self.writers.statuses, Api::namespaced(c.clone(), NS)).await;
-        self.fence.send_replace(Fence {
-            last_renewed: renewed,
-        });
+        self.renewed.send_replace(renewed);
         self.speaker.reconcile(now).await;
     }
 
@@ -488,9 +486,14 @@ async fn restart_within_lease_duration_keeps_ips() {
         .unwrap();
     // restart: a brand-new speaker process (empty state) for the owner node
     let name = nodes[owner].name.clone();
+    let rv = |c: Option<Claim>| c.map(|c| c.resource_version);
+    let claims = ClaimApi::new(client.clone(), NS);
+    let before = rv(claims.get(ip("10.0.0.1")).await.unwrap());
     nodes[owner] = Node_::new(&client, &name, RecordingAnnouncer::new());
     let t1 = t0 + Duration::from_millis(800);
     round(&mut nodes, t1).await;
+    // the restarted speaker re-asserted its claim before announcing from its fresh cache
+    assert_ne!(rv(claims.get(ip("10.0.0.1")).await.unwrap()), before);
     assert!(nodes[owner].announced().contains(&ip("10.0.0.1")));
     assert!(nodes[1 - owner].announced().is_empty());
     assert_eq!(claim_holder(&client, ip("10.0.0.1")).await, Some(name));
@@ -615,12 +618,12 @@ async fn own_lease_renews_and_releases() {
     let client = fake_client().await;
     let mut reg = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut reg));
-    let (own, fence) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
+    let (own, renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
     let before = Instant::now();
     assert!(own.renew_once().await);
-    let f = *fence.borrow();
-    assert!(f.last_renewed.unwrap() >= before);
-    assert!(clock().may_announce(f.last_renewed, Instant::now()));
+    let f = *renewals.borrow();
+    assert!(f.unwrap() >= before);
+    assert!(clock().may_announce(f, Instant::now()));
     let api: Api<Lease> = Api::namespaced(client.clone(), NS);
     let l = api.get("ferrolb-speaker-node-a").await.unwrap();
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("node-a"));
@@ -639,7 +642,7 @@ async fn own_lease_renews_and_releases() {
         .resource_version;
     assert_ne!(rv1, rv2, "a renewal is a write peers can observe");
     own.release().await;
-    assert_eq!(fence.borrow().last_renewed, None);
+    assert_eq!(*renewals.borrow(), None);
     let l = api.get("ferrolb-speaker-node-a").await.unwrap();
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some(""));
 }
