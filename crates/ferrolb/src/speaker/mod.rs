@@ -10,6 +10,7 @@
 //! | [`claims`] | per-IP owner records (claim Leases) with optimistic concurrency |
 //! | [`plan`] | pure core: snapshot → claims to write / confirm, IPs to announce / withdraw, statuses, events, next wakeup |
 //! | [`core`] | shell: one reconcile pass — gathers the snapshot from the stores, executes the plan |
+//! | [`slim`] | pure: the cached projections of Services, EndpointSlices, Nodes; which changes matter |
 //! | [`status`] | ServiceL2Status objects |
 //! | [`events`] | Events on Services, on change only |
 //! | [`metrics`] | speaker metrics |
@@ -29,16 +30,17 @@ pub mod heartbeat;
 pub mod liveness;
 pub mod metrics;
 pub mod plan;
+pub mod slim;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
@@ -108,7 +110,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let (stores, wake, lease_rx) = start_reflectors(client.clone(), &args.namespace);
+    let lb_class = crate::class::from_flag(args.lb_class.as_deref());
+    let (stores, wake, lease_rx) = start_reflectors(client.clone(), &args.namespace, lb_class);
     let (own, renewals) = OwnLease::new(
         client.clone(),
         &args.namespace,
@@ -284,29 +287,106 @@ where
     reader
 }
 
+/// A reflector that stores the projection `slim` makes of each object, and wakes the loop
+/// only when `matters(old, new)` says the change can alter a decision (`old`: the stored
+/// projection before the change, `new`: after; `None`: absent). A relist wakes it once,
+/// when the new list is in place.
+fn reflect_slim<K>(
+    api: Api<K>,
+    wake: Arc<Notify>,
+    slim: fn(&mut K),
+    matters: impl Fn(Option<&K>, Option<&K>) -> bool + Send + 'static,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    let store = reader.clone();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |ev| ev.modify(slim));
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            let old = match &ev {
+                watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                    store.get(&ObjectRef::from_obj(o))
+                }
+                _ => None,
+            };
+            writer.apply_watcher_event(&ev);
+            // Decided after the store holds the change, so a pass it wakes sees it.
+            let wake_now = match &ev {
+                watcher::Event::Apply(o) => matters(old.as_deref(), Some(o)),
+                watcher::Event::Delete(_) => matters(old.as_deref(), None),
+                watcher::Event::InitDone => true,
+                watcher::Event::Init | watcher::Event::InitApply(_) => false,
+            };
+            if wake_now {
+                wake.notify_one();
+            }
+        }
+    });
+    reader
+}
+
 /// Starts one reflector per kind; returns the stores, the change notifier and the Lease
-/// event channel.
+/// event channel. Services, EndpointSlices and Nodes are stored as the projections of
+/// [`slim`], and only their changes that can alter an announcement of this speaker
+/// (handling `lb_class`) wake the loop.
 pub fn start_reflectors(
     client: Client,
     namespace: &str,
+    lb_class: Option<String>,
 ) -> (Stores, Arc<Notify>, mpsc::UnboundedReceiver<Lease>) {
     let wake = Arc::new(Notify::new());
     let (ltx, lrx) = mpsc::unbounded_channel();
     let cfg = watcher::Config::default;
+    let class = lb_class.clone();
+    let services = reflect_slim(
+        Api::<Service>::all(client.clone()),
+        wake.clone(),
+        slim::slim_service,
+        move |old, new| slim::service_matters(old, new, class.as_deref()),
+    );
+    let owners = services.clone();
+    let slices = reflect_slim(
+        Api::<EndpointSlice>::all(client.clone()),
+        wake.clone(),
+        slim::slim_slice,
+        move |old, new| {
+            // The Service named before the change, and the one named after.
+            [old, new].into_iter().any(|s| {
+                let owner = s
+                    .and_then(slim::slice_owner)
+                    .and_then(|(ns, name)| owners.get(&ObjectRef::new(&name).within(&ns)));
+                slim::slice_matters(old, new, owner.as_deref(), lb_class.as_deref())
+            })
+        },
+    );
+    let nodes = reflect_slim(
+        Api::<Node>::all(client.clone()),
+        wake.clone(),
+        slim::slim_node,
+        slim::node_matters,
+    );
     let stores = Stores {
-        services: reflect(
-            Api::<Service>::all(client.clone()),
-            cfg(),
-            wake.clone(),
-            None,
-        ),
-        slices: reflect(
-            Api::<EndpointSlice>::all(client.clone()),
-            cfg(),
-            wake.clone(),
-            None,
-        ),
-        nodes: reflect(Api::<Node>::all(client.clone()), cfg(), wake.clone(), None),
+        services,
+        slices,
+        nodes,
         pools: reflect(
             Api::<IPAddressPool>::namespaced(client.clone(), namespace),
             cfg(),
