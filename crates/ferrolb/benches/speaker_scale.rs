@@ -94,7 +94,11 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    let get = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(14) + get(15)
 }
 
@@ -505,7 +509,10 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 let d = tokio::task::spawn_blocking(move || {
                     let t = Instant::now();
                     while announced(&scrape(SPEAKER_METRICS), Some(&svc)).1 != serving {
-                        assert!(t.elapsed() < Duration::from_secs(30), "no decision for {svc}");
+                        assert!(
+                            t.elapsed() < Duration::from_secs(30),
+                            "no decision for {svc}"
+                        );
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 })

@@ -29,8 +29,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeCondition, NodeStatus,
-    Service, ServiceSpec, ServiceStatus,
+    LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeCondition, NodeStatus, Service,
+    ServiceSpec, ServiceStatus,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -125,13 +125,13 @@ pub fn slim_slice(slice: &mut EndpointSlice) {
     slice.endpoints = Some(
         nodes
             .into_iter()
-        .map(Some)
-        .chain(nodeless.then_some(None))
-        .map(|node_name| Endpoint {
-            node_name,
-            ..Endpoint::default()
-        })
-        .collect(),
+            .map(Some)
+            .chain(nodeless.then_some(None))
+            .map(|node_name| Endpoint {
+                node_name,
+                ..Endpoint::default()
+            })
+            .collect(),
     );
     slice.ports = None;
 }
@@ -197,12 +197,19 @@ pub fn announceable(svc: &Service, lb_class: Option<&str>) -> bool {
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|l| l.ingress.as_ref())
-            .is_some_and(|i| i.iter().any(|i| i.ip.as_deref().is_some_and(|ip| !ip.is_empty())))
+            .is_some_and(|i| {
+                i.iter()
+                    .any(|i| i.ip.as_deref().is_some_and(|ip| !ip.is_empty()))
+            })
 }
 
 /// Whether the change of a (slim) Service from `old` to `new` (`None`: absent) can change
 /// what the speaker announces.
-pub fn service_matters(old: Option<&Service>, new: Option<&Service>, lb_class: Option<&str>) -> bool {
+pub fn service_matters(
+    old: Option<&Service>,
+    new: Option<&Service>,
+    lb_class: Option<&str>,
+) -> bool {
     let counts = |s: Option<&Service>| s.is_some_and(|s| announceable(s, lb_class));
     (counts(old) || counts(new)) && changed(old, new)
 }
@@ -221,7 +228,12 @@ pub fn slice_matters(
 /// The Service an EndpointSlice belongs to: (namespace, name).
 pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
     let ns = slice.metadata.namespace.clone()?;
-    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+    let name = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
     Some((ns, name))
 }
 
@@ -318,7 +330,12 @@ mod tests {
         slim_service(&mut b);
         assert!(b.metadata.managed_fields.is_none());
         assert_eq!(
-            b.metadata.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),
+            b.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
             ["metallb.io/allow-shared-ip"]
         );
         assert!(b.spec.as_ref().unwrap().ports.is_none());
@@ -356,7 +373,12 @@ mod tests {
             {"addresses": ["10.0.0.6"]}
         ]));
         slim_slice(&mut s);
-        let nodes: Vec<Option<&str>> = s.endpoints.iter().flatten().map(|e| e.node_name.as_deref()).collect();
+        let nodes: Vec<Option<&str>> = s
+            .endpoints
+            .iter()
+            .flatten()
+            .map(|e| e.node_name.as_deref())
+            .collect();
         assert_eq!(nodes, [Some("n1"), Some("n2"), Some("n4"), None]);
         assert!(s.ports.is_none() && s.metadata.managed_fields.is_none());
         assert_eq!(s.metadata.labels.unwrap().len(), 1);
