@@ -1469,12 +1469,17 @@ mod tests {
             .collect();
         use ReplyKind::{Arp, Echo, Ndp};
         assert_eq!(kinds, [Arp, Ndp, Ndp, Arp, Echo, Echo, Arp]);
-        // ARP / NDP replies reuse the buffer's allocation.
+        // Every reply (ARP, NDP, and echo replies of any size that fits) reuses the buffer's
+        // allocation.
         let cap = out.capacity();
         let ptr = out.as_ptr();
-        decide_into(&frames[1], &ctx(true), &owned(), &mut out);
-        decide_into(&frames[0], &ctx(true), &owned(), &mut out);
-        assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr));
+        for i in [1, 0, 6, 8] {
+            assert!(matches!(
+                decide_into(&frames[i], &ctx(true), &owned(), &mut out),
+                Verdict::Reply { .. }
+            ));
+            assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr), "frame {i}");
+        }
     }
 
     #[test]
