@@ -7,7 +7,7 @@ use super::icmpv4::Icmpv4Repr;
 use super::icmpv6::Icmpv6Repr;
 use super::ndp::{NaFlags, NdiscRepr};
 use super::types::solicited_node_multicast;
-use super::{ArpOperation, Mac, VlanId, WireError};
+use super::{ArpOperation, ArpRepr, Mac, VlanId, WireError};
 
 /// A received ARP packet (request or reply) with the Ethernet header it came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,7 +143,7 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
     let (vlan, eth_src, eth_dst) = (f.vlan, f.src, f.dst);
     Ok(match f.payload {
         PayloadRepr::Arp(a) => {
-            let m = ArpMessage {
+            let message = |a: ArpRepr| ArpMessage {
                 vlan,
                 eth_src,
                 eth_dst,
@@ -153,8 +153,8 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                 target_ip: a.target_ip,
             };
             match a.operation {
-                ArpOperation::Request => Inbound::ArpRequest(m),
-                ArpOperation::Reply => Inbound::ArpReply(m),
+                ArpOperation::Request => Inbound::ArpRequest(message(a)),
+                ArpOperation::Reply => Inbound::ArpReply(message(a)),
             }
         }
         PayloadRepr::Icmpv4 { src, dst, icmp, .. } => match icmp {
