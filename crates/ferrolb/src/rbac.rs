@@ -257,8 +257,7 @@ pub fn allows_named(
             && r.api_group == api_group
             && r.resources.contains(&resource)
             && r.verbs.contains(&verb)
-            && (r.resource_names.is_empty()
-                || name.is_some_and(|n| r.resource_names.contains(&n)))
+            && (r.resource_names.is_empty() || name.is_some_and(|n| r.resource_names.contains(&n)))
     })
 }
 
@@ -283,22 +282,41 @@ mod tests {
         // Secrets: both read the heartbeat key and no other Secret, nowhere else, and never
         // list or watch them; only the controller creates (the key, when absent).
         for rules in [CONTROLLER, SPEAKER] {
-            let secret = |verb, name| allows_named(rules, Scope::Namespace, "", "secrets", verb, name);
+            let secret =
+                |verb, name| allows_named(rules, Scope::Namespace, "", "secrets", verb, name);
             assert!(secret("get", Some(KEY_SECRET)));
             assert!(!secret("get", Some("other")));
             assert!(!secret("get", None));
             for verb in ["list", "watch", "update", "patch", "delete"] {
-                assert!(!secret(verb, None) && !secret(verb, Some(KEY_SECRET)), "{verb}");
+                assert!(
+                    !secret(verb, None) && !secret(verb, Some(KEY_SECRET)),
+                    "{verb}"
+                );
             }
-            assert!(!allows_named(rules, Scope::Cluster, "", "secrets", "get", Some(KEY_SECRET)));
+            assert!(!allows_named(
+                rules,
+                Scope::Cluster,
+                "",
+                "secrets",
+                "get",
+                Some(KEY_SECRET)
+            ));
         }
-        assert!(allows(CONTROLLER, Scope::Namespace, "", "secrets", "create"));
+        assert!(allows(
+            CONTROLLER,
+            Scope::Namespace,
+            "",
+            "secrets",
+            "create"
+        ));
         assert!(!allows(SPEAKER, Scope::Namespace, "", "secrets", "create"));
         // Names are only used where Kubernetes honours them.
         for r in CONTROLLER.iter().chain(SPEAKER) {
             if !r.resource_names.is_empty() {
                 assert!(
-                    r.verbs.iter().all(|v| ["get", "update", "patch", "delete"].contains(v)),
+                    r.verbs
+                        .iter()
+                        .all(|v| ["get", "update", "patch", "delete"].contains(v)),
                     "{r:?}: resourceNames cannot restrict these verbs"
                 );
             }

@@ -73,6 +73,23 @@ impl ApiError {
         .with_details(group, plural, name)
     }
 
+    /// 401 Unauthorized: no valid credentials.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 Forbidden for `resource` of `group` (object `name`, may be empty), with
+    /// kube-apiserver's message prefix (`services is forbidden: …`, `forbidden: …` without a
+    /// resource).
+    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let message = match (resource, name) {
+            ("", _) => format!("forbidden: {why}"),
+            (r, "") => format!("{} is forbidden: {why}", qualified(group, r)),
+            (r, n) => format!("{} \"{n}\" is forbidden: {why}", qualified(group, r)),
+        };
+        Self::new(403, "Forbidden", message).with_details(group, resource, name)
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
@@ -123,7 +140,14 @@ impl ApiError {
             "code": self.code,
         });
         if let Some((group, kind, name)) = &self.details {
-            v["details"] = json!({"name": name, "group": group, "kind": kind});
+            // Empty fields are omitted, as in kube-apiserver's `StatusDetails`.
+            let d: serde_json::Map<String, Value> =
+                [("name", name), ("group", group), ("kind", kind)]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+            v["details"] = Value::Object(d);
         }
         v
     }

@@ -801,9 +801,11 @@ async fn state_survives_restart_with_monotonic_versions() {
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "keep"}})).unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let store = first.store();
+    let first_token = first.admin_token().to_string();
     first.shutdown().await.unwrap();
     let second = ApiServer::new()
         .store(store)
+        .admin_token(first_token)
         .start_at("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -913,7 +915,10 @@ async fn ferrolb_crds_and_shipped_examples_apply() {
         "examples/ipaddresspool.yaml",
         "examples/l2advertisement.yaml",
     ] {
-        let text = std::fs::read_to_string(file).unwrap();
+        let text = std::fs::read_to_string(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../").to_owned() + file,
+        )
+        .unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
             let tm = obj.types.clone().unwrap();

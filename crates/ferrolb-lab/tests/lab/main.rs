@@ -1,4 +1,5 @@
 //! Integration tests of the embedded API server, one module per area, in one test binary.
 
 mod apiserver_api;
+mod apiserver_auth;
 mod apiserver_runtime;
