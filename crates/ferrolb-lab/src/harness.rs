@@ -1044,6 +1044,12 @@ impl Lab {
             .map_err(Into::into)
     }
 
+    /// One sample of node `i`'s speaker metrics, e.g.
+    /// `ferrolb_speaker_heartbeats_received_total{result="ok"}`; `None` when absent.
+    pub fn speaker_metric(&self, i: usize, series: &str) -> Option<f64> {
+        metric_value(&self.speaker_metrics(i).ok()?, series)
+    }
+
     /// A human-readable description of node `i`.
     pub fn describe_node(&self, i: usize) -> String {
         format!(
@@ -1052,6 +1058,15 @@ impl Lab {
             format_mac(self.net.host(self.nodes[i]).mac)
         )
     }
+}
+
+/// The value of `series` (name with its labels, as printed) in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        let v = rest.strip_prefix(' ')?;
+        v.split_whitespace().next()?.parse().ok()
+    })
 }
 
 impl Drop for Lab {

@@ -109,6 +109,33 @@ fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
     }
 }
 
+/// Waits until every speaker sends heartbeats and accepts its peers' (signed with the key the
+/// controller creates in the Secret `ferrolb-heartbeat-key`, which each speaker reads with its
+/// own ServiceAccount); panics with the logs otherwise. A speaker that cannot read the key
+/// never starts them and runs on the Lease rules alone.
+fn wait_heartbeats(lab: &Lab, within: Duration) {
+    let t = Instant::now();
+    for i in 0..lab.cfg.nodes {
+        loop {
+            let sent = lab.speaker_metric(i, "ferrolb_speaker_heartbeats_sent_total");
+            let ok = lab.speaker_metric(
+                i,
+                "ferrolb_speaker_heartbeats_received_total{result=\"ok\"}",
+            );
+            if sent.is_some_and(|n| n > 0.0) && ok.is_some_and(|n| n > 0.0) {
+                break;
+            }
+            assert!(
+                t.elapsed() < within,
+                "{}: heartbeats not flowing after {within:?} (sent {sent:?}, received ok {ok:?}){}",
+                node_name(i),
+                dump(lab)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Creates Services `<prefix>0..n`, waits for their IPs and returns them with the node that
 /// serves each.
 fn services_with_owners(lab: &mut Lab, prefix: &str, n: usize) -> (Vec<IpAddr>, Vec<String>) {
@@ -164,6 +191,7 @@ fn ipv4_service_is_reachable_and_answered_by_exactly_one_node() {
     let Some((_g, mut lab)) = lab("ipv4_service_is_reachable", 3) else {
         return;
     };
+    wait_heartbeats(&lab, Duration::from_secs(10));
     apply_quickstart(&lab);
     lab.create_service(&ServiceSpec::new("web")).unwrap();
     let ips = lab
@@ -591,8 +619,9 @@ fn apiserver_outage_withdraws_nothing_and_moves_nothing() {
     };
     apply_quickstart(&lab);
     let (ips, owners) = services_with_owners(&mut lab, "o", 6);
-    // Heartbeats must be flowing before the outage (the lab creates the key at start).
-    std::thread::sleep(Duration::from_secs(2));
+    // Heartbeats must be flowing before the outage (the controller creates the key at start).
+    wait_heartbeats(&lab, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
     lab.stop_apiserver();
     let t = Instant::now();
     let mut rounds = 0;
