@@ -1030,7 +1030,15 @@ impl Lab {
 
     /// Fetches node `i`'s speaker metrics text.
     pub fn speaker_metrics(&self, i: usize) -> Result<String> {
-        let addr: SocketAddr = format!("192.0.2.{}:7473", 11 + i).parse()?;
+        self.metrics_at(format!("192.0.2.{}:7473", 11 + i).parse()?)
+    }
+
+    /// Fetches the controller's metrics text.
+    pub fn controller_metrics(&self) -> Result<String> {
+        self.metrics_at("192.0.2.1:7472".parse()?)
+    }
+
+    fn metrics_at(&self, addr: SocketAddr) -> Result<String> {
         self.ctl_ns()
             .enter(move || {
                 use std::io::{Read, Write};

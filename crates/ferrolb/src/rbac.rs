@@ -33,13 +33,21 @@ pub struct Rule {
     pub resource_names: &'static [&'static str],
     /// Why the component needs it (rendered as a comment).
     pub why: &'static str,
+    /// Verbs of this rule that a short end-to-end run (allocate, fail over, hand over,
+    /// delete, restart) may not call, as a named constant whose comment says why. The
+    /// least-privilege test accepts these unused, and no other.
+    pub exceptions: &'static [&'static str],
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
-const LEASE: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
+/// Informers (kube-runtime watchers and reflectors) list, then watch; nothing reads a
+/// single object of these kinds.
+const WATCH: &[&str] = &["list", "watch"];
 const EVENTS: &[&str] = &["create", "patch"];
+/// The events Recorder creates an Event, and patches its `series` when the same Event is
+/// published again within its cache lifetime (6 min). ferrolb publishes an Event when its
+/// message changes, not on every pass, so a short end-to-end run repeats none: `patch` may
+/// stay unused there.
+const EVENTS_PATCH_RARE: &[&str] = &["patch"];
 
 /// What `ferrolb controller` calls.
 pub const CONTROLLER: &[Rule] = &[
@@ -47,17 +55,19 @@ pub const CONTROLLER: &[Rule] = &[
         scope: Scope::Cluster,
         api_group: "",
         resources: &["services", "namespaces"],
-        verbs: READ,
+        verbs: WATCH,
         resource_names: &[],
         why: "watch LoadBalancer Services; namespace labels select pools",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
         api_group: "",
         resources: &["services/status"],
-        verbs: &["get", "patch", "update"],
+        verbs: &["patch"],
         resource_names: &[],
         why: "write status.loadBalancer.ingress and annotation metallb.io/ip-allocated-from-pool",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
@@ -66,30 +76,34 @@ pub const CONTROLLER: &[Rule] = &[
         verbs: EVENTS,
         resource_names: &[],
         why: "IPAllocated / AllocationFailed / ClearAssignment Events",
+        exceptions: EVENTS_PATCH_RARE,
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
         resources: &["ipaddresspools", "l2advertisements"],
-        verbs: READ,
+        verbs: WATCH,
         resource_names: &[],
         why: "the configuration",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
         resources: &["ipaddresspools/status"],
-        verbs: &["get", "patch", "update"],
+        verbs: &["patch"],
         resource_names: &[],
         why: "pool usage counters and validity conditions",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: LEASE,
+        verbs: &["get", "create", "patch"],
         resource_names: &[],
-        why: "leader election (Lease ferrolb-controller)",
+        why: "leader election (Lease ferrolb-controller; its name is a flag, so not restricted by resourceNames): read, create, renew and release by patch",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
@@ -98,6 +112,7 @@ pub const CONTROLLER: &[Rule] = &[
         verbs: &["get"],
         resource_names: &[KEY_SECRET],
         why: "read the speakers' heartbeat key Secret (only that Secret)",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
@@ -106,6 +121,7 @@ pub const CONTROLLER: &[Rule] = &[
         verbs: &["create"],
         resource_names: &[],
         why: "create the heartbeat key Secret when absent (create cannot be restricted by resourceNames: the name is in the body, not the request path)",
+        exceptions: &[],
     },
 ];
 
@@ -115,17 +131,19 @@ pub const SPEAKER: &[Rule] = &[
         scope: Scope::Cluster,
         api_group: "",
         resources: &["services", "nodes"],
-        verbs: READ,
+        verbs: WATCH,
         resource_names: &[],
         why: "allocated IPs; node labels, conditions and exclusion label",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
         api_group: "discovery.k8s.io",
         resources: &["endpointslices"],
-        verbs: READ,
+        verbs: WATCH,
         resource_names: &[],
         why: "serving endpoints (externalTrafficPolicy: Local)",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
@@ -134,32 +152,45 @@ pub const SPEAKER: &[Rule] = &[
         verbs: EVENTS,
         resource_names: &[],
         why: "nodeAssigned / announceFailed / duplicate-responder Events",
+        exceptions: EVENTS_PATCH_RARE,
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
         resources: &["ipaddresspools", "l2advertisements"],
-        verbs: READ,
+        verbs: WATCH,
         resource_names: &[],
         why: "the configuration",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
-        resources: &["servicel2statuses", "servicel2statuses/status"],
-        verbs: &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
+        resources: &["servicel2statuses"],
+        verbs: &["list", "watch", "create", "delete"],
         resource_names: &[],
-        why: "ServiceL2Status: who announces which Service (the owner record)",
+        why: "ServiceL2Status: who announces which Service (created and deleted by the owner)",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "metallb.io",
+        resources: &["servicel2statuses/status"],
+        verbs: &["patch"],
+        resource_names: &[],
+        why: "ServiceL2Status status (node, interfaces)",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: LEASE,
+        verbs: &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
         resource_names: &[],
-        why: "own node Lease ferrolb-speaker-<node>, and the peers' for liveness",
+        why: "own node Lease ferrolb-speaker-<node> (get, create, patch), the peers' (list, watch, get) and the per-IP owner records ferrolb-ip-<ip> (create, update, delete)",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
@@ -168,6 +199,7 @@ pub const SPEAKER: &[Rule] = &[
         verbs: &["get"],
         resource_names: &[KEY_SECRET],
         why: "the heartbeat HMAC key (only that Secret; without it heartbeats never start)",
+        exceptions: &[],
     },
 ];
 

@@ -9,5 +9,6 @@ mod dataplane_kernel;
 mod deploy;
 mod e2e;
 mod image;
+mod rbac_e2e;
 mod speaker_loop;
 mod validate_cli;
