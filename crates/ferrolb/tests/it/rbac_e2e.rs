@@ -218,13 +218,17 @@ fn every_call_is_granted_and_every_grant_is_used() {
     wait_leader(&lab, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
 
+    // A newcomer's kubectl, with the lab's admin kubeconfig, asks the same server.
+    kubectl_can_i(&lab);
+
     let events = lab.audit_events().unwrap();
     let mut report = String::new();
     for c in COMPONENTS {
         let user = service_account_user(c.sa);
         let calls: Vec<(RequestAttributes, u16)> = events
             .iter()
-            .filter(|e| e.effective_user() == user)
+            // The component's own calls (not kubectl's impersonating it).
+            .filter(|e| e.user.username == user && e.impersonated_user.is_none())
             .filter_map(|e| Some((attrs(e)?, e.response_status.code)))
             .collect();
         assert!(!calls.is_empty(), "{user} made no calls");
@@ -270,6 +274,51 @@ fn every_call_is_granted_and_every_grant_is_used() {
         "least privilege violated:{report}{}",
         dump(&lab)
     );
+}
+
+/// `kubectl auth can-i --as=<speaker>` from the control-plane namespace answers by the deployed
+/// Roles (when kubectl is installed; under `CI=true` it must be).
+fn kubectl_can_i(lab: &Lab) {
+    let present = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kubectl missing; CI=true, so this is a failure"
+        );
+        eprintln!("SKIPPED kubectl auth can-i: `kubectl` is not available");
+        return;
+    }
+    let kc = lab.kubeconfig.display().to_string();
+    let speaker = format!("--as={}", service_account_user(SPEAKER_SA));
+    for (args, want) in [
+        (
+            vec![
+                "get",
+                "secret/ferrolb-heartbeat-key",
+                "-n",
+                SYSTEM_NAMESPACE,
+            ],
+            "yes",
+        ),
+        (vec!["list", "secrets", "-n", SYSTEM_NAMESPACE], "no"),
+        (vec!["patch", "services/status", "-n", "default"], "no"),
+    ] {
+        let mut argv = vec!["kubectl", "--kubeconfig", &kc, "--cache-dir"];
+        let cache = lab.dir.join("kubectl-cache").display().to_string();
+        argv.push(&cache);
+        argv.extend(["auth", "can-i", &speaker]);
+        argv.extend(args.iter().copied());
+        let out = lab.ctl_ns().output(&argv).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The deployed (Cluster)Role a rule of `sa`'s table lives in, and that role without it.
