@@ -389,7 +389,8 @@ impl Lab {
         };
         lab.start_apiserver()?;
         progress(&format!(
-            "API server: http://{API_ADDR} (kubeconfig {})",
+            "API server: {} (admin kubeconfig {})",
+            api_url(),
             lab.kubeconfig.display()
         ));
         lab.register_cluster()?;

@@ -221,7 +221,13 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
         })
     })
     .await;
-    assert_eq!(events(&client, NS, "bad", "InvalidConfiguration").await, 1);
+    // The Event follows the condition (two writes).
+    eventually(
+        "InvalidConfiguration event",
+        Duration::from_secs(5),
+        || async { events(&client, NS, "bad", "InvalidConfiguration").await == 1 },
+    )
+    .await;
     // Valid pool counters, coalesced.
     eventually("pool p status", Duration::from_secs(5), || async {
         let p = pools.get("p").await.unwrap();
