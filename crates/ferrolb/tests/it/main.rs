@@ -10,5 +10,6 @@ mod deploy;
 mod e2e;
 mod image;
 mod logging;
+mod rbac_e2e;
 mod speaker_loop;
 mod validate_cli;
