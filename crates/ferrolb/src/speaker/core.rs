@@ -343,6 +343,8 @@ impl<A: Announcer> Speaker<A> {
         Vec<crate::election::NodeInfo>,
     ) {
         let (config, errors) = self.current_config();
+        let frozen = config.pools.values().filter(|p| p.frozen).count();
+        self.metrics.config.loaded(frozen, errors.len());
         if errors != self.config_errors {
             for e in &errors {
                 tracing::warn!(error = %e, "configuration object ignored");
@@ -408,6 +410,7 @@ impl<A: Announcer> Speaker<A> {
 
     /// One pass. Returns the instant at which the next pass is due even without changes.
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
+        self.metrics.reconciles.inc();
         self.sync_tracker(now);
         self.refresh_liveness(now);
         let may = self.live.may;
