@@ -19,7 +19,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const TOOLS: &[&str] = &["ip", "nft", "curl", "arping", "tcpdump"];
 
-fn lab(test: &str, nodes: usize) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
+pub(crate) fn lab(test: &str, nodes: usize) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
     let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     if !privileged_with_tools_or_skip(test, TOOLS) {
         return None;
@@ -35,20 +35,20 @@ fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("examples")
 }
 
-fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
     let p = lab.dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
 
-fn apply_quickstart(lab: &Lab) {
+pub(crate) fn apply_quickstart(lab: &Lab) {
     lab.apply_file(&examples().join("ipaddresspool.yaml"))
         .unwrap();
     lab.apply_file(&examples().join("l2advertisement.yaml"))
         .unwrap();
 }
 
-fn dump(lab: &Lab) -> String {
+pub(crate) fn dump(lab: &Lab) -> String {
     // Keep a copy of every log for post-mortems (CI prints the path).
     let keep = std::env::temp_dir().join(format!("ferrolb-e2e-logs-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&keep);
@@ -71,7 +71,7 @@ fn dump(lab: &Lab) -> String {
 
 /// Requests `ip` until a node other than `owner` answers; panics (with `what` and the
 /// lab's logs) when none has by `limit` after `since`. Returns the new owner.
-fn wait_takeover(
+pub(crate) fn wait_takeover(
     lab: &Lab,
     ip: IpAddr,
     owner: &str,
@@ -96,7 +96,7 @@ fn wait_takeover(
 }
 
 /// Polls until `ip` is served (by any node); returns that node's name.
-fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
+pub(crate) fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
         match lab.request(ip, Duration::from_millis(300)) {
@@ -135,7 +135,7 @@ fn services_with_owners(lab: &mut Lab, prefix: &str, n: usize) -> (Vec<IpAddr>, 
 }
 
 /// Number of distinct MACs answering `arping -c COUNT ip` from the client.
-fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
+pub(crate) fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
     let out = lab
         .client_ns()
         .output(&[
@@ -580,7 +580,7 @@ fn fifty_services_fifty_vips_spread_over_nodes() {
 }
 
 /// Node index (0-based) from a backend answer `node-N`.
-fn index_of(node: &str) -> usize {
+pub(crate) fn index_of(node: &str) -> usize {
     node.trim_start_matches("node-").parse::<usize>().unwrap() - 1
 }
 
@@ -718,7 +718,7 @@ fn hold(lab: &Lab, vips: &[(IpAddr, String)], dur: Duration, what: &str) {
     }
 }
 
-fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
+pub(crate) fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
     let client = lab.client();
     let name = name.to_string();
     lab.block_on(async move {
@@ -731,7 +731,7 @@ fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
 }
 
 /// Merge-patches the spec of pool `name` (`Err`: the API server rejected the edit).
-fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
+pub(crate) fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
     let client = lab.client();
     let name = name.to_string();
     lab.block_on(async move {

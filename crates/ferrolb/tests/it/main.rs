@@ -9,6 +9,8 @@ mod dataplane_kernel;
 mod deploy;
 mod e2e;
 mod image;
+mod l2status_owner;
 mod logging;
+mod monitoring;
 mod speaker_loop;
 mod validate_cli;
