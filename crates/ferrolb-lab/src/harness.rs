@@ -640,7 +640,11 @@ impl Lab {
                              "containers": [{"name": "speaker", "image": "ferrolb"}]},
                 }))?;
                 let pod = api
-                    .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&pod))
+                    .patch(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&pod),
+                    )
                     .await
                     .with_context(|| format!("creating pod {name}"))?;
                 uids.push(pod.metadata.uid.unwrap_or_default());

@@ -648,7 +648,9 @@ mod tests {
         );
         // Empty families show nothing, as an empty Family.
         assert!(!encode(&reg).contains("_x_sent"), "{}", encode(&reg));
-        let l = Ip { ip: "10.0.0.1".into() };
+        let l = Ip {
+            ip: "10.0.0.1".into(),
+        };
         let handle = c.get_or_create(&l);
         handle.inc();
         c.get_or_create(&l).inc();
@@ -682,20 +684,41 @@ mod tests {
         updates.inc_by(3);
         let out = encode(&reg);
         assert!(out.contains("metallb_k8s_client_updates_total 3"), "{out}");
-        assert!(out.contains("metallb_k8s_client_update_errors_total 0"), "{out}");
-        assert!(!out.contains("config_loaded_bool"), "standby: absent\n{out}");
+        assert!(
+            out.contains("metallb_k8s_client_update_errors_total 0"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("config_loaded_bool"),
+            "standby: absent\n{out}"
+        );
         cfg.set(ConfigState::NotLoaded);
         let out = encode(&reg);
-        assert!(out.contains("metallb_k8s_client_config_loaded_bool 0"), "{out}");
-        assert!(out.contains("metallb_k8s_client_config_stale_bool 0"), "{out}");
+        assert!(
+            out.contains("metallb_k8s_client_config_loaded_bool 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("metallb_k8s_client_config_stale_bool 0"),
+            "{out}"
+        );
         cfg.loaded(0, 1);
         let out = encode(&reg);
-        assert!(out.contains("metallb_k8s_client_config_loaded_bool 1"), "{out}");
-        assert!(out.contains("metallb_k8s_client_config_stale_bool 0"), "{out}");
+        assert!(
+            out.contains("metallb_k8s_client_config_loaded_bool 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("metallb_k8s_client_config_stale_bool 0"),
+            "{out}"
+        );
         assert!(out.contains("ferrolb_config_errors 1"), "{out}");
         cfg.loaded(2, 2);
         let out = encode(&reg);
-        assert!(out.contains("metallb_k8s_client_config_stale_bool 1"), "{out}");
+        assert!(
+            out.contains("metallb_k8s_client_config_stale_bool 1"),
+            "{out}"
+        );
         assert!(out.contains("ferrolb_config_frozen_pools 2"), "{out}");
     }
 

@@ -58,8 +58,14 @@ impl PoolFigures {
                 "metallb_allocator_addresses_in_use_total",
                 self.in_use_v4.saturating_add(self.in_use_v6),
             ),
-            ("metallb_allocator_ipv4_addresses_in_use_total", self.in_use_v4),
-            ("metallb_allocator_ipv6_addresses_in_use_total", self.in_use_v6),
+            (
+                "metallb_allocator_ipv4_addresses_in_use_total",
+                self.in_use_v4,
+            ),
+            (
+                "metallb_allocator_ipv6_addresses_in_use_total",
+                self.in_use_v6,
+            ),
         ]
     }
 }
@@ -101,7 +107,8 @@ impl Collector for PoolGauges {
             (
                 "ferrolb_allocator_addresses_total",
                 "Number of usable addresses per pool and family (capacity, clamped to i64)",
-                (|f: &PoolFigures| (f.capacity.v4, f.capacity.v6)) as fn(&PoolFigures) -> (i64, i64),
+                (|f: &PoolFigures| (f.capacity.v4, f.capacity.v6))
+                    as fn(&PoolFigures) -> (i64, i64),
             ),
             (
                 "ferrolb_allocator_addresses_in_use_total",
@@ -322,7 +329,10 @@ mod tests {
         m.standing_by();
         let out = encode(&reg);
         assert!(!out.contains("pool=\"p\""), "{out}");
-        assert!(out.contains("ferrolb_controller_pending_services 0"), "{out}");
+        assert!(
+            out.contains("ferrolb_controller_pending_services 0"),
+            "{out}"
+        );
         assert!(!out.contains("config_loaded_bool"), "{out}");
     }
 

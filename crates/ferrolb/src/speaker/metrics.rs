@@ -114,11 +114,7 @@ impl Metrics {
         );
         m.config.register(reg, &m.reconciles, &m.api_errors);
         let r = reg.sub_registry_with_prefix("ferrolb_speaker");
-        r.register(
-            "reconciles",
-            "Reconcile passes run",
-            m.reconciles.clone(),
-        );
+        r.register("reconciles", "Reconcile passes run", m.reconciles.clone());
         r.register(
             "ownership_changes",
             "IPs this node started (acquired) or stopped (released) owning",

@@ -41,7 +41,11 @@ fn owners_of(lab: &Lab, i: usize) -> Vec<OwnerReference> {
     loop {
         let objs = statuses_of(lab, &node);
         if objs.len() == 1 {
-            return objs[0].metadata.owner_references.clone().unwrap_or_default();
+            return objs[0]
+                .metadata
+                .owner_references
+                .clone()
+                .unwrap_or_default();
         }
         assert!(
             t.elapsed() < Duration::from_secs(15),

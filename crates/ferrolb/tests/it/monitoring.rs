@@ -149,23 +149,52 @@ fn metallb_series_from_a_running_controller_and_speakers() {
     let ip_s = ip.to_string();
 
     // Controller: allocator figures per pool, as MetalLB computes them.
-    let c = wait_for(&lab, "pool figures on the controller", Duration::from_secs(20), || {
-        let c = controller(&lab);
-        let ok = value(&c, "metallb_allocator_addresses_in_use_total", &[("pool", "default")])
-            == Some(1.0)
-            && value(&c, "metallb_allocator_addresses_total", &[("pool", "extra")]).is_some();
-        ok.then_some(c)
-    });
+    let c = wait_for(
+        &lab,
+        "pool figures on the controller",
+        Duration::from_secs(20),
+        || {
+            let c = controller(&lab);
+            let ok = value(
+                &c,
+                "metallb_allocator_addresses_in_use_total",
+                &[("pool", "default")],
+            ) == Some(1.0)
+                && value(
+                    &c,
+                    "metallb_allocator_addresses_total",
+                    &[("pool", "extra")],
+                )
+                .is_some();
+            ok.then_some(c)
+        },
+    );
     for (name, pool, want) in [
         ("metallb_allocator_addresses_total", "default", 21.0),
         ("metallb_allocator_ipv4_addresses_total", "default", 21.0),
         ("metallb_allocator_ipv6_addresses_total", "default", 0.0),
         ("metallb_allocator_addresses_in_use_total", "default", 1.0),
-        ("metallb_allocator_ipv4_addresses_in_use_total", "default", 1.0),
-        ("metallb_allocator_ipv6_addresses_in_use_total", "default", 0.0),
-        ("metallb_allocator_addresses_total", "extra", i64::MAX as f64),
+        (
+            "metallb_allocator_ipv4_addresses_in_use_total",
+            "default",
+            1.0,
+        ),
+        (
+            "metallb_allocator_ipv6_addresses_in_use_total",
+            "default",
+            0.0,
+        ),
+        (
+            "metallb_allocator_addresses_total",
+            "extra",
+            i64::MAX as f64,
+        ),
         ("metallb_allocator_ipv4_addresses_total", "extra", 0.0),
-        ("metallb_allocator_ipv6_addresses_total", "extra", i64::MAX as f64),
+        (
+            "metallb_allocator_ipv6_addresses_total",
+            "extra",
+            i64::MAX as f64,
+        ),
         ("metallb_allocator_addresses_in_use_total", "extra", 0.0),
     ] {
         assert_eq!(
@@ -201,8 +230,14 @@ fn metallb_series_from_a_running_controller_and_speakers() {
         value(&c, "metallb_k8s_client_update_errors_total", &[]),
         value(&c, "ferrolb_controller_reconcile_errors_total", &[])
     );
-    assert_eq!(value(&c, "metallb_k8s_client_config_loaded_bool", &[]), Some(1.0));
-    assert_eq!(value(&c, "metallb_k8s_client_config_stale_bool", &[]), Some(0.0));
+    assert_eq!(
+        value(&c, "metallb_k8s_client_config_loaded_bool", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&c, "metallb_k8s_client_config_stale_bool", &[]),
+        Some(0.0)
+    );
 
     // Speakers: announced = 1 on the owner only, with MetalLB's labels.
     for i in 0..3 {
@@ -222,20 +257,34 @@ fn metallb_series_from_a_running_controller_and_speakers() {
                 value(
                     &s,
                     "ferrolb_speaker_announced",
-                    &[("service", "default/web"), ("node", &owner_name), ("ip", &ip_s)]
+                    &[
+                        ("service", "default/web"),
+                        ("node", &owner_name),
+                        ("ip", &ip_s)
+                    ]
                 ),
                 Some(1.0)
             );
         } else {
-            assert!(announced.is_empty(), "{} announces: {announced:?}", node_name(i));
+            assert!(
+                announced.is_empty(),
+                "{} announces: {announced:?}",
+                node_name(i)
+            );
         }
         assert!(value(&s, "metallb_k8s_client_updates_total", &[]).unwrap() >= 1.0);
         assert_eq!(
             value(&s, "metallb_k8s_client_update_errors_total", &[]),
             value(&s, "ferrolb_speaker_api_errors_total", &[])
         );
-        assert_eq!(value(&s, "metallb_k8s_client_config_loaded_bool", &[]), Some(1.0));
-        assert_eq!(value(&s, "metallb_k8s_client_config_stale_bool", &[]), Some(0.0));
+        assert_eq!(
+            value(&s, "metallb_k8s_client_config_loaded_bool", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "metallb_k8s_client_config_stale_bool", &[]),
+            Some(0.0)
+        );
     }
 
     // ARP from the client: requests and responses counted on the owner, per IP, under both
@@ -254,14 +303,27 @@ fn metallb_series_from_a_running_controller_and_speakers() {
     });
     assert!(count(&s, "metallb_layer2_requests_received") >= req0 + 3.0);
     for (ours, theirs) in [
-        ("ferrolb_layer2_requests_received_total", "metallb_layer2_requests_received"),
-        ("ferrolb_layer2_responses_sent_total", "metallb_layer2_responses_sent"),
-        ("ferrolb_layer2_gratuitous_sent_total", "metallb_layer2_gratuitous_sent"),
+        (
+            "ferrolb_layer2_requests_received_total",
+            "metallb_layer2_requests_received",
+        ),
+        (
+            "ferrolb_layer2_responses_sent_total",
+            "metallb_layer2_responses_sent",
+        ),
+        (
+            "ferrolb_layer2_gratuitous_sent_total",
+            "metallb_layer2_gratuitous_sent",
+        ),
     ] {
         let series = with_label(&s, theirs, "ip", &ip_s);
         assert_eq!(series.len(), 1, "{theirs}: {series:?}");
         assert_eq!(series[0].labels, labels(&[("ip", &ip_s)]));
-        assert_eq!(Some(series[0].value), value(&s, ours, &[("ip", &ip_s)]), "{theirs}");
+        assert_eq!(
+            Some(series[0].value),
+            value(&s, ours, &[("ip", &ip_s)]),
+            "{theirs}"
+        );
     }
     // The burst of the takeover: an ARP request and an ARP reply per burst.
     assert!(count(&s, "metallb_layer2_gratuitous_sent") >= 2.0);
@@ -281,9 +343,12 @@ fn metallb_series_from_a_running_controller_and_speakers() {
     }
 
     // A pool edited into an invalid spec is frozen: stale everywhere, nothing else changes.
-    wait_for(&lab, "extra's spec published as valid", Duration::from_secs(20), || {
-        pool_status(&lab, "extra").last_valid_spec.map(|_| ())
-    });
+    wait_for(
+        &lab,
+        "extra's spec published as valid",
+        Duration::from_secs(20),
+        || pool_status(&lab, "extra").last_valid_spec.map(|_| ()),
+    );
     lab.apply_file(&write(
         &lab,
         "extra-bad.yaml",
@@ -293,16 +358,31 @@ fn metallb_series_from_a_running_controller_and_speakers() {
     for (what, scrape) in std::iter::once(("controller".to_string(), None))
         .chain((0..3).map(|i| (node_name(i), Some(i))))
     {
-        let s = wait_for(&lab, &format!("stale on {what}"), Duration::from_secs(20), || {
-            let s = match scrape {
-                None => controller(&lab),
-                Some(i) => speaker(&lab, i),
-            };
-            (value(&s, "metallb_k8s_client_config_stale_bool", &[]) == Some(1.0)).then_some(s)
-        });
-        assert_eq!(value(&s, "metallb_k8s_client_config_loaded_bool", &[]), Some(1.0));
-        assert_eq!(value(&s, "ferrolb_config_frozen_pools", &[]), Some(1.0), "{what}");
-        assert!(value(&s, "ferrolb_config_errors", &[]).unwrap() >= 1.0, "{what}");
+        let s = wait_for(
+            &lab,
+            &format!("stale on {what}"),
+            Duration::from_secs(20),
+            || {
+                let s = match scrape {
+                    None => controller(&lab),
+                    Some(i) => speaker(&lab, i),
+                };
+                (value(&s, "metallb_k8s_client_config_stale_bool", &[]) == Some(1.0)).then_some(s)
+            },
+        );
+        assert_eq!(
+            value(&s, "metallb_k8s_client_config_loaded_bool", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "ferrolb_config_frozen_pools", &[]),
+            Some(1.0),
+            "{what}"
+        );
+        assert!(
+            value(&s, "ferrolb_config_errors", &[]).unwrap() >= 1.0,
+            "{what}"
+        );
     }
     assert_eq!(served(&lab, ip, Duration::from_secs(2)), owner_name);
 
@@ -315,11 +395,20 @@ fn metallb_series_from_a_running_controller_and_speakers() {
              ip addr del {vip32} dev eth0"
         ))
         .unwrap();
-    wait_for(&lab, "duplicate responder counted", Duration::from_secs(5), || {
-        let s = speaker(&lab, owner);
-        value(&s, "ferrolb_layer2_duplicate_responders_total", &[("ip", &ip_s)])
+    wait_for(
+        &lab,
+        "duplicate responder counted",
+        Duration::from_secs(5),
+        || {
+            let s = speaker(&lab, owner);
+            value(
+                &s,
+                "ferrolb_layer2_duplicate_responders_total",
+                &[("ip", &ip_s)],
+            )
             .filter(|v| *v >= 1.0)
-    });
+        },
+    );
 
     // Every metric name of the alerts and the dashboard is in a real scrape.
     let mut scraped: BTreeSet<String> = controller(&lab).into_iter().map(|s| s.name).collect();
@@ -470,8 +559,10 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .collect();
     std::fs::write(
         dir.path().join("dashboard.yaml"),
-        serde_yaml::to_string(&serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}))
-            .unwrap(),
+        serde_yaml::to_string(
+            &serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}),
+        )
+        .unwrap(),
     )
     .unwrap();
     promtool(dir.path(), &["check", "rules", "dashboard.yaml"]);
@@ -498,10 +589,9 @@ fn monitoring_overlay_renders_rules_and_dashboard() {
         "kubectl kustomize deploy/monitoring failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs: Vec<serde_yaml::Value> =
-        serde_yaml::Deserializer::from_slice(&out.stdout)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert_eq!(
         kinds,
