@@ -28,7 +28,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -293,6 +293,8 @@ pub struct Lab {
     apiserver: Option<Proc>,
     controller: Option<Proc>,
     speakers: Vec<Option<Proc>>,
+    /// UID of each speaker's Pod object (registered like a DaemonSet's Pod).
+    speaker_pod_uids: Vec<String>,
     backends: Vec<Option<Proc>>,
     client: kube::Client,
     rt: tokio::runtime::Runtime,
@@ -308,6 +310,11 @@ pub struct Lab {
 /// Node `i`'s (0-based) name.
 pub fn node_name(i: usize) -> String {
     format!("node-{}", i + 1)
+}
+
+/// The name of node `i`'s speaker Pod (in the `metallb-system` namespace).
+pub fn speaker_pod_name(i: usize) -> String {
+    format!("ferrolb-speaker-{}", node_name(i))
 }
 
 impl Lab {
@@ -377,6 +384,7 @@ impl Lab {
             apiserver: None,
             controller: None,
             speakers: Vec::new(),
+            speaker_pod_uids: Vec::new(),
             backends: Vec::new(),
             client,
             rt,
@@ -498,7 +506,10 @@ impl Lab {
         match node {
             Some(i) => {
                 env.push(("NODE_NAME", node_name(i)));
-                env.push(("POD_NAME", format!("ferrolb-speaker-{}", node_name(i))));
+                env.push(("POD_NAME", speaker_pod_name(i)));
+                if let Some(uid) = self.speaker_pod_uids.get(i) {
+                    env.push(("POD_UID", uid.clone()));
+                }
             }
             None => env.push(("POD_NAME", "ferrolb-controller-lab".to_string())),
         }
@@ -786,7 +797,43 @@ impl Lab {
                     .with_context(|| format!("setting node {name} status"))?;
             }
             anyhow::Ok(())
-        })
+        })?;
+        // The speakers' Pod objects, as a DaemonSet would create them: each speaker learns
+        // its Pod's name and UID from the environment (the downward API in a cluster).
+        let client = self.client();
+        let pods: Vec<(String, String)> = (0..self.cfg.nodes)
+            .map(|i| (speaker_pod_name(i), node_name(i)))
+            .collect();
+        self.speaker_pod_uids = self.block_on(async move {
+            let api: Api<Pod> = Api::namespaced(client, SYSTEM_NAMESPACE);
+            let mut uids = Vec::new();
+            for (name, node) in pods {
+                let pod: Pod = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "labels": {
+                        "app.kubernetes.io/name": "ferrolb",
+                        "app.kubernetes.io/component": "speaker"}},
+                    "spec": {"nodeName": node, "hostNetwork": true,
+                             "containers": [{"name": "speaker", "image": "ferrolb"}]},
+                }))?;
+                let pod = api
+                    .patch(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&pod),
+                    )
+                    .await
+                    .with_context(|| format!("creating pod {name}"))?;
+                uids.push(pod.metadata.uid.unwrap_or_default());
+            }
+            anyhow::Ok(uids)
+        })?;
+        Ok(())
+    }
+
+    /// The UID of node `i`'s speaker Pod object.
+    pub fn speaker_pod_uid(&self, i: usize) -> Option<&str> {
+        self.speaker_pod_uids.get(i).map(String::as_str)
     }
 
     /// Applies every document of a YAML file (server-side apply, like `kubectl apply
@@ -1031,15 +1078,16 @@ impl Lab {
 
     /// Fetches node `i`'s speaker metrics text.
     pub fn speaker_metrics(&self, i: usize) -> Result<String> {
-        self.metrics_at(format!("192.0.2.{}:7473", 11 + i).parse()?)
+        self.scrape(format!("192.0.2.{}:7473", 11 + i).parse()?)
     }
 
     /// Fetches the controller's metrics text.
     pub fn controller_metrics(&self) -> Result<String> {
-        self.metrics_at("192.0.2.1:7472".parse()?)
+        self.scrape("192.0.2.1:7472".parse()?)
     }
 
-    fn metrics_at(&self, addr: SocketAddr) -> Result<String> {
+    /// `GET /metrics` from `addr`, from the control-plane namespace (response with headers).
+    fn scrape(&self, addr: SocketAddr) -> Result<String> {
         self.ctl_ns()
             .enter(move || {
                 use std::io::{Read, Write};

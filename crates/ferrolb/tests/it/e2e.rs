@@ -35,7 +35,7 @@ pub(crate) fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("examples")
 }
 
-fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
     let p = lab.dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
@@ -162,7 +162,7 @@ fn services_with_owners(lab: &mut Lab, prefix: &str, n: usize) -> (Vec<IpAddr>, 
 }
 
 /// Number of distinct MACs answering `arping -c COUNT ip` from the client.
-fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
+pub(crate) fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
     let out = lab
         .client_ns()
         .output(&[
@@ -747,7 +747,7 @@ fn hold(lab: &Lab, vips: &[(IpAddr, String)], dur: Duration, what: &str) {
     }
 }
 
-fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
+pub(crate) fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
     let client = lab.client();
     let name = name.to_string();
     lab.block_on(async move {
@@ -760,7 +760,7 @@ fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
 }
 
 /// Merge-patches the spec of pool `name` (`Err`: the API server rejected the edit).
-fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
+pub(crate) fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
     let client = lab.client();
     let name = name.to_string();
     lab.block_on(async move {
