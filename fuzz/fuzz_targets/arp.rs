@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(repr) = ArpRepr::parse(data) {
         let mut buf = [0u8; 28];
-        repr.emit(&mut buf).expect("28-byte buffer");
+        repr.emit(&mut ArpPacket::new_unchecked(&mut buf[..]))
+            .expect("28-byte buffer");
         assert_eq!(ArpRepr::parse(&buf), Ok(repr));
         assert_eq!(&buf[..], &data[..28]);
     }

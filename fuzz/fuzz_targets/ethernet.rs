@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = (frame.tci(), frame.outer_ethertype(), frame.payload().len());
     let repr = EthernetRepr::parse(&frame).expect("checked frame parses");
     let mut buf = vec![0u8; repr.header_len()];
-    repr.emit(&mut buf).expect("sized buffer");
+    repr.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+        .expect("sized buffer");
     let again = EthernetRepr::parse(&EthernetFrame::new_checked(&buf[..]).expect("emitted header checks"))
         .expect("emitted header parses");
     // Re-emission drops PCP/DEI but keeps everything the repr models; a double tag stays a

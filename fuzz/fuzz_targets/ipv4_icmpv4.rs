@@ -35,8 +35,12 @@ fuzz_target!(|input: &[u8]| {
     let Ok(ip) = Ipv4Repr::parse(&p) else {
         return;
     };
-    let mut hdr = [0u8; 20];
-    ip.emit(&mut hdr).expect("20-byte buffer");
+    let mut again = vec![0u8; ip.header_len() + ip.payload_len];
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut again[..]))
+        .expect("sized buffer");
+    again[ip.header_len()..].copy_from_slice(p.payload());
+    let reparsed = Ipv4Packet::new_checked(&again[..]).expect("emitted packet checks");
+    assert_eq!(Ipv4Repr::parse(&reparsed), Ok(ip));
     if let Ok(icmp) = Icmpv4Repr::parse(p.payload()) {
         let mut buf = vec![0u8; icmp.buffer_len()];
         icmp.emit(&mut buf).expect("sized buffer");

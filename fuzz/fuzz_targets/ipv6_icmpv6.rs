@@ -21,6 +21,12 @@ fuzz_target!(|input: &[u8]| {
     };
     let _ = (p.traffic_class(), p.flow_label());
     let ip = Ipv6Repr::parse(&p).expect("checked packet parses");
+    let mut again = vec![0u8; ip.header_len() + ip.payload_len];
+    ip.emit(&mut Ipv6Packet::new_unchecked(&mut again[..]))
+        .expect("sized buffer");
+    again[ip.header_len()..].copy_from_slice(p.payload());
+    let reparsed = Ipv6Packet::new_checked(&again[..]).expect("emitted packet checks");
+    assert_eq!(Ipv6Repr::parse(&reparsed), Ok(ip));
     if let Ok(icmp) = Icmpv6Repr::parse(&ip.src, &ip.dst, p.payload()) {
         let mut buf = vec![0u8; icmp.buffer_len()];
         icmp.emit(&ip.src, &ip.dst, &mut buf).expect("sized buffer");

@@ -57,8 +57,7 @@ fn http_ops(c: &mut Criterion) {
         let server = ApiServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let client =
-            kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+        let client = kube::Client::try_from(server.admin_config()).unwrap();
         let svcs: Api<Service> = Api::namespaced(client, "default");
         let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"},
             "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}))

@@ -14,6 +14,12 @@
 //! each other over the LAN, and answer the client's kernel with raw packets. The harness is
 //! used by `ferrolb lab` and by the end-to-end tests; it removes every namespace and process
 //! it created when dropped.
+//!
+//! Permissions are the ones users install: the harness applies the ServiceAccounts, Roles,
+//! ClusterRoles and bindings of `deploy/ferrolb.yaml` ([`DEPLOY_MANIFEST`]) as the admin, and
+//! runs the controller and every speaker with a token of its own ServiceAccount (kubeconfigs
+//! `kubeconfig-controller`, `kubeconfig-speaker`), which the API server authorizes by RBAC.
+//! The API server records every request in `audit.log` ([`Lab::audit_events`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +28,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -38,6 +44,97 @@ pub const API_ADDR: &str = "192.0.2.1:6443";
 pub const BACKEND_PORT: u16 = 8080;
 /// Field manager used for objects the lab applies.
 const MANAGER: &str = "ferrolb-lab";
+/// The install manifest users apply (`deploy/ferrolb.yaml`); the lab takes the RBAC objects
+/// from it.
+pub const DEPLOY_MANIFEST: &str = include_str!("../../../deploy/ferrolb.yaml");
+/// ServiceAccount of the controller (in [`SYSTEM_NAMESPACE`]).
+pub const CONTROLLER_SA: &str = "ferrolb-controller";
+/// ServiceAccount of the speakers (in [`SYSTEM_NAMESPACE`]).
+pub const SPEAKER_SA: &str = "ferrolb-speaker";
+/// Kinds taken from [`DEPLOY_MANIFEST`].
+const RBAC_KINDS: &[&str] = &[
+    "ServiceAccount",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+];
+/// Lifetime of the components' tokens (the lab never refreshes them).
+const TOKEN_SECONDS: i64 = 7 * 86_400;
+
+/// The API server's URL on the LAN (HTTPS, as kubectl requires to send credentials).
+pub fn api_url() -> String {
+    format!("https://{API_ADDR}")
+}
+
+/// The user name a ServiceAccount of [`SYSTEM_NAMESPACE`] authenticates as.
+pub fn service_account_user(sa: &str) -> String {
+    format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{sa}")
+}
+
+/// Applies objects through `client` (server-side apply, field manager `ferrolb-lab`) and
+/// returns `Kind/name` of each. Objects without a namespace get `metallb-system` when they
+/// are metallb.io kinds, `default` otherwise (cluster-scoped kinds get none).
+pub async fn apply_objects(
+    client: &kube::Client,
+    docs: Vec<serde_json::Value>,
+) -> Result<Vec<String>> {
+    let mut applied = Vec::new();
+    for doc in docs {
+        let obj: DynamicObject = serde_json::from_value(doc)?;
+        let types = obj
+            .types
+            .clone()
+            .context("object without apiVersion/kind")?;
+        let gvk = GroupVersionKind::try_from(&types)?;
+        let ar = ApiResource::from_gvk(&gvk);
+        let name = obj.metadata.name.clone().context("object without a name")?;
+        let ns = obj.metadata.namespace.clone().unwrap_or_else(|| {
+            if gvk.group == "metallb.io" {
+                SYSTEM_NAMESPACE
+            } else {
+                "default"
+            }
+            .to_string()
+        });
+        let cluster_scoped = matches!(
+            (gvk.group.as_str(), gvk.kind.as_str()),
+            ("", "Node" | "Namespace")
+                | ("apiextensions.k8s.io", _)
+                | (
+                    "rbac.authorization.k8s.io",
+                    "ClusterRole" | "ClusterRoleBinding"
+                )
+        );
+        let api: Api<DynamicObject> = if cluster_scoped {
+            Api::all_with(client.clone(), &ar)
+        } else {
+            Api::namespaced_with(client.clone(), &ns, &ar)
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .with_context(|| format!("applying {} {ns}/{name}", gvk.kind))?;
+        applied.push(format!("{}/{name}", gvk.kind));
+    }
+    Ok(applied)
+}
+
+/// The RBAC documents of a manifest (ServiceAccounts, Roles, ClusterRoles, bindings).
+pub fn rbac_documents(manifest: &str) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(manifest) {
+        let v: serde_json::Value =
+            serde::Deserialize::deserialize(d).context("parsing the manifest")?;
+        if v["kind"].as_str().is_some_and(|k| RBAC_KINDS.contains(&k)) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -196,6 +293,8 @@ pub struct Lab {
     apiserver: Option<Proc>,
     controller: Option<Proc>,
     speakers: Vec<Option<Proc>>,
+    /// UID of each speaker's Pod object (registered like a DaemonSet's Pod).
+    speaker_pod_uids: Vec<String>,
     backends: Vec<Option<Proc>>,
     client: kube::Client,
     rt: tokio::runtime::Runtime,
@@ -211,6 +310,11 @@ pub struct Lab {
 /// Node `i`'s (0-based) name.
 pub fn node_name(i: usize) -> String {
     format!("node-{}", i + 1)
+}
+
+/// The name of node `i`'s speaker Pod (in the `metallb-system` namespace).
+pub fn speaker_pod_name(i: usize) -> String {
+    format!("ferrolb-speaker-{}", node_name(i))
 }
 
 impl Lab {
@@ -250,9 +354,11 @@ impl Lab {
             cfg.nodes
         ));
         let kubeconfig = dir.join("kubeconfig");
+        let pki = super::apiserver::tls::Pki::load_or_create(&dir.join("pki"), &[])
+            .context("creating the API server's CA and admin token")?;
         std::fs::write(
             &kubeconfig,
-            super::apiserver::kubeconfig_yaml(&format!("http://{API_ADDR}")),
+            super::apiserver::kubeconfig_yaml(&api_url(), Some(&pki.ca_pem), &pki.admin_token),
         )?;
         let rt = ferrolb_netns::in_netns(Some(&net.host(ctl).ns.path()), || {
             tokio::runtime::Builder::new_multi_thread()
@@ -278,6 +384,7 @@ impl Lab {
             apiserver: None,
             controller: None,
             speakers: Vec::new(),
+            speaker_pod_uids: Vec::new(),
             backends: Vec::new(),
             client,
             rt,
@@ -290,11 +397,17 @@ impl Lab {
         };
         lab.start_apiserver()?;
         progress(&format!(
-            "API server: http://{API_ADDR} (kubeconfig {})",
+            "API server: {} (admin kubeconfig {})",
+            api_url(),
             lab.kubeconfig.display()
         ));
         lab.register_cluster()?;
         progress("registered namespaces default + metallb-system and the Node objects");
+        let applied = lab.apply_rbac(DEPLOY_MANIFEST)?;
+        progress(&format!(
+            "applied the {} RBAC objects of deploy/ferrolb.yaml; controller and speakers get their ServiceAccount's token",
+            applied.len()
+        ));
         for i in 0..lab.cfg.nodes {
             lab.start_backend(i)?;
         }
@@ -369,9 +482,23 @@ impl Lab {
         (0..self.cfg.nodes).find(|i| self.node_mac(*i) == mac)
     }
 
+    /// The kubeconfig of a component's ServiceAccount.
+    pub fn component_kubeconfig(&self, sa: &str) -> PathBuf {
+        self.dir
+            .join(format!("kubeconfig-{}", sa.trim_start_matches("ferrolb-")))
+    }
+
     fn env(&self, node: Option<usize>) -> Vec<(&'static str, String)> {
+        let sa = if node.is_some() {
+            SPEAKER_SA
+        } else {
+            CONTROLLER_SA
+        };
         let mut env = vec![
-            ("KUBECONFIG", self.kubeconfig.display().to_string()),
+            (
+                "KUBECONFIG",
+                self.component_kubeconfig(sa).display().to_string(),
+            ),
             ("POD_NAMESPACE", SYSTEM_NAMESPACE.to_string()),
             ("FERROLB_LOG_LEVEL", self.cfg.log_level.clone()),
             ("RUST_BACKTRACE", "1".to_string()),
@@ -379,7 +506,10 @@ impl Lab {
         match node {
             Some(i) => {
                 env.push(("NODE_NAME", node_name(i)));
-                env.push(("POD_NAME", format!("ferrolb-speaker-{}", node_name(i))));
+                env.push(("POD_NAME", speaker_pod_name(i)));
+                if let Some(uid) = self.speaker_pod_uids.get(i) {
+                    env.push(("POD_UID", uid.clone()));
+                }
             }
             None => env.push(("POD_NAME", "ferrolb-controller-lab".to_string())),
         }
@@ -400,6 +530,10 @@ impl Lab {
             API_ADDR.into(),
             "--state-file".into(),
             self.dir.join("apiserver-state.json").display().to_string(),
+            "--pki-dir".into(),
+            self.dir.join("pki").display().to_string(),
+            "--audit-log".into(),
+            self.audit_log().display().to_string(),
         ];
         let p = Proc::spawn(
             self.ctl_ns(),
@@ -430,6 +564,60 @@ impl Lab {
             bail!("the embedded API server did not come up:\n{tail}");
         }
         Ok(())
+    }
+
+    /// Where the API server records every request.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// Every request the API server recorded so far (all its runs).
+    pub fn audit_events(&self) -> Result<Vec<super::apiserver::audit::AuditEvent>> {
+        super::apiserver::audit::read_log(&self.audit_log())
+            .with_context(|| format!("reading {}", self.audit_log().display()))
+    }
+
+    /// Applies the RBAC objects of `manifest` (as the admin) and writes the controller's and
+    /// the speakers' kubeconfigs with a fresh token of their ServiceAccount.
+    pub fn apply_rbac(&self, manifest: &str) -> Result<Vec<String>> {
+        let applied = self.apply_values(rbac_documents(manifest)?)?;
+        let pki = super::apiserver::tls::Pki::load_or_create(&self.dir.join("pki"), &[])?;
+        for sa in [CONTROLLER_SA, SPEAKER_SA] {
+            let token = self.service_account_token(sa)?;
+            std::fs::write(
+                self.component_kubeconfig(sa),
+                super::apiserver::kubeconfig_yaml(&api_url(), Some(&pki.ca_pem), &token),
+            )?;
+        }
+        Ok(applied)
+    }
+
+    /// A token of the ServiceAccount `sa` of [`SYSTEM_NAMESPACE`] (a TokenRequest, as
+    /// `kubectl create token` makes).
+    pub fn service_account_token(&self, sa: &str) -> Result<String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let client = self.client();
+        let sa = sa.to_string();
+        self.block_on(async move {
+            let api: Api<ServiceAccount> = Api::namespaced(client, SYSTEM_NAMESPACE);
+            let tr = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(TOKEN_SECONDS),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let out = api
+                .create_token_request(&sa, &PostParams::default(), &tr)
+                .await
+                .with_context(|| format!("requesting a token for ServiceAccount {sa}"))?;
+            anyhow::Ok(
+                out.status
+                    .and_then(|s| s.token)
+                    .context("TokenRequest without a token")?,
+            )
+        })
     }
 
     /// Stops the API server (SIGTERM; it flushes its state file).
@@ -609,7 +797,43 @@ impl Lab {
                     .with_context(|| format!("setting node {name} status"))?;
             }
             anyhow::Ok(())
-        })
+        })?;
+        // The speakers' Pod objects, as a DaemonSet would create them: each speaker learns
+        // its Pod's name and UID from the environment (the downward API in a cluster).
+        let client = self.client();
+        let pods: Vec<(String, String)> = (0..self.cfg.nodes)
+            .map(|i| (speaker_pod_name(i), node_name(i)))
+            .collect();
+        self.speaker_pod_uids = self.block_on(async move {
+            let api: Api<Pod> = Api::namespaced(client, SYSTEM_NAMESPACE);
+            let mut uids = Vec::new();
+            for (name, node) in pods {
+                let pod: Pod = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "labels": {
+                        "app.kubernetes.io/name": "ferrolb",
+                        "app.kubernetes.io/component": "speaker"}},
+                    "spec": {"nodeName": node, "hostNetwork": true,
+                             "containers": [{"name": "speaker", "image": "ferrolb"}]},
+                }))?;
+                let pod = api
+                    .patch(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&pod),
+                    )
+                    .await
+                    .with_context(|| format!("creating pod {name}"))?;
+                uids.push(pod.metadata.uid.unwrap_or_default());
+            }
+            anyhow::Ok(uids)
+        })?;
+        Ok(())
+    }
+
+    /// The UID of node `i`'s speaker Pod object.
+    pub fn speaker_pod_uid(&self, i: usize) -> Option<&str> {
+        self.speaker_pod_uids.get(i).map(String::as_str)
     }
 
     /// Applies every document of a YAML file (server-side apply, like `kubectl apply
@@ -640,46 +864,14 @@ impl Lab {
                 docs.push(v);
             }
         }
+        self.apply_values(docs)
+    }
+
+    /// Applies objects (server-side apply, as the admin); namespaces defaulted as in
+    /// [`Lab::apply_file`].
+    pub fn apply_values(&self, docs: Vec<serde_json::Value>) -> Result<Vec<String>> {
         let client = self.client();
-        self.block_on(async move {
-            let mut applied = Vec::new();
-            for doc in docs {
-                let obj: DynamicObject = serde_json::from_value(doc)?;
-                let types = obj
-                    .types
-                    .clone()
-                    .context("object without apiVersion/kind")?;
-                let gvk = GroupVersionKind::try_from(&types)?;
-                let ar = ApiResource::from_gvk(&gvk);
-                let name = obj.metadata.name.clone().context("object without a name")?;
-                let ns = obj.metadata.namespace.clone().unwrap_or_else(|| {
-                    if gvk.group == "metallb.io" {
-                        SYSTEM_NAMESPACE
-                    } else {
-                        "default"
-                    }
-                    .to_string()
-                });
-                let cluster_scoped = matches!(
-                    (gvk.group.as_str(), gvk.kind.as_str()),
-                    ("", "Node" | "Namespace") | ("apiextensions.k8s.io", _)
-                );
-                let api: Api<DynamicObject> = if cluster_scoped {
-                    Api::all_with(client.clone(), &ar)
-                } else {
-                    Api::namespaced_with(client.clone(), &ns, &ar)
-                };
-                api.patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&obj),
-                )
-                .await
-                .with_context(|| format!("applying {} {ns}/{name}", gvk.kind))?;
-                applied.push(format!("{}/{name}", gvk.kind));
-            }
-            anyhow::Ok(applied)
-        })
+        self.block_on(async move { apply_objects(&client, docs).await })
     }
 
     /// Creates a LoadBalancer Service and an EndpointSlice for it (what the Deployment and
@@ -886,7 +1078,16 @@ impl Lab {
 
     /// Fetches node `i`'s speaker metrics text.
     pub fn speaker_metrics(&self, i: usize) -> Result<String> {
-        let addr: SocketAddr = format!("192.0.2.{}:7473", 11 + i).parse()?;
+        self.scrape(format!("192.0.2.{}:7473", 11 + i).parse()?)
+    }
+
+    /// Fetches the controller's metrics text.
+    pub fn controller_metrics(&self) -> Result<String> {
+        self.scrape("192.0.2.1:7472".parse()?)
+    }
+
+    /// `GET /metrics` from `addr`, from the control-plane namespace (response with headers).
+    fn scrape(&self, addr: SocketAddr) -> Result<String> {
         self.ctl_ns()
             .enter(move || {
                 use std::io::{Read, Write};
@@ -900,6 +1101,12 @@ impl Lab {
             .map_err(Into::into)
     }
 
+    /// One sample of node `i`'s speaker metrics, e.g.
+    /// `ferrolb_speaker_heartbeats_received_total{result="ok"}`; `None` when absent.
+    pub fn speaker_metric(&self, i: usize, series: &str) -> Option<f64> {
+        metric_value(&self.speaker_metrics(i).ok()?, series)
+    }
+
     /// A human-readable description of node `i`.
     pub fn describe_node(&self, i: usize) -> String {
         format!(
@@ -908,6 +1115,15 @@ impl Lab {
             format_mac(self.net.host(self.nodes[i]).mac)
         )
     }
+}
+
+/// The value of `series` (name with its labels, as printed) in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        let v = rest.strip_prefix(' ')?;
+        v.split_whitespace().next()?.parse().ok()
+    })
 }
 
 impl Drop for Lab {

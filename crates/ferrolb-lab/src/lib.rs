@@ -47,6 +47,14 @@ pub enum LabCommand {
         /// Keep objects in this JSON file across restarts.
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// Directory keeping the CA, the serving certificate and the admin bearer token
+        /// (`ca.crt`, `server.crt`, `server.key`, `admin-token`; created when missing).
+        /// Without it they are new and lost on every start.
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+        /// Append every request to this file as audit events (JSON lines).
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
     },
     /// Run a backend that answers every HTTP request with its name.
     #[command(hide = true)]
@@ -63,9 +71,24 @@ pub enum LabCommand {
 /// Runs `ferrolb lab` (synchronously: the lab owns its runtimes); returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.command {
-        Some(LabCommand::Apiserver { listen, state_file }) => {
+        Some(LabCommand::Apiserver {
+            listen,
+            state_file,
+            pki_dir,
+            audit_log,
+        }) => {
+            let mut b = apiserver::ApiServer::new();
+            if let Some(p) = state_file {
+                b = b.state_file(p);
+            }
+            if let Some(p) = pki_dir {
+                b = b.pki_dir(p);
+            }
+            if let Some(p) = audit_log {
+                b = b.audit_log(p);
+            }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(apiserver::run_standalone(listen, state_file))?;
+            rt.block_on(apiserver::run_standalone(b, listen))?;
             Ok(0)
         }
         Some(LabCommand::Backend { name, listen }) => {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ferrolb::dataplane::bpf::FilterOptions;
 use ferrolb::dataplane::sys::{PacketSocket, RecvBatch, SendBatch};
 use ferrolb::dataplane::{Config, Dataplane, InterfaceFilter};
-use ferrolb::wire::{self, Inbound, Mac};
+use ferrolb::wire::{self, ArpOperation, ArpRepr, FrameRepr, Inbound, Mac, PayloadRepr};
 use ferrolb_lab::netns::{privileged_or_skip, HostSpec, Network};
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -79,7 +79,7 @@ fn args() -> Args {
 
 fn is_reply_from(frame: &[u8], target: Ipv4Addr) -> bool {
     matches!(wire::parse_inbound(frame),
-        Ok(Inbound::ArpReply { sender_ip, target_ip, .. }) if sender_ip == target && target_ip == CLIENT_IP)
+        Ok(Inbound::ArpReply(m)) if m.sender_ip == target && m.target_ip == CLIENT_IP)
 }
 
 /// One request, one timed reply (None after 200 ms). The client busy-waits for the
@@ -103,6 +103,24 @@ fn ping_once(
         }
     }
     None
+}
+
+/// Broadcast ARP request "who has `target`? tell `CLIENT_IP`" from `mac`.
+fn arp_request(mac: Mac, target: Ipv4Addr) -> Vec<u8> {
+    FrameRepr {
+        src: mac,
+        dst: Mac::BROADCAST,
+        vlan: None,
+        payload: PayloadRepr::Arp(ArpRepr {
+            operation: ArpOperation::Request,
+            sender_mac: mac,
+            sender_ip: CLIENT_IP,
+            target_mac: Mac::ZERO,
+            target_ip: target,
+        }),
+    }
+    .to_vec()
+    .expect("an ARP request fits its own buffer")
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -233,8 +251,8 @@ fn main() -> anyhow::Result<()> {
         println!("pinning: client → CPU 0, ferrolb-rx-eth0 ({rx_tid:?}) → CPU 1: {ok}");
     }
     let mac = Mac(c.mac);
-    let req_kernel = wire::arp_request(None, mac, CLIENT_IP, KERNEL_IP);
-    let req_vip = wire::arp_request(None, mac, CLIENT_IP, VIP);
+    let req_kernel = arp_request(mac, KERNEL_IP);
+    let req_vip = arp_request(mac, VIP);
     let mut buf = RecvBatch::new(8, 2048);
 
     // Warm up both paths (neighbour entries, caches, thread wake-ups).

@@ -144,7 +144,7 @@ fn main() {
         let kc = dir.path().join("kubeconfig");
         srv.write_kubeconfig(&kc).unwrap();
         let kc = kc.to_string_lossy().to_string();
-        let client = kube::Client::try_from(kube::Config::new(srv.url().parse().unwrap())).unwrap();
+        let client = kube::Client::try_from(srv.admin_config()).unwrap();
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
         let _ = Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)

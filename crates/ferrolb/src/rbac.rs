@@ -8,6 +8,8 @@
 
 use std::fmt::Write as _;
 
+use crate::speaker::heartbeat::KEY_SECRET;
+
 /// Where a rule applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -24,15 +26,28 @@ pub struct Rule {
     pub api_group: &'static str,
     pub resources: &'static [&'static str],
     pub verbs: &'static [&'static str],
+    /// Only these objects (`resourceNames`); empty: every object. Kubernetes cannot restrict
+    /// `create`, `list`, `watch` or `deletecollection` by name (the name is not part of the
+    /// request it authorizes), so a rule with names grants only `get`, `update`, `patch`,
+    /// `delete`.
+    pub resource_names: &'static [&'static str],
     /// Why the component needs it (rendered as a comment).
     pub why: &'static str,
+    /// Verbs of this rule that a short end-to-end run (allocate, fail over, hand over,
+    /// delete, restart) may not call, as a named constant whose comment says why. The
+    /// least-privilege test accepts these unused, and no other.
+    pub exceptions: &'static [&'static str],
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
-const LEASE: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
+/// Informers (kube-runtime watchers and reflectors) list, then watch; nothing reads a
+/// single object of these kinds.
+const WATCH: &[&str] = &["list", "watch"];
 const EVENTS: &[&str] = &["create", "patch"];
+/// The events Recorder creates an Event, and patches its `series` when the same Event is
+/// published again within its cache lifetime (6 min). ferrolb publishes an Event when its
+/// message changes, not on every pass, so a short end-to-end run repeats none: `patch` may
+/// stay unused there.
+const EVENTS_PATCH_RARE: &[&str] = &["patch"];
 
 /// What `ferrolb controller` calls.
 pub const CONTROLLER: &[Rule] = &[
@@ -40,43 +55,73 @@ pub const CONTROLLER: &[Rule] = &[
         scope: Scope::Cluster,
         api_group: "",
         resources: &["services", "namespaces"],
-        verbs: READ,
+        verbs: WATCH,
+        resource_names: &[],
         why: "watch LoadBalancer Services; namespace labels select pools",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
         api_group: "",
         resources: &["services/status"],
-        verbs: &["get", "patch", "update"],
+        verbs: &["patch"],
+        resource_names: &[],
         why: "write status.loadBalancer.ingress and annotation metallb.io/ip-allocated-from-pool",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
         api_group: "events.k8s.io",
         resources: &["events"],
         verbs: EVENTS,
+        resource_names: &[],
         why: "IPAllocated / AllocationFailed / ClearAssignment Events",
+        exceptions: EVENTS_PATCH_RARE,
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
         resources: &["ipaddresspools", "l2advertisements"],
-        verbs: READ,
+        verbs: WATCH,
+        resource_names: &[],
         why: "the configuration",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
         resources: &["ipaddresspools/status"],
-        verbs: &["get", "patch", "update"],
+        verbs: &["patch"],
+        resource_names: &[],
         why: "pool usage counters and validity conditions",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: LEASE,
-        why: "leader election (Lease ferrolb-controller)",
+        verbs: &["get", "create", "patch"],
+        resource_names: &[],
+        why: "leader election (Lease ferrolb-controller; its name is a flag, so not restricted by resourceNames): read, create, renew and release by patch",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get"],
+        resource_names: &[KEY_SECRET],
+        why: "read the speakers' heartbeat key Secret (only that Secret)",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["create"],
+        resource_names: &[],
+        why: "create the heartbeat key Secret when absent (create cannot be restricted by resourceNames: the name is in the body, not the request path)",
+        exceptions: &[],
     },
 ];
 
@@ -86,45 +131,75 @@ pub const SPEAKER: &[Rule] = &[
         scope: Scope::Cluster,
         api_group: "",
         resources: &["services", "nodes"],
-        verbs: READ,
+        verbs: WATCH,
+        resource_names: &[],
         why: "allocated IPs; node labels, conditions and exclusion label",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
         api_group: "discovery.k8s.io",
         resources: &["endpointslices"],
-        verbs: READ,
+        verbs: WATCH,
+        resource_names: &[],
         why: "serving endpoints (externalTrafficPolicy: Local)",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Cluster,
         api_group: "events.k8s.io",
         resources: &["events"],
         verbs: EVENTS,
+        resource_names: &[],
         why: "nodeAssigned / announceFailed / duplicate-responder Events",
+        exceptions: EVENTS_PATCH_RARE,
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
         resources: &["ipaddresspools", "l2advertisements"],
-        verbs: READ,
+        verbs: WATCH,
+        resource_names: &[],
         why: "the configuration",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "metallb.io",
-        resources: &["servicel2statuses", "servicel2statuses/status"],
-        verbs: &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-        why: "ServiceL2Status: who announces which Service (the owner record)",
+        resources: &["servicel2statuses"],
+        verbs: &["list", "watch", "create", "delete"],
+        resource_names: &[],
+        why: "ServiceL2Status: who announces which Service (created and deleted by the owner)",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "metallb.io",
+        resources: &["servicel2statuses/status"],
+        verbs: &["patch"],
+        resource_names: &[],
+        why: "ServiceL2Status status (node, interfaces)",
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: LEASE,
-        why: "own node Lease ferrolb-speaker-<node>, and the peers' for liveness",
+        verbs: &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
+        resource_names: &[],
+        why: "own node Lease ferrolb-speaker-<node> (get, create, patch), the peers' (list, watch, get) and the per-IP owner records ferrolb-ip-<ip> (create, update, delete)",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get"],
+        resource_names: &[KEY_SECRET],
+        why: "the heartbeat HMAC key (only that Secret; without it heartbeats never start)",
+        exceptions: &[],
     },
 ];
 
@@ -160,12 +235,15 @@ pub fn render(namespace: &str) -> String {
             for r in rules.iter().filter(|r| r.scope == scope) {
                 let _ = write!(
                     out,
-                    "  # {}\n  - apiGroups: [\"{}\"]\n    resources: [{}]\n    verbs: [{}]\n",
+                    "  # {}\n  - apiGroups: [\"{}\"]\n    resources: [{}]\n",
                     r.why,
                     r.api_group,
                     quoted(r.resources),
-                    quoted(r.verbs)
                 );
+                if !r.resource_names.is_empty() {
+                    let _ = writeln!(out, "    resourceNames: [{}]", quoted(r.resource_names));
+                }
+                let _ = writeln!(out, "    verbs: [{}]", quoted(r.verbs));
             }
             let _ = write!(
                 out,
@@ -190,13 +268,28 @@ fn quoted(items: &[&str]) -> String {
         .join(", ")
 }
 
-/// True when `component`'s rules allow `verb` on `resource` of `api_group` in `scope`.
+/// True when `component`'s rules allow `verb` on `resource` of `api_group` in `scope`, for
+/// every object (rules restricted by `resourceNames` do not count).
 pub fn allows(rules: &[Rule], scope: Scope, api_group: &str, resource: &str, verb: &str) -> bool {
+    allows_named(rules, scope, api_group, resource, verb, None)
+}
+
+/// Like [`allows`], for the object `name` (`None`: a request without a name, such as list,
+/// watch or create).
+pub fn allows_named(
+    rules: &[Rule],
+    scope: Scope,
+    api_group: &str,
+    resource: &str,
+    verb: &str,
+    name: Option<&str>,
+) -> bool {
     rules.iter().any(|r| {
         (r.scope == scope || r.scope == Scope::Cluster)
             && r.api_group == api_group
             && r.resources.contains(&resource)
             && r.verbs.contains(&verb)
+            && (r.resource_names.is_empty() || name.is_some_and(|n| r.resource_names.contains(&n)))
     })
 }
 
@@ -206,8 +299,8 @@ mod tests {
 
     #[test]
     fn least_privilege_shape() {
-        // The speaker never writes Services; neither component reads Secrets; the
-        // controller writes Services only through the status subresource.
+        // The speaker never writes Services; the controller writes Services only through the
+        // status subresource.
         for verb in ["create", "update", "patch", "delete"] {
             assert!(!allows(SPEAKER, Scope::Cluster, "", "services", verb));
             assert!(!allows(
@@ -218,8 +311,47 @@ mod tests {
                 verb
             ));
         }
+        // Secrets: both read the heartbeat key and no other Secret, nowhere else, and never
+        // list or watch them; only the controller creates (the key, when absent).
         for rules in [CONTROLLER, SPEAKER] {
-            assert!(!allows(rules, Scope::Namespace, "", "secrets", "get"));
+            let secret =
+                |verb, name| allows_named(rules, Scope::Namespace, "", "secrets", verb, name);
+            assert!(secret("get", Some(KEY_SECRET)));
+            assert!(!secret("get", Some("other")));
+            assert!(!secret("get", None));
+            for verb in ["list", "watch", "update", "patch", "delete"] {
+                assert!(
+                    !secret(verb, None) && !secret(verb, Some(KEY_SECRET)),
+                    "{verb}"
+                );
+            }
+            assert!(!allows_named(
+                rules,
+                Scope::Cluster,
+                "",
+                "secrets",
+                "get",
+                Some(KEY_SECRET)
+            ));
+        }
+        assert!(allows(
+            CONTROLLER,
+            Scope::Namespace,
+            "",
+            "secrets",
+            "create"
+        ));
+        assert!(!allows(SPEAKER, Scope::Namespace, "", "secrets", "create"));
+        // Names are only used where Kubernetes honours them.
+        for r in CONTROLLER.iter().chain(SPEAKER) {
+            if !r.resource_names.is_empty() {
+                assert!(
+                    r.verbs
+                        .iter()
+                        .all(|v| ["get", "update", "patch", "delete"].contains(v)),
+                    "{r:?}: resourceNames cannot restrict these verbs"
+                );
+            }
         }
         assert!(!allows(CONTROLLER, Scope::Cluster, "", "services", "patch"));
         // Nothing may delete Services or Nodes.

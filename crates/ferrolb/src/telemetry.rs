@@ -7,6 +7,13 @@
 //!
 //! Logs go to stderr, coloured only when stderr is a terminal (and `NO_COLOR` is unset),
 //! so log files and collectors never see ANSI escapes.
+//!
+//! MetalLB's series (`metallb_*`) are exported next to ferrolb's own, from the same values:
+//! [`Mirrored`] keeps a labelled family once and encodes it under both names,
+//! [`ConfigMetrics`] holds the configuration facts both components report. OpenMetrics
+//! requires a counter's samples to end in `_total`; MetalLB's counters without that suffix
+//! (`metallb_layer2_requests_received` …) keep their exact name and are typed `unknown`,
+//! which `rate()` and `increase()` treat like a counter.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -19,6 +26,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder, MetricEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Log output format.
@@ -236,6 +250,288 @@ pub async fn serve(
     Ok((bound, handle))
 }
 
+/// A metric kind that also has a MetalLB-compatible encoding.
+pub trait MetalLbEncoding: EncodeMetric + TypedMetric {
+    /// The OpenMetrics type under MetalLB's name.
+    const METALLB_TYPE: MetricType;
+    /// Encodes the value under MetalLB's name (no suffix added).
+    fn encode_metallb(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error>;
+}
+
+impl MetalLbEncoding for Counter {
+    const METALLB_TYPE: MetricType = MetricType::Unknown;
+    fn encode_metallb(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&self.get())
+    }
+}
+
+impl MetalLbEncoding for Gauge {
+    const METALLB_TYPE: MetricType = MetricType::Gauge;
+    fn encode_metallb(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.encode(encoder)
+    }
+}
+
+/// A label set with constant labels appended.
+struct WithLabels<'a, S>(&'a S, &'a [(&'static str, &'static str)]);
+
+impl<S: EncodeLabelSet> EncodeLabelSet for WithLabels<'_, S> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)?;
+        self.1.encode(encoder)
+    }
+}
+
+/// Name and help of one exported series.
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesName {
+    /// Full metric name (counters get `_total` appended on the wire).
+    pub name: &'static str,
+    /// HELP text.
+    pub help: &'static str,
+}
+
+/// A family of metrics (one per label set) kept once and exported twice: under ferrolb's name
+/// and under MetalLB's, with constant labels MetalLB has and ferrolb does not (e.g.
+/// `protocol="layer2"`). The API follows [`prometheus_client::metrics::family::Family`];
+/// handles returned by [`Mirrored::get_or_create`] share the value. Cheap to clone.
+#[derive(Debug)]
+pub struct Mirrored<S, M> {
+    metrics: Arc<std::sync::RwLock<std::collections::HashMap<S, M>>>,
+}
+
+impl<S, M> Clone for Mirrored<S, M> {
+    fn clone(&self) -> Self {
+        Self {
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<S, M> Default for Mirrored<S, M> {
+    fn default() -> Self {
+        Self {
+            metrics: Arc::default(),
+        }
+    }
+}
+
+impl<S, M> Mirrored<S, M>
+where
+    S: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    M: MetalLbEncoding + Clone + Default + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// The metric of `labels`, created at zero when absent (a shared handle).
+    pub fn get_or_create(&self, labels: &S) -> M {
+        if let Some(m) = self.get(labels) {
+            return m;
+        }
+        let mut w = self.metrics.write().unwrap_or_else(|p| p.into_inner());
+        w.entry(labels.clone()).or_default().clone()
+    }
+
+    /// The metric of `labels`, if it exists.
+    pub fn get(&self, labels: &S) -> Option<M> {
+        let r = self.metrics.read().unwrap_or_else(|p| p.into_inner());
+        r.get(labels).cloned()
+    }
+
+    /// Removes the metric of `labels` (both names stop showing it). Returns whether it existed.
+    pub fn remove(&self, labels: &S) -> bool {
+        let mut w = self.metrics.write().unwrap_or_else(|p| p.into_inner());
+        w.remove(labels).is_some()
+    }
+
+    /// Registers the family in `reg` under `ours` and under `metallb` (with `extra` labels).
+    pub fn register(
+        &self,
+        reg: &mut Registry,
+        ours: SeriesName,
+        metallb: SeriesName,
+        extra: &'static [(&'static str, &'static str)],
+    ) {
+        reg.register_collector(Box::new(MirroredCollector {
+            family: self.clone(),
+            ours,
+            metallb,
+            extra,
+        }));
+    }
+}
+
+#[derive(Debug)]
+struct MirroredCollector<S, M> {
+    family: Mirrored<S, M>,
+    ours: SeriesName,
+    metallb: SeriesName,
+    extra: &'static [(&'static str, &'static str)],
+}
+
+impl<S, M> Collector for MirroredCollector<S, M>
+where
+    S: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    M: MetalLbEncoding + Clone + Default + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let map = self
+            .family
+            .metrics
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        // As an empty Family: no series, no descriptor.
+        if map.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut e = encoder.encode_descriptor(self.ours.name, self.ours.help, None, M::TYPE)?;
+            for (labels, m) in map.iter() {
+                m.encode(e.encode_family(labels)?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            self.metallb.name,
+            self.metallb.help,
+            None,
+            M::METALLB_TYPE,
+        )?;
+        for (labels, m) in map.iter() {
+            m.encode_metallb(e.encode_family(&WithLabels(labels, self.extra))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a component knows about its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigState {
+    /// Not in charge of any configuration (a controller replica that is not leading):
+    /// the configuration series are not exported.
+    Standby,
+    /// In charge, no configuration computed yet.
+    NotLoaded,
+    /// Configuration in force.
+    Loaded {
+        /// Pools held on their last valid spec because their current spec is invalid.
+        frozen_pools: usize,
+        /// Errors in the pool and advertisement objects (invalid objects are ignored or,
+        /// for pools that were valid before, frozen).
+        errors: usize,
+    },
+}
+
+impl ConfigState {
+    /// `(loaded, stale, frozen_pools, errors)`: MetalLB's `config_loaded_bool` and
+    /// `config_stale_bool` (stale while a pool is frozen: an invalid edit is held back and
+    /// the last valid spec serves), and ferrolb's gauges. `None` while on standby.
+    pub fn values(self) -> Option<(i64, i64, i64, i64)> {
+        match self {
+            ConfigState::Standby => None,
+            ConfigState::NotLoaded => Some((0, 0, 0, 0)),
+            ConfigState::Loaded {
+                frozen_pools,
+                errors,
+            } => Some((
+                1,
+                i64::from(frozen_pools > 0),
+                frozen_pools as i64,
+                errors as i64,
+            )),
+        }
+    }
+}
+
+/// Configuration facts and MetalLB's `metallb_k8s_client_*` series, shared by the
+/// controller and the speaker. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ConfigMetrics {
+    state: Arc<Mutex<ConfigState>>,
+}
+
+impl ConfigMetrics {
+    /// Starting in `state`.
+    pub fn new(state: ConfigState) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Sets the state.
+    pub fn set(&self, state: ConfigState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// The configuration in force has `frozen_pools` frozen pools and `errors` errors.
+    pub fn loaded(&self, frozen_pools: usize, errors: usize) {
+        self.set(ConfigState::Loaded {
+            frozen_pools,
+            errors,
+        });
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConfigState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the configuration series, and MetalLB's update counters as views of the
+    /// component's own: `updates` (its reconcile passes) and `update_errors` (the failed ones).
+    pub fn register(&self, reg: &mut Registry, updates: &Counter, update_errors: &Counter) {
+        reg.register(
+            "metallb_k8s_client_updates",
+            "Number of k8s object updates that have been processed.",
+            updates.clone(),
+        );
+        reg.register(
+            "metallb_k8s_client_update_errors",
+            "Number of k8s object updates that failed for some reason.",
+            update_errors.clone(),
+        );
+        reg.register_collector(Box::new(self.clone()));
+    }
+}
+
+impl Collector for ConfigMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((loaded, stale, frozen, errors)) = self.state().values() else {
+            return Ok(());
+        };
+        for (name, help, v) in [
+            (
+                "metallb_k8s_client_config_loaded_bool",
+                "1 if the MetalLB configuration was successfully loaded at least once.",
+                loaded,
+            ),
+            (
+                "metallb_k8s_client_config_stale_bool",
+                "1 if running on a stale configuration: an IPAddressPool is frozen on its last valid spec.",
+                stale,
+            ),
+            (
+                "ferrolb_config_frozen_pools",
+                "IPAddressPools whose current spec is invalid, held on their last valid spec",
+                frozen,
+            ),
+            (
+                "ferrolb_config_errors",
+                "Errors in IPAddressPool and L2Advertisement objects (invalid objects ignored or frozen)",
+                errors,
+            ),
+        ] {
+            let e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge(v).encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+struct ConstGauge(i64);
+
+impl ConstGauge {
+    fn encode(&self, mut e: MetricEncoder) -> Result<(), std::fmt::Error> {
+        e.encode_gauge(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +604,122 @@ mod tests {
         assert_eq!(c.failing_since(), Some(first));
         c.ok();
         assert_eq!(c.failing_since(), None);
+    }
+
+    fn encode(reg: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, reg).unwrap();
+        out
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+    struct Ip {
+        ip: String,
+    }
+
+    #[test]
+    fn a_mirrored_family_is_one_value_under_two_names() {
+        let mut reg = Registry::default();
+        let c: Mirrored<Ip, Counter> = Mirrored::default();
+        c.register(
+            &mut reg,
+            SeriesName {
+                name: "ferrolb_x_sent",
+                help: "ours",
+            },
+            SeriesName {
+                name: "metallb_x_sent",
+                help: "theirs",
+            },
+            &[],
+        );
+        let g: Mirrored<Ip, Gauge> = Mirrored::default();
+        g.register(
+            &mut reg,
+            SeriesName {
+                name: "ferrolb_y",
+                help: "ours",
+            },
+            SeriesName {
+                name: "metallb_y",
+                help: "theirs",
+            },
+            &[("protocol", "layer2")],
+        );
+        // Empty families show nothing, as an empty Family.
+        assert!(!encode(&reg).contains("_x_sent"), "{}", encode(&reg));
+        let l = Ip {
+            ip: "10.0.0.1".into(),
+        };
+        let handle = c.get_or_create(&l);
+        handle.inc();
+        c.get_or_create(&l).inc();
+        g.get_or_create(&l).set(1);
+        let out = encode(&reg);
+        for needle in [
+            "# TYPE ferrolb_x_sent counter",
+            "ferrolb_x_sent_total{ip=\"10.0.0.1\"} 2",
+            "# TYPE metallb_x_sent unknown",
+            "metallb_x_sent{ip=\"10.0.0.1\"} 2",
+            "# TYPE metallb_y gauge",
+            "ferrolb_y{ip=\"10.0.0.1\"} 1",
+            "metallb_y{ip=\"10.0.0.1\",protocol=\"layer2\"} 1",
+        ] {
+            assert!(out.contains(needle), "missing {needle} in\n{out}");
+        }
+        assert!(!out.contains("metallb_x_sent_total"), "{out}");
+        assert!(g.remove(&l));
+        assert!(!g.remove(&l));
+        let out = encode(&reg);
+        assert!(!out.contains("_y{"), "removed from both names:\n{out}");
+        assert_eq!(c.get(&l).map(|c| c.get()), Some(2));
+    }
+
+    #[test]
+    fn configuration_series_follow_the_state() {
+        let mut reg = Registry::default();
+        let cfg = ConfigMetrics::new(ConfigState::Standby);
+        let (updates, errors) = (Counter::default(), Counter::default());
+        cfg.register(&mut reg, &updates, &errors);
+        updates.inc_by(3);
+        let out = encode(&reg);
+        assert!(out.contains("metallb_k8s_client_updates_total 3"), "{out}");
+        assert!(
+            out.contains("metallb_k8s_client_update_errors_total 0"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("config_loaded_bool"),
+            "standby: absent\n{out}"
+        );
+        cfg.set(ConfigState::NotLoaded);
+        let out = encode(&reg);
+        assert!(
+            out.contains("metallb_k8s_client_config_loaded_bool 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("metallb_k8s_client_config_stale_bool 0"),
+            "{out}"
+        );
+        cfg.loaded(0, 1);
+        let out = encode(&reg);
+        assert!(
+            out.contains("metallb_k8s_client_config_loaded_bool 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("metallb_k8s_client_config_stale_bool 0"),
+            "{out}"
+        );
+        assert!(out.contains("ferrolb_config_errors 1"), "{out}");
+        cfg.loaded(2, 2);
+        let out = encode(&reg);
+        assert!(
+            out.contains("metallb_k8s_client_config_stale_bool 1"),
+            "{out}"
+        );
+        assert!(out.contains("ferrolb_config_frozen_pools 2"), "{out}");
     }
 
     #[test]

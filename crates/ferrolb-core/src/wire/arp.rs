@@ -153,6 +153,35 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 }
 
+/// The setters write into a view made by [`ArpPacket::new_unchecked`] over at least
+/// [`PACKET_LEN`] bytes (what [`ArpRepr::emit`] checks); they panic on a shorter buffer.
+impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
+    /// Writes the Ethernet/IPv4 format: htype 1, ptype 0x0800, hlen 6, plen 4.
+    pub fn set_format(&mut self) {
+        let b = self.buffer.as_mut();
+        b[field::HTYPE].copy_from_slice(&HTYPE_ETHERNET.to_be_bytes());
+        b[field::PTYPE].copy_from_slice(&PTYPE_IPV4.to_be_bytes());
+        b[field::HLEN] = 6;
+        b[field::PLEN] = 4;
+    }
+    /// Sets the operation code.
+    pub fn set_oper(&mut self, oper: u16) {
+        self.buffer.as_mut()[field::OPER].copy_from_slice(&oper.to_be_bytes());
+    }
+    /// Sets the sender hardware and protocol addresses.
+    pub fn set_sender(&mut self, mac: Mac, ip: Ipv4Addr) {
+        let b = self.buffer.as_mut();
+        b[field::SHA].copy_from_slice(&mac.0);
+        b[field::SPA].copy_from_slice(&ip.octets());
+    }
+    /// Sets the target hardware and protocol addresses.
+    pub fn set_target(&mut self, mac: Mac, ip: Ipv4Addr) {
+        let b = self.buffer.as_mut();
+        b[field::THA].copy_from_slice(&mac.0);
+        b[field::TPA].copy_from_slice(&ip.octets());
+    }
+}
+
 /// High-level representation of an Ethernet/IPv4 ARP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ArpRepr {
@@ -191,23 +220,22 @@ impl ArpRepr {
         PACKET_LEN
     }
 
-    /// Writes the packet at the start of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
-        if buf.len() < PACKET_LEN {
+    /// Writes the packet into `packet` (a view over a buffer of at least [`PACKET_LEN`] bytes).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut ArpPacket<T>,
+    ) -> Result<(), WireError> {
+        let got = packet.buffer.as_ref().len();
+        if got < PACKET_LEN {
             return Err(WireError::BufferTooSmall {
                 needed: PACKET_LEN,
-                got: buf.len(),
+                got,
             });
         }
-        buf[field::HTYPE].copy_from_slice(&HTYPE_ETHERNET.to_be_bytes());
-        buf[field::PTYPE].copy_from_slice(&PTYPE_IPV4.to_be_bytes());
-        buf[field::HLEN] = 6;
-        buf[field::PLEN] = 4;
-        buf[field::OPER].copy_from_slice(&self.operation.code().to_be_bytes());
-        buf[field::SHA].copy_from_slice(&self.sender_mac.0);
-        buf[field::SPA].copy_from_slice(&self.sender_ip.octets());
-        buf[field::THA].copy_from_slice(&self.target_mac.0);
-        buf[field::TPA].copy_from_slice(&self.target_ip.octets());
+        packet.set_format();
+        packet.set_oper(self.operation.code());
+        packet.set_sender(self.sender_mac, self.sender_ip);
+        packet.set_target(self.target_mac, self.target_ip);
         Ok(())
     }
 }
@@ -242,8 +270,16 @@ mod tests {
             }
         );
         let mut out = [0u8; 28];
-        r.emit(&mut out).unwrap();
+        r.emit(&mut ArpPacket::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out, REQUEST);
+        let mut short = [0u8; 27];
+        assert_eq!(
+            r.emit(&mut ArpPacket::new_unchecked(&mut short[..])),
+            Err(WireError::BufferTooSmall {
+                needed: 28,
+                got: 27
+            })
+        );
     }
 
     #[test]

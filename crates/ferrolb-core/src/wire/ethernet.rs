@@ -86,6 +86,11 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         self.buffer
     }
 
+    /// Length of the whole buffer (header, payload and any padding).
+    pub fn frame_len(&self) -> usize {
+        self.buffer.as_ref().len()
+    }
+
     fn mac_at(&self, r: std::ops::Range<usize>) -> Mac {
         let mut m = [0u8; 6];
         m.copy_from_slice(&self.buffer.as_ref()[r]);
@@ -151,6 +156,9 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 }
 
+/// The setters write into a view made by [`EthernetFrame::new_unchecked`] over a buffer of at
+/// least [`EthernetRepr::header_len`] bytes (what [`EthernetRepr::emit`] checks); they panic on a
+/// shorter one.
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination MAC address.
     pub fn set_dst(&mut self, mac: Mac) {
@@ -216,16 +224,17 @@ impl EthernetRepr {
         }
     }
 
-    /// Writes the header at the start of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+    /// Writes the header into `frame` (a view over a buffer of at least
+    /// [`EthernetRepr::header_len`] bytes).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        frame: &mut EthernetFrame<T>,
+    ) -> Result<(), WireError> {
         let need = self.header_len();
-        if buf.len() < need {
-            return Err(WireError::BufferTooSmall {
-                needed: need,
-                got: buf.len(),
-            });
+        let got = frame.frame_len();
+        if got < need {
+            return Err(WireError::BufferTooSmall { needed: need, got });
         }
-        let mut frame = EthernetFrame::new_unchecked(buf);
         frame.set_dst(self.dst);
         frame.set_src(self.src);
         frame.set_ethertype(self.vlan, self.ethertype);
@@ -305,14 +314,15 @@ mod tests {
             vlan: VlanId::new(100),
             ethertype: EtherType::IPV6,
         };
-        r.emit(&mut buf).unwrap();
+        r.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+            .unwrap();
         // Emitted tags carry PCP 0.
         let mut expected = TAGGED;
         expected[14] = 0x00;
         assert_eq!(&buf[..], &expected[..18]);
         let mut small = [0u8; 17];
         assert!(matches!(
-            r.emit(&mut small),
+            r.emit(&mut EthernetFrame::new_unchecked(&mut small[..])),
             Err(WireError::BufferTooSmall {
                 needed: 18,
                 got: 17

@@ -2,125 +2,109 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::builders::{FrameRepr, PayloadRepr, NDP_HOP_LIMIT};
+use super::frame::{FrameRepr, PayloadRepr, NDP_HOP_LIMIT};
 use super::icmpv4::Icmpv4Repr;
 use super::icmpv6::Icmpv6Repr;
 use super::ndp::{NaFlags, NdiscRepr};
 use super::types::solicited_node_multicast;
-use super::{ArpOperation, Mac, VlanId, WireError};
+use super::{ArpOperation, ArpRepr, Mac, VlanId, WireError};
+
+/// A received ARP packet (request or reply) with the Ethernet header it came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArpMessage {
+    /// 802.1Q VLAN id.
+    pub vlan: Option<VlanId>,
+    /// Ethernet source.
+    pub eth_src: Mac,
+    /// Ethernet destination.
+    pub eth_dst: Mac,
+    /// ARP sender hardware address (who claims `sender_ip`).
+    pub sender_mac: Mac,
+    /// ARP sender protocol address (0.0.0.0 in an ARP probe).
+    pub sender_ip: Ipv4Addr,
+    /// ARP target hardware address (usually 00:00:00:00:00:00 in a request).
+    pub target_mac: Mac,
+    /// ARP target protocol address (the address being resolved, in a request).
+    pub target_ip: Ipv4Addr,
+}
+
+/// A received Neighbor Solicitation, validated per RFC 4861 §7.1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Solicitation {
+    /// 802.1Q VLAN id.
+    pub vlan: Option<VlanId>,
+    /// Ethernet source.
+    pub eth_src: Mac,
+    /// Ethernet destination.
+    pub eth_dst: Mac,
+    /// IPv6 source (`::` for duplicate address detection).
+    pub src_ip: Ipv6Addr,
+    /// IPv6 destination (solicited-node group, or the target itself for a unicast NUD probe).
+    pub dst_ip: Ipv6Addr,
+    /// Address being resolved.
+    pub target: Ipv6Addr,
+    /// Source Link-Layer Address option.
+    pub source_lla: Option<Mac>,
+}
+
+/// A received Neighbor Advertisement, validated per RFC 4861 §7.1.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Advertisement {
+    /// 802.1Q VLAN id.
+    pub vlan: Option<VlanId>,
+    /// Ethernet source.
+    pub eth_src: Mac,
+    /// Ethernet destination.
+    pub eth_dst: Mac,
+    /// IPv6 source.
+    pub src_ip: Ipv6Addr,
+    /// IPv6 destination.
+    pub dst_ip: Ipv6Addr,
+    /// Address advertised.
+    pub target: Ipv6Addr,
+    /// Target Link-Layer Address option.
+    pub target_lla: Option<Mac>,
+    /// R/S/O flags.
+    pub flags: NaFlags,
+}
+
+/// A received ICMP (`A` = [`Ipv4Addr`]) or ICMPv6 (`A` = [`Ipv6Addr`]) echo request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EchoRequest<'a, A> {
+    /// 802.1Q VLAN id.
+    pub vlan: Option<VlanId>,
+    /// Ethernet source.
+    pub eth_src: Mac,
+    /// Ethernet destination.
+    pub eth_dst: Mac,
+    /// IP source.
+    pub src_ip: A,
+    /// IP destination.
+    pub dst_ip: A,
+    /// Identifier.
+    pub ident: u16,
+    /// Sequence number.
+    pub seq: u16,
+    /// Data to echo.
+    pub data: &'a [u8],
+}
 
 /// A received frame, classified. `vlan` is the 802.1Q id the frame arrived with; replies
 /// must carry the same tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Inbound<'a> {
     /// ARP request (including probes with sender IP 0.0.0.0 and gratuitous requests).
-    ArpRequest {
-        /// 802.1Q VLAN id.
-        vlan: Option<VlanId>,
-        /// Ethernet source.
-        eth_src: Mac,
-        /// Ethernet destination.
-        eth_dst: Mac,
-        /// ARP sender hardware address.
-        sender_mac: Mac,
-        /// ARP sender protocol address.
-        sender_ip: Ipv4Addr,
-        /// ARP target hardware address (usually 00:00:00:00:00:00).
-        target_mac: Mac,
-        /// Address being resolved.
-        target_ip: Ipv4Addr,
-    },
+    ArpRequest(ArpMessage),
     /// ARP reply (including gratuitous replies).
-    ArpReply {
-        /// 802.1Q VLAN id.
-        vlan: Option<VlanId>,
-        /// Ethernet source.
-        eth_src: Mac,
-        /// Ethernet destination.
-        eth_dst: Mac,
-        /// ARP sender hardware address (who claims `sender_ip`).
-        sender_mac: Mac,
-        /// ARP sender protocol address.
-        sender_ip: Ipv4Addr,
-        /// ARP target hardware address.
-        target_mac: Mac,
-        /// ARP target protocol address.
-        target_ip: Ipv4Addr,
-    },
-    /// Neighbor Solicitation (validated per RFC 4861 §7.1.1).
-    NeighborSolicitation {
-        /// 802.1Q VLAN id.
-        vlan: Option<VlanId>,
-        /// Ethernet source.
-        eth_src: Mac,
-        /// Ethernet destination.
-        eth_dst: Mac,
-        /// IPv6 source (`::` for duplicate address detection).
-        src_ip: Ipv6Addr,
-        /// IPv6 destination (solicited-node group, or the target itself for a unicast NUD probe).
-        dst_ip: Ipv6Addr,
-        /// Address being resolved.
-        target: Ipv6Addr,
-        /// Source Link-Layer Address option.
-        source_lla: Option<Mac>,
-    },
-    /// Neighbor Advertisement (validated per RFC 4861 §7.1.2).
-    NeighborAdvertisement {
-        /// 802.1Q VLAN id.
-        vlan: Option<VlanId>,
-        /// Ethernet source.
-        eth_src: Mac,
-        /// Ethernet destination.
-        eth_dst: Mac,
-        /// IPv6 source.
-        src_ip: Ipv6Addr,
-        /// IPv6 destination.
-        dst_ip: Ipv6Addr,
-        /// Address advertised.
-        target: Ipv6Addr,
-        /// Target Link-Layer Address option.
-        target_lla: Option<Mac>,
-        /// R/S/O flags.
-        flags: NaFlags,
-    },
+    ArpReply(ArpMessage),
+    /// Neighbor Solicitation.
+    NeighborSolicitation(Solicitation),
+    /// Neighbor Advertisement.
+    NeighborAdvertisement(Advertisement),
     /// ICMPv4 echo request.
-    EchoRequestV4 {
-        /// 802.1Q VLAN id.
-        vlan: Option<VlanId>,
-        /// Ethernet source.
-        eth_src: Mac,
-        /// Ethernet destination.
-        eth_dst: Mac,
-        /// IPv4 source.
-        src_ip: Ipv4Addr,
-        /// IPv4 destination.
-        dst_ip: Ipv4Addr,
-        /// Identifier.
-        ident: u16,
-        /// Sequence number.
-        seq: u16,
-        /// Data to echo.
-        data: &'a [u8],
-    },
+    EchoRequestV4(EchoRequest<'a, Ipv4Addr>),
     /// ICMPv6 echo request.
-    EchoRequestV6 {
-        /// 802.1Q VLAN id.
-        vlan: Option<VlanId>,
-        /// Ethernet source.
-        eth_src: Mac,
-        /// Ethernet destination.
-        eth_dst: Mac,
-        /// IPv6 source.
-        src_ip: Ipv6Addr,
-        /// IPv6 destination.
-        dst_ip: Ipv6Addr,
-        /// Identifier.
-        ident: u16,
-        /// Sequence number.
-        seq: u16,
-        /// Data to echo.
-        data: &'a [u8],
-    },
+    EchoRequestV6(EchoRequest<'a, Ipv6Addr>),
     /// A well-formed frame of a kind the dataplane does not act on (other EtherTypes, stacked
     /// VLAN tags, non-ICMP IP, IPv4 fragments, IPv6 extension headers, other ICMP types, echo replies).
     Other,
@@ -130,12 +114,11 @@ impl Inbound<'_> {
     /// The 802.1Q VLAN id of the frame (`None` for untagged frames and for [`Inbound::Other`]).
     pub fn vlan(&self) -> Option<VlanId> {
         match self {
-            Inbound::ArpRequest { vlan, .. }
-            | Inbound::ArpReply { vlan, .. }
-            | Inbound::NeighborSolicitation { vlan, .. }
-            | Inbound::NeighborAdvertisement { vlan, .. }
-            | Inbound::EchoRequestV4 { vlan, .. }
-            | Inbound::EchoRequestV6 { vlan, .. } => *vlan,
+            Inbound::ArpRequest(m) | Inbound::ArpReply(m) => m.vlan,
+            Inbound::NeighborSolicitation(m) => m.vlan,
+            Inbound::NeighborAdvertisement(m) => m.vlan,
+            Inbound::EchoRequestV4(m) => m.vlan,
+            Inbound::EchoRequestV6(m) => m.vlan,
             Inbound::Other => None,
         }
     }
@@ -159,8 +142,8 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
     };
     let (vlan, eth_src, eth_dst) = (f.vlan, f.src, f.dst);
     Ok(match f.payload {
-        PayloadRepr::Arp(a) => match a.operation {
-            ArpOperation::Request => Inbound::ArpRequest {
+        PayloadRepr::Arp(a) => {
+            let message = |a: ArpRepr| ArpMessage {
                 vlan,
                 eth_src,
                 eth_dst,
@@ -168,19 +151,14 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                 sender_ip: a.sender_ip,
                 target_mac: a.target_mac,
                 target_ip: a.target_ip,
-            },
-            ArpOperation::Reply => Inbound::ArpReply {
-                vlan,
-                eth_src,
-                eth_dst,
-                sender_mac: a.sender_mac,
-                sender_ip: a.sender_ip,
-                target_mac: a.target_mac,
-                target_ip: a.target_ip,
-            },
-        },
+            };
+            match a.operation {
+                ArpOperation::Request => Inbound::ArpRequest(message(a)),
+                ArpOperation::Reply => Inbound::ArpReply(message(a)),
+            }
+        }
         PayloadRepr::Icmpv4 { src, dst, icmp, .. } => match icmp {
-            Icmpv4Repr::EchoRequest { ident, seq, data } => Inbound::EchoRequestV4 {
+            Icmpv4Repr::EchoRequest { ident, seq, data } => Inbound::EchoRequestV4(EchoRequest {
                 vlan,
                 eth_src,
                 eth_dst,
@@ -189,7 +167,7 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                 ident,
                 seq,
                 data,
-            },
+            }),
             Icmpv4Repr::EchoReply { .. } => Inbound::Other,
         },
         PayloadRepr::Icmpv6 {
@@ -202,16 +180,18 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                 return Err(WireError::MulticastSource);
             }
             match icmp {
-                Icmpv6Repr::EchoRequest { ident, seq, data } => Inbound::EchoRequestV6 {
-                    vlan,
-                    eth_src,
-                    eth_dst,
-                    src_ip: src,
-                    dst_ip: dst,
-                    ident,
-                    seq,
-                    data,
-                },
+                Icmpv6Repr::EchoRequest { ident, seq, data } => {
+                    Inbound::EchoRequestV6(EchoRequest {
+                        vlan,
+                        eth_src,
+                        eth_dst,
+                        src_ip: src,
+                        dst_ip: dst,
+                        ident,
+                        seq,
+                        data,
+                    })
+                }
                 Icmpv6Repr::EchoReply { .. } => Inbound::Other,
                 Icmpv6Repr::Ndisc(nd) => {
                     if hop_limit != NDP_HOP_LIMIT {
@@ -227,7 +207,7 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                                     return Err(WireError::DadNotToSolicitedNode);
                                 }
                             }
-                            Inbound::NeighborSolicitation {
+                            Inbound::NeighborSolicitation(Solicitation {
                                 vlan,
                                 eth_src,
                                 eth_dst,
@@ -235,13 +215,13 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                                 dst_ip: dst,
                                 target,
                                 source_lla: lla,
-                            }
+                            })
                         }
                         NdiscRepr::NeighborAdvert { flags, target, lla } => {
                             if dst.is_multicast() && flags.solicited {
                                 return Err(WireError::SolicitedNaToMulticast);
                             }
-                            Inbound::NeighborAdvertisement {
+                            Inbound::NeighborAdvertisement(Advertisement {
                                 vlan,
                                 eth_src,
                                 eth_dst,
@@ -250,7 +230,7 @@ pub fn parse_inbound(frame: &[u8]) -> Result<Inbound<'_>, WireError> {
                                 target,
                                 target_lla: lla,
                                 flags,
-                            }
+                            })
                         }
                     }
                 }

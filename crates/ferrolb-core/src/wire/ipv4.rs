@@ -22,7 +22,8 @@ mod field {
     pub const DST: Range<usize> = 16..20;
 }
 
-/// A read view of an IPv4 packet. Accessors never panic on a view made by `new_checked`.
+/// A view of an IPv4 packet, read by its accessors and written by [`Ipv4Repr::emit`].
+/// Accessors never panic on a view made by `new_checked`.
 #[derive(Debug, Clone)]
 pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
@@ -177,10 +178,15 @@ impl Ipv4Repr {
         HEADER_LEN
     }
 
-    /// Writes the header (with checksum) at the start of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+    /// Writes the header, checksum included, into `packet` (a view over a buffer of at least
+    /// [`HEADER_LEN`] bytes).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut Ipv4Packet<T>,
+    ) -> Result<(), WireError> {
         let total = HEADER_LEN + self.payload_len;
         let total16 = u16::try_from(total).map_err(|_| WireError::PayloadTooLarge(total))?;
+        let buf = packet.buffer.as_mut();
         if buf.len() < HEADER_LEN {
             return Err(WireError::BufferTooSmall {
                 needed: HEADER_LEN,
@@ -245,8 +251,17 @@ mod tests {
             payload_len: 0x73 - 20,
         };
         let mut buf = [0u8; 20];
-        r.emit(&mut buf).unwrap();
+        r.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]))
+            .unwrap();
         assert_eq!(buf, HEADER);
+        let mut short = [0u8; 19];
+        assert!(matches!(
+            r.emit(&mut Ipv4Packet::new_unchecked(&mut short[..])),
+            Err(WireError::BufferTooSmall {
+                needed: 20,
+                got: 19
+            })
+        ));
     }
 
     #[test]

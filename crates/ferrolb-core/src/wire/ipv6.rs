@@ -20,7 +20,8 @@ mod field {
     pub const DST: Range<usize> = 24..40;
 }
 
-/// A read view of an IPv6 packet. Accessors never panic on a view made by `new_checked`.
+/// A view of an IPv6 packet, read by its accessors and written by [`Ipv6Repr::emit`].
+/// Accessors never panic on a view made by `new_checked`.
 #[derive(Debug, Clone)]
 pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
@@ -144,10 +145,14 @@ impl Ipv6Repr {
         HEADER_LEN
     }
 
-    /// Writes the header at the start of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+    /// Writes the header into `packet` (a view over a buffer of at least [`HEADER_LEN`] bytes).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut Ipv6Packet<T>,
+    ) -> Result<(), WireError> {
         let len = u16::try_from(self.payload_len)
             .map_err(|_| WireError::PayloadTooLarge(self.payload_len))?;
+        let buf = packet.buffer.as_mut();
         if buf.len() < HEADER_LEN {
             return Err(WireError::BufferTooSmall {
                 needed: HEADER_LEN,
@@ -211,6 +216,39 @@ mod tests {
         assert_eq!(
             Ipv6Packet::new_checked(&w[..]).err(),
             Some(WireError::BadIpVersion(4))
+        );
+    }
+
+    #[test]
+    fn emit_checks_room_and_length() {
+        let r = Ipv6Repr {
+            src: "fe80::1".parse().unwrap(),
+            dst: "ff02::1:ff00:a".parse().unwrap(),
+            next_header: 58,
+            payload_len: 4,
+            hop_limit: 255,
+        };
+        let mut buf = [0u8; 40];
+        r.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]))
+            .unwrap();
+        let mut v = buf.to_vec();
+        v.extend_from_slice(&[1, 2, 3, 4]);
+        let p = Ipv6Packet::new_checked(&v[..]).unwrap();
+        assert_eq!(Ipv6Repr::parse(&p), Ok(r));
+        assert!(matches!(
+            r.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..39])),
+            Err(WireError::BufferTooSmall {
+                needed: 40,
+                got: 39
+            })
+        ));
+        let huge = Ipv6Repr {
+            payload_len: 65536,
+            ..r
+        };
+        assert_eq!(
+            huge.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..])),
+            Err(WireError::PayloadTooLarge(65536))
         );
     }
 }

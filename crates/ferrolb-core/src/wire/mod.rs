@@ -3,10 +3,11 @@
 //! (Neighbor Solicitation / Advertisement, echo), and IPv4 + ICMPv4 echo.
 //!
 //! Layout follows smoltcp's `wire`: per protocol a `…Packet<T: AsRef<[u8]>>` view with a checked
-//! constructor and field accessors, and a `…Repr` with `parse` and `emit`. On top,
-//! [`parse_inbound`] classifies a received frame into an [`Inbound`] and the builders
-//! ([`arp_reply`], [`gratuitous_arp_request`], [`neighbor_advertisement`], …) produce
-//! complete frames. Nothing here does I/O, allocates while parsing, or panics on input.
+//! constructor and field accessors, and a `…Repr` with `parse` and `emit`; a frame is sent by
+//! filling in its [`FrameRepr`] and emitting it into a view over the caller's buffer
+//! (`repr.emit(&mut EthernetFrame::new_unchecked(&mut buf))`), so a reply needs no allocation.
+//! [`parse_inbound`] classifies a received frame into an [`Inbound`]. Nothing here does I/O,
+//! allocates while parsing, or panics on input.
 
 pub mod arp;
 pub mod checksum;
@@ -17,16 +18,18 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
 
-mod builders;
+mod frame;
 mod inbound;
 mod types;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
-pub use builders::*;
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr};
+pub use frame::{
+    FrameRepr, PayloadRepr, ALL_NODES, DEFAULT_HOP_LIMIT, MIN_FRAME_LEN, NDP_HOP_LIMIT,
+};
 pub use icmpv4::Icmpv4Repr;
 pub use icmpv6::Icmpv6Repr;
-pub use inbound::{parse_inbound, Inbound};
+pub use inbound::{parse_inbound, Advertisement, ArpMessage, EchoRequest, Inbound, Solicitation};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use ndp::{NaFlags, NdiscRepr};

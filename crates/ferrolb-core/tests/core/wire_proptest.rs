@@ -1,13 +1,14 @@
 //! Property tests for `wire`: parse(emit(x)) == x for every Repr and for whole frames, the
-//! builders' output classifies back to its inputs, and no byte string makes any parser panic.
+//! frames the dataplane sends classify back to what was put in, and no byte string makes any
+//! parser panic.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ferrolb_core::wire::{
-    self, arp_reply, echo_reply_v4, echo_reply_v6, gratuitous_arp_reply, gratuitous_arp_request,
-    neighbor_advertisement, neighbor_solicitation, parse_inbound, ArpOperation, ArpRepr, EtherType,
+    self, parse_inbound, Advertisement, ArpMessage, ArpOperation, ArpPacket, ArpRepr, EtherType,
     EthernetFrame, EthernetRepr, FrameRepr, Icmpv4Repr, Icmpv6Repr, Inbound, Ipv4Packet, Ipv4Repr,
-    Ipv6Packet, Ipv6Repr, Mac, NaFlags, NdiscRepr, PayloadRepr, VlanId,
+    Ipv6Packet, Ipv6Repr, Mac, NaFlags, NdiscRepr, PayloadRepr, Solicitation, VlanId,
+    NDP_HOP_LIMIT,
 };
 use proptest::prelude::*;
 
@@ -78,7 +79,7 @@ proptest! {
                           payload in proptest::collection::vec(any::<u8>(), 0..64)) {
         let repr = EthernetRepr { src, dst, vlan, ethertype: et };
         let mut buf = vec![0u8; repr.header_len() + payload.len()];
-        repr.emit(&mut buf).unwrap();
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut buf[..])).unwrap();
         buf[repr.header_len()..].copy_from_slice(&payload);
         let frame = EthernetFrame::new_checked(&buf[..]).unwrap();
         prop_assert_eq!(EthernetRepr::parse(&frame).unwrap(), repr);
@@ -88,7 +89,7 @@ proptest! {
     #[test]
     fn arp_roundtrip(repr in arp_repr(), pad in 0usize..32) {
         let mut buf = vec![0xa5u8; repr.buffer_len() + pad];
-        repr.emit(&mut buf).unwrap();
+        repr.emit(&mut ArpPacket::new_unchecked(&mut buf[..])).unwrap();
         prop_assert_eq!(ArpRepr::parse(&buf).unwrap(), repr);
     }
 
@@ -97,7 +98,7 @@ proptest! {
                       payload_len in 0usize..200, pad in 0usize..16) {
         let repr = Ipv4Repr { src, dst, protocol, ttl, payload_len };
         let mut buf = vec![0u8; repr.header_len() + payload_len + pad];
-        repr.emit(&mut buf).unwrap();
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..])).unwrap();
         let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
         prop_assert_eq!(Ipv4Repr::parse(&p).unwrap(), repr);
         prop_assert_eq!(p.payload().len(), payload_len);
@@ -108,7 +109,7 @@ proptest! {
                       payload_len in 0usize..200, pad in 0usize..16) {
         let repr = Ipv6Repr { src, dst, next_header, payload_len, hop_limit };
         let mut buf = vec![0u8; repr.header_len() + payload_len + pad];
-        repr.emit(&mut buf).unwrap();
+        repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..])).unwrap();
         let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
         prop_assert_eq!(Ipv6Repr::parse(&p).unwrap(), repr);
         prop_assert_eq!(p.payload().len(), payload_len);
@@ -171,44 +172,50 @@ proptest! {
     }
 
     #[test]
-    fn builders_classify_back(vlan in vlan(), ours in mac(), peer in mac(), vip in ip4(), pip in ip4(),
-                              vip6 in ip6_non_mc(), lla in ip6_non_mc(), peer6 in ip6_non_mc(),
-                              s in any::<bool>(), o in any::<bool>(), ident in any::<u16>(),
-                              seq in any::<u16>(), data in proptest::collection::vec(any::<u8>(), 0..100)) {
-        let f = arp_reply(vlan, ours, vip, peer, pip);
-        prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::ArpReply {
+    fn sent_frames_classify_back(vlan in vlan(), ours in mac(), peer in mac(), vip in ip4(), pip in ip4(),
+                                 vip6 in ip6_non_mc(), lla in ip6_non_mc(), peer6 in ip6_non_mc(),
+                                 flags in flags(), ident in any::<u16>(),
+                                 seq in any::<u16>(), data in proptest::collection::vec(any::<u8>(), 0..100)) {
+        let frame = |src, dst, payload| FrameRepr { src, dst, vlan, payload }.to_vec().unwrap();
+        let arp = |operation, target_mac, target_ip| PayloadRepr::Arp(ArpRepr {
+            operation, sender_mac: ours, sender_ip: vip, target_mac, target_ip });
+        let f = frame(ours, peer, arp(ArpOperation::Reply, peer, pip));
+        prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::ArpReply(ArpMessage {
             vlan, eth_src: ours, eth_dst: peer, sender_mac: ours, sender_ip: vip,
-            target_mac: peer, target_ip: pip });
-        for f in [gratuitous_arp_request(vlan, ours, vip), gratuitous_arp_reply(vlan, ours, vip)] {
+            target_mac: peer, target_ip: pip }));
+        for op in [ArpOperation::Request, ArpOperation::Reply] {
+            let f = frame(ours, Mac::BROADCAST, arp(op, Mac::BROADCAST, vip));
             match parse_inbound(&f).unwrap() {
-                Inbound::ArpRequest { vlan: v, eth_dst, sender_mac, sender_ip, target_mac, target_ip, .. }
-                | Inbound::ArpReply { vlan: v, eth_dst, sender_mac, sender_ip, target_mac, target_ip, .. } => {
-                    prop_assert_eq!(v, vlan);
-                    prop_assert_eq!((eth_dst, sender_mac, target_mac), (Mac::BROADCAST, ours, Mac::BROADCAST));
-                    prop_assert_eq!((sender_ip, target_ip), (vip, vip));
+                Inbound::ArpRequest(m) | Inbound::ArpReply(m) => {
+                    prop_assert_eq!(m.vlan, vlan);
+                    prop_assert_eq!((m.eth_dst, m.sender_mac, m.target_mac), (Mac::BROADCAST, ours, Mac::BROADCAST));
+                    prop_assert_eq!((m.sender_ip, m.target_ip), (vip, vip));
                 }
                 other => prop_assert!(false, "{:?}", other),
             }
         }
-        // Solicited NA to a unicast peer: any flag combination is valid.
-        let f = neighbor_advertisement(vlan, ours, lla, peer6, peer, vip6, s, o);
-        prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::NeighborAdvertisement {
+        // NA to a unicast peer: any flag combination is valid.
+        let f = frame(ours, peer, PayloadRepr::Icmpv6 { src: lla, dst: peer6, hop_limit: NDP_HOP_LIMIT,
+            icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { flags, target: vip6, lla: Some(ours) }) });
+        prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::NeighborAdvertisement(Advertisement {
             vlan, eth_src: ours, eth_dst: peer, src_ip: lla, dst_ip: peer6, target: vip6,
-            target_lla: Some(ours), flags: NaFlags { router: false, solicited: s, override_: o } });
-        let f = neighbor_solicitation(vlan, peer, peer6, vip6);
-        prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::NeighborSolicitation {
+            target_lla: Some(ours), flags }));
+        let group = wire::solicited_node_multicast(vip6);
+        let f = frame(peer, wire::ipv6_multicast_mac(group), PayloadRepr::Icmpv6 { src: peer6, dst: group,
+            hop_limit: NDP_HOP_LIMIT, icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target: vip6, lla: Some(peer) }) });
+        prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::NeighborSolicitation(Solicitation {
             vlan, eth_src: peer, eth_dst: wire::solicited_node_multicast_mac(vip6), src_ip: peer6,
-            dst_ip: wire::solicited_node_multicast(vip6), target: vip6, source_lla: Some(peer) });
+            dst_ip: group, target: vip6, source_lla: Some(peer) }));
         // Echo replies parse back as replies (Other at the classification level).
-        let f = echo_reply_v4(vlan, ours, peer, vip, pip, ident, seq, &data).unwrap();
+        let reply4 = PayloadRepr::Icmpv4 { src: vip, dst: pip, ttl: 64,
+            icmp: Icmpv4Repr::EchoReply { ident, seq, data: &data } };
+        let f = frame(ours, peer, reply4);
         prop_assert_eq!(parse_inbound(&f).unwrap(), Inbound::Other);
-        let fr = FrameRepr::parse(&f).unwrap();
-        prop_assert_eq!(fr.payload, PayloadRepr::Icmpv4 { src: vip, dst: pip, ttl: 64,
-            icmp: Icmpv4Repr::EchoReply { ident, seq, data: &data } });
-        let f = echo_reply_v6(vlan, ours, peer, vip6, peer6, ident, seq, &data).unwrap();
-        let fr = FrameRepr::parse(&f).unwrap();
-        prop_assert_eq!(fr.payload, PayloadRepr::Icmpv6 { src: vip6, dst: peer6, hop_limit: 64,
-            icmp: Icmpv6Repr::EchoReply { ident, seq, data: &data } });
+        prop_assert_eq!(FrameRepr::parse(&f).unwrap().payload, reply4);
+        let reply6 = PayloadRepr::Icmpv6 { src: vip6, dst: peer6, hop_limit: 64,
+            icmp: Icmpv6Repr::EchoReply { ident, seq, data: &data } };
+        let f = frame(ours, peer, reply6);
+        prop_assert_eq!(FrameRepr::parse(&f).unwrap().payload, reply6);
     }
 
     #[test]
@@ -241,15 +248,26 @@ proptest! {
     fn mutated_frames_never_panic(seed in 0u8..6, vlan in vlan(), ours in mac(), vip6 in ip6_non_mc(),
                                   flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
                                   cut in any::<usize>()) {
-        let base = match seed {
-            0 => arp_reply(vlan, ours, Ipv4Addr::new(10, 0, 0, 1), Mac::BROADCAST, Ipv4Addr::new(10, 0, 0, 2)),
-            1 => neighbor_solicitation(vlan, ours, "fe80::1".parse().unwrap(), vip6),
-            2 => neighbor_advertisement(vlan, ours, "fe80::1".parse().unwrap(), "ff02::1".parse().unwrap(),
-                                        Mac::BROADCAST, vip6, false, true),
-            3 => echo_reply_v4(vlan, ours, ours, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 1, 2, b"abc").unwrap(),
-            4 => echo_reply_v6(vlan, ours, ours, vip6, vip6, 1, 2, b"abc").unwrap(),
-            _ => neighbor_solicitation(vlan, ours, Ipv6Addr::UNSPECIFIED, vip6),
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let ns = |src| PayloadRepr::Icmpv6 { src, dst: wire::solicited_node_multicast(vip6),
+            hop_limit: NDP_HOP_LIMIT, icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target: vip6, lla: (src != Ipv6Addr::UNSPECIFIED).then_some(ours) }) };
+        let payload = match seed {
+            0 => PayloadRepr::Arp(ArpRepr { operation: ArpOperation::Reply, sender_mac: ours,
+                sender_ip: Ipv4Addr::new(10, 0, 0, 1), target_mac: Mac::BROADCAST,
+                target_ip: Ipv4Addr::new(10, 0, 0, 2) }),
+            1 => ns(ll),
+            2 => PayloadRepr::Icmpv6 { src: ll, dst: "ff02::1".parse().unwrap(), hop_limit: NDP_HOP_LIMIT,
+                icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                    flags: NaFlags { router: false, solicited: false, override_: true },
+                    target: vip6, lla: Some(ours) }) },
+            3 => PayloadRepr::Icmpv4 { src: Ipv4Addr::LOCALHOST, dst: Ipv4Addr::LOCALHOST, ttl: 64,
+                icmp: Icmpv4Repr::EchoReply { ident: 1, seq: 2, data: b"abc" } },
+            4 => PayloadRepr::Icmpv6 { src: vip6, dst: vip6, hop_limit: 64,
+                icmp: Icmpv6Repr::EchoReply { ident: 1, seq: 2, data: b"abc" } },
+            _ => ns(Ipv6Addr::UNSPECIFIED),
         };
+        let base = FrameRepr { src: ours, dst: Mac::BROADCAST, vlan, payload }.to_vec().unwrap();
         let mut f = base.clone();
         for (pos, val) in flips {
             let i = pos % f.len();

@@ -9,9 +9,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
 use ferrolb_core::wire::{
-    arp_reply, echo_reply_v4, echo_reply_v6, gratuitous_arp_reply, gratuitous_arp_request,
-    neighbor_advertisement, neighbor_solicitation, unsolicited_neighbor_advertisement, FrameRepr,
-    Icmpv4Repr, Icmpv6Repr, Mac, PayloadRepr, VlanId,
+    solicited_node_multicast, solicited_node_multicast_mac, ArpOperation, ArpRepr, FrameRepr,
+    Icmpv4Repr, Icmpv6Repr, Mac, NaFlags, NdiscRepr, PayloadRepr, VlanId, ALL_NODES,
+    DEFAULT_HOP_LIMIT, NDP_HOP_LIMIT,
 };
 
 /// Writes a classic pcap (microsecond timestamps, LINKTYPE_ETHERNET).
@@ -46,7 +46,8 @@ fn tshark_available() -> bool {
 const NODE: Mac = Mac([0x02, 0x00, 0x5e, 0x10, 0x00, 0x01]);
 const CLIENT: Mac = Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
-/// (frame, text tshark must print for it) for one VLAN setting.
+/// (frame, text tshark must print for it) for one VLAN setting: the frames the dataplane sends
+/// (ARP replies, gratuitous ARP, NAs, echo replies) and the requests they answer.
 fn frames(vlan: Option<VlanId>) -> Vec<(Vec<u8>, &'static str)> {
     let vip = Ipv4Addr::new(192, 168, 10, 240);
     let client = Ipv4Addr::new(192, 168, 10, 5);
@@ -54,78 +55,105 @@ fn frames(vlan: Option<VlanId>) -> Vec<(Vec<u8>, &'static str)> {
     let client6: Ipv6Addr = "2001:db8:10::5".parse().unwrap();
     let ll: Ipv6Addr = "fe80::5e:10ff:fe00:1".parse().unwrap();
     let data = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let frame = |src, dst, payload| {
+        FrameRepr {
+            src,
+            dst,
+            vlan,
+            payload,
+        }
+        .to_vec()
+        .unwrap()
+    };
+    let node_arp = |operation, target_mac, target_ip| {
+        PayloadRepr::Arp(ArpRepr {
+            operation,
+            sender_mac: NODE,
+            sender_ip: vip,
+            target_mac,
+            target_ip,
+        })
+    };
+    let node_na = |src, dst, solicited| PayloadRepr::Icmpv6 {
+        src,
+        dst,
+        hop_limit: NDP_HOP_LIMIT,
+        icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags: NaFlags {
+                router: false,
+                solicited,
+                override_: true,
+            },
+            target: vip6,
+            lla: Some(NODE),
+        }),
+    };
+    let ns = PayloadRepr::Icmpv6 {
+        src: client6,
+        dst: solicited_node_multicast(vip6),
+        hop_limit: NDP_HOP_LIMIT,
+        icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target: vip6,
+            lla: Some(CLIENT),
+        }),
+    };
     // Echo requests the replies answer, so tshark pairs them and does not flag orphans.
-    let req4 = FrameRepr {
-        src: CLIENT,
-        dst: NODE,
-        vlan,
-        payload: PayloadRepr::Icmpv4 {
-            src: client,
-            dst: vip,
-            ttl: 64,
-            icmp: Icmpv4Repr::EchoRequest {
-                ident: 0x4242,
-                seq: 7,
-                data,
-            },
-        },
-    }
-    .to_vec()
-    .unwrap();
-    let req6 = FrameRepr {
-        src: CLIENT,
-        dst: NODE,
-        vlan,
-        payload: PayloadRepr::Icmpv6 {
-            src: client6,
-            dst: vip6,
-            hop_limit: 64,
-            icmp: Icmpv6Repr::EchoRequest {
-                ident: 0x4343,
-                seq: 9,
-                data,
-            },
-        },
-    }
-    .to_vec()
-    .unwrap();
+    let echo4 = |src, dst, icmp| PayloadRepr::Icmpv4 {
+        src,
+        dst,
+        ttl: DEFAULT_HOP_LIMIT,
+        icmp,
+    };
+    let echo6 = |src, dst, icmp| PayloadRepr::Icmpv6 {
+        src,
+        dst,
+        hop_limit: DEFAULT_HOP_LIMIT,
+        icmp,
+    };
+    let (id4, seq4, id6, seq6) = (0x4242, 7, 0x4343, 9);
     vec![
         (
-            arp_reply(vlan, NODE, vip, CLIENT, client),
+            frame(NODE, CLIENT, node_arp(ArpOperation::Reply, CLIENT, client)),
             "ARP 6* 192.168.10.240 is at 02:00:5e:10:00:01",
         ),
         (
-            gratuitous_arp_request(vlan, NODE, vip),
+            frame(NODE, Mac::BROADCAST, node_arp(ArpOperation::Request, Mac::BROADCAST, vip)),
             "Gratuitous ARP for 192.168.10.240 (Request)",
         ),
         (
-            gratuitous_arp_reply(vlan, NODE, vip),
+            frame(NODE, Mac::BROADCAST, node_arp(ArpOperation::Reply, Mac::BROADCAST, vip)),
             "Gratuitous ARP for 192.168.10.240 (Reply)",
         ),
         (
-            neighbor_solicitation(vlan, CLIENT, client6, vip6),
+            frame(CLIENT, solicited_node_multicast_mac(vip6), ns),
             "2001:db8:10::5 → ff02::1:ff00:f0 ICMPv6 * Neighbor Solicitation for 2001:db8:10::f0 from 52:54:00:12:34:56",
         ),
         (
-            neighbor_advertisement(vlan, NODE, ll, client6, CLIENT, vip6, true, true),
+            frame(NODE, CLIENT, node_na(ll, client6, true)),
             "fe80::5e:10ff:fe00:1 → 2001:db8:10::5 ICMPv6 * Neighbor Advertisement 2001:db8:10::f0 (sol, ovr) is at 02:00:5e:10:00:01",
         ),
         (
-            neighbor_advertisement(vlan, NODE, vip6, client6, CLIENT, vip6, true, true),
+            frame(NODE, CLIENT, node_na(vip6, client6, true)),
             "2001:db8:10::f0 → 2001:db8:10::5 ICMPv6 * Neighbor Advertisement 2001:db8:10::f0 (sol, ovr) is at 02:00:5e:10:00:01",
         ),
         (
-            unsolicited_neighbor_advertisement(vlan, NODE, ll, vip6),
+            frame(NODE, Mac([0x33, 0x33, 0, 0, 0, 1]), node_na(ll, ALL_NODES, false)),
             "fe80::5e:10ff:fe00:1 → ff02::1 *ICMPv6 * Neighbor Advertisement 2001:db8:10::f0 (ovr) is at 02:00:5e:10:00:01",
         ),
-        (req4, "Echo (ping) request *id=0x4242, seq=7"),
         (
-            echo_reply_v4(vlan, NODE, CLIENT, vip, client, 0x4242, 7, data).unwrap(),
+            frame(CLIENT, NODE, echo4(client, vip, Icmpv4Repr::EchoRequest { ident: id4, seq: seq4, data })),
+            "Echo (ping) request *id=0x4242, seq=7",
+        ),
+        (
+            frame(NODE, CLIENT, echo4(vip, client, Icmpv4Repr::EchoReply { ident: id4, seq: seq4, data })),
             "192.168.10.240 → 192.168.10.5 ICMP * Echo (ping) reply *id=0x4242, seq=7/1792, ttl=64 (request in *)",
         ),
-        (req6, "Echo (ping) request id=0x4343, seq=9"),
         (
-            echo_reply_v6(vlan, NODE, CLIENT, vip6, client6, 0x4343, 9, data).unwrap(),
+            frame(CLIENT, NODE, echo6(client6, vip6, Icmpv6Repr::EchoRequest { ident: id6, seq: seq6, data })),
+            "Echo (ping) request id=0x4343, seq=9",
+        ),
+        (
+            frame(NODE, CLIENT, echo6(vip6, client6, Icmpv6Repr::EchoReply { ident: id6, seq: seq6, data })),
             "2001:db8:10::f0 → 2001:db8:10::5 ICMPv6 * Echo (ping) reply id=0x4343, seq=9, hop limit=64 (request in *)",
         ),
     ]

@@ -1,13 +1,13 @@
 //! Byte-vector tests of the `wire` high-level API: frames laid out by hand per RFC 826 /
 //! RFC 4861 (checksums computed by an independent Python implementation and confirmed
-//! "[correct]" by tshark), builders compared byte for byte, and malformed inputs.
+//! "[correct]" by tshark), emitted `FrameRepr`s compared byte for byte, and malformed inputs.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ferrolb_core::wire::{
-    arp_reply, arp_reply_into, gratuitous_arp_reply, gratuitous_arp_request,
-    neighbor_advertisement, neighbor_advertisement_into, parse_inbound,
-    unsolicited_neighbor_advertisement, Inbound, Mac, NaFlags, VlanId, WireError,
+    parse_inbound, Advertisement, ArpMessage, ArpOperation, ArpRepr, EchoRequest, EthernetFrame,
+    FrameRepr, Icmpv6Repr, Inbound, Mac, NaFlags, NdiscRepr, PayloadRepr, Solicitation, VlanId,
+    WireError, ALL_NODES, NDP_HOP_LIMIT,
 };
 
 fn hex(s: &str) -> Vec<u8> {
@@ -77,7 +77,7 @@ fn parses_neighbor_solicitation() {
     let got = parse_inbound(&f).unwrap();
     assert_eq!(
         got,
-        Inbound::NeighborSolicitation {
+        Inbound::NeighborSolicitation(Solicitation {
             vlan: None,
             eth_src: CLIENT_MAC,
             eth_dst: Mac([0x33, 0x33, 0xff, 0, 0, 0x10]),
@@ -85,50 +85,58 @@ fn parses_neighbor_solicitation() {
             dst_ip: ip6("ff02::1:ff00:10"),
             target: ip6("2001:db8::10"),
             source_lla: Some(CLIENT_MAC),
-        }
+        })
     );
 }
 
+/// A Neighbor Advertisement from `NODE_MAC` for 2001:db8::10 with TLLA = `NODE_MAC`.
+fn na_repr(
+    vlan: Option<VlanId>,
+    src: Ipv6Addr,
+    (dst_mac, dst): (Mac, Ipv6Addr),
+    flags: NaFlags,
+) -> FrameRepr<'static> {
+    FrameRepr {
+        src: NODE_MAC,
+        dst: dst_mac,
+        vlan,
+        payload: PayloadRepr::Icmpv6 {
+            src,
+            dst,
+            hop_limit: NDP_HOP_LIMIT,
+            icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags,
+                target: ip6("2001:db8::10"),
+                lla: Some(NODE_MAC),
+            }),
+        },
+    }
+}
+
+const SOLICITED: NaFlags = NaFlags {
+    router: false,
+    solicited: true,
+    override_: true,
+};
+
 #[test]
-fn builds_solicited_na_byte_for_byte() {
-    let built = neighbor_advertisement(
+fn emits_solicited_na_byte_for_byte() {
+    let repr = na_repr(
         None,
-        NODE_MAC,
         ip6("fe80::2"),
-        ip6("fe80::5054:ff:fe12:3456"),
-        CLIENT_MAC,
-        ip6("2001:db8::10"),
-        true,
-        true,
+        (CLIENT_MAC, ip6("fe80::5054:ff:fe12:3456")),
+        SOLICITED,
     );
-    assert_eq!(built, na_frame());
-    let mut buf = [0u8; 128];
-    let n = neighbor_advertisement_into(
-        &mut buf,
-        None,
-        NODE_MAC,
-        ip6("fe80::2"),
-        ip6("fe80::5054:ff:fe12:3456"),
-        CLIENT_MAC,
-        ip6("2001:db8::10"),
-        true,
-        true,
-    )
-    .unwrap();
+    assert_eq!(repr.to_vec().unwrap(), na_frame());
+    // Into a larger reused buffer: the frame is the first `n` bytes.
+    let mut buf = [0xeeu8; 128];
+    let n = repr
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+        .unwrap();
     assert_eq!(&buf[..n], &na_frame()[..]);
     let mut small = [0u8; 85];
     assert_eq!(
-        neighbor_advertisement_into(
-            &mut small,
-            None,
-            NODE_MAC,
-            ip6("fe80::2"),
-            ip6("fe80::5054:ff:fe12:3456"),
-            CLIENT_MAC,
-            ip6("2001:db8::10"),
-            true,
-            true,
-        ),
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut small[..])),
         Err(WireError::BufferTooSmall {
             needed: 86,
             got: 85
@@ -140,7 +148,7 @@ fn builds_solicited_na_byte_for_byte() {
 fn parses_neighbor_advertisement() {
     assert_eq!(
         parse_inbound(&na_frame()).unwrap(),
-        Inbound::NeighborAdvertisement {
+        Inbound::NeighborAdvertisement(Advertisement {
             vlan: None,
             eth_src: NODE_MAC,
             eth_dst: CLIENT_MAC,
@@ -148,34 +156,36 @@ fn parses_neighbor_advertisement() {
             dst_ip: ip6("fe80::5054:ff:fe12:3456"),
             target: ip6("2001:db8::10"),
             target_lla: Some(NODE_MAC),
-            flags: NaFlags {
-                router: false,
-                solicited: true,
-                override_: true
-            },
-        }
+            flags: SOLICITED,
+        })
     );
 }
 
 #[test]
 fn unsolicited_na_goes_to_all_nodes_with_override() {
-    let f = unsolicited_neighbor_advertisement(
+    let f = na_repr(
         VlanId::new(7),
-        NODE_MAC,
         ip6("fe80::2"),
-        ip6("2001:db8::10"),
-    );
+        (Mac([0x33, 0x33, 0, 0, 0, 1]), ALL_NODES),
+        NaFlags {
+            router: false,
+            solicited: false,
+            override_: true,
+        },
+    )
+    .to_vec()
+    .unwrap();
     assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
     assert_eq!(&f[12..16], &[0x81, 0x00, 0x00, 0x07]);
     match parse_inbound(&f).unwrap() {
-        Inbound::NeighborAdvertisement {
+        Inbound::NeighborAdvertisement(Advertisement {
             vlan,
             dst_ip,
             flags,
             target_lla,
             target,
             ..
-        } => {
+        }) => {
             assert_eq!(vlan, VlanId::new(7));
             assert_eq!(dst_ip, ip6("ff02::1"));
             assert_eq!(
@@ -197,9 +207,9 @@ fn unsolicited_na_goes_to_all_nodes_with_override() {
 fn parses_echo_request_v6() {
     let f = echo6_frame();
     match parse_inbound(&f).unwrap() {
-        Inbound::EchoRequestV6 {
+        Inbound::EchoRequestV6(EchoRequest {
             ident, seq, data, ..
-        } => {
+        }) => {
             assert_eq!((ident, seq, data), (0x1234, 1, &b"ferrolb!"[..]));
         }
         other => panic!("{other:?}"),
@@ -211,7 +221,7 @@ fn arp_request_and_reply() {
     let req = arp_request_frame();
     assert_eq!(
         parse_inbound(&req).unwrap(),
-        Inbound::ArpRequest {
+        Inbound::ArpRequest(ArpMessage {
             vlan: None,
             eth_src: CLIENT_MAC,
             eth_dst: Mac::BROADCAST,
@@ -219,29 +229,32 @@ fn arp_request_and_reply() {
             sender_ip: Ipv4Addr::new(192, 168, 1, 10),
             target_mac: Mac::ZERO,
             target_ip: Ipv4Addr::new(192, 168, 1, 240),
-        }
+        })
     );
-    let reply = arp_reply(
-        None,
-        NODE_MAC,
-        Ipv4Addr::new(192, 168, 1, 240),
-        CLIENT_MAC,
-        Ipv4Addr::new(192, 168, 1, 10),
-    );
+    let reply = FrameRepr {
+        src: NODE_MAC,
+        dst: CLIENT_MAC,
+        vlan: None,
+        payload: PayloadRepr::Arp(ArpRepr {
+            operation: ArpOperation::Reply,
+            sender_mac: NODE_MAC,
+            sender_ip: Ipv4Addr::new(192, 168, 1, 240),
+            target_mac: CLIENT_MAC,
+            target_ip: Ipv4Addr::new(192, 168, 1, 10),
+        }),
+    };
     let mut expected = hex("525400123456 020000000002 0806
         0001 0800 06 04 0002 020000000002 c0a801f0 525400123456 c0a8010a");
     expected.resize(60, 0);
-    assert_eq!(reply, expected);
+    assert_eq!(reply.to_vec().unwrap(), expected);
     let mut buf = [0u8; 64];
-    let n = arp_reply_into(
-        &mut buf,
-        VlanId::new(100),
-        NODE_MAC,
-        Ipv4Addr::new(192, 168, 1, 240),
-        CLIENT_MAC,
-        Ipv4Addr::new(192, 168, 1, 10),
-    )
-    .unwrap();
+    let tagged = FrameRepr {
+        vlan: VlanId::new(100),
+        ..reply
+    };
+    let n = tagged
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+        .unwrap();
     assert_eq!(n, 64);
     assert_eq!(&buf[12..18], &[0x81, 0x00, 0x00, 100, 0x08, 0x06]);
     assert_eq!(&buf[18..46], &expected[14..42]);
@@ -250,9 +263,25 @@ fn arp_request_and_reply() {
 #[test]
 fn gratuitous_arp_as_metallb() {
     let vip = Ipv4Addr::new(192, 168, 1, 240);
+    let gratuitous = |operation| {
+        FrameRepr {
+            src: NODE_MAC,
+            dst: Mac::BROADCAST,
+            vlan: None,
+            payload: PayloadRepr::Arp(ArpRepr {
+                operation,
+                sender_mac: NODE_MAC,
+                sender_ip: vip,
+                target_mac: Mac::BROADCAST,
+                target_ip: vip,
+            }),
+        }
+        .to_vec()
+        .unwrap()
+    };
     for (f, op) in [
-        (gratuitous_arp_request(None, NODE_MAC, vip), 1u8),
-        (gratuitous_arp_reply(None, NODE_MAC, vip), 2u8),
+        (gratuitous(ArpOperation::Request), 1u8),
+        (gratuitous(ArpOperation::Reply), 2u8),
     ] {
         let mut expected = hex("ffffffffffff 020000000002 0806 0001 0800 06 04");
         expected.extend_from_slice(&[0, op]);
@@ -266,7 +295,7 @@ fn gratuitous_arp_as_metallb() {
 fn vlan_tag_is_recorded() {
     let f = tag(&ns_frame(), 100);
     match parse_inbound(&f).unwrap() {
-        Inbound::NeighborSolicitation { vlan, target, .. } => {
+        Inbound::NeighborSolicitation(Solicitation { vlan, target, .. }) => {
             assert_eq!(vlan, VlanId::new(100));
             assert_eq!(target, ip6("2001:db8::10"));
         }
@@ -305,10 +334,10 @@ fn ndp_semantic_errors() {
     recompute_icmpv6(&mut f, 14);
     assert!(matches!(
         parse_inbound(&f),
-        Ok(Inbound::NeighborSolicitation {
+        Ok(Inbound::NeighborSolicitation(Solicitation {
             source_lla: None,
             ..
-        })
+        }))
     ));
 
     // Solicited NA to all-nodes.
@@ -341,7 +370,7 @@ fn every_bit_flip_in_the_ns_checksummed_area_is_caught() {
             f[i] ^= 1 << bit;
             let got = parse_inbound(&f);
             assert!(
-                !matches!(got, Ok(Inbound::NeighborSolicitation { .. })),
+                !matches!(got, Ok(Inbound::NeighborSolicitation(_))),
                 "flip byte {i} bit {bit} accepted: {got:?}"
             );
         }

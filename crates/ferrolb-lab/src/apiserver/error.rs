@@ -15,7 +15,8 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details.name` / `details.kind` when the error concerns one object.
-    pub details: Option<(String, String, String)>,
+    /// Boxed: errors travel in `Result`s on every request path, and this keeps them small.
+    pub details: Option<Box<(String, String, String)>>,
     /// `details.causes`: one entry per invalid field.
     pub causes: Vec<Cause>,
     /// `Retry-After` header and `details.retryAfterSeconds` (429, some 500s).
@@ -46,7 +47,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, group: &str, plural: &str, name: &str) -> Self {
-        self.details = Some((group.into(), plural.into(), name.into()));
+        self.details = Some(Box::new((group.into(), plural.into(), name.into())));
         self
     }
 
@@ -90,6 +91,23 @@ impl ApiError {
             ),
         )
         .with_details(group, plural, name)
+    }
+
+    /// 401 Unauthorized: no valid credentials.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 Forbidden for `resource` of `group` (object `name`, may be empty), with
+    /// kube-apiserver's message prefix (`services is forbidden: …`, `forbidden: …` without a
+    /// resource).
+    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let message = match (resource, name) {
+            ("", _) => format!("forbidden: {why}"),
+            (r, "") => format!("{} is forbidden: {why}", qualified(group, r)),
+            (r, n) => format!("{} \"{n}\" is forbidden: {why}", qualified(group, r)),
+        };
+        Self::new(403, "Forbidden", message).with_details(group, resource, name)
     }
 
     /// 400 BadRequest.
@@ -167,8 +185,15 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((group, kind, name)) = &self.details {
-            v["details"] = json!({"name": name, "group": group, "kind": kind});
+        if let Some((group, kind, name)) = self.details.as_deref() {
+            // Empty fields are omitted, as in kube-apiserver's `StatusDetails`.
+            let d: serde_json::Map<String, Value> =
+                [("name", name), ("group", group), ("kind", kind)]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+            v["details"] = Value::Object(d);
         }
         if !self.causes.is_empty() {
             v["details"]["causes"] = self

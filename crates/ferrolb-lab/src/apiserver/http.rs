@@ -15,6 +15,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::auth::Auth;
 use super::error::ApiError;
 use super::metrics::{Metrics, RequestLabels};
 use super::patch::PatchKind;
@@ -45,6 +46,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Interval of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
+    /// Authentication, authorization and request recording.
+    pub auth: Arc<Auth>,
 }
 
 /// The axum router serving the whole API.
@@ -110,11 +113,23 @@ async fn handle(
         verb: "other",
         resource: String::new(),
     };
-    let resp = match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    // Authenticate and authorize first, as kube-apiserver's filters do; the endpoints of
+    // authentication and authorization themselves are served by `auth`.
+    let adm = app
+        .auth
+        .admit(&app.store, method.as_str(), uri.path(), &query, &headers);
+    let resp = match &adm.denied {
+        Some(e) => error_response(e),
+        None => match app.auth.serve(&app.store, &adm, &content_type, &body) {
+            Some(r) => r.map_or_else(|e| error_response(&e), |(c, v)| json_response(c, &v)),
+            None => match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            },
+        },
     };
     let code = resp.status().as_u16();
+    app.auth.record(&adm, &uri.to_string(), code);
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -518,6 +533,10 @@ mod tests {
             store: Arc::new(Store::new(100)),
             shutdown: watch::channel(false).1,
             bookmark_interval: Duration::from_secs(10),
+            auth: Arc::new(Auth::new(
+                super::super::auth::Tokens::new("t"),
+                super::super::audit::Audit::off(),
+            )),
         }
     }
 

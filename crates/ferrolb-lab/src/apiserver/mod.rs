@@ -8,6 +8,12 @@
 //! discovery. The real `ferrolb controller` and `ferrolb speaker` run against it through the
 //! kubeconfig from [`RunningServer::kubeconfig_yaml`].
 //!
+//! Every request is authenticated by bearer token and authorized by RBAC against the Roles,
+//! ClusterRoles and bindings stored in the server, as kube-apiserver does ([`auth`]): the
+//! kubeconfig of [`RunningServer::kubeconfig_yaml`] carries the admin token, and
+//! [`RunningServer::service_account_kubeconfig`] (or `kubectl create token`) gives a
+//! ServiceAccount's. Requests can be recorded ([`audit`]).
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use ferrolb_lab::apiserver::ApiServer;
@@ -25,15 +31,20 @@
 //! resourceVersions, and continues the resourceVersion sequence. The watch history is not
 //! persisted: watches resuming from a version older than the restart get 410 Gone and relist.
 
+pub mod audit;
+pub mod auth;
+pub mod authz;
 pub mod defaults;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod patch;
+pub mod proto;
 pub mod query;
 pub mod resources;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validation;
 pub mod watch;
 
@@ -59,6 +70,11 @@ pub struct ApiServer {
     history_limit: usize,
     bookmark_interval: Duration,
     store: Option<Arc<Store>>,
+    pki: Option<tls::Pki>,
+    pki_dir: Option<PathBuf>,
+    admin_token: Option<String>,
+    audit_log: Option<PathBuf>,
+    record_requests: bool,
 }
 
 impl Default for ApiServer {
@@ -75,6 +91,11 @@ impl ApiServer {
             history_limit: DEFAULT_HISTORY,
             bookmark_interval: Duration::from_secs(10),
             store: None,
+            pki: None,
+            pki_dir: None,
+            admin_token: None,
+            audit_log: None,
+            record_requests: false,
         }
     }
 
@@ -113,6 +134,38 @@ impl ApiServer {
         self
     }
 
+    /// The admin token, instead of the PKI's. ServiceAccount tokens are signed with a key
+    /// derived from it, so a server restarted with the same admin token accepts them again.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// The CA, serving certificate and admin token (default: new ones for every start).
+    pub fn pki(mut self, pki: tls::Pki) -> Self {
+        self.pki = Some(pki);
+        self
+    }
+
+    /// Keeps the CA, serving certificate and admin token in `dir` ([`tls::Pki::load_or_create`]),
+    /// so a restarted server keeps them.
+    pub fn pki_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pki_dir = Some(dir.into());
+        self
+    }
+
+    /// Appends every request to `path` as kube-apiserver audit events (JSON lines).
+    pub fn audit_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+
+    /// Keeps every request in memory ([`RunningServer::audit_events`]).
+    pub fn record_requests(mut self, on: bool) -> Self {
+        self.record_requests = on;
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn start_at(self, addr: SocketAddr) -> anyhow::Result<RunningServer> {
         let store = match (self.store, &self.state_file) {
@@ -120,10 +173,25 @@ impl ApiServer {
             (None, Some(path)) => Arc::new(load_state(path, self.history_limit)?),
             (None, None) => Arc::new(Store::new(self.history_limit)),
         };
+        auth::bootstrap(&store);
+        let pki = match (self.pki, &self.pki_dir) {
+            (Some(p), _) => p,
+            (None, Some(dir)) => tls::Pki::load_or_create(dir, &[addr.ip()])?,
+            (None, None) => tls::Pki::generate(&[addr.ip()])?,
+        };
+        let tokens = auth::Tokens::new(
+            self.admin_token
+                .clone()
+                .unwrap_or_else(|| pki.admin_token.clone()),
+        );
+        let audit = audit::Audit::new(self.record_requests, self.audit_log.as_deref())
+            .context("opening the audit log")?;
+        let auth = Arc::new(auth::Auth::new(tokens, audit));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the API server to {addr}"))?;
         let addr = listener.local_addr()?;
+        let listener = tls::DualListener::new(listener, pki.server_config()?)?;
         let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);
         let metrics = Arc::new(metrics::Metrics::default());
         let mut registry = prometheus_client::registry::Registry::default();
@@ -134,6 +202,7 @@ impl ApiServer {
             store: store.clone(),
             shutdown: shutdown_rx.clone(),
             bookmark_interval: self.bookmark_interval,
+            auth: auth.clone(),
         };
         let mut srv_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {
@@ -168,6 +237,8 @@ impl ApiServer {
         tracing::info!(%addr, state_file = ?self.state_file, "embedded API server listening");
         Ok(RunningServer {
             addr,
+            auth,
+            pki,
             metrics,
             store,
             state_file: self.state_file,
@@ -184,6 +255,8 @@ impl ApiServer {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    auth: Arc<auth::Auth>,
+    pki: tls::Pki,
     metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     state_file: Option<PathBuf>,
@@ -193,9 +266,19 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// `http://ADDR`.
+    /// `http://ADDR` (the same port also serves TLS).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://ADDR`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA, serving certificate and admin token.
+    pub fn pki(&self) -> &tls::Pki {
+        &self.pki
     }
 
     /// The object store (share it with [`ApiServer::store`] to restart in-process).
@@ -213,9 +296,75 @@ impl RunningServer {
         self.store.active_watches()
     }
 
-    /// A kubeconfig pointing at this server.
+    /// A kubeconfig for this server over HTTPS, as the admin (usable by kubectl, which sends
+    /// credentials only over TLS).
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.url())
+        kubeconfig_yaml(
+            &self.https_url(),
+            Some(&self.pki.ca_pem),
+            self.admin_token(),
+        )
+    }
+
+    /// The admin token (user `kubernetes-admin`, group `system:masters`).
+    pub fn admin_token(&self) -> &str {
+        self.auth.tokens.admin()
+    }
+
+    /// A kube client configuration for this server, as the admin.
+    pub fn admin_config(&self) -> kube::Config {
+        let mut c = kube::Config::new(self.url().parse().expect("the server URL parses"));
+        c.auth_info.token = Some(self.admin_token().to_string().into());
+        c
+    }
+
+    /// A token for the ServiceAccount `namespace/name` (which must exist), valid for a day:
+    /// what a TokenRequest would return.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+        let def = self
+            .store
+            .registry_find("", "v1", "serviceaccounts")
+            .context("serviceaccounts are built in")?;
+        let sa = self.store.get(&def, namespace, name)?;
+        let uid = sa
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64
+            + 86_400;
+        Ok(self.auth.tokens.issue(namespace, name, uid, expires))
+    }
+
+    /// A kube client configuration acting as the ServiceAccount `namespace/name`.
+    pub fn service_account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<kube::Config> {
+        let mut c = kube::Config::new(self.url().parse()?);
+        c.auth_info.token = Some(self.service_account_token(namespace, name)?.into());
+        c.default_namespace = namespace.to_string();
+        Ok(c)
+    }
+
+    /// A kubeconfig (HTTPS) acting as the ServiceAccount `namespace/name`.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<String> {
+        Ok(kubeconfig_yaml(
+            &self.https_url(),
+            Some(&self.pki.ca_pem),
+            &self.service_account_token(namespace, name)?,
+        ))
+    }
+
+    /// The requests recorded so far (with [`ApiServer::record_requests`]).
+    pub fn audit_events(&self) -> Vec<audit::AuditEvent> {
+        self.auth.audit.events()
     }
 
     /// Writes [`RunningServer::kubeconfig_yaml`] to `path`.
@@ -242,15 +391,25 @@ impl RunningServer {
     }
 }
 
-/// A kubeconfig for an API server at `server_url` (plain HTTP, no credentials).
-pub fn kubeconfig_yaml(server_url: &str) -> String {
+/// A kubeconfig for an API server at `server_url` authenticating with the bearer `token`,
+/// trusting the CA `ca_pem` for `https://` URLs.
+pub fn kubeconfig_yaml(server_url: &str, ca_pem: Option<&str>, token: &str) -> String {
+    use base64::Engine as _;
+    let ca = ca_pem
+        .map(|pem| {
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: ferrolb-lab
   cluster:
-    server: {server_url}
+    server: {server_url}{ca}
 contexts:
 - name: ferrolb-lab
   context:
@@ -260,7 +419,8 @@ contexts:
 current-context: ferrolb-lab
 users:
 - name: ferrolb-lab
-  user: {{}}
+  user:
+    token: {token}
 "
     )
 }
@@ -295,12 +455,9 @@ pub async fn save_state(store: &Store, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the server as its own process until SIGINT / SIGTERM, then flushes the state file.
-pub async fn run_standalone(addr: SocketAddr, state_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let builder = match state_file {
-        Some(p) => ApiServer::with_state_file(p),
-        None => ApiServer::new(),
-    };
+/// Runs the server (configured by `builder`) as its own process on `addr` until SIGINT /
+/// SIGTERM, then flushes the state file.
+pub async fn run_standalone(builder: ApiServer, addr: SocketAddr) -> anyhow::Result<()> {
     let server = builder.start_at(addr).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

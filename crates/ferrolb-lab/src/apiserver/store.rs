@@ -693,7 +693,11 @@ impl Inner {
                 }
             }
         };
-        if !valid_name(&name) {
+        // RBAC objects only need to be valid path segments (`system:discovery`).
+        let rbac_name = def.group == "rbac.authorization.k8s.io"
+            && !matches!(name.as_str(), "" | "." | "..")
+            && !name.contains(['/', '%']);
+        if !valid_name(&name) && !rbac_name {
             return Err(ApiError::invalid(
                 &def.group,
                 &def.plural,

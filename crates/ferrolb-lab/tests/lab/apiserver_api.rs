@@ -802,9 +802,11 @@ async fn state_survives_restart_with_monotonic_versions() {
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "keep"}})).unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let store = first.store();
+    let first_token = first.admin_token().to_string();
     first.shutdown().await.unwrap();
     let second = ApiServer::new()
         .store(store)
+        .admin_token(first_token)
         .start_at("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

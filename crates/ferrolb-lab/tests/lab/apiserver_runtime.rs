@@ -12,7 +12,7 @@ use kube::api::{
 };
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use serde_json::json;
 use tokio::time::timeout;
@@ -25,7 +25,7 @@ async fn start_with(b: ApiServer) -> RunningServer {
 
 fn client(server: &RunningServer) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = Config::new(server.url().parse().unwrap());
+    let config = server.admin_config();
     Client::try_from(config).expect("client")
 }
 
@@ -560,11 +560,12 @@ async fn reflector_recovers_across_api_server_restart() {
         .await
         .unwrap()
         .unwrap();
+    let token = first.admin_token().to_string();
     first.shutdown().await.unwrap();
 
     // While the server is away, the objects change (through another server on the same store)
     // and the history the watcher would resume from is dropped.
-    let side = start_with(ApiServer::new().store(store.clone())).await;
+    let side = start_with(ApiServer::new().store(store.clone()).admin_token(&token)).await;
     let side_cms: Api<ConfigMap> = Api::namespaced(client(&side), "default");
     side_cms
         .delete("old", &DeleteParams::default())
@@ -580,6 +581,7 @@ async fn reflector_recovers_across_api_server_restart() {
     // Back on the same address: the watcher resumes, gets 410 Gone, relists and converges.
     let again = ApiServer::new()
         .store(store)
+        .admin_token(&token)
         .start_at(addr)
         .await
         .expect("same address again");

@@ -448,7 +448,6 @@ async fn every_crd_constraint_and_cel_rule_is_enforced_with_field_paths() {
         "IPAddressPool spec.addresses minItems 1",
         "IPAddressPool spec.serviceAllocation.priority format int32",
         "IPAddressPool spec.serviceAllocation.namespaceSelectors[0].matchExpressions[0].operator required",
-        "IPAddressPool status.assignedIPv4 required",
         "IPAddressPool status.assignedIPv4 format int64",
         "IPAddressPool status.conditions[0].lastTransitionTime format date-time",
         "IPAddressPool status.conditions[1] list-type map",
@@ -550,10 +549,9 @@ async fn validation_applies_to_every_write_verb_and_the_status_subresource() {
         got.contains(&("status.assignedIPv4".into(), "FieldValueTypeInvalid".into())),
         "{got:?}"
     );
-    assert!(
-        got.contains(&("status.assignedIPv6".into(), "FieldValueRequired".into())),
-        "{got:?}"
-    );
+    // The counters are optional (a status written by another version may lack them), so a
+    // merge patch of one field is checked for that field alone.
+    assert_eq!(got.len(), 1, "{got:?}");
     let mut with_status = created.clone();
     with_status["status"] = json!({"assignedIPv4": 1, "assignedIPv6": 0, "availableIPv4": 15, "availableIPv6": 0,
         "conditions": [{"type": "Valid", "status": "True", "reason": "Valid", "message": "",

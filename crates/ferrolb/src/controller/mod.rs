@@ -122,6 +122,7 @@ pub async fn run_with(
             _ = leadership.until_leading() => {}
         }
         tracing::info!("leading: rebuilding state and reconciling");
+        metrics.leading();
         let session = shell::lead(
             client.clone(),
             settings.clone(),
@@ -145,6 +146,7 @@ pub async fn run_with(
             }
             _ = shutdown.wait_for(|v| *v) => break,
         };
+        metrics.standing_by();
         if failed {
             tokio::select! {
                 _ = shutdown.wait_for(|v| *v) => break,

@@ -541,6 +541,10 @@ async fn run_config(
         let cfg = decision.config();
         let verdicts = pool_decisions(&decision);
         let ad_errors = ad_errors(&decision);
+        let frozen = cfg.pools.values().filter(|p| p.frozen).count();
+        ctx.metrics
+            .config
+            .loaded(frozen, decision.validated.errors.len());
         let changed = {
             let mut core = ctx.lock();
             let r = core.set_pools(pool_list(cfg));
@@ -639,8 +643,14 @@ async fn run_pool_status(ctx: Arc<Ctx>, pools: Store<IPAddressPool>) -> anyhow::
         }
         for (name, c) in &counts {
             let cap = capacities.get(name).copied().unwrap_or_default();
-            ctx.metrics.set_pool(name, "ipv4", cap.v4, c.assigned_v4);
-            ctx.metrics.set_pool(name, "ipv6", cap.v6, c.assigned_v6);
+            ctx.metrics.set_pool(
+                name,
+                super::metrics::PoolFigures {
+                    capacity: cap,
+                    in_use_v4: c.assigned_v4,
+                    in_use_v6: c.assigned_v6,
+                },
+            );
         }
         known_metrics = counts.keys().cloned().collect();
         // Statuses and Warning Events, each pool on its own backoff.

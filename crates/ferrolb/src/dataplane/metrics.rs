@@ -1,4 +1,6 @@
-//! Dataplane counters (prometheus-client), MetalLB-compatible names under `ferrolb_layer2_`.
+//! Dataplane counters (prometheus-client) under `ferrolb_layer2_`; the request, response and
+//! gratuitous counters are also exported under MetalLB's names (`metallb_layer2_*`, see
+//! [`crate::telemetry::Mirrored`]).
 
 use std::net::IpAddr;
 
@@ -8,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::logic::DropReason;
+use crate::telemetry::{Mirrored, SeriesName};
 
 /// Label set `{ip}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,11 +30,11 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     /// ARP requests / NS received for an owned IP.
-    pub requests_received: Family<IpLabel, Counter>,
+    pub requests_received: Mirrored<IpLabel, Counter>,
     /// ARP replies / NAs sent.
-    pub responses_sent: Family<IpLabel, Counter>,
+    pub responses_sent: Mirrored<IpLabel, Counter>,
     /// Gratuitous ARP / unsolicited NA frames sent.
-    pub gratuitous_sent: Family<IpLabel, Counter>,
+    pub gratuitous_sent: Mirrored<IpLabel, Counter>,
     /// Echo replies sent (optional ping answering).
     pub echo_replies_sent: Family<IpLabel, Counter>,
     /// Frames not answered, by reason.
@@ -45,24 +48,47 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every counter in `registry` (names prefixed `ferrolb_layer2_`).
+    /// Registers every counter in `registry` (names prefixed `ferrolb_layer2_`, and MetalLB's
+    /// `metallb_layer2_requests_received`, `…_responses_sent`, `…_gratuitous_sent`).
     pub fn register(&self, registry: &mut Registry) {
+        for (family, ours, metallb) in [
+            (
+                &self.requests_received,
+                SeriesName {
+                    name: "ferrolb_layer2_requests_received",
+                    help: "ARP requests and neighbor solicitations received for an owned IP",
+                },
+                SeriesName {
+                    name: "metallb_layer2_requests_received",
+                    help: "Number of layer2 requests received for owned IPs",
+                },
+            ),
+            (
+                &self.responses_sent,
+                SeriesName {
+                    name: "ferrolb_layer2_responses_sent",
+                    help: "ARP replies and neighbor advertisements sent",
+                },
+                SeriesName {
+                    name: "metallb_layer2_responses_sent",
+                    help: "Number of layer2 responses sent for owned IPs",
+                },
+            ),
+            (
+                &self.gratuitous_sent,
+                SeriesName {
+                    name: "ferrolb_layer2_gratuitous_sent",
+                    help: "Gratuitous ARP and unsolicited neighbor advertisement frames sent",
+                },
+                SeriesName {
+                    name: "metallb_layer2_gratuitous_sent",
+                    help: "Number of gratuitous layer2 packets sent for owned IPs",
+                },
+            ),
+        ] {
+            family.register(registry, ours, metallb, &[]);
+        }
         let r = registry.sub_registry_with_prefix("ferrolb_layer2");
-        r.register(
-            "requests_received",
-            "ARP requests and neighbor solicitations received for an owned IP",
-            self.requests_received.clone(),
-        );
-        r.register(
-            "responses_sent",
-            "ARP replies and neighbor advertisements sent",
-            self.responses_sent.clone(),
-        );
-        r.register(
-            "gratuitous_sent",
-            "Gratuitous ARP and unsolicited neighbor advertisement frames sent",
-            self.gratuitous_sent.clone(),
-        );
         r.register(
             "echo_replies_sent",
             "ICMP/ICMPv6 echo replies sent for owned IPs",
@@ -128,5 +154,23 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("ferrolb_layer2_send_errors_total 0"), "{out}");
+        // The same count under MetalLB's name (no `_total`: untyped, as MetalLB exposes it).
+        assert!(
+            out.contains("metallb_layer2_responses_sent{ip=\"10.0.0.1\"} 1"),
+            "{out}"
+        );
+        m.gratuitous_sent
+            .get_or_create(&Metrics::ip("2001:db8::1".parse().unwrap()))
+            .inc_by(2);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(
+            out.contains("metallb_layer2_gratuitous_sent{ip=\"2001:db8::1\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ferrolb_layer2_gratuitous_sent_total{ip=\"2001:db8::1\"} 2"),
+            "{out}"
+        );
     }
 }

@@ -55,6 +55,16 @@ pub struct Args {
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,
 
+    /// Name of this speaker's Pod (downward API: `fieldRef: {fieldPath: metadata.name}`).
+    /// With --pod-uid, the ServiceL2Status objects this speaker writes are owned by its Pod,
+    /// so Kubernetes deletes them with it.
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+
+    /// UID of this speaker's Pod (downward API: `fieldRef: {fieldPath: metadata.uid}`).
+    #[arg(long, env = "POD_UID", value_name = "UID")]
+    pub pod_uid: Option<String>,
+
     /// Kubeconfig file(s) to reach the API server (several joined with `:`). Without it the
     /// in-cluster service account is used (or `~/.kube/config`).
     #[arg(long, env = "KUBECONFIG", value_name = "PATH")]

@@ -341,6 +341,8 @@ impl<A: Announcer> Speaker<A> {
     /// The snapshot's inputs other than the claims: configuration, Service and node views.
     fn gather(&mut self, may: bool) -> (Config, Vec<ServiceView>, Vec<NodeInfo>) {
         let (config, errors) = self.current_config();
+        let frozen = config.pools.values().filter(|p| p.frozen).count();
+        self.metrics.config.loaded(frozen, errors.len());
         if errors != self.config_errors {
             for e in &errors {
                 tracing::warn!(error = %e, "configuration object ignored");
@@ -406,6 +408,7 @@ impl<A: Announcer> Speaker<A> {
 
     /// One pass. Returns the instant at which the next pass is due even without changes.
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
+        self.metrics.reconciles.inc();
         self.sync_tracker(now);
         self.refresh_liveness(now);
         let may = self.live.may;

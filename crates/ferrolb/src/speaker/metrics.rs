@@ -1,4 +1,8 @@
-//! Speaker metrics (prometheus-client), registered under the `ferrolb_speaker` prefix.
+//! Speaker metrics (prometheus-client), registered under the `ferrolb_speaker` prefix, with
+//! MetalLB's speaker series as views of the same values: `metallb_speaker_announced`
+//! (of [`Metrics::announced`]), `metallb_k8s_client_updates_total` (of
+//! [`Metrics::reconciles`]), `metallb_k8s_client_update_errors_total` (of
+//! [`Metrics::api_errors`]) and the configuration series of [`ConfigMetrics`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -6,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::telemetry::{ConfigMetrics, ConfigState, Mirrored, SeriesName};
 
 /// Labels of the `announced` gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,8 +41,13 @@ pub struct HeartbeatLabels {
 /// Every counter the speaker shell updates.
 #[derive(Debug)]
 pub struct Metrics {
-    /// 1 per (service, ip) this node announces (MetalLB's `metallb_speaker_announced`).
-    pub announced: Family<AnnouncedLabels, Gauge>,
+    /// 1 per (service, ip) this node announces; also MetalLB's `metallb_speaker_announced`
+    /// (with `protocol="layer2"`).
+    pub announced: Mirrored<AnnouncedLabels, Gauge>,
+    /// Reconcile passes run.
+    pub reconciles: Counter,
+    /// The configuration in force (frozen pools, errors) and MetalLB's `k8s_client` series.
+    pub config: ConfigMetrics,
     /// Ownership changes seen by this node, by direction.
     pub ownership_changes: Family<ChangeLabels, Counter>,
     /// Failed or refused renewals of this node's Lease.
@@ -69,7 +80,9 @@ impl Metrics {
     /// Creates the metrics and registers them in `reg` (prefix `ferrolb_speaker`).
     pub fn new(reg: &mut Registry) -> Self {
         let m = Self {
-            announced: Family::default(),
+            announced: Mirrored::default(),
+            reconciles: Counter::default(),
+            config: ConfigMetrics::new(ConfigState::NotLoaded),
             ownership_changes: Family::default(),
             lease_renew_failures: Counter::default(),
             claim_conflicts: Counter::default(),
@@ -86,12 +99,22 @@ impl Metrics {
             peers_heard: Gauge::default(),
             may_announce: Gauge::default(),
         };
-        let r = reg.sub_registry_with_prefix("ferrolb_speaker");
-        r.register(
-            "announced",
-            "1 while this node announces the IP for the Service",
-            m.announced.clone(),
+        m.announced.register(
+            reg,
+            SeriesName {
+                name: "ferrolb_speaker_announced",
+                help: "1 while this node announces the IP for the Service",
+            },
+            SeriesName {
+                name: "metallb_speaker_announced",
+                help: "Services being announced from this node. This is desired state, \
+                       it does not guarantee that the routing protocols have converged.",
+            },
+            &[("protocol", "layer2")],
         );
+        m.config.register(reg, &m.reconciles, &m.api_errors);
+        let r = reg.sub_registry_with_prefix("ferrolb_speaker");
+        r.register("reconciles", "Reconcile passes run", m.reconciles.clone());
         r.register(
             "ownership_changes",
             "IPs this node started (acquired) or stopped (released) owning",
@@ -223,5 +246,24 @@ mod tests {
             ),
             "{out}"
         );
+        assert!(
+            out.contains(
+                "metallb_speaker_announced{service=\"ns/a\",ip=\"10.0.0.1\",node=\"n1\",protocol=\"layer2\"} 1"
+            ),
+            "{out}"
+        );
+        m.reconciles.inc();
+        m.api_errors.inc();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for needle in [
+            "ferrolb_speaker_reconciles_total 1",
+            "metallb_k8s_client_updates_total 1",
+            "metallb_k8s_client_update_errors_total 1",
+            "metallb_k8s_client_config_loaded_bool 0",
+            "metallb_k8s_client_config_stale_bool 0",
+        ] {
+            assert!(out.contains(needle), "missing {needle} in\n{out}");
+        }
     }
 }

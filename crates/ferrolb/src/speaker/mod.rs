@@ -125,12 +125,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = settings(&args, clock);
     let clients = Clients {
         claims: claims::ClaimApi::new(client.clone(), &args.namespace),
-        status: status::StatusApi::new(client.clone(), &args.namespace),
+        status: status::StatusApi::new(client.clone(), &args.namespace).with_owner(
+            status::pod_owner(args.pod_name.as_deref(), args.pod_uid.as_deref()),
+        ),
         events: events::EventSink::new(client.clone(), &args.node_name),
         leases: Api::namespaced(client.clone(), &args.namespace),
     };
     wait_ready(&stores).await;
     tracing::info!("caches synced");
+    adopt_statuses(&clients.status, &stores, &args.node_name);
     health.set_ready(true);
     let mut speaker = Speaker::new(
         settings,
@@ -188,6 +191,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// Gives this node's ServiceL2Status objects left by a previous Pod to this speaker's Pod
+/// (in the background; a failure only delays their garbage collection: the old owner's
+/// deletion removes them and the speaker creates them anew).
+fn adopt_statuses(api: &status::StatusApi, stores: &Stores, node: &str) {
+    let Some(owner) = api.owner() else {
+        tracing::info!("POD_NAME / POD_UID unknown: ServiceL2Status objects get no owner");
+        return;
+    };
+    let objs = stores.statuses.state();
+    let names = status::to_adopt(node, owner, objs.iter().map(|o| &**o));
+    if names.is_empty() {
+        return;
+    }
+    let api = api.clone();
+    tokio::spawn(async move {
+        for name in names {
+            match api.adopt(&name).await {
+                Ok(()) => tracing::debug!(%name, "ServiceL2Status adopted by this Pod"),
+                Err(e) => tracing::warn!(%name, error = %e, "cannot adopt ServiceL2Status"),
+            }
+        }
+    });
 }
 
 /// Event sources of the speaker loop.

@@ -4,9 +4,15 @@
 //!
 //! [`plan`] is pure: from what this node should report and what exists, it lists the
 //! writes. Writes happen only on change; nothing is written at steady state.
+//!
+//! When the speaker knows its Pod (name and UID from the downward API), the objects it
+//! creates carry an ownerReference to that Pod, as MetalLB's do, so Kubernetes' garbage
+//! collector deletes them with the Pod; at start-up the speaker adopts its node's objects
+//! that its previous Pod (or an older version) left ([`to_adopt`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::ResourceExt;
 
@@ -164,10 +170,42 @@ pub fn plan(
     out
 }
 
+/// The ownerReference to the speaker's Pod, when both its name and UID are known (and
+/// non-empty). No `controller` / `blockOwnerDeletion` flags, as MetalLB's.
+pub fn pod_owner(name: Option<&str>, uid: Option<&str>) -> Option<OwnerReference> {
+    let name = name.filter(|n| !n.is_empty())?;
+    let uid = uid.filter(|u| !u.is_empty())?;
+    Some(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: name.into(),
+        uid: uid.into(),
+        ..Default::default()
+    })
+}
+
+/// Names of this node's objects (`me`) not owned by `owner`: left by the node's previous
+/// speaker Pod or by a version that set no owner. Sorted.
+pub fn to_adopt<'a>(
+    me: &str,
+    owner: &OwnerReference,
+    objects: impl IntoIterator<Item = &'a ServiceL2Status>,
+) -> Vec<String> {
+    let mut out: Vec<String> = objects
+        .into_iter()
+        .filter(|o| Existing::of(o).node == me)
+        .filter(|o| !o.owner_references().iter().any(|r| r.uid == owner.uid))
+        .map(|o| o.name_any())
+        .collect();
+    out.sort();
+    out
+}
+
 /// Shell: performs [`StatusWrite`]s.
 #[derive(Clone)]
 pub struct StatusApi {
     api: Api<ServiceL2Status>,
+    owner: Option<OwnerReference>,
 }
 
 impl StatusApi {
@@ -175,6 +213,36 @@ impl StatusApi {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
+            owner: None,
+        }
+    }
+
+    /// Objects created from now on are owned by `owner` (the speaker's Pod).
+    pub fn with_owner(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The owner set with [`StatusApi::with_owner`].
+    pub fn owner(&self) -> Option<&OwnerReference> {
+        self.owner.as_ref()
+    }
+
+    /// Makes the speaker's Pod the only owner of object `name` (see [`to_adopt`]). A
+    /// vanished object is not an error.
+    pub async fn adopt(&self, name: &str) -> Result<(), kube::Error> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        let body = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+        match self
+            .api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -193,6 +261,7 @@ impl StatusApi {
                         service.namespace.clone(),
                     ),
                 ]));
+                obj.metadata.owner_references = self.owner.clone().map(|o| vec![o]);
                 // The status subresource ignores status on create: set it afterwards.
                 let created = self.api.create(&PostParams::default(), &obj).await?;
                 self.patch_status(&created.name_any(), status).await
@@ -320,6 +389,38 @@ mod tests {
             status: want("ns/new", &["10.0.0.3"]).1
         }));
         assert_eq!(p.len(), 5, "{p:?}");
+    }
+
+    #[test]
+    fn the_pod_owns_the_objects_when_known() {
+        assert_eq!(pod_owner(Some("p"), None), None);
+        assert_eq!(pod_owner(None, Some("u")), None);
+        assert_eq!(pod_owner(Some("p"), Some("")), None);
+        let o = pod_owner(Some("ferrolb-speaker-x"), Some("uid-1")).unwrap();
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "name": "ferrolb-speaker-x", "uid": "uid-1"})
+        );
+        let obj = |name: &str, node: &str, owner: Option<&str>| {
+            let mut s = ServiceL2Status::new(name, ServiceL2StatusSpec {});
+            s.metadata.labels = Some(BTreeMap::from([(NODE_LABEL.to_string(), node.into())]));
+            s.metadata.owner_references = owner.map(|u| {
+                vec![OwnerReference {
+                    uid: u.into(),
+                    ..o.clone()
+                }]
+            });
+            s
+        };
+        let objs = [
+            obj("l2-mine", "a", Some("uid-1")),
+            obj("l2-old-pod", "a", Some("uid-0")),
+            obj("l2-no-owner", "a", None),
+            obj("l2-other-node", "b", None),
+        ];
+        assert_eq!(to_adopt("a", &o, &objs), vec!["l2-no-owner", "l2-old-pod"]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The real controller (`run_with` + kube-runtime watches) against the embedded API
-//! server (`ferrolb_lab::apiserver`), which supports watch.
+//! server (`ferrolb_lab::apiserver`), which supports watch. The controller runs as its
+//! ServiceAccount with the RBAC objects of `deploy/ferrolb.yaml`; the test sets up as the
+//! admin.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,9 @@ use ferrolb::controller::{run_with, shell::Inputs, Args};
 use ferrolb::crd::{IPAddressPool, IPAddressPoolSpec};
 use ferrolb::telemetry::Health;
 use ferrolb_lab::apiserver::{ApiServer, RunningServer};
+use ferrolb_lab::harness::{
+    apply_objects, rbac_documents, CONTROLLER_SA, DEPLOY_MANIFEST, SPEAKER_SA,
+};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -16,13 +21,14 @@ use tokio::sync::watch;
 
 const NS: &str = "metallb-system";
 
-async fn server() -> (RunningServer, kube::Client) {
+/// The server with the namespaces and deploy/ferrolb.yaml's RBAC objects; an admin client
+/// (for the test) and one acting as the controller's ServiceAccount (for the controller).
+async fn server() -> (RunningServer, kube::Client, kube::Client) {
     ferrolb::controller::install_crypto_provider();
     let srv = ApiServer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let cfg = kube::Config::new(srv.url().parse().unwrap());
-    let client = kube::Client::try_from(cfg).unwrap();
+    let client = kube::Client::try_from(srv.admin_config()).unwrap();
     for ns in ["default", NS] {
         let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
         // The server may already have it (it creates `default`).
@@ -30,7 +36,12 @@ async fn server() -> (RunningServer, kube::Client) {
             .create(&PostParams::default(), &n)
             .await;
     }
-    (srv, client)
+    apply_objects(&client, rbac_documents(DEPLOY_MANIFEST).unwrap())
+        .await
+        .unwrap();
+    let controller =
+        kube::Client::try_from(srv.service_account_config(NS, CONTROLLER_SA).unwrap()).unwrap();
+    (srv, client, controller)
 }
 
 fn args(identity: &str, extra: &[&str]) -> Args {
@@ -172,12 +183,12 @@ async fn events(client: &kube::Client, ns: &str, about: &str, reason: &str) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
-    let (srv, client) = server().await;
+    let (srv, client, controller) = server().await;
     create_pool(&client, "p", &["192.168.10.0/31"]).await;
     create_pool(&client, "bad", &["10.0.0.0/33"]).await;
     create_svc(&client, "a", None).await;
     create_svc(&client, "other-class", Some("someone-else")).await;
-    let r = start(&client, "c1", &[]);
+    let r = start(&controller, "c1", &[]);
 
     // Allocation: status + annotation + IPAllocated Event.
     eventually("a has an IP", Duration::from_secs(10), || async {
@@ -273,12 +284,12 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_handover_keeps_every_ip_and_the_new_leader_writes_nothing() {
-    let (srv, client) = server().await;
+    let (srv, client, controller) = server().await;
     create_pool(&client, "p", &["192.168.20.0/28"]).await;
     for i in 0..8 {
         create_svc(&client, &format!("s{i}"), None).await;
     }
-    let a = start(&client, "replica-a", &[]);
+    let a = start(&controller, "replica-a", &[]);
     eventually("all have IPs", Duration::from_secs(10), || async {
         for i in 0..8 {
             if ingress(&client, &format!("s{i}")).await.is_empty() {
@@ -292,7 +303,7 @@ async fn leader_handover_keeps_every_ip_and_the_new_leader_writes_nothing() {
     for i in 0..8 {
         before.push(ingress(&client, &format!("s{i}")).await);
     }
-    let b = start(&client, "replica-b", &[]);
+    let b = start(&controller, "replica-b", &[]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(b.writes(), 0, "the standby writes nothing");
     assert_eq!(b.metrics.leader.get(), 0);
@@ -352,11 +363,11 @@ fn valid_condition(
 /// even with another pool's status mangled by hand. Fixing the spec thaws it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_edit_freezes_the_pool_across_restarts() {
-    let (srv, client) = server().await;
+    let (srv, client, controller) = server().await;
     let pools = Api::<IPAddressPool>::namespaced(client.clone(), NS);
     create_pool(&client, "default", &["192.0.2.100/30"]).await;
     create_svc(&client, "a", None).await;
-    let r1 = start(&client, "c1", &[]);
+    let r1 = start(&controller, "c1", &[]);
     eventually("a has an IP", Duration::from_secs(10), || async {
         ingress(&client, "a").await == ["192.0.2.100"]
     })
@@ -423,7 +434,9 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
     .await;
     assert!(ingress(&client, "b").await.is_empty());
 
-    // A human writes nonsense into another pool's status; then the controller restarts.
+    // Another writer leaves another pool a status of its own (schema-valid, as the API server
+    // enforces, but not what this controller would write: odd counters, an unknown verdict, no
+    // last valid spec); then the controller restarts.
     create_pool(&client, "other", &["198.51.100.0/30"]).await;
     r1.stop().await;
     pools
@@ -431,13 +444,14 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
             "other",
             &PatchParams::default(),
             &Patch::Merge(
-                json!({"status": {"assignedIPv4": "lots", "conditions": [{"type": "Valid"}],
-                "lastValidSpec": 5}}),
+                json!({"status": {"assignedIPv4": 99, "conditions": [{"type": "Valid",
+                "status": "Unknown", "reason": "WrittenByHand", "message": "",
+                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}),
             ),
         )
         .await
         .unwrap();
-    let r2 = start(&client, "c2", &[]);
+    let r2 = start(&controller, "c2", &[]);
     // b gets an IP from "other" (so the pool watch works), a keeps its IP, still frozen.
     eventually(
         "b served by the other pool",
@@ -471,5 +485,50 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
     .await;
     assert_eq!(ingress(&client, "a").await, ["192.0.2.100"]);
     r2.stop().await;
+    srv.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_key_secret_with_the_deployed_permissions() {
+    use ferrolb::controller::secret::{ensure_heartbeat_key, KeyOutcome};
+    use k8s_openapi::api::core::v1::Secret;
+    let (srv, client, controller) = server().await;
+    // The controller creates the key once, then finds it.
+    assert_eq!(
+        ensure_heartbeat_key(controller.clone(), NS).await.unwrap(),
+        KeyOutcome::Created
+    );
+    assert_eq!(
+        ensure_heartbeat_key(controller.clone(), NS).await.unwrap(),
+        KeyOutcome::Present
+    );
+    // Every speaker reads it with its own ServiceAccount.
+    let speaker =
+        kube::Client::try_from(srv.service_account_config(NS, SPEAKER_SA).unwrap()).unwrap();
+    let key =
+        ferrolb::speaker::heartbeat::load_key(&Api::<Secret>::namespaced(speaker.clone(), NS))
+            .await
+            .unwrap();
+    assert!(key.is_some(), "the speaker reads the heartbeat key");
+    // Neither may read another Secret, and the speaker may not create one.
+    let other: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "other"}, "stringData": {"a": "b"}}))
+            .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    for c in [&controller, &speaker] {
+        let e = Api::<Secret>::namespaced((*c).clone(), NS)
+            .get("other")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, kube::Error::Api(ref s) if s.code == 403), "{e}");
+    }
+    let e = Api::<Secret>::namespaced(speaker, NS)
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 403), "{e}");
     srv.shutdown().await.unwrap();
 }

@@ -4,14 +4,18 @@
 //! one or two "node" hosts running a `Dataplane` inside their namespace. Root is needed;
 //! without it the tests print why and pass, except under `CI=true` where they fail.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ferrolb::dataplane::bpf::FilterOptions;
+use ferrolb::dataplane::logic::announcement;
 use ferrolb::dataplane::metrics::{IpLabel, ReasonLabel};
 use ferrolb::dataplane::sys::PacketSocket;
 use ferrolb::dataplane::{Config, Dataplane, Event, InterfaceFilter};
-use ferrolb::wire::{self, Inbound, Mac};
+use ferrolb::wire::{
+    self, Advertisement, ArpMessage, ArpOperation, ArpRepr, FrameRepr, Icmpv4Repr, Icmpv6Repr,
+    Inbound, Mac, NdiscRepr, PayloadRepr,
+};
 use ferrolb_lab::netns::{
     parse_mac, privileged_with_tools_or_skip, Host, HostId, HostSpec, Network,
 };
@@ -21,6 +25,45 @@ const VIP6: &str = "fd00::100";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// Broadcast ARP request "who has `target_ip`? tell `sender_ip`" from `mac`.
+fn arp_request(mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    FrameRepr {
+        src: mac,
+        dst: Mac::BROADCAST,
+        vlan: None,
+        payload: PayloadRepr::Arp(ArpRepr {
+            operation: ArpOperation::Request,
+            sender_mac: mac,
+            sender_ip,
+            target_mac: Mac::ZERO,
+            target_ip,
+        }),
+    }
+    .to_vec()
+    .unwrap()
+}
+
+/// NS for `target` from `mac` / `src_ip` to the solicited-node group, with a source
+/// link-layer address option unless `src_ip` is `::` (DAD).
+fn neighbor_solicitation(mac: Mac, src_ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    FrameRepr {
+        src: mac,
+        dst: wire::solicited_node_multicast_mac(target),
+        vlan: None,
+        payload: PayloadRepr::Icmpv6 {
+            src: src_ip,
+            dst: wire::solicited_node_multicast(target),
+            hop_limit: wire::NDP_HOP_LIMIT,
+            icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target,
+                lla: (!src_ip.is_unspecified()).then_some(mac),
+            }),
+        },
+    }
+    .to_vec()
+    .unwrap()
 }
 
 /// A segment with a client (`10.0.0.1`, `fd00::1`) and `nodes` nodes (`10.0.0.{10+i}`,
@@ -175,11 +218,11 @@ fn replies_about_vips(frames: &[Vec<u8>]) -> Vec<String> {
     frames
         .iter()
         .filter_map(|f| match wire::parse_inbound(f) {
-            Ok(Inbound::ArpReply { sender_ip, .. }) if sender_ip.to_string() == VIP4 => {
-                Some(format!("arp reply {sender_ip}"))
+            Ok(Inbound::ArpReply(m)) if m.sender_ip.to_string() == VIP4 => {
+                Some(format!("arp reply {}", m.sender_ip))
             }
-            Ok(Inbound::NeighborAdvertisement { target, .. }) if target.to_string() == VIP6 => {
-                Some(format!("na {target}"))
+            Ok(Inbound::NeighborAdvertisement(m)) if m.target.to_string() == VIP6 => {
+                Some(format!("na {}", m.target))
             }
             _ => None,
         })
@@ -229,7 +272,7 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
     // Link-Layer Address option: exactly one solicited NA each.
     let group = wire::solicited_node_multicast(vip);
     for (multicast, slla) in [(true, true), (false, true), (false, false)] {
-        let ns = wire::FrameRepr {
+        let ns = FrameRepr {
             src: port.mac,
             dst: if multicast {
                 wire::ipv6_multicast_mac(group)
@@ -237,11 +280,11 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
                 Mac(net.host(nodes[0]).mac)
             },
             vlan: None,
-            payload: wire::PayloadRepr::Icmpv6 {
+            payload: PayloadRepr::Icmpv6 {
                 src: "fd00::1".parse().unwrap(),
                 dst: if multicast { group } else { vip },
                 hop_limit: 255,
-                icmp: wire::Icmpv6Repr::Ndisc(wire::NdiscRepr::NeighborSolicit {
+                icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
                     target: vip,
                     lla: slla.then_some(port.mac),
                 }),
@@ -254,14 +297,14 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
         let nas: Vec<_> = got
             .iter()
             .filter_map(|f| match wire::parse_inbound(f) {
-                Ok(Inbound::NeighborAdvertisement {
+                Ok(Inbound::NeighborAdvertisement(Advertisement {
                     eth_dst,
                     dst_ip,
                     target,
                     target_lla,
                     flags,
                     ..
-                }) if target == vip && flags.solicited => {
+                })) if target == vip && flags.solicited => {
                     Some((eth_dst, dst_ip, target_lla, flags))
                 }
                 _ => None,
@@ -275,22 +318,17 @@ async fn ndisc6_gets_the_node_mac_and_nud_and_dad_probes_are_answered() {
         assert!(flags.solicited && flags.override_);
     }
     // DAD probe from :: ⇒ NA to ff02::1 with S=0, O=1.
-    port.send(&wire::neighbor_solicitation(
-        None,
-        port.mac,
-        std::net::Ipv6Addr::UNSPECIFIED,
-        vip,
-    ));
+    port.send(&neighbor_solicitation(port.mac, Ipv6Addr::UNSPECIFIED, vip));
     let got = port.collect(Duration::from_millis(300));
     let dad: Vec<_> = got
         .iter()
         .filter_map(|f| match wire::parse_inbound(f) {
-            Ok(Inbound::NeighborAdvertisement {
+            Ok(Inbound::NeighborAdvertisement(Advertisement {
                 dst_ip,
                 target,
                 flags,
                 ..
-            }) if target == vip => Some((dst_ip, flags)),
+            })) if target == vip => Some((dst_ip, flags)),
             _ => None,
         })
         .collect();
@@ -475,14 +513,14 @@ async fn duplicate_responder_is_reported_and_counted() {
     // A rogue station announcing the VIPs: gratuitous ARP and unsolicited NA.
     let port = RawPort::open(rogue, false);
     let vip6: std::net::Ipv6Addr = VIP6.parse().unwrap();
-    port.send(&wire::gratuitous_arp_request(
-        None,
-        port.mac,
-        VIP4.parse().unwrap(),
-    ));
-    port.send(&wire::unsolicited_neighbor_advertisement(
-        None, port.mac, vip6, vip6,
-    ));
+    // The frames of an announcement burst, sent by another station.
+    for frame in announcement(ip(VIP4), port.mac)
+        .into_iter()
+        .take(1)
+        .chain(announcement(vip6.into(), port.mac))
+    {
+        port.send(&frame);
+    }
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     while seen.len() < 2 && Instant::now() < deadline {
@@ -576,7 +614,7 @@ async fn interface_filter_down_up_and_reannounce() {
         .iter()
         .filter(|f| {
             matches!(wire::parse_inbound(f),
-                Ok(Inbound::ArpRequest { sender_ip, target_ip, .. } | Inbound::ArpReply { sender_ip, target_ip, .. })
+                Ok(Inbound::ArpRequest(ArpMessage { sender_ip, target_ip, .. }) | Inbound::ArpReply(ArpMessage { sender_ip, target_ip, .. }))
                     if sender_ip.to_string() == VIP4 && target_ip == sender_ip)
         })
         .count();
@@ -649,18 +687,24 @@ fn malformed_corpus(client: Mac, node: Mac) -> Vec<Vec<u8>> {
     let vip4: std::net::Ipv4Addr = VIP4.parse().unwrap();
     let vip6: std::net::Ipv6Addr = VIP6.parse().unwrap();
     let src6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
-    let arp = wire::arp_request(None, client, "10.0.0.1".parse().unwrap(), vip4);
-    let ns = wire::neighbor_solicitation(None, client, src6, vip6);
-    let mut echo4 = wire::echo_reply_v4(
-        None,
-        client,
-        node,
-        "10.0.0.1".parse().unwrap(),
-        vip4,
-        1,
-        1,
-        b"abcdefgh",
-    )
+    let arp = arp_request(client, "10.0.0.1".parse().unwrap(), vip4);
+    let ns = neighbor_solicitation(client, src6, vip6);
+    let mut echo4 = FrameRepr {
+        src: client,
+        dst: node,
+        vlan: None,
+        payload: PayloadRepr::Icmpv4 {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: vip4,
+            ttl: 64,
+            icmp: Icmpv4Repr::EchoReply {
+                ident: 1,
+                seq: 1,
+                data: b"abcdefgh",
+            },
+        },
+    }
+    .to_vec()
     .unwrap();
     echo4[14 + 20] = 8; // make it a request, checksum now wrong (-1 per byte sum)
     let mut out = Vec::new();
@@ -691,15 +735,15 @@ fn malformed_corpus(client: Mac, node: Mac) -> Vec<Vec<u8>> {
     });
     // DAD probe carrying a source link-layer option.
     out.push(
-        wire::FrameRepr {
+        FrameRepr {
             src: client,
             dst: wire::solicited_node_multicast_mac(vip6),
             vlan: None,
-            payload: wire::PayloadRepr::Icmpv6 {
-                src: std::net::Ipv6Addr::UNSPECIFIED,
+            payload: PayloadRepr::Icmpv6 {
+                src: Ipv6Addr::UNSPECIFIED,
                 dst: wire::solicited_node_multicast(vip6),
                 hop_limit: 255,
-                icmp: wire::Icmpv6Repr::Ndisc(wire::NdiscRepr::NeighborSolicit {
+                icmp: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
                     target: vip6,
                     lla: Some(client),
                 }),
@@ -811,8 +855,7 @@ async fn malformed_corpus_gets_no_reply_and_no_crash() {
     );
     assert_eq!(dp.metrics().send_errors.get(), 0);
     // Still alive and answering.
-    port.send(&wire::arp_request(
-        None,
+    port.send(&arp_request(
         port.mac,
         "10.0.0.1".parse().unwrap(),
         VIP4.parse().unwrap(),
@@ -860,10 +903,9 @@ async fn captured_frames_decode_cleanly_in_tshark() {
     c.output(&["ndisc6", "-1", "-q", "-r", "1", VIP6, "eth0"])
         .unwrap();
     let port = RawPort::open(net.host(client), false);
-    port.send(&wire::neighbor_solicitation(
-        None,
+    port.send(&neighbor_solicitation(
         port.mac,
-        std::net::Ipv6Addr::UNSPECIFIED,
+        Ipv6Addr::UNSPECIFIED,
         VIP6.parse().unwrap(),
     ));
     assert!(c

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_yaml::Value;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
@@ -22,7 +22,7 @@ fn in_ci() -> bool {
 }
 
 /// A missing tool skips the test locally (with the reason printed) and fails it in CI.
-fn tool_or_skip(test: &str, tool: &str, probe: &[&str]) -> bool {
+pub(crate) fn tool_or_skip(test: &str, tool: &str, probe: &[&str]) -> bool {
     let ok = Command::new(tool)
         .args(probe)
         .output()
@@ -175,6 +175,14 @@ fn speaker_has_host_network_and_only_net_raw() {
         .iter()
         .any(|e| e["name"] == "NODE_NAME"
             && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
+    // The Pod that owns the ServiceL2Status objects, known without any permission on Pods.
+    for (name, path) in [("POD_NAME", "metadata.name"), ("POD_UID", "metadata.uid")] {
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == name && e["valueFrom"]["fieldRef"]["fieldPath"] == path),
+            "speaker env {name} from {path} missing"
+        );
+    }
     // Host ports must not clash with kubelet, kube-proxy or MetalLB.
     let taken = [10248, 10249, 10250, 10255, 10256, 7472, 7946, 9120, 17472];
     for p in c["ports"].as_sequence().unwrap() {

@@ -19,7 +19,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const TOOLS: &[&str] = &["ip", "nft", "curl", "arping", "tcpdump"];
 
-fn lab(test: &str, nodes: usize) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
+pub(crate) fn lab(test: &str, nodes: usize) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
     let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     if !privileged_with_tools_or_skip(test, TOOLS) {
         return None;
@@ -31,24 +31,24 @@ fn lab(test: &str, nodes: usize) -> Option<(std::sync::MutexGuard<'static, ()>, 
     Some((guard, lab))
 }
 
-fn examples() -> PathBuf {
+pub(crate) fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("examples")
 }
 
-fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(lab: &Lab, name: &str, text: &str) -> PathBuf {
     let p = lab.dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
 
-fn apply_quickstart(lab: &Lab) {
+pub(crate) fn apply_quickstart(lab: &Lab) {
     lab.apply_file(&examples().join("ipaddresspool.yaml"))
         .unwrap();
     lab.apply_file(&examples().join("l2advertisement.yaml"))
         .unwrap();
 }
 
-fn dump(lab: &Lab) -> String {
+pub(crate) fn dump(lab: &Lab) -> String {
     // Keep a copy of every log for post-mortems (CI prints the path).
     let keep = std::env::temp_dir().join(format!("ferrolb-e2e-logs-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&keep);
@@ -71,7 +71,7 @@ fn dump(lab: &Lab) -> String {
 
 /// Requests `ip` until a node other than `owner` answers; panics (with `what` and the
 /// lab's logs) when none has by `limit` after `since`. Returns the new owner.
-fn wait_takeover(
+pub(crate) fn wait_takeover(
     lab: &Lab,
     ip: IpAddr,
     owner: &str,
@@ -96,7 +96,7 @@ fn wait_takeover(
 }
 
 /// Polls until `ip` is served (by any node); returns that node's name.
-fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
+pub(crate) fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
         match lab.request(ip, Duration::from_millis(300)) {
@@ -105,6 +105,33 @@ fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
                 panic!("{ip} not served within {within:?}: {e:#}{}", dump(lab))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Waits until every speaker sends heartbeats and accepts its peers' (signed with the key the
+/// controller creates in the Secret `ferrolb-heartbeat-key`, which each speaker reads with its
+/// own ServiceAccount); panics with the logs otherwise. A speaker that cannot read the key
+/// never starts them and runs on the Lease rules alone.
+pub(crate) fn wait_heartbeats(lab: &Lab, within: Duration) {
+    let t = Instant::now();
+    for i in 0..lab.cfg.nodes {
+        loop {
+            let sent = lab.speaker_metric(i, "ferrolb_speaker_heartbeats_sent_total");
+            let ok = lab.speaker_metric(
+                i,
+                "ferrolb_speaker_heartbeats_received_total{result=\"ok\"}",
+            );
+            if sent.is_some_and(|n| n > 0.0) && ok.is_some_and(|n| n > 0.0) {
+                break;
+            }
+            assert!(
+                t.elapsed() < within,
+                "{}: heartbeats not flowing after {within:?} (sent {sent:?}, received ok {ok:?}){}",
+                node_name(i),
+                dump(lab)
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -135,7 +162,7 @@ fn services_with_owners(lab: &mut Lab, prefix: &str, n: usize) -> (Vec<IpAddr>, 
 }
 
 /// Number of distinct MACs answering `arping -c COUNT ip` from the client.
-fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
+pub(crate) fn arping_macs(lab: &Lab, ip: IpAddr, count: u32) -> BTreeSet<String> {
     let out = lab
         .client_ns()
         .output(&[
@@ -164,6 +191,7 @@ fn ipv4_service_is_reachable_and_answered_by_exactly_one_node() {
     let Some((_g, mut lab)) = lab("ipv4_service_is_reachable", 3) else {
         return;
     };
+    wait_heartbeats(&lab, Duration::from_secs(10));
     apply_quickstart(&lab);
     lab.create_service(&ServiceSpec::new("web")).unwrap();
     let ips = lab
@@ -580,7 +608,7 @@ fn fifty_services_fifty_vips_spread_over_nodes() {
 }
 
 /// Node index (0-based) from a backend answer `node-N`.
-fn index_of(node: &str) -> usize {
+pub(crate) fn index_of(node: &str) -> usize {
     node.trim_start_matches("node-").parse::<usize>().unwrap() - 1
 }
 
@@ -591,8 +619,9 @@ fn apiserver_outage_withdraws_nothing_and_moves_nothing() {
     };
     apply_quickstart(&lab);
     let (ips, owners) = services_with_owners(&mut lab, "o", 6);
-    // Heartbeats must be flowing before the outage (the lab creates the key at start).
-    std::thread::sleep(Duration::from_secs(2));
+    // Heartbeats must be flowing before the outage (the controller creates the key at start).
+    wait_heartbeats(&lab, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
     lab.stop_apiserver();
     let t = Instant::now();
     let mut rounds = 0;
@@ -718,7 +747,7 @@ fn hold(lab: &Lab, vips: &[(IpAddr, String)], dur: Duration, what: &str) {
     }
 }
 
-fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
+pub(crate) fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
     let client = lab.client();
     let name = name.to_string();
     lab.block_on(async move {
@@ -731,7 +760,7 @@ fn pool_status(lab: &Lab, name: &str) -> ferrolb::crd::IPAddressPoolStatus {
 }
 
 /// Merge-patches the spec of pool `name` (`Err`: the API server rejected the edit).
-fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
+pub(crate) fn edit_pool(lab: &Lab, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
     let client = lab.client();
     let name = name.to_string();
     lab.block_on(async move {
