@@ -128,6 +128,16 @@ impl ApiError {
         e
     }
 
+    /// 403 Forbidden about `plural` (and object `name`, if any) with the full message.
+    pub fn denied(group: &str, plural: &str, name: &str, message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message).with_details(group, plural, name)
+    }
+
+    /// 429 TooManyRequests (set [`ApiError::retry_after`] for the `Retry-After` header).
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", message)
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::error::ApiError;
+use super::faults::{self, Effect, Faults, RequestAttrs};
 use super::metrics::{Metrics, RequestLabels};
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
@@ -45,6 +46,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Interval of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
+    /// Faults injected by tests.
+    pub faults: Arc<Faults>,
 }
 
 /// The axum router serving the whole API.
@@ -89,6 +92,8 @@ type Query = HashMap<String, String>;
 struct ReqInfo {
     verb: &'static str,
     resource: String,
+    /// The authenticated user, once authentication has set it (faults match on it).
+    user: Option<String>,
 }
 
 async fn handle(
@@ -109,10 +114,26 @@ async fn handle(
     let mut info = ReqInfo {
         verb: "other",
         resource: String::new(),
+        user: None,
     };
-    let resp = match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let attrs = request_attrs(&app, &method, uri.path(), &query, info.user.clone());
+    let effect = attrs.as_ref().and_then(|a| app.faults.decide(a));
+    if let Some(Effect::Delay { millis }) = effect {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+    let failure = effect
+        .as_ref()
+        .zip(attrs.as_ref())
+        .and_then(|(e, a)| faults::error_for(e, a));
+    let resp = match failure {
+        Some(e) => {
+            tracing::info!(path = %uri.path(), code = e.code, "injected fault");
+            error_response(&e)
+        }
+        None => match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
     };
     let code = resp.status().as_u16();
     app.metrics
@@ -177,6 +198,10 @@ fn route(
                 )
                 .body(Body::from(body))
                 .unwrap_or_else(|_| Response::new(Body::empty())))
+        }
+        ["ferrolb-lab", "faults", rest @ ..] => {
+            let (code, v) = app.faults.admin(method.as_str(), rest, &body)?;
+            Ok(json_response(code, &v))
         }
         ["healthz"] | ["livez"] | ["readyz"] => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain")
@@ -259,6 +284,52 @@ fn parse_target(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<
     })
 }
 
+/// The Kubernetes verb of a request to a resource path.
+fn verb_of(method: &Method, named: bool, q: &Query) -> &'static str {
+    match (method.clone(), named) {
+        (Method::GET, true) => "get",
+        (Method::GET, false) if flag(q, "watch") => "watch",
+        (Method::GET, false) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, true) => "delete",
+        (Method::DELETE, false) => "deletecollection",
+        _ => "other",
+    }
+}
+
+/// What faults match a request on; `None` for paths that are not resources.
+fn request_attrs(
+    app: &App,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    user: Option<String>,
+) -> Option<RequestAttrs> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let t = parse_target(app, group, version, rest).ok()?;
+    Some(RequestAttrs {
+        user,
+        verb: verb_of(method, t.name.is_some(), q).to_string(),
+        group: t.def.group.clone(),
+        resource: t.def.plural.clone(),
+        kind: t.def.kind.clone(),
+        subresource: if t.status {
+            "status".into()
+        } else {
+            String::new()
+        },
+        namespace: t.namespace.clone().unwrap_or_default(),
+        name: t.name.clone().unwrap_or_default(),
+    })
+}
+
 fn flag(q: &Query, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
 }
@@ -334,17 +405,7 @@ fn resource(
     info.verb = "other";
     let t = parse_target(app, group, version, rest)?;
     info.resource = t.def.storage_key();
-    info.verb = match (method.clone(), &t.name) {
-        (Method::GET, Some(_)) => "get",
-        (Method::GET, None) if flag(q, "watch") => "watch",
-        (Method::GET, None) => "list",
-        (Method::POST, _) => "create",
-        (Method::PUT, _) => "update",
-        (Method::PATCH, _) => "patch",
-        (Method::DELETE, Some(_)) => "delete",
-        (Method::DELETE, None) => "deletecollection",
-        _ => "other",
-    };
+    info.verb = verb_of(method, t.name.is_some(), q);
     let store = &app.store;
     let def = &t.def;
     let ns = t.namespace.as_deref().unwrap_or("");
@@ -518,6 +579,7 @@ mod tests {
             store: Arc::new(Store::new(100)),
             shutdown: watch::channel(false).1,
             bookmark_interval: Duration::from_secs(10),
+            faults: Default::default(),
         }
     }
 

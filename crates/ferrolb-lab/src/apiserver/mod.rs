@@ -27,6 +27,7 @@
 
 pub mod defaults;
 pub mod error;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod patch;
@@ -128,7 +129,9 @@ impl ApiServer {
         let metrics = Arc::new(metrics::Metrics::default());
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
+        let faults = Arc::new(faults::Faults::default());
         let app = http::App {
+            faults: faults.clone(),
             metrics: metrics.clone(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
             store: store.clone(),
@@ -168,6 +171,7 @@ impl ApiServer {
         tracing::info!(%addr, state_file = ?self.state_file, "embedded API server listening");
         Ok(RunningServer {
             addr,
+            faults,
             metrics,
             store,
             state_file: self.state_file,
@@ -184,6 +188,7 @@ impl ApiServer {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    faults: Arc<faults::Faults>,
     metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     state_file: Option<PathBuf>,
@@ -201,6 +206,11 @@ impl RunningServer {
     /// The object store (share it with [`ApiServer::store`] to restart in-process).
     pub fn store(&self) -> Arc<Store> {
         self.store.clone()
+    }
+
+    /// Faults injected into this server's answers (also at `/ferrolb-lab/faults`).
+    pub fn faults(&self) -> Arc<faults::Faults> {
+        self.faults.clone()
     }
 
     /// The server's metrics (also served at `/metrics`).

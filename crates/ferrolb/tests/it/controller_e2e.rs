@@ -211,9 +211,11 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
     })
     .await;
     // The Event is published by the recorder after the status write: wait for it too.
-    eventually("InvalidConfiguration event", Duration::from_secs(5), || async {
-        events(&client, NS, "bad", "InvalidConfiguration").await == 1
-    })
+    eventually(
+        "InvalidConfiguration event",
+        Duration::from_secs(5),
+        || async { events(&client, NS, "bad", "InvalidConfiguration").await == 1 },
+    )
     .await;
     // Valid pool counters, coalesced.
     eventually("pool p status", Duration::from_secs(5), || async {
