@@ -161,6 +161,24 @@ impl ApiError {
         )
     }
 
+    /// 410 Gone / Expired for a `continue` token whose snapshot is no longer retained.
+    pub fn expired_continue() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
+    /// 504 Timeout for a list at a resourceVersion the server has not reached.
+    pub fn too_large_resource_version(rv: u64, current: u64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {rv}, current: {current}"),
+        )
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

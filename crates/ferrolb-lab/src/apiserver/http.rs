@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::faults::{self, Effect, Faults, RequestAttrs};
 use super::metrics::{Metrics, RequestLabels};
+use super::paging;
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
 use super::resources::{
@@ -506,26 +507,66 @@ fn parse_rv_param(q: &Query) -> Result<Option<u64>, ApiError> {
 fn list(store: &Store, t: &Target, q: &Query, as_table: bool) -> Result<Response, ApiError> {
     let f = filter(t, q)?;
     let want = parse_rv_param(q)?;
-    let (items, rv) = store.list(&t.def, &f);
-    if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
-        if let Some(w) = want.filter(|w| *w != rv) {
-            // Only the current state is kept: older exact versions are gone.
-            return Err(ApiError::gone(w, rv));
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {s:?}")))?,
+        ),
+    }
+    .filter(|l| *l > 0)
+    .map(|l| l as usize);
+    let token = q.get("continue").filter(|s| !s.is_empty());
+    // A continued list reads the first page's snapshot; `resourceVersionMatch=Exact` reads the
+    // asked version; anything else reads the current state.
+    let (at, after) = match token {
+        Some(tok) => {
+            if q.get("resourceVersion").is_some_and(|s| !s.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let c = paging::decode(tok, t.def.namespaced)?;
+            (Some(c.rv), Some(c.after))
+        }
+        None => match (want, q.get("resourceVersionMatch").map(String::as_str)) {
+            (Some(w), Some("Exact")) => {
+                let current = store.resource_version();
+                if w > current {
+                    return Err(ApiError::too_large_resource_version(w, current));
+                }
+                (Some(w), None)
+            }
+            _ => (None, None),
+        },
+    };
+    let (objects, rv) = store.list_at(&t.def, at).map_err(|e| match token {
+        Some(_) if e.code == 410 => ApiError::expired_continue(),
+        _ => e,
+    })?;
+    let page = paging::page(&objects, rv, after.as_ref(), limit, |o| f.matches(o));
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(next) = &page.next {
+        meta["continue"] = json!(next);
+        let selected = ["labelSelector", "fieldSelector"]
+            .iter()
+            .any(|k| q.get(*k).is_some_and(|s| !s.is_empty()));
+        if !selected {
+            meta["remainingItemCount"] = json!(page.remaining);
         }
     }
     if as_table {
-        return Ok(json_response(
-            200,
-            &table(&t.def, items.iter().map(|o| &**o), Some(rv), true),
-        ));
+        let mut tbl = table(&t.def, page.items.iter().map(|o| &**o), Some(rv), true);
+        tbl["metadata"] = meta;
+        return Ok(json_response(200, &tbl));
     }
-    let items: Vec<Value> = items.iter().map(|o| as_version(&t.def, o)).collect();
+    let items: Vec<Value> = page.items.iter().map(|o| as_version(&t.def, o)).collect();
     Ok(json_response(
         200,
         &json!({
             "kind": t.def.list_kind(),
             "apiVersion": t.def.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()},
+            "metadata": meta,
             "items": items,
         }),
     ))

@@ -30,6 +30,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod metrics;
+pub mod paging;
 pub mod patch;
 pub mod query;
 pub mod resources;

@@ -4,3 +4,4 @@ mod apiserver_api;
 mod apiserver_runtime;
 mod crd_validation;
 mod faults;
+mod paging;
