@@ -15,7 +15,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details.name` / `details.kind` when the error concerns one object.
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     /// `details.causes`: one entry per invalid field.
     pub causes: Vec<Cause>,
     /// `Retry-After` header and `details.retryAfterSeconds` (429, some 500s).
@@ -46,7 +46,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, group: &str, plural: &str, name: &str) -> Self {
-        self.details = Some((group.into(), plural.into(), name.into()));
+        self.details = Some(Box::new((group.into(), plural.into(), name.into())));
         self
     }
 
@@ -195,7 +195,7 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((group, kind, name)) = &self.details {
+        if let Some((group, kind, name)) = self.details.as_deref() {
             v["details"] = json!({"name": name, "group": group, "kind": kind});
         }
         if !self.causes.is_empty() {
