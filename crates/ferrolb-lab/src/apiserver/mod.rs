@@ -5,8 +5,10 @@
 //! resourceVersion, BOOKMARKs, 410 Gone), create (`generateName`), replace with resourceVersion
 //! preconditions, merge / strategic / JSON patch, server-side apply (as a merge recording the
 //! field manager), delete, deletecollection, label and field selectors, `status` subresources and
-//! discovery. The real `ferrolb controller` and `ferrolb speaker` run against it through the
-//! kubeconfig from [`RunningServer::kubeconfig_yaml`].
+//! discovery; paged lists read from one snapshot ([`paging`]); custom resources validated against
+//! their CRD's schema and CEL rules ([`validation`]); and faults on demand ([`faults`]). The real
+//! `ferrolb controller` and `ferrolb speaker` run against it through the kubeconfig from
+//! [`RunningServer::kubeconfig_yaml`]. docs/ARCHITECTURE.md lists what it does not reproduce.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
