@@ -218,7 +218,7 @@ pub struct RequestAttrs {
     /// Authenticated user, if any.
     pub user: Option<String>,
     /// Kubernetes verb.
-    pub verb: String,
+    pub verb: &'static str,
     /// API group.
     pub group: String,
     /// Resource (plural).
@@ -243,7 +243,7 @@ impl Match {
             (Some(_), None) => false,
         };
         user_ok
-            && eq(&self.verb, &r.verb)
+            && eq(&self.verb, r.verb)
             && eq(&self.group, &r.group)
             && eq(&self.resource, &r.resource)
             && eq(&self.subresource, &r.subresource)
@@ -406,6 +406,15 @@ impl Faults {
         s.1.len() != before
     }
 
+    /// True when no fault is set (requests skip matching then).
+    pub fn is_empty(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .is_empty()
+    }
+
     /// Removes every fault.
     pub fn clear(&self) {
         self.state
@@ -533,10 +542,10 @@ impl RemoteFaults {
 mod tests {
     use super::*;
 
-    fn req(verb: &str, resource: &str, name: &str) -> RequestAttrs {
+    fn req(verb: &'static str, resource: &str, name: &str) -> RequestAttrs {
         RequestAttrs {
             user: Some("system:serviceaccount:metallb-system:speaker".into()),
-            verb: verb.into(),
+            verb,
             group: "coordination.k8s.io".into(),
             resource: resource.into(),
             kind: "Lease".into(),
@@ -665,7 +674,7 @@ mod tests {
         let list = RequestAttrs {
             name: String::new(),
             namespace: String::new(),
-            verb: "list".into(),
+            verb: "list",
             ..r
         };
         let e = error_for(&FaultSpec::fail(403).effect, &list).unwrap();

@@ -117,7 +117,11 @@ async fn handle(
         resource: String::new(),
         user: None,
     };
-    let attrs = request_attrs(&app, &method, uri.path(), &query, info.user.clone());
+    let attrs = if app.faults.is_empty() {
+        None
+    } else {
+        request_attrs(&app, &method, uri.path(), &query, info.user.clone())
+    };
     let effect = attrs.as_ref().and_then(|a| app.faults.decide(a));
     if let Some(Effect::Delay { millis }) = effect {
         tokio::time::sleep(Duration::from_millis(millis)).await;
@@ -128,6 +132,10 @@ async fn handle(
         .and_then(|(e, a)| faults::error_for(e, a));
     let resp = match failure {
         Some(e) => {
+            if let Some(a) = &attrs {
+                info.verb = a.verb;
+                info.resource = format!("{}/{}", a.group, a.resource);
+            }
             tracing::info!(path = %uri.path(), code = e.code, "injected fault");
             error_response(&e)
         }
@@ -317,7 +325,7 @@ fn request_attrs(
     let t = parse_target(app, group, version, rest).ok()?;
     Some(RequestAttrs {
         user,
-        verb: verb_of(method, t.name.is_some(), q).to_string(),
+        verb: verb_of(method, t.name.is_some(), q),
         group: t.def.group.clone(),
         resource: t.def.plural.clone(),
         kind: t.def.kind.clone(),
