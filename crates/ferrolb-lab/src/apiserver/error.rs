@@ -146,6 +146,16 @@ impl ApiError {
         e
     }
 
+    /// 403 Forbidden about `plural` (and object `name`, if any) with the full message.
+    pub fn denied(group: &str, plural: &str, name: &str, message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message).with_details(group, plural, name)
+    }
+
+    /// 429 TooManyRequests (set [`ApiError::retry_after`] for the `Retry-After` header).
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", message)
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
@@ -166,6 +176,24 @@ impl ApiError {
             410,
             "Expired",
             format!("too old resource version: {rv} ({oldest})"),
+        )
+    }
+
+    /// 410 Gone / Expired for a `continue` token whose snapshot is no longer retained.
+    pub fn expired_continue() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
+    /// 504 Timeout for a list at a resourceVersion the server has not reached.
+    pub fn too_large_resource_version(rv: u64, current: u64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {rv}, current: {current}"),
         )
     }
 

@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use super::auth::Auth;
 use super::error::ApiError;
+use super::faults::{self, Effect, Faults, RequestAttrs};
 use super::metrics::{Metrics, RequestLabels};
+use super::paging;
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
 use super::resources::{
@@ -48,6 +50,8 @@ pub struct App {
     pub bookmark_interval: Duration,
     /// Authentication, authorization and request recording.
     pub auth: Arc<Auth>,
+    /// Faults injected by tests.
+    pub faults: Arc<Faults>,
 }
 
 /// The axum router serving the whole API.
@@ -92,6 +96,8 @@ type Query = HashMap<String, String>;
 struct ReqInfo {
     verb: &'static str,
     resource: String,
+    /// The authenticated user, once authentication has set it (faults match on it).
+    user: Option<String>,
 }
 
 async fn handle(
@@ -112,20 +118,48 @@ async fn handle(
     let mut info = ReqInfo {
         verb: "other",
         resource: String::new(),
+        user: None,
     };
     // Authenticate and authorize first, as kube-apiserver's filters do; the endpoints of
-    // authentication and authorization themselves are served by `auth`.
+    // authentication and authorization themselves are served by `auth`. Faults injected by tests
+    // apply to admitted requests, matched on the user who sent them.
     let adm = app
         .auth
         .admit(&app.store, method.as_str(), uri.path(), &query, &headers);
+    info.user = Some(adm.acting().name.clone());
     let resp = match &adm.denied {
         Some(e) => error_response(e),
         None => match app.auth.serve(&app.store, &adm, &content_type, &body) {
             Some(r) => r.map_or_else(|e| error_response(&e), |(c, v)| json_response(c, &v)),
-            None => match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
-                Ok(r) => r,
-                Err(e) => error_response(&e),
-            },
+            None => {
+                let attrs = if app.faults.is_empty() {
+                    None
+                } else {
+                    request_attrs(&app, &method, uri.path(), &query, info.user.clone())
+                };
+                let effect = attrs.as_ref().and_then(|a| app.faults.decide(a));
+                if let Some(Effect::Delay { millis }) = effect {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                }
+                let failure = effect
+                    .as_ref()
+                    .zip(attrs.as_ref())
+                    .and_then(|(e, a)| faults::error_for(e, a));
+                match failure {
+                    Some(e) => {
+                        if let Some(a) = &attrs {
+                            info.verb = a.verb;
+                            info.resource = format!("{}/{}", a.group, a.resource);
+                        }
+                        tracing::info!(path = %uri.path(), code = e.code, "injected fault");
+                        error_response(&e)
+                    }
+                    None => match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
+                        Ok(r) => r,
+                        Err(e) => error_response(&e),
+                    },
+                }
+            }
         },
     };
     let code = resp.status().as_u16();
@@ -192,6 +226,10 @@ fn route(
                 )
                 .body(Body::from(body))
                 .unwrap_or_else(|_| Response::new(Body::empty())))
+        }
+        ["ferrolb-lab", "faults", rest @ ..] => {
+            let (code, v) = app.faults.admin(method.as_str(), rest, &body)?;
+            Ok(json_response(code, &v))
         }
         ["healthz"] | ["livez"] | ["readyz"] => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain")
@@ -274,6 +312,52 @@ fn parse_target(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<
     })
 }
 
+/// The Kubernetes verb of a request to a resource path.
+fn verb_of(method: &Method, named: bool, q: &Query) -> &'static str {
+    match (method.clone(), named) {
+        (Method::GET, true) => "get",
+        (Method::GET, false) if flag(q, "watch") => "watch",
+        (Method::GET, false) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, true) => "delete",
+        (Method::DELETE, false) => "deletecollection",
+        _ => "other",
+    }
+}
+
+/// What faults match a request on; `None` for paths that are not resources.
+fn request_attrs(
+    app: &App,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    user: Option<String>,
+) -> Option<RequestAttrs> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let t = parse_target(app, group, version, rest).ok()?;
+    Some(RequestAttrs {
+        user,
+        verb: verb_of(method, t.name.is_some(), q),
+        group: t.def.group.clone(),
+        resource: t.def.plural.clone(),
+        kind: t.def.kind.clone(),
+        subresource: if t.status {
+            "status".into()
+        } else {
+            String::new()
+        },
+        namespace: t.namespace.clone().unwrap_or_default(),
+        name: t.name.clone().unwrap_or_default(),
+    })
+}
+
 fn flag(q: &Query, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
 }
@@ -349,17 +433,7 @@ fn resource(
     info.verb = "other";
     let t = parse_target(app, group, version, rest)?;
     info.resource = t.def.storage_key();
-    info.verb = match (method.clone(), &t.name) {
-        (Method::GET, Some(_)) => "get",
-        (Method::GET, None) if flag(q, "watch") => "watch",
-        (Method::GET, None) => "list",
-        (Method::POST, _) => "create",
-        (Method::PUT, _) => "update",
-        (Method::PATCH, _) => "patch",
-        (Method::DELETE, Some(_)) => "delete",
-        (Method::DELETE, None) => "deletecollection",
-        _ => "other",
-    };
+    info.verb = verb_of(method, t.name.is_some(), q);
     let store = &app.store;
     let def = &t.def;
     let ns = t.namespace.as_deref().unwrap_or("");
@@ -460,26 +534,66 @@ fn parse_rv_param(q: &Query) -> Result<Option<u64>, ApiError> {
 fn list(store: &Store, t: &Target, q: &Query, as_table: bool) -> Result<Response, ApiError> {
     let f = filter(t, q)?;
     let want = parse_rv_param(q)?;
-    let (items, rv) = store.list(&t.def, &f);
-    if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
-        if let Some(w) = want.filter(|w| *w != rv) {
-            // Only the current state is kept: older exact versions are gone.
-            return Err(ApiError::gone(w, rv));
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {s:?}")))?,
+        ),
+    }
+    .filter(|l| *l > 0)
+    .map(|l| l as usize);
+    let token = q.get("continue").filter(|s| !s.is_empty());
+    // A continued list reads the first page's snapshot; `resourceVersionMatch=Exact` reads the
+    // asked version; anything else reads the current state.
+    let (at, after) = match token {
+        Some(tok) => {
+            if q.get("resourceVersion").is_some_and(|s| !s.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let c = paging::decode(tok, t.def.namespaced)?;
+            (Some(c.rv), Some(c.after))
+        }
+        None => match (want, q.get("resourceVersionMatch").map(String::as_str)) {
+            (Some(w), Some("Exact")) => {
+                let current = store.resource_version();
+                if w > current {
+                    return Err(ApiError::too_large_resource_version(w, current));
+                }
+                (Some(w), None)
+            }
+            _ => (None, None),
+        },
+    };
+    let (objects, rv) = store.list_at(&t.def, at).map_err(|e| match token {
+        Some(_) if e.code == 410 => ApiError::expired_continue(),
+        _ => e,
+    })?;
+    let page = paging::page(&objects, rv, after.as_ref(), limit, |o| f.matches(o));
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(next) = &page.next {
+        meta["continue"] = json!(next);
+        let selected = ["labelSelector", "fieldSelector"]
+            .iter()
+            .any(|k| q.get(*k).is_some_and(|s| !s.is_empty()));
+        if !selected {
+            meta["remainingItemCount"] = json!(page.remaining);
         }
     }
     if as_table {
-        return Ok(json_response(
-            200,
-            &table(&t.def, items.iter().map(|o| &**o), Some(rv), true),
-        ));
+        let mut tbl = table(&t.def, page.items.iter().map(|o| &**o), Some(rv), true);
+        tbl["metadata"] = meta;
+        return Ok(json_response(200, &tbl));
     }
-    let items: Vec<Value> = items.iter().map(|o| as_version(&t.def, o)).collect();
+    let items: Vec<Value> = page.items.iter().map(|o| as_version(&t.def, o)).collect();
     Ok(json_response(
         200,
         &json!({
             "kind": t.def.list_kind(),
             "apiVersion": t.def.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()},
+            "metadata": meta,
             "items": items,
         }),
     ))
@@ -537,6 +651,7 @@ mod tests {
                 super::super::auth::Tokens::new("t"),
                 super::super::audit::Audit::off(),
             )),
+            faults: Default::default(),
         }
     }
 

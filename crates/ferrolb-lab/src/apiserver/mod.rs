@@ -5,8 +5,10 @@
 //! resourceVersion, BOOKMARKs, 410 Gone), create (`generateName`), replace with resourceVersion
 //! preconditions, merge / strategic / JSON patch, server-side apply (as a merge recording the
 //! field manager), delete, deletecollection, label and field selectors, `status` subresources and
-//! discovery. The real `ferrolb controller` and `ferrolb speaker` run against it through the
-//! kubeconfig from [`RunningServer::kubeconfig_yaml`].
+//! discovery; paged lists read from one snapshot ([`paging`]); custom resources validated against
+//! their CRD's schema and CEL rules ([`validation`]); and faults on demand ([`faults`]). The real
+//! `ferrolb controller` and `ferrolb speaker` run against it through the kubeconfig from
+//! [`RunningServer::kubeconfig_yaml`]. docs/ARCHITECTURE.md lists what it does not reproduce.
 //!
 //! Every request is authenticated by bearer token and authorized by RBAC against the Roles,
 //! ClusterRoles and bindings stored in the server, as kube-apiserver does ([`auth`]): the
@@ -36,8 +38,10 @@ pub mod auth;
 pub mod authz;
 pub mod defaults;
 pub mod error;
+pub mod faults;
 pub mod http;
 pub mod metrics;
+pub mod paging;
 pub mod patch;
 pub mod proto;
 pub mod query;
@@ -196,7 +200,9 @@ impl ApiServer {
         let metrics = Arc::new(metrics::Metrics::default());
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
+        let faults = Arc::new(faults::Faults::default());
         let app = http::App {
+            faults: faults.clone(),
             metrics: metrics.clone(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
             store: store.clone(),
@@ -239,6 +245,7 @@ impl ApiServer {
             addr,
             auth,
             pki,
+            faults,
             metrics,
             store,
             state_file: self.state_file,
@@ -257,6 +264,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     auth: Arc<auth::Auth>,
     pki: tls::Pki,
+    faults: Arc<faults::Faults>,
     metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     state_file: Option<PathBuf>,
@@ -284,6 +292,11 @@ impl RunningServer {
     /// The object store (share it with [`ApiServer::store`] to restart in-process).
     pub fn store(&self) -> Arc<Store> {
         self.store.clone()
+    }
+
+    /// Faults injected into this server's answers (also at `/ferrolb-lab/faults`).
+    pub fn faults(&self) -> Arc<faults::Faults> {
+        self.faults.clone()
     }
 
     /// The server's metrics (also served at `/metrics`).

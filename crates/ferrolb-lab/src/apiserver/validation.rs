@@ -1050,8 +1050,13 @@ fn crd_versions(crd: &Value) -> Vec<((String, String), &Value)> {
 }
 
 impl Schemas {
-    /// The built-in schemas: ferrolb's CRDs.
+    /// The built-in schemas: ferrolb's CRDs (compiled once per process).
     pub fn builtin() -> Self {
+        static BUILTIN: std::sync::OnceLock<Schemas> = std::sync::OnceLock::new();
+        BUILTIN.get_or_init(Self::compile_builtin).clone()
+    }
+
+    fn compile_builtin() -> Self {
         let mut s = Schemas::default();
         for crd in ferrolb_core::crd::all_crds() {
             let Ok(v) = serde_json::to_value(&crd) else {

@@ -4,3 +4,5 @@ mod apiserver_api;
 mod apiserver_auth;
 mod apiserver_runtime;
 mod crd_validation;
+mod faults;
+mod paging;
