@@ -561,22 +561,26 @@ impl MeshRules {
         // isolation (fenced) must not take a peer's silence during that isolation for its
         // death — it waits `dead_after` from regaining permission to hear it.
         let since = grant.map(|_| own.permitted_since.unwrap_or(now));
-        // (A grant period begun in the start-up window began hearing everybody: no settling,
-        // so that members appearing unheard right after it do not fence this node.)
+        // A grant period begun in the start-up window began hearing everybody: neither the
+        // settling nor the Lease wait below (members appearing unheard right after it must
+        // not fence this node, and a crash right after a cluster starts is taken over at
+        // heartbeat speed).
+        let regained = since.is_some_and(|s| {
+            own.heartbeats_since
+                .is_none_or(|h| s.saturating_duration_since(h) >= self.startup_window())
+        });
         let settling = grant == Some(Grant::Majority)
-            && since.is_some_and(|s| {
-                now.saturating_duration_since(s) < self.settle_time()
-                    && own
-                        .heartbeats_since
-                        .is_none_or(|h| s.saturating_duration_since(h) >= self.startup_window())
-            });
+            && regained
+            && since.is_some_and(|s| now.saturating_duration_since(s) < self.settle_time());
         let may = grant.is_some() && !settling;
-        // During the first lease duration of a permission period a silent member must also
-        // have an expired Lease: this node may just have regained the API server, and a
+        // During the first lease duration of a grant period (begun after the start-up
+        // window) a silent member must also have an expired Lease: this node may just have
+        // regained the API server, and a
         // witness that saw its Lease expire keeps announcing until its own renew deadline,
         // which the Lease expiry (restarted at the regain) outlasts (the model check found
         // the takeover after `dead_after` overlapping it).
-        let young = since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration);
+        let young = regained
+            && since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration);
         let mut alive = std::collections::BTreeSet::new();
         let mut by_heartbeat = std::collections::BTreeSet::new();
         for ((name, _), v) in members.iter().zip(&views) {
