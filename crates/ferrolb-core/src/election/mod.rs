@@ -96,9 +96,10 @@
 //!   that were taken over meanwhile; without the re-read it would answer next to the new
 //!   owner (the model check finds exactly this interleaving when the rule is removed).
 //! * **Heartbeats.** [`membership`] combines these Lease rules with direct speaker
-//!   heartbeats (sub-second failover, no withdrawal while the API server is down, majority
-//!   rule on partitions); its [`membership::MeshRules::evaluate`] decides permission and
-//!   peer liveness when heartbeats are enabled.
+//!   heartbeats (sub-second failover, no withdrawal while the API server is down and every
+//!   speaker up, majority rule on partitions, the API server as witness when a majority is
+//!   lost); its [`membership::MeshRules::evaluate`] decides permission and peer liveness
+//!   when heartbeats are enabled.
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
 //!   its records and announces again after its first renewal and record read.
 //! * **Checked.** `crates/ferrolb-core/tests/core/election_lease.rs` explores every interleaving of crashes,
