@@ -735,6 +735,26 @@ impl Lab {
         Ok(())
     }
 
+    /// Power loss of `nodes`, all at once: their LAN links go down, then every process on
+    /// them (speaker, backend) is killed. Returns the instant the last link went down.
+    pub fn power_off(&mut self, nodes: &[usize]) -> Result<Instant> {
+        for i in nodes {
+            self.set_link(*i, false)?;
+        }
+        let t = Instant::now();
+        for i in nodes {
+            let procs = [
+                self.speakers.get_mut(*i).and_then(Option::take),
+                self.backends.get_mut(*i).and_then(Option::take),
+            ];
+            for p in procs.into_iter().flatten() {
+                p.signal(libc::SIGKILL);
+                let _ = p.wait(Duration::from_secs(2));
+            }
+        }
+        Ok(t)
+    }
+
     /// Takes node `i`'s LAN link down (partition) or up again.
     pub fn set_link(&self, i: usize, up: bool) -> Result<()> {
         let port = &self.net.host(self.nodes[i]).switch_port;

@@ -101,9 +101,10 @@
 //!   version just read; a view naming it as holder of nothing needs no confirmation. Claim
 //!   writes need none either: they are conditional on the version read.
 //! * **Heartbeats.** [`membership`] combines these Lease rules with direct speaker
-//!   heartbeats (sub-second failover, no withdrawal while the API server is down, majority
-//!   rule on partitions); its [`membership::MeshRules::evaluate`] decides permission and
-//!   peer liveness when heartbeats are enabled.
+//!   heartbeats (sub-second failover, no withdrawal while the API server is down and every
+//!   speaker up, majority rule on partitions, the API server as witness when a majority is
+//!   lost); its [`membership::MeshRules::evaluate`] decides permission and peer liveness
+//!   when heartbeats are enabled.
 //! * **Restart.** A speaker that restarts within the lease duration finds itself holder of
 //!   its records and announces again after its first renewal and the confirmation of its
 //!   records.

@@ -21,7 +21,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ferrolb_core::election::membership::{MeshRules, MeshTiming, OwnInput, PeerInput};
+use ferrolb_core::election::membership::{
+    Grant, Liveness, MeshRules, MeshTiming, OwnInput, PeerInput, PeerView,
+};
 use ferrolb_core::election::{decide_claim, ClaimAction, HolderState, LeaseClock, OwnerRecord};
 use proptest::prelude::*;
 
@@ -39,7 +41,8 @@ enum Ev {
     Restart(usize),
     NicDown(usize),
     NicUp(usize),
-    /// Nodes whose bit is set go to side 1; the API server to side `api_side`.
+    /// Nodes whose bit is set go to side 1; the API server to side `api_side` (2: both
+    /// sides reach it — heartbeats blocked between the sides, the API server routed).
     Split {
         mask: u8,
         api_side: u8,
@@ -68,6 +71,8 @@ struct Node {
     needs_confirm: bool,
     announcing: BTreeSet<usize>,
     permitted_since: Option<Instant>,
+    /// Permitted at its last pass.
+    may: bool,
     /// Tick the speaker (re)started at, and the tick its heartbeat key loads (heartbeats
     /// flow from then on; before, the Lease rules apply).
     started_at: u64,
@@ -81,8 +86,35 @@ fn key_delay(i: usize, t: u64) -> u64 {
     (((i as u64 + 3) * 2654435761) ^ ((t + 11) * 40503)) % 9
 }
 
+/// The rules the speakers follow: the real ones, or an unsafe variant the check must catch
+/// (each built around the real [`MeshRules::evaluate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// The real rules.
+    Real,
+    /// The old majority rule next to the witness: a majority needs no API server.
+    MajorityWithoutApi,
+    /// The witness without its own Lease fresh.
+    WitnessWithoutOwnLease,
+    /// Peers' Leases judged expired before their holders' renew deadline (lease duration
+    /// 1 s against a 1.2 s renew deadline): the witness without the margin.
+    NoLeaseMargin,
+    /// Under the witness rule a member is dead as soon as it is not heard and its Lease has
+    /// expired (no wait for the death time).
+    WitnessDeathWithoutSilence,
+    /// The witness takes every unheard member whose Lease expired for dead (no check that
+    /// its heartbeats and its Lease stopped together).
+    WitnessWithoutCrashSignature,
+    /// A node that just regained permission judges silent members by their heartbeats at
+    /// once (no Lease expiry during the first lease duration).
+    HeartbeatDeathRightAfterRegain,
+    /// A node regaining a majority announces at once (no settling time).
+    MajorityWithoutSettling,
+}
+
 struct World {
     n: usize,
+    variant: Variant,
     t: u64,
     base: Instant,
     rules: MeshRules,
@@ -113,8 +145,13 @@ fn rank(ip: usize, node: usize) -> u64 {
 
 impl World {
     fn new(n: usize, rules: MeshRules) -> Self {
+        Self::with(n, rules, Variant::Real)
+    }
+
+    fn with(n: usize, rules: MeshRules, variant: Variant) -> Self {
         let mut w = World {
             n,
+            variant,
             t: 0,
             base: Instant::now(),
             rules,
@@ -154,7 +191,10 @@ impl World {
     }
 
     fn api(&self, i: usize) -> bool {
-        self.api_up && self.nic[i] && !self.api_cut[i] && self.side[i] == self.api_side
+        self.api_up
+            && self.nic[i]
+            && !self.api_cut[i]
+            && (self.side[i] == self.api_side || self.api_side == 2)
     }
 
     fn apply(&mut self, ev: &Ev) {
@@ -285,6 +325,16 @@ impl World {
 
     fn pass(&mut self, i: usize, now: Instant) {
         let clock = self.clock;
+        let peer_clock = if self.variant == Variant::NoLeaseMargin {
+            LeaseClock::new(
+                Duration::from_millis(1000),
+                Duration::from_millis(700),
+                Duration::from_millis(300),
+            )
+            .unwrap()
+        } else {
+            clock
+        };
         let api = self.api(i);
         let me = name(i);
         let nd = &mut self.nodes[i];
@@ -303,7 +353,7 @@ impl World {
                     name(*k),
                     PeerInput {
                         last_heard: nd.last_heard.get(k).copied(),
-                        lease_alive: clock.peer_alive(*at, now),
+                        lease_alive: peer_clock.peer_alive(*at, now),
                         lease_held_since: Some(*really),
                     },
                 )
@@ -320,14 +370,16 @@ impl World {
             renewed_ever: nd.last_renewed.is_some(),
             mesh_enabled,
             heard_any: !nd.last_heard.is_empty(),
+            lease_duration: clock.lease_duration(),
             reap_after: REAP_AFTER,
             permitted_since: nd.permitted_since,
             heartbeats_since: Some(self.base + TICK * since as u32),
         };
-        let live = self.rules.evaluate(&peers, own, &nd.reaped, now);
-        if nd.permitted_since.is_some() && !live.may {
+        let live = evaluate(&self.rules, self.variant, &peers, own, &nd.reaped, now);
+        if nd.may && !live.may {
             nd.fences += 1;
         }
+        nd.may = live.may;
         nd.permitted_since = live.permitted_since;
         nd.reaped = live.reaped.clone();
         let may = live.may;
@@ -445,6 +497,131 @@ impl World {
     }
 }
 
+/// [`MeshRules::evaluate`], or the unsafe `variant` of it.
+fn evaluate(
+    rules: &MeshRules,
+    variant: Variant,
+    peers: &BTreeMap<String, PeerInput>,
+    own: OwnInput,
+    reaped: &BTreeSet<String>,
+    now: Instant,
+) -> Liveness {
+    let live = rules.evaluate(peers, own, reaped, now);
+    let view = |m: &String| {
+        let p = &peers[m];
+        PeerView {
+            last_heard: p.last_heard,
+            lease_alive: p.lease_alive,
+            lease_changed: p.lease_held_since,
+        }
+    };
+    let silent = |v: &PeerView| {
+        v.last_heard
+            .is_none_or(|t| now.saturating_duration_since(t) >= rules.timing.dead_after)
+    };
+    match variant {
+        Variant::MajorityWithoutApi | Variant::WitnessWithoutOwnLease
+            if !own.lease_fresh && !live.may =>
+        {
+            let wanted = if variant == Variant::MajorityWithoutApi {
+                Grant::Majority
+            } else {
+                Grant::Witness
+            };
+            let as_if = rules.evaluate(
+                peers,
+                OwnInput {
+                    lease_fresh: true,
+                    ..own
+                },
+                reaped,
+                now,
+            );
+            if as_if.grant == Some(wanted) {
+                as_if
+            } else {
+                live
+            }
+        }
+        Variant::WitnessDeathWithoutSilence if live.grant == Some(Grant::Witness) => {
+            let alive = live
+                .members
+                .iter()
+                .filter(|m| {
+                    let v = view(m);
+                    rules.hears(&v, now) || !rules.witness_dead(&v, &own)
+                })
+                .cloned()
+                .collect();
+            Liveness { alive, ..live }
+        }
+        Variant::WitnessWithoutCrashSignature
+            if !live.may
+                && own.lease_fresh
+                && own.renewed_ever
+                && own.mesh_enabled
+                && own.heard_any
+                && live.members.len() >= 2 =>
+        {
+            let naive_dead = |v: &PeerView| v.last_heard.is_some() && !v.lease_alive;
+            if live.members.iter().all(|m| {
+                let v = view(m);
+                rules.hears(&v, now) || naive_dead(&v)
+            }) {
+                let alive = live
+                    .members
+                    .iter()
+                    .filter(|m| {
+                        let v = view(m);
+                        !(silent(&v) && naive_dead(&v))
+                    })
+                    .cloned()
+                    .collect();
+                Liveness {
+                    may: true,
+                    grant: Some(Grant::Witness),
+                    alive,
+                    by_heartbeat: Default::default(),
+                    permitted_since: Some(own.permitted_since.unwrap_or(now)),
+                    ..live
+                }
+            } else {
+                live
+            }
+        }
+        Variant::HeartbeatDeathRightAfterRegain
+            if matches!(live.grant, Some(Grant::Majority | Grant::All)) =>
+        {
+            let n = live.members.len() + 1;
+            let since = live.permitted_since;
+            let mut alive = BTreeSet::new();
+            let mut by_heartbeat = BTreeSet::new();
+            for m in &live.members {
+                let v = view(m);
+                let judged = PeerView {
+                    last_heard: v.last_heard.map(|t| since.map_or(t, |s| t.max(s))),
+                    ..v
+                };
+                if rules.peer_alive(n, &judged, own.heard_any, now) {
+                    alive.insert(m.clone());
+                }
+                if v.last_heard.is_some() && n != 2 {
+                    by_heartbeat.insert(m.clone());
+                }
+            }
+            Liveness {
+                alive,
+                by_heartbeat,
+                ..live
+            }
+        }
+        Variant::MajorityWithoutSettling if live.grant == Some(Grant::Majority) && !live.may => {
+            Liveness { may: true, ..live }
+        }
+        _ => live,
+    }
+}
+
 fn rules() -> MeshRules {
     MeshRules {
         timing: MeshTiming::default(),
@@ -454,7 +631,17 @@ fn rules() -> MeshRules {
 /// Runs a scenario; checks the invariant at every tick, then heals and expects one owner
 /// per IP within 10 s.
 fn scenario(n: usize, rules: MeshRules, events: &[(Ev, u64)]) -> Result<(), String> {
-    let mut w = World::new(n, rules);
+    scenario_with(n, rules, Variant::Real, events)
+}
+
+/// [`scenario`] with the speakers following `variant`.
+fn scenario_with(
+    n: usize,
+    rules: MeshRules,
+    variant: Variant,
+    events: &[(Ev, u64)],
+) -> Result<(), String> {
+    let mut w = World::with(n, rules, variant);
     w.run(60)?;
     for (ev, wait) in events {
         if let Ev::Crash(i)
@@ -491,7 +678,7 @@ fn event(n: usize) -> impl Strategy<Value = Ev> {
         i.clone().prop_map(Ev::Restart),
         i.clone().prop_map(Ev::NicDown),
         i.clone().prop_map(Ev::NicUp),
-        (any::<u8>(), 0u8..2).prop_map(|(mask, api_side)| Ev::Split { mask, api_side }),
+        (any::<u8>(), 0u8..3).prop_map(|(mask, api_side)| Ev::Split { mask, api_side }),
         Just(Ev::Heal),
         Just(Ev::ApiDown),
         Just(Ev::ApiUp),
@@ -509,8 +696,16 @@ fn events() -> impl Strategy<Value = (usize, Vec<(Ev, u64)>)> {
     })
 }
 
+/// Cases of the random exploration: 1 500, or `FERROLB_MODEL_CASES` for a deeper run.
+fn model_cases(default: u32) -> u32 {
+    std::env::var("FERROLB_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: model_cases(1500), ..ProptestConfig::default() })]
 
     /// Any interleaving of crashes, restarts, link cuts, partitions, API outages and heals:
     /// never two announcers of one IP; one owner per IP once healed.
@@ -644,38 +839,6 @@ fn two_nodes_fail_over_at_lease_speed() {
 }
 
 #[test]
-fn sequential_crashes_shrink_the_membership_simultaneous_majority_loss_does_not() {
-    // One crash, then (after the dead member is reaped, 20 s) the owner's crash: the last
-    // node takes over on the two-node rules (Lease witness).
-    let mut w = World::new(3, rules());
-    w.run(60).unwrap();
-    let owner = w.owners()[0][0];
-    let first = (0..3).find(|i| *i != owner).unwrap();
-    let survivor = (0..3).find(|i| *i != owner && *i != first).unwrap();
-    w.apply(&Ev::Crash(first));
-    w.run(25 * 20).unwrap();
-    assert_eq!(w.announcers(0), vec![owner]);
-    w.apply(&Ev::Crash(owner));
-    let mut t = 0;
-    while !w.announcers(0).contains(&survivor) {
-        w.step().unwrap();
-        t += 1;
-        assert!(t < 200, "survivor never took over");
-    }
-    assert!(t * 50 <= 2500, "after {}ms", t * 50);
-    // Two of three at once: the survivor cannot tell this from being cut off from a
-    // majority that still announces, so it stays silent.
-    let mut w = World::new(3, rules());
-    w.run(60).unwrap();
-    let owner = w.owners()[0][0];
-    let other = (0..3).find(|i| *i != owner).unwrap();
-    w.apply(&Ev::Crash(owner));
-    w.apply(&Ev::Crash(other));
-    w.run(40 * 20).unwrap();
-    assert!(w.owners().iter().all(|a| a.is_empty()));
-}
-
-#[test]
 fn the_check_finds_the_overlap_when_the_margin_is_removed() {
     // fence after == death time: the cut-off owner still answers when its successor starts.
     let bad = MeshRules {
@@ -715,5 +878,332 @@ fn a_node_back_from_a_long_isolation_does_not_reap_the_majority() {
             evs.push((Ev::ApiUp, 200));
         }
         scenario(5, rules(), &evs).unwrap();
+    }
+}
+
+/// Whether every IP is announced by exactly one node, each of them in `by`.
+fn served_by(w: &World, by: &[usize]) -> bool {
+    w.owners()
+        .iter()
+        .all(|a| a.len() == 1 && by.contains(&a[0]))
+}
+
+/// Steps `limit` ticks; returns the tick from which on every IP was announced by exactly
+/// one node of `by` (the end of the failover window), panicking when it is not by then.
+fn until_served(w: &mut World, by: &[usize], limit: u64, what: &str) -> u64 {
+    let mut from = None;
+    for t in 1..=limit {
+        w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+        if !served_by(w, by) {
+            from = None;
+        } else if from.is_none() {
+            from = Some(t);
+        }
+    }
+    from.unwrap_or_else(|| {
+        panic!(
+            "{what}: not served by {by:?} after {}ms: {:?}",
+            limit * 50,
+            w.owners()
+        )
+    })
+}
+
+/// Steps `ticks` and asserts every IP stays announced by the same single node.
+fn stays(w: &mut World, ticks: u64, what: &str) {
+    let before = w.owners();
+    for _ in 0..ticks {
+        w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(w.owners(), before, "{what}: t={}ms", w.t * 50);
+    }
+}
+
+fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
+    (0u32..1 << n)
+        .filter(|m| m.count_ones() as usize == k)
+        .map(|m| (0..n).filter(|i| m & (1 << i) != 0).collect())
+        .collect()
+}
+
+#[test]
+fn a_majority_lost_at_once_is_served_by_the_survivors_on_the_api_witness() {
+    // 3 nodes losing 2, 5 losing 3 (crash = power loss: heartbeats and renewals stop), every
+    // choice of lost nodes, at each phase of the renewal cycle: the survivors take every IP
+    // once the lost nodes' Leases expire (their last renewal + 2 s), never two at a time.
+    let mut worst = 0;
+    for (n, lost) in [(3, 2), (5, 3)] {
+        for gone in subsets(n, lost) {
+            let survivors: Vec<usize> = (0..n).filter(|i| !gone.contains(i)).collect();
+            for warm in 60..66 {
+                let mut w = World::new(n, rules());
+                w.run(warm).unwrap();
+                for g in &gone {
+                    w.apply(&Ev::Crash(*g));
+                }
+                let what = format!("n={n} lost {gone:?} after {warm} ticks");
+                let t = until_served(&mut w, &survivors, 80, &what);
+                assert!(t * 50 <= 2500, "{what}: after {}ms", t * 50);
+                worst = worst.max(t * 50);
+                stays(&mut w, 400, &what);
+            }
+        }
+    }
+    eprintln!("majority loss served after at most {worst}ms (model)");
+}
+
+#[test]
+fn losses_five_seconds_apart_are_each_one_failover() {
+    // 3 nodes losing 2 and 5 nodes losing 3, one by one 5 s apart, each time the owner of
+    // ip0: every IP is served again within the failover window (a majority left: the death
+    // time; no majority left: the Lease expiry) and stays served until the next loss.
+    for (n, losses) in [(3, 2), (5, 3)] {
+        for warm in 60..66 {
+            let mut w = World::new(n, rules());
+            w.run(warm).unwrap();
+            let mut alive: Vec<usize> = (0..n).collect();
+            for k in 0..losses {
+                let owner = w.owners()[0][0];
+                w.apply(&Ev::Crash(owner));
+                alive.retain(|i| *i != owner);
+                let what = format!("n={n} loss {k} (n{owner}) after {warm} ticks");
+                let t = until_served(&mut w, &alive, 80, &what);
+                let bound = if alive.len() * 2 > n { 750 } else { 2500 };
+                assert!(t * 50 <= bound, "{what}: after {}ms", t * 50);
+                stays(&mut w, 20, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn partitions_with_and_without_the_api_server() {
+    // (nodes on side 1, API server side (2: both), who serves every IP, within)
+    let cases: Vec<(usize, u8, u8, Vec<usize>, u64)> = vec![
+        // one node alone with the API server: it is the witness, the others lost the API
+        // server and do not hear everybody, so they withdraw by their renew deadline
+        (3, 0b001, 1, vec![0], 2500),
+        (3, 0b001, 0, vec![1, 2], 750),
+        // the API server reachable from both sides: the majority
+        (3, 0b001, 2, vec![1, 2], 750),
+        (5, 0b00011, 1, vec![0, 1], 2500),
+        (5, 0b00011, 0, vec![2, 3, 4], 750),
+        (5, 0b00011, 2, vec![2, 3, 4], 750),
+    ];
+    for (n, mask, api_side, winners, within) in cases {
+        for warm in 60..66 {
+            let mut w = World::new(n, rules());
+            w.run(warm).unwrap();
+            w.apply(&Ev::Split { mask, api_side });
+            let what = format!("n={n} side 1 {mask:#b}, API side {api_side}, warm {warm}");
+            let t = until_served(&mut w, &winners, 80, &what);
+            assert!(t * 50 <= within, "{what}: after {}ms", t * 50);
+            stays(&mut w, 600, &what);
+            w.apply(&Ev::Heal);
+            w.run(200).unwrap();
+            assert!(w.owners().iter().all(|a| a.len() == 1), "{what}: healed");
+        }
+    }
+    // A partition while the API server is down: nobody can tell a crash from a cut, nobody
+    // can reach the witness, so every side withdraws; the API server's return settles it.
+    for n in [3, 5] {
+        let mut w = World::new(n, rules());
+        w.run(60).unwrap();
+        w.apply(&Ev::ApiDown);
+        stays(&mut w, 100, "API server down, everybody up");
+        w.apply(&Ev::Split {
+            mask: 0b1,
+            api_side: 0,
+        });
+        w.run(10).unwrap();
+        assert!(w.owners().iter().all(|a| a.is_empty()), "{:?}", w.owners());
+        w.run(400).unwrap();
+        assert!(w.owners().iter().all(|a| a.is_empty()), "{:?}", w.owners());
+        w.apply(&Ev::ApiUp);
+        let majority: Vec<usize> = (1..n).collect();
+        until_served(&mut w, &majority, 60, "API server back");
+    }
+}
+
+/// The targeted scenarios that each unsafe variant must fail (and the real rules pass).
+fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
+    let alone_with_api = |x: usize| Ev::Split {
+        mask: 1 << x,
+        api_side: 1,
+    };
+    let mut out = Vec::new();
+    match variant {
+        Variant::Real => {}
+        // a node alone with the API server vs a majority that lost it
+        Variant::MajorityWithoutApi | Variant::NoLeaseMargin => {
+            for x in 0..3 {
+                for warm in 0..6 {
+                    out.push((
+                        3,
+                        vec![
+                            (Ev::ApiDown, 0),
+                            (Ev::ApiUp, warm),
+                            (alone_with_api(x), 100),
+                        ],
+                    ));
+                }
+            }
+        }
+        // the witness (the others crashed) loses the API server and its peers; the others
+        // come back and take its IPs on Lease expiry
+        Variant::WitnessWithoutOwnLease => {
+            for x in 0..3 {
+                let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
+                out.push((
+                    3,
+                    vec![
+                        (Ev::Crash(others[0]), 0),
+                        (Ev::Crash(others[1]), 60),
+                        (Ev::NicDown(x), 10),
+                        (Ev::Restart(others[0]), 0),
+                        (Ev::Restart(others[1]), 150),
+                    ],
+                ));
+            }
+        }
+        // the others lost the API server 1.7–2 s before the cut (they announce while they
+        // hear everybody; their Leases expire in the witness's eyes right at the cut)
+        // (the overlap is at most a tick: the witness must get the others' last heartbeats a
+        // tick before they get its own — n1's heartbeats arrive on even ticks, n0's and n2's
+        // on odd ones — and must not already own every IP, so n1 loses them first)
+        Variant::WitnessDeathWithoutSilence => {
+            for k in 30..42 {
+                out.push((
+                    3,
+                    vec![
+                        (Ev::NicDown(1), 30),
+                        (Ev::NicUp(1), 60),
+                        (Ev::ApiCut(0), 0),
+                        (Ev::ApiCut(2), k),
+                        (alone_with_api(1), 60),
+                    ],
+                ));
+            }
+        }
+        // a node isolated for 25 s is reaped by the others; they lose the API server, it
+        // regains it alone: their Leases expire in its eyes, but they announce (hearing
+        // every member they still count)
+        Variant::WitnessWithoutCrashSignature => {
+            for x in 0..3 {
+                out.push((
+                    3,
+                    vec![
+                        (Ev::NicDown(x), 500),
+                        (alone_with_api(x), 0),
+                        (Ev::NicUp(x), 100),
+                    ],
+                ));
+            }
+        }
+        // a witness with the API server; the API server moves to the majority's side: the
+        // witness keeps announcing until its renew deadline
+        Variant::HeartbeatDeathRightAfterRegain => {
+            for x in 0..3 {
+                for k in 30..44 {
+                    out.push((
+                        3,
+                        vec![
+                            (alone_with_api(x), k),
+                            (
+                                Ev::Split {
+                                    mask: 1 << x,
+                                    api_side: 0,
+                                },
+                                40,
+                            ),
+                        ],
+                    ));
+                }
+            }
+        }
+        // n1 cut off, its majority regained a moment later with the API server reachable
+        // everywhere, while n2 (just left alone) still counts n0 and takes n1's IPs
+        Variant::MajorityWithoutSettling => {
+            for first in 5..10 {
+                for second in 3..8 {
+                    out.push((
+                        3,
+                        vec![
+                            (
+                                Ev::Split {
+                                    mask: 0b010,
+                                    api_side: 0,
+                                },
+                                first,
+                            ),
+                            (
+                                Ev::Split {
+                                    mask: 0b011,
+                                    api_side: 2,
+                                },
+                                second,
+                            ),
+                        ],
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+const UNSAFE: [Variant; 7] = [
+    Variant::MajorityWithoutApi,
+    Variant::WitnessWithoutOwnLease,
+    Variant::NoLeaseMargin,
+    Variant::WitnessDeathWithoutSilence,
+    Variant::WitnessWithoutCrashSignature,
+    Variant::HeartbeatDeathRightAfterRegain,
+    Variant::MajorityWithoutSettling,
+];
+
+#[test]
+fn each_unsafe_variant_of_the_witness_is_caught() {
+    // Each condition of the witness rule is needed: drop one and some scenario shows two
+    // announcers of one IP. The real rules pass every one of these scenarios.
+    for v in UNSAFE {
+        let traps = traps(v);
+        assert!(!traps.is_empty());
+        let mut caught = None;
+        for (n, evs) in &traps {
+            scenario(*n, rules(), evs)
+                .unwrap_or_else(|e| panic!("the real rules fail a trap for {v:?}: {e}\n{evs:?}"));
+            if caught.is_none() {
+                caught = scenario_with(*n, rules(), v, evs).err();
+            }
+        }
+        let e = caught.unwrap_or_else(|| panic!("{v:?} is not caught"));
+        eprintln!("{v:?}: {e}");
+    }
+}
+
+#[test]
+fn the_random_exploration_finds_unsafe_variants_on_its_own() {
+    // The random interleavings (the same generator as above, a fixed seed, no shrinking)
+    // find two of the variants without a hand-made trap (the others need rarer timings:
+    // the real rules' first version without the lease-duration wait after a regain was
+    // found by the random check once in about a thousand cases).
+    use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+    for v in [Variant::MajorityWithoutApi, Variant::NoLeaseMargin] {
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases: 1500,
+                max_shrink_iters: 0,
+                failure_persistence: None,
+                ..Config::default()
+            },
+            TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+        );
+        let result = runner.run(&events(), |(n, evs)| {
+            scenario_with(n, rules(), v, &evs).map_err(TestCaseError::fail)
+        });
+        match result {
+            Err(TestError::Fail(why, (n, evs))) => eprintln!("{v:?}: n={n} {evs:?}: {why}"),
+            other => panic!("{v:?} not found by the random exploration: {other:?}"),
+        }
     }
 }

@@ -154,10 +154,12 @@ async fn handle(
                         tracing::info!(path = %uri.path(), code = e.code, "injected fault");
                         error_response(&e)
                     }
-                    None => match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
-                        Ok(r) => r,
-                        Err(e) => error_response(&e),
-                    },
+                    None => {
+                        match route(&app, &method, uri.path(), &query, &headers, body, &mut info) {
+                            Ok(r) => r,
+                            Err(e) => error_response(&e),
+                        }
+                    }
                 }
             }
         },

@@ -203,6 +203,7 @@ impl<A: Announcer> Speaker<A> {
             renewed_ever: fence.last_renewed().is_some(),
             mesh_enabled: state.as_ref().is_some_and(|st| st.enabled),
             heard_any: table.is_some_and(|t| t.heard_any()),
+            lease_duration: clock.lease_duration(),
             reap_after: clock.lease_duration() * REAP_AFTER_LEASES,
             permitted_since: self.live.permitted_since,
             heartbeats_since: state.as_ref().map(|st| st.since),

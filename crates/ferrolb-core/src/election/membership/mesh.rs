@@ -232,6 +232,29 @@ pub struct PeerView {
     /// The Lease rule ([`super::LeaseClock::peer_alive`]): its node Lease changed within
     /// the lease duration, as this node observed it.
     pub lease_alive: bool,
+    /// When its node Lease was last really seen changing (or first read), if it holds it
+    /// ([`PeerInput::lease_held_since`]).
+    pub lease_changed: Option<Instant>,
+}
+
+/// Why a node may announce ([`MeshRules::evaluate`]; None in [`Liveness::grant`]: it may not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Heartbeats are off: its own Lease is fresh (the Lease rules).
+    Lease,
+    /// It is the only member.
+    Alone,
+    /// Two members: it hears its peer.
+    Peer,
+    /// Two members: its own Lease is fresh (the API server breaks the tie).
+    PairLease,
+    /// Three or more members: it hears every one of them, whatever the API server does.
+    All,
+    /// Three or more members: it hears a majority and its own Lease is fresh.
+    Majority,
+    /// Three or more members, no majority heard: its own Lease is fresh and every member it
+    /// does not hear is [`MeshRules::witness_dead`] (the API server as witness).
+    Witness,
 }
 
 /// The "may I announce" and "is that peer alive" rules, combining heartbeats and Leases.
@@ -244,13 +267,20 @@ pub struct PeerView {
 ///   was not heard for `dead_after` **and** its Lease is stale: two-node failover runs at
 ///   Lease speed, and never two announcers (a node cut from both peer and API fences at
 ///   the earlier of its two deadlines, each shorter than the matching death time).
-/// * `n ≥ 3`: it may announce while it hears a majority (`heard + 1 > n / 2`) within
-///   `fence_after`, whatever the API server does. A peer heard at least once is dead when
-///   silent for `dead_after`; a peer never heard is judged by its Lease.
+/// * `n ≥ 3`: it may announce while it hears **every** member within `fence_after`
+///   (whatever the API server does), or hears a **majority** and its own Lease is fresh,
+///   or — the **witness** rule — its own Lease is fresh and every member it does not hear
+///   is [`MeshRules::witness_dead`]: silent, Lease expired, and both stopped together, the
+///   way a crash or a power loss stops them. A majority that cannot reach the API server
+///   and does not hear everybody therefore withdraws by its renew deadline, before any
+///   witness can see its Leases expire: the side that reaches the API server wins.
+///   A peer heard at least once is dead when silent for `dead_after` (under the witness
+///   rule: when silent for `dead_after` and witness-dead, judged by its Lease); a peer
+///   never heard is judged by its Lease.
 /// * Until the first heartbeat from anyone arrives, a node of a 1- or 2-member cluster uses
 ///   its Lease as above; with 3 or more members it may not announce (a restarted node cut
 ///   off from its peers but not from the API server must not take over on Lease expiry
-///   while the majority, on heartbeats, keeps announcing — the model check found this).
+///   while the others keep announcing — the model check found this).
 ///   Peers never heard are judged by their Leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeshRules {
@@ -274,6 +304,16 @@ impl MeshRules {
                 .is_some_and(|s| now.saturating_duration_since(s) < self.startup_window())
     }
 
+    /// How long a [`Grant::Majority`] must have lasted before this node announces: the
+    /// fence time plus a heartbeat interval (grant periods begun in the start-up window
+    /// excepted: they begin hearing everybody). A node regaining a majority may be hearing a
+    /// member that the other side still counted a moment ago; that side, still permitted,
+    /// may take this node's IPs on its silence until it notices, within `fence_after` (the
+    /// model check found the overlap when this node re-asserted its claims at once).
+    pub fn settle_time(&self) -> Duration {
+        self.timing.fence_after + self.timing.interval
+    }
+
     /// Whether a peer was heard within `fence_after` at `now`.
     pub fn hears(&self, p: &PeerView, now: Instant) -> bool {
         p.last_heard
@@ -285,27 +325,68 @@ impl MeshRules {
         members <= 1 || (heard + 1) * 2 > members
     }
 
-    /// May this node announce at `now`? `heard_any`: some heartbeat was ever received.
-    pub fn may_announce(
-        &self,
-        peers: &[PeerView],
-        own_lease_fresh: bool,
-        heard_any: bool,
-        now: Instant,
-    ) -> bool {
+    /// Is `p` dead to the witness rule? Its Lease expired in this node's eyes, and its
+    /// heartbeats and its Lease stopped together — the last heartbeat heard and the last
+    /// change of its Lease seen lie less than a lease duration apart — after this node had
+    /// been listening for a lease duration.
+    ///
+    /// * Heard while its Lease had already expired: it was alive without the API server, so
+    ///   its side may still announce (with a membership that does not know this node);
+    /// * its Lease still changing a lease duration after it fell silent: it was alive and
+    ///   cut off from this node, and its side may have stopped counting this node (reaped);
+    /// * its Lease seen changing only within a lease duration of this node's start: that
+    ///   may be the first read of a Lease that stopped changing long before, from a node
+    ///   whose side never learnt about this one.
+    ///
+    /// In each case it is not dead to the witness (it stays a reason not to announce). The
+    /// rule is off unless `reap_after` exceeds twice the lease duration.
+    pub fn witness_dead(&self, p: &PeerView, own: &OwnInput) -> bool {
+        let l = own.lease_duration;
+        let (Some(heard), Some(changed), Some(since)) =
+            (p.last_heard, p.lease_changed, own.heartbeats_since)
+        else {
+            return false;
+        };
+        own.reap_after > l * 2
+            && !p.lease_alive
+            && heard.saturating_duration_since(changed) < l
+            && changed.saturating_duration_since(heard) < l
+            && changed.saturating_duration_since(since) >= l
+    }
+
+    /// Why this node may announce at `now` given its members' views (heartbeats enabled),
+    /// before the start-up window and the first renewal are considered.
+    pub fn grant(&self, peers: &[PeerView], own: &OwnInput, now: Instant) -> Option<Grant> {
         let n = peers.len() + 1;
-        if !heard_any {
-            return n == 1 || (n == 2 && own_lease_fresh);
+        let fresh = own.lease_fresh;
+        if !own.heard_any {
+            return match n {
+                1 => Some(Grant::Alone),
+                2 if fresh => Some(Grant::PairLease),
+                _ => None,
+            };
         }
         let heard = peers.iter().filter(|p| self.hears(p, now)).count();
         match n {
-            1 => true,
-            2 => heard == 1 || own_lease_fresh,
-            _ => Self::quorum(n, heard),
+            1 => Some(Grant::Alone),
+            2 if heard == 1 => Some(Grant::Peer),
+            2 if fresh => Some(Grant::PairLease),
+            2 => None,
+            _ if heard == n - 1 => Some(Grant::All),
+            _ if fresh && Self::quorum(n, heard) => Some(Grant::Majority),
+            _ if fresh
+                && peers
+                    .iter()
+                    .all(|p| self.hears(p, now) || self.witness_dead(p, own)) =>
+            {
+                Some(Grant::Witness)
+            }
+            _ => None,
         }
     }
 
-    /// Is `p` alive at `now` in this node's eyes, in a cluster of `members` (self included)?
+    /// Is `p` alive at `now` in this node's eyes, in a cluster of `members` (self included),
+    /// outside the witness rule?
     pub fn peer_alive(&self, members: usize, p: &PeerView, heard_any: bool, now: Instant) -> bool {
         let Some(t) = p.last_heard.filter(|_| heard_any) else {
             return p.lease_alive;
@@ -342,12 +423,16 @@ pub struct OwnInput {
     pub mesh_enabled: bool,
     /// Some heartbeat was ever received.
     pub heard_any: bool,
+    /// The node Lease duration ([`super::LeaseClock::lease_duration`]): the window of
+    /// [`MeshRules::witness_dead`].
+    pub lease_duration: Duration,
     /// Members whose Lease has not changed, and who were not heard, for this long stop
     /// counting — only while `lease_fresh` (this node sees the API server) and this node
     /// hears a majority of the full membership and has been permitted for this long.
+    /// Must exceed twice the lease duration (the witness rule relies on it).
     pub reap_after: Duration,
-    /// Start of this node's current permission period, as returned by the previous
-    /// evaluation ([`Liveness::permitted_since`]); None when it was not permitted.
+    /// Start of this node's current grant period, as returned by the previous evaluation
+    /// ([`Liveness::permitted_since`]); None when it had no grant.
     pub permitted_since: Option<Instant>,
     /// When this node started listening for heartbeats: the instant its key was loaded, or
     /// the speaker's start while the key is not loaded yet. None: heartbeats are not
@@ -360,15 +445,18 @@ pub struct OwnInput {
 pub struct Liveness {
     /// This node may announce.
     pub may: bool,
+    /// Why it may (None: it may not).
+    pub grant: Option<Grant>,
     /// Peers that count as members (quorum denominator, heartbeat targets).
     pub members: Vec<String>,
     /// Members alive in this node's eyes.
     pub alive: std::collections::BTreeSet<String>,
     /// Members judged by their heartbeats (their silence alone proves death; no fresh
-    /// read of their Lease before taking their IPs over).
+    /// read of their Lease before taking their IPs over). Empty under the witness rule.
     pub by_heartbeat: std::collections::BTreeSet<String>,
-    /// Start of the current permission period (None: not permitted). Pass it back in
-    /// [`OwnInput::permitted_since`].
+    /// Start of the current grant period (None: no grant). Pass it back in
+    /// [`OwnInput::permitted_since`]. It may be set while `may` is false: a majority grant
+    /// younger than [`MeshRules::settle_time`].
     pub permitted_since: Option<Instant>,
     /// Members reaped (dead for `reap_after`); pass back to the next evaluation: a reaped
     /// member stays out until it is heard or renews its Lease again.
@@ -398,8 +486,10 @@ impl MeshRules {
     ) -> Liveness {
         let starting = self.starting(&own, now);
         if !own.mesh_enabled {
+            let may = own.lease_fresh && !starting;
             return Liveness {
-                may: own.lease_fresh && !starting,
+                may,
+                grant: may.then_some(Grant::Lease),
                 members: peers
                     .iter()
                     .filter(|(_, p)| p.lease_held_since.is_some())
@@ -411,21 +501,22 @@ impl MeshRules {
                     .map(|(n, _)| n.clone())
                     .collect(),
                 by_heartbeat: Default::default(),
-                permitted_since: (own.lease_fresh && !starting)
-                    .then(|| own.permitted_since.unwrap_or(now)),
+                permitted_since: may.then(|| own.permitted_since.unwrap_or(now)),
                 reaped: Default::default(),
             };
         }
+        let view = |p: &PeerInput| PeerView {
+            last_heard: p.last_heard,
+            lease_alive: p.lease_alive,
+            lease_changed: p.lease_held_since,
+        };
         // Reaping shrinks the membership, so only a node holding a quorum of the full
         // membership may do it (a minority reaping the majority would then take over while
         // the majority keeps announcing — the model check found this).
         let held: Vec<PeerView> = peers
             .values()
             .filter(|p| p.lease_held_since.is_some())
-            .map(|p| PeerView {
-                last_heard: p.last_heard,
-                lease_alive: p.lease_alive,
-            })
+            .map(view)
             .collect();
         let full_quorum = own.heard_any
             && Self::quorum(
@@ -459,38 +550,65 @@ impl MeshRules {
             .filter(|(n, p)| p.lease_held_since.is_some() && !reaped.contains(*n))
             .collect();
         let n = members.len() + 1;
-        let views: Vec<PeerView> = members
-            .iter()
-            .map(|(_, p)| PeerView {
-                last_heard: p.last_heard,
-                lease_alive: p.lease_alive,
-            })
-            .collect();
+        let views: Vec<PeerView> = members.iter().map(|(_, p)| view(p)).collect();
         let hears_all =
             views.len() >= 2 && own.heard_any && views.iter().all(|v| self.hears(v, now));
-        let may = own.renewed_ever
-            && (!starting || hears_all)
-            && self.may_announce(&views, own.lease_fresh, own.heard_any, now);
+        let grant = (own.renewed_ever && (!starting || hears_all))
+            .then(|| self.grant(&views, &own, now))
+            .flatten();
+        let witness = grant == Some(Grant::Witness);
         // Silence counts only while this node itself could hear: a node returning from
         // isolation (fenced) must not take a peer's silence during that isolation for its
         // death — it waits `dead_after` from regaining permission to hear it.
-        let since = may.then(|| own.permitted_since.unwrap_or(now));
+        let since = grant.map(|_| own.permitted_since.unwrap_or(now));
+        // A grant period begun in the start-up window began hearing everybody: neither the
+        // settling nor the Lease wait below (members appearing unheard right after it must
+        // not fence this node, and a crash right after a cluster starts is taken over at
+        // heartbeat speed).
+        let regained = since.is_some_and(|s| {
+            own.heartbeats_since
+                .is_none_or(|h| s.saturating_duration_since(h) >= self.startup_window())
+        });
+        let settling = grant == Some(Grant::Majority)
+            && regained
+            && since.is_some_and(|s| now.saturating_duration_since(s) < self.settle_time());
+        let may = grant.is_some() && !settling;
+        // During the first lease duration of a grant period (begun after the start-up
+        // window) a silent member must also have an expired Lease: this node may just have
+        // regained the API server, and a
+        // witness that saw its Lease expire keeps announcing until its own renew deadline,
+        // which the Lease expiry (restarted at the regain) outlasts (the model check found
+        // the takeover after `dead_after` overlapping it).
+        let young = regained
+            && since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration);
         let mut alive = std::collections::BTreeSet::new();
         let mut by_heartbeat = std::collections::BTreeSet::new();
         for ((name, _), v) in members.iter().zip(&views) {
-            let judged = PeerView {
-                last_heard: v.last_heard.map(|t| since.map_or(t, |s| t.max(s))),
-                ..*v
+            let is_alive = if witness {
+                // Judged by the Lease (a fresh read before any takeover), and only once
+                // silent for the death time: a member that heard everybody without the API
+                // server stops within `fence_after` of losing this node.
+                let silent = v
+                    .last_heard
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.timing.dead_after);
+                !(silent && self.witness_dead(v, &own))
+            } else {
+                let judged = PeerView {
+                    last_heard: v.last_heard.map(|t| since.map_or(t, |s| t.max(s))),
+                    ..*v
+                };
+                self.peer_alive(n, &judged, own.heard_any, now) || (young && v.lease_alive)
             };
-            if self.peer_alive(n, &judged, own.heard_any, now) {
+            if is_alive {
                 alive.insert((*name).clone());
             }
-            if own.heard_any && v.last_heard.is_some() && n != 2 {
+            if !witness && !young && own.heard_any && v.last_heard.is_some() && n != 2 {
                 by_heartbeat.insert((*name).clone());
             }
         }
         Liveness {
             may,
+            grant,
             members: members.into_iter().map(|(n, _)| n.clone()).collect(),
             alive,
             by_heartbeat,
@@ -586,6 +704,7 @@ mod tests {
             renewed_ever: true,
             mesh_enabled: true,
             heard_any: false,
+            lease_duration: Duration::from_secs(2),
             reap_after: Duration::from_secs(20),
             permitted_since: None,
             heartbeats_since: Some(t0 - ms(100)),
@@ -661,6 +780,7 @@ mod tests {
             renewed_ever: true,
             mesh_enabled: true,
             heard_any: true,
+            lease_duration: Duration::from_secs(2),
             reap_after: Duration::from_secs(20),
             permitted_since: Some(t0 - Duration::from_secs(30)),
             heartbeats_since: None,
@@ -737,7 +857,8 @@ mod tests {
             t0 + Duration::from_millis(600),
         );
         assert!(!l.alive.contains("b"));
-        // without API access nobody is reaped (still a quorum: 3 of 5)
+        // without API access nobody is reaped, and a majority that does not hear everybody
+        // (b is silent) may not announce: a witness may be taking b's side
         let l = r.evaluate(
             &peers,
             OwnInput {
@@ -748,7 +869,21 @@ mod tests {
             t0,
         );
         assert_eq!(l.members.len(), 4);
-        assert!(l.may);
+        assert!(!l.may);
+        // ... unless it hears every member (the API server down, everybody up) — members
+        // reaped before it lost the API server do not count
+        let mut all = peers.clone();
+        all.get_mut("b").unwrap().last_heard = Some(t0 - Duration::from_millis(10));
+        let no_api = OwnInput {
+            lease_fresh: false,
+            ..own
+        };
+        let l = r.evaluate(&all, no_api, &Default::default(), t0);
+        assert_eq!(l.grant, None, "long-dead is a member it does not hear");
+        let reaped: std::collections::BTreeSet<String> = ["long-dead".to_string()].into();
+        let l = r.evaluate(&all, no_api, &reaped, t0);
+        assert_eq!(l.grant, Some(Grant::All));
+        assert_eq!(l.alive.len(), 3);
         // a minority never reaps: without c we hear 2 of 5
         let mut minority = peers.clone();
         minority.get_mut("c").unwrap().last_heard = Some(t0 - Duration::from_secs(5));
@@ -792,47 +927,355 @@ mod tests {
 
     #[test]
     fn rules_by_cluster_size() {
-        let t0 = Instant::now();
+        let t0 = Instant::now() + Duration::from_secs(100);
         let r = MeshRules {
             timing: MeshTiming::default(),
         };
+        let long_ago = Some(t0 - Duration::from_secs(60));
         let heard = PeerView {
             last_heard: Some(t0),
             lease_alive: true,
+            lease_changed: Some(t0),
         };
         let silent = PeerView {
             last_heard: Some(t0 - Duration::from_secs(1)),
             lease_alive: true,
+            lease_changed: Some(t0 - Duration::from_millis(1200)),
         };
         let never = PeerView {
             last_heard: None,
             lease_alive: false,
+            lease_changed: long_ago,
+        };
+        let own = |fresh: bool, heard_any: bool| OwnInput {
+            lease_fresh: fresh,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any,
+            lease_duration: Duration::from_secs(2),
+            reap_after: Duration::from_secs(20),
+            permitted_since: None,
+            heartbeats_since: long_ago,
+        };
+        let g = |peers: &[PeerView], fresh: bool, heard_any: bool| {
+            r.grant(peers, &own(fresh, heard_any), t0)
         };
         // single node: always, even without its Lease
-        assert!(r.may_announce(&[], false, true, t0));
+        assert_eq!(g(&[], false, true), Some(Grant::Alone));
         // two nodes: peer or Lease witness
-        assert!(r.may_announce(&[heard], false, true, t0));
-        assert!(r.may_announce(&[silent], true, true, t0));
-        assert!(!r.may_announce(&[silent], false, true, t0));
+        assert_eq!(g(&[heard], false, true), Some(Grant::Peer));
+        assert_eq!(g(&[silent], true, true), Some(Grant::PairLease));
+        assert_eq!(g(&[silent], false, true), None);
         // a silent peer with a fresh Lease is alive in a 2-node cluster, not in 3
         assert!(r.peer_alive(2, &silent, true, t0));
         assert!(!r.peer_alive(3, &silent, true, t0));
-        // three nodes: majority, Lease irrelevant
-        assert!(r.may_announce(&[heard, silent], false, true, t0));
-        assert!(!r.may_announce(&[silent, silent], true, true, t0));
-        // four nodes: need 2 peers
-        assert!(!r.may_announce(&[heard, silent, silent], true, true, t0));
-        assert!(r.may_announce(&[heard, heard, silent], false, true, t0));
+        // three nodes: everybody heard needs no API server; a majority does
+        assert_eq!(g(&[heard, heard], false, true), Some(Grant::All));
+        assert_eq!(g(&[heard, silent], true, true), Some(Grant::Majority));
+        assert_eq!(g(&[heard, silent], false, true), None);
+        // a minority whose unheard members still hold fresh Leases: nothing
+        assert_eq!(g(&[silent, silent], true, true), None);
+        // four nodes: need 2 peers (and the API server), or all 3
+        assert_eq!(g(&[heard, silent, silent], true, true), None);
+        assert_eq!(
+            g(&[heard, heard, silent], true, true),
+            Some(Grant::Majority)
+        );
+        assert_eq!(g(&[heard, heard, silent], false, true), None);
+        assert_eq!(g(&[heard, heard, heard], false, true), Some(Grant::All));
         // nothing heard yet: two nodes use the Lease witness, three or more wait for quorum
-        assert!(r.may_announce(&[never], true, false, t0));
-        assert!(!r.may_announce(&[never], false, false, t0));
-        assert!(!r.may_announce(&[never, never], true, false, t0));
+        assert_eq!(g(&[never], true, false), Some(Grant::PairLease));
+        assert_eq!(g(&[never], false, false), None);
+        assert_eq!(g(&[never, never], true, false), None);
         assert!(!r.peer_alive(3, &never, true, t0));
         let lease_only = PeerView {
             last_heard: None,
             lease_alive: true,
+            lease_changed: long_ago,
         };
         assert!(r.peer_alive(3, &lease_only, true, t0));
         assert!(r.peer_alive(3, &silent, false, t0));
+    }
+
+    /// A peer that crashed (or lost power) at `t0 - ago_ms`: last heartbeat then, last
+    /// Lease change seen `renew_before_ms` earlier, Lease expired by now.
+    fn crashed(t0: Instant, ago_ms: u64, renew_before_ms: u64) -> PeerView {
+        let heard = t0 - Duration::from_millis(ago_ms);
+        PeerView {
+            last_heard: Some(heard),
+            lease_alive: false,
+            lease_changed: Some(heard - Duration::from_millis(renew_before_ms)),
+        }
+    }
+
+    #[test]
+    fn witness_needs_its_own_lease_and_every_unheard_member_stopped_like_a_crash() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let ms = Duration::from_millis;
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        let own = OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            lease_duration: Duration::from_secs(2),
+            reap_after: Duration::from_secs(20),
+            permitted_since: None,
+            heartbeats_since: Some(t0 - Duration::from_secs(60)),
+        };
+        let heard = PeerView {
+            last_heard: Some(t0 - ms(50)),
+            lease_alive: true,
+            lease_changed: Some(t0 - ms(200)),
+        };
+        // 3 nodes, 2 lost at once 2.1 s ago: the survivor may announce on its own Lease
+        let dead = crashed(t0, 2100, 250);
+        assert!(r.witness_dead(&dead, &own));
+        assert_eq!(r.grant(&[dead, dead], &own, t0), Some(Grant::Witness));
+        // ... not without its own Lease (it may be the one cut off from everything)
+        let stale = OwnInput {
+            lease_fresh: false,
+            ..own
+        };
+        assert_eq!(r.grant(&[dead, dead], &stale, t0), None);
+        // ... not while one of them still has a fresh Lease (alive, cut off from us)
+        let cut = PeerView {
+            lease_alive: true,
+            ..dead
+        };
+        assert!(!r.witness_dead(&cut, &own));
+        assert_eq!(r.grant(&[dead, cut], &own, t0), None);
+        // 5 nodes, 3 lost: the two survivors hear each other, no majority, witness
+        assert_eq!(
+            r.grant(&[heard, dead, dead, dead], &own, t0),
+            Some(Grant::Witness)
+        );
+        // heard while its Lease had expired: it ran without the API server; its side may
+        // still announce on "everybody heard" with a membership that does not know us
+        let no_api = PeerView {
+            last_heard: Some(t0 - ms(400)),
+            lease_alive: false,
+            lease_changed: Some(t0 - ms(400) - ms(2000)),
+        };
+        assert!(!r.witness_dead(&no_api, &own));
+        assert_eq!(r.grant(&[dead, no_api], &own, t0), None);
+        // its Lease changed a lease duration after it fell silent: it was alive and cut off
+        // from us (its side may have reaped us)
+        let renewed_after = PeerView {
+            last_heard: Some(t0 - ms(30_000)),
+            lease_alive: false,
+            lease_changed: Some(t0 - ms(30_000) + ms(2000)),
+        };
+        assert!(!r.witness_dead(&renewed_after, &own));
+        let just_under = PeerView {
+            lease_changed: Some(t0 - ms(30_000) + ms(1999)),
+            ..renewed_after
+        };
+        assert!(r.witness_dead(&just_under, &own));
+        // its Lease seen only within a lease duration of our start (a first read)
+        let young = OwnInput {
+            heartbeats_since: Some(t0 - ms(2100) - ms(250) - ms(1999)),
+            ..own
+        };
+        assert!(!r.witness_dead(&dead, &young));
+        let older = OwnInput {
+            heartbeats_since: Some(t0 - ms(2100) - ms(250) - ms(2000)),
+            ..own
+        };
+        assert!(r.witness_dead(&dead, &older));
+        // never heard: not dead to the witness
+        let never = PeerView {
+            last_heard: None,
+            ..dead
+        };
+        assert!(!r.witness_dead(&never, &own));
+        // a reaping time that does not exceed two lease durations disables the rule
+        let short_reap = OwnInput {
+            reap_after: Duration::from_secs(4),
+            ..own
+        };
+        assert!(!r.witness_dead(&dead, &short_reap));
+        // two members: the two-node rules, not the witness
+        assert_eq!(r.grant(&[dead], &own, t0), Some(Grant::PairLease));
+    }
+
+    #[test]
+    fn under_the_witness_rule_the_dead_are_judged_by_lease_after_the_death_time() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let ms = Duration::from_millis;
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        let own = OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            lease_duration: Duration::from_secs(2),
+            reap_after: Duration::from_secs(20),
+            permitted_since: None,
+            heartbeats_since: Some(t0 - Duration::from_secs(60)),
+        };
+        let input = |v: PeerView| PeerInput {
+            last_heard: v.last_heard,
+            lease_alive: v.lease_alive,
+            lease_held_since: v.lease_changed,
+        };
+        let peers = BTreeMap::from([
+            ("a".to_string(), input(crashed(t0, 2100, 100))),
+            ("b".to_string(), input(crashed(t0, 2000, 300))),
+            (
+                "c".to_string(),
+                PeerInput {
+                    last_heard: Some(t0 - ms(20)),
+                    lease_alive: true,
+                    lease_held_since: Some(t0 - ms(100)),
+                },
+            ),
+            (
+                "d".to_string(),
+                PeerInput {
+                    last_heard: Some(t0 - ms(20)),
+                    lease_alive: true,
+                    lease_held_since: Some(t0 - ms(100)),
+                },
+            ),
+            ("e".to_string(), input(crashed(t0, 2050, 200))),
+        ]);
+        // 6 members, 3 heard: no majority; a, b, e crashed
+        let l = r.evaluate(&peers, own, &Default::default(), t0);
+        assert_eq!(l.grant, Some(Grant::Witness));
+        assert_eq!(l.permitted_since, Some(t0));
+        assert_eq!(l.alive, ["c", "d"].map(String::from).into_iter().collect());
+        assert!(
+            l.by_heartbeat.is_empty(),
+            "a fresh Lease read before every takeover"
+        );
+        // silent for less than the death time: still alive to the witness (a member that
+        // heard everybody without the API server fences within fence_after)
+        let mut recent = peers.clone();
+        let e = recent.get_mut("e").unwrap();
+        e.last_heard = Some(t0 - ms(400));
+        e.lease_held_since = Some(t0 - ms(400) - ms(1900));
+        let l = r.evaluate(&recent, own, &Default::default(), t0);
+        assert_eq!(l.grant, Some(Grant::Witness));
+        assert!(l.alive.contains("e"));
+        let l = r.evaluate(&recent, own, &Default::default(), t0 + ms(200));
+        assert!(!l.alive.contains("e"));
+        // the same views with a majority heard: heartbeat judgement as before
+        let mut majority = peers.clone();
+        majority.get_mut("e").unwrap().last_heard = Some(t0 - ms(10));
+        let settled = OwnInput {
+            permitted_since: Some(t0 - Duration::from_secs(30)),
+            ..own
+        };
+        let l = r.evaluate(&majority, settled, &Default::default(), t0);
+        assert_eq!(l.grant, Some(Grant::Majority));
+        assert!(l.by_heartbeat.contains("a"));
+        // ... except during the first lease duration of a permission period (this node may
+        // have just regained the API server while a witness still announces): a silent
+        // member must also have an expired Lease, and gets a fresh read before a takeover
+        let mut regained = majority.clone();
+        regained.get_mut("a").unwrap().lease_alive = true;
+        let young = OwnInput {
+            permitted_since: Some(t0 - ms(1999)),
+            ..own
+        };
+        let l = r.evaluate(&regained, young, &Default::default(), t0);
+        assert_eq!(l.grant, Some(Grant::Majority));
+        assert!(l.alive.contains("a"));
+        assert!(l.by_heartbeat.is_empty());
+        regained.get_mut("a").unwrap().lease_alive = false;
+        let l = r.evaluate(&regained, young, &Default::default(), t0);
+        assert!(!l.alive.contains("a"));
+        let l = r.evaluate(&majority, settled, &Default::default(), t0);
+        assert!(!l.alive.contains("a"));
+        // without the API server the survivors withdraw
+        let l = r.evaluate(
+            &peers,
+            OwnInput {
+                lease_fresh: false,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert!(!l.may);
+    }
+
+    #[test]
+    fn a_regained_majority_settles_before_announcing() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let ms = Duration::from_millis;
+        let r = MeshRules {
+            timing: MeshTiming::default(),
+        };
+        assert_eq!(r.settle_time(), ms(400));
+        let peers = BTreeMap::from([
+            (
+                "a".to_string(),
+                PeerInput {
+                    last_heard: Some(t0 - ms(20)),
+                    lease_alive: true,
+                    lease_held_since: Some(t0 - ms(100)),
+                },
+            ),
+            (
+                "b".to_string(),
+                PeerInput {
+                    last_heard: Some(t0 - ms(5_000)),
+                    lease_alive: true,
+                    lease_held_since: Some(t0 - ms(100)),
+                },
+            ),
+        ]);
+        let own = OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            lease_duration: Duration::from_secs(2),
+            reap_after: Duration::from_secs(20),
+            permitted_since: None,
+            heartbeats_since: Some(t0 - Duration::from_secs(60)),
+        };
+        // back from a fence with a majority (not everybody): the grant starts, no permission
+        let l = r.evaluate(&peers, own, &Default::default(), t0);
+        assert_eq!(l.grant, Some(Grant::Majority));
+        assert!(!l.may);
+        assert_eq!(l.permitted_since, Some(t0));
+        let own = OwnInput {
+            permitted_since: l.permitted_since,
+            ..own
+        };
+        let at = |d: u64| {
+            let mut p = peers.clone();
+            p.get_mut("a").unwrap().last_heard = Some(t0 + ms(d) - ms(20));
+            r.evaluate(&p, own, &Default::default(), t0 + ms(d)).may
+        };
+        assert!(!at(399));
+        assert!(at(400));
+        // hearing everybody needs no settling
+        let mut all = peers.clone();
+        all.get_mut("b").unwrap().last_heard = Some(t0 - ms(20));
+        let l = r.evaluate(
+            &all,
+            OwnInput {
+                permitted_since: None,
+                ..own
+            },
+            &Default::default(),
+            t0,
+        );
+        assert_eq!(l.grant, Some(Grant::All));
+        assert!(l.may);
+        // nor a grant period begun in the start-up window (it began hearing everybody)
+        let started = OwnInput {
+            heartbeats_since: Some(t0 - ms(100)),
+            ..own
+        };
+        assert!(r.evaluate(&peers, started, &Default::default(), t0).may);
     }
 }
