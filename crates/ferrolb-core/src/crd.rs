@@ -478,7 +478,7 @@ pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
 
 /// One CRD as a YAML document (without the leading `---`).
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> anyhow::Result<String> {
-    Ok(serde_yaml::to_string(crd)?)
+    Ok(serde_norway::to_string(crd)?)
 }
 
 /// Every CRD as `(file name, YAML)`, in the order of [`all_crds`].
@@ -676,7 +676,7 @@ mod tests {
 
     #[test]
     fn spec_may_be_omitted_or_null() {
-        let ad: L2Advertisement = serde_yaml::from_str(
+        let ad: L2Advertisement = serde_norway::from_str(
             "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: empty}\n",
         )
         .unwrap();

@@ -126,7 +126,7 @@ pub async fn apply_objects(
 /// The RBAC documents of a manifest (ServiceAccounts, Roles, ClusterRoles, bindings).
 pub fn rbac_documents(manifest: &str) -> Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(manifest) {
+    for d in serde_norway::Deserializer::from_str(manifest) {
         let v: serde_json::Value =
             serde::Deserialize::deserialize(d).context("parsing the manifest")?;
         if v["kind"].as_str().is_some_and(|k| RBAC_KINDS.contains(&k)) {
@@ -873,7 +873,7 @@ impl Lab {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut docs = Vec::new();
-        for d in serde_yaml::Deserializer::from_str(&text) {
+        for d in serde_norway::Deserializer::from_str(&text) {
             let v: serde_json::Value = serde::Deserialize::deserialize(d)
                 .with_context(|| format!("parsing {}", path.display()))?;
             let group = v["apiVersion"]

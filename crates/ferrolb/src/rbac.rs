@@ -371,9 +371,9 @@ mod tests {
     #[test]
     fn render_parses_as_yaml_documents() {
         let y = render("metallb-system");
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&y)
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&y)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .filter(|v: &serde_norway::Value| !v.is_null())
             .collect();
         // 2 components × (ServiceAccount + 2 roles + 2 bindings)
         assert_eq!(docs.len(), 10);

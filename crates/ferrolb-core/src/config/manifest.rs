@@ -7,7 +7,7 @@
 //! can skip them with a note.
 
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::crd::{IPAddressPool, L2Advertisement};
 
@@ -65,7 +65,7 @@ pub struct ManifestError {
 /// cannot be located reliably) and is returned as the last entry.
 pub fn parse_manifests(text: &str) -> Vec<(Location, Result<Object, ManifestError>)> {
     let mut out = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let loc = Location {
             document: i + 1,
             item: None,

@@ -55,7 +55,7 @@ fn parse(path: &Path) -> Parsed {
                 ..
             }) => match (api_version.as_str(), kind.as_str()) {
                 ("v1", "Service") => out.services.push(
-                    serde_yaml::from_value(value)
+                    serde_norway::from_value(value)
                         .unwrap_or_else(|e| panic!("{name} {loc}: Service: {e}")),
                 ),
                 _ => panic!("{name} {loc}: unexpected {api_version} {kind}"),

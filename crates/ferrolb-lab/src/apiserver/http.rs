@@ -408,7 +408,7 @@ fn with_warnings(mut resp: Response, warnings: Vec<String>) -> Response {
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(json_err) => serde_yaml::from_slice(body).map_err(|_| {
+        Err(json_err) => serde_norway::from_slice(body).map_err(|_| {
             ApiError::bad_request(format!("the request body is not valid JSON: {json_err}"))
         })?,
     };

@@ -63,7 +63,7 @@ pub fn parse(kind: PatchKind, body: &[u8]) -> Result<ParsedPatch, ApiError> {
         PatchKind::Apply => {
             let v = match serde_json::from_slice::<Value>(body) {
                 Ok(v) => v,
-                Err(_) => serde_yaml::from_slice::<Value>(body)
+                Err(_) => serde_norway::from_slice::<Value>(body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
             };
             if !v.is_object() {

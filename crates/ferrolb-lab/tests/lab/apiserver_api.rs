@@ -926,7 +926,7 @@ async fn ferrolb_crds_and_shipped_examples_apply() {
             .join("../..")
             .join(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
             let tm = obj.types.clone().unwrap();
             let (group, version) = tm.api_version.split_once('/').unwrap();

@@ -779,7 +779,7 @@ async fn every_shipped_example_is_valid() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let obj: Value = serde::Deserialize::deserialize(doc).unwrap();
             if obj["apiVersion"] != "metallb.io/v1beta1" {
                 continue;

@@ -97,7 +97,7 @@ fn ferrolb_crds_prints_every_crd() {
         first_difference(&expected, &printed)
     );
     // And it is valid multi-document YAML of three CRDs, in a stable order.
-    let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&printed)
+    let kinds: Vec<String> = serde_norway::Deserializer::from_str(&printed)
         .map(|d| {
             let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
                 serde::Deserialize::deserialize(d).unwrap();

@@ -1133,17 +1133,16 @@ fn liveness_log(lab: &Lab) -> String {
     out
 }
 
-/// Services `w0..w{count}` on a lab of `nodes`; returns their IPs and each one's owner.
-fn witness_lab(
-    test: &str,
-    nodes: usize,
-    count: usize,
-) -> Option<(
+/// A running witness scenario: the lab's lock, the lab, the Services' IPs and their owners.
+type WitnessLab = (
     std::sync::MutexGuard<'static, ()>,
     Lab,
     Vec<IpAddr>,
     Vec<String>,
-)> {
+);
+
+/// Services `w0..w{count}` on a lab of `nodes`; returns their IPs and each one's owner.
+fn witness_lab(test: &str, nodes: usize, count: usize) -> Option<WitnessLab> {
     let (g, mut lab) = lab(test, nodes)?;
     apply_quickstart(&lab);
     let (ips, owners) = services_with_owners(&mut lab, "w", count);

@@ -427,7 +427,7 @@ fn metallb_series_from_a_running_controller_and_speakers() {
 
 /// The PromQL expressions of the alerts and of the dashboard panels.
 fn exprs() -> (Vec<String>, Vec<String>) {
-    let rule: serde_yaml::Value = serde_yaml::from_str(
+    let rule: serde_norway::Value = serde_norway::from_str(
         &std::fs::read_to_string(root().join("deploy/monitoring/prometheusrule.yaml")).unwrap(),
     )
     .unwrap();
@@ -519,14 +519,14 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let rule: serde_yaml::Value = serde_yaml::from_str(
+    let rule: serde_norway::Value = serde_norway::from_str(
         &std::fs::read_to_string(root().join("deploy/monitoring/prometheusrule.yaml")).unwrap(),
     )
     .unwrap();
     assert_eq!(rule["kind"], "PrometheusRule");
     std::fs::write(
         dir.path().join("rules.yaml"),
-        serde_yaml::to_string(&rule["spec"]).unwrap(),
+        serde_norway::to_string(&rule["spec"]).unwrap(),
     )
     .unwrap();
     std::fs::copy(
@@ -559,7 +559,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .collect();
     std::fs::write(
         dir.path().join("dashboard.yaml"),
-        serde_yaml::to_string(
+        serde_norway::to_string(
             &serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}),
         )
         .unwrap(),
@@ -589,7 +589,7 @@ fn monitoring_overlay_renders_rules_and_dashboard() {
         "kubectl kustomize deploy/monitoring failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+    let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_slice(&out.stdout)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
