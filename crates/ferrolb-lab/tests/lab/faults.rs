@@ -60,7 +60,7 @@ async fn forbidden_for_one_object_only() {
     assert_eq!((code, reason.as_str()), (403, "Forbidden"));
     assert_eq!(
         msg,
-        "configmaps \"secret-ish\" is forbidden: User \"system:anonymous\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        "configmaps \"secret-ish\" is forbidden: User \"kubernetes-admin\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
     );
     assert!(cms.get("open").await.is_ok(), "other objects are served");
     assert_eq!(
