@@ -277,6 +277,16 @@ impl OwnLease {
         let res = tokio::time::timeout(limit, self.lock.try_acquire_or_renew()).await;
         match res {
             Ok(Ok(LeaseLockResult::Acquired(_))) => {
+                if let Some(gap) = self
+                    .fence
+                    .borrow()
+                    .last_renewed
+                    .map(|t| sent.saturating_duration_since(t))
+                {
+                    self.metrics
+                        .lease_renew_gap_seconds
+                        .observe(gap.as_secs_f64());
+                }
                 self.fence.send_modify(|f| {
                     if f.last_renewed.is_none_or(|t| t < sent) {
                         f.last_renewed = Some(sent);
