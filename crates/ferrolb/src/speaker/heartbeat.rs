@@ -210,7 +210,14 @@ pub async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 metrics.heartbeat_bytes_received.inc_by(n as u64);
-                let res = mesh.lock().table.receive(&buf[..n], &key, Instant::now(), unix_ms());
+                let res = {
+                    let mut st = mesh.lock();
+                    let res = st.table.receive(&buf[..n], &key, Instant::now(), unix_ms());
+                    if let Some(gap) = res.as_ref().ok().and_then(|(node, _)| st.table.last_gap(node)) {
+                        metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
+                    }
+                    res
+                };
                 match res {
                     Ok((node, changed)) => {
                         metrics.heartbeat_received("ok");

@@ -263,6 +263,15 @@ impl OwnLease {
         let res = tokio::time::timeout(limit, self.lock.try_acquire_or_renew()).await;
         match res {
             Ok(Ok(LeaseLockResult::Acquired(_))) => {
+                if let Some(gap) = self
+                    .renewed
+                    .borrow()
+                    .map(|t| sent.saturating_duration_since(t))
+                {
+                    self.metrics
+                        .lease_renew_gap_seconds
+                        .observe(gap.as_secs_f64());
+                }
                 // a renewal completing late never moves the published time backwards
                 self.renewed.send_if_modified(|t| {
                     let newer = t.is_none_or(|t| t < sent);

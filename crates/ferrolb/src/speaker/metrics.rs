@@ -74,6 +74,12 @@ pub struct Metrics {
     pub peers_heard: Gauge,
     /// 1 while this node may announce (Lease fresh, or heartbeat quorum).
     pub may_announce: Gauge,
+    /// Silence of a peer before each heartbeat accepted from it (how close the fence and
+    /// death times came to firing).
+    pub heartbeat_gap_seconds: Histogram,
+    /// Time between the send times of two successive successful renewals of this node's
+    /// Lease (how close the renew deadline came to firing).
+    pub lease_renew_gap_seconds: Histogram,
 }
 
 impl Metrics {
@@ -98,6 +104,10 @@ impl Metrics {
             heartbeats_received: Family::default(),
             peers_heard: Gauge::default(),
             may_announce: Gauge::default(),
+            heartbeat_gap_seconds: Histogram::new([
+                0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0,
+            ]),
+            lease_renew_gap_seconds: Histogram::new([0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0]),
         };
         m.announced.register(
             reg,
@@ -180,6 +190,16 @@ impl Metrics {
             "1 while this node may announce (Lease fresh or heartbeat quorum)",
             m.may_announce.clone(),
         );
+        r.register(
+            "heartbeat_gap_seconds",
+            "Silence of a peer before each heartbeat accepted from it",
+            m.heartbeat_gap_seconds.clone(),
+        );
+        r.register(
+            "lease_renew_gap_seconds",
+            "Time between two successive successful renewals of this node's Lease",
+            m.lease_renew_gap_seconds.clone(),
+        );
         m
     }
 
@@ -215,6 +235,8 @@ mod tests {
         m.lease_renew_failures.inc();
         m.failover_seconds.observe(0.3);
         m.heartbeat_received("forged");
+        m.heartbeat_gap_seconds.observe(0.12);
+        m.lease_renew_gap_seconds.observe(0.31);
         m.announced
             .get_or_create(&AnnouncedLabels {
                 service: "ns/a".into(),
@@ -238,6 +260,15 @@ mod tests {
         );
         assert!(
             out.contains("ferrolb_speaker_heartbeats_received_total{result=\"forged\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ferrolb_speaker_heartbeat_gap_seconds_bucket{le=\"0.1\"} 0")
+                && out.contains("ferrolb_speaker_heartbeat_gap_seconds_bucket{le=\"0.15\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ferrolb_speaker_lease_renew_gap_seconds_bucket{le=\"0.4\"} 1"),
             "{out}"
         );
         assert!(

@@ -959,6 +959,10 @@ struct Watch {
 
 impl Watch {
     fn start(lab: &Lab, ips: &[IpAddr]) -> Self {
+        Self::start_with(lab, ips, Duration::from_millis(20), PROBE_TIMEOUT)
+    }
+
+    fn start_with(lab: &Lab, ips: &[IpAddr], interval: Duration, timeout: Duration) -> Self {
         let base = Instant::now();
         let probers = ips
             .iter()
@@ -966,8 +970,8 @@ impl Watch {
                 let p = Prober::start(
                     lab.client_ns().path(),
                     std::net::SocketAddr::new(*ip, 80),
-                    Duration::from_millis(20),
-                    PROBE_TIMEOUT,
+                    interval,
+                    timeout,
                 );
                 (*ip, base.elapsed().saturating_sub(p.elapsed()), p)
             })
@@ -1362,4 +1366,162 @@ fn witness_failover_figures() {
     row("5 nodes, 3 lost at once", &five);
     row("3 nodes, one by one: first loss", &first);
     row("3 nodes, one by one: second loss (5 s later)", &second);
+}
+
+/// The value of an unlabelled metric (or of one exact `name{labels}` series) in a
+/// Prometheus text exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A histogram's (upper bound, cumulative count) buckets.
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Observations of a histogram above `bound`, and the smallest bucket bound holding all of
+/// them (the largest value observed is at most that).
+fn above(b: &[(f64, f64)], bound: f64) -> (f64, f64) {
+    let total = b.last().map_or(0.0, |x| x.1);
+    let below = b
+        .iter()
+        .filter(|(le, _)| *le <= bound)
+        .map(|x| x.1)
+        .fold(0.0, f64::max);
+    let max = b.iter().find(|(_, c)| *c >= total).map_or(0.0, |x| x.0);
+    (total - below, max)
+}
+
+/// No spurious failover under stress: `FERROLB_STRESS_SECS` (default 600) of three busy
+/// loops on the owner's node and `FERROLB_STRESS_LOSS` percent (default 1) of the frames
+/// dropped each way on every node link (nftables `netdev` ingress and egress chains with
+/// `numgen random`), every VIP probed every 100 ms. Nothing may move, no speaker may fence;
+/// prints the frames dropped, the heartbeats lost and how close the fence time, death time
+/// and renew deadline came to firing. Run by hand (as root):
+/// `cargo test -p ferrolb --test it e2e::stress_loss_and_a_busy_owner_move_nothing -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn stress_loss_and_a_busy_owner_move_nothing() {
+    let secs: u64 = std::env::var("FERROLB_STRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let loss: u32 = std::env::var("FERROLB_STRESS_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let Some((_g, mut lab, ips, owners)) = witness_lab("stress", 3, 3) else {
+        return;
+    };
+    let owner = index_of(&owners[0]);
+    let before: Vec<String> = (0..3).map(|i| lab.speaker_metrics(i).unwrap()).collect();
+    for i in 0..3 {
+        let rules = format!(
+            "table netdev ferrolb_loss {{\n\
+             chain in {{ type filter hook ingress device \"eth0\" priority 0; policy accept; numgen random mod 100 < {loss} counter drop; }}\n\
+             chain out {{ type filter hook egress device \"eth0\" priority 0; policy accept; numgen random mod 100 < {loss} counter drop; }}\n}}\n"
+        );
+        let path = write(&lab, &format!("loss-{i}.nft"), &rules);
+        lab.node_ns(i)
+            .run(&["nft", "-f", &path.display().to_string()])
+            .unwrap();
+    }
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            lab.node_ns(owner)
+                .spawn(&["sh", "-c", "while :; do :; done"])
+                .unwrap()
+        })
+        .collect();
+    let watch = Watch::start_with(
+        &lab,
+        &ips,
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        for (i, was) in before.iter().enumerate() {
+            let m = lab.speaker_metrics(i).unwrap_or_default();
+            assert_eq!(
+                metric(&m, "ferrolb_speaker_fenced_total"),
+                metric(was, "ferrolb_speaker_fenced_total"),
+                "{} fenced after {:?}{}",
+                node_name(i),
+                start.elapsed(),
+                slow_report(&mut lab, &[])
+            );
+        }
+    }
+    drop(busy);
+    let all = watch.finish();
+    let mut failed = 0;
+    let mut total = 0;
+    for ((ip, samples), owner) in all.iter().zip(&owners) {
+        for s in samples {
+            total += 1;
+            match &s.outcome {
+                Outcome::Node(n) => assert_eq!(n, owner, "{ip} moved at {:?}{}", s.at, dump(&lab)),
+                Outcome::Failed => failed += 1,
+            }
+        }
+    }
+    eprintln!(
+        "{secs} s, {loss} % of frames dropped each way on every node link, 3 busy loops on {}: \
+         {total} requests, {failed} unanswered within 1 s, no VIP moved",
+        node_name(owner)
+    );
+    for (i, was) in before.iter().enumerate() {
+        let m = lab.speaker_metrics(i).unwrap();
+        let d = |series: &str| metric(&m, series) - metric(was, series);
+        let nft = lab
+            .node_ns(i)
+            .run(&["nft", "list", "table", "netdev", "ferrolb_loss"])
+            .unwrap_or_default();
+        let dropped: Vec<&str> = nft
+            .lines()
+            .filter_map(|l| l.split("counter ").nth(1))
+            .collect();
+        let gaps = buckets(&m, "ferrolb_speaker_heartbeat_gap_seconds");
+        let renew = buckets(&m, "ferrolb_speaker_lease_renew_gap_seconds");
+        let (over_200, max_gap) = above(&gaps, 0.2);
+        let (over_fence, _) = above(&gaps, 0.3);
+        let (over_600, max_renew) = above(&renew, 0.6);
+        eprintln!(
+            "{}: dropped in / out {dropped:?}; heartbeats sent {}, accepted {}; gaps > 200 ms: \
+             {over_200}, > 300 ms (fence): {over_fence}, longest ≤ {max_gap} s; renewals failed {}, \
+             gaps > 600 ms: {over_600}, longest ≤ {max_renew} s (renew deadline 1.2 s); \
+             fenced {}, ownership changes {}",
+            node_name(i),
+            d("ferrolb_speaker_heartbeats_sent_total"),
+            d("ferrolb_speaker_heartbeats_received_total{result=\"ok\"}"),
+            d("ferrolb_speaker_lease_renew_failures_total"),
+            d("ferrolb_speaker_fenced_total"),
+            d("ferrolb_speaker_ownership_changes_total{direction=\"acquired\"}")
+                + d("ferrolb_speaker_ownership_changes_total{direction=\"released\"}"),
+        );
+        assert_eq!(d("ferrolb_speaker_fenced_total"), 0.0);
+        assert!(m.contains("ferrolb_speaker_may_announce 1"), "{m}");
+    }
 }

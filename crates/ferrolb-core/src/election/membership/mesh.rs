@@ -102,6 +102,8 @@ struct Heard {
     window: ReplayWindow,
     at: Instant,
     flags: u8,
+    /// Silence before the last accepted heartbeat (None: the first one).
+    gap: Option<Duration>,
 }
 
 /// What this node has heard from its peers (pure: instants are passed in).
@@ -150,7 +152,9 @@ impl PeerTable {
             Some(h) => {
                 let restart_ok = now.saturating_duration_since(h.at) > self.timing.max_clock_skew;
                 h.window.accept(hb.incarnation, hb.seq, restart_ok)?;
-                let was_silent = now.saturating_duration_since(h.at) >= fence;
+                let gap = now.saturating_duration_since(h.at);
+                let was_silent = gap >= fence;
+                h.gap = Some(gap);
                 h.at = h.at.max(now);
                 h.flags = hb.flags;
                 Ok((hb.node, was_silent))
@@ -162,6 +166,7 @@ impl PeerTable {
                         window: ReplayWindow::first(hb.incarnation, hb.seq),
                         at: now,
                         flags: hb.flags,
+                        gap: None,
                     },
                 );
                 Ok((hb.node, true))
@@ -172,6 +177,12 @@ impl PeerTable {
     /// When `node` was last heard (valid heartbeat), if ever.
     pub fn last_heard(&self, node: &str) -> Option<Instant> {
         self.peers.get(node).map(|h| h.at)
+    }
+
+    /// How long `node` had been silent before its last accepted heartbeat (None: unknown,
+    /// or that was the first one).
+    pub fn last_gap(&self, node: &str) -> Option<Duration> {
+        self.peers.get(node).and_then(|h| h.gap)
     }
 
     /// Whether anyone was ever heard.
@@ -575,10 +586,9 @@ impl MeshRules {
         let may = grant.is_some() && !settling;
         // During the first lease duration of a grant period (begun after the start-up
         // window) a silent member must also have an expired Lease: this node may just have
-        // regained the API server, and a
-        // witness that saw its Lease expire keeps announcing until its own renew deadline,
-        // which the Lease expiry (restarted at the regain) outlasts (the model check found
-        // the takeover after `dead_after` overlapping it).
+        // regained the API server, and a witness that saw its Lease expire keeps announcing
+        // until its own renew deadline, which the Lease expiry (restarted at the regain)
+        // outlasts (the model check found the takeover after `dead_after` overlapping it).
         let young = regained
             && since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration);
         let mut alive = std::collections::BTreeSet::new();
@@ -641,6 +651,7 @@ mod tests {
             Ok(("node-2".into(), false))
         );
         assert_eq!(t.last_heard("node-2"), Some(ms(100)));
+        assert_eq!(t.last_gap("node-2"), Some(Duration::from_millis(100)));
         assert_eq!(t.signature(ms(350)), vec![("node-2".into(), 2)]);
         assert_eq!(t.signature(ms(400)), vec![("node-2".into(), 1)]);
         assert_eq!(t.signature(ms(700)), vec![("node-2".into(), 0)]);
