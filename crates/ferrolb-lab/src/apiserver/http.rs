@@ -449,11 +449,19 @@ fn resource(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let mut body = body;
     if (ct.contains("protobuf") || ct.contains("cbor"))
         && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
     {
-        // Only JSON (and YAML) bodies are understood; clients fall back to JSON on 415.
-        return Err(ApiError::unsupported_media_type(ct));
+        // kubectl sends some creates only as protobuf (`kubectl create namespace`): the kinds
+        // `proto` knows are decoded; any other body is 415 (clients then retry with JSON).
+        let decoded = (ct.contains("protobuf") && *method == Method::POST)
+            .then(|| super::proto::decode_body(&body))
+            .flatten();
+        match decoded {
+            Some(v) => body = Bytes::from(v.to_string()),
+            None => return Err(ApiError::unsupported_media_type(ct)),
+        }
     }
     let opts = write_options(q);
     let resp = match (method.clone(), &t.name) {

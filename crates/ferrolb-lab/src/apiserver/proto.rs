@@ -97,12 +97,15 @@ fn object_schema(kind: &str) -> Option<&'static [Field]> {
         f(1, "metadata", Ty::Msg(OBJECT_META)),
         f(2, "spec", Ty::Msg(TOKEN_REQUEST_SPEC)),
     ];
+    // `kubectl create namespace NAME`: the name is all it sends.
+    const NS: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META))];
     Some(match kind {
         "SelfSubjectAccessReview" => SSAR,
         "SubjectAccessReview" | "LocalSubjectAccessReview" => SAR,
         "SelfSubjectRulesReview" => SSRR,
         "SelfSubjectReview" => SSR,
         "TokenRequest" => TR,
+        "Namespace" => NS,
         _ => return None,
     })
 }
@@ -252,6 +255,18 @@ mod tests {
                    "metadata": {},
                    "spec": {"resourceAttributes": {"namespace": "metallb-system", "verb": "get",
                             "resource": "secrets", "name": "ferrolb-heartbeat-key"}}})
+        );
+    }
+
+    #[test]
+    fn decodes_a_namespace_as_kubectl_create_namespace_sends_it() {
+        let meta = len_field(1, b"team-a");
+        let type_meta = [len_field(1, b"v1"), len_field(2, b"Namespace")].concat();
+        let unknown = [len_field(1, &type_meta), len_field(2, &len_field(1, &meta))].concat();
+        let body = [MAGIC, &unknown].concat();
+        assert_eq!(
+            decode_body(&body).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
         );
     }
 

@@ -459,3 +459,59 @@ async fn kubectl_auth_can_i_create_token_and_whoami() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// What a newcomer types first, with kubectl's client-side validation on: the CRDs and the
+/// examples apply, a namespace is created (kubectl sends it as protobuf), and get, describe and
+/// events answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomers_kubectl_session() {
+    if !kubectl_or_skip("a_newcomers_kubectl_session") {
+        return;
+    }
+    let server = start(ApiServer::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).unwrap();
+    let crds = dir.path().join("crds.yaml");
+    std::fs::write(&crds, ferrolb_core::crd::all_crds_yaml().unwrap()).unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let run = |args: Vec<String>| {
+        let kc = kc.clone();
+        let cache = dir.path().join("cache");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let o = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&kc)
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                let out = String::from_utf8_lossy(&o.stdout).to_string();
+                let err = String::from_utf8_lossy(&o.stderr).to_string();
+                assert!(o.status.success(), "kubectl {args:?}: {out}{err}");
+                out
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    run(vec![
+        "apply".into(),
+        "-f".into(),
+        crds.display().to_string(),
+    ])
+    .await;
+    let out = run(words(&format!("create namespace {NS}"))).await;
+    assert!(out.contains(&format!("namespace/{NS} created")), "{out}");
+    let out = run(vec!["apply".into(), "-f".into(), examples.into()]).await;
+    assert!(out.contains("ipaddresspool.metallb.io/"), "{out}");
+    let out = run(words("get svc -A")).await;
+    assert!(out.contains("LoadBalancer"), "{out}");
+    let out = run(words(&format!("describe ipaddresspool -n {NS}"))).await;
+    assert!(out.contains("Kind:         IPAddressPool"), "{out}");
+    run(words("get events -A")).await;
+    server.shutdown().await.unwrap();
+}
