@@ -380,6 +380,22 @@ fn kubectl_or_skip(test: &str) -> bool {
     ok
 }
 
+/// Runs kubectl with its own kubeconfig and discovery cache.
+fn kubectl_at(
+    kubeconfig: &std::path::Path,
+    cache: &std::path::Path,
+    args: &[String],
+) -> std::process::Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_auth_can_i_create_token_and_whoami() {
     if !kubectl_or_skip("kubectl_auth_can_i_create_token_and_whoami") {
@@ -395,14 +411,7 @@ async fn kubectl_auth_can_i_create_token_and_whoami() {
         let cache = dir.path().join("cache");
         async move {
             tokio::task::spawn_blocking(move || {
-                let o = Command::new("kubectl")
-                    .arg("--kubeconfig")
-                    .arg(&kc)
-                    .arg("--cache-dir")
-                    .arg(&cache)
-                    .args(&args)
-                    .output()
-                    .unwrap();
+                let o = kubectl_at(&kc, &cache, &args);
                 (
                     o.status.code(),
                     String::from_utf8_lossy(&o.stdout).trim().to_string(),
@@ -480,14 +489,7 @@ async fn a_newcomers_kubectl_session() {
         let cache = dir.path().join("cache");
         async move {
             tokio::task::spawn_blocking(move || {
-                let o = Command::new("kubectl")
-                    .arg("--kubeconfig")
-                    .arg(&kc)
-                    .arg("--cache-dir")
-                    .arg(&cache)
-                    .args(&args)
-                    .output()
-                    .unwrap();
+                let o = kubectl_at(&kc, &cache, &args);
                 let out = String::from_utf8_lossy(&o.stdout).to_string();
                 let err = String::from_utf8_lossy(&o.stderr).to_string();
                 assert!(o.status.success(), "kubectl {args:?}: {out}{err}");
