@@ -301,7 +301,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
     let kc = dir.path().join("kubeconfig");
     srv.write_kubeconfig(&kc).unwrap();
     let kc = kc.to_string_lossy().to_string();
-    let client = kube::Client::try_from(kube::Config::new(srv.url().parse().unwrap())).unwrap();
+    let client = kube::Client::try_from(srv.admin_config()).unwrap();
     let nsobj: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
     let _ = Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &nsobj)
