@@ -44,7 +44,6 @@ pub enum PayloadRepr<'a> {
         src: Ipv6Addr,
         /// IPv6 destination.
         dst: Ipv6Addr,
-        /// Hop limit.
         hop_limit: u8,
         /// The ICMPv6 message.
         icmp: Icmpv6Repr<'a>,

@@ -119,11 +119,9 @@ pub struct Ipv6Repr {
     pub src: Ipv6Addr,
     /// Destination address.
     pub dst: Ipv6Addr,
-    /// Next header.
     pub next_header: u8,
     /// Payload length in bytes.
     pub payload_len: usize,
-    /// Hop limit.
     pub hop_limit: u8,
 }
 

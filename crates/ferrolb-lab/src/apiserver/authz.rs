@@ -69,7 +69,6 @@ pub struct RequestAttributes {
     pub resource_request: bool,
     /// API group (`""` for the core group).
     pub api_group: String,
-    /// API version.
     pub api_version: String,
     /// Resource (plural), e.g. `services`.
     pub resource: String,

@@ -44,7 +44,6 @@ pub struct Stores {
     pub services: Store<Service>,
     /// EndpointSlices (all namespaces).
     pub slices: Store<EndpointSlice>,
-    /// Nodes.
     pub nodes: Store<Node>,
     /// IPAddressPools (speaker namespace).
     pub pools: Store<IPAddressPool>,
@@ -76,7 +75,6 @@ pub struct Clients {
     pub claims: ClaimApi,
     /// ServiceL2Status objects.
     pub status: StatusApi,
-    /// Events.
     pub events: EventSink,
     /// Node Leases (fresh reads before taking over from a silent peer).
     pub leases: Api<Lease>,
