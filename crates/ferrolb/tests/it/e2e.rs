@@ -885,17 +885,16 @@ fn liveness_log(lab: &Lab) -> String {
     out
 }
 
-/// Services `w0..w{count}` on a lab of `nodes`; returns their IPs and each one's owner.
-fn witness_lab(
-    test: &str,
-    nodes: usize,
-    count: usize,
-) -> Option<(
+/// A running lab (with the lock that serialises the scenarios), its VIPs and their owners.
+type WitnessLab = (
     std::sync::MutexGuard<'static, ()>,
     Lab,
     Vec<IpAddr>,
     Vec<String>,
-)> {
+);
+
+/// Services `w0..w{count}` on a lab of `nodes`; returns their IPs and each one's owner.
+fn witness_lab(test: &str, nodes: usize, count: usize) -> Option<WitnessLab> {
     let (g, mut lab) = lab(test, nodes)?;
     apply_quickstart(&lab);
     let (ips, owners) = services_with_owners(&mut lab, "w", count);
@@ -1230,9 +1229,9 @@ fn stress_loss_and_a_busy_owner_move_nothing() {
         node_name(owner)
     );
     let mut fences = 0.0;
-    for i in 0..3 {
+    for (i, before) in before.iter().enumerate() {
         let m = lab.speaker_metrics(i).unwrap();
-        let d = |series: &str| metric(&m, series) - metric(&before[i], series);
+        let d = |series: &str| metric(&m, series) - metric(before, series);
         let nft = lab
             .node_ns(i)
             .run(&["nft", "list", "table", "netdev", "ferrolb_loss"])
