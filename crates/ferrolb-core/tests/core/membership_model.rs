@@ -8,8 +8,9 @@
 //! optimistic-concurrency write before answering again; optimistic-concurrency claim
 //! writes; a fresh read of a Lease-judged holder's Lease before taking over).
 //!
-//! Faults: speaker crashes and restarts, a node's link going down (no heartbeats, no API),
-//! two-sided partitions (the API server on either side), API server outages, and one
+//! Faults: speaker crashes and restarts (a crash is a power loss: heartbeats and renewals
+//! stop together), a node's link going down (no heartbeats, no API), two-sided partitions
+//! (the API server on either side, or reachable from both), API server outages, and one
 //! node losing only its API access. Invariant, checked at **every tick**: no IP is ever
 //! announced by two nodes at once — not even by two nodes on either side of a partition
 //! (so an owner cut off from its peers has stopped before its successor starts). After
@@ -17,6 +18,9 @@
 //! the invariant is not met vacuously).
 //! Non-transitive partitions (A hears B, B hears C, A does not hear C) are outside the
 //! model: see the architecture document.
+//!
+//! The check is itself checked: unsafe variants of the witness rule ([`Variant`]), each
+//! built around the real evaluation, must each fail a scenario the real rules pass.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
