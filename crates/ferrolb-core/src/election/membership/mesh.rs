@@ -633,6 +633,28 @@ mod tests {
     use super::super::heartbeat::tests::{hb, key};
     use super::*;
 
+    /// The rules with the default timers.
+    fn rules() -> MeshRules {
+        MeshRules {
+            timing: MeshTiming::default(),
+        }
+    }
+
+    /// A node in steady state at `t0`: own Lease fresh, heartbeats running for a minute,
+    /// 2 s Leases, members reaped after 20 s.
+    fn steady(t0: Instant) -> OwnInput {
+        OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            lease_duration: Duration::from_secs(2),
+            reap_after: Duration::from_secs(20),
+            permitted_since: None,
+            heartbeats_since: Some(t0 - Duration::from_secs(60)),
+        }
+    }
+
     #[test]
     fn table_accepts_once_and_tracks_silence() {
         let t0 = Instant::now();
@@ -701,9 +723,7 @@ mod tests {
     #[test]
     fn startup_window_waits_to_hear_every_member() {
         let t0 = Instant::now() + Duration::from_secs(100);
-        let r = MeshRules {
-            timing: MeshTiming::default(),
-        };
+        let r = rules();
         let ms = Duration::from_millis;
         let peer = |heard: Option<u64>| PeerInput {
             last_heard: heard.map(|ago| t0 - ms(ago)),
@@ -778,23 +798,16 @@ mod tests {
     #[test]
     fn evaluate_members_reaping_and_modes() {
         let t0 = Instant::now() + Duration::from_secs(100);
-        let r = MeshRules {
-            timing: MeshTiming::default(),
-        };
+        let r = rules();
         let p = |heard: Option<u64>, lease_alive: bool, held: Option<u64>| PeerInput {
             last_heard: heard.map(|ago| t0 - Duration::from_millis(ago)),
             lease_alive,
             lease_held_since: held.map(|ago| t0 - Duration::from_millis(ago)),
         };
         let own = OwnInput {
-            lease_fresh: true,
-            renewed_ever: true,
-            mesh_enabled: true,
-            heard_any: true,
-            lease_duration: Duration::from_secs(2),
-            reap_after: Duration::from_secs(20),
             permitted_since: Some(t0 - Duration::from_secs(30)),
             heartbeats_since: None,
+            ..steady(t0)
         };
         let peers = BTreeMap::from([
             ("a".to_string(), p(Some(50), true, Some(100))),
@@ -939,9 +952,7 @@ mod tests {
     #[test]
     fn rules_by_cluster_size() {
         let t0 = Instant::now() + Duration::from_secs(100);
-        let r = MeshRules {
-            timing: MeshTiming::default(),
-        };
+        let r = rules();
         let long_ago = Some(t0 - Duration::from_secs(60));
         let heard = PeerView {
             last_heard: Some(t0),
@@ -1023,19 +1034,8 @@ mod tests {
     fn witness_needs_its_own_lease_and_every_unheard_member_stopped_like_a_crash() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let ms = Duration::from_millis;
-        let r = MeshRules {
-            timing: MeshTiming::default(),
-        };
-        let own = OwnInput {
-            lease_fresh: true,
-            renewed_ever: true,
-            mesh_enabled: true,
-            heard_any: true,
-            lease_duration: Duration::from_secs(2),
-            reap_after: Duration::from_secs(20),
-            permitted_since: None,
-            heartbeats_since: Some(t0 - Duration::from_secs(60)),
-        };
+        let r = rules();
+        let own = steady(t0);
         let heard = PeerView {
             last_heard: Some(t0 - ms(50)),
             lease_alive: true,
@@ -1116,19 +1116,8 @@ mod tests {
     fn under_the_witness_rule_the_dead_are_judged_by_lease_after_the_death_time() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let ms = Duration::from_millis;
-        let r = MeshRules {
-            timing: MeshTiming::default(),
-        };
-        let own = OwnInput {
-            lease_fresh: true,
-            renewed_ever: true,
-            mesh_enabled: true,
-            heard_any: true,
-            lease_duration: Duration::from_secs(2),
-            reap_after: Duration::from_secs(20),
-            permitted_since: None,
-            heartbeats_since: Some(t0 - Duration::from_secs(60)),
-        };
+        let r = rules();
+        let own = steady(t0);
         let input = |v: PeerView| PeerInput {
             last_heard: v.last_heard,
             lease_alive: v.lease_alive,
@@ -1220,9 +1209,7 @@ mod tests {
     fn a_regained_majority_settles_before_announcing() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let ms = Duration::from_millis;
-        let r = MeshRules {
-            timing: MeshTiming::default(),
-        };
+        let r = rules();
         assert_eq!(r.settle_time(), ms(400));
         let peers = BTreeMap::from([
             (
@@ -1242,16 +1229,7 @@ mod tests {
                 },
             ),
         ]);
-        let own = OwnInput {
-            lease_fresh: true,
-            renewed_ever: true,
-            mesh_enabled: true,
-            heard_any: true,
-            lease_duration: Duration::from_secs(2),
-            reap_after: Duration::from_secs(20),
-            permitted_since: None,
-            heartbeats_since: Some(t0 - Duration::from_secs(60)),
-        };
+        let own = steady(t0);
         // back from a fence with a majority (not everybody): the grant starts, no permission
         let l = r.evaluate(&peers, own, &Default::default(), t0);
         assert_eq!(l.grant, Some(Grant::Majority));
