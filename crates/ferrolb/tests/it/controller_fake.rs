@@ -58,6 +58,48 @@ fn svc(name: &str) -> Service {
     .unwrap()
 }
 
+/// The senders behind a session's watch streams; dropping them ends the streams.
+type Streams = (
+    Tx<Service>,
+    Tx<IPAddressPool>,
+    Tx<L2Advertisement>,
+    Tx<Namespace>,
+);
+
+/// Starts one leadership session whose watches deliver Service `a` as the API server
+/// holds it, [`pool`], and no advertisements or Namespaces.
+async fn start(
+    client: &kube::Client,
+    writer: Writer,
+    metrics: &Metrics,
+) -> (tokio::task::JoinHandle<anyhow::Result<()>>, Streams) {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let (stx, services) = chan::<Service>();
+    let (ptx, pools) = chan::<IPAddressPool>();
+    let (atx, l2ads) = chan::<L2Advertisement>();
+    let (ntx, namespaces) = chan::<Namespace>();
+    initial(&stx, vec![svcs.get("a").await.unwrap()]);
+    initial(&ptx, vec![pool()]);
+    initial(&atx, vec![]);
+    initial(&ntx, vec![]);
+    let session = tokio::spawn(lead(
+        client.clone(),
+        Settings {
+            namespace: "metallb-system".into(),
+            lb_class: None,
+        },
+        Inputs {
+            services,
+            pools,
+            l2ads,
+            namespaces,
+        },
+        writer,
+        metrics.clone(),
+    ));
+    (session, (stx, ptx, atx, ntx))
+}
+
 #[tokio::test]
 async fn conflict_is_retried_with_backoff_and_status_lands() {
     let conflicts = Arc::new(AtomicUsize::new(0));
@@ -88,30 +130,8 @@ async fn conflict_is_retried_with_backoff_and_status_lands() {
         metrics.clone(),
         "metallb-system",
     );
-    let (stx, services) = chan::<Service>();
-    let (ptx, pools) = chan::<IPAddressPool>();
-    let (atx, l2ads) = chan::<L2Advertisement>();
-    let (ntx, namespaces) = chan::<Namespace>();
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-    initial(&stx, vec![svcs.get("a").await.unwrap()]);
-    initial(&ptx, vec![pool()]);
-    initial(&atx, vec![]);
-    initial(&ntx, vec![]);
-    let session = tokio::spawn(lead(
-        client.clone(),
-        Settings {
-            namespace: "metallb-system".into(),
-            lb_class: None,
-        },
-        Inputs {
-            services,
-            pools,
-            l2ads,
-            namespaces,
-        },
-        writer,
-        metrics.clone(),
-    ));
+    let (session, streams) = start(&client, writer, &metrics).await;
     let t0 = Instant::now();
     loop {
         let a = svcs.get("a").await.unwrap();
@@ -159,7 +179,7 @@ async fn conflict_is_retried_with_backoff_and_status_lands() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     session.abort();
-    drop((stx, ptx, atx, ntx));
+    drop(streams);
 }
 
 #[tokio::test]
@@ -182,29 +202,7 @@ async fn a_replica_that_is_not_leader_writes_nothing() {
         "metallb-system",
     );
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-    let (stx, services) = chan::<Service>();
-    let (ptx, pools) = chan::<IPAddressPool>();
-    let (atx, l2ads) = chan::<L2Advertisement>();
-    let (ntx, namespaces) = chan::<Namespace>();
-    initial(&stx, vec![svcs.get("a").await.unwrap()]);
-    initial(&ptx, vec![pool()]);
-    initial(&atx, vec![]);
-    initial(&ntx, vec![]);
-    let session = tokio::spawn(lead(
-        client.clone(),
-        Settings {
-            namespace: "metallb-system".into(),
-            lb_class: None,
-        },
-        Inputs {
-            services,
-            pools,
-            l2ads,
-            namespaces,
-        },
-        writer,
-        metrics.clone(),
-    ));
+    let (session, streams) = start(&client, writer, &metrics).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     if session.is_finished() {
         panic!("session ended: {:?}", session.await);
@@ -221,7 +219,7 @@ async fn a_replica_that_is_not_leader_writes_nothing() {
         0
     );
     session.abort();
-    drop((stx, ptx, atx, ntx));
+    drop(streams);
 }
 
 /// A pool status the API server keeps failing (e.g. broken custom-resource status
@@ -267,30 +265,8 @@ async fn failing_pool_status_backs_off_and_makes_the_controller_unready() {
         "metallb-system",
     )
     .with_health(&health);
-    let (stx, services) = chan::<Service>();
-    let (ptx, pools) = chan::<IPAddressPool>();
-    let (atx, l2ads) = chan::<L2Advertisement>();
-    let (ntx, namespaces) = chan::<Namespace>();
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-    initial(&stx, vec![svcs.get("a").await.unwrap()]);
-    initial(&ptx, vec![pool()]);
-    initial(&atx, vec![]);
-    initial(&ntx, vec![]);
-    let session = tokio::spawn(lead(
-        client.clone(),
-        Settings {
-            namespace: "metallb-system".into(),
-            lb_class: None,
-        },
-        Inputs {
-            services,
-            pools,
-            l2ads,
-            namespaces,
-        },
-        writer,
-        metrics.clone(),
-    ));
+    let (session, streams) = start(&client, writer, &metrics).await;
     // The Service status lands although the pool status keeps failing.
     let t0 = Instant::now();
     while svcs
@@ -343,5 +319,5 @@ async fn failing_pool_status_backs_off_and_makes_the_controller_unready() {
     assert_eq!(st.assigned_ipv4, 1);
     assert!(st.last_valid_spec.is_some());
     session.abort();
-    drop((stx, ptx, atx, ntx));
+    drop(streams);
 }
