@@ -8,6 +8,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo clippy -p ferrolb --no-default-features (the image's binary, built without the lab)"
+cargo clippy --locked -p ferrolb --no-default-features --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --no-fail-fast --lib --bins --tests
 cargo test --locked --doc
