@@ -708,7 +708,36 @@ mod tests {
         assert_eq!(s["required"], json!(["spec"]));
         let spec = &s["properties"]["spec"];
         assert_eq!(spec["required"], json!(["addresses"]));
-        assert_eq!(spec["properties"]["addresses"]["minItems"], json!(1));
+        let addresses = &spec["properties"]["addresses"];
+        assert_eq!(addresses["minItems"], json!(1));
+        assert_eq!(addresses["maxItems"], json!(MAX_POOL_ADDRESSES));
+        assert_eq!(addresses["items"]["maxLength"], json!(MAX_ADDRESS_LENGTH));
+        let rules: Vec<(&str, &str)> = addresses["items"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert!(r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("must be")));
+                (
+                    r["rule"].as_str().unwrap(),
+                    r["messageExpression"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let want = address_rules();
+        assert_eq!(
+            rules,
+            want.iter()
+                .map(|(r, m)| (r.as_str(), m.as_str()))
+                .collect::<Vec<_>>()
+        );
+        // The spec in force, published in the status, carries the same schema.
+        assert_eq!(
+            &s["properties"]["status"]["properties"]["lastValidSpec"]["properties"]["addresses"],
+            addresses
+        );
         assert_eq!(spec["properties"]["autoAssign"]["default"], json!(true));
         assert_eq!(
             spec["properties"]["avoidBuggyIPs"]["type"],

@@ -185,7 +185,12 @@ async fn bad_entries_are_refused_with_the_controllers_message_and_good_ones_acce
     let (server, c) = start().await;
     for (i, bad) in BAD.iter().enumerate() {
         assert!(parse_entry(bad).is_err(), "{bad:?} is valid");
-        let (code, causes) = create(&c, &format!("bad-{i}"), &["192.0.2.0/28".into(), bad.to_string()]).await;
+        let (code, causes) = create(
+            &c,
+            &format!("bad-{i}"),
+            &["192.0.2.0/28".into(), bad.to_string()],
+        )
+        .await;
         assert_eq!(code, 422, "{bad:?} accepted");
         let want = parse_entry(bad).unwrap_err().to_string();
         assert_eq!(
@@ -204,9 +209,13 @@ async fn bad_entries_are_refused_with_the_controllers_message_and_good_ones_acce
         assert_eq!((code, causes), (201, BTreeMap::new()), "{good:?}");
     }
     // The gaps, accepted here and frozen by the controller.
-    for (i, gap) in ["fc00::9-fc00::1", "::ffff:10.0.0.1/200", "::ffff:10.0.0.9-::ffff:10.0.0.1"]
-        .iter()
-        .enumerate()
+    for (i, gap) in [
+        "fc00::9-fc00::1",
+        "::ffff:10.0.0.1/200",
+        "::ffff:10.0.0.9-::ffff:10.0.0.1",
+    ]
+    .iter()
+    .enumerate()
     {
         assert!(parse_entry(gap).is_err() && left_to_the_controller(gap));
         let (code, _) = create(&c, &format!("gap-{i}"), &[gap.to_string()]).await;
@@ -372,6 +381,9 @@ async fn generated_entries_the_server_refuses_are_exactly_the_controllers() {
         refused += check_batch(&c, &format!("gen-{batch}"), &entries).await;
     }
     eprintln!("{total} entries: {valid} valid, {refused} refused at write time");
-    assert!(valid > total / 5 && refused > total / 3, "{valid} valid, {refused} refused of {total}");
+    assert!(
+        valid > total / 5 && refused > total / 3,
+        "{valid} valid, {refused} refused of {total}"
+    );
     server.shutdown().await.unwrap();
 }

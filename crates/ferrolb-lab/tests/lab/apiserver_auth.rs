@@ -441,7 +441,12 @@ async fn kubectl_apply_refuses_a_typo_in_a_pool_naming_the_field() {
         .unwrap();
         vec!["apply".into(), "-f".into(), path.display().to_string()]
     };
-    let (ok, out) = kubectl(vec!["apply".into(), "-f".into(), crds.display().to_string()]).await;
+    let (ok, out) = kubectl(vec![
+        "apply".into(),
+        "-f".into(),
+        crds.display().to_string(),
+    ])
+    .await;
     assert!(ok, "{out}");
     let (ok, out) = kubectl(words(&format!("create namespace {NS}"))).await;
     assert!(ok, "{out}");

@@ -306,7 +306,10 @@ fn cases(schema: &Value, path: Vec<Seg>, out: &mut Vec<Case>) {
         let r = rule["rule"].as_str().unwrap();
         let rules = ferrolb_core::crd::address_rules();
         let (violation, what) = if r == rules[0].0 {
-            (Violation::Set(json!("10.0.0.0/33")), "CEL address: CIDR".into())
+            (
+                Violation::Set(json!("10.0.0.0/33")),
+                "CEL address: CIDR".into(),
+            )
         } else if r == rules[1].0 {
             (
                 Violation::Set(json!("10.0.0.9-10.0.0.1")),

@@ -149,7 +149,9 @@ impl Mesh {
             return;
         };
         let metrics = &inbox.metrics;
-        metrics.heartbeat_bytes_received.inc_by(datagram.len() as u64);
+        metrics
+            .heartbeat_bytes_received
+            .inc_by(datagram.len() as u64);
         let res = {
             let mut st = self.lock();
             let res = st
