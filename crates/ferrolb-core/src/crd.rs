@@ -59,7 +59,7 @@ pub struct IPAddressPoolSpec {
     /// range can be either a CIDR prefix (`192.168.10.0/24`, `fc00::/124`, a single
     /// address as `/32` or `/128`), or an explicit start-end range of IPs
     /// (`192.168.9.1-192.168.9.5`).
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "addresses_schema")]
     pub addresses: Vec<String>,
 
     /// AutoAssign flag used to prevent MetalLB from automatic allocation for a pool.
@@ -79,6 +79,102 @@ pub struct IPAddressPoolSpec {
     /// multiple IPAddressPools have the same priority, choice will be random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<ServiceAllocationSpec>,
+}
+
+/// Most entries one pool may list. Bounds the API server's estimated CEL cost of the
+/// per-entry rules (cost of one entry × this), which must stay under its per-rule limit.
+pub const MAX_POOL_ADDRESSES: u32 = 1000;
+
+/// Longest entry, in characters: the longest valid one (two IPv4-mapped IPv6 addresses in
+/// full form and a `-`) is 91; the rest leaves room for whitespace around the `-`.
+pub const MAX_ADDRESS_LENGTH: u32 = 128;
+
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, `0:0:0:0:0:ffff:a00:1`): ferrolb and
+/// MetalLB accept it; the API server's `isIP`/`ip()` reject it. Entries holding one are
+/// left to the controller (the rules below never reject what the controller accepts).
+const MAPPED: &str = "'^[0:]*:[fF]{4}:'";
+
+/// The CEL rules checked by the API server on every `spec.addresses` entry (`self`), each
+/// a `(rule, messageExpression)` pair. Together they accept a superset of what
+/// [`crate::config::address::parse_entry`] accepts, and their messages are its messages.
+///
+/// * a CIDR: no surrounding whitespace, an IP address (`isIP`), a prefix length of digits
+///   no longer than the family allows (leading zeros allowed, as in MetalLB);
+/// * a range `start-end`: both ends IP addresses of one family; for IPv4, `start <= end`
+///   (CEL has no order on IPs; an IPv6 range in reverse is left to the controller).
+pub fn address_rules() -> [(String, String); 2] {
+    // CIDR: the address before the first `/`, the prefix length after it.
+    let addr = "self.substring(0, self.indexOf('/'))";
+    let len = "self.substring(self.indexOf('/') + 1)";
+    let cidr_rule = format!(
+        "self.contains('-') || self.matches({MAPPED}) || (self.trim() == self && self.contains('/') \
+         && isIP({addr}) && {len}.matches('^0*[0-9]{{1,3}}$') \
+         && int({len}) <= (ip({addr}).family() == 4 ? 32 : 128))"
+    );
+    let cidr_message = format!(
+        "'invalid CIDR \"' + self + '\": ' + (\
+         self.trim() != self ? 'leading or trailing whitespace' \
+         : !self.contains('/') ? 'missing \"/prefix-length\"' + (isIP(self) ? ' (write a single address as ' \
+           + self + (ip(self).family() == 4 ? '/32' : '/128') + ')' : '') \
+         : !isIP({addr}) ? '\"' + {addr} + '\" is not an IP address' \
+         : !{len}.matches('^[0-9]+$') ? 'prefix length \"' + {len} + '\" is not a number between 0 and ' \
+           + (ip({addr}).family() == 4 ? '32' : '128') \
+         : 'prefix length ' + {len} + (ip({addr}).family() == 4 \
+           ? ' is longer than 32, the maximum for IPv4' : ' is longer than 128, the maximum for IPv6'))"
+    );
+    // Range: both sides of the first `-`, trimmed.
+    let start = "self.substring(0, self.indexOf('-')).trim()";
+    let end = "self.substring(self.indexOf('-') + 1).trim()";
+    let v4 = |x: &str| {
+        format!(
+            "(int({x}.split('.')[0]) * 16777216 + int({x}.split('.')[1]) * 65536 \
+             + int({x}.split('.')[2]) * 256 + int({x}.split('.')[3]))"
+        )
+    };
+    let range_rule = format!(
+        "!self.contains('-') || {start}.matches({MAPPED}) || {end}.matches({MAPPED}) \
+         || (isIP({start}) && isIP({end}) && ip({start}).family() == ip({end}).family() \
+         && (ip({start}).family() == 6 || {} <= {}))",
+        v4(start),
+        v4(end)
+    );
+    let range_message = format!(
+        "'invalid IP range \"' + self + '\": ' + (\
+         !isIP({start}) ? 'start \"' + {start} + '\" is not an IP address' \
+         : !isIP({end}) ? 'end \"' + {end} + '\" is not an IP address' \
+         : ip({start}).family() != ip({end}).family() ? 'start \"' + {start} + '\" and end \"' + {end} \
+           + '\" are not of the same IP family' \
+         : 'start IP \"' + {start} + '\" is after the end IP \"' + {end} + '\"')"
+    );
+    [(cidr_rule, cidr_message), (range_rule, range_message)]
+}
+
+/// Schema of `spec.addresses`: at least one entry, each checked by [`address_rules`].
+fn addresses_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let rules: Vec<serde_json::Value> = address_rules()
+        .into_iter()
+        .zip([
+            "must be a CIDR such as 192.168.10.0/24 or fc00::/124",
+            "must be a range start-end of two IP addresses of one family, start first",
+        ])
+        .map(|((rule, message_expression), message)| {
+            serde_json::json!({
+                "rule": rule,
+                "messageExpression": message_expression,
+                "message": message,
+            })
+        })
+        .collect();
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_POOL_ADDRESSES,
+        "items": {
+            "type": "string",
+            "maxLength": MAX_ADDRESS_LENGTH,
+            "x-kubernetes-validations": rules,
+        },
+    })
 }
 
 /// `spec.serviceAllocation` of an `IPAddressPool` (MetalLB's `ServiceAllocation`).
@@ -612,7 +708,36 @@ mod tests {
         assert_eq!(s["required"], json!(["spec"]));
         let spec = &s["properties"]["spec"];
         assert_eq!(spec["required"], json!(["addresses"]));
-        assert_eq!(spec["properties"]["addresses"]["minItems"], json!(1));
+        let addresses = &spec["properties"]["addresses"];
+        assert_eq!(addresses["minItems"], json!(1));
+        assert_eq!(addresses["maxItems"], json!(MAX_POOL_ADDRESSES));
+        assert_eq!(addresses["items"]["maxLength"], json!(MAX_ADDRESS_LENGTH));
+        let rules: Vec<(&str, &str)> = addresses["items"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert!(r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("must be")));
+                (
+                    r["rule"].as_str().unwrap(),
+                    r["messageExpression"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let want = address_rules();
+        assert_eq!(
+            rules,
+            want.iter()
+                .map(|(r, m)| (r.as_str(), m.as_str()))
+                .collect::<Vec<_>>()
+        );
+        // The spec in force, published in the status, carries the same schema.
+        assert_eq!(
+            &s["properties"]["status"]["properties"]["lastValidSpec"]["properties"]["addresses"],
+            addresses
+        );
         assert_eq!(spec["properties"]["autoAssign"]["default"], json!(true));
         assert_eq!(
             spec["properties"]["avoidBuggyIPs"]["type"],

@@ -396,6 +396,101 @@ fn kubectl_at(
         .unwrap()
 }
 
+/// A typo in a pool is refused by `kubectl apply` itself, the error naming the entry's field
+/// and saying what is wrong, and the pool keeps its last applied addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_refuses_a_typo_in_a_pool_naming_the_field() {
+    if !kubectl_or_skip("kubectl_apply_refuses_a_typo_in_a_pool_naming_the_field") {
+        return;
+    }
+    let server = start(ApiServer::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).unwrap();
+    let crds = dir.path().join("crds.yaml");
+    std::fs::write(&crds, ferrolb_core::crd::all_crds_yaml().unwrap()).unwrap();
+    let kubectl = |args: Vec<String>| {
+        let kc = kc.clone();
+        let cache = dir.path().join("cache");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let o = kubectl_at(&kc, &cache, &args);
+                (
+                    o.status.success(),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let pool = |addresses: &str| {
+        let path = dir.path().join("pool.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+                 metadata: {{name: default, namespace: {NS}}}\nspec:\n  addresses: {addresses}\n"
+            ),
+        )
+        .unwrap();
+        vec!["apply".into(), "-f".into(), path.display().to_string()]
+    };
+    let (ok, out) = kubectl(vec![
+        "apply".into(),
+        "-f".into(),
+        crds.display().to_string(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(words(&format!("create namespace {NS}"))).await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(pool("[192.0.2.0/24]")).await;
+    assert!(ok, "{out}");
+    for (typo, field, what) in [
+        (
+            "[192.0.2.0/24, 10.0.0.1/33]",
+            "spec.addresses[1]",
+            "prefix length 33 is longer than 32, the maximum for IPv4",
+        ),
+        (
+            "[192.0.2.0/24, 192.0.2.300/32]",
+            "spec.addresses[1]",
+            r#""192.0.2.300" is not an IP address"#,
+        ),
+        (
+            "[192.0.2.20-192.0.2.10]",
+            "spec.addresses[0]",
+            r#"start IP "192.0.2.20" is after the end IP "192.0.2.10""#,
+        ),
+        (
+            "[192.0.2.0]",
+            "spec.addresses[0]",
+            "(write a single address as 192.0.2.0/32)",
+        ),
+    ] {
+        let (ok, out) = kubectl(pool(typo)).await;
+        assert!(!ok, "{typo} applied: {out}");
+        assert!(
+            out.contains(r#"The IPAddressPool "default" is invalid"#)
+                && out.contains(&format!("{field}: Invalid value"))
+                && out.contains(what),
+            "{typo}: {out}"
+        );
+    }
+    let (ok, out) = kubectl(words(&format!(
+        "get ipaddresspool default -n {NS} -o jsonpath={{.spec.addresses}}"
+    )))
+    .await;
+    assert!(ok && out.trim() == r#"["192.0.2.0/24"]"#, "{out}");
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_auth_can_i_create_token_and_whoami() {
     if !kubectl_or_skip("kubectl_auth_can_i_create_token_and_whoami") {

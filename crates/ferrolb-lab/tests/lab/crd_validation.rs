@@ -118,8 +118,18 @@ fn minimal(schema: &Value) -> Value {
         Some("number") => json!(0),
         Some("boolean") => json!(false),
         Some("string") if schema["format"] == "date-time" => json!("2024-01-01T00:00:00Z"),
+        Some("string") if address_rule(schema).is_some() => json!("192.0.2.0/28"),
         _ => json!("x"),
     }
+}
+
+/// Which of the `spec.addresses` entry rules (`crd::address_rules`) the string schema's first
+/// CEL rule is, if any.
+fn address_rule(schema: &Value) -> Option<usize> {
+    let first = schema["x-kubernetes-validations"][0]["rule"].as_str()?;
+    ferrolb_core::crd::address_rules()
+        .iter()
+        .position(|(rule, _)| rule == first)
 }
 
 /// The schema node at `path`.
@@ -225,6 +235,27 @@ fn cases(schema: &Value, path: Vec<Seg>, out: &mut Vec<Case>) {
             what: format!("minItems {min}"),
         });
     }
+    if let Some(max) = schema["maxItems"].as_u64() {
+        out.push(Case {
+            path: path.clone(),
+            violation: Violation::Set(Value::Array(vec![
+                minimal(&schema["items"]);
+                max as usize + 1
+            ])),
+            field: p.clone(),
+            reason: "FieldValueTooMany",
+            what: format!("maxItems {max}"),
+        });
+    }
+    if let Some(max) = schema["maxLength"].as_u64() {
+        out.push(Case {
+            path: path.clone(),
+            violation: Violation::Set(json!("1".repeat(max as usize + 1))),
+            field: p.clone(),
+            reason: "FieldValueTooLong",
+            what: format!("maxLength {max}"),
+        });
+    }
     if let Some(min) = schema["minimum"].as_f64() {
         out.push(Case {
             path: path.clone(),
@@ -273,16 +304,33 @@ fn cases(schema: &Value, path: Vec<Seg>, out: &mut Vec<Case>) {
         .flatten()
     {
         let r = rule["rule"].as_str().unwrap();
-        assert_eq!(
-            r, "self == oldSelf",
-            "a new CEL rule needs a violating case here: {r}"
-        );
+        let rules = ferrolb_core::crd::address_rules();
+        let (violation, what) = if r == rules[0].0 {
+            (
+                Violation::Set(json!("10.0.0.0/33")),
+                "CEL address: CIDR".into(),
+            )
+        } else if r == rules[1].0 {
+            (
+                Violation::Set(json!("10.0.0.9-10.0.0.1")),
+                "CEL address: range".into(),
+            )
+        } else {
+            assert_eq!(
+                r, "self == oldSelf",
+                "a new CEL rule needs a violating case here: {r}"
+            );
+            (
+                Violation::Change(json!("before"), json!("after")),
+                format!("CEL {r}"),
+            )
+        };
         out.push(Case {
             path: path.clone(),
-            violation: Violation::Change(json!("before"), json!("after")),
+            violation,
             field: p.clone(),
             reason: "FieldValueInvalid",
-            what: format!("CEL {r}"),
+            what,
         });
     }
     if schema["x-kubernetes-list-type"] == "map" {
@@ -446,6 +494,11 @@ async fn every_crd_constraint_and_cel_rule_is_enforced_with_field_paths() {
         "IPAddressPool spec required",
         "IPAddressPool spec.addresses required",
         "IPAddressPool spec.addresses minItems 1",
+        "IPAddressPool spec.addresses maxItems 1000",
+        "IPAddressPool spec.addresses[0] maxLength 128",
+        "IPAddressPool spec.addresses[0] CEL address: CIDR",
+        "IPAddressPool spec.addresses[0] CEL address: range",
+        "IPAddressPool status.lastValidSpec.addresses[0] CEL address: range",
         "IPAddressPool spec.serviceAllocation.priority format int32",
         "IPAddressPool spec.serviceAllocation.namespaceSelectors[0].matchExpressions[0].operator required",
         "IPAddressPool status.assignedIPv4 format int64",

@@ -1,5 +1,6 @@
 //! Integration tests of the embedded API server, one module per area, in one test binary.
 
+mod address_rules;
 mod apiserver_api;
 mod apiserver_auth;
 mod apiserver_runtime;

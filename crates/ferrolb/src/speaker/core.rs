@@ -172,6 +172,11 @@ impl<A: Announcer> Speaker<A> {
     /// Liveness of this node and its peers at `now` (rules:
     /// [`crate::election::membership::MeshRules::evaluate`]), plus the heartbeat targets.
     fn evaluate(&self, now: Instant) -> (Live, Vec<(String, std::net::SocketAddr)>) {
+        // Heartbeats already queued count: after a stall of this process, peers that kept
+        // sending must not be judged silent because the heartbeat task has not run yet.
+        if let Some(m) = &self.mesh {
+            m.drain();
+        }
         let fence = self.fence();
         let clock = self.settings.clock;
         let me = self.settings.node.as_str();

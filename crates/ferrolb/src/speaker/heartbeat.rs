@@ -3,14 +3,16 @@
 //! Every `--heartbeat-interval` (100 ms) this node sends one signed heartbeat
 //! ([`crate::election::membership::Heartbeat`]) to every peer — the nodes whose speaker
 //! Lease is held, at their Node InternalIP — and records the heartbeats it receives in the
-//! pure [`PeerTable`]. The speaker loop reads the table ([`Mesh`]) on each pass and is woken
+//! pure [`PeerTable`]. The speaker loop reads the table ([`Mesh`]) on each pass, after
+//! reading every heartbeat still queued on the socket ([`Mesh::drain`]), and is woken
 //! when a peer is heard again after silence, or crosses the fence / death silence
 //! thresholds. The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
 //! in the speaker namespace, created by the controller; until it exists the speaker runs
 //! on the Lease rules alone and retries every 250 ms.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -51,11 +53,33 @@ pub struct MeshState {
 #[derive(Debug, Clone)]
 pub struct Mesh {
     state: Arc<Mutex<MeshState>>,
+    /// Where heartbeats arrive, once the key is loaded ([`Mesh::listen`]).
+    inbox: Arc<OnceLock<Inbox>>,
     /// The rules (timers).
     pub rules: MeshRules,
     /// Port peers listen on.
     pub port: u16,
 }
+
+/// The receiving side: the heartbeat socket (a second descriptor of it, read without the
+/// runtime's readiness tracking), the key, and what a received heartbeat updates.
+struct Inbox {
+    socket: std::net::UdpSocket,
+    key: HmacKey,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most datagrams one [`Mesh::drain`] reads (a flood must not hold the speaker loop).
+const DRAIN_MAX: usize = 256;
 
 impl Mesh {
     /// A mesh for node `me` with `timing`, sending to peers on `port`; disabled until a key
@@ -69,8 +93,91 @@ impl Mesh {
                 targets: Vec::new(),
                 may_announce: false,
             })),
+            inbox: Arc::new(OnceLock::new()),
             rules: MeshRules { timing },
             port,
+        }
+    }
+
+    /// Enables heartbeats: those arriving on `socket` are checked with `key` from now on
+    /// (by the heartbeat task and by [`Mesh::drain`]); `wake` is notified when a peer is
+    /// heard again after silence.
+    pub fn listen(
+        &self,
+        socket: &UdpSocket,
+        key: HmacKey,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> std::io::Result<()> {
+        let socket = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
+        socket.set_nonblocking(true)?;
+        let _ = self.inbox.set(Inbox {
+            socket,
+            key,
+            metrics,
+            wake,
+        });
+        let mut st = self.lock();
+        st.enabled = true;
+        st.since = Instant::now();
+        Ok(())
+    }
+
+    /// Reads every heartbeat already queued on the socket, without waiting (at most
+    /// [`DRAIN_MAX`]); returns how many datagrams it read. The speaker calls it before each
+    /// evaluation: after a stall of the process, heartbeats that arrived meanwhile are in
+    /// the table before anyone is judged silent.
+    pub fn drain(&self) -> usize {
+        let Some(inbox) = self.inbox.get() else {
+            return 0;
+        };
+        let mut buf = [0u8; MAX_LEN + 1];
+        let mut read = 0;
+        while read < DRAIN_MAX {
+            let Ok((n, from)) = inbox.socket.recv_from(&mut buf) else {
+                break;
+            };
+            self.receive(&buf[..n], from);
+            read += 1;
+        }
+        read
+    }
+
+    /// Records one datagram received from `from` (ignored before [`Mesh::listen`]).
+    fn receive(&self, datagram: &[u8], from: SocketAddr) {
+        let Some(inbox) = self.inbox.get() else {
+            return;
+        };
+        let metrics = &inbox.metrics;
+        metrics
+            .heartbeat_bytes_received
+            .inc_by(datagram.len() as u64);
+        let res = {
+            let mut st = self.lock();
+            let res = st
+                .table
+                .receive(datagram, &inbox.key, Instant::now(), unix_ms());
+            if let Some(gap) = res
+                .as_ref()
+                .ok()
+                .and_then(|(node, _)| st.table.last_gap(node))
+            {
+                metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
+            }
+            res
+        };
+        match res {
+            Ok((node, changed)) => {
+                metrics.heartbeat_received("ok");
+                if changed {
+                    tracing::debug!(%node, %from, "peer heard (again)");
+                    inbox.wake.notify_one();
+                }
+            }
+            Err(reason) => {
+                metrics.heartbeat_received(reason.as_str());
+                tracing::debug!(%from, reason = reason.as_str(), "heartbeat dropped");
+            }
         }
     }
 
@@ -160,10 +267,9 @@ pub async fn run(
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
     };
-    {
-        let mut st = mesh.lock();
-        st.enabled = true;
-        st.since = Instant::now();
+    if let Err(e) = mesh.listen(&socket, key.clone(), metrics.clone(), wake.clone()) {
+        tracing::error!(error = %e, "cannot read the heartbeat socket; Lease rules only");
+        return;
     }
     tracing::info!(addr = %cfg.bind, interval = ?mesh.rules.timing.interval, "heartbeats enabled");
     let incarnation = unix_ms();
@@ -208,28 +314,8 @@ pub async fn run(
                 }
             }
             r = socket.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
-                metrics.heartbeat_bytes_received.inc_by(n as u64);
-                let res = {
-                    let mut st = mesh.lock();
-                    let res = st.table.receive(&buf[..n], &key, Instant::now(), unix_ms());
-                    if let Some(gap) = res.as_ref().ok().and_then(|(node, _)| st.table.last_gap(node)) {
-                        metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
-                    }
-                    res
-                };
-                match res {
-                    Ok((node, changed)) => {
-                        metrics.heartbeat_received("ok");
-                        if changed {
-                            tracing::debug!(%node, %from, "peer heard (again)");
-                            wake.notify_one();
-                        }
-                    }
-                    Err(reason) => {
-                        metrics.heartbeat_received(reason.as_str());
-                        tracing::debug!(%from, reason = reason.as_str(), "heartbeat dropped");
-                    }
+                if let Ok((n, from)) = r {
+                    mesh.receive(&buf[..n], from);
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_change)) => {}

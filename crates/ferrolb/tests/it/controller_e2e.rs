@@ -185,7 +185,8 @@ async fn events(client: &kube::Client, ns: &str, about: &str, reason: &str) -> u
 async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
     let (srv, client, controller) = server().await;
     create_pool(&client, "p", &["192.168.10.0/31"]).await;
-    create_pool(&client, "bad", &["10.0.0.0/33"]).await;
+    // Invalid, but not refused by the CRD's rules (they have no order on IPv6 addresses).
+    create_pool(&client, "bad", &["fc00::9-fc00::1"]).await;
     create_svc(&client, "a", None).await;
     create_svc(&client, "other-class", Some("someone-else")).await;
     let r = start(&controller, "c1", &[]);
@@ -216,7 +217,7 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
         let p = pools.get("bad").await.unwrap();
         p.status.is_some_and(|s| {
             s.conditions.iter().any(|c| {
-                c.type_ == "Valid" && c.status == "False" && c.message.contains("10.0.0.0/33")
+                c.type_ == "Valid" && c.status == "False" && c.message.contains("fc00::9-fc00::1")
             })
         })
     })
@@ -385,15 +386,31 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
     )
     .await;
 
-    pools
+    // A typo the CRD's rules catch is refused by the API server, naming the field.
+    let refused = pools
         .patch(
             "default",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"addresses": ["192.0.2.100/30", "10.0.0.1/33"]}})),
         )
         .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(r#"spec.addresses[1]: Invalid value"#)
+            && refused.contains("prefix length 33 is longer than 32"),
+        "{refused}"
+    );
+    // One they leave to the controller freezes the pool.
+    pools
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"addresses": ["192.0.2.100/30", "fc00::9-fc00::1"]}})),
+        )
+        .await
         .unwrap();
-    let field = r#"spec.addresses[1]: invalid CIDR "10.0.0.1/33""#;
+    let field = r#"spec.addresses[1]: invalid IP range "fc00::9-fc00::1""#;
     eventually("Frozen condition", Duration::from_secs(5), || async {
         let st = pool_status(&client, "default").await;
         valid_condition(&st).is_some_and(|c| {

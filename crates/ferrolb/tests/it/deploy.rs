@@ -228,3 +228,59 @@ fn rendered_file_carries_every_crd_and_the_rbac_table() {
         );
     }
 }
+
+/// The overlay INSTALL.md gives for Kubernetes 1.25 to 1.30 renders the whole install with
+/// exactly the CEL rules that use the IP library removed (both copies of the address rules).
+#[test]
+fn pre_1_31_overlay_from_install_md_drops_only_the_address_rules() {
+    if !tool_or_skip(
+        "pre_1_31_overlay_from_install_md_drops_only_the_address_rules",
+        "kubectl",
+        &["version", "--client"],
+    ) {
+        return;
+    }
+    let install = std::fs::read_to_string(root().join("docs/INSTALL.md")).unwrap();
+    let head = "# ferrolb-pre-1.31/kustomization.yaml\n";
+    let at = install.find(head).expect("overlay in INSTALL.md");
+    let overlay = &install[at..at + install[at..].find("```").unwrap()];
+    // The overlay refers to `../deploy`: lay it out so.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root().join("deploy"), dir.path().join("deploy")).unwrap();
+    std::fs::create_dir(dir.path().join("overlay")).unwrap();
+    std::fs::write(dir.path().join("overlay/kustomization.yaml"), overlay).unwrap();
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir.path().join("overlay"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for f in ["isIP", "ip(", "isCIDR", "cidr("] {
+        assert!(!text.contains(f), "{f} left in the overlay's output");
+    }
+    // Everything else is the base: same objects, and the base differs only by the rules.
+    let (base, overlaid) = (docs(&rendered()), docs(&text));
+    assert_eq!(base.len(), overlaid.len());
+    let pools = |all: &[Value]| {
+        let mut crd = find(all, "CustomResourceDefinition", "ipaddresspools.metallb.io").clone();
+        let schema = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        for (top, spec) in [("spec", false), ("status", true)] {
+            let mut node = &mut schema[top];
+            if spec {
+                node = &mut node["properties"]["lastValidSpec"];
+            }
+            let items = node["properties"]["addresses"]["items"]
+                .as_mapping_mut()
+                .unwrap();
+            items.remove("x-kubernetes-validations");
+        }
+        crd
+    };
+    assert_eq!(pools(&base), pools(&overlaid));
+    assert!(rendered().contains("isIP("), "the base carries the rules");
+}

@@ -352,7 +352,7 @@ fn metallb_series_from_a_running_controller_and_speakers() {
     lab.apply_file(&write(
         &lab,
         "extra-bad.yaml",
-        &extra("2001:db8:1::/64, 2001:db8:2::/129"),
+        &extra("2001:db8:1::/64, 2001:db8:2::9-2001:db8:2::1"),
     ))
     .unwrap();
     for (what, scrape) in std::iter::once(("controller".to_string(), None))

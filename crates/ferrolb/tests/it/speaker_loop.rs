@@ -710,3 +710,81 @@ async fn failing_status_writes_delay_neither_failover_nor_other_statuses() {
     assert!(written(&st, "web"), "{st:?}");
     assert!(!written(&st, "bad"), "{st:?}");
 }
+
+/// After a stall of the speaker's process longer than the fence time, heartbeats its peers
+/// kept sending meanwhile sit unread on the socket: the speaker reads them before judging
+/// anyone silent, so it keeps its permission (it used to fence itself until the heartbeat
+/// task ran).
+#[tokio::test]
+async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
+    use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming};
+    use ferrolb::speaker::heartbeat::{bind, Mesh};
+
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
+    let key = HmacKey::new(&[7u8; 32]).unwrap();
+    let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let to = socket.local_addr().unwrap();
+    let timing = MeshTiming::default();
+    let mesh = Mesh::new("node-a", timing, to.port());
+    let mut reg = prometheus_client::registry::Registry::default();
+    mesh.listen(
+        &socket,
+        key.clone(),
+        Arc::new(Metrics::new(&mut reg)),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    a.speaker = a.speaker.with_mesh(mesh.clone());
+
+    // Peers b and c, sending signed heartbeats to node-a (nothing else reads its socket).
+    let peers = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let incarnation = 1_700_000_000_000;
+    let mut seq = 0;
+    let send_both = |seq: &mut u64| {
+        *seq += 1;
+        let sent_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        for node in ["node-b", "node-c"] {
+            let hb = Heartbeat {
+                node: node.into(),
+                incarnation,
+                seq: *seq,
+                sent_unix_ms,
+                flags: 0,
+            };
+            peers.send_to(&hb.encode(&key), to).unwrap();
+        }
+    };
+
+    send_both(&mut seq);
+    // The heartbeat task reads them.
+    while mesh.drain() < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let t0 = Instant::now();
+    a.pass(t0, Some(t0)).await;
+    assert!(
+        a.speaker.may_announce(Instant::now()),
+        "hears both peers, Lease fresh"
+    );
+
+    // The process stalls longer than the fence time; the peers keep sending meanwhile.
+    let stall = timing.fence_after + Duration::from_millis(150);
+    let until = Instant::now() + stall;
+    while Instant::now() < until {
+        send_both(&mut seq);
+        std::thread::sleep(timing.interval);
+    }
+    // The first evaluation after the stall hears both peers: no fence.
+    assert!(
+        a.speaker.may_announce(Instant::now()),
+        "judged the peers silent with their heartbeats queued"
+    );
+    // Without new heartbeats, silence is judged as before.
+    std::thread::sleep(stall);
+    assert!(!a.speaker.may_announce(Instant::now()), "fenced on silence");
+}
