@@ -7,6 +7,8 @@
 
 pub mod core;
 pub mod render;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
