@@ -207,7 +207,12 @@ impl Speaker {
     }
 }
 
-fn speakers(inputs: &Inputs, nodes: &[String], now: Timestamp, skew: Duration) -> BTreeMap<String, Speaker> {
+fn speakers(
+    inputs: &Inputs,
+    nodes: &[String],
+    now: Timestamp,
+    skew: Duration,
+) -> BTreeMap<String, Speaker> {
     let mut leases: BTreeMap<&str, &Lease> = BTreeMap::new();
     for l in &inputs.leases {
         if let Some(n) = l.metadata.name.as_deref().and_then(node_of_lease) {
@@ -293,11 +298,15 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
         ));
     }
     if st.heartbeats {
-        let peers: Vec<&String> = st.members.iter().filter(|m| {
-            speakers
-                .get(*m)
-                .is_some_and(|p| p.running && p.state.as_ref().is_some_and(|s| s.heartbeats))
-        }).collect();
+        let peers: Vec<&String> = st
+            .members
+            .iter()
+            .filter(|m| {
+                speakers
+                    .get(*m)
+                    .is_some_and(|p| p.running && p.state.as_ref().is_some_and(|s| s.heartbeats))
+            })
+            .collect();
         let not_heard: Vec<&str> = peers
             .iter()
             .filter(|p| !st.heard.contains(p))
@@ -306,20 +315,26 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
         let deaf: Vec<&str> = peers
             .iter()
             .filter(|p| {
-                speakers[p.as_str()]
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.members.iter().any(|m| m == node) && !s.heard.iter().any(|h| h == node))
+                speakers[p.as_str()].state.as_ref().is_some_and(|s| {
+                    s.members.iter().any(|m| m == node) && !s.heard.iter().any(|h| h == node)
+                })
             })
             .map(|p| p.as_str())
             .collect();
         if !not_heard.is_empty() || !deaf.is_empty() {
             let mut parts = Vec::new();
             if !not_heard.is_empty() {
-                parts.push(format!("{node} hears no heartbeat from {}", not_heard.join(", ")));
+                parts.push(format!(
+                    "{node} hears no heartbeat from {}",
+                    not_heard.join(", ")
+                ));
             }
             if !deaf.is_empty() {
-                parts.push(format!("{} hear no heartbeat from {node}", deaf.join(", ")));
+                let verb = if deaf.len() == 1 { "hears" } else { "hear" };
+                parts.push(format!(
+                    "{} {verb} no heartbeat from {node}",
+                    deaf.join(", ")
+                ));
             }
             out.push(Why::new(
                 "heartbeatsNotFlowing",
@@ -340,12 +355,8 @@ pub fn explain(inputs: &Inputs, opts: &Options, now: Timestamp) -> Explanation {
     let arc = |v: &[Service]| v.iter().cloned().map(Arc::new).collect::<Vec<_>>();
     let services = arc(&inputs.services);
     let slices: Vec<Arc<EndpointSlice>> = inputs.slices.iter().cloned().map(Arc::new).collect();
-    let views = crate::speaker::plan::service_views(
-        &config,
-        &services,
-        &slices,
-        opts.lb_class.as_deref(),
-    );
+    let views =
+        crate::speaker::plan::service_views(&config, &services, &slices, opts.lb_class.as_deref());
     let node_names: Vec<String> = inputs
         .nodes
         .iter()
@@ -362,11 +373,8 @@ pub fn explain(inputs: &Inputs, opts: &Options, now: Timestamp) -> Explanation {
             NodeInfo::from_node(n, speakers.get(name).is_some_and(Speaker::may_announce))
         })
         .collect();
-    let claims: BTreeMap<IpAddr, Claim> = inputs
-        .leases
-        .iter()
-        .filter_map(Claim::from_lease)
-        .collect();
+    let claims: BTreeMap<IpAddr, Claim> =
+        inputs.leases.iter().filter_map(Claim::from_lease).collect();
     let current = crate::speaker::plan::holders(&claims);
     let election = elect_all(&config, &views, &nodes, &current, &opts.election);
     let statuses: Vec<Existing> = inputs.statuses.iter().map(Existing::of).collect();
@@ -393,7 +401,9 @@ pub fn explain(inputs: &Inputs, opts: &Options, now: Timestamp) -> Explanation {
             None => true,
             Some((ns, name)) => {
                 s.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && name.as_ref().is_none_or(|n| s.metadata.name.as_ref() == Some(n))
+                    && name
+                        .as_ref()
+                        .is_none_or(|n| s.metadata.name.as_ref() == Some(n))
             }
         })
         .collect();
@@ -475,7 +485,11 @@ impl Ctx<'_> {
         for ip in &view.ips {
             out.ips.push(self.ip(view, *ip));
         }
-        let announced = out.ips.iter().filter(|i| i.announced_by.is_some()).count();
+        let announced = out
+            .ips
+            .iter()
+            .filter(|i| i.announced_by.is_some() && i.reason.is_none())
+            .count();
         out.state = if announced > 0 {
             "announced".into()
         } else {
@@ -544,7 +558,11 @@ impl Ctx<'_> {
             })
             .map(|(n, _)| n)
             .collect();
-        let own = self.election.owners.get(&ip).filter(|o| o.services.contains(&view.key));
+        let own = self
+            .election
+            .owners
+            .get(&ip)
+            .filter(|o| o.services.contains(&view.key));
         let holder = self
             .claims
             .get(&ip)
@@ -554,23 +572,31 @@ impl Ctx<'_> {
             Some(n) => Some((*n).clone()),
             None => holder.clone().filter(|h| {
                 own.is_some()
-                    && self.speakers.get(h).is_some_and(|sp| sp.may_announce() && sp.state.is_none())
+                    && self
+                        .speakers
+                        .get(h)
+                        .is_some_and(|sp| sp.may_announce() && sp.state.is_none())
             }),
         };
         let announcer = announcer.filter(|_| own.is_some() || publishers.len() == 1 && ads.is_ok());
         if let Some(node) = &announcer {
             out.announced_by = Some(self.announcer(node, ip, view, &ads));
         } else {
-            out.reason = Some(match self.election.not_announced.get(&(view.key.clone(), ip)) {
-                Some(r) => service_reason(r, self.config, view),
-                None => match own {
-                    Some(o) => Why::new(
-                        "takingOver",
-                        format!("{} is elected and is taking the IP over (claim being written)", o.node),
-                    ),
-                    None => Why::new("noEligibleNode", "no node may announce it"),
+            out.reason = Some(
+                match self.election.not_announced.get(&(view.key.clone(), ip)) {
+                    Some(r) => service_reason(r, self.config, view),
+                    None => match own {
+                        Some(o) => Why::new(
+                            "takingOver",
+                            format!(
+                                "{} is elected and is taking the IP over (claim being written)",
+                                o.node
+                            ),
+                        ),
+                        None => Why::new("noEligibleNode", "no node may announce it"),
+                    },
                 },
-            });
+            );
         }
         for n in self.nodes {
             let mut v = NodeVerdict {
@@ -581,9 +607,14 @@ impl Ctx<'_> {
             let problems = speaker_problems(&n.name, self.speakers);
             if !v.announces {
                 v.reason = Some(
-                    match self.election.decision_for(self.config, view, ip, n, &self.opts.election) {
+                    match self
+                        .election
+                        .decision_for(self.config, view, ip, n, &self.opts.election)
+                    {
                         Ok(_) => Why::new("takingOver", "elected: taking the IP over"),
-                        Err(Reason::NotOwner { owner }) if announcer.as_deref() != Some(owner.as_str()) => {
+                        Err(Reason::NotOwner { owner })
+                            if announcer.as_deref() != Some(owner.as_str()) =>
+                        {
                             Why::new("notOwner", format!("eligible; {owner} is elected"))
                         }
                         Err(r @ Reason::SpeakerNotAlive) => problems
@@ -608,8 +639,21 @@ impl Ctx<'_> {
             if v.announces && self.publishers_disagree(&publishers) {
                 v.notes.push(Why::new(
                     "severalAnnouncers",
-                    format!("{} all answer for this IP", publishers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "{} all answer for this IP",
+                        publishers
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ));
+            }
+            if v.announces {
+                // answering on no interface is not answering
+                if let Some(f) = v.notes.iter().find(|n| n.code == "interfaceFilter") {
+                    out.reason = Some(f.clone());
+                }
             }
             out.nodes.push(v);
         }
@@ -660,7 +704,10 @@ impl Ctx<'_> {
                 let from_status: Vec<String> = self
                     .statuses
                     .iter()
-                    .filter(|e| e.node == node && e.service.as_ref().map(|k| k.to_string()) == Some(view.key.clone()))
+                    .filter(|e| {
+                        e.node == node
+                            && e.service.as_ref().map(|k| k.to_string()) == Some(view.key.clone())
+                    })
                     .flat_map(|e| e.status.interfaces.iter().map(|i| i.name.clone()))
                     .collect();
                 if from_status.is_empty() {
@@ -813,7 +860,9 @@ fn node_reason(
             "sharedIPOwnerNotEligible",
             "the IP is shared and its elected node is not eligible for this Service",
         ),
-        Reason::NotOwner { owner } => Why::new("notOwner", format!("eligible; {owner} announces it")),
+        Reason::NotOwner { owner } => {
+            Why::new("notOwner", format!("eligible; {owner} announces it"))
+        }
         other => service_reason(other, config, view),
     }
 }

@@ -73,10 +73,10 @@ fn render_ip(out: &mut String, ip: &IpExplanation) {
                     None => i.name.clone(),
                 })
                 .collect();
-            let ifs = if ifs.is_empty() {
-                "no known interface".to_string()
-            } else {
-                ifs.join(", ")
+            let ifs = match (&ip.reason, ifs.is_empty()) {
+                (Some(r), _) => format!("NO interface ({})", r.code),
+                (None, true) => "unknown interfaces".to_string(),
+                (None, false) => ifs.join(", "),
             };
             let since = a
                 .since
@@ -92,6 +92,11 @@ fn render_ip(out: &mut String, ip: &IpExplanation) {
                 ip.reason.as_ref().map(why).unwrap_or_default()
             );
         }
+    }
+    let same = |r: &Why| ip.reason.as_ref().is_some_and(|i| i.code == r.code);
+    if ip.announced_by.is_none() && ip.nodes.iter().all(|n| n.reason.as_ref().is_some_and(same)) {
+        // a service-level reason: every node says the same
+        return;
     }
     for n in &ip.nodes {
         match &n.reason {

@@ -216,7 +216,10 @@ fn announced_ip_names_its_pool_node_interface_mac_and_since() {
     assert_eq!(a.since.as_deref(), Some(ts(60).as_str()));
     assert_eq!(node_code(&e, "web", "n2"), "notOwner");
     assert_eq!(node_code(&e, "web", "n3"), "notOwner");
-    assert!(e.speakers.iter().all(|s| s.running && s.problems.is_empty()));
+    assert!(e
+        .speakers
+        .iter()
+        .all(|s| s.running && s.problems.is_empty()));
 }
 
 #[test]
@@ -296,6 +299,12 @@ fn interface_filter_matching_no_interface() {
     let e = w.explain();
     let a = e.services[0].ips[0].announced_by.as_ref().unwrap();
     assert!(a.interfaces.is_empty(), "{a:?}");
+    // answering on no interface is not answering
+    assert_eq!(e.services[0].state, "notAnnounced");
+    assert_eq!(
+        e.services[0].ips[0].reason.as_ref().unwrap().code,
+        "interfaceFilter"
+    );
     assert_eq!(notes(&e, "web", "n1"), ["interfaceFilter"]);
     assert_eq!(notes(&e, "web", "n2"), ["interfaceFilter"]);
 }
@@ -341,7 +350,10 @@ fn fenced_speaker_without_quorum() {
     let e = w.explain();
     assert_eq!(node_code(&e, "web", "n2"), "speakerFenced");
     let n2 = e.speakers.iter().find(|s| s.node == "n2").unwrap();
-    assert!(n2.problems[0].message.contains("0 of its 2 peers"), "{n2:?}");
+    assert!(
+        n2.problems[0].message.contains("0 of its 2 peers"),
+        "{n2:?}"
+    );
 }
 
 #[test]
@@ -355,8 +367,12 @@ fn heartbeats_not_flowing_between_two_nodes() {
     assert!(notes(&e, "web", "n1").is_empty());
     let n3 = e.speakers.iter().find(|s| s.node == "n3").unwrap();
     assert!(
-        n3.problems[0].message.contains("n3 hears no heartbeat from n2")
-            && n3.problems[0].message.contains("n2 hear no heartbeat from n3"),
+        n3.problems[0]
+            .message
+            .contains("n3 hears no heartbeat from n2")
+            && n3.problems[0]
+                .message
+                .contains("n2 hears no heartbeat from n3"),
         "{n3:?}"
     );
 }
@@ -385,7 +401,10 @@ fn duplicate_responder_is_reported() {
     let e = w.explain();
     let d = &e.services[0].ips[0].duplicates;
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].seen_by.as_str(), d[0].mac.as_str()), ("n1", "02:de:ad:be:ef:01"));
+    assert_eq!(
+        (d[0].seen_by.as_str(), d[0].mac.as_str()),
+        ("n1", "02:de:ad:be:ef:01")
+    );
     assert!(super::render::text(&e).contains("DUPLICATE RESPONDER: MAC 02:de:ad:be:ef:01"));
 }
 
@@ -414,17 +433,39 @@ fn pending_with(note: &str, pool_status: Option<Value>) -> String {
 fn service_without_ip_explained_by_the_controller_event() {
     let ip: IpAddr = "192.0.2.10".parse().unwrap();
     let key = ServiceKey::parse("default/web").unwrap();
-    let full = json!({"assignedIPv4": 256, "assignedIPv6": 0, "availableIPv4": 0, "availableIPv6": 0});
+    let full =
+        json!({"assignedIPv4": 256, "assignedIPv6": 0, "availableIPv4": 0, "availableIPv6": 0});
     assert_eq!(
-        pending_with(&failure(AllocError::NoAvailableIpsInPool("default".into())), None),
+        pending_with(
+            &failure(AllocError::NoAvailableIpsInPool("default".into())),
+            None
+        ),
         "poolExhausted"
     );
-    assert_eq!(pending_with(&failure(AllocError::NoAvailableIps), Some(full)), "poolExhausted");
-    assert_eq!(pending_with(&failure(AllocError::NoAvailableIps), None), "noPoolMatches");
-    assert_eq!(pending_with(&failure(AllocError::NoPools), None), "noPoolMatches");
-    assert_eq!(pending_with(&failure(AllocError::UnknownPool("x".into())), None), "noPoolMatches");
     assert_eq!(
-        pending_with(&failure(AllocError::IpInUse { ip, by: key.clone() }), None),
+        pending_with(&failure(AllocError::NoAvailableIps), Some(full)),
+        "poolExhausted"
+    );
+    assert_eq!(
+        pending_with(&failure(AllocError::NoAvailableIps), None),
+        "noPoolMatches"
+    );
+    assert_eq!(
+        pending_with(&failure(AllocError::NoPools), None),
+        "noPoolMatches"
+    );
+    assert_eq!(
+        pending_with(&failure(AllocError::UnknownPool("x".into())), None),
+        "noPoolMatches"
+    );
+    assert_eq!(
+        pending_with(
+            &failure(AllocError::IpInUse {
+                ip,
+                by: key.clone()
+            }),
+            None
+        ),
         "requestedIPTaken"
     );
     assert_eq!(
@@ -455,7 +496,10 @@ fn service_without_ip_explained_by_the_controller_event() {
             ip,
         },
     ] {
-        assert_eq!(classify_allocation_failure(&failure(e), &[]).code, "sharingRules");
+        assert_eq!(
+            classify_allocation_failure(&failure(e), &[]).code,
+            "sharingRules"
+        );
     }
 }
 
@@ -506,7 +550,10 @@ fn json_field_names_are_stable() {
         k
     };
     assert_eq!(keys(&v), ["configProblems", "services", "speakers"]);
-    assert_eq!(keys(&v["services"][0]), ["ips", "name", "namespace", "reason", "state"]);
+    assert_eq!(
+        keys(&v["services"][0]),
+        ["ips", "name", "namespace", "reason", "state"]
+    );
     let ip = &v["services"][0]["ips"][0];
     assert_eq!(
         keys(ip),
@@ -514,7 +561,10 @@ fn json_field_names_are_stable() {
     );
     assert_eq!(keys(&ip["announcedBy"]), ["interfaces", "node", "since"]);
     assert_eq!(keys(&ip["announcedBy"]["interfaces"][0]), ["mac", "name"]);
-    assert_eq!(keys(&ip["nodes"][1]), ["announces", "node", "notes", "reason"]);
+    assert_eq!(
+        keys(&ip["nodes"][1]),
+        ["announces", "node", "notes", "reason"]
+    );
     assert_eq!(keys(&ip["nodes"][1]["reason"]), ["code", "message"]);
     assert_eq!(
         keys(&v["speakers"][0]),

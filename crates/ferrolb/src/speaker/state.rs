@@ -172,8 +172,8 @@ impl Board {
     /// The state to publish at `now`, with the responder's interfaces. Duplicates not seen
     /// for [`DUPLICATE_MEMORY`], or for IPs no longer announced, are forgotten.
     pub fn state(&mut self, interfaces: Vec<Nic>, now: Timestamp) -> SpeakerState {
-        let memory = k8s_openapi::jiff::SignedDuration::try_from(DUPLICATE_MEMORY)
-            .unwrap_or_default();
+        let memory =
+            k8s_openapi::jiff::SignedDuration::try_from(DUPLICATE_MEMORY).unwrap_or_default();
         let announcing = &self.announcing;
         self.duplicates.retain(|(ip, _), s| {
             announcing.contains_key(ip) && now.duration_since(s.last) < memory

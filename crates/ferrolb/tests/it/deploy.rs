@@ -94,7 +94,10 @@ fn explain_clusterrole_matches_the_permission_table() {
     let role = find(&all, "ClusterRole", ferrolb::rbac::EXPLAIN_ROLE);
     for rule in role["rules"].as_sequence().unwrap() {
         for verb in rule["verbs"].as_sequence().unwrap() {
-            assert!(["get", "list"].contains(&verb.as_str().unwrap()), "{rule:?}");
+            assert!(
+                ["get", "list"].contains(&verb.as_str().unwrap()),
+                "{rule:?}"
+            );
         }
     }
     // optional: not in the default kustomization

@@ -49,10 +49,7 @@ fn explain_text(lab: &Lab, kubeconfig: &Path) -> String {
 }
 
 fn service<'a>(e: &'a Value, name: &str) -> Option<&'a Value> {
-    e["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)
+    e["services"].as_array()?.iter().find(|s| s["name"] == name)
 }
 
 fn code(v: &Value) -> &str {
@@ -154,8 +151,7 @@ fn explainer_kubeconfig(lab: &Lab) -> PathBuf {
     lab.apply_file(&write(lab, "explain-binding.yaml", &binding))
         .unwrap();
     let token = lab.service_account_token(EXPLAINER).unwrap();
-    let pki =
-        ferrolb_lab::apiserver::tls::Pki::load_or_create(&lab.dir.join("pki"), &[]).unwrap();
+    let pki = ferrolb_lab::apiserver::tls::Pki::load_or_create(&lab.dir.join("pki"), &[]).unwrap();
     write(
         lab,
         "kubeconfig-explainer",
@@ -291,20 +287,30 @@ spec:
 
     let kc = explainer_kubeconfig(&lab);
     let started = lab.audit_events().unwrap().len();
-    let e = until_explained(&lab, &kc, Duration::from_secs(30), |e| {
+    until_explained(&lab, &kc, Duration::from_secs(30), |e| {
         let mut w = Vec::new();
         // web: one of node-1/2 announces; node-3 excluded; node-4 not selected
         let a = announcer(e, "web").unwrap_or_default();
         expect(&mut w, "web announcer", &a, &[&owner]);
         let other = if a == "node-1" { "node-2" } else { "node-1" };
-        expect(&mut w, "web other", node_code(e, "web", other), &["notOwner"]);
+        expect(
+            &mut w,
+            "web other",
+            node_code(e, "web", other),
+            &["notOwner"],
+        );
         expect(
             &mut w,
             "web node-3",
             node_code(e, "web", "node-3"),
             &["excludedFromLoadBalancers"],
         );
-        expect(&mut w, "web node-4", node_code(e, "web", "node-4"), &["nodeSelector"]);
+        expect(
+            &mut w,
+            "web node-4",
+            node_code(e, "web", "node-4"),
+            &["nodeSelector"],
+        );
         let by = &service(e, "web").map_or(Value::Null, |s| s["ips"][0]["announcedBy"].clone());
         let mac = lab.node_mac(index_of(&owner));
         expect(
@@ -313,19 +319,40 @@ spec:
             by["interfaces"][0]["mac"].as_str().unwrap_or(""),
             &[&mac],
         );
-        expect(&mut w, "web interface", by["interfaces"][0]["name"].as_str().unwrap_or(""), &["eth0"]);
+        expect(
+            &mut w,
+            "web interface",
+            by["interfaces"][0]["name"].as_str().unwrap_or(""),
+            &["eth0"],
+        );
         if by["since"].as_str().is_none() {
             w.push("web: no since".into());
         }
         // Local with its only endpoint on node-1
-        expect(&mut w, "local node-1", node_code(e, "local", "node-1"), &["announces"]);
-        expect(&mut w, "local node-2", node_code(e, "local", "node-2"), &["noLocalEndpoint"]);
+        expect(
+            &mut w,
+            "local node-1",
+            node_code(e, "local", "node-1"),
+            &["announces"],
+        );
+        expect(
+            &mut w,
+            "local node-2",
+            node_code(e, "local", "node-2"),
+            &["noLocalEndpoint"],
+        );
         // interface filter, on the pool whose advertisement selects every node
         let ia = announcer(e, "ifsvc").unwrap_or_default();
         expect(&mut w, "ifsvc announcer", &ia, &["node-1", "node-2"]);
         if !node_notes(e, "ifsvc", &ia).contains(&"interfaceFilter".to_string()) {
             w.push(format!("ifsvc: no interfaceFilter note on {ia}"));
         }
+        expect(
+            &mut w,
+            "ifsvc",
+            service_reason(e, "ifsvc"),
+            &["interfaceFilter"],
+        );
         expect(
             &mut w,
             "ifsvc node-4",
@@ -339,13 +366,43 @@ spec:
             &["excludedFromLoadBalancers"],
         );
         // nobody announces
-        expect(&mut w, "noeps", service_reason(e, "noeps"), &["noServingEndpoints"]);
-        expect(&mut w, "lonely", service_reason(e, "lonely"), &["noMatchingAdvertisement"]);
-        expect(&mut w, "other", service_reason(e, "other"), &["loadBalancerClass"]);
+        expect(
+            &mut w,
+            "noeps",
+            service_reason(e, "noeps"),
+            &["noServingEndpoints"],
+        );
+        expect(
+            &mut w,
+            "lonely",
+            service_reason(e, "lonely"),
+            &["noMatchingAdvertisement"],
+        );
+        expect(
+            &mut w,
+            "other",
+            service_reason(e, "other"),
+            &["loadBalancerClass"],
+        );
         // no IP
-        expect(&mut w, "full2", service_reason(e, "full2"), &["poolExhausted"]);
-        expect(&mut w, "taken", service_reason(e, "taken"), &["requestedIPTaken"]);
-        expect(&mut w, "shareb", service_reason(e, "shareb"), &["sharingRules"]);
+        expect(
+            &mut w,
+            "full2",
+            service_reason(e, "full2"),
+            &["poolExhausted"],
+        );
+        expect(
+            &mut w,
+            "taken",
+            service_reason(e, "taken"),
+            &["requestedIPTaken"],
+        );
+        expect(
+            &mut w,
+            "shareb",
+            service_reason(e, "shareb"),
+            &["sharingRules"],
+        );
         let problems = e["configProblems"].to_string();
         if !problems.contains("broken") {
             w.push(format!("no problem reported for pool broken: {problems}"));
@@ -370,14 +427,20 @@ spec:
     assert_eq!(one["services"].as_array().unwrap().len(), 1);
     let (_, ok, stderr) = explain_json(&lab, &kc, &["-n", "default", "nosuch"]);
     assert!(!ok && stderr.contains("no LoadBalancer Service default/nosuch"));
-    eprintln!("{}", serde_json::to_string(&e["speakers"]).unwrap());
+    eprintln!("{text}");
 
     // Least privilege: the explainer, bound only to the shipped ClusterRole, was refused nothing.
     let user = service_account_user(EXPLAINER);
     let calls: Vec<_> = lab.audit_events().unwrap()[started..]
         .iter()
         .filter(|e| e.user.username == user)
-        .map(|e| (e.verb.clone(), e.request_uri.clone(), e.response_status.code))
+        .map(|e| {
+            (
+                e.verb.clone(),
+                e.request_uri.clone(),
+                e.response_status.code,
+            )
+        })
         .collect();
     assert!(calls.len() >= 8, "{calls:?}");
     let refused: Vec<_> = calls.iter().filter(|c| c.2 >= 400).collect();
@@ -430,9 +493,24 @@ fn explain_gives_the_runtime_reasons() {
     let (dead, deaf) = (node_name(dead), node_name(deaf));
     until_explained(&lab, &kc, Duration::from_secs(20), |e| {
         let mut w = Vec::new();
-        expect(&mut w, "announcer", &announcer(e, "web").unwrap_or_default(), &[&owner]);
-        expect(&mut w, "dead node", node_code(e, "web", &dead), &["speakerNotRunning"]);
-        expect(&mut w, "deaf node", node_code(e, "web", &deaf), &["speakerFenced"]);
+        expect(
+            &mut w,
+            "announcer",
+            &announcer(e, "web").unwrap_or_default(),
+            &[&owner],
+        );
+        expect(
+            &mut w,
+            "dead node",
+            node_code(e, "web", &dead),
+            &["speakerNotRunning"],
+        );
+        expect(
+            &mut w,
+            "deaf node",
+            node_code(e, "web", &deaf),
+            &["speakerFenced"],
+        );
         let p = speaker_problems(e, &deaf);
         if !p.contains(&"heartbeatsNotFlowing".to_string()) {
             w.push(format!("{deaf}: no heartbeatsNotFlowing in {p:?}"));
@@ -440,6 +518,7 @@ fn explain_gives_the_runtime_reasons() {
         w
     });
     let text = explain_text(&lab, &kc);
+    eprintln!("{text}");
     for want in [
         format!("{dead}: NOT RUNNING"),
         format!("{deaf}: running, FENCED"),
