@@ -338,10 +338,7 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
             }
             out.push(Why::new(
                 "heartbeatsNotFlowing",
-                format!(
-                    "heartbeats not flowing: {} (UDP 7947 between nodes blocked?)",
-                    parts.join("; ")
-                ),
+                format!("{} (UDP 7947 between nodes blocked?)", parts.join("; ")),
             ));
         }
     }
