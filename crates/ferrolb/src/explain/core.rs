@@ -575,7 +575,13 @@ impl Ctx<'_> {
                         .is_some_and(|sp| sp.may_announce() && sp.state.is_none())
             }),
         };
-        let announcer = announcer.filter(|_| own.is_some() || publishers.len() == 1 && ads.is_ok());
+        // the IP may be answered for another Service sharing it, not for this one
+        let announcer = announcer.filter(|_| {
+            !self
+                .election
+                .not_announced
+                .contains_key(&(view.key.clone(), ip))
+        });
         if let Some(node) = &announcer {
             out.announced_by = Some(self.announcer(node, ip, view, &ads));
         } else {
@@ -633,7 +639,7 @@ impl Ctx<'_> {
                     v.notes.push(note);
                 }
             }
-            if v.announces && self.publishers_disagree(&publishers) {
+            if v.announces && publishers.len() > 1 {
                 v.notes.push(Why::new(
                     "severalAnnouncers",
                     format!(
@@ -667,10 +673,6 @@ impl Ctx<'_> {
             }
         }
         out
-    }
-
-    fn publishers_disagree(&self, publishers: &[&String]) -> bool {
-        publishers.len() > 1
     }
 
     fn announcer(
