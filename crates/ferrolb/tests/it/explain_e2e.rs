@@ -3,8 +3,9 @@
 //!
 //! [`explain_gives_every_static_reason_in_one_cluster`] sets many situations up in one
 //! 4-node cluster at once (excluded node, NetworkUnavailable node, node selector, interface
-//! filter, Local Service, no endpoints, no advertisement, another class, pool exhausted,
-//! requested IP taken, sharing rules, invalid pool) and checks them all; it runs the
+//! filter, Local Service, no endpoints, no advertisement, another class, pool exhausted, no
+//! pool matching, requested IP taken, sharing rules, invalid and frozen pools) and checks
+//! them all; it runs the
 //! command as a ServiceAccount bound only to `deploy/explain/clusterrole.yaml` and
 //! checks that the server refused none of its requests.
 //! [`explain_gives_the_runtime_reasons`] covers what only running speakers tell: a
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 use ferrolb_lab::harness::{api_url, node_name, service_account_user, Lab, ServiceSpec};
 use serde_json::Value;
 
-use crate::e2e::{apply_quickstart, dump, index_of, lab, served, wait_heartbeats, write};
+use crate::e2e::{
+    apply_quickstart, dump, edit_pool, index_of, lab, pool_status, served, wait_heartbeats, write,
+};
 
 const EXPLAINER: &str = "explainer";
 
@@ -244,6 +247,24 @@ spec:
     })
     .unwrap();
 
+    // A pool that was valid, then edited into an invalid shape: frozen.
+    let freeze = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+                  metadata: {name: freeze, namespace: metallb-system}\n\
+                  spec: {addresses: [192.0.2.160/32], autoAssign: false}\n";
+    lab.apply_file(&write(&lab, "explain-freeze.yaml", freeze))
+        .unwrap();
+    let t = Instant::now();
+    while pool_status(&lab, "freeze").last_valid_spec.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", dump(&lab));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    edit_pool(
+        &lab,
+        "freeze",
+        serde_json::json!({"addresses": ["192.0.2.160/33"]}),
+    )
+    .unwrap();
+
     lab.create_service(&ServiceSpec::new("web")).unwrap();
     let web = lab
         .wait_for_ips("default", "web", 1, Duration::from_secs(20))
@@ -271,6 +292,10 @@ spec:
             .unwrap();
     }
     lab.create_service(&spec("full2", &[("metallb.io/address-pool", "tiny")]))
+        .unwrap();
+    lab.create_service(&spec("nopool", &[("metallb.io/address-pool", "broken")]))
+        .unwrap();
+    lab.create_service(&spec("frozen", &[("metallb.io/address-pool", "freeze")]))
         .unwrap();
     let web_s = web.to_string();
     lab.create_service(&spec("taken", &[("metallb.io/loadBalancerIPs", &web_s)]))
@@ -402,6 +427,18 @@ spec:
             "shareb",
             service_reason(e, "shareb"),
             &["sharingRules"],
+        );
+        expect(
+            &mut w,
+            "nopool",
+            service_reason(e, "nopool"),
+            &["noPoolMatches"],
+        );
+        expect(
+            &mut w,
+            "frozen",
+            service_reason(e, "frozen"),
+            &["invalidPool"],
         );
         let problems = e["configProblems"].to_string();
         if !problems.contains("broken") {
