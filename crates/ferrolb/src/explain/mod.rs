@@ -34,7 +34,7 @@ pub enum Output {
 /// `ferrolb explain [-n NAMESPACE] [SERVICE] | -A`.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
-    /// The Service to explain (needs --namespace, default "default"); without it, every
+    /// The Service to explain (in --namespace, default "default"); without it, every
     /// LoadBalancer Service of the namespace (or of all namespaces with -A).
     pub service: Option<String>,
     /// Namespace of the Service(s).
