@@ -444,6 +444,12 @@ fn keep_running(lab: &mut Lab, r: &Report) {
         lab.kubeconfig.display()
     );
     println!(
+        "  ip netns exec {} {} explain --kubeconfig {}   # who announces each VIP, and why the other nodes do not",
+        lab.ctl_ns().name(),
+        lab.cfg.exe.display(),
+        lab.kubeconfig.display()
+    );
+    println!(
         "  ip netns exec {} tcpdump -ni br0 arp or icmp6",
         lab.network().switch().name()
     );

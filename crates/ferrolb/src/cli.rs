@@ -36,6 +36,9 @@ pub enum Command {
     Speaker(crate::speaker::Args),
     /// Print every CustomResourceDefinition ferrolb serves, as YAML (`ferrolb crds | kubectl apply -f -`).
     Crds,
+    /// Explain why a Service's external IP is (not) reachable: pool, announcing node, and
+    /// for every other node why it does not announce (read-only).
+    Explain(crate::explain::Args),
     /// Check IPAddressPool / L2Advertisement manifests offline, with the controller's own validation.
     Validate(crate::validate::ValidateArgs),
     /// Run a complete demo on this machine: namespaces as nodes, a client, failover measured (root).

@@ -15,6 +15,7 @@
 //! | [`dataplane`] | shell | raw packet sockets answering ARP/NDP, gratuitous announcements |
 //! | [`controller`] | shell | kube-runtime controller wrapping the allocator |
 //! | [`speaker`] | shell | per-node speaker wiring election to the dataplane |
+//! | [`explain`] | core + shell | `ferrolb explain`: why an external IP is (not) reachable |
 //! | [`rbac`] | table | the API permissions each component needs (source of deploy/rbac.yaml) |
 //! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
 //! | [`runtime`] | shell | kube client builder, flag durations, shutdown signal (both components) |
@@ -24,6 +25,7 @@ pub use ferrolb_core::{allocator, class, config, crd, election, selector, wire};
 pub mod cli;
 pub mod controller;
 pub mod dataplane;
+pub mod explain;
 pub mod rbac;
 pub mod runtime;
 pub mod speaker;

@@ -38,6 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 match command {
                     Command::Controller(a) => ferrolb::controller::run(a).await.map(|_| 0),
                     Command::Speaker(a) => ferrolb::speaker::run(a).await.map(|_| 0),
+                    Command::Explain(a) => ferrolb::explain::run(a).await,
                     _ => unreachable!("handled above"),
                 }
             })

@@ -203,6 +203,85 @@ pub const SPEAKER: &[Rule] = &[
     },
 ];
 
+/// What `ferrolb explain` reads (get and list only). Shipped as the optional ClusterRole
+/// `ferrolb-explain` ([`render_explain`], `deploy/explain/clusterrole.yaml`): the
+/// namespaced kinds are read in ferrolb's namespace only, but a ClusterRole bound with a
+/// ClusterRoleBinding is the simplest thing to hand a user.
+pub const EXPLAIN: &[Rule] = &[
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "",
+        resources: &["services", "nodes"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "LoadBalancer Services and their IPs; node labels and conditions",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "discovery.k8s.io",
+        resources: &["endpointslices"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "ready and serving endpoints per node (externalTrafficPolicy: Local)",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "the controller's Events: why a Service has no IP",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "metallb.io",
+        resources: &["ipaddresspools", "l2advertisements", "servicel2statuses"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "the configuration (in ferrolb's namespace) and who announces what",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "speaker node Leases with their published state, per-IP owner records (in ferrolb's namespace)",
+        exceptions: &[],
+    },
+];
+
+/// Name of the optional ClusterRole for `ferrolb explain`.
+pub const EXPLAIN_ROLE: &str = "ferrolb-explain";
+
+/// The optional ClusterRole of `ferrolb explain` (bind it yourself, see the comment).
+pub fn render_explain() -> String {
+    let mut out = format!(
+        "# GENERATED from crates/ferrolb/src/rbac.rs — do not edit; regenerate with\n\
+         #   FERROLB_BLESS=1 cargo test --test it deploy\n\
+         # Optional: what `ferrolb explain` reads (get/list only, nothing is written).\n\
+         # Not part of deploy/kustomization.yaml. Apply it, then bind it to a user or group:\n\
+         #   kubectl apply -f deploy/explain/clusterrole.yaml\n\
+         #   kubectl create clusterrolebinding {EXPLAIN_ROLE}-alice --clusterrole={EXPLAIN_ROLE} --user=alice\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {EXPLAIN_ROLE}\n  labels:\n    app.kubernetes.io/part-of: ferrolb\nrules:\n"
+    );
+    for r in EXPLAIN {
+        let _ = write!(
+            out,
+            "  # {}\n  - apiGroups: [\"{}\"]\n    resources: [{}]\n    verbs: [{}]\n",
+            r.why,
+            r.api_group,
+            quoted(r.resources),
+            quoted(r.verbs)
+        );
+    }
+    out
+}
+
 /// Renders the ServiceAccounts, (Cluster)Roles and bindings as multi-document YAML.
 pub fn render(namespace: &str) -> String {
     let mut out = String::from(

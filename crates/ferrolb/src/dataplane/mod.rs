@@ -276,6 +276,24 @@ impl Dataplane {
             .collect()
     }
 
+    /// A reader of [`Dataplane::interfaces`] that does not keep the dataplane running.
+    pub fn interfaces_reader(&self) -> impl Fn() -> Vec<InterfaceInfo> + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || {
+            shared
+                .upgrade()
+                .map(|s| {
+                    s.interfaces
+                        .read()
+                        .expect("interfaces lock")
+                        .values()
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+
     /// The dataplane's counters (register them with [`Metrics::register`]).
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics

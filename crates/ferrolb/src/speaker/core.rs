@@ -126,6 +126,8 @@ pub struct Speaker<A: Announcer> {
     live: Live,
     /// This node's Lease was fresh at the last evaluation (stale → fresh restarts peers' clocks).
     lease_was_fresh: bool,
+    /// What this node publishes on its Lease for `ferrolb explain` (None: nothing).
+    board: Option<super::state::SharedBoard>,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -154,7 +156,48 @@ impl<A: Announcer> Speaker<A> {
             mesh: None,
             live: Live::default(),
             lease_was_fresh: false,
+            board: None,
         }
+    }
+
+    /// Reports permission, heard peers and announcements to `board` after every pass.
+    pub fn with_board(mut self, board: super::state::SharedBoard) -> Self {
+        self.board = Some(board);
+        self
+    }
+
+    /// Tells the board what the last pass left (published with the next renewal).
+    fn publish_state(&self, now: Instant) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        let (heartbeats, heard) = match &self.mesh {
+            Some(m) => {
+                let st = m.lock();
+                let dead_after = m.rules.timing.dead_after;
+                let heard = self
+                    .tracker
+                    .nodes()
+                    .into_iter()
+                    .filter(|n| {
+                        st.table
+                            .last_heard(n)
+                            .is_some_and(|t| now.saturating_duration_since(t) < dead_after)
+                    })
+                    .collect();
+                (st.enabled, heard)
+            }
+            None => (false, BTreeSet::new()),
+        };
+        let members = self
+            .tracker
+            .held()
+            .into_iter()
+            .filter(|n| *n != self.settings.node)
+            .collect();
+        let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
+        b.set_liveness(self.live.may, heartbeats, heard, members);
+        b.set_announced(&self.announced, k8s_openapi::jiff::Timestamp::now());
     }
 
     /// Uses heartbeats (from [`super::heartbeat`]) for liveness and fencing, on top of the
@@ -454,6 +497,7 @@ impl<A: Announcer> Speaker<A> {
             self.sync_status(now).await;
         }
         self.planner.forget_events(&self.announced);
+        self.publish_state(now);
         self.next_wakeup(now, may)
     }
 

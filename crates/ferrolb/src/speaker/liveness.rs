@@ -212,10 +212,20 @@ impl PeerTracker {
 /// released), as published by [`OwnLease`] for the speaker's [`crate::election::Fence`].
 pub type Renewals = watch::Receiver<Option<Instant>>;
 
+/// Renders the speaker's published state ([`super::state::SPEAKER_STATE_ANNOTATION`]).
+pub type StateRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Shell: keeps this node's Lease renewed and publishes its renewals ([`Renewals`]).
 pub struct OwnLease {
     lock: LeaseLock,
     timing: LeaseClock,
+    /// The Lease API and this node's name (renewals that carry the published state).
+    api: kube::Api<Lease>,
+    node: String,
+    /// `spec.leaseDurationSeconds` written on renewal.
+    ttl_secs: u64,
+    /// The state published with each renewal, when it changed (None: nothing published).
+    state: Option<StateRenderer>,
     /// Send time of the last successful renewal (None: released).
     renewed: watch::Sender<Option<Instant>>,
     metrics: Arc<Metrics>,
@@ -230,15 +240,16 @@ impl OwnLease {
         timing: LeaseClock,
         metrics: Arc<Metrics>,
     ) -> (Self, Renewals) {
+        // leaseDurationSeconds is informative only (peers use their own clock and flag);
+        // round up so it never reads shorter than reality.
+        let ttl_secs = timing.lease_duration().as_secs_f64().ceil() as u64;
         let lock = LeaseLock::new(
-            client,
+            client.clone(),
             namespace,
             LeaseLockParams {
                 lease_name: node_lease_name(node),
                 holder_id: node.to_string(),
-                // leaseDurationSeconds is informative only (peers use their own clock and
-                // flag); round up so it never reads shorter than reality.
-                lease_ttl: Duration::from_secs(timing.lease_duration().as_secs_f64().ceil() as u64),
+                lease_ttl: Duration::from_secs(ttl_secs),
             },
         );
         let (tx, rx) = watch::channel(None);
@@ -246,11 +257,70 @@ impl OwnLease {
             Self {
                 lock,
                 timing,
+                api: kube::Api::namespaced(client, namespace),
+                node: node.to_string(),
+                ttl_secs,
+                state: None,
                 renewed: tx,
                 metrics,
             },
             rx,
         )
+    }
+
+    /// Publishes `render()` on the Lease (annotation
+    /// [`super::state::SPEAKER_STATE_ANNOTATION`]) as part of the renewals, in the renewal's
+    /// own patch and only when the Lease does not hold it already: no extra API write.
+    pub fn with_state(mut self, render: StateRenderer) -> Self {
+        self.state = Some(render);
+        self
+    }
+
+    /// Acquire or renew. A renewal of a Lease this node holds is one merge patch of
+    /// `renewTime` (and of the published state when it changed); everything else (create,
+    /// acquire an expired or released Lease, or leave another holder alone) is
+    /// [`LeaseLock::try_acquire_or_renew`]'s.
+    async fn try_renew(&self) -> Result<LeaseLockResult, kube_leader_election::Error> {
+        let Some(render) = &self.state else {
+            return self.lock.try_acquire_or_renew().await;
+        };
+        let name = node_lease_name(&self.node);
+        let current = self
+            .api
+            .get_opt(&name)
+            .await
+            .map_err(kube_leader_election::Error::GetLease)?;
+        let Some(current) = current.filter(|l| LeaseMark::of(l).holder == self.node) else {
+            return self.lock.try_acquire_or_renew().await;
+        };
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let mut patch = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": { "name": name },
+            "spec": { "renewTime": now, "leaseDurationSeconds": self.ttl_secs },
+        });
+        let want = render();
+        let have = current
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::state::SPEAKER_STATE_ANNOTATION));
+        if have != Some(&want) {
+            patch["metadata"]["annotations"] =
+                serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: want });
+        }
+        let params = kube::api::PatchParams {
+            field_manager: Some(self.node.clone()),
+            ..Default::default()
+        };
+        self.api
+            .patch(&name, &params, &kube::api::Patch::Merge(&patch))
+            .await
+            .map(LeaseLockResult::Acquired)
+            .map_err(kube_leader_election::Error::RenewLease)
     }
 
     /// One acquire-or-renew attempt (a GET and one write), bounded by twice the retry period
@@ -260,7 +330,7 @@ impl OwnLease {
     pub async fn renew_once(&self) -> bool {
         let sent = Instant::now();
         let limit = (self.timing.retry_period() * 2).min(self.timing.renew_deadline());
-        let res = tokio::time::timeout(limit, self.lock.try_acquire_or_renew()).await;
+        let res = tokio::time::timeout(limit, self.try_renew()).await;
         match res {
             Ok(Ok(LeaseLockResult::Acquired(_))) => {
                 if let Some(gap) = self

@@ -31,6 +31,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod plan;
 pub mod slim;
+pub mod state;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
@@ -83,7 +84,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         crate::telemetry::serve(args.metrics_addr, registry.clone(), health.clone()).await?;
     tracing::info!(%addr, node = %args.node_name, namespace = %args.namespace, "speaker starting");
 
+    let board = state::SharedBoard::default();
     let (dup_tx, dup_rx) = mpsc::channel(256);
+    let dup_board = board.clone();
     let (iface_tx, iface_rx) = mpsc::channel(64);
     tokio::spawn(async move {
         while let Some(ev) = dp_events.recv().await {
@@ -94,14 +97,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     their_mac,
                     interface,
                 } => {
-                    let _ = dup_tx
-                        .send(DuplicateResponder {
-                            ip,
-                            interface,
-                            their_mac: their_mac.to_string(),
-                            our_mac: our_mac.to_string(),
-                        })
-                        .await;
+                    let d = DuplicateResponder {
+                        ip,
+                        interface,
+                        their_mac: their_mac.to_string(),
+                        our_mac: our_mac.to_string(),
+                    };
+                    dup_board
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .duplicate(&d, k8s_openapi::jiff::Timestamp::now());
+                    let _ = dup_tx.send(d).await;
                 }
                 _ => {
                     let _ = iface_tx.try_send(());
@@ -119,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         clock,
         metrics.clone(),
     );
+    let own = own.with_state(state_renderer(board.clone(), dataplane.interfaces_reader()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let lease_task = tokio::spawn(own.run(stop_rx.clone()));
 
@@ -142,7 +149,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dataplane,
         metrics.clone(),
         renewals.clone(),
-    );
+    )
+    .with_board(board);
     let mut hb_task = None;
     if !args.no_heartbeats {
         let timing = args.mesh_timing()?;
@@ -191,6 +199,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The published state ([`state::SpeakerState`]) of `board`, with the responder's interfaces.
+fn state_renderer(
+    board: state::SharedBoard,
+    interfaces: impl Fn() -> Vec<crate::dataplane::InterfaceInfo> + Send + Sync + 'static,
+) -> liveness::StateRenderer {
+    Arc::new(move || {
+        let nics = interfaces()
+            .into_iter()
+            .map(|i| state::Nic {
+                name: i.name,
+                mac: i.mac.to_string(),
+            })
+            .collect();
+        board
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state(nics, k8s_openapi::jiff::Timestamp::now())
+            .to_annotation()
+    })
 }
 
 /// Gives this node's ServiceL2Status objects left by a previous Pod to this speaker's Pod

@@ -84,6 +84,28 @@ fn rbac_manifest_matches_the_permission_table() {
 }
 
 #[test]
+fn explain_clusterrole_matches_the_permission_table() {
+    check_generated(
+        &root().join("deploy/explain/clusterrole.yaml"),
+        &ferrolb::rbac::render_explain(),
+    );
+    let all = docs(&ferrolb::rbac::render_explain());
+    assert_eq!(all.len(), 1);
+    let role = find(&all, "ClusterRole", ferrolb::rbac::EXPLAIN_ROLE);
+    for rule in role["rules"].as_sequence().unwrap() {
+        for verb in rule["verbs"].as_sequence().unwrap() {
+            assert!(
+                ["get", "list"].contains(&verb.as_str().unwrap()),
+                "{rule:?}"
+            );
+        }
+    }
+    // optional: not in the default kustomization
+    let k = std::fs::read_to_string(root().join("deploy/kustomization.yaml")).unwrap();
+    assert!(!k.contains("explain"));
+}
+
+#[test]
 fn rendered_file_matches_kustomize_base() {
     if !tool_or_skip(
         "rendered_file_matches_kustomize_base",

@@ -8,6 +8,7 @@ mod crds;
 mod dataplane_kernel;
 mod deploy;
 mod e2e;
+mod explain_e2e;
 mod image;
 mod l2status_owner;
 mod logging;

@@ -647,6 +647,46 @@ async fn own_lease_renews_and_releases() {
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some(""));
 }
 
+/// The published speaker state rides on the renewals: one write per renewal, as without it,
+/// carrying the annotation when it changed.
+#[tokio::test]
+async fn own_lease_carries_the_published_state() {
+    use ferrolb::speaker::state::SPEAKER_STATE_ANNOTATION;
+    let client = fake_client().await;
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut reg));
+    let published = Arc::new(std::sync::Mutex::new("A".to_string()));
+    let p = published.clone();
+    let (own, _renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
+    let own = own.with_state(Arc::new(move || p.lock().unwrap().clone()));
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let read = || async {
+        let l = api.get("ferrolb-speaker-node-a").await.unwrap();
+        let ann = l
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(SPEAKER_STATE_ANNOTATION)
+            .cloned();
+        let rv: u64 = l.metadata.resource_version.unwrap().parse().unwrap();
+        (ann, rv)
+    };
+    // the first renewal creates the Lease; the next carries the state
+    assert!(own.renew_once().await);
+    assert!(own.renew_once().await);
+    let (ann, rv1) = read().await;
+    assert_eq!(ann.as_deref(), Some("A"));
+    assert!(own.renew_once().await);
+    let (ann, rv2) = read().await;
+    assert_eq!(ann.as_deref(), Some("A"));
+    *published.lock().unwrap() = "B".into();
+    assert!(own.renew_once().await);
+    let (ann, rv3) = read().await;
+    assert_eq!(ann.as_deref(), Some("B"));
+    // every renewal is one write, whether the state changed or not
+    assert_eq!(rv2 - rv1, rv3 - rv2, "{rv1} {rv2} {rv3}");
+}
+
 /// Status writes are informational: a ServiceL2Status write that keeps failing delays
 /// neither a takeover nor the status of any other Service.
 #[tokio::test]

@@ -1,0 +1,307 @@
+//! What a speaker publishes about itself for `ferrolb explain`: an annotation on its node
+//! Lease ([`SPEAKER_STATE_ANNOTATION`], JSON [`SpeakerState`]).
+//!
+//! The annotation rides on the renewal the speaker writes anyway ([`super::liveness`]): it
+//! is part of the renewal's patch only when its content differs from what the Lease holds,
+//! so publishing it never adds an API write. It is informational: nothing in the speaker
+//! or the controller reads it.
+//!
+//! [`Board`] is the pure bookkeeping: the speaker loop reports its permission, the peers it
+//! hears and what it announces; the dataplane reports duplicate responders; the renewal
+//! renders the state with the interfaces the responder runs on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::announcer::DuplicateResponder;
+use super::plan::Announced;
+use crate::election::Interfaces;
+
+/// Node Lease annotation carrying the speaker's [`SpeakerState`] (JSON).
+pub const SPEAKER_STATE_ANNOTATION: &str = "ferrolb.io/speaker-state";
+
+/// How long a duplicate responder stays published after it was last seen.
+pub const DUPLICATE_MEMORY: Duration = Duration::from_secs(600);
+
+/// The published state of one speaker. Field names are stable (camelCase JSON).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SpeakerState {
+    /// This node may announce: its Lease is renewed in time and, with heartbeats on, it
+    /// hears a quorum (false: fenced, it answers for nothing).
+    pub may_announce: bool,
+    /// Heartbeats are on (the heartbeat key was loaded).
+    pub heartbeats: bool,
+    /// Peers whose heartbeats this node hears now (sorted).
+    pub heard: Vec<String>,
+    /// Peers this node counts as members (sorted; heartbeat targets).
+    pub members: Vec<String>,
+    /// The interfaces the ARP/NDP responder runs on, with their MACs.
+    pub interfaces: Vec<Nic>,
+    /// The IPs this node answers for now.
+    pub announcing: Vec<AnnouncedIp>,
+    /// Other MACs seen answering for IPs this node answers for (the last 10 minutes).
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// One interface of the responder.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Nic {
+    /// Interface name.
+    pub name: String,
+    /// Its MAC (`aa:bb:cc:dd:ee:ff`).
+    pub mac: String,
+}
+
+/// One IP this node answers for.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AnnouncedIp {
+    /// The IP.
+    pub ip: String,
+    /// The interfaces the L2Advertisements allow (empty: every interface of the responder).
+    pub interfaces: Vec<String>,
+    /// When this node started answering for it (RFC 3339).
+    pub since: String,
+}
+
+/// Another MAC answering for an IP this node answers for.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Duplicate {
+    /// The IP.
+    pub ip: String,
+    /// Interface it was seen on.
+    pub interface: String,
+    /// The other responder's MAC.
+    pub mac: String,
+    /// When it was first seen (RFC 3339).
+    pub first_seen: String,
+}
+
+impl SpeakerState {
+    /// Reads the annotation of a node Lease (None: absent or unreadable).
+    pub fn of_lease(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<Self> {
+        let raw = lease
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(SPEAKER_STATE_ANNOTATION)?;
+        serde_json::from_str(raw).ok()
+    }
+
+    /// The annotation value.
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    interface: String,
+    first: Timestamp,
+    last: Timestamp,
+}
+
+/// The speaker's facts between renewals (pure: times are passed in).
+#[derive(Debug, Clone, Default)]
+pub struct Board {
+    may_announce: bool,
+    heartbeats: bool,
+    heard: BTreeSet<String>,
+    members: BTreeSet<String>,
+    /// IP → (interfaces, announced since).
+    announcing: BTreeMap<IpAddr, (Vec<String>, Timestamp)>,
+    /// (IP, their MAC) → when seen.
+    duplicates: BTreeMap<(IpAddr, String), Seen>,
+}
+
+/// A [`Board`] shared by the speaker loop, the dataplane event task and the renewal.
+pub type SharedBoard = Arc<Mutex<Board>>;
+
+impl Board {
+    /// Liveness as the last pass evaluated it.
+    pub fn set_liveness(
+        &mut self,
+        may_announce: bool,
+        heartbeats: bool,
+        heard: BTreeSet<String>,
+        members: BTreeSet<String>,
+    ) {
+        self.may_announce = may_announce;
+        self.heartbeats = heartbeats;
+        self.heard = heard;
+        self.members = members;
+    }
+
+    /// What the dataplane answers for now; an IP keeps its `since` while it stays announced.
+    pub fn set_announced(&mut self, announced: &BTreeMap<IpAddr, Announced>, now: Timestamp) {
+        let mut next = BTreeMap::new();
+        for (ip, a) in announced {
+            let interfaces = match &a.interfaces {
+                Interfaces::All => Vec::new(),
+                Interfaces::Named(n) => n.iter().cloned().collect(),
+            };
+            let since = self.announcing.get(ip).map_or(now, |(_, s)| *s);
+            next.insert(*ip, (interfaces, since));
+        }
+        self.announcing = next;
+    }
+
+    /// A duplicate responder reported by the dataplane.
+    pub fn duplicate(&mut self, d: &DuplicateResponder, now: Timestamp) {
+        self.duplicates
+            .entry((d.ip, d.their_mac.clone()))
+            .and_modify(|s| {
+                s.last = now;
+                s.interface = d.interface.clone();
+            })
+            .or_insert(Seen {
+                interface: d.interface.clone(),
+                first: now,
+                last: now,
+            });
+    }
+
+    /// The state to publish at `now`, with the responder's interfaces. Duplicates not seen
+    /// for [`DUPLICATE_MEMORY`], or for IPs no longer announced, are forgotten.
+    pub fn state(&mut self, interfaces: Vec<Nic>, now: Timestamp) -> SpeakerState {
+        let memory =
+            k8s_openapi::jiff::SignedDuration::try_from(DUPLICATE_MEMORY).unwrap_or_default();
+        let announcing = &self.announcing;
+        self.duplicates.retain(|(ip, _), s| {
+            announcing.contains_key(ip) && now.duration_since(s.last) < memory
+        });
+        let mut interfaces = interfaces;
+        interfaces.sort();
+        SpeakerState {
+            may_announce: self.may_announce,
+            heartbeats: self.heartbeats,
+            heard: self.heard.iter().cloned().collect(),
+            members: self.members.iter().cloned().collect(),
+            interfaces,
+            announcing: self
+                .announcing
+                .iter()
+                .map(|(ip, (ifs, since))| AnnouncedIp {
+                    ip: ip.to_string(),
+                    interfaces: ifs.clone(),
+                    since: rfc3339(*since),
+                })
+                .collect(),
+            duplicates: self
+                .duplicates
+                .iter()
+                .map(|((ip, mac), s)| Duplicate {
+                    ip: ip.to_string(),
+                    interface: s.interface.clone(),
+                    mac: mac.clone(),
+                    first_seen: rfc3339(s.first),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A timestamp at second precision (so republishing never changes it by rounding).
+pub fn rfc3339(t: Timestamp) -> String {
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn announced(ips: &[&str]) -> BTreeMap<IpAddr, Announced> {
+        ips.iter()
+            .map(|ip| {
+                (
+                    ip.parse().unwrap(),
+                    Announced {
+                        interfaces: Interfaces::Named(["eth0".to_string()].into()),
+                        services: ["default/a".to_string()].into(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn since_is_kept_while_announced_and_the_state_round_trips() {
+        let mut b = Board::default();
+        b.set_liveness(true, true, ["n2".into()].into(), ["n2".into()].into());
+        b.set_announced(&announced(&["10.0.0.1"]), t(0));
+        b.set_announced(&announced(&["10.0.0.1", "10.0.0.2"]), t(5));
+        let nic = Nic {
+            name: "eth0".into(),
+            mac: "02:00:00:00:00:01".into(),
+        };
+        let s = b.state(vec![nic.clone()], t(6));
+        assert_eq!(s.announcing[0].since, rfc3339(t(0)));
+        assert_eq!(s.announcing[1].since, rfc3339(t(5)));
+        assert_eq!(s.announcing[0].interfaces, ["eth0"]);
+        // the same facts later render the same annotation: nothing to write
+        assert_eq!(b.state(vec![nic.clone()], t(60)), s);
+        let lease = k8s_openapi::api::coordination::v1::Lease {
+            metadata: kube::api::ObjectMeta {
+                annotations: Some(
+                    [(SPEAKER_STATE_ANNOTATION.to_string(), s.to_annotation())].into(),
+                ),
+                ..Default::default()
+            },
+            spec: None,
+        };
+        assert_eq!(SpeakerState::of_lease(&lease), Some(s.clone()));
+        let json: serde_json::Value = serde_json::from_str(&s.to_annotation()).unwrap();
+        for field in [
+            "mayAnnounce",
+            "heartbeats",
+            "heard",
+            "members",
+            "interfaces",
+            "announcing",
+            "duplicates",
+        ] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+        // withdrawn and announced again: a new since
+        b.set_announced(&announced(&[]), t(7));
+        b.set_announced(&announced(&["10.0.0.1"]), t(8));
+        assert_eq!(b.state(vec![], t(9)).announcing[0].since, rfc3339(t(8)));
+    }
+
+    #[test]
+    fn duplicates_are_kept_while_seen_and_announced() {
+        let mut b = Board::default();
+        b.set_announced(&announced(&["10.0.0.1"]), t(0));
+        let d = DuplicateResponder {
+            ip: "10.0.0.1".parse().unwrap(),
+            interface: "eth0".into(),
+            their_mac: "02:de:ad:be:ef:01".into(),
+            our_mac: "02:00:00:00:00:01".into(),
+        };
+        b.duplicate(&d, t(1));
+        b.duplicate(&d, t(30));
+        let s = b.state(vec![], t(31));
+        assert_eq!(s.duplicates.len(), 1);
+        assert_eq!(s.duplicates[0].first_seen, rfc3339(t(1)));
+        assert_eq!(s.duplicates[0].mac, "02:de:ad:be:ef:01");
+        assert_eq!(b.state(vec![], t(30 + 599)).duplicates.len(), 1);
+        assert!(b.state(vec![], t(30 + 600)).duplicates.is_empty());
+        b.duplicate(&d, t(700));
+        b.set_announced(&announced(&[]), t(701));
+        assert!(b.state(vec![], t(702)).duplicates.is_empty());
+    }
+}
