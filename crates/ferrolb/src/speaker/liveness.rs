@@ -277,7 +277,9 @@ impl OwnLease {
     }
 
     /// Acquire or renew. A renewal of a Lease this node holds is one merge patch of
-    /// `renewTime` (and of the published state when it changed); everything else (create,
+    /// `renewTime` (and of the published state when it changed), conditional on the
+    /// resourceVersion just read, so a Lease another writer changed in between is not
+    /// renewed blindly (409; the next attempt re-reads); everything else (create,
     /// acquire an expired or released Lease, or leave another holder alone) is
     /// [`LeaseLock::try_acquire_or_renew`]'s.
     async fn try_renew(&self) -> Result<LeaseLockResult, kube_leader_election::Error> {
@@ -299,7 +301,7 @@ impl OwnLease {
         let mut patch = serde_json::json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": { "name": name },
+            "metadata": { "name": name, "resourceVersion": current.metadata.resource_version },
             "spec": { "renewTime": now, "leaseDurationSeconds": self.ttl_secs },
         });
         let want = render();
