@@ -17,15 +17,19 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::probe::{percentile, Outcome, Sample};
 use super::scenario::Failover;
 
-/// Width of the picture in pixels.
+/// Width of the picture in pixels, and the most it is widened to make room for labels.
 const WIDTH: i32 = 1100;
+const MAX_WIDTH: i32 = 2400;
 /// Space kept free at every edge of the picture.
 const MARGIN: i32 = 14;
 /// Font sizes in SVG pixels (plotters scales the size it is given by 1/1.24 when it writes SVG).
 const CAPTION_PX: f64 = 18.0;
+const SUMMARY_PX: f64 = 13.0;
 const LABEL_PX: f64 = 13.0;
 const AXIS_PX: f64 = 12.0;
 const LEGEND_PX: f64 = 12.0;
+/// The most rows of labels before shorter labels are used.
+const MAX_LANES: usize = 4;
 /// Height of one row of event labels, and the box drawn around a label inside it.
 const LANE_H: i32 = 22;
 const BOX_H: i32 = 18;
@@ -195,7 +199,7 @@ pub fn summary_line(failovers: &[&Failover]) -> String {
         }
         parts.push(part);
     }
-    parts.join("    ")
+    parts.join("  ·  ")
 }
 
 /// Where a label went: its box, its row (0 is the row farthest from the plot), and the x of
@@ -267,7 +271,11 @@ pub fn place_labels(labels: &[(i32, i32)], left: i32, right: i32, top: i32) -> V
                     .filter(|p| p.lane > lane)
                     .filter(|p| anchor >= p.rect.x0 - CLEAR && anchor <= p.rect.x1 + CLEAR)
                     .count();
-                let cost = (crossed_by_others + own_crosses, lane, (x0 - starts_at).abs());
+                let cost = (
+                    crossed_by_others + own_crosses,
+                    lane,
+                    (x0 - starts_at).abs(),
+                );
                 if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                     best = Some((cost, Placed { rect, lane, anchor }));
                 }
@@ -360,6 +368,162 @@ where
         .build_cartesian_2d(0.0..t_max, -0.5..(nodes as f64 + 0.5))?)
 }
 
+/// A failover's label as drawn: horizontal in a box, or turned to read upwards right above
+/// its marker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub text: String,
+    pub rect: Rect,
+    pub anchor: i32,
+    pub rotated: bool,
+}
+
+/// Where everything of the picture goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub width: i32,
+    pub height: i32,
+    /// Top of the chart (plot area with its axes); the labels are above it.
+    pub chart_top: i32,
+    /// Left and right pixel of the plot area.
+    pub plot_x: (i32, i32),
+    /// One per failover, in the order given.
+    pub labels: Vec<Label>,
+    /// One per legend entry.
+    pub legend: Vec<Rect>,
+}
+
+/// The pixel column of time `t` on a plot spanning `plot_x` for times `0..t_max`, as plotters
+/// maps it.
+pub fn x_of(t: f64, t_max: f64, plot_x: (i32, i32)) -> i32 {
+    plot_x.0 + ((plot_x.1 - plot_x.0) as f64 * (t / t_max) + 1e-3).floor() as i32
+}
+
+/// Lays the picture out for failovers at the given times (seconds on a time axis `0..t_max`):
+/// labels in boxes in rows above the plot when some [`Detail`] fits in [`MAX_LANES`] rows
+/// with no leader line crossing a box; otherwise turned labels right above their markers,
+/// widening the picture (up to [`MAX_WIDTH`]) until neighbours do not touch; failing that,
+/// the shortest boxed labels, which never overlap even where leader lines cross them.
+pub fn layout(failovers: &[(f64, &Failover)], t_max: f64) -> Layout {
+    let caption_h = (CAPTION_PX * 1.5) as i32 + (SUMMARY_PX * 1.6) as i32;
+    let lanes_top = MARGIN + caption_h;
+    // plotters' plot area ends one pixel before the right margin.
+    let plot_x = |width: i32| (MARGIN + Y_LABEL_AREA, width - MARGIN - 1);
+    let anchors_at = |width: i32| -> Vec<i32> {
+        failovers
+            .iter()
+            .map(|(t, _)| x_of(*t, t_max, plot_x(width)))
+            .collect()
+    };
+    let fs: Vec<&Failover> = failovers.iter().map(|(_, f)| *f).collect();
+
+    let boxed = |texts: Vec<String>, placed: Vec<Placed>, anchors: &[i32]| -> (Vec<Label>, i32) {
+        let lanes = placed.iter().map(|p| p.lane + 1).max().unwrap_or(0) as i32;
+        let labels = texts
+            .into_iter()
+            .zip(placed)
+            .zip(anchors)
+            .map(|((text, p), &anchor)| Label {
+                text,
+                rect: p.rect,
+                anchor,
+                rotated: false,
+            })
+            .collect();
+        (labels, lanes * LANE_H)
+    };
+
+    let anchors = anchors_at(WIDTH);
+    let (texts, placed) =
+        choose_labels(&anchors, &fs, MARGIN, WIDTH - MARGIN, lanes_top, MAX_LANES);
+    let lanes = placed.iter().map(|p| p.lane + 1).max().unwrap_or(0);
+    let (width, labels, strip_h) = if lanes <= MAX_LANES && crossings(&placed) == 0 {
+        let (labels, h) = boxed(texts, placed, &anchors);
+        (WIDTH, labels, h)
+    } else {
+        match rotated_labels(failovers, &fs, t_max, &plot_x, lanes_top) {
+            Some((width, labels, h)) => (width, labels, h),
+            None => {
+                let (labels, h) = boxed(texts, placed, &anchors);
+                (WIDTH, labels, h)
+            }
+        }
+    };
+    let chart_top = lanes_top + strip_h + 4;
+    let legend_widths: Vec<i32> = legend_entries()
+        .iter()
+        .map(|(_, text)| 22 + text_width(text, LEGEND_PX))
+        .collect();
+    let legend_top = chart_top + CHART_H + 8;
+    let legend = flow_legend(&legend_widths, MARGIN, width - MARGIN, legend_top);
+    let height = legend.iter().map(|r| r.y1).max().unwrap_or(legend_top) + MARGIN;
+    Layout {
+        width,
+        height,
+        chart_top,
+        plot_x: plot_x(width),
+        labels,
+        legend,
+    }
+}
+
+/// Labels turned to read upwards, each right above its marker, at [`Detail::Kind`]; the
+/// picture is widened until neighbouring labels keep [`BOX_GAP`] apart. `None` when even
+/// [`MAX_WIDTH`] is not enough. Returns the width, the labels and the height they take.
+fn rotated_labels(
+    failovers: &[(f64, &Failover)],
+    fs: &[&Failover],
+    t_max: f64,
+    plot_x: &dyn Fn(i32) -> (i32, i32),
+    top: i32,
+) -> Option<(i32, Vec<Label>, i32)> {
+    let texts: Vec<String> = fs.iter().map(|f| label_text(f, Detail::Kind)).collect();
+    let long = texts
+        .iter()
+        .map(|t| text_width(t, LABEL_PX) + 2 * BOX_PAD)
+        .max()
+        .unwrap_or(0);
+    let mut times: Vec<f64> = failovers.iter().map(|(t, _)| *t).collect();
+    times.sort_by(f64::total_cmp);
+    let closest = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / t_max)
+        .fold(f64::INFINITY, f64::min);
+    let fixed = WIDTH - (plot_x(WIDTH).1 - plot_x(WIDTH).0);
+    // One more pixel than the spacing needs, for the rounding of each marker to a pixel.
+    let need = ((BOX_H + BOX_GAP + 1) as f64 / closest).ceil();
+    if !need.is_finite() || need > f64::from(MAX_WIDTH) {
+        return None;
+    }
+    let width = (need as i32 + fixed).max(WIDTH);
+    if width > MAX_WIDTH {
+        return None;
+    }
+    let (left, right) = (MARGIN, width - MARGIN);
+    let bottom = top + long;
+    let labels: Vec<Label> = failovers
+        .iter()
+        .zip(texts)
+        .map(|((t, _), text)| {
+            let anchor = x_of(*t, t_max, plot_x(width));
+            let x0 = (anchor - BOX_H / 2).clamp(left, right - BOX_H);
+            let len = text_width(&text, LABEL_PX) + 2 * BOX_PAD;
+            Label {
+                text,
+                rect: Rect {
+                    x0,
+                    y0: bottom - len,
+                    x1: x0 + BOX_H,
+                    y1: bottom,
+                },
+                anchor,
+                rotated: true,
+            }
+        })
+        .collect();
+    Some((width, labels, long))
+}
+
 /// Draws the timeline into the SVG file at `path`; see [`render`].
 pub fn draw(
     path: &Path,
@@ -396,55 +560,36 @@ pub fn render(
         .fold(0.0f64, f64::max);
     let t_max = (t_last * 1.02).max(0.1);
 
-    // Where each marker lands horizontally does not depend on the picture's height: find it on
-    // a throwaway chart of the same width, then size the label rows to what the labels need.
-    let anchors: Vec<i32> = {
-        let mut scratch = String::new();
-        let area = SVGBackend::with_string(&mut scratch, (WIDTH as u32, 400)).into_drawing_area();
-        let chart = build_chart(&area, t_max, nodes)?;
-        failovers
-            .iter()
-            .map(|(at, _)| chart.backend_coord(&(at.as_secs_f64(), 0.0)).0)
-            .collect()
-    };
-    let texts: Vec<String> = failovers.iter().map(|(_, f)| label_text(f)).collect();
-    let caption_h = (CAPTION_PX * 1.6) as i32;
-    let lanes_top = MARGIN + caption_h;
-    let sized: Vec<(i32, i32)> = anchors
+    let measured: Vec<(f64, &Failover)> = failovers
         .iter()
-        .zip(&texts)
-        .map(|(&a, t)| (a, text_width(t, LABEL_PX) + 2 * BOX_PAD))
+        .map(|(at, f)| (at.as_secs_f64(), f))
         .collect();
-    let placed = place_labels(&sized, MARGIN, WIDTH - MARGIN, lanes_top);
-    let lanes = placed.iter().map(|p| p.lane + 1).max().unwrap_or(0) as i32;
-    let chart_top = lanes_top + lanes * LANE_H + 4;
-
+    let lay = layout(&measured, t_max);
+    let summary = summary_line(&measured.iter().map(|(_, f)| *f).collect::<Vec<_>>());
     let legend = legend_entries();
-    let legend_widths: Vec<i32> = legend
-        .iter()
-        .map(|(_, text)| 22 + text_width(text, LEGEND_PX))
-        .collect();
-    let legend_top = chart_top + CHART_H + 8;
-    let legend_boxes = flow_legend(&legend_widths, MARGIN, WIDTH - MARGIN, legend_top);
-    let height = legend_boxes
-        .iter()
-        .map(|r| r.y1)
-        .max()
-        .unwrap_or(legend_top)
-        + MARGIN;
+    let (width, height) = (lay.width, lay.height);
 
     let mut svg = String::new();
     {
         let root =
-            SVGBackend::with_string(&mut svg, (WIDTH as u32, height as u32)).into_drawing_area();
+            SVGBackend::with_string(&mut svg, (width as u32, height as u32)).into_drawing_area();
         root.fill(&WHITE)?;
         root.draw(&Text::new(
             "ferrolb lab: which node served each client request",
-            (WIDTH / 2, MARGIN),
-            font(CAPTION_PX).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top)),
+            (width / 2, MARGIN),
+            font(CAPTION_PX)
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+        root.draw(&Text::new(
+            summary,
+            (width / 2, MARGIN + (CAPTION_PX * 1.5) as i32),
+            font(SUMMARY_PX)
+                .color(&RGBColor(60, 60, 60))
+                .pos(Pos::new(HPos::Center, VPos::Top)),
         ))?;
 
-        let chart_area = root.clone().shrink((0, chart_top), (WIDTH, CHART_H));
+        let chart_area = root.clone().shrink((0, lay.chart_top), (width, CHART_H));
         let mut chart = build_chart(&chart_area, t_max, nodes)?;
         let y_hi = nodes as f64 + 0.5;
         // Time the client was not probing (between rounds, while the speaker restarts).
@@ -460,10 +605,9 @@ pub fn render(
         if t_max > from && !spans.is_empty() {
             idle.push((from, t_max));
         }
-        chart.draw_series(
-            idle.iter()
-                .map(|(a, b)| Rectangle::new([(*a, -0.5), (*b, y_hi)], IDLE.mix(IDLE_ALPHA).filled())),
-        )?;
+        chart.draw_series(idle.iter().map(|(a, b)| {
+            Rectangle::new([(*a, -0.5), (*b, y_hi)], IDLE.mix(IDLE_ALPHA).filled())
+        }))?;
         for (at, f) in failovers {
             let (color, _) = kind_colors(f.kind);
             let t0 = at.as_secs_f64();
@@ -491,7 +635,13 @@ pub fn render(
             .y_desc("node that answered the request")
             .axis_desc_style(font(AXIS_PX))
             .label_style(font(AXIS_PX))
-            .x_label_formatter(&|x| format!("{x:.1}"))
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.1}")
+                }
+            })
             .y_labels(nodes + 1)
             .y_label_formatter(&|y| {
                 let i = y.round() as i64;
@@ -517,30 +667,42 @@ pub fn render(
         )?;
         let plot_top = chart.backend_coord(&(0.0, y_hi)).1;
 
-        for (((_, f), p), text) in failovers.iter().zip(&placed).zip(&texts) {
+        for ((_, f), l) in failovers.iter().zip(&lay.labels) {
             let (color, text_color) = kind_colors(f.kind);
             root.draw(&PathElement::new(
-                vec![(p.anchor, p.rect.y1), (p.anchor, plot_top)],
+                vec![(l.anchor, l.rect.y1), (l.anchor, plot_top)],
                 color.mix(0.9).stroke_width(1),
             ))?;
+            let r = &l.rect;
+            if l.rotated {
+                root.draw(&Text::new(
+                    l.text.clone(),
+                    ((r.x0 + r.x1) / 2, r.y1 - BOX_PAD),
+                    font(LABEL_PX)
+                        .transform(FontTransform::Rotate270)
+                        .color(&text_color)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                ))?;
+                continue;
+            }
             root.draw(&Rectangle::new(
-                [(p.rect.x0, p.rect.y0), (p.rect.x1, p.rect.y1)],
+                [(r.x0, r.y0), (r.x1, r.y1)],
                 WHITE.filled(),
             ))?;
             root.draw(&Rectangle::new(
-                [(p.rect.x0, p.rect.y0), (p.rect.x1, p.rect.y1)],
+                [(r.x0, r.y0), (r.x1, r.y1)],
                 color.stroke_width(1),
             ))?;
             root.draw(&Text::new(
-                text.clone(),
-                (p.rect.x0 + BOX_PAD, (p.rect.y0 + p.rect.y1) / 2),
+                l.text.clone(),
+                (r.x0 + BOX_PAD, (r.y0 + r.y1) / 2),
                 font(LABEL_PX)
                     .color(&text_color)
                     .pos(Pos::new(HPos::Left, VPos::Center)),
             ))?;
         }
 
-        for ((swatch, text), r) in legend.iter().zip(&legend_boxes) {
+        for ((swatch, text), r) in legend.iter().zip(&lay.legend) {
             let cy = (r.y0 + r.y1) / 2;
             match swatch {
                 Swatch::Dot(c) => root.draw(&Circle::new((r.x0 + 7, cy), 4, c.filled()))?,
@@ -558,7 +720,9 @@ pub fn render(
             root.draw(&Text::new(
                 text.to_string(),
                 (r.x0 + 22, cy),
-                font(LEGEND_PX).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
+                font(LEGEND_PX)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
             ))?;
         }
         root.present()?;
@@ -573,19 +737,22 @@ enum Swatch {
 
 fn legend_entries() -> Vec<(Swatch, &'static str)> {
     vec![
-        (Swatch::Dot(SERVED), "request answered (row: the node that served it)"),
+        (
+            Swatch::Dot(SERVED),
+            "request answered (row: the node that served it)",
+        ),
         (Swatch::Dot(FAILED), "request failed (no answer)"),
         (
             Swatch::Band(CRASH, BAND_ALPHA),
-            "crash: owner's speaker SIGKILLed → first request served elsewhere",
+            "crash: SIGKILL of the owner's speaker → another node serves",
         ),
         (
             Swatch::Band(GRACEFUL, BAND_ALPHA),
-            "graceful: owner's speaker SIGTERMed → first request served elsewhere",
+            "graceful: SIGTERM of the owner's speaker → another node serves",
         ),
         (
             Swatch::Band(IDLE, IDLE_ALPHA),
-            "client not probing (between rounds, speaker restarting)",
+            "client not probing (between rounds)",
         ),
     ]
 }
@@ -617,7 +784,10 @@ mod tests {
         let mut offset = 0u64;
         let (mut owner, mut next) = (1usize, 3usize);
         for r in 0..rounds {
-            for (kind, took) in [("crash", 547 + 13 * r as u64), ("graceful", 15 + 7 * r as u64)] {
+            for (kind, took) in [
+                ("crash", 547 + 13 * r as u64),
+                ("graceful", 15 + 7 * r as u64),
+            ] {
                 let signal = 300u64;
                 let end = signal + took + 200;
                 let failed = if r % 2 == 1 && kind == "crash" { 4 } else { 0 };
@@ -631,7 +801,13 @@ mod tests {
                     } else {
                         Outcome::Node(format!("node-{next}"))
                     };
-                    samples.push((ms(offset), Sample { at: ms(at), outcome }));
+                    samples.push((
+                        ms(offset),
+                        Sample {
+                            at: ms(at),
+                            outcome,
+                        },
+                    ));
                 }
                 failovers.push((
                     ms(offset + signal),
@@ -653,13 +829,22 @@ mod tests {
     #[test]
     fn label_carries_kind_owners_and_the_measured_duration() {
         assert_eq!(
-            label_text(&failover("crash", "node-1", "node-3", 612.4, 0)),
+            label_text(
+                &failover("crash", "node-1", "node-3", 612.4, 0),
+                Detail::Full
+            ),
             "crash node-1 → node-3: 612 ms"
         );
         assert_eq!(
-            label_text(&failover("graceful", "node-3", "node-1", 15.0, 3)),
+            label_text(
+                &failover("graceful", "node-3", "node-1", 15.0, 3),
+                Detail::Full
+            ),
             "graceful node-3 → node-1: 15 ms, 3 requests failed"
         );
+        let f = failover("graceful", "node-3", "node-1", 15.0, 3);
+        assert_eq!(label_text(&f, Detail::Kind), "graceful 15 ms");
+        assert_eq!(label_text(&f, Detail::Duration), "15 ms");
         let lost = Failover {
             kind: "crash",
             from: "node-2".into(),
@@ -668,7 +853,7 @@ mod tests {
             failed_requests: 1,
         };
         assert_eq!(
-            label_text(&lost),
+            label_text(&lost, Detail::Full),
             "crash node-2: no other node answered, 1 request failed"
         );
     }
@@ -690,7 +875,15 @@ mod tests {
     #[test]
     fn a_label_near_the_right_edge_moves_left_over_its_marker() {
         let p = place_labels(&[(950, 200)], 0, 1000, 0);
-        assert_eq!(p[0].rect, Rect { x0: 800, y0: 0, x1: 1000, y1: BOX_H });
+        assert_eq!(
+            p[0].rect,
+            Rect {
+                x0: 800,
+                y0: 0,
+                x1: 1000,
+                y1: BOX_H
+            }
+        );
     }
 
     #[test]
@@ -699,16 +892,7 @@ mod tests {
         let anchors = [100, 160, 400, 460, 700, 760, 950];
         let labels: Vec<(i32, i32)> = anchors.iter().map(|&a| (a, 220)).collect();
         let p = place_labels(&labels, 0, 1100, 0);
-        for a in &p {
-            for b in &p {
-                if b.lane > a.lane {
-                    assert!(
-                        a.anchor < b.rect.x0 - 3 || a.anchor > b.rect.x1 + 3,
-                        "leader of {a:?} crosses {b:?}"
-                    );
-                }
-            }
-        }
+        assert_eq!(crossings(&p), 0, "{p:?}");
         let lanes = p.iter().map(|p| p.lane).max().unwrap() + 1;
         assert!(lanes <= 3, "{p:?}");
     }
@@ -729,6 +913,44 @@ mod tests {
                 for b in &p[i + 1..] {
                     prop_assert!(!a.rect.overlaps(&b.rect, 0), "{:?} overlaps {:?}", a, b);
                 }
+            }
+        }
+
+        #[test]
+        fn labels_of_any_timeline_never_overlap_and_stay_on_the_canvas(
+            events in proptest::collection::vec(
+                (0u64..120_000, any::<bool>(), 1u64..20_000, 0usize..30),
+                0..60,
+            ),
+        ) {
+            let fs: Vec<(f64, Failover)> = events
+                .iter()
+                .map(|&(at, crash, took, failed)| {
+                    let kind = if crash { "crash" } else { "graceful" };
+                    (at as f64 / 1e3, failover(kind, "node-1", "node-2", took as f64, failed))
+                })
+                .collect();
+            let refs: Vec<(f64, &Failover)> = fs.iter().map(|(t, f)| (*t, f)).collect();
+            let t_max = fs
+                .iter()
+                .map(|(t, f)| t + f.millis.unwrap() / 1e3)
+                .fold(0.1, f64::max)
+                * 1.02;
+            let lay = layout(&refs, t_max);
+            prop_assert_eq!(lay.labels.len(), fs.len());
+            let canvas = Rect { x0: 0, y0: 0, x1: lay.width, y1: lay.height };
+            for (i, a) in lay.labels.iter().enumerate() {
+                prop_assert!(a.rect.inside(&canvas), "{:?} outside {:?}", a, canvas);
+                prop_assert!(a.rect.y1 < lay.chart_top, "{:?} reaches into the chart", a);
+                prop_assert!(
+                    a.rect.x1 - a.rect.x0 >= text_width(&a.text, LABEL_PX).min(BOX_H)
+                );
+                for b in &lay.labels[i + 1..] {
+                    prop_assert!(!a.rect.overlaps(&b.rect, 0), "{:?} overlaps {:?}", a, b);
+                }
+            }
+            for r in &lay.legend {
+                prop_assert!(r.inside(&canvas) && r.y0 >= lay.chart_top + CHART_H);
             }
         }
 
@@ -759,19 +981,89 @@ mod tests {
 
     #[test]
     fn every_failover_gets_one_label_with_its_measured_duration() {
-        let (samples, failovers) = timeline(3);
-        let svg = render(&samples, &failovers, 3).unwrap();
-        let texts = svg_texts(&svg);
-        for (_, f) in &failovers {
-            let want = label_text(f);
-            let ms = format!("{:.0} ms", f.millis.unwrap());
-            assert!(want.contains(&ms));
-            let n = texts.iter().filter(|t| **t == want).count();
-            assert_eq!(n, 1, "label {want:?} in {texts:?}");
+        for (rounds, detail) in [(1, Detail::Full), (2, Detail::Full), (10, Detail::Kind)] {
+            let (samples, failovers) = timeline(rounds);
+            let svg = render(&samples, &failovers, 3).unwrap();
+            let texts = svg_texts(&svg);
+            let mut want: Vec<String> = failovers
+                .iter()
+                .map(|(_, f)| label_text(f, detail))
+                .collect();
+            for ((_, f), w) in failovers.iter().zip(&want) {
+                assert!(w.contains(&format!("{:.0} ms", f.millis.unwrap())), "{w}");
+            }
+            let mut got: Vec<String> = texts.iter().filter(|t| want.contains(t)).cloned().collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{rounds} rounds: {texts:?}");
+            let measured: Vec<&Failover> = failovers.iter().map(|(_, f)| f).collect();
+            assert!(texts.contains(&summary_line(&measured)), "{texts:?}");
+            assert!(texts.iter().any(|t| t.starts_with("request failed")));
+            assert!(texts.iter().any(|t| t.ends_with("(s)")));
+            assert!(svg.matches("<circle").count() >= samples.len());
         }
-        assert!(texts.iter().any(|t| t.contains("request failed")));
-        assert!(texts.iter().any(|t| t.contains("(s)")));
-        assert!(svg.matches("<circle").count() >= samples.len());
+    }
+
+    #[test]
+    fn labels_get_shorter_only_when_the_full_ones_do_not_fit() {
+        let f = failover("crash", "node-1", "node-3", 547.0, 0);
+        let sparse = [100, 500, 900];
+        let (texts, placed) = choose_labels(&sparse, &[&f, &f, &f], 0, 1100, 0, 4);
+        assert_eq!(texts[0], "crash node-1 → node-3: 547 ms");
+        assert!(placed.iter().all(|p| p.lane == 0));
+        let closer: Vec<i32> = (0..8).map(|i| 20 + i * 130).collect();
+        let all = vec![&f; closer.len()];
+        let (texts, placed) = choose_labels(&closer, &all, 0, 1100, 0, 4);
+        assert!(texts.iter().all(|t| t == "crash 547 ms"), "{texts:?}");
+        assert_eq!(crossings(&placed), 0);
+        assert!(placed.iter().all(|p| p.lane == 0), "{placed:?}");
+    }
+
+    #[test]
+    fn dense_timelines_get_turned_labels_right_above_their_markers() {
+        let f = failover("crash", "node-1", "node-3", 547.0, 0);
+        let fs: Vec<(f64, &Failover)> = (0..30).map(|i| (0.5 + i as f64 * 4.0, &f)).collect();
+        let lay = layout(&fs, 125.0);
+        assert_eq!(lay.width, WIDTH);
+        for l in &lay.labels {
+            assert!(l.rotated && l.text == "crash 547 ms");
+            assert!(l.rect.x0 <= l.anchor && l.anchor <= l.rect.x1, "{l:?}");
+        }
+        // Twice as dense: the picture widens until the labels fit.
+        let fs: Vec<(f64, &Failover)> = (0..60).map(|i| (0.5 + i as f64 * 2.0, &f)).collect();
+        let lay = layout(&fs, 125.0);
+        assert!(lay.width > WIDTH && lay.width <= MAX_WIDTH, "{}", lay.width);
+        assert!(lay.labels.iter().all(|l| l.rotated));
+        for w in lay.labels.windows(2) {
+            assert!(w[1].rect.x0 - w[0].rect.x1 >= BOX_GAP, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn summary_gives_p50_and_max_per_kind() {
+        let a = failover("crash", "node-1", "node-3", 500.0, 0);
+        let b = failover("crash", "node-3", "node-1", 620.0, 0);
+        let c = failover("crash", "node-1", "node-3", 580.0, 0);
+        let g = failover("graceful", "node-3", "node-1", 15.0, 0);
+        assert_eq!(
+            summary_line(&[&a, &g, &b, &c]),
+            "crash (SIGKILL) ×3: p50 580 ms, max 620 ms  ·  graceful (SIGTERM): 15 ms"
+        );
+    }
+
+    #[test]
+    fn markers_land_where_plotters_draws_them() {
+        let mut svg = String::new();
+        let area = SVGBackend::with_string(&mut svg, (WIDTH as u32, 400)).into_drawing_area();
+        let chart = build_chart(&area, 12.5, 3).unwrap();
+        let plot_x = layout(&[], 12.5).plot_x;
+        for t in [0.0, 0.3, 1.7, 6.25, 9.99, 12.5] {
+            assert_eq!(
+                chart.backend_coord(&(t, 0.0)).0,
+                x_of(t, 12.5, plot_x),
+                "t = {t}"
+            );
+        }
     }
 
     #[test]
