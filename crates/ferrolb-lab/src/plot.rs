@@ -786,9 +786,12 @@ mod tests {
         }
     }
 
+    /// Samples and failovers as the scenario hands them to [`render`].
+    type Recorded = (Vec<(Duration, Sample)>, Vec<(Duration, Failover)>);
+
     /// A timeline shaped like a real run: one prober per failover, a request every 10 ms
     /// from 300 ms before the signal until 200 ms after the takeover.
-    fn timeline(rounds: usize) -> (Vec<(Duration, Sample)>, Vec<(Duration, Failover)>) {
+    fn timeline(rounds: usize) -> Recorded {
         let mut samples = Vec::new();
         let mut failovers = Vec::new();
         let mut offset = 0u64;
