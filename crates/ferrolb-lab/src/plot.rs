@@ -136,33 +136,36 @@ pub fn label_text(f: &Failover, detail: Detail) -> String {
     }
 }
 
-/// The labels and their places for failovers whose markers are at `anchors`: the most
-/// detailed [`Detail`] whose labels fit in at most `max_lanes` rows with no leader line
-/// crossing a box, else the shortest.
+/// Boxed labels at `detail` for failovers whose markers are at `anchors`, placed by
+/// [`place_labels`] in `area` (left, right, top); with a `limit`, `None` when they need that
+/// many rows or a leader line would cross a box.
+fn boxed_labels(
+    anchors: &[i32],
+    failovers: &[&Failover],
+    detail: Detail,
+    area: (i32, i32, i32),
+    limit: Option<usize>,
+) -> Option<(Vec<String>, Vec<Placed>)> {
+    let texts: Vec<String> = failovers.iter().map(|f| label_text(f, detail)).collect();
+    let sized: Vec<(i32, i32)> = anchors
+        .iter()
+        .zip(&texts)
+        .map(|(&a, t)| (a, text_width(t, LABEL_PX) + 2 * BOX_PAD))
+        .collect();
+    Some((texts, place(&sized, area, limit)?))
+}
+
+/// The boxed labels of the most detailed [`Detail`] that fits in at most `max_lanes` rows
+/// with no leader line crossing a box; `None` when none does.
 pub fn choose_labels(
     anchors: &[i32],
     failovers: &[&Failover],
-    left: i32,
-    right: i32,
-    top: i32,
+    area: (i32, i32, i32),
     max_lanes: usize,
-) -> (Vec<String>, Vec<Placed>) {
-    let mut last = None;
-    for detail in [Detail::Full, Detail::Kind, Detail::Duration] {
-        let texts: Vec<String> = failovers.iter().map(|f| label_text(f, detail)).collect();
-        let sized: Vec<(i32, i32)> = anchors
-            .iter()
-            .zip(&texts)
-            .map(|(&a, t)| (a, text_width(t, LABEL_PX) + 2 * BOX_PAD))
-            .collect();
-        let placed = place_labels(&sized, left, right, top);
-        let lanes = placed.iter().map(|p| p.lane + 1).max().unwrap_or(0);
-        if lanes <= max_lanes && crossings(&placed) == 0 {
-            return (texts, placed);
-        }
-        last = Some((texts, placed));
-    }
-    last.expect("three levels of detail were tried")
+) -> Option<(Vec<String>, Vec<Placed>)> {
+    [Detail::Full, Detail::Kind, Detail::Duration]
+        .into_iter()
+        .find_map(|detail| boxed_labels(anchors, failovers, detail, area, Some(max_lanes)))
 }
 
 /// Whether a leader line at `x` passes through (or within [`LEADER_CLEAR`] of) `rect`.
@@ -229,6 +232,16 @@ pub struct Placed {
 /// starting at its marker (so a label near `right` ends at `right` instead). Rows are
 /// [`LANE_H`] apart from `top`.
 pub fn place_labels(labels: &[(i32, i32)], left: i32, right: i32, top: i32) -> Vec<Placed> {
+    place(labels, (left, right, top), None).expect("without a limit every label is placed")
+}
+
+/// [`place_labels`], giving up (`None`) as soon as a label would need row `limit` or a leader
+/// line would cross a box.
+fn place(
+    labels: &[(i32, i32)],
+    (left, right, top): (i32, i32, i32),
+    limit: Option<usize>,
+) -> Option<Vec<Placed>> {
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.sort_by_key(|&i| labels[i].0);
     let mut placed: Vec<Option<Placed>> = vec![None; labels.len()];
@@ -254,6 +267,16 @@ pub fn place_labels(labels: &[(i32, i32)], left: i32, right: i32, top: i32) -> V
         if xs.is_empty() {
             xs.push(starts_at.clamp(left, (right - w).max(left)));
         }
+        xs.sort_unstable();
+        xs.dedup();
+        // Only labels whose box or leader comes near this one's can get in its way.
+        let reach = BOX_GAP.max(LEADER_CLEAR) + 1;
+        let lo = xs[0].min(anchor) - reach;
+        let hi = (xs[xs.len() - 1] + w).max(anchor) + reach;
+        let near: Vec<&Placed> = done
+            .iter()
+            .filter(|p| (p.rect.x0 <= hi && p.rect.x1 >= lo) || (lo..=hi).contains(&p.anchor))
+            .collect();
         let mut best: Option<((usize, usize, i32), Placed)> = None;
         for lane in 0..=lanes {
             for &x0 in &xs {
@@ -264,19 +287,19 @@ pub fn place_labels(labels: &[(i32, i32)], left: i32, right: i32, top: i32) -> V
                     x1: x0 + w,
                     y1: y0 + BOX_H,
                 };
-                if done
+                if near
                     .iter()
                     .any(|p| p.lane == lane && p.rect.overlaps(&rect, BOX_GAP))
                 {
                     continue;
                 }
                 // Leaders run down from their box through every row below it.
-                let crossed_by_others = done
+                let crossed_by_others = near
                     .iter()
                     .filter(|p| p.lane < lane)
                     .filter(|p| leader_crosses(p.anchor, &rect))
                     .count();
-                let own_crosses = done
+                let own_crosses = near
                     .iter()
                     .filter(|p| p.lane > lane)
                     .filter(|p| leader_crosses(anchor, &p.rect))
@@ -291,12 +314,15 @@ pub fn place_labels(labels: &[(i32, i32)], left: i32, right: i32, top: i32) -> V
                 }
             }
         }
-        let (_, p) = best.expect("a new row always has room");
+        let ((cost, lane, _), p) = best.expect("a new row always has room");
+        if limit.is_some_and(|l| cost > 0 || lane >= l) {
+            return None;
+        }
         lanes = lanes.max(p.lane + 1);
         placed[i] = Some(p);
         done.push(p);
     }
-    placed.into_iter().flatten().collect()
+    Some(placed.into_iter().flatten().collect())
 }
 
 /// Lays legend entries of the given widths out in a grid of equal columns from (`left`,
@@ -419,12 +445,6 @@ pub fn layout(failovers: &[(f64, &Failover)], t_max: f64) -> Layout {
     let lanes_top = MARGIN + caption_h;
     // plotters' plot area ends one pixel before the right margin.
     let plot_x = |width: i32| (MARGIN + Y_LABEL_AREA, width - MARGIN - 1);
-    let anchors_at = |width: i32| -> Vec<i32> {
-        failovers
-            .iter()
-            .map(|(t, _)| x_of(*t, t_max, plot_x(width)))
-            .collect()
-    };
     let fs: Vec<&Failover> = failovers.iter().map(|(_, f)| *f).collect();
 
     let boxed = |texts: Vec<String>, placed: Vec<Placed>, anchors: &[i32]| -> (Vec<Label>, i32) {
@@ -443,22 +463,23 @@ pub fn layout(failovers: &[(f64, &Failover)], t_max: f64) -> Layout {
         (labels, lanes * LANE_H)
     };
 
-    let anchors = anchors_at(WIDTH);
-    let (texts, placed) =
-        choose_labels(&anchors, &fs, MARGIN, WIDTH - MARGIN, lanes_top, MAX_LANES);
-    let lanes = placed.iter().map(|p| p.lane + 1).max().unwrap_or(0);
-    let (width, labels, strip_h) = if lanes <= MAX_LANES && crossings(&placed) == 0 {
-        let (labels, h) = boxed(texts, placed, &anchors);
-        (WIDTH, labels, h)
-    } else {
-        match rotated_labels(failovers, &fs, t_max, &plot_x, lanes_top) {
-            Some((width, labels, h)) => (width, labels, h),
-            None => {
-                let (labels, h) = boxed(texts, placed, &anchors);
-                (WIDTH, labels, h)
-            }
-        }
-    };
+    let anchors: Vec<i32> = failovers
+        .iter()
+        .map(|(t, _)| x_of(*t, t_max, plot_x(WIDTH)))
+        .collect();
+    let area = (MARGIN, WIDTH - MARGIN, lanes_top);
+    let (width, labels, strip_h) =
+        if let Some((texts, placed)) = choose_labels(&anchors, &fs, area, MAX_LANES) {
+            let (labels, h) = boxed(texts, placed, &anchors);
+            (WIDTH, labels, h)
+        } else if let Some(turned) = rotated_labels(failovers, &fs, t_max, &plot_x, lanes_top) {
+            turned
+        } else {
+            let (texts, placed) = boxed_labels(&anchors, &fs, Detail::Duration, area, None)
+                .expect("without a limit every label is placed");
+            let (labels, h) = boxed(texts, placed, &anchors);
+            (WIDTH, labels, h)
+        };
     let chart_top = lanes_top + strip_h + 4;
     let legend_widths: Vec<i32> = legend_entries()
         .iter()
@@ -1025,15 +1046,19 @@ mod tests {
     fn labels_get_shorter_only_when_the_full_ones_do_not_fit() {
         let f = failover("crash", "node-1", "node-3", 547.0, 0);
         let sparse = [100, 500, 900];
-        let (texts, placed) = choose_labels(&sparse, &[&f, &f, &f], 0, 1100, 0, 4);
+        let (texts, placed) = choose_labels(&sparse, &[&f, &f, &f], (0, 1100, 0), 4).unwrap();
         assert_eq!(texts[0], "crash node-1 → node-3: 547 ms");
         assert!(placed.iter().all(|p| p.lane == 0));
         let closer: Vec<i32> = (0..8).map(|i| 20 + i * 130).collect();
         let all = vec![&f; closer.len()];
-        let (texts, placed) = choose_labels(&closer, &all, 0, 1100, 0, 4);
+        let (texts, placed) = choose_labels(&closer, &all, (0, 1100, 0), 4).unwrap();
         assert!(texts.iter().all(|t| t == "crash 547 ms"), "{texts:?}");
         assert_eq!(crossings(&placed), 0);
         assert!(placed.iter().all(|p| p.lane == 0), "{placed:?}");
+        // Markers closer than any label is wide chain every label under the next one.
+        let dense: Vec<i32> = (0..30).map(|i| 20 + i * 35).collect();
+        let all = vec![&f; dense.len()];
+        assert_eq!(choose_labels(&dense, &all, (0, 1100, 0), 4), None);
     }
 
     #[test]
@@ -1053,6 +1078,16 @@ mod tests {
         assert!(lay.labels.iter().all(|l| l.rotated));
         for w in lay.labels.windows(2) {
             assert!(w[1].rect.x0 - w[0].rect.x1 >= BOX_GAP, "{w:?}");
+        }
+        // Too dense even for the widest picture: the shortest boxed labels, still apart.
+        let fs: Vec<(f64, &Failover)> = (0..300).map(|i| (0.5 + i as f64 * 0.4, &f)).collect();
+        let lay = layout(&fs, 125.0);
+        assert_eq!(lay.width, WIDTH);
+        assert!(lay.labels.iter().all(|l| !l.rotated && l.text == "547 ms"));
+        for (i, a) in lay.labels.iter().enumerate() {
+            assert!(lay.labels[i + 1..]
+                .iter()
+                .all(|b| !a.rect.overlaps(&b.rect, 0)));
         }
     }
 
