@@ -230,18 +230,19 @@ fn demo(lab: &mut Lab, args: &DemoArgs, steps: &Steps) -> Result<Report> {
 
     let mut failovers = Vec::new();
     let mut all_samples: Vec<(Duration, Sample)> = Vec::new();
-    let mut events: Vec<(Duration, String)> = Vec::new();
+    let mut timeline: Vec<(Duration, Failover)> = Vec::new();
     let base = Instant::now();
     for round in 0..args.failovers {
         for kind in ["crash", "graceful"] {
-            let f = measure_failover(lab, vip, kind, steps, base, &mut all_samples, &mut events)
+            let (signal_at, f) = measure_failover(lab, vip, kind, steps, base, &mut all_samples)
                 .with_context(|| format!("{kind} failover #{}", round + 1))?;
+            timeline.push((signal_at, f.clone()));
             failovers.push(f);
         }
     }
 
     if let Some(path) = &args.plot {
-        super::plot::draw(path, &all_samples, &events, args.nodes)?;
+        super::plot::draw(path, &all_samples, &timeline, args.nodes)?;
         steps.say(&format!("timeline drawn to {}", path.display()));
     }
 
@@ -295,7 +296,8 @@ fn node_index(name: &str) -> Option<usize> {
         .checked_sub(1)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Measures one failover; returns it with the time of its signal since `base`, and appends
+/// the client's samples to `all` as (time of the prober's start since `base`, sample).
 fn measure_failover(
     lab: &mut Lab,
     vip: IpAddr,
@@ -303,8 +305,7 @@ fn measure_failover(
     steps: &Steps,
     base: Instant,
     all: &mut Vec<(Duration, Sample)>,
-    events: &mut Vec<(Duration, String)>,
-) -> Result<Failover> {
+) -> Result<(Duration, Failover)> {
     let owner_name = wait_for_answer(lab, vip, Duration::from_secs(10))?;
     let owner = node_index(&owner_name).context("answer from an unknown node")?;
     let prober = Prober::start(
@@ -323,7 +324,6 @@ fn measure_failover(
     let at = prober.elapsed();
     lab.signal_speaker(owner, sig)
         .context("owner's speaker is not running")?;
-    events.push((offset + at, format!("{kind}: {owner_name}")));
     steps.say(&format!(
         "{} {owner_name}'s speaker (owner of {vip}); client requests every 10 ms…",
         if kind == "crash" {
@@ -355,7 +355,6 @@ fn measure_failover(
             steps.say(&format!(
                 "  → {n} serves {vip} {ms:.0} ms after the {kind} ({failed} requests failed meanwhile)"
             ));
-            events.push((offset + s.at, format!("served by {n}")));
             (Some(n.clone()), Some(ms))
         }
         None => {
@@ -366,13 +365,16 @@ fn measure_failover(
     lab.start_speaker(owner)?;
     steps.say(&format!("restarted {owner_name}'s speaker"));
     std::thread::sleep(Duration::from_secs(2));
-    Ok(Failover {
-        kind,
-        from: owner_name,
-        to,
-        millis,
-        failed_requests: failed,
-    })
+    Ok((
+        offset + at,
+        Failover {
+            kind,
+            from: owner_name,
+            to,
+            millis,
+            failed_requests: failed,
+        },
+    ))
 }
 
 fn print_summary(r: &Report) {
