@@ -126,6 +126,8 @@ pub struct Speaker<A: Announcer> {
     live: Live,
     /// This node's Lease was fresh at the last evaluation (stale → fresh restarts peers' clocks).
     lease_was_fresh: bool,
+    /// The instant of the last pass (its timers are re-armed from it, see [`Self::rearm`]).
+    last_pass: Option<Instant>,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -154,6 +156,7 @@ impl<A: Announcer> Speaker<A> {
             mesh: None,
             live: Live::default(),
             lease_was_fresh: false,
+            last_pass: None,
         }
     }
 
@@ -408,6 +411,7 @@ impl<A: Announcer> Speaker<A> {
     /// One pass. Returns the instant at which the next pass is due even without changes.
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
         self.metrics.reconciles.inc();
+        self.last_pass = Some(now);
         self.sync_tracker(now);
         self.refresh_liveness(now);
         let may = self.live.may;
@@ -765,6 +769,14 @@ impl<A: Announcer> Speaker<A> {
             }
             self.planner.status_written(w, r.is_ok(), now);
         }
+    }
+
+    /// When the next pass is due without any change, given the Lease renewals (own and
+    /// peers') seen since the last pass: its timers as computed at its instant, the fencing
+    /// deadline and the peers' expiries moved by those renewals. Renewals change no
+    /// decision, so they cost this (O(peers)) instead of a pass.
+    pub fn rearm(&self) -> Option<Instant> {
+        self.next_wakeup(self.last_pass?, self.live.may)
     }
 
     fn next_wakeup(&self, now: Instant, may: bool) -> Option<Instant> {

@@ -5,7 +5,8 @@
 //! gathers the snapshot, executes the plan, and reports the outcomes back.
 //!
 //! One pass, in the order the shell runs it:
-//! 1. [`Planner::plan_claims`]: the election ([`elect_all`]) and the claim rules
+//! 1. [`Planner::plan_claims`]: the election ([`elect_all`], re-electing only the IPs whose
+//!    inputs changed since the last pass: [`IncrementalElection`]) and the claim rules
 //!    ([`decide_claim`]) for every IP → a [`ClaimPlan`] (withdraw everything when fenced;
 //!    withdraw before handing a claim over; announce what this node holds; confirm held
 //!    claims after a loss of permission; claim writes);
@@ -38,7 +39,8 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, Fence, HolderState,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
+    IncrementalElection, Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, Scope,
+    ServiceView, SERVICE_NAME_LABEL,
 };
 
 /// What this node answers for one IP.
@@ -309,6 +311,8 @@ pub struct Planner {
     status_memo: StatusMemo,
     /// (Service, Event reason) → the last message said (Events go out on change only).
     events: EventMemory,
+    /// The last election and its inputs: a pass re-elects only the IPs whose inputs changed.
+    election: IncrementalElection,
 }
 
 impl Planner {
@@ -324,7 +328,13 @@ impl Planner {
             status_backoff: BTreeMap::new(),
             status_memo: StatusMemo::default(),
             events: EventMemory::default(),
+            election: IncrementalElection::new(),
         }
+    }
+
+    /// What the last [`Planner::plan_claims`] re-elected.
+    pub fn election_scope(&self) -> Scope {
+        self.election.scope()
     }
 
     /// The fence, with the renewal published last (`renewed`) taken into account.
@@ -342,7 +352,8 @@ impl Planner {
         follow(&mut self.fence, s.renewed);
         self.fence.permission(may, now);
         let current = holders(s.claims);
-        let election = elect_all(s.config, s.views, s.nodes, &current, &self.options);
+        let mut incremental = std::mem::take(&mut self.election);
+        let election = incremental.elect(s.config, s.views, s.nodes, &current, &self.options);
         let allocated: BTreeSet<IpAddr> =
             s.views.iter().flat_map(|v| v.ips.iter().copied()).collect();
         let mut plan = ClaimPlan {
@@ -442,7 +453,8 @@ impl Planner {
         if !may || !self.claim_backoff.allows(now) {
             plan.writes.clear();
         }
-        plan.owners = election.owners;
+        plan.owners = election.owners.clone();
+        self.election = incremental;
         plan
     }
 
