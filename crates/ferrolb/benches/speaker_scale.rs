@@ -123,6 +123,9 @@ fn service_json(i: usize, lb: bool) -> Value {
             "clusterIP": format!("10.96.{}.{}", i / 250, 1 + i % 250),
             "clusterIPs": [format!("10.96.{}.{}", i / 250, 1 + i % 250)],
             "selector": {"app": format!("app-{i}")}, "sessionAffinity": "None",
+            // 10 000 LoadBalancer Services cannot all have node ports (2 768 in the default
+            // range): without them, as many L2 setups run.
+            "allocateLoadBalancerNodePorts": if lb { Some(false) } else { None },
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
                       {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": 9090}]}
     })
