@@ -173,7 +173,10 @@ fn main() {
         let mut child2 = spawn_controller(&kc, maddr2, "bench-2");
         let restart = tokio::task::spawn_blocking(move || {
             wait_for("restart reconciles", Duration::from_secs(300), || {
-                metric(&scrape(&maddr2.to_string()), "ferrolb_controller_reconciles_total") >= n as f64
+                metric(
+                    &scrape(&maddr2.to_string()),
+                    "ferrolb_controller_reconciles_total",
+                ) >= n as f64
             })
         })
         .await

@@ -16,8 +16,8 @@ use std::net::IpAddr;
 
 use crate::config::Config;
 
-use super::eligibility::ElectionOptions;
 use super::elect::{elect_all, Election};
+use super::eligibility::ElectionOptions;
 use super::model::{NodeInfo, ServiceView};
 
 /// What the last [`IncrementalElection::elect`] re-elected.
@@ -207,10 +207,7 @@ impl IncrementalElection {
 }
 
 /// Keys whose value differs between `a` and `b` (present in one only, or different).
-fn changed_keys(
-    a: &BTreeMap<IpAddr, String>,
-    b: &BTreeMap<IpAddr, String>,
-) -> BTreeSet<IpAddr> {
+fn changed_keys(a: &BTreeMap<IpAddr, String>, b: &BTreeMap<IpAddr, String>) -> BTreeSet<IpAddr> {
     let mut out = BTreeSet::new();
     let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
     loop {

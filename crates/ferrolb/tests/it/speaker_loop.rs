@@ -725,7 +725,10 @@ async fn renewals_move_the_fencing_deadline_without_a_pass() {
     n.pass(t0, Some(t0)).await;
     assert!(n.announced().contains(&ip("10.0.0.1")));
     n.dp.take_calls();
-    let due = n.speaker.rearm().expect("announcing: the fencing deadline is due");
+    let due = n
+        .speaker
+        .rearm()
+        .expect("announcing: the fencing deadline is due");
     assert!(due > t0);
     // each renewal (published by the Lease task, then seen in the Lease watch) moves it
     // by as much, and calls nothing
