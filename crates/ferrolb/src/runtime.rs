@@ -97,6 +97,25 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Gives freed heap pages back to the OS (glibc keeps them after bursts such as the
+/// initial LIST of thousands of objects, in every thread's arena). No-op elsewhere.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// [`release_free_memory`] every `period`, forever. Its cost follows the allocator's free
+/// lists, not the number of objects held.
+pub async fn release_free_memory_every(period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        release_free_memory();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,24 +177,5 @@ mod tests {
         assert_eq!(cfg.current_context.as_deref(), Some("first"));
         assert_eq!(cfg.clusters.len(), 2);
         assert!(make_client(Some("/nonexistent/kubeconfig")).await.is_err());
-    }
-}
-
-/// Gives freed heap pages back to the OS (glibc keeps them after bursts such as the
-/// initial LIST of thousands of objects, in every thread's arena). No-op elsewhere.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// [`release_free_memory`] every `period`, forever. Its cost follows the allocator's free
-/// lists, not the number of objects held.
-pub async fn release_free_memory_every(period: Duration) {
-    loop {
-        tokio::time::sleep(period).await;
-        release_free_memory();
     }
 }
