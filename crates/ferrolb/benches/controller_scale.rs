@@ -14,60 +14,17 @@
 //! Run: `cargo bench --bench controller_scale` (env `BENCH_SERVICES`, `BENCH_IDLE_SECS`,
 //! `BENCH_WRAP` to run the controller under a profiler such as heaptrack).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrolb::crd::{IPAddressPool, IPAddressPoolSpec};
-use ferrolb_lab::apiserver::ApiServer;
+use common::{env_num, free_port, metric, scrape, start_server, status_kib, stop, wait_for, NS};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-
-const NS: &str = "metallb-system";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn spawn_controller(kubeconfig: &str, metrics: SocketAddr, id: &str) -> Child {
     // `BENCH_WRAP="heaptrack -o /tmp/ht"` runs the controller under a profiler (the RSS
@@ -104,23 +61,6 @@ fn spawn_controller(kubeconfig: &str, metrics: SocketAddr, id: &str) -> Child {
     .expect("spawn ferrolb controller")
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a smoke run
     // (a few Services, one idle second) that proves the bench still works.
@@ -133,43 +73,14 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        ferrolb::controller::install_crypto_provider();
-        // Watch history large enough that the burst never forces a relist (410 Gone).
-        let srv = ApiServer::new()
-            .history_limit(200_000)
-            .start_at("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let kc = dir.path().join("kubeconfig");
-        srv.write_kubeconfig(&kc).unwrap();
-        let kc = kc.to_string_lossy().to_string();
-        let client = kube::Client::try_from(srv.admin_config()).unwrap();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-        let _ = Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await;
-        let mut pool = IPAddressPool::new(
-            "bench",
-            IPAddressPoolSpec {
-                addresses: vec!["10.0.0.0/16".into()],
-                auto_assign: true,
-                avoid_buggy_ips: false,
-                service_allocation: None,
-            },
-        );
-        pool.metadata.namespace = Some(NS.into());
-        Api::<IPAddressPool>::namespaced(client.clone(), NS)
-            .create(&PostParams::default(), &pool)
-            .await
-            .unwrap();
-
+        let bench = start_server("10.0.0.0/16", false).await;
+        let (client, kc) = (bench.client.clone(), bench.kubeconfig.clone());
         let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut child = spawn_controller(&kc, maddr, "bench-1");
         wait_for("leader", Duration::from_secs(30), || {
-            metric(&scrape(maddr), "ferrolb_controller_leader") == 1.0
+            metric(&scrape(&maddr.to_string()), "ferrolb_controller_leader") == 1.0
         });
-        let idle_rss = rss_kib(child.id(), "VmRSS:");
+        let idle_rss = status_kib(child.id(), "VmRSS:");
 
         // 2. N Services at once.
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -193,7 +104,7 @@ fn main() {
         let all = tokio::task::spawn_blocking(move || {
             wait_for("all status writes", Duration::from_secs(600), || {
                 metric(
-                    &scrape(maddr),
+                    &scrape(&maddr.to_string()),
                     "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
                 ) >= n as f64
             });
@@ -230,8 +141,8 @@ fn main() {
         // 3. At rest.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let pid = child.id();
-        let rest_rss = rss_kib(pid, "VmRSS:");
-        let m = scrape(maddr);
+        let rest_rss = status_kib(pid, "VmRSS:");
+        let m = scrape(&maddr.to_string());
         let w0 = metric(
             &m,
             "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
@@ -242,7 +153,7 @@ fn main() {
             );
         let l0 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"lease\"}");
         tokio::time::sleep(Duration::from_secs(idle)).await;
-        let m = scrape(maddr);
+        let m = scrape(&maddr.to_string());
         let w1 = metric(
             &m,
             "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
@@ -252,8 +163,8 @@ fn main() {
                 "ferrolb_controller_api_writes_total{kind=\"pool_status\"}",
             );
         let l1 = metric(&m, "ferrolb_controller_api_writes_total{kind=\"lease\"}");
-        let peak = rss_kib(pid, "VmHWM:");
-        let end_idle_rss = rss_kib(pid, "VmRSS:");
+        let peak = status_kib(pid, "VmHWM:");
+        let end_idle_rss = status_kib(pid, "VmRSS:");
 
         // 4. Restart.
         stop(&mut child);
@@ -262,7 +173,10 @@ fn main() {
         let mut child2 = spawn_controller(&kc, maddr2, "bench-2");
         let restart = tokio::task::spawn_blocking(move || {
             wait_for("restart reconciles", Duration::from_secs(300), || {
-                metric(&scrape(maddr2), "ferrolb_controller_reconciles_total") >= n as f64
+                metric(
+                    &scrape(&maddr2.to_string()),
+                    "ferrolb_controller_reconciles_total",
+                ) >= n as f64
             })
         })
         .await
@@ -271,12 +185,12 @@ fn main() {
         let restart_time = t1.elapsed();
         // At rest: past one free-memory trim period (10 s) of the controller.
         tokio::time::sleep(Duration::from_secs(12)).await;
-        let m2 = scrape(maddr2);
+        let m2 = scrape(&maddr2.to_string());
         let restart_writes = metric(
             &m2,
             "ferrolb_controller_api_writes_total{kind=\"service_status\"}",
         );
-        let rss2 = rss_kib(child2.id(), "VmRSS:");
+        let rss2 = status_kib(child2.id(), "VmRSS:");
         stop(&mut child2);
 
         println!("## controller_scale (N = {n})");
@@ -308,6 +222,6 @@ fn main() {
             "controller RSS after restart, at rest:     {:.1} MiB",
             rss2 as f64 / 1024.0
         );
-        srv.shutdown().await.unwrap();
+        bench.srv.shutdown().await.unwrap();
     });
 }

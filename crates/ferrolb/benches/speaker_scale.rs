@@ -12,9 +12,11 @@
 //! 2. one speaker (node `node-0`, the only live node, so it owns all L IPs) starts: time
 //!    until it announces every IP;
 //! 3. at rest: RSS, CPU (from `/proc/<pid>/stat`) and the API writes of the speaker over an
-//!    idle window;
+//!    idle window (the speaker runs as its ServiceAccount with the RBAC of
+//!    deploy/ferrolb.yaml; its writes are counted from the server's request records);
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
-//!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU and API writes;
+//!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU, CPU per
+//!    LB change above the idle cost, and API writes;
 //! 5. latency: an LB Service's endpoints go away and come back (`BENCH_SAMPLES` times):
 //!    time from the API write to the speaker's decision (its `announced` metric).
 //!
@@ -27,41 +29,23 @@
 //! `BENCH_EXES`). Needs root (network namespaces); without it the bench is skipped
 //! (it fails under `CI=true`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrolb::crd::{IPAddressPool, IPAddressPoolSpec, L2Advertisement};
-use ferrolb_lab::apiserver::ApiServer;
+use common::{cpu_secs, env_num, loadavg, scrape, start_server, status_kib, stop, wait_for, NS};
+use ferrolb::crd::L2Advertisement;
+use ferrolb_lab::harness::SPEAKER_SA;
 use ferrolb_lab::netns::{privileged_or_skip, Netns};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
-const NS: &str = "metallb-system";
 const SPEAKER_METRICS: &str = "127.0.0.1:7473";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn scrape(addr: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
 
 /// Number of `ferrolb_speaker_announced` series at 1, and whether `service` is one of them.
 fn announced(text: &str, service: Option<&str>) -> (usize, bool) {
@@ -76,65 +60,6 @@ fn announced(text: &str, service: Option<&str>) -> (usize, bool) {
         }
     }
     (n, found)
-}
-
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    let get = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
-}
-
-fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
-}
-
-/// Write requests (create, update, patch, delete) the API server answered, all clients.
-fn server_writes(text: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with("ferrolb_apiserver_requests_total{"))
-        .filter(|l| {
-            ["create", "update", "patch", "delete"]
-                .iter()
-                .any(|v| l.contains(&format!("verb=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
 }
 
 fn node_json(i: usize) -> Value {
@@ -198,6 +123,9 @@ fn service_json(i: usize, lb: bool) -> Value {
             "clusterIP": format!("10.96.{}.{}", i / 250, 1 + i % 250),
             "clusterIPs": [format!("10.96.{}.{}", i / 250, 1 + i % 250)],
             "selector": {"app": format!("app-{i}")}, "sessionAffinity": "None",
+            // 10 000 LoadBalancer Services cannot all have node ports (2 768 in the default
+            // range): without them, as many L2 setups run.
+            "allocateLoadBalancerNodePorts": if lb { Some(false) } else { None },
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
                       {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": 9090}]}
     })
@@ -289,37 +217,11 @@ fn main() {
 }
 
 async fn run(z: Sizes, exes: Vec<(String, String)>) {
-    ferrolb::controller::install_crypto_provider();
-    let srv = ApiServer::new()
-        .history_limit(200_000)
-        .start_at("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let saddr: SocketAddr = srv.addr;
-    let sscrape = move || scrape(&saddr.to_string());
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("kubeconfig");
-    srv.write_kubeconfig(&kc).unwrap();
-    let kc = kc.to_string_lossy().to_string();
-    let client = kube::Client::try_from(srv.admin_config()).unwrap();
-    let nsobj: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    let _ = Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &nsobj)
-        .await;
-    let mut pool = IPAddressPool::new(
-        "bench",
-        IPAddressPoolSpec {
-            addresses: vec!["172.20.0.0/16".into()],
-            auto_assign: true,
-            avoid_buggy_ips: false,
-            service_allocation: None,
-        },
-    );
-    pool.metadata.namespace = Some(NS.into());
-    Api::<IPAddressPool>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &pool)
-        .await
-        .unwrap();
+    let bench = start_server("172.20.0.0/16", true).await;
+    let client = bench.client.clone();
+    // The speaker acts as its own ServiceAccount, with deploy/ferrolb.yaml's RBAC: the
+    // request records then tell its writes from the bench's.
+    let kc = bench.component_kubeconfig(SPEAKER_SA).await;
     let mut ad = L2Advertisement::new("bench", Default::default());
     ad.metadata.namespace = Some(NS.into());
     Api::<L2Advertisement>::namespaced(client.clone(), NS)
@@ -376,7 +278,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
         n_objects as f64 / load.as_secs_f64()
     );
 
-    let writes_by_bench = Arc::new(AtomicU64::new(0));
+    let writes = || bench.writes_by(SPEAKER_SA);
     let mut gen = 1usize;
     for (label, exe) in &exes {
         // 2. Start.
@@ -412,33 +314,19 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
 
         // 3. At rest (past the start-up writes: claims and statuses settle).
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let rss_rest = status_field(pid, "VmRSS:");
-        let (c0, w0, b0, i0) = (
-            cpu_ticks(pid),
-            server_writes(&sscrape()),
-            writes_by_bench.load(Ordering::Relaxed),
-            Instant::now(),
-        );
+        let rss_rest = status_kib(pid, "VmRSS:");
+        let (c0, w0, i0) = (cpu_secs(pid), writes(), Instant::now());
         tokio::time::sleep(Duration::from_secs(z.idle)).await;
-        let (c1, w1, b1, i1) = (
-            cpu_ticks(pid),
-            server_writes(&sscrape()),
-            writes_by_bench.load(Ordering::Relaxed),
-            Instant::now(),
-        );
+        let (c1, w1, i1) = (cpu_secs(pid), writes(), Instant::now());
         let secs = (i1 - i0).as_secs_f64();
-        let idle_cpu = (c1 - c0) as f64 / ticks_per_sec() / secs * 100.0;
-        let idle_writes = ((w1 - w0) - (b1 - b0) as f64) / secs;
+        let idle_cpu = (c1 - c0) / secs * 100.0;
+        let idle_writes = (w1 - w0) as f64 / secs;
+        let idle_load = loadavg();
 
         // 4. Churn: LB endpoints, ClusterIP endpoints, Node status, in turn.
         let period = Duration::from_secs_f64(1.0 / z.rate as f64);
         let total = (z.churn * z.rate) as usize;
-        let (c0, w0, b0, i0) = (
-            cpu_ticks(pid),
-            server_writes(&sscrape()),
-            writes_by_bench.load(Ordering::Relaxed),
-            Instant::now(),
-        );
+        let (c0, w0, i0) = (cpu_secs(pid), writes(), Instant::now());
         let mut tick = tokio::time::interval(period);
         let mut kinds = [0usize; 3];
         for k in 0..total {
@@ -476,19 +364,18 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                         .unwrap();
                 }
             }
-            writes_by_bench.fetch_add(1, Ordering::Relaxed);
         }
-        let (c1, w1, b1, i1) = (
-            cpu_ticks(pid),
-            server_writes(&sscrape()),
-            writes_by_bench.load(Ordering::Relaxed),
-            Instant::now(),
-        );
+        let (c1, w1, i1) = (cpu_secs(pid), writes(), Instant::now());
         let secs = (i1 - i0).as_secs_f64();
-        let churn_cpu = (c1 - c0) as f64 / ticks_per_sec() / secs * 100.0;
-        let churn_writes = ((w1 - w0) - (b1 - b0) as f64) / secs;
+        let churn_cpu = (c1 - c0) / secs * 100.0;
+        // CPU per change beyond the idle cost, per LB-Service endpoint change (the only
+        // kind that can move an announcement).
+        let per_lb_change_ms =
+            ((c1 - c0) - idle_cpu / 100.0 * secs).max(0.0) / kinds[0].max(1) as f64 * 1e3;
+        let churn_writes = (w1 - w0) as f64 / secs;
+        let churn_load = loadavg();
         let churn_rate = total as f64 / secs;
-        let rss_churn = status_field(pid, "VmRSS:");
+        let rss_churn = status_kib(pid, "VmRSS:");
 
         // 5. Latency: endpoints of an LB Service go (withdraw) and come back (announce).
         let mut lat = Vec::new();
@@ -504,7 +391,6 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                     .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
                     .await
                     .unwrap();
-                writes_by_bench.fetch_add(1, Ordering::Relaxed);
                 let svc = svc.clone();
                 let d = tokio::task::spawn_blocking(move || {
                     let t = Instant::now();
@@ -522,7 +408,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             }
         }
         lat.sort();
-        let peak = status_field(pid, "VmHWM:");
+        let peak = status_kib(pid, "VmHWM:");
         stop(&mut child);
 
         println!("### speaker: {label}");
@@ -533,11 +419,11 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             peak as f64 / 1024.0
         );
         println!(
-            "idle ({} s): CPU {idle_cpu:.2} % of a core, API writes {idle_writes:.2}/s",
+            "idle ({} s): CPU {idle_cpu:.2} % of a core, API writes {idle_writes:.2}/s (load average {idle_load:.2})",
             z.idle
         );
         println!(
-            "churn ({churn_rate:.1} changes/s for {} s: {} LB endpoints, {} ClusterIP endpoints, {} Node status): CPU {churn_cpu:.2} % of a core, API writes {churn_writes:.2}/s, RSS {:.1} MiB",
+            "churn ({churn_rate:.1} changes/s for {} s: {} LB endpoints, {} ClusterIP endpoints, {} Node status): CPU {churn_cpu:.2} % of a core ({per_lb_change_ms:.2} ms above idle per LB change), API writes {churn_writes:.2}/s, RSS {:.1} MiB (load average {churn_load:.2})",
             z.churn,
             kinds[0],
             kinds[1],
@@ -551,5 +437,5 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             percentile(&lat, 0.99)
         );
     }
-    srv.shutdown().await.unwrap();
+    bench.srv.shutdown().await.unwrap();
 }

@@ -31,9 +31,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         command => {
             ferrolb::telemetry::init_logging(&cli.log)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            // The speaker runs on every node: two workers (a long pass never delays its Lease
+            // renewals and heartbeats), not one per core, each with its own allocator arena.
+            if matches!(command, Command::Speaker(_)) {
+                rt.worker_threads(2);
+            }
+            let rt = rt.enable_all().build()?;
             rt.block_on(async move {
                 match command {
                     Command::Controller(a) => ferrolb::controller::run(a).await.map(|_| 0),

@@ -132,6 +132,7 @@
 
 mod elect;
 mod eligibility;
+mod incremental;
 mod lease;
 pub mod membership;
 mod model;
@@ -145,6 +146,7 @@ pub use eligibility::{
     node_candidacy, node_health, preferred_score, service_ads, service_candidates, Candidate,
     ElectionOptions, Interfaces, Reason, ServiceCandidates,
 };
+pub use incremental::{IncrementalElection, Scope};
 pub use lease::{
     decide_claim, ClaimAction, Fence, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
     DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, MAX_LEASE_DURATION,

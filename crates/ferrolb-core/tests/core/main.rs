@@ -2,6 +2,7 @@
 
 mod allocator_props;
 mod allocator_vectors;
+mod election_incremental;
 mod election_k8s;
 mod election_lease;
 mod election_props;

@@ -456,12 +456,7 @@ pub async fn lead(
         });
 
     // Return the memory of the start-up burst (LIST, rebuild, initial watch) to the OS.
-    let trim = async {
-        loop {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            release_free_memory();
-        }
-    };
+    let trim = crate::runtime::release_free_memory_every(Duration::from_secs(10));
     let config_task = run_config(
         ctx.clone(),
         pool_events,
@@ -479,16 +474,6 @@ pub async fn lead(
         r = pool_status_task => r,
         r = ns_task => r,
         _ = trim => unreachable!("the trim loop never ends"),
-    }
-}
-
-/// Gives freed heap pages back to the OS (glibc keeps them after bursts such as the
-/// initial LIST of thousands of Services). No-op elsewhere.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -128,6 +128,8 @@ pub struct Speaker<A: Announcer> {
     lease_was_fresh: bool,
     /// What this node publishes on its Lease for `ferrolb explain` (None: nothing).
     board: Option<super::state::SharedBoard>,
+    /// The instant of the last pass (its timers are re-armed from it, see [`Self::rearm`]).
+    last_pass: Option<Instant>,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -157,6 +159,7 @@ impl<A: Announcer> Speaker<A> {
             live: Live::default(),
             lease_was_fresh: false,
             board: None,
+            last_pass: None,
         }
     }
 
@@ -456,6 +459,7 @@ impl<A: Announcer> Speaker<A> {
     /// One pass. Returns the instant at which the next pass is due even without changes.
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
         self.metrics.reconciles.inc();
+        self.last_pass = Some(now);
         self.sync_tracker(now);
         self.refresh_liveness(now);
         let may = self.live.may;
@@ -814,6 +818,14 @@ impl<A: Announcer> Speaker<A> {
             }
             self.planner.status_written(w, r.is_ok(), now);
         }
+    }
+
+    /// When the next pass is due without any change, given the Lease renewals (own and
+    /// peers') seen since the last pass: its timers as computed at its instant, the fencing
+    /// deadline and the peers' expiries moved by those renewals. Renewals change no
+    /// decision, so they cost this (O(peers)) instead of a pass.
+    pub fn rearm(&self) -> Option<Instant> {
+        self.next_wakeup(self.last_pass?, self.live.may)
     }
 
     fn next_wakeup(&self, now: Instant, may: bool) -> Option<Instant> {

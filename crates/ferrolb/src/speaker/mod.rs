@@ -140,6 +140,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     wait_ready(&stores).await;
     tracing::info!("caches synced");
+    // Return the memory of the initial lists (and of later relists) to the OS.
+    tokio::spawn(crate::runtime::release_free_memory_every(
+        Duration::from_secs(10),
+    ));
     adopt_statuses(&clients.status, &stores, &args.node_name);
     health.set_ready(true);
     let mut speaker = Speaker::new(
@@ -261,7 +265,9 @@ pub struct Inputs {
 }
 
 /// Runs passes whenever something relevant changes, until `stop` completes. Bursts of
-/// changes are coalesced (5 ms), plain Lease renewals of live peers cost no pass.
+/// changes are coalesced (5 ms), plain Lease renewals of live peers cost no pass: they only
+/// move the pass's timers ([`Speaker::rearm`]: a renewed Lease expires later, this node's
+/// own renewal moves its fencing deadline), so a speaker at rest runs no pass at all.
 pub async fn drive<A: Announcer>(
     speaker: &mut Speaker<A>,
     mut inputs: Inputs,
@@ -291,12 +297,12 @@ pub async fn drive<A: Announcer>(
             _ = &mut stop => break,
             _ = inputs.wake.notified() => dirty = true,
             Some(l) = inputs.lease_rx.recv() => {
-                if speaker.observe_lease(&l, Instant::now()) { dirty = true; }
+                if speaker.observe_lease(&l, Instant::now()) { dirty = true; } else { next = speaker.rearm(); }
             }
             r = inputs.renewals.changed() => {
                 if r.is_err() { break; }
                 let now_may = speaker.may_announce(Instant::now());
-                if now_may != may { dirty = true; }
+                if now_may != may { dirty = true; } else { next = speaker.rearm(); }
             }
             Some(d) = inputs.dup_rx.recv() => speaker.duplicate_responder(&d),
             Some(()) = inputs.iface_rx.recv() => speaker.interfaces_changed(),
@@ -343,14 +349,16 @@ where
     reader
 }
 
-/// A reflector that stores the projection `slim` makes of each object, and wakes the loop
-/// only when `matters(old, new)` says the change can alter a decision (`old`: the stored
+/// A reflector that stores the projection `slim` makes of each object that `keep` accepts
+/// (an object it no longer accepts leaves the store as if deleted), and wakes the loop only
+/// when `matters(old, new)` says the change can alter a decision (`old`: the stored
 /// projection before the change, `new`: after; `None`: absent). A relist wakes it once,
 /// when the new list is in place.
 fn reflect_slim<K>(
     api: Api<K>,
     wake: Arc<Notify>,
     slim: fn(&mut K),
+    keep: impl Fn(&K) -> bool + Send + 'static,
     matters: impl Fn(Option<&K>, Option<&K>) -> bool + Send + 'static,
 ) -> Store<K>
 where
@@ -371,6 +379,8 @@ where
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             let ev = match ev {
+                Ok(watcher::Event::Apply(o)) if !keep(&o) => watcher::Event::Delete(o),
+                Ok(watcher::Event::InitApply(o)) if !keep(&o) => continue,
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff");
@@ -401,8 +411,9 @@ where
 
 /// Starts one reflector per kind; returns the stores, the change notifier and the Lease
 /// event channel. Services, EndpointSlices and Nodes are stored as the projections of
-/// [`slim`], and only their changes that can alter an announcement of this speaker
-/// (handling `lb_class`) wake the loop.
+/// [`slim`] (Services only while this speaker can announce them: [`slim::announceable`]),
+/// and only their changes that can alter an announcement of this speaker (handling
+/// `lb_class`) wake the loop.
 pub fn start_reflectors(
     client: Client,
     namespace: &str,
@@ -412,10 +423,12 @@ pub fn start_reflectors(
     let (ltx, lrx) = mpsc::unbounded_channel();
     let cfg = watcher::Config::default;
     let class = lb_class.clone();
+    let kept = lb_class.clone();
     let services = reflect_slim(
         Api::<Service>::all(client.clone()),
         wake.clone(),
         slim::slim_service,
+        move |s| slim::announceable(s, kept.as_deref()),
         move |old, new| slim::service_matters(old, new, class.as_deref()),
     );
     let owners = services.clone();
@@ -423,6 +436,7 @@ pub fn start_reflectors(
         Api::<EndpointSlice>::all(client.clone()),
         wake.clone(),
         slim::slim_slice,
+        |_| true,
         move |old, new| {
             // The Service named before the change, and the one named after.
             [old, new].into_iter().any(|s| {
@@ -437,6 +451,7 @@ pub fn start_reflectors(
         Api::<Node>::all(client.clone()),
         wake.clone(),
         slim::slim_node,
+        |_| true,
         slim::node_matters,
     );
     let stores = Stores {

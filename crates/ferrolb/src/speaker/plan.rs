@@ -5,7 +5,8 @@
 //! gathers the snapshot, executes the plan, and reports the outcomes back.
 //!
 //! One pass, in the order the shell runs it:
-//! 1. [`Planner::plan_claims`]: the election ([`elect_all`]) and the claim rules
+//! 1. [`Planner::plan_claims`]: the election ([`elect_all`], re-electing only the IPs whose
+//!    inputs changed since the last pass: [`IncrementalElection`]) and the claim rules
 //!    ([`decide_claim`]) for every IP → a [`ClaimPlan`] (withdraw everything when fenced;
 //!    withdraw before handing a claim over; announce what this node holds; confirm held
 //!    claims after a loss of permission; claim writes);
@@ -38,7 +39,8 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, Fence, HolderState,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, ServiceView, SERVICE_NAME_LABEL,
+    IncrementalElection, Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, Scope,
+    ServiceView, SERVICE_NAME_LABEL,
 };
 
 /// What this node answers for one IP.
@@ -309,6 +311,8 @@ pub struct Planner {
     status_memo: StatusMemo,
     /// (Service, Event reason) → the last message said (Events go out on change only).
     events: EventMemory,
+    /// The last election and its inputs: a pass re-elects only the IPs whose inputs changed.
+    election: IncrementalElection,
 }
 
 impl Planner {
@@ -324,7 +328,13 @@ impl Planner {
             status_backoff: BTreeMap::new(),
             status_memo: StatusMemo::default(),
             events: EventMemory::default(),
+            election: IncrementalElection::new(),
         }
+    }
+
+    /// What the last [`Planner::plan_claims`] re-elected.
+    pub fn election_scope(&self) -> Scope {
+        self.election.scope()
     }
 
     /// The fence, with the renewal published last (`renewed`) taken into account.
@@ -342,7 +352,8 @@ impl Planner {
         follow(&mut self.fence, s.renewed);
         self.fence.permission(may, now);
         let current = holders(s.claims);
-        let election = elect_all(s.config, s.views, s.nodes, &current, &self.options);
+        let mut incremental = std::mem::take(&mut self.election);
+        let election = incremental.elect(s.config, s.views, s.nodes, &current, &self.options);
         let allocated: BTreeSet<IpAddr> =
             s.views.iter().flat_map(|v| v.ips.iter().copied()).collect();
         let mut plan = ClaimPlan {
@@ -442,7 +453,8 @@ impl Planner {
         if !may || !self.claim_backoff.allows(now) {
             plan.writes.clear();
         }
-        plan.owners = election.owners;
+        plan.owners = election.owners.clone();
+        self.election = incremental;
         plan
     }
 
@@ -571,11 +583,12 @@ impl Planner {
 
     /// Forgets what was said about Services no longer announced (said again if they return).
     pub fn forget_events(&mut self, announced: &BTreeMap<IpAddr, Announced>) {
-        self.events.retain(&|s| {
-            announced
-                .values()
-                .any(|a| a.services.contains(&s.to_string()))
-        });
+        let services: BTreeSet<&str> = announced
+            .values()
+            .flat_map(|a| a.services.iter().map(String::as_str))
+            .collect();
+        self.events
+            .retain(&|s| services.contains(s.to_string().as_str()));
     }
 
     /// The ServiceL2Status writes due at `now`, making the objects match what this node
@@ -717,15 +730,9 @@ pub fn service_views(
     slices: &[Arc<EndpointSlice>],
     lb_class: Option<&str>,
 ) -> Vec<ServiceView> {
-    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
-    for s in slices {
-        let ns = s.metadata.namespace.clone().unwrap_or_default();
-        if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL).cloned() {
-            by_service.entry((ns, svc)).or_default().push(s);
-        }
-    }
-    services
+    let ours: Vec<&Service> = services
         .iter()
+        .map(|s| s.as_ref())
         .filter(|s| {
             let class = s
                 .spec
@@ -733,10 +740,31 @@ pub fn service_views(
                 .and_then(|sp| sp.load_balancer_class.as_deref());
             class == lb_class
         })
+        .collect();
+    // Slices of those Services only (borrowed keys: the other slices cost a lookup each).
+    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = ours
+        .iter()
+        .map(|s| {
+            let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+            (
+                (ns, s.metadata.name.as_deref().unwrap_or_default()),
+                Vec::new(),
+            )
+        })
+        .collect();
+    for s in slices {
+        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+        if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
+            if let Some(v) = by_service.get_mut(&(ns, svc.as_str())) {
+                v.push(s);
+            }
+        }
+    }
+    ours.into_iter()
         .filter_map(|s| {
             let key = (
-                s.metadata.namespace.clone().unwrap_or_default(),
-                s.name_any(),
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
             );
             let sl = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
             service_view(s, sl.iter().copied(), config).ok()
@@ -923,6 +951,36 @@ mod tests {
             interfaces: ifs,
             services: services.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_pass_re_elects_only_the_ips_whose_inputs_changed() {
+        let mut w = World::new(&[ME, "b"], &["b"]);
+        w.views = (1..=50)
+            .map(|i| view(&format!("default/s{i}"), &[&format!("10.0.0.{i}")]))
+            .collect();
+        let mut p = planner();
+        let t0 = Instant::now();
+        let first = p.plan_claims(&w.snapshot(t0));
+        assert_eq!(p.election_scope(), Scope::Full);
+        // nothing changed: nothing re-elected, the same plan
+        assert_eq!(p.plan_claims(&w.snapshot(t0)), first);
+        assert_eq!(p.election_scope(), Scope::Ips(0));
+        // one Service loses its endpoints: its IP only
+        w.views[6].has_serving_endpoint = false;
+        let plan = p.plan_claims(&w.snapshot(t0));
+        assert_eq!(p.election_scope(), Scope::Ips(1));
+        assert!(!plan.owners.contains_key(&ip("10.0.0.7")));
+        assert_eq!(plan.owners.len(), 49);
+        // a claim appears: its IP only
+        w.claims.insert(ip("10.0.0.9"), claim("b", "4"));
+        p.plan_claims(&w.snapshot(t0));
+        assert_eq!(p.election_scope(), Scope::Ips(1));
+        // a node's speaker dies: everything
+        w.live.alive.clear();
+        w.nodes[1].speaker_alive = false;
+        p.plan_claims(&w.snapshot(t0));
+        assert_eq!(p.election_scope(), Scope::Full);
     }
 
     #[test]

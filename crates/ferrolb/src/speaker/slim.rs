@@ -11,10 +11,12 @@
 //! Kept, because the speaker reads it (election [`crate::election::service_view`],
 //! [`crate::election::NodeInfo::from_node`], heartbeat targets
 //! [`super::heartbeat::node_address`], Event `regarding`):
-//! - Service, every one: name, namespace, uid, resourceVersion, `spec.type`,
+//! - Service: name, namespace, uid, resourceVersion, `spec.type`,
 //!   `spec.loadBalancerClass`; for a LoadBalancer Service also its labels (advertisement
 //!   `serviceSelectors`), the `allow-shared-ip` annotations, `spec.externalTrafficPolicy`
-//!   and the IPs of `status.loadBalancer.ingress`;
+//!   and the IPs of `status.loadBalancer.ingress`. Only the Services this speaker can
+//!   announce ([`announceable`]) are stored at all: a Service that becomes announceable
+//!   arrives whole in its next watch event, one that stops being so leaves the store;
 //! - EndpointSlice: name, namespace, uid, resourceVersion, the `kubernetes.io/service-name`
 //!   label, and per node hosting a serving endpoint one endpoint with that `nodeName`
 //!   (plus one without a node when a serving endpoint has none);

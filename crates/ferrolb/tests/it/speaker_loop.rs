@@ -828,3 +828,41 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
     std::thread::sleep(stall);
     assert!(!a.speaker.may_announce(Instant::now()), "fenced on silence");
 }
+
+/// A speaker at rest runs no pass: its own Lease renewals only move the fencing deadline
+/// its next pass is due at ([`Speaker::rearm`]); once they stop, that deadline comes and
+/// the pass it runs withdraws.
+#[tokio::test]
+async fn renewals_move_the_fencing_deadline_without_a_pass() {
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().contains(&ip("10.0.0.1")));
+    n.dp.take_calls();
+    let due = n
+        .speaker
+        .rearm()
+        .expect("announcing: the fencing deadline is due");
+    assert!(due > t0);
+    // each renewal (published by the Lease task, then seen in the Lease watch) moves it
+    // by as much, and calls nothing
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    for k in 1..=5u64 {
+        let r = t0 + Duration::from_millis(300 * k);
+        n.renewed.send_replace(Some(r));
+        renew_node_lease(&client, "node-a").await;
+        let own = leases.get(&node_lease_name("node-a")).await.unwrap();
+        assert!(!n.speaker.observe_lease(&own, r), "a renewal needs no pass");
+        assert_eq!(n.speaker.rearm(), Some(due + (r - t0)));
+    }
+    assert_eq!(n.dp.take_calls(), vec![]);
+    // renewals stop: the pass due at the deadline finds the Lease stale and withdraws
+    let last = t0 + Duration::from_millis(1500);
+    let due = n.speaker.rearm().unwrap();
+    n.pass(due, Some(last)).await;
+    assert!(n.announced().is_empty());
+}

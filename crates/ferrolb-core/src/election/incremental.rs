@@ -1,0 +1,296 @@
+//! [`elect_all`] over a sequence of inputs, re-electing only the IPs whose inputs changed.
+//!
+//! The owner of an IP, and the reasons recorded for `(service, IP)`, depend on the
+//! configuration, the options, the nodes, the IP's current owner, and the views of the
+//! Services carrying the IP (with every view sharing a key with one of them: duplicated
+//! keys are never announced). So when only Service views and current owners change, the
+//! IPs that can change are those carried before or after by a changed view, and those
+//! whose current owner changed; all of them are re-elected together with every Service
+//! carrying one of them, and the rest of the previous result is kept. A change to the
+//! configuration, the options or the nodes re-elects everything. The result is always the
+//! one [`elect_all`] returns for the same inputs (property test
+//! `election_incremental` in the core tests).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::config::Config;
+
+use super::elect::{elect_all, Election};
+use super::eligibility::ElectionOptions;
+use super::model::{NodeInfo, ServiceView};
+
+/// What the last [`IncrementalElection::elect`] re-elected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing yet.
+    #[default]
+    None,
+    /// Every IP (first call, or the configuration, options or nodes changed).
+    Full,
+    /// Only this many IPs (0: the previous result was kept as it was).
+    Ips(usize),
+}
+
+/// The inputs that, when changed, re-elect everything.
+#[derive(Clone, Debug, PartialEq)]
+struct Base {
+    config: Config,
+    opts: ElectionOptions,
+    /// Sorted by name (the election does not depend on their order).
+    nodes: Vec<NodeInfo>,
+}
+
+/// The previous election and its inputs (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct IncrementalElection {
+    /// Configuration, options and nodes of the last call.
+    base: Option<Base>,
+    /// The views of the last call by key (more than one: a duplicated key), in input order.
+    views: BTreeMap<String, Vec<ServiceView>>,
+    /// IP → keys of the views carrying it.
+    by_ip: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The current owners of the last call.
+    current: BTreeMap<IpAddr, String>,
+    /// The last result.
+    result: Election,
+    /// What the last call re-elected.
+    scope: Scope,
+}
+
+impl IncrementalElection {
+    /// Nothing elected yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What the last call re-elected.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The last result.
+    pub fn result(&self) -> &Election {
+        &self.result
+    }
+
+    /// Equals `elect_all(config, services, nodes, current, opts)`, re-electing only the IPs
+    /// whose inputs changed since the last call.
+    pub fn elect(
+        &mut self,
+        config: &Config,
+        services: &[ServiceView],
+        nodes: &[NodeInfo],
+        current: &BTreeMap<IpAddr, String>,
+        opts: &ElectionOptions,
+    ) -> &Election {
+        let mut sorted = nodes.to_vec();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let same_base = self
+            .base
+            .as_ref()
+            .is_some_and(|b| b.opts == *opts && b.nodes == sorted && b.config == *config);
+        if !same_base {
+            self.result = elect_all(config, services, nodes, current, opts);
+            self.views.clear();
+            self.by_ip.clear();
+            for s in services {
+                self.views.entry(s.key.clone()).or_default().push(s.clone());
+                for ip in &s.ips {
+                    self.by_ip.entry(*ip).or_default().insert(s.key.clone());
+                }
+            }
+            self.current = current.clone();
+            self.base = Some(Base {
+                config: config.clone(),
+                opts: *opts,
+                nodes: sorted,
+            });
+            self.scope = Scope::Full;
+            return &self.result;
+        }
+
+        // Keys whose views changed (appeared, vanished, or differ).
+        let mut fresh: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
+        for s in services {
+            fresh.entry(s.key.as_str()).or_default().push(s);
+        }
+        let mut dirty: Vec<String> = fresh
+            .iter()
+            .filter(|(k, vs)| {
+                self.views.get(**k).is_none_or(|old| {
+                    old.len() != vs.len() || old.iter().zip(vs.iter()).any(|(a, b)| a != *b)
+                })
+            })
+            .map(|(k, _)| k.to_string())
+            .collect();
+        dirty.extend(
+            self.views
+                .keys()
+                .filter(|k| !fresh.contains_key(k.as_str()))
+                .cloned(),
+        );
+
+        // IPs to re-elect: carried by a changed view before or after, or whose current
+        // owner changed.
+        let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
+        for k in &dirty {
+            for v in self.views.get(k).into_iter().flatten() {
+                ips.extend(v.ips.iter().copied());
+            }
+            for v in fresh.get(k.as_str()).into_iter().flatten() {
+                ips.extend(v.ips.iter().copied());
+            }
+        }
+        ips.extend(changed_keys(&self.current, current));
+        if ips.is_empty() {
+            self.scope = Scope::Ips(0);
+            return &self.result;
+        }
+
+        // Keys carrying those IPs before the change (their reasons may go).
+        let mut keys: BTreeSet<String> = BTreeSet::new();
+        for ip in &ips {
+            keys.extend(self.by_ip.get(ip).into_iter().flatten().cloned());
+        }
+        // Bring the views and the IP index up to date.
+        for k in &dirty {
+            for v in self.views.remove(k).into_iter().flatten() {
+                for ip in &v.ips {
+                    if let Some(set) = self.by_ip.get_mut(ip) {
+                        set.remove(k);
+                        if set.is_empty() {
+                            self.by_ip.remove(ip);
+                        }
+                    }
+                }
+            }
+            if let Some(vs) = fresh.get(k.as_str()) {
+                for v in vs {
+                    for ip in &v.ips {
+                        self.by_ip.entry(*ip).or_default().insert(k.clone());
+                    }
+                }
+                self.views
+                    .insert(k.clone(), vs.iter().map(|v| (*v).clone()).collect());
+            }
+        }
+        self.current = current.clone();
+        // Every view carrying one of the IPs now, with every view of the same key.
+        let mut carrying: BTreeSet<&String> = BTreeSet::new();
+        for ip in &ips {
+            carrying.extend(self.by_ip.get(ip).into_iter().flatten());
+        }
+        let subset: Vec<ServiceView> = carrying
+            .iter()
+            .flat_map(|k| self.views.get(*k).into_iter().flatten().cloned())
+            .collect();
+        keys.extend(carrying.into_iter().cloned());
+        let mut part = elect_all(config, &subset, nodes, current, opts);
+
+        for ip in &ips {
+            self.result.owners.remove(ip);
+            if let Some(o) = part.owners.remove(ip) {
+                self.result.owners.insert(*ip, o);
+            }
+            for k in &keys {
+                let entry = (k.clone(), *ip);
+                self.result.not_announced.remove(&entry);
+                if let Some(r) = part.not_announced.remove(&entry) {
+                    self.result.not_announced.insert(entry, r);
+                }
+            }
+        }
+        self.scope = Scope::Ips(ips.len());
+        &self.result
+    }
+}
+
+/// Keys whose value differs between `a` and `b` (present in one only, or different).
+fn changed_keys(a: &BTreeMap<IpAddr, String>, b: &BTreeMap<IpAddr, String>) -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        match (x.peek(), y.peek()) {
+            (None, None) => break,
+            (Some((k, _)), None) => {
+                out.insert(**k);
+                x.next();
+            }
+            (None, Some((k, _))) => {
+                out.insert(**k);
+                y.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.insert(**ka);
+                    x.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.insert(**kb);
+                    y.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        out.insert(**ka);
+                    }
+                    x.next();
+                    y.next();
+                }
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn changed_keys_finds_added_removed_and_changed() {
+        let a: BTreeMap<IpAddr, String> = [(ip("10.0.0.1"), "a"), (ip("10.0.0.2"), "b")]
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        let b: BTreeMap<IpAddr, String> = [(ip("10.0.0.2"), "c"), (ip("10.0.0.3"), "d")]
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        assert_eq!(
+            changed_keys(&a, &b),
+            [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")].into()
+        );
+        assert!(changed_keys(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn one_changed_view_re_elects_only_its_ips() {
+        let cfg = Config::default();
+        let nodes = vec![NodeInfo::new("a"), NodeInfo::new("b")];
+        let mut svcs: Vec<ServiceView> = (1..=20)
+            .map(|i| ServiceView::new(format!("ns/s{i}"), vec![ip(&format!("10.0.0.{i}"))], None))
+            .collect();
+        let opts = ElectionOptions::default();
+        let cur = BTreeMap::new();
+        let mut inc = IncrementalElection::new();
+        inc.elect(&cfg, &svcs, &nodes, &cur, &opts);
+        assert_eq!(inc.scope(), Scope::Full);
+        inc.elect(&cfg, &svcs, &nodes, &cur, &opts);
+        assert_eq!(inc.scope(), Scope::Ips(0));
+        svcs[3].has_serving_endpoint = false;
+        svcs[7].ips = vec![ip("10.0.0.99")];
+        let got = inc.elect(&cfg, &svcs, &nodes, &cur, &opts).clone();
+        // s4's IP, s8's old and new IP
+        assert_eq!(inc.scope(), Scope::Ips(3));
+        assert_eq!(got, elect_all(&cfg, &svcs, &nodes, &cur, &opts));
+        let mut fewer = nodes.clone();
+        fewer.pop();
+        inc.elect(&cfg, &svcs, &fewer, &cur, &opts);
+        assert_eq!(inc.scope(), Scope::Full);
+    }
+}
