@@ -1084,6 +1084,9 @@ fn admit(
     old: Option<&Value>,
     opts: &WriteOptions,
 ) -> Result<(), ApiError> {
+    if let Some(e) = super::validation::check_annotations_size(obj) {
+        return Err(ApiError::invalid_fields(&def.group, &def.kind, name, &[e]));
+    }
     if def.storage_key() == CRD_KEY {
         let errs = Schemas::check_crd(obj);
         if !errs.is_empty() {

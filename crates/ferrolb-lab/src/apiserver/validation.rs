@@ -135,6 +135,29 @@ impl FieldError {
     }
 }
 
+/// Most bytes the annotations of one object may hold together (keys and values), as
+/// kube-apiserver's `TotalAnnotationSizeLimitB`.
+pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+/// The error kube-apiserver gives every object, built-in or custom, whose
+/// `metadata.annotations` hold more than [`ANNOTATIONS_LIMIT`] bytes.
+pub fn check_annotations_size(obj: &Value) -> Option<FieldError> {
+    let total: usize = obj
+        .pointer("/metadata/annotations")?
+        .as_object()?
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    (total > ANNOTATIONS_LIMIT).then(|| {
+        FieldError::new(
+            ErrorType::TooLong,
+            "metadata.annotations",
+            None,
+            format!("may not be more than {ANNOTATIONS_LIMIT} bytes"),
+        )
+    })
+}
+
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.field, self.body())

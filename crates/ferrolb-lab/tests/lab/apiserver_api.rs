@@ -956,3 +956,47 @@ async fn ferrolb_crds_and_shipped_examples_apply() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Annotations are bounded as kube-apiserver bounds them: 256 KiB for keys and values
+/// together, on every kind; the object one byte under the limit is stored.
+#[tokio::test]
+async fn annotations_over_256_kib_are_refused() {
+    let server = start().await;
+    let c = client(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let key = "example.com/big";
+    let with = |value_len: usize| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "big", "annotations": {key: "x".repeat(value_len)}}
+        }))
+        .unwrap()
+    };
+    let limit = 256 * 1024;
+    let err = cms
+        .create(&PostParams::default(), &with(limit - key.len() + 1))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else {
+        panic!("expected an API error, got {err:?}")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message.contains("metadata.annotations: Too long"),
+        "{}",
+        s.message
+    );
+    cms.create(&PostParams::default(), &with(limit - key.len()))
+        .await
+        .unwrap();
+    // a patch that grows them past the limit is refused too
+    let grow = json!({"metadata": {"annotations": {"example.com/more": "y"}}});
+    assert_eq!(
+        api_error(
+            cms.patch("big", &PatchParams::default(), &Patch::Merge(grow))
+                .await
+                .unwrap_err()
+        ),
+        (422, "Invalid".into())
+    );
+    server.shutdown().await.unwrap();
+}
