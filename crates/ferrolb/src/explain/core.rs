@@ -283,7 +283,9 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
         return out;
     };
     if !st.may_announce {
-        let detail = if st.heartbeats {
+        let detail = if st.heartbeats && st.truncated {
+            "no quorum (its peer lists are too long to publish)".to_string()
+        } else if st.heartbeats {
             format!(
                 "it hears the heartbeats of {} of its {} peers: no quorum",
                 st.heard.len(),
@@ -297,7 +299,7 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
             format!("the speaker is fenced and answers for nothing ({detail})"),
         ));
     }
-    if st.heartbeats {
+    if st.heartbeats && !st.truncated {
         let peers: Vec<&String> = st
             .members
             .iter()
@@ -569,10 +571,9 @@ impl Ctx<'_> {
             Some(n) => Some((*n).clone()),
             None => holder.clone().filter(|h| {
                 own.is_some()
-                    && self
-                        .speakers
-                        .get(h)
-                        .is_some_and(|sp| sp.may_announce() && sp.state.is_none())
+                    && self.speakers.get(h).is_some_and(|sp| {
+                        sp.may_announce() && sp.state.as_ref().is_none_or(|s| !s.lists_every_ip())
+                    })
             }),
         };
         // the IP may be answered for another Service sharing it, not for this one

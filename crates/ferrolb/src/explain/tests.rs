@@ -43,7 +43,9 @@ fn state(node: &str, peers: &[&str], announcing: &[&str]) -> SpeakerState {
                 since: ts(60),
             })
             .collect(),
+        announcing_total: announcing.len(),
         duplicates: vec![],
+        truncated: false,
     }
 }
 
@@ -220,6 +222,23 @@ fn announced_ip_names_its_pool_node_interface_mac_and_since() {
         .speakers
         .iter()
         .all(|s| s.running && s.problems.is_empty()));
+}
+
+/// A speaker announcing more IPs than its state lists: the announcer of an unlisted IP is
+/// its owner-record holder, and its interface comes from the filter.
+#[test]
+fn announcer_of_an_ip_the_state_does_not_list() {
+    let mut w = World::new();
+    let st = w.state_mut("n1");
+    st.announcing.clear();
+    st.announcing_total = 1_000;
+    let e = w.explain();
+    let a = e.services[0].ips[0].announced_by.as_ref().unwrap();
+    assert_eq!(a.node, "n1");
+    assert_eq!(node_code(&e, "web", "n2"), "notOwner");
+    // a state that lists every IP and not this one: n1 does not answer for it
+    w.state_mut("n1").announcing_total = 0;
+    assert!(w.explain().services[0].ips[0].announced_by.is_none());
 }
 
 #[test]

@@ -28,6 +28,20 @@ pub const SPEAKER_STATE_ANNOTATION: &str = "ferrolb.io/speaker-state";
 /// How long a duplicate responder stays published after it was last seen.
 pub const DUPLICATE_MEMORY: Duration = Duration::from_secs(600);
 
+/// Most announced IPs the state lists (the rest are counted in `announcingTotal`; the
+/// announcer of an unlisted IP is told from its owner record and ServiceL2Status). Every
+/// speaker watches every node Lease, so the annotation travels with each renewal of each
+/// node: it must stay small whatever the number of VIPs.
+pub const PUBLISHED_IPS: usize = 64;
+
+/// Most duplicate responders the state lists.
+pub const PUBLISHED_DUPLICATES: usize = 16;
+
+/// Most bytes the annotation may take; beyond (thousands of nodes) the peer lists are left
+/// out and `truncated` says so. Far below the 256 KiB kube-apiserver allows for all of an
+/// object's annotations, so the renewal that carries it is never refused for its size.
+pub const STATE_LIMIT: usize = 16 * 1024;
+
 /// The published state of one speaker. Field names are stable (camelCase JSON).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
@@ -43,10 +57,16 @@ pub struct SpeakerState {
     pub members: Vec<String>,
     /// The interfaces the ARP/NDP responder runs on, with their MACs.
     pub interfaces: Vec<Nic>,
-    /// The IPs this node answers for now.
+    /// The IPs this node answers for now (at most [`PUBLISHED_IPS`]).
     pub announcing: Vec<AnnouncedIp>,
-    /// Other MACs seen answering for IPs this node answers for (the last 10 minutes).
+    /// How many IPs this node answers for (`announcing` may list fewer).
+    pub announcing_total: usize,
+    /// Other MACs seen answering for IPs this node answers for (the last 10 minutes; at
+    /// most [`PUBLISHED_DUPLICATES`]).
     pub duplicates: Vec<Duplicate>,
+    /// `heard` and `members` were left out to keep the annotation within [`STATE_LIMIT`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One interface of the responder.
@@ -96,9 +116,25 @@ impl SpeakerState {
         serde_json::from_str(raw).ok()
     }
 
-    /// The annotation value.
+    /// The annotation value: at most [`STATE_LIMIT`] bytes (without the peer lists when
+    /// they would not fit).
     pub fn to_annotation(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let full = serde_json::to_string(self).unwrap_or_default();
+        if full.len() <= STATE_LIMIT {
+            return full;
+        }
+        let short = SpeakerState {
+            heard: Vec::new(),
+            members: Vec::new(),
+            truncated: true,
+            ..self.clone()
+        };
+        serde_json::to_string(&short).unwrap_or_default()
+    }
+
+    /// `announcing` lists every IP this node answers for.
+    pub fn lists_every_ip(&self) -> bool {
+        self.announcing.len() >= self.announcing_total
     }
 }
 
@@ -189,15 +225,18 @@ impl Board {
             announcing: self
                 .announcing
                 .iter()
+                .take(PUBLISHED_IPS)
                 .map(|(ip, (ifs, since))| AnnouncedIp {
                     ip: ip.to_string(),
                     interfaces: ifs.clone(),
                     since: rfc3339(*since),
                 })
                 .collect(),
+            announcing_total: self.announcing.len(),
             duplicates: self
                 .duplicates
                 .iter()
+                .take(PUBLISHED_DUPLICATES)
                 .map(|((ip, mac), s)| Duplicate {
                     ip: ip.to_string(),
                     interface: s.interface.clone(),
@@ -205,6 +244,7 @@ impl Board {
                     first_seen: rfc3339(s.first),
                 })
                 .collect(),
+            truncated: false,
         }
     }
 }
@@ -280,6 +320,39 @@ mod tests {
         b.set_announced(&announced(&[]), t(7));
         b.set_announced(&announced(&["10.0.0.1"]), t(8));
         assert_eq!(b.state(vec![], t(9)).announcing[0].since, rfc3339(t(8)));
+    }
+
+    #[test]
+    fn the_annotation_stays_small_whatever_the_number_of_vips_and_nodes() {
+        let mut b = Board::default();
+        let ips: Vec<String> = (0..10_000)
+            .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+        b.set_announced(&announced(&refs), t(0));
+        let peers: BTreeSet<String> = (0..5_000).map(|i| format!("node-{i:05}")).collect();
+        b.set_liveness(true, true, BTreeSet::new(), peers.clone());
+        let s = b.state(vec![], t(1));
+        assert_eq!(s.announcing.len(), PUBLISHED_IPS);
+        assert_eq!(s.announcing_total, 10_000);
+        assert!(!s.lists_every_ip());
+        // 5,000 members do not fit: the peer lists are left out, and it says so
+        let a = s.to_annotation();
+        assert!(a.len() <= STATE_LIMIT, "{}", a.len());
+        let back: SpeakerState = serde_json::from_str(&a).unwrap();
+        assert!(back.truncated && back.members.is_empty());
+        assert_eq!(back.announcing_total, 10_000);
+        // a 100-node cluster keeps them
+        b.set_liveness(
+            true,
+            true,
+            BTreeSet::new(),
+            peers.into_iter().take(100).collect(),
+        );
+        let back: SpeakerState =
+            serde_json::from_str(&b.state(vec![], t(2)).to_annotation()).unwrap();
+        assert!(!back.truncated);
+        assert_eq!(back.members.len(), 100);
     }
 
     #[test]
