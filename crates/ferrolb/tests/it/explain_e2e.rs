@@ -199,7 +199,7 @@ spec: {addresses: [192.0.2.140/32], autoAssign: false}
 apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata: {name: broken, namespace: metallb-system}
-spec: {addresses: [192.0.2.150/33], autoAssign: false}
+spec: {addresses: [\"fc00::9-fc00::1\"], autoAssign: false}
 ---
 apiVersion: metallb.io/v1beta1
 kind: L2Advertisement
@@ -247,7 +247,8 @@ spec:
     })
     .unwrap();
 
-    // A pool that was valid, then edited into an invalid shape: frozen.
+    // A pool that was valid, then edited into an invalid shape the CRD rules let through
+    // (they cannot order IPv6 addresses): frozen.
     let freeze = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
                   metadata: {name: freeze, namespace: metallb-system}\n\
                   spec: {addresses: [192.0.2.160/32], autoAssign: false}\n";
@@ -261,7 +262,7 @@ spec:
     edit_pool(
         &lab,
         "freeze",
-        serde_json::json!({"addresses": ["192.0.2.160/33"]}),
+        serde_json::json!({"addresses": ["fc00::19-fc00::11"]}),
     )
     .unwrap();
 
