@@ -5,27 +5,16 @@
 //! controller accepts (every example in the docs, MetalLB's examples) is ever refused.
 
 use ferrolb_core::config::address::parse_entry;
-use ferrolb_lab::apiserver::{ApiServer, RunningServer};
+
 use kube::client::Body;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 const NS: &str = "metallb-system";
 
-async fn start() -> (RunningServer, Client) {
-    let server = ApiServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("server starts");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    (server, Client::try_from(config).unwrap())
-}
+use super::support::start;
 
 /// Creates a pool with `addresses`: the status code and the causes as field → message.
 async fn create(c: &Client, name: &str, addresses: &[String]) -> (u16, BTreeMap<String, String>) {

@@ -9,28 +9,14 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
 
 async fn start() -> RunningServer {
-    ApiServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("server starts")
+    super::support::start().await.0
 }
 
-/// A client built the way the controller and speaker build theirs: from a kubeconfig.
-async fn client(server: &RunningServer) -> Client {
-    // kube's rustls feature set enables two crypto providers; pick one (plain HTTP needs none,
-    // but the client builds its TLS connector anyway).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).expect("kubeconfig parses");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is usable");
-    assert_eq!(config.default_namespace, "default");
-    Client::try_from(config).expect("client")
-}
+use super::support::client;
 
 fn api_error(e: kube::Error) -> (u16, String) {
     match e {

@@ -2,27 +2,14 @@
 //! CEL rule of ferrolb's CRDs is found by walking the CRDs themselves, violated once, and must
 //! be rejected with 422 Invalid and a cause naming the field; valid objects are accepted.
 
-use ferrolb_lab::apiserver::{ApiServer, RunningServer};
 use kube::api::{Api, PostParams};
 use kube::client::Body;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use serde_json::{json, Value};
 
 const NS: &str = "metallb-system";
 
-async fn start() -> (RunningServer, Client) {
-    let server = ApiServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("server starts");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = Client::try_from(config).unwrap();
-    (server, client)
-}
+use super::support::start;
 
 /// A raw request: status code, JSON body and the `Warning` headers.
 async fn call(

@@ -4,27 +4,15 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_lab::apiserver::faults::{FaultSpec, RemoteFaults};
-use ferrolb_lab::apiserver::{ApiServer, RunningServer};
+
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, Config};
 use serde_json::json;
 
-async fn start() -> (RunningServer, Client) {
-    let server = ApiServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("server starts");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    (server, Client::try_from(config).unwrap())
-}
+use super::support::start;
 
 fn status_of(e: kube::Error) -> (u16, String, String) {
     match e {
@@ -147,12 +135,7 @@ async fn too_many_requests_carry_retry_after() {
         .add(FaultSpec::fail(429).resource("configmaps").retry_after(7))
         .unwrap();
     // kube's client retries 429 by itself: look at the raw answer with retries off.
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    config.default_retry = false;
-    let raw = Client::try_from(config).unwrap();
+    let raw = super::support::client_without_retries(&server).await;
     let req = http::Request::get("/api/v1/namespaces/default/configmaps")
         .body(kube::client::Body::from(Vec::new()))
         .unwrap();

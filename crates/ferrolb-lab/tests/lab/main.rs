@@ -7,3 +7,4 @@ mod apiserver_runtime;
 mod crd_validation;
 mod faults;
 mod paging;
+mod support;

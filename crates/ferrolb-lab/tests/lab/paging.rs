@@ -12,20 +12,11 @@ use ferrolb_lab::apiserver::{ApiServer, RunningServer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, Config, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
 
-async fn start(b: ApiServer) -> (RunningServer, Client) {
-    let server = b.start_at("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    (server, Client::try_from(config).unwrap())
-}
+use super::support::start_with as start;
 
 fn cm(name: &str, v: &str) -> ConfigMap {
     serde_json::from_value(
@@ -198,12 +189,10 @@ async fn exact_lists_read_past_versions_from_history() {
         BTreeMap::from([("a".to_string(), "0".to_string())])
     );
     // A version the server has not reached: 504 (which kube's client would retry; ask once).
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    config.default_retry = false;
-    let cms: Api<ConfigMap> = Api::namespaced(Client::try_from(config).unwrap(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(
+        super::support::client_without_retries(&server).await,
+        "default",
+    );
     let future = (then.parse::<u64>().unwrap() + 100).to_string();
     match cms
         .list(
