@@ -263,7 +263,7 @@ pub fn render_explain() -> String {
     let mut out = format!(
         "# GENERATED from crates/ferrolb/src/rbac.rs — do not edit; regenerate with\n\
          #   FERROLB_BLESS=1 cargo test --test it deploy\n\
-         # Optional: what `ferrolb explain` reads (get/list only, nothing is written).\n\
+         # Optional: what `ferrolb explain` reads (list only, nothing is written).\n\
          # Not part of deploy/kustomization.yaml. Apply it, then bind it to a user or group:\n\
          #   kubectl apply -f deploy/explain/clusterrole.yaml\n\
          #   kubectl create clusterrolebinding {EXPLAIN_ROLE}-alice --clusterrole={EXPLAIN_ROLE} --user=alice\n\
