@@ -866,3 +866,60 @@ async fn renewals_move_the_fencing_deadline_without_a_pass() {
     n.pass(due, Some(last)).await;
     assert!(n.announced().is_empty());
 }
+
+/// A renewal writes only over the Lease it read: when another writer changes the Lease
+/// between the renewal's read and its write, the write is refused (409) instead of renewing
+/// over a change it never saw, and the next attempt reads again and renews.
+#[tokio::test]
+async fn a_renewal_does_not_write_over_a_lease_changed_since_it_read_it() {
+    use ferrolb_lab::apiserver::faults::FaultSpec;
+    use ferrolb_lab::apiserver::ApiServer;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams};
+
+    ferrolb::controller::install_crypto_provider();
+    let srv = ApiServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::try_from(srv.admin_config()).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut reg));
+    let (own, _renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
+    let own = own.with_state(Arc::new(|| "state".to_string()));
+    assert!(own.renew_once().await, "created");
+    assert!(own.renew_once().await, "renewed");
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let name = node_lease_name("node-a");
+    let renew_time = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let before = renew_time(&api.get(&name).await.unwrap());
+    // the next renewal's write arrives 300 ms late (within its 600 ms bound); meanwhile
+    // another writer changes the Lease
+    srv.faults()
+        .add(
+            FaultSpec::delay(Duration::from_millis(300))
+                .verb("patch")
+                .resource("leases")
+                .times(1),
+        )
+        .unwrap();
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let change = json!({"metadata": {"labels": {"changed-by": "another-writer"}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .unwrap();
+    };
+    let (renewed, ()) = tokio::join!(own.renew_once(), other);
+    assert!(!renewed, "renewed over a change it never read");
+    let now = api.get(&name).await.unwrap();
+    assert_eq!(renew_time(&now), before, "the late write changed nothing");
+    assert_eq!(now.metadata.labels.unwrap()["changed-by"], "another-writer");
+    // the next attempt reads the changed Lease and renews it
+    assert!(own.renew_once().await);
+    assert_ne!(renew_time(&api.get(&name).await.unwrap()), before);
+}
