@@ -640,6 +640,15 @@ mod tests {
         }
     }
 
+    /// A peer heard 20 ms before `t0` whose Lease is held (for the last 100 ms).
+    fn healthy(t0: Instant) -> PeerInput {
+        PeerInput {
+            last_heard: Some(t0 - Duration::from_millis(20)),
+            lease_alive: true,
+            lease_held_since: Some(t0 - Duration::from_millis(100)),
+        }
+    }
+
     /// A node in steady state at `t0`: own Lease fresh, heartbeats running for a minute,
     /// 2 s Leases, members reaped after 20 s.
     fn steady(t0: Instant) -> OwnInput {
@@ -1126,22 +1135,8 @@ mod tests {
         let peers = BTreeMap::from([
             ("a".to_string(), input(crashed(t0, 2100, 100))),
             ("b".to_string(), input(crashed(t0, 2000, 300))),
-            (
-                "c".to_string(),
-                PeerInput {
-                    last_heard: Some(t0 - ms(20)),
-                    lease_alive: true,
-                    lease_held_since: Some(t0 - ms(100)),
-                },
-            ),
-            (
-                "d".to_string(),
-                PeerInput {
-                    last_heard: Some(t0 - ms(20)),
-                    lease_alive: true,
-                    lease_held_since: Some(t0 - ms(100)),
-                },
-            ),
+            ("c".to_string(), healthy(t0)),
+            ("d".to_string(), healthy(t0)),
             ("e".to_string(), input(crashed(t0, 2050, 200))),
         ]);
         // 6 members, 3 heard: no majority; a, b, e crashed
@@ -1212,14 +1207,7 @@ mod tests {
         let r = rules();
         assert_eq!(r.settle_time(), ms(400));
         let peers = BTreeMap::from([
-            (
-                "a".to_string(),
-                PeerInput {
-                    last_heard: Some(t0 - ms(20)),
-                    lease_alive: true,
-                    lease_held_since: Some(t0 - ms(100)),
-                },
-            ),
+            ("a".to_string(), healthy(t0)),
             (
                 "b".to_string(),
                 PeerInput {
