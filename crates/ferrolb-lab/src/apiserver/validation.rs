@@ -793,6 +793,35 @@ fn check_number(n: &Node, num: &serde_json::Number, path: &str, errs: &mut Vec<F
     }
 }
 
+/// `minItems`/`maxItems` (`what` = "items") or `minProperties`/`maxProperties`
+/// ("properties"), with kube-apiserver's messages (its "at most" says "items" for both).
+fn check_count(
+    min: Option<u64>,
+    max: Option<u64>,
+    count: usize,
+    what: &str,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let count = count as u64;
+    if let Some(min) = min.filter(|m| count < *m) {
+        errs.push(FieldError::new(
+            ErrorType::Invalid,
+            path,
+            Some(Value::from(count)),
+            format!("{path} in body should have at least {min} {what}"),
+        ));
+    }
+    if let Some(max) = max.filter(|m| count > *m) {
+        errs.push(FieldError::new(
+            ErrorType::TooMany,
+            path,
+            Some(Value::from(count)),
+            format!("must have at most {max} items"),
+        ));
+    }
+}
+
 fn check_array(n: &Node, a: &[Value], old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(items) = &n.items {
         for (i, item) in a.iter().enumerate() {
@@ -806,23 +835,7 @@ fn check_array(n: &Node, a: &[Value], old: Option<&Value>, path: &str, errs: &mu
             );
         }
     }
-    let len = a.len() as u64;
-    if let Some(min) = n.min_items.filter(|m| len < *m) {
-        errs.push(FieldError::new(
-            ErrorType::Invalid,
-            path,
-            Some(Value::from(len)),
-            format!("{path} in body should have at least {min} items"),
-        ));
-    }
-    if let Some(max) = n.max_items.filter(|m| len > *m) {
-        errs.push(FieldError::new(
-            ErrorType::TooMany,
-            path,
-            Some(Value::from(len)),
-            format!("must have at most {max} items"),
-        ));
-    }
+    check_count(n.min_items, n.max_items, a.len(), "items", path, errs);
     match n.list_type.as_deref() {
         Some("set") => {
             for (i, item) in a.iter().enumerate() {
@@ -869,23 +882,14 @@ fn check_object(
     root: bool,
     errs: &mut Vec<FieldError>,
 ) {
-    let count = m.len() as u64;
-    if let Some(min) = n.min_properties.filter(|x| count < *x) {
-        errs.push(FieldError::new(
-            ErrorType::Invalid,
-            path,
-            Some(Value::from(count)),
-            format!("{path} in body should have at least {min} properties"),
-        ));
-    }
-    if let Some(max) = n.max_properties.filter(|x| count > *x) {
-        errs.push(FieldError::new(
-            ErrorType::TooMany,
-            path,
-            Some(Value::from(count)),
-            format!("must have at most {max} items"),
-        ));
-    }
+    check_count(
+        n.min_properties,
+        n.max_properties,
+        m.len(),
+        "properties",
+        path,
+        errs,
+    );
     for (k, v) in m {
         if root && k == "metadata" {
             // ObjectMeta is validated by the server's own rules, not the CRD schema.
