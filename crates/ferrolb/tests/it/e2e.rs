@@ -106,6 +106,14 @@ pub(crate) fn served(lab: &Lab, ip: IpAddr, within: Duration) -> String {
     }
 }
 
+/// Applies the quickstart, creates the Service `web` and waits (20 s) for its one IP.
+pub(crate) fn quickstart_web(lab: &mut Lab) -> IpAddr {
+    apply_quickstart(lab);
+    lab.create_service(&ServiceSpec::new("web")).unwrap();
+    lab.wait_for_ips("default", "web", 1, Duration::from_secs(20))
+        .unwrap()[0]
+}
+
 /// Waits until every speaker sends heartbeats and accepts its peers' (signed with the key the
 /// controller creates in the Secret `ferrolb-heartbeat-key`, which each speaker reads with its
 /// own ServiceAccount); panics with the logs otherwise. A speaker that cannot read the key
@@ -221,11 +229,7 @@ fn crash_and_graceful_failover_move_the_vip() {
     let Some((_g, mut lab)) = lab("crash_and_graceful_failover", 3) else {
         return;
     };
-    apply_quickstart(&lab);
-    lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab
-        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
-        .unwrap()[0];
+    let ip = quickstart_web(&mut lab);
     let owner = served(&lab, ip, Duration::from_secs(15));
     let idx: usize = owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
 
@@ -457,11 +461,7 @@ fn partitioned_owner_withdraws_and_never_overlaps() {
     let Some((_g, mut lab)) = lab("partitioned_owner", 3) else {
         return;
     };
-    apply_quickstart(&lab);
-    lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab
-        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
-        .unwrap()[0];
+    let ip = quickstart_web(&mut lab);
     let owner = served(&lab, ip, Duration::from_secs(15));
     let idx: usize = owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
     let old_mac = lab.node_mac(idx);
@@ -687,11 +687,7 @@ fn owner_link_cut_fails_over_within_1500ms() {
     let Some((_g, mut lab)) = lab("owner_link_cut", 3) else {
         return;
     };
-    apply_quickstart(&lab);
-    lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab
-        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
-        .unwrap()[0];
+    let ip = quickstart_web(&mut lab);
     let owner = served(&lab, ip, Duration::from_secs(15));
     std::thread::sleep(Duration::from_secs(2));
     let idx = index_of(&owner);

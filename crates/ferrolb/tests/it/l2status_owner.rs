@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use ferrolb::crd::ServiceL2Status;
-use ferrolb_lab::harness::{speaker_pod_name, Lab, ServiceSpec};
+use ferrolb_lab::harness::{speaker_pod_name, Lab};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::e2e::{apply_quickstart, dump, index_of, served, wait_takeover};
+use crate::e2e::{dump, index_of, quickstart_web, served, wait_takeover};
 
 /// The ServiceL2Status objects of node `node` (by the `metallb.io/node` label).
 fn statuses_of(lab: &Lab, node: &str) -> Vec<ServiceL2Status> {
@@ -65,11 +65,7 @@ fn service_l2_status_is_owned_by_the_announcing_speaker_pod() {
     let Some((_g, mut lab)) = crate::e2e::lab("l2status_owner", 2) else {
         return;
     };
-    apply_quickstart(&lab);
-    lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab
-        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
-        .unwrap()[0];
+    let ip = quickstart_web(&mut lab);
     let owner = served(&lab, ip, Duration::from_secs(15));
     let i = index_of(&owner);
     let expect = |lab: &Lab, i: usize| {

@@ -23,7 +23,9 @@ use ferrolb_lab::harness::{
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 
-use crate::e2e::{apply_quickstart, dump, index_of, lab, served, wait_heartbeats, wait_takeover};
+use crate::e2e::{
+    apply_quickstart, dump, index_of, lab, quickstart_web, served, wait_heartbeats, wait_takeover,
+};
 
 /// A component: its ServiceAccount and its permission table.
 struct Component {
@@ -166,11 +168,7 @@ fn every_call_is_granted_and_every_grant_is_used() {
         return;
     };
     wait_heartbeats(&lab, Duration::from_secs(10));
-    apply_quickstart(&lab);
-    lab.create_service(&ServiceSpec::new("web")).unwrap();
-    let ip = lab
-        .wait_for_ips("default", "web", 1, Duration::from_secs(20))
-        .unwrap()[0];
+    let ip = quickstart_web(&mut lab);
     let owner = served(&lab, ip, Duration::from_secs(15));
     // Crash failover, then the crashed speaker comes back.
     let idx = index_of(&owner);
