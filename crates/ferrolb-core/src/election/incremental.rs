@@ -84,6 +84,28 @@ impl IncrementalElection {
         current: &BTreeMap<IpAddr, String>,
         opts: &ElectionOptions,
     ) -> &Election {
+        self.elect_views(config, Views::All(services), nodes, current, opts)
+    }
+
+    /// Equals [`elect_all`] over the Service views `views` describes (see [`Views`]),
+    /// re-electing only the IPs whose inputs changed since the last call. With
+    /// [`Views::Changed`] no pass walks the views that did not change.
+    pub fn elect_views(
+        &mut self,
+        config: &Config,
+        views: Views,
+        nodes: &[NodeInfo],
+        current: &BTreeMap<IpAddr, String>,
+        opts: &ElectionOptions,
+    ) -> &Election {
+        let changes = match views {
+            Views::All(services) => self.changes_from_all(services),
+            Views::Changed(changed) => changed
+                .iter()
+                .filter(|(k, vs)| self.views_of(k) != vs.as_slice())
+                .map(|(k, vs)| (k.clone(), vs.clone()))
+                .collect(),
+        };
         let mut sorted = nodes.to_vec();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         let same_base = self
@@ -91,15 +113,11 @@ impl IncrementalElection {
             .as_ref()
             .is_some_and(|b| b.opts == *opts && b.nodes == sorted && b.config == *config);
         if !same_base {
-            self.result = elect_all(config, services, nodes, current, opts);
-            self.views.clear();
-            self.by_ip.clear();
-            for s in services {
-                self.views.entry(s.key.clone()).or_default().push(s.clone());
-                for ip in &s.ips {
-                    self.by_ip.entry(*ip).or_default().insert(s.key.clone());
-                }
+            for (k, vs) in changes {
+                self.replace(k, vs);
             }
+            let all: Vec<ServiceView> = self.views.values().flatten().cloned().collect();
+            self.result = elect_all(config, &all, nodes, current, opts);
             self.current = current.clone();
             self.base = Some(Base {
                 config: config.clone(),
@@ -110,70 +128,27 @@ impl IncrementalElection {
             return &self.result;
         }
 
-        // Keys whose views changed (appeared, vanished, or differ).
-        let mut fresh: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
-        for s in services {
-            fresh.entry(s.key.as_str()).or_default().push(s);
-        }
-        let mut dirty: Vec<String> = fresh
-            .iter()
-            .filter(|(k, vs)| {
-                self.views.get(**k).is_none_or(|old| {
-                    old.len() != vs.len() || old.iter().zip(vs.iter()).any(|(a, b)| a != *b)
-                })
-            })
-            .map(|(k, _)| k.to_string())
-            .collect();
-        dirty.extend(
-            self.views
-                .keys()
-                .filter(|k| !fresh.contains_key(k.as_str()))
-                .cloned(),
-        );
-
         // IPs to re-elect: carried by a changed view before or after, or whose current
         // owner changed.
         let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
-        for k in &dirty {
-            for v in self.views.get(k).into_iter().flatten() {
-                ips.extend(v.ips.iter().copied());
-            }
-            for v in fresh.get(k.as_str()).into_iter().flatten() {
+        for (k, vs) in &changes {
+            for v in self.views_of(k).iter().chain(vs) {
                 ips.extend(v.ips.iter().copied());
             }
         }
         ips.extend(changed_keys(&self.current, current));
-        if ips.is_empty() {
-            self.scope = Scope::Ips(0);
-            return &self.result;
-        }
-
         // Keys carrying those IPs before the change (their reasons may go).
         let mut keys: BTreeSet<String> = BTreeSet::new();
         for ip in &ips {
             keys.extend(self.by_ip.get(ip).into_iter().flatten().cloned());
         }
         // Bring the views and the IP index up to date.
-        for k in &dirty {
-            for v in self.views.remove(k).into_iter().flatten() {
-                for ip in &v.ips {
-                    if let Some(set) = self.by_ip.get_mut(ip) {
-                        set.remove(k);
-                        if set.is_empty() {
-                            self.by_ip.remove(ip);
-                        }
-                    }
-                }
-            }
-            if let Some(vs) = fresh.get(k.as_str()) {
-                for v in vs {
-                    for ip in &v.ips {
-                        self.by_ip.entry(*ip).or_default().insert(k.clone());
-                    }
-                }
-                self.views
-                    .insert(k.clone(), vs.iter().map(|v| (*v).clone()).collect());
-            }
+        for (k, vs) in changes {
+            self.replace(k, vs);
+        }
+        if ips.is_empty() {
+            self.scope = Scope::Ips(0);
+            return &self.result;
         }
         self.current = current.clone();
         // Every view carrying one of the IPs now, with every view of the same key.
@@ -204,6 +179,78 @@ impl IncrementalElection {
         self.scope = Scope::Ips(ips.len());
         &self.result
     }
+
+    /// Whether a view of the last call carries `ip`.
+    pub fn carries(&self, ip: &IpAddr) -> bool {
+        self.by_ip.contains_key(ip)
+    }
+
+    /// The views of the last call, by key.
+    pub fn views(&self) -> impl Iterator<Item = &ServiceView> {
+        self.views.values().flatten()
+    }
+
+    /// The views of `key` as of the last call (empty: none).
+    fn views_of(&self, key: &str) -> &[ServiceView] {
+        self.views.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The keys whose views in `services` differ from the last call's, with their views now
+    /// (empty: gone).
+    fn changes_from_all(&self, services: &[ServiceView]) -> Vec<(String, Vec<ServiceView>)> {
+        let mut fresh: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
+        for s in services {
+            fresh.entry(s.key.as_str()).or_default().push(s);
+        }
+        let mut out: Vec<(String, Vec<ServiceView>)> = fresh
+            .iter()
+            .filter(|(k, vs)| {
+                let old = self.views_of(k);
+                old.len() != vs.len() || old.iter().zip(vs.iter()).any(|(a, b)| a != *b)
+            })
+            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| (*v).clone()).collect()))
+            .collect();
+        out.extend(
+            self.views
+                .keys()
+                .filter(|k| !fresh.contains_key(k.as_str()))
+                .map(|k| (k.clone(), Vec::new())),
+        );
+        out
+    }
+
+    /// Sets the views of `key` (empty: none), keeping the IP index in step.
+    fn replace(&mut self, key: String, views: Vec<ServiceView>) {
+        for v in self.views.remove(&key).into_iter().flatten() {
+            for ip in &v.ips {
+                if let Some(set) = self.by_ip.get_mut(ip) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.by_ip.remove(ip);
+                    }
+                }
+            }
+        }
+        if views.is_empty() {
+            return;
+        }
+        for v in &views {
+            for ip in &v.ips {
+                self.by_ip.entry(*ip).or_default().insert(key.clone());
+            }
+        }
+        self.views.insert(key, views);
+    }
+}
+
+/// The Service views of one [`IncrementalElection::elect_views`] call.
+#[derive(Clone, Copy, Debug)]
+pub enum Views<'a> {
+    /// Every view (more than one per key: a duplicated key).
+    All(&'a [ServiceView]),
+    /// Only the keys whose views may have changed since the last call, with their views
+    /// now (empty: none); every other key keeps its views.
+    Changed(&'a BTreeMap<String, Vec<ServiceView>>),
 }
 
 /// Keys whose value differs between `a` and `b` (present in one only, or different).

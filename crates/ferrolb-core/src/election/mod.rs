@@ -146,14 +146,14 @@ pub use eligibility::{
     node_candidacy, node_health, preferred_score, service_ads, service_candidates, Candidate,
     ElectionOptions, Interfaces, Reason, ServiceCandidates,
 };
-pub use incremental::{IncrementalElection, Scope};
+pub use incremental::{IncrementalElection, Scope, Views};
 pub use lease::{
     decide_claim, ClaimAction, Fence, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
     DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, MAX_LEASE_DURATION,
     MIN_FENCE_MARGIN,
 };
 pub use model::{
-    canonical_ip, endpoint_can_serve, pool_for_ips, service_view, sharing_key, NodeInfo,
-    ServiceView, ViewError, EXCLUDE_LB_LABEL, LEGACY_SHARED_IP_ANNOTATION, SERVICE_NAME_LABEL,
+    canonical_ip, conditions_serve, endpoint_can_serve, pool_for_ips, service_view, sharing_key,
+    sharing_key_of, view_of, NodeInfo, ServiceFacts, ServiceView, ViewError, EXCLUDE_LB_LABEL, LEGACY_SHARED_IP_ANNOTATION, SERVICE_NAME_LABEL,
     SHARED_IP_ANNOTATION,
 };

@@ -141,9 +141,15 @@ pub enum ViewError {
 
 /// MetalLB's `EndpointCanServe`: `conditions.ready` nil or true, or `conditions.serving` true.
 pub fn endpoint_can_serve(ep: &Endpoint) -> bool {
-    match &ep.conditions {
+    conditions_serve(ep.conditions.as_ref().map(|c| (c.ready, c.serving)))
+}
+
+/// [`endpoint_can_serve`] on an endpoint's `conditions` as `(ready, serving)` (`None`: no
+/// conditions at all).
+pub fn conditions_serve(conditions: Option<(Option<bool>, Option<bool>)>) -> bool {
+    match conditions {
         None => true,
-        Some(c) => c.ready.unwrap_or(true) || c.serving == Some(true),
+        Some((ready, serving)) => ready.unwrap_or(true) || serving == Some(true),
     }
 }
 
@@ -161,40 +167,113 @@ pub fn pool_for_ips(config: &Config, ips: &[IpAddr]) -> Option<String> {
 
 /// The sharing key of a Service: `metallb.io/allow-shared-ip`, else the legacy key.
 pub fn sharing_key(svc: &Service) -> Option<String> {
-    let ann = svc.metadata.annotations.as_ref()?;
+    sharing_key_of(svc.metadata.annotations.as_ref()?)
+}
+
+/// [`sharing_key`] from a Service's annotations.
+pub fn sharing_key_of(ann: &std::collections::BTreeMap<String, String>) -> Option<String> {
     ann.get(SHARED_IP_ANNOTATION)
         .or_else(|| ann.get(LEGACY_SHARED_IP_ANNOTATION))
         .filter(|k| !k.is_empty())
         .cloned()
 }
 
+/// Everything [`service_view`] reads of a Service: the compact form a speaker keeps
+/// ([`ServiceFacts::of`] takes it from a `Service`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFacts {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.type` is `LoadBalancer`.
+    pub load_balancer: bool,
+    /// `status.loadBalancer.ingress[].ip` as written (empty entries and hostname-only
+    /// entries left out).
+    pub ingress: Vec<String>,
+    /// `metadata.labels`.
+    pub labels: Labels,
+    /// `spec.externalTrafficPolicy: Local`.
+    pub etp_local: bool,
+    /// The sharing key ([`sharing_key`]).
+    pub sharing_key: Option<String>,
+}
+
+impl ServiceFacts {
+    /// What [`service_view`] reads of `svc`.
+    pub fn of(svc: &Service) -> Self {
+        let spec = svc.spec.as_ref();
+        ServiceFacts {
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
+            ingress: svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.clone().filter(|ip| !ip.is_empty()))
+                .collect(),
+            labels: svc.metadata.labels.clone().unwrap_or_default(),
+            etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            sharing_key: sharing_key(svc),
+        }
+    }
+
+    /// `namespace/name`: the key of its [`ServiceView`].
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Builds the [`ServiceView`] of `svc`. `slices` may contain slices of any Service: only
 /// those in the Service's namespace labelled `kubernetes.io/service-name=<name>` are used.
-/// The pool is looked up in `config`.
+/// The pool is looked up in `config`. (The rule itself: [`view_of`].)
 pub fn service_view<'a>(
     svc: &Service,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     config: &Config,
 ) -> Result<ServiceView, ViewError> {
-    let name = svc.metadata.name.as_deref().filter(|n| !n.is_empty());
-    let ns = svc.metadata.namespace.as_deref().filter(|n| !n.is_empty());
-    let (Some(name), Some(ns)) = (name, ns) else {
+    let facts = ServiceFacts::of(svc);
+    let (ns, name) = (facts.namespace.as_str(), facts.name.as_str());
+    let serving = slices
+        .into_iter()
+        .filter(|slice| {
+            slice.metadata.namespace.as_deref() == Some(ns)
+                && slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .map(String::as_str)
+                    == Some(name)
+        })
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|e| endpoint_can_serve(e))
+        .map(|e| e.node_name.as_deref());
+    view_of(&facts, serving, config)
+}
+
+/// The rule behind every [`ServiceView`]: the view of the Service `svc` whose serving
+/// endpoints (those [`endpoint_can_serve`] accepts) run on the nodes `serving` yields, one
+/// item per endpoint (`None` or empty: an endpoint without `nodeName`). The pool is looked
+/// up in `config`.
+pub fn view_of<'a>(
+    svc: &ServiceFacts,
+    serving: impl IntoIterator<Item = Option<&'a str>>,
+    config: &Config,
+) -> Result<ServiceView, ViewError> {
+    let (ns, name) = (svc.namespace.as_str(), svc.name.as_str());
+    if ns.is_empty() || name.is_empty() {
         return Err(ViewError::MissingName);
-    };
-    let spec = svc.spec.as_ref();
-    if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+    }
+    if !svc.load_balancer {
         return Err(ViewError::NotLoadBalancer);
     }
     let mut ips: Vec<IpAddr> = Vec::new();
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref());
-    for ing in ingress.into_iter().flatten() {
-        let Some(raw) = ing.ip.as_deref().filter(|s| !s.is_empty()) else {
-            continue; // hostname-only entries are not ours
-        };
+    for raw in svc.ingress.iter().filter(|s| !s.is_empty()) {
         let ip: IpAddr = raw
             .trim()
             .parse()
@@ -209,37 +288,21 @@ pub fn service_view<'a>(
     }
     let mut serving_endpoint_nodes = BTreeSet::new();
     let mut has_serving_endpoint = false;
-    for slice in slices {
-        let belongs = slice.metadata.namespace.as_deref() == Some(ns)
-            && slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                == Some(name);
-        if !belongs {
-            continue;
-        }
-        for ep in slice
-            .endpoints
-            .iter()
-            .flatten()
-            .filter(|e| endpoint_can_serve(e))
-        {
-            has_serving_endpoint = true;
-            if let Some(n) = ep.node_name.as_ref().filter(|n| !n.is_empty()) {
-                serving_endpoint_nodes.insert(n.clone());
+    for node in serving {
+        has_serving_endpoint = true;
+        if let Some(n) = node.filter(|n| !n.is_empty()) {
+            if !serving_endpoint_nodes.contains(n) {
+                serving_endpoint_nodes.insert(n.to_string());
             }
         }
     }
     Ok(ServiceView {
         key: format!("{ns}/{name}"),
-        labels: svc.metadata.labels.clone().unwrap_or_default(),
+        labels: svc.labels.clone(),
         pool: pool_for_ips(config, &ips),
         ips,
-        etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
-        sharing_key: sharing_key(svc),
+        etp_local: svc.etp_local,
+        sharing_key: svc.sharing_key.clone(),
         serving_endpoint_nodes,
         has_serving_endpoint,
     })

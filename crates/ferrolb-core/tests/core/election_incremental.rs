@@ -2,7 +2,9 @@
 //! views (endpoints, IPs, policy, sharing, duplicated keys, appearing and vanishing), current
 //! owners, nodes and the configuration, [`IncrementalElection::elect`] returns after every
 //! step exactly what [`elect_all`] returns for the same inputs, and re-elects everything
-//! only when the configuration or the nodes changed.
+//! only when the configuration or the nodes changed. The same holds when it is told only
+//! the keys whose views changed ([`Views::Changed`], what a speaker's index gives it), with
+//! the same scope.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -202,6 +204,9 @@ proptest! {
         let mut current: BTreeMap<IpAddr, String> = BTreeMap::new();
         let mut rotate = 0;
         let mut inc = IncrementalElection::new();
+        // Told only what changed (plus the key an event touched, changed or not).
+        let mut by_changes = IncrementalElection::new();
+        let mut before: BTreeMap<String, Vec<ServiceView>> = BTreeMap::new();
         let mut last = Election::default();
         for e in std::iter::once(None).chain(events.iter().map(Some)) {
             let mut re_elects_all = e.is_none();
@@ -243,6 +248,33 @@ proptest! {
             let full = elect_all(&cfg, &vs, &ns, &current, &opts);
             let got = inc.elect(&cfg, &vs, &ns, &current, &opts).clone();
             prop_assert_eq!(&got, &full, "after {:?}", e);
+            let mut now: BTreeMap<String, Vec<ServiceView>> = BTreeMap::new();
+            for v in &vs {
+                now.entry(v.key.clone()).or_default().push(v.clone());
+            }
+            let mut changed: BTreeMap<String, Vec<ServiceView>> = now
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for k in before.keys().filter(|k| !now.contains_key(*k)) {
+                changed.insert(k.clone(), Vec::new());
+            }
+            if let Some(
+                Ev::Endpoints(s, _) | Ev::Ips(s, _) | Ev::Local(s, _) | Ev::Sharing(s, _)
+                | Ev::Duplicate(s, _) | Ev::Label(s, _),
+            ) = e
+            {
+                let k = format!("ns/s{s}");
+                let v = now.get(&k).cloned().unwrap_or_default();
+                changed.insert(k, v);
+            }
+            let got2 = by_changes
+                .elect_views(&cfg, Views::Changed(&changed), &ns, &current, &opts)
+                .clone();
+            prop_assert_eq!(&got2, &full, "told the changes only, after {:?}", e);
+            prop_assert_eq!(by_changes.scope(), inc.scope(), "after {:?}", e);
+            before = now;
             if re_elects_all {
                 prop_assert_eq!(inc.scope(), Scope::Full);
             } else {
