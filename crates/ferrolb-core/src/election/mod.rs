@@ -154,6 +154,6 @@ pub use lease::{
 };
 pub use model::{
     canonical_ip, conditions_serve, endpoint_can_serve, pool_for_ips, service_view, sharing_key,
-    sharing_key_of, view_of, NodeInfo, ServiceFacts, ServiceView, ViewError, EXCLUDE_LB_LABEL, LEGACY_SHARED_IP_ANNOTATION, SERVICE_NAME_LABEL,
-    SHARED_IP_ANNOTATION,
+    sharing_key_of, view_of, NodeInfo, ServiceFacts, ServiceView, ViewError, EXCLUDE_LB_LABEL,
+    LEGACY_SHARED_IP_ANNOTATION, SERVICE_NAME_LABEL, SHARED_IP_ANNOTATION,
 };

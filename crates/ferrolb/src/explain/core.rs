@@ -1,6 +1,6 @@
 //! The pure core of `ferrolb explain`: from the objects read from the API server to the
 //! [`Explanation`]. Eligibility and election are recomputed with the speakers' own code
-//! ([`crate::speaker::config_view::build_config`], [`crate::speaker::plan::service_views`],
+//! ([`crate::speaker::config_view::build_config`], [`crate::speaker::index::views_of`],
 //! [`elect_all`], [`crate::election::Election::decision_for`]); the speakers' runtime facts
 //! (permission, heard peers, interfaces and MACs, announcements, duplicate responders)
 //! come from the state each publishes on its node Lease ([`SpeakerState`]); the reasons a
@@ -355,7 +355,7 @@ pub fn explain(inputs: &Inputs, opts: &Options, now: Timestamp) -> Explanation {
     let services = arc(&inputs.services);
     let slices: Vec<Arc<EndpointSlice>> = inputs.slices.iter().cloned().map(Arc::new).collect();
     let views =
-        crate::speaker::plan::service_views(&config, &services, &slices, opts.lb_class.as_deref());
+        crate::speaker::index::views_of(&config, &services, &slices, opts.lb_class.as_deref());
     let node_names: Vec<String> = inputs
         .nodes
         .iter()

@@ -1,4 +1,4 @@
-//! The speaker's shell: gathers a snapshot from the reflector stores, the own-Lease renewals
+//! The speaker's shell: gathers a snapshot from the index and the reflector stores, the own-Lease renewals
 //! and the heartbeat table, asks the pure planner ([`super::plan`]) what to do, and does it
 //! (claim reads and writes, the dataplane, ServiceL2Status writes, Events).
 //!
@@ -15,11 +15,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Resource;
+use kube::runtime::reflector::Store;
 
 use super::announcer::{Announcer, DuplicateResponder};
 use super::claims::{Claim, ClaimApi, WriteOutcome};
@@ -35,16 +32,15 @@ use super::status::{Existing, StatusApi, StatusWrite};
 use crate::config::Config;
 use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
 use crate::election::membership::{MeshRules, OwnInput, PeerInput};
-use crate::election::{ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView};
+use crate::election::{
+    ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView, Views,
+};
 
-/// The reflector stores the speaker reads (one watch per kind).
+/// What the speaker reads, kept up to date by one watch per kind.
 #[derive(Clone)]
 pub struct Stores {
-    /// Services (all namespaces).
-    pub services: Store<Service>,
-    /// EndpointSlices (all namespaces).
-    pub slices: Store<EndpointSlice>,
-    pub nodes: Store<Node>,
+    /// Services, EndpointSlices (all namespaces) and Nodes, compact and per key.
+    pub index: super::index::SharedIndex,
     /// IPAddressPools (speaker namespace).
     pub pools: Store<IPAddressPool>,
     /// L2Advertisements (speaker namespace).
@@ -228,6 +224,7 @@ impl<A: Announcer> Speaker<A> {
         let me = self.settings.node.as_str();
         let state = self.mesh.as_ref().map(|m| m.lock());
         let table = state.as_ref().map(|st| &st.table);
+        let index = self.index();
         let peers: BTreeMap<String, PeerInput> = self
             .tracker
             .nodes()
@@ -242,7 +239,7 @@ impl<A: Announcer> Speaker<A> {
                     lease_held_since: self
                         .tracker
                         .held_since(&n)
-                        .filter(|_| self.stores.nodes.get(&ObjectRef::new(&n)).is_some()),
+                        .filter(|_| index.node_named(&n).is_some()),
                 };
                 (n, input)
             })
@@ -271,7 +268,7 @@ impl<A: Announcer> Speaker<A> {
             l.members
                 .iter()
                 .filter_map(|m| {
-                    let node = self.stores.nodes.get(&ObjectRef::new(m))?;
+                    let node = index.node_named(m)?;
                     Some((m.clone(), node_address(&node, port)?))
                 })
                 .collect()
@@ -388,8 +385,25 @@ impl<A: Announcer> Speaker<A> {
         out
     }
 
-    /// The snapshot's inputs other than the claims: configuration, Service and node views.
-    fn gather(&mut self, may: bool) -> (Config, Vec<ServiceView>, Vec<NodeInfo>) {
+    /// The index (a poisoned lock still holds consistent data: every update is one call).
+    fn index(&self) -> std::sync::MutexGuard<'_, super::index::Index> {
+        self.stores.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The snapshot's inputs other than the claims: the configuration, the views of the
+    /// Services changed since the last pass (all of them when the configuration changed),
+    /// the node views.
+    fn gather(&mut self, may: bool) -> (Config, BTreeMap<String, Vec<ServiceView>>, Vec<NodeInfo>) {
+        let config = self.config();
+        let mut index = self.stores.index.lock().unwrap_or_else(|p| p.into_inner());
+        let changes = index.changes(&config);
+        let nodes = plan::node_infos(index.nodes(), &self.settings.node, may, &self.live);
+        drop(index);
+        (config, changes, nodes)
+    }
+
+    /// The validated configuration (its errors logged when they change).
+    fn config(&mut self) -> Config {
         let (config, errors) = self.current_config();
         let frozen = config.pools.values().filter(|p| p.frozen).count();
         self.metrics.config.loaded(frozen, errors.len());
@@ -399,19 +413,7 @@ impl<A: Announcer> Speaker<A> {
             }
             self.config_errors = errors;
         }
-        let views = plan::service_views(
-            &config,
-            &self.stores.services.state(),
-            &self.stores.slices.state(),
-            self.settings.lb_class.as_deref(),
-        );
-        let nodes = plan::node_infos(
-            &self.stores.nodes.state(),
-            &self.settings.node,
-            may,
-            &self.live,
-        );
-        (config, views, nodes)
+        config
     }
 
     fn withdraw(&mut self, ip: IpAddr) {
@@ -463,12 +465,12 @@ impl<A: Announcer> Speaker<A> {
         self.sync_tracker(now);
         self.refresh_liveness(now);
         let may = self.live.may;
-        let (config, views, nodes) = self.gather(may);
+        let (config, changes, nodes) = self.gather(may);
         let claims = self.claims();
         let live = self.live.clone();
         let plan = self.planner.plan_claims(&Snapshot {
             config: &config,
-            views: &views,
+            views: Views::Changed(&changes),
             nodes: &nodes,
             claims: &claims,
             live: &live,
@@ -765,14 +767,13 @@ impl<A: Announcer> Speaker<A> {
 
     fn spawn_events(&self, pending: Vec<Pending>) {
         for ev in pending {
-            let Some(svc) = self
-                .stores
-                .services
-                .get(&ObjectRef::new(&ev.service.name).within(&ev.service.namespace))
+            let Some(reference) = self
+                .index()
+                .service_of(&ev.service.namespace, &ev.service.name)
+                .map(|s| kube::Resource::object_ref(s, &()))
             else {
                 continue;
             };
-            let reference = svc.object_ref(&());
             let sink = self.clients.events.clone();
             let metrics = self.metrics.clone();
             tokio::spawn(async move {
@@ -855,7 +856,14 @@ impl<A: Announcer> Speaker<A> {
     pub async fn shutdown(&mut self) {
         let now = Instant::now();
         self.withdraw_all();
-        let (config, views, nodes) = self.gather(false);
+        let config = self.config();
+        let (views, nodes) = {
+            let index = self.index();
+            (
+                index.views(&config),
+                plan::node_infos(index.nodes(), &self.settings.node, false, &self.live),
+            )
+        };
         let claims = self.claims();
         let live = self.live.clone();
         let handovers = plan::handovers(
@@ -863,7 +871,7 @@ impl<A: Announcer> Speaker<A> {
             &self.settings.options,
             &Snapshot {
                 config: &config,
-                views: &views,
+                views: Views::All(&views),
                 nodes: &nodes,
                 claims: &claims,
                 live: &live,

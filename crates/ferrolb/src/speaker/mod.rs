@@ -10,7 +10,8 @@
 //! | [`claims`] | per-IP owner records (claim Leases) with optimistic concurrency |
 //! | [`plan`] | pure core: snapshot → claims to write / confirm, IPs to announce / withdraw, statuses, events, next wakeup |
 //! | [`core`] | shell: one reconcile pass — gathers the snapshot from the stores, executes the plan |
-//! | [`slim`] | pure: the cached projections of Services, EndpointSlices, Nodes; which changes matter |
+//! | [`slim`] | pure: what is decoded of Services, EndpointSlices, Nodes; which changes matter |
+//! | [`index`] | pure: those three kinds kept compact, per key; the views of the changed Services |
 //! | [`status`] | ServiceL2Status objects |
 //! | [`events`] | Events on Services, on change only |
 //! | [`metrics`] | speaker metrics |
@@ -27,6 +28,7 @@ pub mod config_view;
 pub mod core;
 pub mod events;
 pub mod heartbeat;
+pub mod index;
 pub mod liveness;
 pub mod metrics;
 pub mod plan;
@@ -37,11 +39,9 @@ pub mod status;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
@@ -51,6 +51,7 @@ pub use args::Args;
 
 use self::announcer::{Announcer, DuplicateResponder};
 use self::core::{Clients, Settings, Speaker, Stores};
+use self::index::{Index, SharedIndex};
 use self::liveness::{OwnLease, Renewals};
 use self::metrics::Metrics;
 use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
@@ -349,19 +350,15 @@ where
     reader
 }
 
-/// A reflector that stores the projection `slim` makes of each object that `keep` accepts
-/// (an object it no longer accepts leaves the store as if deleted), and wakes the loop only
-/// when `matters(old, new)` says the change can alter a decision (`old`: the stored
-/// projection before the change, `new`: after; `None`: absent). A relist wakes it once,
-/// when the new list is in place.
-fn reflect_slim<K>(
+/// A watch of `K` (a slim type of [`slim`]) feeding `index` through `apply`, which says
+/// whether the change can alter a decision: only then is the loop woken (a relist wakes it
+/// once, when the new list is in place).
+fn watch_into<K>(
     api: Api<K>,
+    index: SharedIndex,
     wake: Arc<Notify>,
-    slim: fn(&mut K),
-    keep: impl Fn(&K) -> bool + Send + 'static,
-    matters: impl Fn(Option<&K>, Option<&K>) -> bool + Send + 'static,
-) -> Store<K>
-where
+    apply: fn(&mut Index, watcher::Event<K>) -> bool,
+) where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
@@ -370,50 +367,31 @@ where
         + Sync
         + 'static,
 {
-    let (reader, mut writer) = reflector::store();
-    let store = reader.clone();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map_ok(move |ev| ev.modify(slim));
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
-            let ev = match ev {
-                Ok(watcher::Event::Apply(o)) if !keep(&o) => watcher::Event::Delete(o),
-                Ok(watcher::Event::InitApply(o)) if !keep(&o) => continue,
-                Ok(ev) => ev,
+            match ev {
+                Ok(ev) => {
+                    // Decided once the index holds the change, so a pass it wakes sees it.
+                    let wake_now = apply(&mut index.lock().unwrap_or_else(|p| p.into_inner()), ev);
+                    if wake_now {
+                        wake.notify_one();
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff");
-                    continue;
+                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff")
                 }
-            };
-            let old = match &ev {
-                watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                    store.get(&ObjectRef::from_obj(o))
-                }
-                _ => None,
-            };
-            writer.apply_watcher_event(&ev);
-            // Decided after the store holds the change, so a pass it wakes sees it.
-            let wake_now = match &ev {
-                watcher::Event::Apply(o) => matters(old.as_deref(), Some(o)),
-                watcher::Event::Delete(_) => matters(old.as_deref(), None),
-                watcher::Event::InitDone => true,
-                watcher::Event::Init | watcher::Event::InitApply(_) => false,
-            };
-            if wake_now {
-                wake.notify_one();
             }
         }
     });
-    reader
 }
 
-/// Starts one reflector per kind; returns the stores, the change notifier and the Lease
-/// event channel. Services, EndpointSlices and Nodes are stored as the projections of
-/// [`slim`] (Services only while this speaker can announce them: [`slim::announceable`]),
-/// and only their changes that can alter an announcement of this speaker (handling
-/// `lb_class`) wake the loop.
+/// Starts one watch per kind; returns the stores, the change notifier and the Lease event
+/// channel. Services, EndpointSlices and Nodes are decoded as the slim types of [`slim`]
+/// into the [`index`] (Services only while this speaker, handling `lb_class`, can announce
+/// them), and only their changes that can alter an announcement of this speaker wake the
+/// loop.
 pub fn start_reflectors(
     client: Client,
     namespace: &str,
@@ -422,42 +400,27 @@ pub fn start_reflectors(
     let wake = Arc::new(Notify::new());
     let (ltx, lrx) = mpsc::unbounded_channel();
     let cfg = watcher::Config::default;
-    let class = lb_class.clone();
-    let kept = lb_class.clone();
-    let services = reflect_slim(
-        Api::<Service>::all(client.clone()),
+    let index = Index::shared(lb_class);
+    watch_into(
+        Api::<slim::SlimService>::all(client.clone()),
+        index.clone(),
         wake.clone(),
-        slim::slim_service,
-        move |s| slim::announceable(s, kept.as_deref()),
-        move |old, new| slim::service_matters(old, new, class.as_deref()),
+        Index::service,
     );
-    let owners = services.clone();
-    let slices = reflect_slim(
-        Api::<EndpointSlice>::all(client.clone()),
+    watch_into(
+        Api::<slim::SlimSlice>::all(client.clone()),
+        index.clone(),
         wake.clone(),
-        slim::slim_slice,
-        |_| true,
-        move |old, new| {
-            // The Service named before the change, and the one named after.
-            [old, new].into_iter().any(|s| {
-                let owner = s
-                    .and_then(slim::slice_owner)
-                    .and_then(|(ns, name)| owners.get(&ObjectRef::new(&name).within(&ns)));
-                slim::slice_matters(old, new, owner.as_deref(), lb_class.as_deref())
-            })
-        },
+        Index::slice,
     );
-    let nodes = reflect_slim(
-        Api::<Node>::all(client.clone()),
+    watch_into(
+        Api::<slim::SlimNode>::all(client.clone()),
+        index.clone(),
         wake.clone(),
-        slim::slim_node,
-        |_| true,
-        slim::node_matters,
+        Index::node,
     );
     let stores = Stores {
-        services,
-        slices,
-        nodes,
+        index,
         pools: reflect(
             Api::<IPAddressPool>::namespaced(client.clone(), namespace),
             cfg(),
@@ -488,10 +451,13 @@ pub fn start_reflectors(
 
 /// Waits until every store has its initial list.
 pub async fn wait_ready(s: &Stores) {
+    let index = async {
+        while !s.index.lock().unwrap_or_else(|p| p.into_inner()).synced() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     let _ = futures::join!(
-        s.services.wait_until_ready(),
-        s.slices.wait_until_ready(),
-        s.nodes.wait_until_ready(),
+        index,
         s.pools.wait_until_ready(),
         s.ads.wait_until_ready(),
         s.leases.wait_until_ready(),

@@ -24,12 +24,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Node;
 
 use super::claims::{is_orphan, Claim};
 use super::events::{self, EventMemory, Pending};
@@ -38,9 +35,8 @@ use crate::allocator::ServiceKey;
 use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
-    decide_claim, elect_all, service_view, ClaimAction, ElectionOptions, Fence, HolderState,
-    IncrementalElection, Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, Scope,
-    ServiceView, SERVICE_NAME_LABEL,
+    decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
+    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, Scope, ServiceView, Views,
 };
 
 /// What this node answers for one IP.
@@ -126,8 +122,9 @@ pub struct Live {
 pub struct Snapshot<'a> {
     /// The validated pools and advertisements.
     pub config: &'a Config,
-    /// The Services of our class, with their endpoints ([`service_views`]).
-    pub views: &'a [ServiceView],
+    /// The views of the Services of our class, with their endpoints: all of them, or those
+    /// changed since the last plan ([`super::index::Index::changes`]).
+    pub views: Views<'a>,
     /// The nodes, with their speakers' liveness ([`node_infos`]).
     pub nodes: &'a [NodeInfo],
     /// The claims: the store, overlaid with our own writes it has not shown yet.
@@ -353,9 +350,8 @@ impl Planner {
         self.fence.permission(may, now);
         let current = holders(s.claims);
         let mut incremental = std::mem::take(&mut self.election);
-        let election = incremental.elect(s.config, s.views, s.nodes, &current, &self.options);
-        let allocated: BTreeSet<IpAddr> =
-            s.views.iter().flat_map(|v| v.ips.iter().copied()).collect();
+        incremental.elect_views(s.config, s.views, s.nodes, &current, &self.options);
+        let election = incremental.result();
         let mut plan = ClaimPlan {
             fenced: !may,
             ..Default::default()
@@ -372,7 +368,7 @@ impl Planner {
             let desired = own.map(|o| o.node.as_str());
             let claim = s.claims.get(&ip);
             if let Some(c) = claim {
-                if c.holder != me && is_orphan(allocated.contains(&ip), c, &alive) {
+                if c.holder != me && is_orphan(incremental.carries(&ip), c, &alive) {
                     if may {
                         plan.writes.push(ClaimWrite {
                             ip,
@@ -701,13 +697,17 @@ pub fn holders(claims: &BTreeMap<IpAddr, Claim>) -> BTreeMap<IpAddr, String> {
 
 /// Graceful stop: every claim `me` holds, with the record handing it to the node the
 /// election picks without `me` (empty holder: released), so successors start at once.
-/// `s.nodes` must show `me` dead.
+/// `s.nodes` must show `me` dead; `s.views` are taken as every view there is.
 pub fn handovers(
     me: &str,
     options: &ElectionOptions,
     s: &Snapshot,
 ) -> Vec<(IpAddr, Claim, OwnerRecord)> {
-    let election = elect_all(s.config, s.views, s.nodes, &holders(s.claims), options);
+    let views: Vec<ServiceView> = match s.views {
+        Views::All(v) => v.to_vec(),
+        Views::Changed(c) => c.values().flatten().cloned().collect(),
+    };
+    let election = elect_all(s.config, &views, s.nodes, &holders(s.claims), options);
     s.claims
         .iter()
         .filter(|(_, c)| c.holder == me)
@@ -722,61 +722,16 @@ pub fn handovers(
         .collect()
 }
 
-/// The election's view of the Services of class `lb_class` (None: no class), each with its
-/// EndpointSlices. Services whose view cannot be built are left out.
-pub fn service_views(
-    config: &Config,
-    services: &[Arc<Service>],
-    slices: &[Arc<EndpointSlice>],
-    lb_class: Option<&str>,
-) -> Vec<ServiceView> {
-    let ours: Vec<&Service> = services
-        .iter()
-        .map(|s| s.as_ref())
-        .filter(|s| {
-            let class = s
-                .spec
-                .as_ref()
-                .and_then(|sp| sp.load_balancer_class.as_deref());
-            class == lb_class
-        })
-        .collect();
-    // Slices of those Services only (borrowed keys: the other slices cost a lookup each).
-    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = ours
-        .iter()
-        .map(|s| {
-            let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-            (
-                (ns, s.metadata.name.as_deref().unwrap_or_default()),
-                Vec::new(),
-            )
-        })
-        .collect();
-    for s in slices {
-        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
-            if let Some(v) = by_service.get_mut(&(ns, svc.as_str())) {
-                v.push(s);
-            }
-        }
-    }
-    ours.into_iter()
-        .filter_map(|s| {
-            let key = (
-                s.metadata.namespace.as_deref().unwrap_or_default(),
-                s.metadata.name.as_deref().unwrap_or_default(),
-            );
-            let sl = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            service_view(s, sl.iter().copied(), config).ok()
-        })
-        .collect()
-}
-
 /// The election's view of the nodes: this node's speaker is alive when it `may` announce,
 /// a peer's when `live` says so.
-pub fn node_infos(nodes: &[Arc<Node>], me: &str, may: bool, live: &Live) -> Vec<NodeInfo> {
+pub fn node_infos<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    me: &str,
+    may: bool,
+    live: &Live,
+) -> Vec<NodeInfo> {
     nodes
-        .iter()
+        .into_iter()
         .filter_map(|n| {
             let name = n.metadata.name.as_deref()?;
             let alive = if name == me {
@@ -932,7 +887,7 @@ mod tests {
         fn snapshot(&self, now: Instant) -> Snapshot<'_> {
             Snapshot {
                 config: &self.config,
-                views: &self.views,
+                views: Views::All(&self.views),
                 nodes: &self.nodes,
                 claims: &self.claims,
                 live: &self.live,

@@ -1,255 +1,388 @@
-//! The speaker's projections of Services, EndpointSlices and Nodes: only what it reads
-//! (pure), and which changes can alter an announcement.
+//! What the speaker decodes of Services, EndpointSlices and Nodes (pure), and which
+//! changes can alter an announcement.
 //!
 //! Every speaker watches every Service, EndpointSlice and Node of the cluster. Whole
 //! objects carry much it never reads (managedFields, the last-applied annotation, every
 //! port, every endpoint's addresses and targetRef, a Node's `status.images`, capacity and
-//! heartbeat conditions). The reflectors ([`super::start_reflectors`]) store these
-//! projections instead, so the caches cost a fraction of the memory, and the election code
-//! still works on plain `k8s_openapi` values (the same code paths as without slimming).
+//! heartbeat conditions). The watches decode each object straight into one of the small
+//! types here ([`SlimService`], [`SlimSlice`], [`SlimNode`]: same API group, version and
+//! resource as the real kind), so what the speaker does not read is skipped by the decoder
+//! instead of being allocated and dropped, and the index ([`super::index`]) keeps only
+//! these. A `k8s_openapi` object converts through the same decoder (`of`).
 //!
-//! Kept, because the speaker reads it (election [`crate::election::service_view`],
+//! Kept, because the speaker reads it (the view rule [`crate::election::view_of`],
 //! [`crate::election::NodeInfo::from_node`], heartbeat targets
 //! [`super::heartbeat::node_address`], Event `regarding`):
-//! - Service: name, namespace, uid, resourceVersion, `spec.type`,
-//!   `spec.loadBalancerClass`; for a LoadBalancer Service also its labels (advertisement
-//!   `serviceSelectors`), the `allow-shared-ip` annotations, `spec.externalTrafficPolicy`
-//!   and the IPs of `status.loadBalancer.ingress`. Only the Services this speaker can
-//!   announce ([`announceable`]) are stored at all: a Service that becomes announceable
-//!   arrives whole in its next watch event, one that stops being so leaves the store;
-//! - EndpointSlice: name, namespace, uid, resourceVersion, the `kubernetes.io/service-name`
-//!   label, and per node hosting a serving endpoint one endpoint with that `nodeName`
-//!   (plus one without a node when a serving endpoint has none);
+//! - Service: name, namespace, uid, resourceVersion, `spec.loadBalancerClass` and
+//!   [`ServiceFacts`]: whether `spec.type` is LoadBalancer, its labels (advertisement
+//!   `serviceSelectors`), the sharing key (`allow-shared-ip` annotations),
+//!   `spec.externalTrafficPolicy`, the IPs of `status.loadBalancer.ingress`. Only the
+//!   Services this speaker can announce ([`announceable`]) are kept at all;
+//! - EndpointSlice: name, namespace, its Service (the `kubernetes.io/service-name` label),
+//!   the nodes hosting a serving endpoint, and whether a serving endpoint has no node;
 //! - Node: name, uid, resourceVersion, labels, the `NetworkUnavailable` conditions (type and
-//!   status) and the `InternalIP` addresses.
+//!   status) and the `InternalIP` addresses, as a `Node`.
 //!
-//! A change whose projection is unchanged cannot change a decision, nor can a change to a
+//! A change whose kept part is unchanged cannot change a decision, nor can a change to a
 //! Service that is not, and was not, announceable by this speaker, or to the EndpointSlice
-//! of such a Service: [`service_matters`], [`slice_matters`], [`node_matters`] say when the
+//! of such a Service: [`service_matters`], [`node_matters`] and the index say when the
 //! speaker's loop must run.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeCondition, NodeStatus, Service,
-    ServiceSpec, ServiceStatus,
-};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 
-use crate::election::{LEGACY_SHARED_IP_ANNOTATION, SERVICE_NAME_LABEL, SHARED_IP_ANNOTATION};
+use crate::election::{conditions_serve, sharing_key_of, ServiceFacts, SERVICE_NAME_LABEL};
 
-/// The identity fields every projection keeps.
-fn identity(meta: &mut ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        uid: meta.uid.take(),
-        resource_version: meta.resource_version.take(),
-        ..ObjectMeta::default()
-    }
-}
-
-fn is_load_balancer(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
-}
-
-/// Reduces `svc` in place to the fields the speaker reads (see the module docs).
-pub fn slim_service(svc: &mut Service) {
-    let lb = is_load_balancer(svc);
-    let mut meta = identity(&mut svc.metadata);
-    let spec = svc.spec.take().unwrap_or_default();
-    if !lb {
-        svc.metadata = meta;
-        svc.spec = Some(ServiceSpec {
-            type_: spec.type_,
-            load_balancer_class: spec.load_balancer_class,
-            ..ServiceSpec::default()
-        });
-        svc.status = None;
-        return;
-    }
-    meta.labels = svc.metadata.labels.take().filter(|l| !l.is_empty());
-    meta.annotations = svc.metadata.annotations.take().and_then(|a| {
-        let kept: BTreeMap<String, String> = a
-            .into_iter()
-            .filter(|(k, _)| k == SHARED_IP_ANNOTATION || k == LEGACY_SHARED_IP_ANNOTATION)
-            .collect();
-        (!kept.is_empty()).then_some(kept)
-    });
-    svc.metadata = meta;
-    svc.spec = Some(ServiceSpec {
-        type_: spec.type_,
-        load_balancer_class: spec.load_balancer_class,
-        external_traffic_policy: spec.external_traffic_policy,
-        ..ServiceSpec::default()
-    });
-    svc.status = svc.status.take().map(|st| ServiceStatus {
-        load_balancer: st.load_balancer.map(|lb| LoadBalancerStatus {
-            ingress: lb.ingress.map(|ing| {
-                ing.into_iter()
-                    .filter(|i| i.ip.is_some())
-                    .map(|i| LoadBalancerIngress {
-                        ip: i.ip,
-                        ..LoadBalancerIngress::default()
-                    })
-                    .collect()
-            }),
-        }),
-        conditions: None,
-    });
-}
-
-/// Reduces `slice` in place to its Service and the nodes of its serving endpoints.
-pub fn slim_slice(slice: &mut EndpointSlice) {
-    let mut meta = identity(&mut slice.metadata);
-    meta.labels = slice.metadata.labels.take().and_then(|l| {
-        let name = l.get(SERVICE_NAME_LABEL)?.clone();
-        Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), name)]))
-    });
-    slice.metadata = meta;
-    let mut nodes = std::collections::BTreeSet::new();
-    let mut nodeless = false;
-    for ep in slice
-        .endpoints
-        .take()
-        .into_iter()
-        .flatten()
-        .filter(crate::election::endpoint_can_serve)
-    {
-        match ep.node_name.filter(|n| !n.is_empty()) {
-            Some(n) => {
-                nodes.insert(n);
+/// Implements `k8s_openapi::Resource` (hence `kube::Resource`) for a slim type with the
+/// real kind's group, version and resource, so `Api<$slim>` watches the real objects.
+macro_rules! slim_resource {
+    ($slim:ty, $full:ty) => {
+        impl k8s_openapi::Resource for $slim {
+            const API_VERSION: &'static str = <$full as k8s_openapi::Resource>::API_VERSION;
+            const GROUP: &'static str = <$full as k8s_openapi::Resource>::GROUP;
+            const KIND: &'static str = <$full as k8s_openapi::Resource>::KIND;
+            const VERSION: &'static str = <$full as k8s_openapi::Resource>::VERSION;
+            const URL_PATH_SEGMENT: &'static str =
+                <$full as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+            type Scope = <$full as k8s_openapi::Resource>::Scope;
+        }
+        impl k8s_openapi::Metadata for $slim {
+            type Ty = ObjectMeta;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
             }
-            None => nodeless = true,
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// `metadata` as decoded: every other field (managedFields, ownerReferences, …) is skipped.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct MetaIn {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl MetaIn {
+    /// The identity fields every slim type keeps.
+    fn identity(&mut self) -> ObjectMeta {
+        ObjectMeta {
+            name: self.name.take(),
+            namespace: self.namespace.take(),
+            uid: self.uid.take(),
+            resource_version: self.resource_version.take(),
+            ..ObjectMeta::default()
         }
     }
-    slice.endpoints = Some(
-        nodes
-            .into_iter()
-            .map(Some)
-            .chain(nodeless.then_some(None))
-            .map(|node_name| Endpoint {
-                node_name,
-                ..Endpoint::default()
-            })
-            .collect(),
-    );
-    slice.ports = None;
 }
 
-/// Reduces `node` in place to its name, labels, `NetworkUnavailable` conditions and
-/// `InternalIP` addresses.
-pub fn slim_node(node: &mut Node) {
-    let mut meta = identity(&mut node.metadata);
-    meta.labels = node.metadata.labels.take().filter(|l| !l.is_empty());
-    node.metadata = meta;
-    node.spec = None;
-    node.status = node.status.take().map(|st| NodeStatus {
-        conditions: st.conditions.map(|cs| {
-            cs.into_iter()
-                .filter(|c| c.type_ == "NetworkUnavailable")
-                .map(|c| NodeCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    ..NodeCondition::default()
-                })
-                .collect()
-        }),
-        addresses: st.addresses.map(|a| {
-            a.into_iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .map(|a| NodeAddress {
-                    type_: a.type_,
-                    address: a.address,
-                })
-                .collect()
-        }),
-        ..NodeStatus::default()
-    });
+/// A Service as the speaker keeps it (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "ServiceIn")]
+pub struct SlimService {
+    /// Name, namespace, uid, resourceVersion.
+    pub metadata: ObjectMeta,
+    /// `spec.loadBalancerClass`.
+    pub class: Option<String>,
+    /// What the view rule reads.
+    pub facts: ServiceFacts,
+}
+slim_resource!(SlimService, Service);
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ServiceIn {
+    metadata: MetaIn,
+    spec: Option<ServiceSpecIn>,
+    status: Option<ServiceStatusIn>,
 }
 
-/// `a` and `b` are equal but for their resourceVersion.
-fn same<K: kube::Resource + Clone + PartialEq>(a: &K, b: &K) -> bool {
-    let (mut a, mut b) = (a.clone(), b.clone());
-    a.meta_mut().resource_version = None;
-    b.meta_mut().resource_version = None;
-    a == b
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ServiceSpecIn {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    load_balancer_class: Option<String>,
+    external_traffic_policy: Option<String>,
 }
 
-fn changed<K: kube::Resource + Clone + PartialEq>(old: Option<&K>, new: Option<&K>) -> bool {
-    match (old, new) {
-        (Some(a), Some(b)) => !same(a, b),
-        (None, None) => false,
-        _ => true,
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ServiceStatusIn {
+    load_balancer: Option<LoadBalancerIn>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoadBalancerIn {
+    ingress: Option<Vec<IngressIn>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IngressIn {
+    ip: Option<String>,
+}
+
+impl From<ServiceIn> for SlimService {
+    fn from(mut s: ServiceIn) -> Self {
+        let spec = s.spec.unwrap_or_default();
+        let facts = ServiceFacts {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
+            ingress: s
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
+                .collect(),
+            labels: s.metadata.labels.take().unwrap_or_default(),
+            etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            sharing_key: s.metadata.annotations.as_ref().and_then(sharing_key_of),
+        };
+        SlimService {
+            metadata: s.metadata.identity(),
+            class: spec.load_balancer_class,
+            facts,
+        }
     }
+}
+
+impl SlimService {
+    /// `svc` as the watch would have decoded it.
+    pub fn of(svc: &Service) -> Self {
+        reencode(svc)
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        self.facts.key()
+    }
+}
+
+/// An EndpointSlice as the speaker keeps it (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "SliceIn")]
+pub struct SlimSlice {
+    /// Name, namespace, resourceVersion.
+    pub metadata: ObjectMeta,
+    /// The `kubernetes.io/service-name` label.
+    pub service: Option<String>,
+    /// Nodes hosting a serving endpoint, sorted, without duplicates.
+    pub nodes: Vec<String>,
+    /// A serving endpoint has no `nodeName`.
+    pub nodeless: bool,
+}
+slim_resource!(SlimSlice, EndpointSlice);
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SliceIn {
+    metadata: MetaIn,
+    endpoints: Option<Vec<EndpointIn>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EndpointIn {
+    node_name: Option<String>,
+    conditions: Option<ConditionsIn>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConditionsIn {
+    ready: Option<bool>,
+    serving: Option<bool>,
+}
+
+impl From<SliceIn> for SlimSlice {
+    fn from(mut s: SliceIn) -> Self {
+        let mut nodes = Vec::new();
+        let mut nodeless = false;
+        for ep in s.endpoints.into_iter().flatten() {
+            if !conditions_serve(ep.conditions.map(|c| (c.ready, c.serving))) {
+                continue;
+            }
+            match ep.node_name.filter(|n| !n.is_empty()) {
+                Some(n) => nodes.push(n),
+                None => nodeless = true,
+            }
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        SlimSlice {
+            service: s
+                .metadata
+                .labels
+                .take()
+                .and_then(|mut l| l.remove(SERVICE_NAME_LABEL)),
+            metadata: s.metadata.identity(),
+            nodes,
+            nodeless,
+        }
+    }
+}
+
+impl SlimSlice {
+    /// `slice` as the watch would have decoded it.
+    pub fn of(slice: &EndpointSlice) -> Self {
+        reencode(slice)
+    }
+}
+
+/// A Node as the speaker keeps it: a `Node` holding only what it reads.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "NodeIn")]
+pub struct SlimNode {
+    /// Name, uid, resourceVersion, labels.
+    pub metadata: ObjectMeta,
+    /// `NetworkUnavailable` conditions and `InternalIP` addresses.
+    pub status: Option<NodeStatus>,
+}
+slim_resource!(SlimNode, Node);
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NodeIn {
+    metadata: MetaIn,
+    status: Option<NodeStatusIn>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NodeStatusIn {
+    conditions: Option<Vec<TypedIn>>,
+    addresses: Option<Vec<TypedIn>>,
+}
+
+/// A condition (`type`, `status`) or an address (`type`, `address`).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TypedIn {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    address: String,
+}
+
+impl From<NodeIn> for SlimNode {
+    fn from(mut n: NodeIn) -> Self {
+        let mut metadata = n.metadata.identity();
+        metadata.labels = n.metadata.labels.take().filter(|l| !l.is_empty());
+        SlimNode {
+            metadata,
+            status: n.status.map(|st| NodeStatus {
+                conditions: st.conditions.map(|cs| {
+                    cs.into_iter()
+                        .filter(|c| c.type_ == "NetworkUnavailable")
+                        .map(|c| NodeCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            ..NodeCondition::default()
+                        })
+                        .collect()
+                }),
+                addresses: st.addresses.map(|a| {
+                    a.into_iter()
+                        .filter(|a| a.type_ == "InternalIP")
+                        .map(|a| NodeAddress {
+                            type_: a.type_,
+                            address: a.address,
+                        })
+                        .collect()
+                }),
+                ..NodeStatus::default()
+            }),
+        }
+    }
+}
+
+impl SlimNode {
+    /// `node` as the watch would have decoded it.
+    pub fn of(node: &Node) -> Self {
+        reencode(node)
+    }
+
+    /// As a `Node` (for [`crate::election::NodeInfo::from_node`] and
+    /// [`super::heartbeat::node_address`]).
+    pub fn into_node(self) -> Node {
+        Node {
+            metadata: self.metadata,
+            spec: None,
+            status: self.status,
+        }
+    }
+}
+
+/// `obj` decoded as `T` (the decoder of the watch).
+fn reencode<S: serde::Serialize, T: serde::de::DeserializeOwned + Default>(obj: &S) -> T {
+    serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 /// Whether this speaker (handling `lb_class`) can announce `svc`: a LoadBalancer Service of
 /// its class with an ingress IP.
-pub fn announceable(svc: &Service, lb_class: Option<&str>) -> bool {
-    let class = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_class.as_deref());
-    is_load_balancer(svc)
-        && class == lb_class
-        && svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref())
-            .is_some_and(|i| {
-                i.iter()
-                    .any(|i| i.ip.as_deref().is_some_and(|ip| !ip.is_empty()))
-            })
+pub fn announceable(svc: &SlimService, lb_class: Option<&str>) -> bool {
+    svc.facts.load_balancer && svc.class.as_deref() == lb_class && !svc.facts.ingress.is_empty()
 }
 
-/// Whether the change of a (slim) Service from `old` to `new` (`None`: absent) can change
-/// what the speaker announces.
+/// Whether the change of a Service from `old` to `new` (`None`: absent) can change what the
+/// speaker announces: one of them is announceable and they differ in more than their
+/// resourceVersion.
 pub fn service_matters(
-    old: Option<&Service>,
-    new: Option<&Service>,
+    old: Option<&SlimService>,
+    new: Option<&SlimService>,
     lb_class: Option<&str>,
 ) -> bool {
-    let counts = |s: Option<&Service>| s.is_some_and(|s| announceable(s, lb_class));
-    (counts(old) || counts(new)) && changed(old, new)
-}
-
-/// Whether the change of a (slim) EndpointSlice from `old` to `new` can change what the
-/// speaker announces, given whether its Service (`owner`, as now stored) is announceable.
-pub fn slice_matters(
-    old: Option<&EndpointSlice>,
-    new: Option<&EndpointSlice>,
-    owner: Option<&Service>,
-    lb_class: Option<&str>,
-) -> bool {
-    owner.is_some_and(|s| announceable(s, lb_class)) && changed(old, new)
-}
-
-/// The Service an EndpointSlice belongs to: (namespace, name).
-pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
-    let ns = slice.metadata.namespace.clone()?;
-    let name = slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?
-        .clone();
-    Some((ns, name))
+    let counts = |s: Option<&SlimService>| s.is_some_and(|s| announceable(s, lb_class));
+    let same = |a: &SlimService, b: &SlimService| {
+        a.facts == b.facts && a.class == b.class && a.metadata.uid == b.metadata.uid
+    };
+    (counts(old) || counts(new))
+        && match (old, new) {
+            (Some(a), Some(b)) => !same(a, b),
+            (None, None) => false,
+            _ => true,
+        }
 }
 
 /// Whether the change of a (slim) Node from `old` to `new` can change what the speaker
 /// does (eligibility, labels, heartbeat address, existence).
 pub fn node_matters(old: Option<&Node>, new: Option<&Node>) -> bool {
-    changed(old, new)
+    match (old, new) {
+        (Some(a), Some(b)) => {
+            a.metadata.name != b.metadata.name
+                || a.metadata.uid != b.metadata.uid
+                || a.metadata.labels != b.metadata.labels
+                || a.status != b.status
+        }
+        (None, None) => false,
+        _ => true,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::election::{service_view, NodeInfo};
+    use crate::election::{service_view, view_of, NodeInfo};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -325,72 +458,69 @@ mod tests {
         c
     }
 
+    /// The view rule over slim objects.
+    fn slim_view(
+        s: &SlimService,
+        sl: &SlimSlice,
+        c: &Config,
+    ) -> Option<crate::election::ServiceView> {
+        let eps = sl
+            .nodes
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .chain(sl.nodeless.then_some(None));
+        view_of(&s.facts, eps, c).ok()
+    }
+
     #[test]
     fn load_balancer_service_keeps_what_the_election_reads() {
         let a = full_service("LoadBalancer");
-        let mut b = a.clone();
-        slim_service(&mut b);
-        assert!(b.metadata.managed_fields.is_none());
-        assert_eq!(
-            b.metadata
-                .annotations
-                .as_ref()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["metallb.io/allow-shared-ip"]
-        );
-        assert!(b.spec.as_ref().unwrap().ports.is_none());
+        let b = SlimService::of(&a);
+        assert_eq!(b.metadata.uid.as_deref(), Some("u-1"));
+        assert!(b.metadata.managed_fields.is_none() && b.metadata.annotations.is_none());
+        assert_eq!(b.facts.sharing_key.as_deref(), Some("k"));
+        assert_eq!(b.facts.ingress, ["192.168.1.10"]);
         let sl = full_slice(json!([{"addresses": ["10.0.0.1"], "nodeName": "n1"}]));
         let c = config();
         assert_eq!(
-            service_view(&a, [&sl], &c).unwrap(),
-            service_view(&b, [&sl], &c).unwrap()
+            service_view(&a, [&sl], &c).ok(),
+            slim_view(&b, &SlimSlice::of(&sl), &c)
         );
+        assert!(service_view(&a, [&sl], &c).is_ok());
         assert!(announceable(&b, None));
         assert!(!announceable(&b, Some("other")));
-        // Idempotent.
-        let mut again = b.clone();
-        slim_service(&mut again);
-        assert_eq!(again, b);
     }
 
     #[test]
-    fn other_services_keep_only_their_identity_and_type() {
-        let mut s = full_service("ClusterIP");
-        slim_service(&mut s);
-        assert!(s.metadata.labels.is_none() && s.metadata.annotations.is_none());
-        assert!(s.status.is_none());
-        assert_eq!(s.spec.unwrap().type_.as_deref(), Some("ClusterIP"));
+    fn other_services_are_not_announceable() {
+        let s = SlimService::of(&full_service("ClusterIP"));
+        assert!(!s.facts.load_balancer && !announceable(&s, None));
+        let mut no_ip = full_service("LoadBalancer");
+        no_ip.status = None;
+        assert!(!announceable(&SlimService::of(&no_ip), None));
     }
 
     #[test]
-    fn slice_keeps_one_endpoint_per_serving_node() {
-        let mut s = full_slice(json!([
+    fn slice_keeps_the_nodes_of_its_serving_endpoints() {
+        let s = SlimSlice::of(&full_slice(json!([
             {"addresses": ["10.0.0.1"], "nodeName": "n2", "conditions": {"ready": true}},
             {"addresses": ["10.0.0.2"], "nodeName": "n1"},
             {"addresses": ["10.0.0.3"], "nodeName": "n2"},
             {"addresses": ["10.0.0.4"], "nodeName": "n3", "conditions": {"ready": false}},
             {"addresses": ["10.0.0.5"], "nodeName": "n4", "conditions": {"ready": false, "serving": true}},
             {"addresses": ["10.0.0.6"]}
-        ]));
-        slim_slice(&mut s);
-        let nodes: Vec<Option<&str>> = s
-            .endpoints
-            .iter()
-            .flatten()
-            .map(|e| e.node_name.as_deref())
-            .collect();
-        assert_eq!(nodes, [Some("n1"), Some("n2"), Some("n4"), None]);
-        assert!(s.ports.is_none() && s.metadata.managed_fields.is_none());
-        assert_eq!(s.metadata.labels.unwrap().len(), 1);
+        ])));
+        assert_eq!(s.nodes, ["n1", "n2", "n4"]);
+        assert!(s.nodeless);
+        assert_eq!(s.service.as_deref(), Some("web"));
+        assert_eq!(s.metadata.namespace.as_deref(), Some("shop"));
+        assert!(s.metadata.labels.is_none() && s.metadata.managed_fields.is_none());
     }
 
     #[test]
     fn node_keeps_eligibility_labels_and_internal_address() {
         let a = full_node();
-        let mut b = a.clone();
-        slim_node(&mut b);
+        let b = SlimNode::of(&a).into_node();
         assert_eq!(NodeInfo::from_node(&a, true), NodeInfo::from_node(&b, true));
         assert_eq!(
             super::super::heartbeat::node_address(&a, 7947),
@@ -399,30 +529,28 @@ mod tests {
         let st = b.status.as_ref().unwrap();
         assert!(st.images.is_none() && st.capacity.is_none());
         assert_eq!(st.conditions.as_ref().unwrap().len(), 1);
+        assert!(b.metadata.annotations.is_none());
     }
 
     #[test]
     fn heartbeat_of_a_node_does_not_matter_a_label_does() {
-        let mut old = full_node();
-        slim_node(&mut old);
+        let old = SlimNode::of(&full_node()).into_node();
         let mut beat = full_node();
         beat.metadata.resource_version = Some("10".into());
         beat.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_heartbeat_time = None;
-        slim_node(&mut beat);
+        let beat = SlimNode::of(&beat).into_node();
         assert!(!node_matters(Some(&old), Some(&beat)));
         let mut relabelled = full_node();
         relabelled.metadata.labels = None;
-        slim_node(&mut relabelled);
+        let relabelled = SlimNode::of(&relabelled).into_node();
         assert!(node_matters(Some(&old), Some(&relabelled)));
         assert!(node_matters(Some(&old), None));
     }
 
     #[test]
-    fn only_announceable_services_and_their_slices_matter() {
-        let mut lb = full_service("LoadBalancer");
-        slim_service(&mut lb);
-        let mut cip = full_service("ClusterIP");
-        slim_service(&mut cip);
+    fn only_announceable_services_matter() {
+        let lb = SlimService::of(&full_service("LoadBalancer"));
+        let cip = SlimService::of(&full_service("ClusterIP"));
         // A ClusterIP Service changing or going away: nothing to do.
         let mut cip2 = cip.clone();
         cip2.metadata.uid = Some("u-2".into());
@@ -435,25 +563,16 @@ mod tests {
         let mut bump = lb.clone();
         bump.metadata.resource_version = Some("43".into());
         assert!(!service_matters(Some(&lb), Some(&bump), None));
+        // A label does.
+        let mut relabelled = lb.clone();
+        relabelled.facts.labels.clear();
+        assert!(service_matters(Some(&lb), Some(&relabelled), None));
         // Another class's Service does not.
         let mut other = lb.clone();
-        other.spec.as_mut().unwrap().load_balancer_class = Some("x".into());
+        other.class = Some("x".into());
         let mut other2 = other.clone();
-        other2.metadata.labels = None;
+        other2.facts.labels.clear();
         assert!(!service_matters(Some(&other), Some(&other2), None));
-
-        let mut a = full_slice(json!([{"addresses": ["10.0.0.1"], "nodeName": "n1"}]));
-        slim_slice(&mut a);
-        let mut moved = full_slice(json!([{"addresses": ["10.0.0.9"], "nodeName": "n2"}]));
-        slim_slice(&mut moved);
-        let mut same_node = full_slice(json!([{"addresses": ["10.0.0.9"], "nodeName": "n1"}]));
-        slim_slice(&mut same_node);
-        assert_eq!(slice_owner(&a), Some(("shop".into(), "web".into())));
-        assert!(slice_matters(Some(&a), Some(&moved), Some(&lb), None));
-        assert!(!slice_matters(Some(&a), Some(&same_node), Some(&lb), None));
-        assert!(!slice_matters(Some(&a), Some(&moved), Some(&cip), None));
-        assert!(!slice_matters(Some(&a), Some(&moved), None, None));
-        assert!(slice_matters(Some(&a), None, Some(&lb), None));
     }
 
     prop_compose! {
@@ -474,28 +593,26 @@ mod tests {
     }
 
     proptest! {
-        /// The election's view of a Service is the same with slim objects, and a slice change
-        /// that does not matter leaves that view as it was.
+        /// The view rule gives the same view over the slim objects as over the whole ones.
         #[test]
         fn slimming_never_changes_the_view(
             a in arb_endpoints(),
-            b in arb_endpoints(),
             ty in prop::sample::select(vec!["LoadBalancer", "ClusterIP"]),
+            ingress in prop::collection::vec(
+                prop::sample::select(vec!["192.168.1.10", "192.168.2.1", "", " 192.168.1.11", "x", "::ffff:192.168.1.10"]),
+                0..3),
         ) {
             let c = config();
-            let svc = full_service(ty);
-            let mut slim_svc = svc.clone();
-            slim_service(&mut slim_svc);
-            let (sa, sb) = (full_slice(a), full_slice(b));
-            let (mut ta, mut tb) = (sa.clone(), sb.clone());
-            slim_slice(&mut ta);
-            slim_slice(&mut tb);
-            let view = |s: &Service, sl: &EndpointSlice| service_view(s, [sl], &c).ok();
-            prop_assert_eq!(view(&svc, &sa), view(&slim_svc, &ta));
-            prop_assert_eq!(view(&svc, &sb), view(&slim_svc, &tb));
-            if !slice_matters(Some(&ta), Some(&tb), Some(&slim_svc), None) {
-                prop_assert_eq!(view(&svc, &sa), view(&svc, &sb));
-            }
+            let mut svc = full_service(ty);
+            svc.status.as_mut().unwrap().load_balancer.as_mut().unwrap().ingress = Some(
+                ingress.iter().map(|ip| k8s_openapi::api::core::v1::LoadBalancerIngress {
+                    ip: Some(ip.to_string()), ..Default::default()
+                }).collect());
+            let sa = full_slice(a);
+            prop_assert_eq!(
+                service_view(&svc, [&sa], &c).ok(),
+                slim_view(&SlimService::of(&svc), &SlimSlice::of(&sa), &c)
+            );
         }
     }
 }

@@ -16,6 +16,7 @@ use ferrolb::speaker::announcer::{Call, RecordingAnnouncer};
 use ferrolb::speaker::claims::{claim_name, Claim, ClaimApi, WriteOutcome};
 use ferrolb::speaker::core::{Clients, Settings, Speaker, Stores};
 use ferrolb::speaker::events::EventSink;
+use ferrolb::speaker::index::{Index, SharedIndex};
 use ferrolb::speaker::liveness::{node_lease_name, OwnLease};
 use ferrolb::speaker::metrics::Metrics;
 use ferrolb::speaker::status::StatusApi;
@@ -81,9 +82,7 @@ async fn fake_client_failing_status_of(failing: Option<&'static str>) -> Client 
 }
 
 struct Writers {
-    services: Writer<Service>,
-    slices: Writer<EndpointSlice>,
-    nodes: Writer<Node>,
+    index: SharedIndex,
     pools: Writer<IPAddressPool>,
     ads: Writer<L2Advertisement>,
     leases: Writer<Lease>,
@@ -91,27 +90,21 @@ struct Writers {
 }
 
 fn stores() -> (Stores, Writers) {
-    let (services, ws) = store();
-    let (slices, wsl) = store();
-    let (nodes, wn) = store();
+    let index = Index::shared(None);
     let (pools, wp) = store();
     let (ads, wa) = store();
     let (leases, wl) = store();
     let (statuses, wst) = store();
     (
         Stores {
-            services,
-            slices,
-            nodes,
+            index: index.clone(),
             pools,
             ads,
             leases,
             statuses,
         },
         Writers {
-            services: ws,
-            slices: wsl,
-            nodes: wn,
+            index,
             pools: wp,
             ads: wa,
             leases: wl,
@@ -130,6 +123,23 @@ where
         w.apply_watcher_event(&watcher::Event::InitApply(o));
     }
     w.apply_watcher_event(&watcher::Event::InitDone);
+}
+
+/// A relist of the slim kind `K` into the index (as the speaker's watch decodes it).
+async fn relist_into<K>(
+    index: &SharedIndex,
+    api: Api<K>,
+    apply: fn(&mut Index, watcher::Event<K>) -> bool,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let items = api.list(&ListParams::default()).await.unwrap().items;
+    let mut ix = index.lock().unwrap();
+    apply(&mut ix, watcher::Event::Init);
+    for o in items {
+        apply(&mut ix, watcher::Event::InitApply(o));
+    }
+    apply(&mut ix, watcher::Event::InitDone);
 }
 
 /// One speaker: its stores, its dataplane, its Lease renewals.
@@ -188,9 +198,9 @@ impl Node_ {
     /// Relists everything, marks the own Lease renewed at `renewed` (None: fenced), runs a pass.
     async fn pass(&mut self, now: Instant, renewed: Option<Instant>) {
         let c = &self.client;
-        relist(&mut self.writers.services, Api::all(c.clone())).await;
-        relist(&mut self.writers.slices, Api::all(c.clone())).await;
-        relist(&mut self.writers.nodes, Api::all(c.clone())).await;
+        relist_into(&self.writers.index, Api::all(c.clone()), Index::service).await;
+        relist_into(&self.writers.index, Api::all(c.clone()), Index::slice).await;
+        relist_into(&self.writers.index, Api::all(c.clone()), Index::node).await;
         relist(&mut self.writers.pools, Api::namespaced(c.clone(), NS)).await;
         relist(&mut self.writers.ads, Api::namespaced(c.clone(), NS)).await;
         relist(&mut self.writers.leases, Api::namespaced(c.clone(), NS)).await;

@@ -1,0 +1,416 @@
+//! The speaker's index of Services, EndpointSlices and Nodes (pure): fed by the watch
+//! events of the three kinds ([`Index::service`], [`Index::slice`], [`Index::node`]), it
+//! keeps only what the decisions read, in compact form, and says which Service keys
+//! changed since the last pass, so a pass costs O(changed keys), not O(Services).
+//!
+//! - a Service is kept only while this speaker can announce it
+//!   ([`super::slim::announceable`]), as its [`SlimService`];
+//! - an EndpointSlice is its Service's key, the nodes of its serving endpoints (node names
+//!   interned: one allocation per node, whatever the number of slices) and whether a
+//!   serving endpoint has no node; a slice without serving endpoint contributes nothing to
+//!   a view and is not kept;
+//! - a Node is the slim `Node` of [`SlimNode`].
+//!
+//! Each change that can alter a view marks its Service's key; [`Index::changes`] hands the
+//! views of the marked keys over (all keys when the configuration changed, since a view's
+//! pool depends on it) to the incremental election
+//! ([`crate::election::IncrementalElection::elect_views`]). A view is built by the one
+//! rule, [`crate::election::view_of`]. The event handlers return whether the loop must
+//! run: a change to a Service this speaker cannot announce, to its slices, or to a Node
+//! field it does not read, does not wake it.
+//!
+//! A relist (`Init`, `InitApply`…, `InitDone`) applies the listed objects as they come and,
+//! at `InitDone`, drops the objects it did not list.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::watcher::Event;
+
+use super::slim::{announceable, node_matters, service_matters, SlimNode, SlimService, SlimSlice};
+use crate::config::Config;
+use crate::election::{view_of, ServiceView};
+
+/// The index shared by the watch tasks and the speaker loop.
+pub type SharedIndex = Arc<Mutex<Index>>;
+
+/// The nodes of one EndpointSlice's serving endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Endpoints {
+    /// Sorted, without duplicates.
+    nodes: Box<[Arc<str>]>,
+    /// A serving endpoint without `nodeName`.
+    nodeless: bool,
+}
+
+impl Endpoints {
+    /// Every serving endpoint as the view rule takes them (`None`: no node).
+    fn serving(&self) -> impl Iterator<Item = Option<&str>> {
+        self.nodes
+            .iter()
+            .map(|n| Some(&**n))
+            .chain(self.nodeless.then_some(None))
+    }
+}
+
+/// The three watched kinds (relist bookkeeping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Service = 0,
+    Slice = 1,
+    Node = 2,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// `--lb-class` of this speaker.
+    lb_class: Option<String>,
+    /// `namespace/name` → the Service, while announceable.
+    services: HashMap<Arc<str>, SlimService>,
+    /// `namespace/slice name` → the key of its Service.
+    slices: HashMap<Arc<str>, Arc<str>>,
+    /// Service key → its slices (by slice key).
+    groups: HashMap<Arc<str>, BTreeMap<Arc<str>, Endpoints>>,
+    /// Node name → the slim Node.
+    nodes: BTreeMap<Arc<str>, Arc<Node>>,
+    /// Interned node names (of Nodes and of endpoints).
+    names: HashSet<Arc<str>>,
+    /// Service keys whose view may have changed since the last [`Index::changes`].
+    dirty: BTreeSet<Arc<str>>,
+    /// A Node changed since the last [`Index::take_nodes_changed`].
+    nodes_changed: bool,
+    /// The configuration of the last [`Index::changes`].
+    config: Option<Config>,
+    /// Per kind, during a relist: the keys listed so far.
+    relist: [Option<HashSet<Arc<str>>>; 3],
+    /// Per kind: the first list is in.
+    synced: [bool; 3],
+}
+
+impl Index {
+    /// An empty index for a speaker handling `lb_class`.
+    pub fn new(lb_class: Option<String>) -> Self {
+        Index {
+            lb_class,
+            ..Index::default()
+        }
+    }
+
+    /// An empty index behind a lock.
+    pub fn shared(lb_class: Option<String>) -> SharedIndex {
+        Arc::new(Mutex::new(Self::new(lb_class)))
+    }
+
+    /// Applies one Service watch event; returns whether the loop must run.
+    pub fn service(&mut self, ev: Event<SlimService>) -> bool {
+        self.event(Kind::Service, ev, Self::put_service, |ix, key| {
+            ix.remove_service(key)
+        })
+    }
+
+    /// Applies one EndpointSlice watch event; returns whether the loop must run.
+    pub fn slice(&mut self, ev: Event<SlimSlice>) -> bool {
+        self.event(Kind::Slice, ev, Self::put_slice, |ix, key| {
+            ix.remove_slice(key)
+        })
+    }
+
+    /// Applies one Node watch event; returns whether the loop must run.
+    pub fn node(&mut self, ev: Event<SlimNode>) -> bool {
+        self.event(Kind::Node, ev, Self::put_node, |ix, key| {
+            ix.remove_node(key)
+        })
+    }
+
+    /// Every kind has had its first list.
+    pub fn synced(&self) -> bool {
+        self.synced.iter().all(|s| *s)
+    }
+
+    /// The views of the Service keys that may have changed since the last call (empty:
+    /// the Service is gone, or has no view), by key; every key when `config` differs from
+    /// the last call's. Each view equals [`crate::election::service_view`] of the stored
+    /// objects.
+    pub fn changes(&mut self, config: &Config) -> BTreeMap<String, Vec<ServiceView>> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out = BTreeMap::new();
+        if self.config.as_ref() != Some(config) {
+            self.config = Some(config.clone());
+            for k in self.services.keys().chain(dirty.iter()) {
+                out.insert(k.to_string(), self.view(k, config).into_iter().collect());
+            }
+        } else {
+            for k in &dirty {
+                out.insert(k.to_string(), self.view(k, config).into_iter().collect());
+            }
+        }
+        out
+    }
+
+    /// Whether a Node changed (in what the speaker reads) since the last call.
+    pub fn take_nodes_changed(&mut self) -> bool {
+        std::mem::take(&mut self.nodes_changed)
+    }
+
+    /// The view of the Service `key` (`namespace/name`), if it is announceable and has one.
+    pub fn view(&self, key: &str, config: &Config) -> Option<ServiceView> {
+        let svc = self.services.get(key)?;
+        let serving = self
+            .groups
+            .get(key)
+            .into_iter()
+            .flat_map(|g| g.values())
+            .flat_map(Endpoints::serving);
+        view_of(&svc.facts, serving, config).ok()
+    }
+
+    /// Every view, in key order.
+    pub fn views(&self, config: &Config) -> Vec<ServiceView> {
+        let keys: BTreeSet<&Arc<str>> = self.services.keys().collect();
+        keys.into_iter()
+            .filter_map(|k| self.view(k, config))
+            .collect()
+    }
+
+    /// The announceable Service `namespace/name`.
+    pub fn service_of(&self, namespace: &str, name: &str) -> Option<&SlimService> {
+        self.services.get(format!("{namespace}/{name}").as_str())
+    }
+
+    /// The Node `name`.
+    pub fn node_named(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(name).cloned()
+    }
+
+    /// Every Node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().map(|n| &**n)
+    }
+
+    /// How many Services (announceable), slices (with a serving endpoint) and Nodes are kept.
+    pub fn len(&self) -> (usize, usize, usize) {
+        (self.services.len(), self.slices.len(), self.nodes.len())
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0, 0)
+    }
+
+    fn event<T: kube::Resource>(
+        &mut self,
+        kind: Kind,
+        ev: Event<T>,
+        put: fn(&mut Self, T) -> (Option<Arc<str>>, bool),
+        remove: fn(&mut Self, &str) -> bool,
+    ) -> bool {
+        match ev {
+            Event::Apply(o) => put(self, o).1,
+            Event::Delete(o) => remove(self, &key_of::<T>(kind, &o)),
+            Event::Init => {
+                self.relist[kind as usize] = Some(HashSet::new());
+                false
+            }
+            Event::InitApply(o) => {
+                let (key, _) = put(self, o);
+                if let (Some(k), Some(seen)) = (key, &mut self.relist[kind as usize]) {
+                    seen.insert(k);
+                }
+                false
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relist[kind as usize].take() {
+                    let gone: Vec<Arc<str>> = match kind {
+                        Kind::Service => self.services.keys().cloned().collect(),
+                        Kind::Slice => self.slices.keys().cloned().collect(),
+                        Kind::Node => self.nodes.keys().cloned().collect(),
+                    };
+                    for k in gone.into_iter().filter(|k| !seen.contains(k)) {
+                        remove(self, &k);
+                    }
+                }
+                self.synced[kind as usize] = true;
+                self.names.retain(|n| Arc::strong_count(n) > 1);
+                true
+            }
+        }
+    }
+
+    /// The interned `name`.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(n.clone());
+        n
+    }
+
+    /// The Service key `key` as already held (or a new one).
+    fn service_key(&self, key: &str) -> Arc<str> {
+        self.services
+            .get_key_value(key)
+            .map(|(k, _)| k.clone())
+            .or_else(|| self.groups.get_key_value(key).map(|(k, _)| k.clone()))
+            .unwrap_or_else(|| Arc::from(key))
+    }
+
+    /// Stores `s` (or drops it when not announceable); returns its key as listed and
+    /// whether the change matters.
+    fn put_service(&mut self, s: SlimService) -> (Option<Arc<str>>, bool) {
+        if s.facts.namespace.is_empty() || s.facts.name.is_empty() {
+            return (None, false);
+        }
+        let key = self.service_key(&s.key());
+        let class = self.lb_class.as_deref();
+        let new = announceable(&s, class).then_some(s);
+        let matters = service_matters(self.services.get(&key), new.as_ref(), class);
+        match new {
+            Some(s) => {
+                self.services.insert(key.clone(), s);
+            }
+            None => {
+                self.services.remove(&key);
+            }
+        }
+        if matters {
+            self.dirty.insert(key.clone());
+        }
+        (Some(key), matters)
+    }
+
+    fn remove_service(&mut self, key: &str) -> bool {
+        match self.services.remove_entry(key) {
+            Some((k, _)) => {
+                self.dirty.insert(k);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores `s` under its Service (or drops it when it has no serving endpoint or no
+    /// Service); returns its key as listed and whether the change matters.
+    fn put_slice(&mut self, s: SlimSlice) -> (Option<Arc<str>>, bool) {
+        let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) else {
+            return (None, false);
+        };
+        let skey = format!("{ns}/{name}");
+        let owner = s
+            .service
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(|svc| format!("{ns}/{svc}"));
+        let eps = match owner {
+            Some(o) if !s.nodes.is_empty() || s.nodeless => Some((
+                o,
+                Endpoints {
+                    nodes: s.nodes.iter().map(|n| self.intern(n)).collect(),
+                    nodeless: s.nodeless,
+                },
+            )),
+            _ => None,
+        };
+        let old = self.slices.get_key_value(skey.as_str()).map(|(k, o)| {
+            let e = self.groups.get(o).and_then(|g| g.get(k));
+            (k.clone(), o.clone(), e.cloned())
+        });
+        let unchanged = match (&old, &eps) {
+            (Some((_, o, e)), Some((no, ne))) => **o == **no && e.as_ref() == Some(ne),
+            (None, None) => true,
+            _ => false,
+        };
+        let key = old
+            .as_ref()
+            .map(|(k, _, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(skey.as_str()));
+        if unchanged {
+            return (Some(key), false);
+        }
+        let mut matters = self.remove_slice(&key);
+        if let Some((o, e)) = eps {
+            let o = self.service_key(&o);
+            self.groups
+                .entry(o.clone())
+                .or_default()
+                .insert(key.clone(), e);
+            self.slices.insert(key.clone(), o.clone());
+            if self.services.contains_key(&o) {
+                self.dirty.insert(o);
+                matters = true;
+            }
+        }
+        (Some(key), matters)
+    }
+
+    fn remove_slice(&mut self, key: &str) -> bool {
+        let Some(owner) = self.slices.remove(key) else {
+            return false;
+        };
+        if let Some(g) = self.groups.get_mut(&owner) {
+            g.remove(key);
+            if g.is_empty() {
+                self.groups.remove(&owner);
+            }
+        }
+        if self.services.contains_key(&owner) {
+            self.dirty.insert(owner);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn put_node(&mut self, n: SlimNode) -> (Option<Arc<str>>, bool) {
+        let Some(name) = n.metadata.name.clone().filter(|n| !n.is_empty()) else {
+            return (None, false);
+        };
+        let node = n.into_node();
+        let matters = node_matters(self.nodes.get(name.as_str()).map(|n| &**n), Some(&node));
+        let key = self.intern(&name);
+        self.nodes.insert(key.clone(), Arc::new(node));
+        self.nodes_changed |= matters;
+        (Some(key), matters)
+    }
+
+    fn remove_node(&mut self, name: &str) -> bool {
+        let gone = self.nodes.remove(name).is_some();
+        self.nodes_changed |= gone;
+        gone
+    }
+}
+
+/// The index key of a watched object (Services and slices: `namespace/name`, Nodes: name).
+fn key_of<T: kube::Resource>(kind: Kind, o: &T) -> String {
+    let m = o.meta();
+    let name = m.name.as_deref().unwrap_or_default();
+    match kind {
+        Kind::Node => name.to_string(),
+        Kind::Service | Kind::Slice => {
+            format!("{}/{name}", m.namespace.as_deref().unwrap_or_default())
+        }
+    }
+}
+
+/// The views of `services` with their `slices` (whole objects, e.g. listed) for a speaker
+/// handling `lb_class`, in key order: what a speaker's index holds for them.
+pub fn views_of(
+    config: &Config,
+    services: &[Arc<k8s_openapi::api::core::v1::Service>],
+    slices: &[Arc<k8s_openapi::api::discovery::v1::EndpointSlice>],
+    lb_class: Option<&str>,
+) -> Vec<ServiceView> {
+    let mut ix = Index::new(lb_class.map(str::to_string));
+    for s in services {
+        ix.service(Event::Apply(SlimService::of(s)));
+    }
+    for s in slices {
+        ix.slice(Event::Apply(SlimSlice::of(s)));
+    }
+    ix.views(config)
+}
+
+#[cfg(test)]
+mod tests;

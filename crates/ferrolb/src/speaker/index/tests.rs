@@ -1,0 +1,412 @@
+use super::*;
+use crate::election::service_view;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn config(cidr: &str) -> Config {
+    let mut c = Config::default();
+    c.pools.insert(
+        "p".into(),
+        crate::config::Pool {
+            name: "p".into(),
+            labels: Default::default(),
+            cidrs: vec![cidr.parse().unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+            frozen: false,
+        },
+    );
+    c
+}
+
+fn service(name: &str, ty: &str, class: Option<&str>, ips: &[&str], label: bool) -> Service {
+    let mut spec = json!({"type": ty});
+    if let Some(c) = class {
+        spec["loadBalancerClass"] = json!(c);
+    }
+    let mut meta = json!({"name": name, "namespace": "ns", "uid": format!("u-{name}"),
+        "annotations": {"metallb.io/allow-shared-ip": "k"}});
+    if label {
+        meta["labels"] = json!({"tier": "front"});
+    }
+    serde_json::from_value(json!({
+        "metadata": meta,
+        "spec": spec,
+        "status": {"loadBalancer": {"ingress": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}}
+    }))
+    .unwrap()
+}
+
+fn lb(name: &str, ip: &str) -> Service {
+    service(name, "LoadBalancer", None, &[ip], false)
+}
+
+/// A slice of Service `svc` with one endpoint per `(node, ready)` (`""`: no node).
+fn slice(name: &str, svc: &str, eps: &[(&str, bool)]) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ns",
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "endpoints": eps.iter().map(|(n, ready)| {
+            let mut e = json!({"addresses": ["10.0.0.1"], "conditions": {"ready": ready}});
+            if !n.is_empty() { e["nodeName"] = json!(n); }
+            e
+        }).collect::<Vec<_>>()
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, label: &str) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"zone": label}},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.1"}],
+                   "images": [{"names": ["a:b"], "sizeBytes": 1}]}
+    }))
+    .unwrap()
+}
+
+fn put_svc(ix: &mut Index, s: &Service) -> bool {
+    ix.service(Event::Apply(SlimService::of(s)))
+}
+
+fn put_slice(ix: &mut Index, s: &EndpointSlice) -> bool {
+    ix.slice(Event::Apply(SlimSlice::of(s)))
+}
+
+fn nodes_of(v: &ServiceView) -> Vec<&str> {
+    v.serving_endpoint_nodes
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn a_slice_before_its_service_counts_once_the_service_comes() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    ix.changes(&c);
+    assert!(!put_slice(&mut ix, &slice("web-1", "web", &[("n1", true)])));
+    assert!(ix.changes(&c).is_empty());
+    assert!(put_svc(&mut ix, &lb("web", "192.168.1.10")));
+    let ch = ix.changes(&c);
+    let v = &ch["ns/web"][0];
+    assert_eq!(nodes_of(v), ["n1"]);
+    assert_eq!(v.pool.as_deref(), Some("p"));
+    assert_eq!(v.sharing_key.as_deref(), Some("k"));
+    // Nothing changed since.
+    assert!(ix.changes(&c).is_empty());
+}
+
+#[test]
+fn a_service_becoming_or_ceasing_to_be_announceable() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    ix.changes(&c);
+    put_slice(&mut ix, &slice("web-1", "web", &[("n1", true)]));
+    // ClusterIP: not kept, no wake.
+    assert!(!put_svc(
+        &mut ix,
+        &service("web", "ClusterIP", None, &[], false)
+    ));
+    assert!(ix.changes(&c).is_empty() && ix.len().0 == 0);
+    // Becomes a LoadBalancer with an IP.
+    assert!(put_svc(&mut ix, &lb("web", "192.168.1.10")));
+    assert_eq!(ix.changes(&c)["ns/web"].len(), 1);
+    // A resourceVersion bump alone wakes nothing.
+    let mut bumped = lb("web", "192.168.1.10");
+    bumped.metadata.resource_version = Some("9".into());
+    assert!(!put_svc(&mut ix, &bumped));
+    assert!(ix.changes(&c).is_empty());
+    // Moves to another class: gone.
+    assert!(put_svc(
+        &mut ix,
+        &service(
+            "web",
+            "LoadBalancer",
+            Some("other"),
+            &["192.168.1.10"],
+            false
+        )
+    ));
+    assert_eq!(ix.changes(&c)["ns/web"], Vec::<ServiceView>::new());
+    assert!(ix.view("ns/web", &c).is_none());
+    // Back to ours, then back to ClusterIP.
+    assert!(put_svc(&mut ix, &lb("web", "192.168.1.10")));
+    assert_eq!(ix.changes(&c)["ns/web"].len(), 1);
+    assert!(put_svc(
+        &mut ix,
+        &service("web", "ClusterIP", None, &[], false)
+    ));
+    assert!(ix.changes(&c)["ns/web"].is_empty());
+    // Changes to a Service that is not ours do not wake.
+    assert!(!put_svc(
+        &mut ix,
+        &service("web", "NodePort", None, &[], true)
+    ));
+    assert!(!put_slice(&mut ix, &slice("web-1", "web", &[("n2", true)])));
+    assert!(ix.changes(&c).is_empty());
+}
+
+#[test]
+fn a_relist_drops_what_it_did_not_list() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    put_svc(&mut ix, &lb("a", "192.168.1.1"));
+    put_svc(&mut ix, &lb("b", "192.168.1.2"));
+    put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
+    put_slice(&mut ix, &slice("a-2", "a", &[("n2", true)]));
+    ix.node(Event::Apply(SlimNode::of(&node("n1", "x"))));
+    ix.node(Event::Apply(SlimNode::of(&node("n2", "x"))));
+    ix.changes(&c);
+    assert!(!ix.synced());
+    // Relist: b and a-2 and n2 are gone.
+    assert!(!ix.service(Event::Init));
+    assert!(!ix.service(Event::InitApply(SlimService::of(&lb("a", "192.168.1.1")))));
+    assert!(ix.service(Event::InitDone));
+    ix.slice(Event::Init);
+    ix.slice(Event::InitApply(SlimSlice::of(&slice(
+        "a-1",
+        "a",
+        &[("n1", true)],
+    ))));
+    ix.slice(Event::InitDone);
+    ix.node(Event::Init);
+    ix.node(Event::InitApply(SlimNode::of(&node("n1", "x"))));
+    ix.node(Event::InitDone);
+    assert!(ix.synced());
+    let ch = ix.changes(&c);
+    assert_eq!(ch.keys().collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+    assert_eq!(nodes_of(&ch["ns/a"][0]), ["n1"]);
+    assert!(ch["ns/b"].is_empty());
+    assert_eq!(ix.len(), (1, 1, 1));
+    assert!(ix.node_named("n2").is_none());
+    // Interned names no longer used are let go.
+    assert!(ix.names.iter().all(|n| &**n == "n1"));
+}
+
+#[test]
+fn a_node_deleted_or_relabelled_wakes_a_heartbeat_does_not() {
+    let mut ix = Index::new(None);
+    assert!(ix.node(Event::Apply(SlimNode::of(&node("n1", "a")))));
+    assert!(ix.take_nodes_changed());
+    let mut beat = node("n1", "a");
+    beat.metadata.resource_version = Some("2".into());
+    beat.status.as_mut().unwrap().images = None;
+    assert!(!ix.node(Event::Apply(SlimNode::of(&beat))));
+    assert!(!ix.take_nodes_changed());
+    assert!(ix.node(Event::Apply(SlimNode::of(&node("n1", "b")))));
+    assert_eq!(
+        ix.node_named("n1")
+            .unwrap()
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()["zone"],
+        "b"
+    );
+    assert!(ix.node(Event::Delete(SlimNode::of(&node("n1", "b")))));
+    assert!(ix.take_nodes_changed());
+    assert!(ix.node_named("n1").is_none() && ix.nodes().count() == 0);
+    assert!(!ix.node(Event::Delete(SlimNode::of(&node("n1", "b")))));
+}
+
+#[test]
+fn a_slice_moving_to_another_service_changes_both() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    put_svc(&mut ix, &lb("a", "192.168.1.1"));
+    put_svc(&mut ix, &lb("b", "192.168.1.2"));
+    put_slice(&mut ix, &slice("s", "a", &[("n1", true), ("", true)]));
+    let ch = ix.changes(&c);
+    assert!(ch["ns/a"][0].has_serving_endpoint && !ch["ns/b"][0].has_serving_endpoint);
+    assert!(put_slice(&mut ix, &slice("s", "b", &[("n1", true)])));
+    let ch = ix.changes(&c);
+    assert_eq!(ch.keys().collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+    assert!(!ch["ns/a"][0].has_serving_endpoint);
+    assert_eq!(nodes_of(&ch["ns/b"][0]), ["n1"]);
+    // Its endpoints stop serving: no longer kept, b changes.
+    assert!(put_slice(&mut ix, &slice("s", "b", &[("n1", false)])));
+    assert_eq!(ix.len().1, 0);
+    assert!(!ix.changes(&c)["ns/b"][0].has_serving_endpoint);
+    // Deleting a slice that is not kept: nothing.
+    assert!(!ix.slice(Event::Delete(SlimSlice::of(&slice("s", "b", &[])))));
+}
+
+#[test]
+fn a_configuration_change_rebuilds_every_view() {
+    let (c1, c2) = (config("192.168.1.0/24"), config("192.168.0.0/16"));
+    let mut ix = Index::new(None);
+    put_svc(&mut ix, &lb("a", "192.168.1.1"));
+    put_svc(&mut ix, &lb("b", "192.168.2.1"));
+    assert_eq!(ix.changes(&c1).len(), 2);
+    assert!(ix.changes(&c1).is_empty());
+    let ch = ix.changes(&c2);
+    assert_eq!(ch.len(), 2);
+    assert_eq!(ch["ns/b"][0].pool.as_deref(), Some("p"));
+}
+
+#[test]
+fn views_of_listed_objects_are_the_rule_s() {
+    let c = config("192.168.1.0/24");
+    let svcs = [lb("a", "192.168.1.1"), lb("b", "192.168.1.2")];
+    let slices = [
+        slice("a-1", "a", &[("n1", true)]),
+        slice("x", "zz", &[("n2", true)]),
+    ];
+    let arc = |v: &[Service]| v.iter().cloned().map(Arc::new).collect::<Vec<_>>();
+    let sl: Vec<_> = slices.iter().cloned().map(Arc::new).collect();
+    let got = views_of(&c, &arc(&svcs), &sl, None);
+    let want: Vec<ServiceView> = svcs
+        .iter()
+        .map(|s| service_view(s, &slices, &c).unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// One random event of the model test.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Service i: type LoadBalancer?, class (0: ours), IPs, label.
+    Service(usize, bool, u8, Vec<usize>, bool),
+    DeleteService(usize),
+    /// Slice i of Service j, endpoints (node index 0..3, 3: none; ready).
+    Slice(usize, usize, Vec<(usize, bool)>),
+    DeleteSlice(usize),
+    Node(usize, bool),
+    DeleteNode(usize),
+    /// Relist Services, keeping those with these indices.
+    RelistServices(Vec<usize>),
+    /// Relist slices, keeping those with these indices.
+    RelistSlices(Vec<usize>),
+    Config(bool),
+}
+
+const IPS: [&str; 4] = ["192.168.1.1", "192.168.1.2", "192.168.2.1", "bad"];
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..4usize, prop::bool::weighted(0.8), 0..3u8, prop::collection::vec(0..4usize, 0..3), any::<bool>())
+            .prop_map(|(i, l, c, ips, lab)| Step::Service(i, l, c, ips, lab)),
+        1 => (0..4usize).prop_map(Step::DeleteService),
+        5 => (0..6usize, 0..4usize, prop::collection::vec((0..4usize, any::<bool>()), 0..4))
+            .prop_map(|(i, j, e)| Step::Slice(i, j, e)),
+        1 => (0..6usize).prop_map(Step::DeleteSlice),
+        1 => (0..3usize, any::<bool>()).prop_map(|(i, b)| Step::Node(i, b)),
+        1 => (0..3usize).prop_map(Step::DeleteNode),
+        1 => prop::collection::vec(0..4usize, 0..4).prop_map(Step::RelistServices),
+        1 => prop::collection::vec(0..6usize, 0..6).prop_map(Step::RelistSlices),
+        1 => any::<bool>().prop_map(Step::Config),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// After any sequence of events, the views handed over by `changes` (applied to what
+    /// was handed over before), and every view the index gives, equal `service_view`
+    /// computed from scratch over the objects applied; a change of a view always woke the
+    /// loop.
+    #[test]
+    fn the_index_holds_the_rule_s_view_of_every_service(steps in prop::collection::vec(step(), 1..40)) {
+        let mut ix = Index::new(None);
+        let mut svcs: BTreeMap<usize, Service> = BTreeMap::new();
+        let mut slices: BTreeMap<usize, EndpointSlice> = BTreeMap::new();
+        let mut nodes: BTreeMap<usize, Node> = BTreeMap::new();
+        let mut second = false;
+        let mut held: BTreeMap<String, ServiceView> = BTreeMap::new();
+        let mut expected_before: BTreeMap<String, ServiceView> = BTreeMap::new();
+        for st in &steps {
+            let woke = match st.clone() {
+                Step::Service(i, is_lb, class, ips, label) => {
+                    let ips: Vec<&str> = ips.iter().map(|k| IPS[*k]).collect();
+                    let class = ["", "x", "y"][class as usize];
+                    let s = service(
+                        &format!("s{i}"),
+                        if is_lb { "LoadBalancer" } else { "ClusterIP" },
+                        (!class.is_empty()).then_some(class),
+                        &ips,
+                        label,
+                    );
+                    svcs.insert(i, s.clone());
+                    put_svc(&mut ix, &s)
+                }
+                Step::DeleteService(i) => match svcs.remove(&i) {
+                    Some(s) => ix.service(Event::Delete(SlimService::of(&s))),
+                    None => false,
+                },
+                Step::Slice(i, j, eps) => {
+                    let names = ["n0", "n1", "n2", ""];
+                    let eps: Vec<(&str, bool)> = eps.iter().map(|(n, r)| (names[*n], *r)).collect();
+                    let s = slice(&format!("e{i}"), &format!("s{j}"), &eps);
+                    slices.insert(i, s.clone());
+                    put_slice(&mut ix, &s)
+                }
+                Step::DeleteSlice(i) => match slices.remove(&i) {
+                    Some(s) => ix.slice(Event::Delete(SlimSlice::of(&s))),
+                    None => false,
+                },
+                Step::Node(i, b) => {
+                    let n = node(&format!("n{i}"), if b { "a" } else { "b" });
+                    nodes.insert(i, n.clone());
+                    ix.node(Event::Apply(SlimNode::of(&n)))
+                }
+                Step::DeleteNode(i) => match nodes.remove(&i) {
+                    Some(n) => ix.node(Event::Delete(SlimNode::of(&n))),
+                    None => false,
+                },
+                Step::RelistServices(keep) => {
+                    svcs.retain(|i, _| keep.contains(i));
+                    ix.service(Event::Init);
+                    for s in svcs.values() {
+                        ix.service(Event::InitApply(SlimService::of(s)));
+                    }
+                    ix.service(Event::InitDone)
+                }
+                Step::RelistSlices(keep) => {
+                    slices.retain(|i, _| keep.contains(i));
+                    ix.slice(Event::Init);
+                    for s in slices.values() {
+                        ix.slice(Event::InitApply(SlimSlice::of(s)));
+                    }
+                    ix.slice(Event::InitDone)
+                }
+                Step::Config(b) => {
+                    second = b;
+                    false
+                }
+            };
+            let c = config(if second { "192.168.0.0/16" } else { "192.168.1.0/24" });
+            let all_slices: Vec<&EndpointSlice> = slices.values().collect();
+            let expected: BTreeMap<String, ServiceView> = svcs
+                .values()
+                .filter(|s| s.spec.as_ref().unwrap().load_balancer_class.is_none())
+                .filter_map(|s| service_view(s, all_slices.iter().copied(), &c).ok())
+                .map(|v| (v.key.clone(), v))
+                .collect();
+            if !matches!(st, Step::Config(_)) && expected != expected_before {
+                prop_assert!(woke, "{:?} changed a view without waking the loop", st);
+            }
+            for (k, vs) in ix.changes(&c) {
+                prop_assert!(vs.len() <= 1);
+                match vs.into_iter().next() {
+                    Some(v) => { held.insert(k, v); }
+                    None => { held.remove(&k); }
+                }
+            }
+            prop_assert_eq!(&held, &expected, "after {:?}", st);
+            prop_assert_eq!(ix.views(&c), expected.values().cloned().collect::<Vec<_>>());
+            for n in nodes.values() {
+                let name = n.metadata.name.as_deref().unwrap();
+                prop_assert_eq!(
+                    ix.node_named(name).map(|n| (*n).clone()),
+                    Some(SlimNode::of(n).into_node())
+                );
+            }
+            prop_assert_eq!(ix.nodes().count(), nodes.len());
+            expected_before = expected;
+        }
+    }
+}
