@@ -71,8 +71,8 @@ pub struct Index {
     services: HashMap<Arc<str>, SlimService>,
     /// `namespace/slice name` → the key of its Service.
     slices: HashMap<Arc<str>, Arc<str>>,
-    /// Service key → its slices (by slice key).
-    groups: HashMap<Arc<str>, BTreeMap<Arc<str>, Endpoints>>,
+    /// Service key → its slices (slice key, endpoints); most Services have one.
+    groups: HashMap<Arc<str>, Vec<(Arc<str>, Endpoints)>>,
     /// Node name → the slim Node.
     nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// Interned node names (of Nodes and of endpoints).
@@ -161,8 +161,8 @@ impl Index {
             .groups
             .get(key)
             .into_iter()
-            .flat_map(|g| g.values())
-            .flat_map(Endpoints::serving);
+            .flatten()
+            .flat_map(|(_, e)| e.serving());
         view_of(&svc.facts, serving, config).ok()
     }
 
@@ -314,8 +314,12 @@ impl Index {
             _ => None,
         };
         let old = self.slices.get_key_value(skey.as_str()).map(|(k, o)| {
-            let e = self.groups.get(o).and_then(|g| g.get(k));
-            (k.clone(), o.clone(), e.cloned())
+            let e = self
+                .groups
+                .get(o)
+                .and_then(|g| g.iter().find(|(sk, _)| sk == k))
+                .map(|(_, e)| e.clone());
+            (k.clone(), o.clone(), e)
         });
         let unchanged = match (&old, &eps) {
             (Some((_, o, e)), Some((no, ne))) => **o == **no && e.as_ref() == Some(ne),
@@ -335,7 +339,7 @@ impl Index {
             self.groups
                 .entry(o.clone())
                 .or_default()
-                .insert(key.clone(), e);
+                .push((key.clone(), e));
             self.slices.insert(key.clone(), o.clone());
             if self.services.contains_key(&o) {
                 self.dirty.insert(o);
@@ -350,7 +354,7 @@ impl Index {
             return false;
         };
         if let Some(g) = self.groups.get_mut(&owner) {
-            g.remove(key);
+            g.retain(|(k, _)| &**k != key);
             if g.is_empty() {
                 self.groups.remove(&owner);
             }
