@@ -54,6 +54,9 @@ impl Endpoints {
     }
 }
 
+/// What storing an object gives: its key (None: it has none) and whether the change matters.
+type Put = (Option<Arc<str>>, bool);
+
 /// The three watched kinds (relist bookkeeping).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -203,7 +206,7 @@ impl Index {
         &mut self,
         kind: Kind,
         ev: Event<T>,
-        put: fn(&mut Self, T) -> (Option<Arc<str>>, bool),
+        put: fn(&mut Self, T) -> Put,
         remove: fn(&mut Self, &str) -> bool,
     ) -> bool {
         match ev {
@@ -259,7 +262,7 @@ impl Index {
 
     /// Stores `s` (or drops it when not announceable); returns its key as listed and
     /// whether the change matters.
-    fn put_service(&mut self, s: SlimService) -> (Option<Arc<str>>, bool) {
+    fn put_service(&mut self, s: SlimService) -> Put {
         if s.facts.namespace.is_empty() || s.facts.name.is_empty() {
             return (None, false);
         }
@@ -293,7 +296,7 @@ impl Index {
 
     /// Stores `s` under its Service (or drops it when it has no serving endpoint or no
     /// Service); returns its key as listed and whether the change matters.
-    fn put_slice(&mut self, s: SlimSlice) -> (Option<Arc<str>>, bool) {
+    fn put_slice(&mut self, s: SlimSlice) -> Put {
         let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) else {
             return (None, false);
         };
@@ -367,7 +370,7 @@ impl Index {
         }
     }
 
-    fn put_node(&mut self, n: SlimNode) -> (Option<Arc<str>>, bool) {
+    fn put_node(&mut self, n: SlimNode) -> Put {
         let Some(name) = n.metadata.name.clone().filter(|n| !n.is_empty()) else {
             return (None, false);
         };
