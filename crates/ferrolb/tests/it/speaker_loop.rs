@@ -18,7 +18,8 @@ use ferrolb::speaker::core::{Clients, Settings, Speaker, Stores};
 use ferrolb::speaker::events::EventSink;
 use ferrolb::speaker::liveness::{node_lease_name, OwnLease};
 use ferrolb::speaker::metrics::Metrics;
-use ferrolb::speaker::status::StatusApi;
+use ferrolb::speaker::status::{Observed, SharedStatuses, StatusApi};
+use ferrolb::speaker::watched::{LeaseFacts, Synced};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -86,8 +87,8 @@ struct Writers {
     nodes: Writer<Node>,
     pools: Writer<IPAddressPool>,
     ads: Writer<L2Advertisement>,
-    leases: Writer<Lease>,
-    statuses: Writer<ServiceL2Status>,
+    /// The speaker's ServiceL2Status book (its watch's writer side).
+    statuses: SharedStatuses,
 }
 
 fn stores() -> (Stores, Writers) {
@@ -96,8 +97,7 @@ fn stores() -> (Stores, Writers) {
     let (nodes, wn) = store();
     let (pools, wp) = store();
     let (ads, wa) = store();
-    let (leases, wl) = store();
-    let (statuses, wst) = store();
+    let statuses = SharedStatuses::default();
     (
         Stores {
             services,
@@ -105,8 +105,8 @@ fn stores() -> (Stores, Writers) {
             nodes,
             pools,
             ads,
-            leases,
-            statuses,
+            leases: Synced::done(),
+            statuses: statuses.clone(),
         },
         Writers {
             services: ws,
@@ -114,8 +114,7 @@ fn stores() -> (Stores, Writers) {
             nodes: wn,
             pools: wp,
             ads: wa,
-            leases: wl,
-            statuses: wst,
+            statuses,
         },
     )
 }
@@ -193,8 +192,30 @@ impl Node_ {
         relist(&mut self.writers.nodes, Api::all(c.clone())).await;
         relist(&mut self.writers.pools, Api::namespaced(c.clone(), NS)).await;
         relist(&mut self.writers.ads, Api::namespaced(c.clone(), NS)).await;
-        relist(&mut self.writers.leases, Api::namespaced(c.clone(), NS)).await;
-        relist(&mut self.writers.statuses, Api::namespaced(c.clone(), NS)).await;
+        // the Lease and ServiceL2Status watches' relists, event by event
+        let leases: Vec<Lease> = Api::namespaced(c.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        self.speaker.lease_event(watcher::Event::Init, now);
+        for l in &leases {
+            self.speaker
+                .lease_event(watcher::Event::InitApply(LeaseFacts::of(l)), now);
+        }
+        self.speaker.lease_event(watcher::Event::InitDone, now);
+        let objs: Vec<ServiceL2Status> = Api::namespaced(c.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        let mut book = self.writers.statuses.lock().unwrap();
+        book.apply(watcher::Event::Init);
+        for o in &objs {
+            book.apply(watcher::Event::InitApply(Observed::of(o)));
+        }
+        book.apply(watcher::Event::InitDone);
+        drop(book);
         self.renewed.send_replace(renewed);
         self.speaker.reconcile(now).await;
     }
