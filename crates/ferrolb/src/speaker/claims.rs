@@ -240,7 +240,10 @@ impl ClaimBook {
             Some(c) => {
                 if !c.holder.is_empty() {
                     self.holders.insert(ip, c.holder.clone());
-                    self.by_holder.entry(c.holder.clone()).or_default().insert(ip);
+                    self.by_holder
+                        .entry(c.holder.clone())
+                        .or_default()
+                        .insert(ip);
                 }
                 self.effective.insert(ip, c);
             }

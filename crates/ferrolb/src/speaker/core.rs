@@ -373,8 +373,7 @@ impl<A: Announcer> Speaker<A> {
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = self.lease_relist.take() {
-                    self.tracker
-                        .retain(&|n| seen.contains(&node_lease_name(n)));
+                    self.tracker.retain(&|n| seen.contains(&node_lease_name(n)));
                 }
                 self.claims.end_relist();
                 true
@@ -786,7 +785,11 @@ impl<A: Announcer> Speaker<A> {
     /// backs off that object alone.
     async fn sync_status(&mut self, now: Instant) {
         let writes = {
-            let mut book = self.stores.statuses.lock().unwrap_or_else(|p| p.into_inner());
+            let mut book = self
+                .stores
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let changed = book.take_changed();
             self.planner
                 .status_changed(&self.announced, &book, changed, &self.live.alive, now)

@@ -215,7 +215,11 @@ impl Observed {
     pub fn of(obj: &ServiceL2Status) -> Self {
         Self {
             existing: Existing::of(obj),
-            owner_uids: obj.owner_references().iter().map(|r| r.uid.clone()).collect(),
+            owner_uids: obj
+                .owner_references()
+                .iter()
+                .map(|r| r.uid.clone())
+                .collect(),
         }
     }
 }
@@ -621,5 +625,54 @@ mod tests {
         assert_eq!(e.node, "n1");
         assert_eq!(e.service, Some(key("prod/web")));
         assert_eq!(e.status, MetalLBServiceL2Status::default());
+    }
+
+    #[test]
+    fn book_keeps_objects_per_event_and_names_the_parts_that_changed() {
+        use kube::runtime::watcher::Event;
+        let obj = |name: &str, node: &str, svc: Option<&str>| Observed {
+            existing: Existing {
+                name: name.into(),
+                resource_version: "1".into(),
+                node: node.into(),
+                service: svc.map(key),
+                status: MetalLBServiceL2Status::default(),
+            },
+            owner_uids: vec!["uid-0".into()],
+        };
+        let mut b = StatusBook::default();
+        b.apply(Event::Init);
+        b.apply(Event::InitApply(obj("l2-1", "a", Some("ns/s1"))));
+        b.apply(Event::InitApply(obj("l2-2", "b", None)));
+        assert!(!b.synced());
+        b.apply(Event::InitDone);
+        assert!(b.synced());
+        let ch = b.take_changed();
+        assert_eq!(ch.services, BTreeSet::from([key("ns/s1")]));
+        assert_eq!(ch.names, BTreeSet::from(["l2-2".to_string()]));
+        // the same object again changes nothing
+        b.apply(Event::Apply(obj("l2-1", "a", Some("ns/s1"))));
+        assert_eq!(b.take_changed(), Units::default());
+        // moved to another Service: both Services changed
+        b.apply(Event::Apply(obj("l2-1", "a", Some("ns/s2"))));
+        let ch = b.take_changed();
+        assert_eq!(ch.services, BTreeSet::from([key("ns/s1"), key("ns/s2")]));
+        assert_eq!(b.of_service(&key("ns/s1")).count(), 0);
+        assert_eq!(b.of_service(&key("ns/s2")).count(), 1);
+        // a node's objects
+        let mut u = Units::default();
+        b.add_node("b", &mut u);
+        assert_eq!(u.names, BTreeSet::from(["l2-2".to_string()]));
+        // a relist that does not list l2-2: gone
+        b.apply(Event::Init);
+        b.apply(Event::InitApply(obj("l2-1", "a", Some("ns/s2"))));
+        assert!(b.get("l2-2").is_some(), "kept until the relist is complete");
+        b.apply(Event::InitDone);
+        assert!(b.get("l2-2").is_none());
+        let ch = b.take_changed();
+        assert_eq!(ch.gone, BTreeSet::from(["l2-2".to_string()]));
+        assert_eq!(ch.names, BTreeSet::from(["l2-2".to_string()]));
+        let owner = pod_owner(Some("p"), Some("uid-1")).unwrap();
+        assert_eq!(to_adopt("a", &owner, b.all()), vec!["l2-1"]);
     }
 }

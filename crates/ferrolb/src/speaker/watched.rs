@@ -185,7 +185,10 @@ mod tests {
         let f = LeaseFacts::of(&lease("ferrolb-ip-10.0.0.1"));
         let (ip, c) = f.claim().unwrap();
         assert_eq!(ip, "10.0.0.1".parse::<std::net::IpAddr>().unwrap());
-        assert_eq!(Some((ip, c)), Claim::from_lease(&lease("ferrolb-ip-10.0.0.1")));
+        assert_eq!(
+            Some((ip, c)),
+            Claim::from_lease(&lease("ferrolb-ip-10.0.0.1"))
+        );
         let node = LeaseFacts::of(&lease("ferrolb-speaker-n1"));
         assert_eq!(node.claim(), None);
         assert_eq!(node.mark(), LeaseMark::of(&lease("ferrolb-speaker-n1")));
