@@ -1,8 +1,9 @@
-//! The speaker's shell: gathers a snapshot from the reflector stores, the own-Lease renewals
-//! and the heartbeat table, asks the pure planner ([`super::plan`]) what to do, and does it
+//! The speaker's shell: gathers a snapshot from the reflector stores, the claims and peer
+//! Lease marks kept per Lease event ([`Speaker::lease_event`]), the own-Lease renewals and
+//! the heartbeat table, asks the pure planner ([`super::plan`]) what to do, and does it
 //! (claim reads and writes, the dataplane, ServiceL2Status writes, Events).
 //!
-//! [`Speaker::reconcile`] is one pass: liveness, then [`Planner::plan_claims`], the
+//! [`Speaker::reconcile`] is one pass: liveness, then [`Planner::plan_changed`], the
 //! withdrawals it asks for, the confirmations and claim writes (a won claim is announced in
 //! the same pass), the dataplane, the ServiceL2Status objects. Nothing is written at steady
 //! state. It returns when it next needs to run even if nothing changes (a peer's Lease

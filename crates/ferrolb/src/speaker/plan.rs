@@ -5,16 +5,21 @@
 //! gathers the snapshot, executes the plan, and reports the outcomes back.
 //!
 //! One pass, in the order the shell runs it:
-//! 1. [`Planner::plan_claims`]: the election ([`elect_all`], re-electing only the IPs whose
+//! 1. [`Planner::plan_changed`]: the election ([`elect_all`], re-electing only the IPs whose
 //!    inputs changed since the last pass: [`IncrementalElection`]) and the claim rules
-//!    ([`decide_claim`]) for every IP → a [`ClaimPlan`] (withdraw everything when fenced;
+//!    ([`decide_claim`]) for the IPs whose decision can have changed ([`Planner::plan_claims`]:
+//!    for every IP, the same decisions) → a [`ClaimPlan`] (withdraw everything when fenced;
 //!    withdraw before handing a claim over; announce what this node holds; confirm held
 //!    claims after a loss of permission; claim writes);
 //! 2. [`Planner::confirmed`] and [`Planner::claims_written`]: what the confirmations and
 //!    writes mean for the IPs to announce (a won claim is announced in the same pass);
-//! 3. [`dataplane_changes`]: the announce / withdraw calls that turn what is announced into
-//!    what should be, [`Planner::announce_events`] the Events they cause (on change only);
-//! 4. [`Planner::status_writes`] / [`Planner::status_written`]: ServiceL2Status objects;
+//! 3. [`dataplane_changes_within`]: the announce / withdraw calls that turn what is announced
+//!    into what should be (for the IPs the plan decided), [`Planner::announce_events`] the
+//!    Events they cause (on change only), [`Planner::note_announced`] the index of what is
+//!    announced;
+//! 4. [`Planner::status_changed`] (for the Services whose announcement or objects changed;
+//!    [`Planner::status_writes`]: for all) / [`Planner::status_written`]: ServiceL2Status
+//!    objects;
 //! 5. [`Planner::next_wakeup`]: the instant the next pass is due without any event.
 //!
 //! Failover never waits for an informational write: claim traffic (writes, confirmations,
@@ -716,16 +721,6 @@ impl Planner {
             }
         }
         pending
-    }
-
-    /// Forgets what was said about Services no longer announced (said again if they return).
-    pub fn forget_events(&mut self, announced: &BTreeMap<IpAddr, Announced>) {
-        let services: BTreeSet<&str> = announced
-            .values()
-            .flat_map(|a| a.services.iter().map(String::as_str))
-            .collect();
-        self.events
-            .retain(&|s| services.contains(s.to_string().as_str()));
     }
 
     /// `ip`'s announcement changed from `prev` to `now` (None: not announced): keeps the
@@ -1951,8 +1946,13 @@ mod tests {
         // duplicate responders: once per message
         assert_eq!(p.duplicate_events(&a, "mac x").len(), 1);
         assert!(p.duplicate_events(&a, "mac x").is_empty());
-        // a Service no longer announced is forgotten: said again when it returns
-        p.forget_events(&BTreeMap::new());
+        // a Service no longer announced is forgotten: said again when it returns; one
+        // still announced for another IP is not
+        p.note_announced(ip("10.0.0.1"), None, Some(&a));
+        p.note_announced(ip("10.0.0.2"), None, Some(&a));
+        p.note_announced(ip("10.0.0.1"), Some(&a), None);
+        assert!(p.announce_events(ip("10.0.0.1"), &a, &[]).is_empty());
+        p.note_announced(ip("10.0.0.2"), Some(&a), None);
         assert_eq!(p.announce_events(ip("10.0.0.1"), &a, &[]).len(), 1);
     }
 

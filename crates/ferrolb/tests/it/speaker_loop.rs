@@ -944,3 +944,41 @@ async fn a_renewal_does_not_write_over_a_lease_changed_since_it_read_it() {
     assert!(own.renew_once().await);
     assert_ne!(renew_time(&api.get(&name).await.unwrap()), before);
 }
+
+/// The Lease watch's events alone keep the claims: the echo of this speaker's own claim
+/// write changes nothing (no pass), a claim written by another node does (a pass), the
+/// same event twice only once; a relist that no longer lists a claim forgets it.
+#[tokio::test]
+async fn claim_events_wake_a_pass_only_when_the_claim_changes() {
+    use ferrolb::speaker::watched::LeaseFacts;
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    // the first pass writes the claim (and announces it): its echo needs no pass
+    n.pass(t0, Some(t0)).await;
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some("node-a")
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let mut own = leases.get(&claim_name(ip("10.0.0.1"))).await.unwrap();
+    let echo = watcher::Event::Apply(LeaseFacts::of(&own));
+    assert!(!n.speaker.lease_event(echo, t0), "our own write");
+    // another node takes it over
+    own.spec.as_mut().unwrap().holder_identity = Some("node-b".into());
+    let theirs = leases
+        .replace(&claim_name(ip("10.0.0.1")), &PostParams::default(), &own)
+        .await
+        .unwrap();
+    let ev = || watcher::Event::Apply(LeaseFacts::of(&theirs));
+    assert!(n.speaker.lease_event(ev(), t0));
+    assert!(!n.speaker.lease_event(ev(), t0), "seen already");
+    // a relist without it: gone
+    assert!(!n.speaker.lease_event(watcher::Event::Init, t0));
+    assert!(n.speaker.lease_event(watcher::Event::InitDone, t0));
+    assert!(!n
+        .speaker
+        .lease_event(watcher::Event::Delete(LeaseFacts::of(&theirs)), t0));
+}
