@@ -194,7 +194,7 @@ pub fn to_adopt<'a>(
     let mut out: Vec<String> = objects
         .into_iter()
         .filter(|o| o.existing.node == me)
-        .filter(|o| !o.owner_uids.iter().any(|u| *u == owner.uid))
+        .filter(|o| !o.owner_uids.contains(&owner.uid))
         .map(|o| o.existing.name.clone())
         .collect();
     out.sort();

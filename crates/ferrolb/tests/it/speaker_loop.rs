@@ -209,13 +209,14 @@ impl Node_ {
             .await
             .unwrap()
             .items;
-        let mut book = self.writers.statuses.lock().unwrap();
-        book.apply(watcher::Event::Init);
-        for o in &objs {
-            book.apply(watcher::Event::InitApply(Observed::of(o)));
+        {
+            let mut book = self.writers.statuses.lock().unwrap();
+            book.apply(watcher::Event::Init);
+            for o in &objs {
+                book.apply(watcher::Event::InitApply(Observed::of(o)));
+            }
+            book.apply(watcher::Event::InitDone);
         }
-        book.apply(watcher::Event::InitDone);
-        drop(book);
         self.renewed.send_replace(renewed);
         self.speaker.reconcile(now).await;
     }
