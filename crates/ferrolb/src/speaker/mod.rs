@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -469,7 +468,7 @@ pub fn start_reflectors(
         statuses: status::SharedStatuses::default(),
     };
     watched::watch_leases(
-        Api::<Lease>::namespaced(client.clone(), namespace),
+        Api::<watched::SlimLease>::namespaced(client.clone(), namespace),
         ltx,
         stores.leases.clone(),
     );

@@ -1,6 +1,8 @@
 //! The speaker's Lease and ServiceL2Status watches, kept per event: no reflector store
 //! holds these objects whole (a node Lease carries the speaker-state annotation, up to
-//! 16 KiB, and managedFields). Each Lease event is reduced to its [`LeaseFacts`] and sent to
+//! 16 KiB, and managedFields). Leases are watched as [`SlimLease`], which decodes only
+//! the fields the speaker reads (the annotation is skipped over, never allocated). Each
+//! Lease event is reduced to its [`LeaseFacts`] and sent to
 //! the speaker loop (node Lease marks for the peers' liveness, claims for the
 //! [`super::claims::ClaimBook`]); each ServiceL2Status event to its
 //! [`super::status::Observed`] and applied to the shared [`super::status::StatusBook`].
@@ -8,8 +10,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
 use tokio::sync::{mpsc, Notify};
@@ -68,6 +73,93 @@ impl LeaseFacts {
     }
 }
 
+/// A Lease as the speaker's watch decodes it: name, namespace, resourceVersion, holder and
+/// transitions; every other field (annotations, managedFields, times) is skipped over.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(from = "RawLease")]
+pub struct SlimLease {
+    metadata: ObjectMeta,
+    facts: LeaseFacts,
+}
+
+#[derive(serde::Deserialize)]
+struct RawLease {
+    #[serde(default)]
+    metadata: RawMeta,
+    #[serde(default)]
+    spec: Option<RawSpec>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    holder_identity: Option<String>,
+    lease_transitions: Option<i32>,
+}
+
+impl From<RawLease> for SlimLease {
+    fn from(r: RawLease) -> Self {
+        let facts = LeaseFacts {
+            name: r.metadata.name.clone().unwrap_or_default(),
+            resource_version: r.metadata.resource_version.clone().unwrap_or_default(),
+            holder: r
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default(),
+            transitions: r.spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+        };
+        SlimLease {
+            metadata: ObjectMeta {
+                name: r.metadata.name,
+                namespace: r.metadata.namespace,
+                resource_version: r.metadata.resource_version,
+                ..Default::default()
+            },
+            facts,
+        }
+    }
+}
+
+impl SlimLease {
+    /// What the speaker keeps of it.
+    pub fn facts(self) -> LeaseFacts {
+        self.facts
+    }
+}
+
+impl kube::Resource for SlimLease {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        <Lease as kube::Resource>::kind(&())
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        <Lease as kube::Resource>::group(&())
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        <Lease as kube::Resource>::version(&())
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        <Lease as kube::Resource>::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// One Lease watch event, reduced.
 pub type LeaseEvent = watcher::Event<LeaseFacts>;
 
@@ -103,7 +195,7 @@ impl Synced {
 
 /// Watches the Leases of `api`, sends each event reduced to [`LeaseFacts`] to `tx`; sets
 /// `synced` after the first complete list (whose events are then all in the channel).
-pub fn watch_leases(api: Api<Lease>, tx: mpsc::UnboundedSender<LeaseEvent>, synced: Synced) {
+pub fn watch_leases(api: Api<SlimLease>, tx: mpsc::UnboundedSender<LeaseEvent>, synced: Synced) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -111,7 +203,7 @@ pub fn watch_leases(api: Api<Lease>, tx: mpsc::UnboundedSender<LeaseEvent>, sync
             match ev {
                 Ok(ev) => {
                     let done = matches!(ev, watcher::Event::InitDone);
-                    if tx.send(reduce(ev, |l| LeaseFacts::of(&l))).is_err() {
+                    if tx.send(reduce(ev, SlimLease::facts)).is_err() {
                         return;
                     }
                     if done {
@@ -192,6 +284,35 @@ mod tests {
         let node = LeaseFacts::of(&lease("ferrolb-speaker-n1"));
         assert_eq!(node.claim(), None);
         assert_eq!(node.mark(), LeaseMark::of(&lease("ferrolb-speaker-n1")));
+    }
+
+    #[test]
+    fn a_slim_lease_reads_what_a_whole_one_says() {
+        let json = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ferrolb-ip-10.0.0.7", "namespace": "ns", "resourceVersion": "42",
+                "annotations": {"ferrolb.io/speaker-state": "x".repeat(16 * 1024)},
+                "managedFields": [{"manager": "m", "operation": "Update", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"holderIdentity": "n2", "leaseTransitions": 5, "leaseDurationSeconds": 15,
+                "renewTime": "2026-01-01T00:00:00.000000Z"}
+        });
+        let whole: Lease = serde_json::from_value(json.clone()).unwrap();
+        let slim: SlimLease = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            kube::Resource::meta(&slim).resource_version.as_deref(),
+            Some("42")
+        );
+        assert_eq!(kube::Resource::meta(&slim).annotations, None);
+        assert_eq!(slim.facts(), LeaseFacts::of(&whole));
+        // a Lease with no spec at all
+        let bare: SlimLease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ferrolb-speaker-n1"}}))
+        .unwrap();
+        assert_eq!(bare.facts().holder, "");
+        assert_eq!(
+            <SlimLease as kube::Resource>::url_path(&(), Some("ns")),
+            "/apis/coordination.k8s.io/v1/namespaces/ns/leases"
+        );
     }
 
     #[tokio::test]
