@@ -56,6 +56,8 @@ pub struct IncrementalElection {
     result: Election,
     /// What the last call re-elected.
     scope: Scope,
+    /// The IPs the last call re-elected (empty after a full election: see [`Self::reelected`]).
+    reelected: BTreeSet<IpAddr>,
 }
 
 impl IncrementalElection {
@@ -72,6 +74,21 @@ impl IncrementalElection {
     /// The last result.
     pub fn result(&self) -> &Election {
         &self.result
+    }
+
+    /// The IPs the last call re-elected: `None` when it re-elected everything (first call,
+    /// or the configuration, options or nodes changed). Every other IP kept its owner and
+    /// its allocation.
+    pub fn reelected(&self) -> Option<&BTreeSet<IpAddr>> {
+        match self.scope {
+            Scope::Ips(_) => Some(&self.reelected),
+            Scope::None | Scope::Full => None,
+        }
+    }
+
+    /// Whether a Service view of the last call carries `ip` (the IP is allocated).
+    pub fn carries(&self, ip: &IpAddr) -> bool {
+        self.by_ip.contains_key(ip)
     }
 
     /// Equals `elect_all(config, services, nodes, current, opts)`, re-electing only the IPs
@@ -125,6 +142,7 @@ impl IncrementalElection {
                 nodes: sorted,
             });
             self.scope = Scope::Full;
+            self.reelected.clear();
             return &self.result;
         }
 
@@ -148,6 +166,7 @@ impl IncrementalElection {
         }
         if ips.is_empty() {
             self.scope = Scope::Ips(0);
+            self.reelected.clear();
             return &self.result;
         }
         self.current = current.clone();
@@ -177,12 +196,8 @@ impl IncrementalElection {
             }
         }
         self.scope = Scope::Ips(ips.len());
+        self.reelected = ips;
         &self.result
-    }
-
-    /// Whether a view of the last call carries `ip`.
-    pub fn carries(&self, ip: &IpAddr) -> bool {
-        self.by_ip.contains_key(ip)
     }
 
     /// The views of the last call, by key.
@@ -334,10 +349,14 @@ mod tests {
         let got = inc.elect(&cfg, &svcs, &nodes, &cur, &opts).clone();
         // s4's IP, s8's old and new IP
         assert_eq!(inc.scope(), Scope::Ips(3));
+        let want: BTreeSet<IpAddr> = [ip("10.0.0.4"), ip("10.0.0.8"), ip("10.0.0.99")].into();
+        assert_eq!(inc.reelected(), Some(&want));
+        assert!(inc.carries(&ip("10.0.0.99")) && !inc.carries(&ip("10.0.0.8")));
         assert_eq!(got, elect_all(&cfg, &svcs, &nodes, &cur, &opts));
         let mut fewer = nodes.clone();
         fewer.pop();
         inc.elect(&cfg, &svcs, &fewer, &cur, &opts);
         assert_eq!(inc.scope(), Scope::Full);
+        assert_eq!(inc.reelected(), None);
     }
 }

@@ -11,7 +11,7 @@
 //! a claim's `spec.leaseTransitions` is the record's epoch. This module adds the names, the
 //! API calls, and garbage collection of claims whose IP no longer exists ([`is_orphan`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -104,6 +104,156 @@ impl Claim {
 /// election's `Release` rule; this covers holders that died meanwhile.
 pub fn is_orphan(allocated: bool, claim: &Claim, alive: &dyn Fn(&str) -> bool) -> bool {
     !allocated && (claim.holder.is_empty() || !alive(&claim.holder))
+}
+
+/// Our own claim write the watch has not shown yet (laid over the watched claims).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Overlay {
+    /// resourceVersion the watch showed when we wrote (None: absent).
+    base: Option<String>,
+    /// What we wrote (None: deleted).
+    claim: Option<Claim>,
+}
+
+/// The claims, kept per watch event: what the watch shows, overlaid with our own writes it
+/// has not shown yet (an overlay goes as soon as the watch shows any other
+/// resourceVersion than the one it was written over). Remembers the IPs whose effective
+/// claim changed until [`ClaimBook::take_changed`], and indexes the holders, so a pass reads
+/// only what changed.
+#[derive(Debug, Default, Clone)]
+pub struct ClaimBook {
+    /// What the watch shows.
+    watched: BTreeMap<IpAddr, Claim>,
+    /// Our writes the watch has not shown yet.
+    overlay: BTreeMap<IpAddr, Overlay>,
+    /// `watched` with `overlay` laid over it.
+    effective: BTreeMap<IpAddr, Claim>,
+    /// The holder of every held effective claim.
+    holders: BTreeMap<IpAddr, String>,
+    /// Holder → the IPs it holds.
+    by_holder: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// IPs whose effective claim changed since the last [`ClaimBook::take_changed`].
+    changed: BTreeSet<IpAddr>,
+    /// During a relist: the IPs listed so far (the others are gone at its end).
+    relist: Option<BTreeSet<IpAddr>>,
+}
+
+impl ClaimBook {
+    /// The watch shows `claim` for `ip` (None: deleted). Returns whether the effective
+    /// claim changed.
+    pub fn observe(&mut self, ip: IpAddr, claim: Option<Claim>) -> bool {
+        if let Some(seen) = &mut self.relist {
+            if claim.is_some() {
+                seen.insert(ip);
+            }
+        }
+        let rv = claim.as_ref().map(|c| c.resource_version.clone());
+        match claim {
+            Some(c) => self.watched.insert(ip, c),
+            None => self.watched.remove(&ip),
+        };
+        if self.overlay.get(&ip).is_some_and(|o| o.base != rv) {
+            self.overlay.remove(&ip);
+        }
+        self.refresh(ip)
+    }
+
+    /// A relist starts: claims it does not list are gone when it ends.
+    pub fn begin_relist(&mut self) {
+        self.relist = Some(BTreeSet::new());
+    }
+
+    /// The relist is complete: forgets the claims it did not list. Returns whether an
+    /// effective claim changed.
+    pub fn end_relist(&mut self) -> bool {
+        let Some(seen) = self.relist.take() else {
+            return false;
+        };
+        let gone: Vec<IpAddr> = self
+            .watched
+            .keys()
+            .filter(|ip| !seen.contains(ip))
+            .copied()
+            .collect();
+        let mut changed = false;
+        for ip in gone {
+            changed |= self.observe(ip, None);
+        }
+        changed
+    }
+
+    /// We wrote `claim` (None: deleted) over the claim of resourceVersion `base` (None:
+    /// absent): laid over the watched claim until the watch shows another resourceVersion.
+    pub fn wrote(&mut self, ip: IpAddr, base: Option<String>, claim: Option<Claim>) {
+        if self.watched.get(&ip).map(|c| &c.resource_version) == base.as_ref() {
+            self.overlay.insert(ip, Overlay { base, claim });
+        } else {
+            // the watch moved on already (our write, or someone else's)
+            self.overlay.remove(&ip);
+        }
+        self.refresh(ip);
+    }
+
+    /// resourceVersion of `ip`'s claim as the watch shows it.
+    pub fn watched_rv(&self, ip: IpAddr) -> Option<String> {
+        self.watched.get(&ip).map(|c| c.resource_version.clone())
+    }
+
+    /// The effective claims.
+    pub fn claims(&self) -> &BTreeMap<IpAddr, Claim> {
+        &self.effective
+    }
+
+    /// The holder of every held effective claim.
+    pub fn holders(&self) -> &BTreeMap<IpAddr, String> {
+        &self.holders
+    }
+
+    /// Holder → the IPs it holds.
+    pub fn by_holder(&self) -> &BTreeMap<String, BTreeSet<IpAddr>> {
+        &self.by_holder
+    }
+
+    /// The IPs whose effective claim changed since the last call.
+    pub fn take_changed(&mut self) -> BTreeSet<IpAddr> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Recomputes `ip`'s effective claim and the indexes; true when it changed.
+    fn refresh(&mut self, ip: IpAddr) -> bool {
+        let now = match self.overlay.get(&ip) {
+            Some(o) => o.claim.clone(),
+            None => self.watched.get(&ip).cloned(),
+        };
+        if self.effective.get(&ip) == now.as_ref() {
+            return false;
+        }
+        if let Some(h) = self.holders.remove(&ip) {
+            if let Some(set) = self.by_holder.get_mut(&h) {
+                set.remove(&ip);
+                if set.is_empty() {
+                    self.by_holder.remove(&h);
+                }
+            }
+        }
+        match now {
+            Some(c) => {
+                if !c.holder.is_empty() {
+                    self.holders.insert(ip, c.holder.clone());
+                    self.by_holder
+                        .entry(c.holder.clone())
+                        .or_default()
+                        .insert(ip);
+                }
+                self.effective.insert(ip, c);
+            }
+            None => {
+                self.effective.remove(&ip);
+            }
+        }
+        self.changed.insert(ip);
+        true
+    }
 }
 
 /// Outcome of a claim write.
@@ -213,6 +363,58 @@ mod tests {
             resource_version: "1".into(),
             transitions: 0,
         }
+    }
+
+    fn c(holder: &str, rv: &str) -> Claim {
+        Claim {
+            holder: holder.into(),
+            resource_version: rv.into(),
+            transitions: 1,
+        }
+    }
+
+    #[test]
+    fn book_lays_our_writes_over_the_watch_until_it_moves_on() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut b = ClaimBook::default();
+        assert!(b.observe(ip, Some(c("a", "1"))));
+        assert_eq!(b.take_changed(), BTreeSet::from([ip]));
+        // our write over rv 1, not shown yet: it is the effective claim
+        b.wrote(ip, Some("1".into()), Some(c("me", "2")));
+        assert_eq!(b.claims()[&ip], c("me", "2"));
+        assert_eq!(b.by_holder()["me"], BTreeSet::from([ip]));
+        assert!(!b.by_holder().contains_key("a"));
+        assert_eq!(b.take_changed(), BTreeSet::from([ip]));
+        // the watch shows our write: nothing changes
+        assert!(!b.observe(ip, Some(c("me", "2"))));
+        assert!(b.take_changed().is_empty());
+        // a delete over rv 2, then someone else's write shows: theirs counts
+        b.wrote(ip, Some("2".into()), None);
+        assert!(b.claims().is_empty() && b.holders().is_empty());
+        assert!(b.observe(ip, Some(c("b", "3"))));
+        assert_eq!(b.claims()[&ip], c("b", "3"));
+        // a write over a resourceVersion the watch no longer shows is not laid over
+        b.wrote(ip, Some("2".into()), Some(c("me", "4")));
+        assert_eq!(b.claims()[&ip], c("b", "3"));
+        assert_eq!(b.watched_rv(ip).as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn book_relist_forgets_what_it_does_not_list() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let z: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut b = ClaimBook::default();
+        b.observe(a, Some(c("x", "1")));
+        b.observe(z, Some(c("y", "1")));
+        b.take_changed();
+        b.begin_relist();
+        assert!(!b.observe(a, Some(c("x", "1"))));
+        // z is still there until the relist ends
+        assert!(b.claims().contains_key(&z));
+        assert!(b.end_relist());
+        assert_eq!(b.claims().keys().copied().collect::<Vec<_>>(), vec![a]);
+        assert_eq!(b.take_changed(), BTreeSet::from([z]));
+        assert!(!b.by_holder().contains_key("y"));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The speaker's shell: gathers a snapshot from the index and the reflector stores, the own-Lease renewals
-//! and the heartbeat table, asks the pure planner ([`super::plan`]) what to do, and does it
+//! The speaker's shell: gathers a snapshot from the index of Services, EndpointSlices and
+//! Nodes ([`super::index`]), the claims and peer Lease marks kept per Lease event
+//! ([`Speaker::lease_event`]), the own-Lease renewals and the heartbeat table, asks the
+//! pure planner ([`super::plan`]) what to do, and does it
 //! (claim reads and writes, the dataplane, ServiceL2Status writes, Events).
 //!
-//! [`Speaker::reconcile`] is one pass: liveness, then [`Planner::plan_claims`], the
+//! [`Speaker::reconcile`] is one pass: liveness, then [`Planner::plan_changed`], the
 //! withdrawals it asks for, the confirmations and claim writes (a won claim is announced in
 //! the same pass), the dataplane, the ServiceL2Status objects. Nothing is written at steady
 //! state. It returns when it next needs to run even if nothing changes (a peer's Lease
@@ -17,20 +19,22 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 
 use super::announcer::{Announcer, DuplicateResponder};
-use super::claims::{Claim, ClaimApi, WriteOutcome};
+use super::claims::{ClaimApi, ClaimBook, WriteOutcome};
 use super::config_view::build_config;
 use super::events::{EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, LeaseMark, PeerTracker, Renewals};
 use super::metrics::{AnnouncedLabels, Metrics};
 use super::plan::{
-    self, Announced, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
+    self, Announced, Changed, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
-use super::status::{Existing, StatusApi, StatusWrite};
+use super::status::{SharedStatuses, StatusApi, StatusWrite};
+use super::watched::{LeaseEvent, LeaseFacts, Synced};
 use crate::config::Config;
-use crate::crd::{IPAddressPool, L2Advertisement, ServiceL2Status};
+use crate::crd::{IPAddressPool, L2Advertisement};
 use crate::election::membership::{MeshRules, OwnInput, PeerInput};
 use crate::election::{
     ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView, Views,
@@ -45,10 +49,12 @@ pub struct Stores {
     pub pools: Store<IPAddressPool>,
     /// L2Advertisements (speaker namespace).
     pub ads: Store<L2Advertisement>,
-    /// Leases (speaker namespace): node Leases and IP claims.
-    pub leases: Store<Lease>,
-    /// ServiceL2Statuses (speaker namespace).
-    pub statuses: Store<ServiceL2Status>,
+    /// The Lease watch (speaker namespace: node Leases and IP claims) has sent its first
+    /// list; its events reach the speaker through [`Speaker::lease_event`] (nothing of
+    /// them is stored here).
+    pub leases: Synced,
+    /// ServiceL2Statuses (speaker namespace), kept per event.
+    pub statuses: SharedStatuses,
 }
 
 /// Fixed settings of a speaker.
@@ -76,15 +82,6 @@ pub struct Clients {
     pub leases: Api<Lease>,
 }
 
-/// A claim we wrote that the store has not shown yet.
-#[derive(Debug, Clone)]
-struct Overlay {
-    /// resourceVersion the store showed when we wrote (None: absent).
-    base: Option<String>,
-    /// What we wrote (None: deleted).
-    claim: Option<Claim>,
-}
-
 /// A member whose Lease has not changed (and who was not heard) for this many lease
 /// durations, while this node's own Lease is fresh, no longer counts towards the quorum.
 const REAP_AFTER_LEASES: u32 = 10;
@@ -107,8 +104,12 @@ pub struct Speaker<A: Announcer> {
     tracker: PeerTracker,
     /// IP → what the dataplane answers for it now (what the announcer was told).
     announced: BTreeMap<IpAddr, Announced>,
-    /// IP → our own claim write the store has not shown yet (laid over the store's claims).
-    overlay: BTreeMap<IpAddr, Overlay>,
+    /// The claims as the Lease watch shows them, with our own writes it has not shown yet.
+    claims: ClaimBook,
+    /// During a Lease relist: the names listed so far.
+    lease_relist: Option<BTreeSet<String>>,
+    /// The announce map changed since the state was last published.
+    announced_changed: bool,
     /// IP → when the failover that gave it to us began, until it is announced (failover
     /// histogram only).
     loss_at: BTreeMap<IpAddr, Instant>,
@@ -148,7 +149,9 @@ impl<A: Announcer> Speaker<A> {
             metrics,
             renewals,
             announced: BTreeMap::new(),
-            overlay: BTreeMap::new(),
+            claims: ClaimBook::default(),
+            lease_relist: None,
+            announced_changed: false,
             loss_at: BTreeMap::new(),
             config_errors: Vec::new(),
             mesh: None,
@@ -196,7 +199,9 @@ impl<A: Announcer> Speaker<A> {
             .collect();
         let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
         b.set_liveness(self.live.may, heartbeats, heard, members);
-        b.set_announced(&self.announced, k8s_openapi::jiff::Timestamp::now());
+        if self.announced_changed {
+            b.set_announced(&self.announced, k8s_openapi::jiff::Timestamp::now());
+        }
     }
 
     /// Uses heartbeats (from [`super::heartbeat`]) for liveness and fencing, on top of the
@@ -332,57 +337,61 @@ impl<A: Announcer> Speaker<A> {
         self.announced.keys().copied().collect()
     }
 
-    /// Records one observed Lease (from the watch). Returns true when a full pass is
-    /// needed: a claim changed, or a peer came alive / released its Lease. Plain renewals of
-    /// live peers need no pass (that would cost O(Services) work per renewal).
+    /// Records one observed Lease (as a watch event would). See [`Self::lease_event`].
     pub fn observe_lease(&mut self, lease: &Lease, now: Instant) -> bool {
-        let Some(name) = lease.metadata.name.as_deref() else {
-            return false;
-        };
-        match node_of_lease(name) {
+        self.lease_event(watcher::Event::Apply(LeaseFacts::of(lease)), now)
+    }
+
+    /// Applies one Lease watch event: node Lease marks to the peers' liveness, claims to
+    /// the claims. Returns true when a pass is needed: a claim changed, a peer came alive,
+    /// released or deleted its Lease, a relist completed. Plain renewals of live peers need
+    /// no pass (they only move its timers, see [`Self::rearm`]).
+    pub fn lease_event(&mut self, ev: LeaseEvent, now: Instant) -> bool {
+        match ev {
+            watcher::Event::Apply(f) => self.lease_seen(f, now),
+            watcher::Event::InitApply(f) => {
+                if let Some(seen) = &mut self.lease_relist {
+                    seen.insert(f.name.clone());
+                }
+                self.lease_seen(f, now);
+                false
+            }
+            watcher::Event::Delete(f) => match node_of_lease(&f.name) {
+                Some(node) => {
+                    self.tracker.retain(&|n| n != node);
+                    true
+                }
+                None => f
+                    .claim()
+                    .is_some_and(|(ip, _)| self.claims.observe(ip, None)),
+            },
+            watcher::Event::Init => {
+                self.lease_relist = Some(BTreeSet::new());
+                self.claims.begin_relist();
+                false
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = self.lease_relist.take() {
+                    self.tracker.retain(&|n| seen.contains(&node_lease_name(n)));
+                }
+                self.claims.end_relist();
+                true
+            }
+        }
+    }
+
+    fn lease_seen(&mut self, f: LeaseFacts, now: Instant) -> bool {
+        match node_of_lease(&f.name) {
             Some(node) => {
                 let was = self.tracker.is_alive(node, now);
-                self.tracker.observe(node, LeaseMark::of(lease), now);
+                self.tracker.observe(node, f.mark(), now);
                 was != self.tracker.is_alive(node, now)
             }
-            None => name.starts_with(super::claims::CLAIM_PREFIX),
+            None => match f.claim() {
+                Some((ip, c)) => self.claims.observe(ip, Some(c)),
+                None => false,
+            },
         }
-    }
-
-    fn sync_tracker(&mut self, now: Instant) {
-        let leases = self.stores.leases.state();
-        let mut present = BTreeSet::new();
-        for l in &leases {
-            if let Some(node) = l.metadata.name.as_deref().and_then(node_of_lease) {
-                self.tracker.observe(node, LeaseMark::of(l), now);
-                present.insert(node.to_string());
-            }
-        }
-        self.tracker.retain(&|n| present.contains(n));
-        self.tracker.note_deaths(now);
-    }
-
-    /// Effective claims: the store, overlaid with our own writes it has not shown yet.
-    fn claims(&mut self) -> BTreeMap<IpAddr, Claim> {
-        let mut out: BTreeMap<IpAddr, Claim> = self
-            .stores
-            .leases
-            .state()
-            .iter()
-            .filter_map(|l| Claim::from_lease(l))
-            .collect();
-        self.overlay.retain(|ip, ov| {
-            let store_rv = out.get(ip).map(|c| c.resource_version.clone());
-            if store_rv != ov.base {
-                return false; // the store moved on (our write, or someone else's)
-            }
-            match &ov.claim {
-                Some(c) => out.insert(*ip, c.clone()),
-                None => out.remove(ip),
-            };
-            true
-        });
-        out
     }
 
     /// The index (a poisoned lock still holds consistent data: every update is one call).
@@ -418,6 +427,8 @@ impl<A: Announcer> Speaker<A> {
 
     fn withdraw(&mut self, ip: IpAddr) {
         if let Some(a) = self.announced.remove(&ip) {
+            self.planner.note_announced(ip, Some(&a), None);
+            self.announced_changed = true;
             self.announcer.withdraw(ip);
             self.metrics.change(false);
             for s in &a.services {
@@ -462,21 +473,27 @@ impl<A: Announcer> Speaker<A> {
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
         self.metrics.reconciles.inc();
         self.last_pass = Some(now);
-        self.sync_tracker(now);
+        self.tracker.note_deaths(now);
         self.refresh_liveness(now);
         let may = self.live.may;
         let (config, changes, nodes) = self.gather(may);
-        let claims = self.claims();
-        let live = self.live.clone();
-        let plan = self.planner.plan_claims(&Snapshot {
-            config: &config,
-            views: Views::Changed(&changes),
-            nodes: &nodes,
-            claims: &claims,
-            live: &live,
-            renewed: *self.renewals.borrow(),
-            now,
-        });
+        let changed_claims = self.claims.take_changed();
+        let plan = self.planner.plan_changed(
+            &Snapshot {
+                config: &config,
+                views: Views::Changed(&changes),
+                nodes: &nodes,
+                claims: self.claims.claims(),
+                live: &self.live,
+                renewed: *self.renewals.borrow(),
+                now,
+            },
+            &Changed {
+                claims: &changed_claims,
+                holders: self.claims.holders(),
+                by_holder: self.claims.by_holder(),
+            },
+        );
         if plan.fenced && !self.announced.is_empty() {
             tracing::warn!(
                 count = self.announced.len(),
@@ -498,12 +515,12 @@ impl<A: Announcer> Speaker<A> {
             let won = self.write_claims(writes, &plan.owners, now).await;
             announce.extend(won);
         }
-        self.apply_dataplane(&announce, now);
+        self.apply_dataplane(&announce, plan.scope.as_ref(), now);
         if may {
             self.sync_status(now).await;
         }
-        self.planner.forget_events(&self.announced);
         self.publish_state(now);
+        self.announced_changed = false;
         self.next_wakeup(now, may)
     }
 
@@ -517,25 +534,13 @@ impl<A: Announcer> Speaker<A> {
             let o = self.confirm_one(ip).await;
             match &o {
                 Confirmed::Held(c) => {
-                    let base = self.store_rv(ip);
-                    self.overlay.insert(
-                        ip,
-                        Overlay {
-                            base,
-                            claim: Some(c.clone()),
-                        },
-                    );
+                    let base = self.claims.watched_rv(ip);
+                    self.claims.wrote(ip, base, Some(c.clone()));
                 }
                 Confirmed::Changed(fresh) => {
                     tracing::info!(%ip, "claim changed while fenced; not announcing");
-                    let base = self.store_rv(ip);
-                    self.overlay.insert(
-                        ip,
-                        Overlay {
-                            base,
-                            claim: fresh.clone(),
-                        },
-                    );
+                    let base = self.claims.watched_rv(ip);
+                    self.claims.wrote(ip, base, fresh.clone());
                 }
                 Confirmed::Retry => {}
                 Confirmed::Failed => {
@@ -570,15 +575,6 @@ impl<A: Announcer> Speaker<A> {
                 Confirmed::Failed
             }
         }
-    }
-
-    /// resourceVersion of `ip`'s claim in the store.
-    fn store_rv(&self, ip: IpAddr) -> Option<String> {
-        let name = super::claims::claim_name(ip);
-        self.stores
-            .leases
-            .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
-            .and_then(|l| l.metadata.resource_version.clone())
     }
 
     /// Performs the claim writes (after a fresh read of each silent holder's Lease, when
@@ -652,18 +648,12 @@ impl<A: Announcer> Speaker<A> {
                             self.loss_at.insert(w.ip, t);
                         }
                     }
-                    self.overlay.insert(
-                        w.ip,
-                        Overlay {
-                            base,
-                            claim: Some(c.clone()),
-                        },
-                    );
+                    self.claims.wrote(w.ip, base, Some(c.clone()));
                     Written::Won(c)
                 }
                 (Ok(_), None) => {
                     tracing::info!(ip = %w.ip, "claim deleted");
-                    self.overlay.insert(w.ip, Overlay { base, claim: None });
+                    self.claims.wrote(w.ip, base, None);
                     Written::Deleted
                 }
                 (Ok(_), Some(_)) => {
@@ -684,12 +674,18 @@ impl<A: Announcer> Speaker<A> {
 
     /// Brings the dataplane in line with `target` (and the announced-IP metrics, the
     /// failover histogram and the Events).
-    fn apply_dataplane(&mut self, target: &BTreeMap<IpAddr, Ownership>, now: Instant) {
+    /// `target` covers the IPs of `scope` (None: every IP); the others stay as they are.
+    fn apply_dataplane(
+        &mut self,
+        target: &BTreeMap<IpAddr, Ownership>,
+        scope: Option<&BTreeSet<IpAddr>>,
+        now: Instant,
+    ) {
         let target: BTreeMap<IpAddr, Announced> = target
             .iter()
             .map(|(ip, o)| (*ip, Announced::from(o)))
             .collect();
-        let (gone, changes) = plan::dataplane_changes(&self.announced, &target);
+        let (gone, changes) = plan::dataplane_changes_within(&self.announced, &target, scope);
         for ip in gone {
             self.withdraw(ip);
         }
@@ -729,6 +725,9 @@ impl<A: Announcer> Speaker<A> {
                     })
                     .set(1);
             }
+            self.planner
+                .note_announced(ch.ip, ch.prev.as_ref(), Some(&ch.want));
+            self.announced_changed = true;
             self.announced.insert(ch.ip, ch.want);
         }
         self.loss_at.clear();
@@ -788,17 +787,16 @@ impl<A: Announcer> Speaker<A> {
     /// Writes the ServiceL2Status objects the planner asks for, all at once: each failure
     /// backs off that object alone.
     async fn sync_status(&mut self, now: Instant) {
-        let existing: Vec<Existing> = self
-            .stores
-            .statuses
-            .state()
-            .iter()
-            .map(|o| Existing::of(o))
-            .collect();
-        let alive = |n: &str| self.live.alive.contains(n);
-        let writes = self
-            .planner
-            .status_writes(&self.announced, &existing, &alive, now);
+        let writes = {
+            let mut book = self
+                .stores
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let changed = book.take_changed();
+            self.planner
+                .status_changed(&self.announced, &book, changed, &self.live.alive, now)
+        };
         let api = self.clients.status.clone();
         let results: Vec<(StatusWrite, Result<(), kube::Error>)> =
             futures::stream::iter(writes.into_iter().map(|w| {
@@ -864,8 +862,6 @@ impl<A: Announcer> Speaker<A> {
                 plan::node_infos(index.nodes(), &self.settings.node, false, &self.live),
             )
         };
-        let claims = self.claims();
-        let live = self.live.clone();
         let handovers = plan::handovers(
             &self.settings.node,
             &self.settings.options,
@@ -873,8 +869,8 @@ impl<A: Announcer> Speaker<A> {
                 config: &config,
                 views: Views::All(&views),
                 nodes: &nodes,
-                claims: &claims,
-                live: &live,
+                claims: self.claims.claims(),
+                live: &self.live,
                 renewed: *self.renewals.borrow(),
                 now,
             },
@@ -894,8 +890,17 @@ impl<A: Announcer> Speaker<A> {
             }
         }
         // Our ServiceL2Status objects go with us.
-        for e in self.stores.statuses.state().iter().map(|o| Existing::of(o)) {
-            if e.node == self.settings.node {
+        let ours: Vec<_> = self
+            .stores
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all()
+            .map(|o| o.existing.clone())
+            .filter(|e| e.node == self.settings.node)
+            .collect();
+        for e in ours {
+            {
                 let _ = self
                     .clients
                     .status

@@ -64,6 +64,13 @@ impl EventMemory {
         self.last.remove(&(service.clone(), reason));
     }
 
+    /// Forgets everything about `service` (no longer announced: said again if it returns).
+    pub fn forget(&mut self, service: &ServiceKey) {
+        for reason in [NODE_ASSIGNED, ANNOUNCE_FAILED, DUPLICATE_RESPONDER] {
+            self.clear(service, reason);
+        }
+    }
+
     /// Forgets everything about Services not in `keep`.
     pub fn retain(&mut self, keep: &dyn Fn(&ServiceKey) -> bool) {
         self.last.retain(|(s, _), _| keep(s));

@@ -13,6 +13,7 @@
 //! | [`slim`] | pure: what is decoded of Services, EndpointSlices, Nodes; which changes matter |
 //! | [`index`] | pure: those three kinds kept compact, per key; the views of the changed Services |
 //! | [`status`] | ServiceL2Status objects |
+//! | [`watched`] | the Lease and ServiceL2Status watches, kept per event (no whole objects) |
 //! | [`events`] | Events on Services, on change only |
 //! | [`metrics`] | speaker metrics |
 //! | [`announcer`] | the dataplane as a trait (real one, or a recorder for tests) |
@@ -35,12 +36,12 @@ pub mod plan;
 pub mod slim;
 pub mod state;
 pub mod status;
+pub mod watched;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -235,8 +236,10 @@ fn adopt_statuses(api: &status::StatusApi, stores: &Stores, node: &str) {
         tracing::info!("POD_NAME / POD_UID unknown: ServiceL2Status objects get no owner");
         return;
     };
-    let objs = stores.statuses.state();
-    let names = status::to_adopt(node, owner, objs.iter().map(|o| &**o));
+    let names = {
+        let book = stores.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        status::to_adopt(node, owner, book.all())
+    };
     if names.is_empty() {
         return;
     }
@@ -255,8 +258,8 @@ fn adopt_statuses(api: &status::StatusApi, stores: &Stores, node: &str) {
 pub struct Inputs {
     /// Any store changed (except plain Lease renewals).
     pub wake: Arc<Notify>,
-    /// Every Lease event (node Leases and claims).
-    pub lease_rx: mpsc::UnboundedReceiver<Lease>,
+    /// Every Lease event (node Leases and claims), reduced.
+    pub lease_rx: mpsc::UnboundedReceiver<watched::LeaseEvent>,
     /// This node's own-Lease renewals.
     pub renewals: Renewals,
     /// Duplicate responders from the dataplane.
@@ -283,8 +286,8 @@ pub async fn drive<A: Announcer>(
     loop {
         if dirty {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            while let Ok(l) = inputs.lease_rx.try_recv() {
-                speaker.observe_lease(&l, Instant::now());
+            while let Ok(ev) = inputs.lease_rx.try_recv() {
+                speaker.lease_event(ev, Instant::now());
             }
             let now = Instant::now();
             may = speaker.may_announce(now);
@@ -297,8 +300,8 @@ pub async fn drive<A: Announcer>(
         tokio::select! {
             _ = &mut stop => break,
             _ = inputs.wake.notified() => dirty = true,
-            Some(l) = inputs.lease_rx.recv() => {
-                if speaker.observe_lease(&l, Instant::now()) { dirty = true; } else { next = speaker.rearm(); }
+            Some(ev) = inputs.lease_rx.recv() => {
+                if speaker.lease_event(ev, Instant::now()) { dirty = true; } else { next = speaker.rearm(); }
             }
             r = inputs.renewals.changed() => {
                 if r.is_err() { break; }
@@ -312,12 +315,7 @@ pub async fn drive<A: Announcer>(
     }
 }
 
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    wake: Arc<Notify>,
-    leases: Option<mpsc::UnboundedSender<K>>,
-) -> Store<K>
+fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -333,12 +331,6 @@ where
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => match &leases {
-                    Some(tx) => {
-                        let _ = tx.send(o);
-                    }
-                    None => wake.notify_one(),
-                },
                 Ok(watcher::Event::Init) => {}
                 Ok(_) => wake.notify_one(),
                 Err(e) => {
@@ -396,7 +388,11 @@ pub fn start_reflectors(
     client: Client,
     namespace: &str,
     lb_class: Option<String>,
-) -> (Stores, Arc<Notify>, mpsc::UnboundedReceiver<Lease>) {
+) -> (
+    Stores,
+    Arc<Notify>,
+    mpsc::UnboundedReceiver<watched::LeaseEvent>,
+) {
     let wake = Arc::new(Notify::new());
     let (ltx, lrx) = mpsc::unbounded_channel();
     let cfg = watcher::Config::default;
@@ -425,27 +421,25 @@ pub fn start_reflectors(
             Api::<IPAddressPool>::namespaced(client.clone(), namespace),
             cfg(),
             wake.clone(),
-            None,
         ),
         ads: reflect(
             Api::<L2Advertisement>::namespaced(client.clone(), namespace),
             cfg(),
             wake.clone(),
-            None,
         ),
-        leases: reflect(
-            Api::<Lease>::namespaced(client.clone(), namespace),
-            cfg(),
-            wake.clone(),
-            Some(ltx),
-        ),
-        statuses: reflect(
-            Api::<ServiceL2Status>::namespaced(client, namespace),
-            cfg(),
-            wake.clone(),
-            None,
-        ),
+        leases: watched::Synced::default(),
+        statuses: status::SharedStatuses::default(),
     };
+    watched::watch_leases(
+        Api::<watched::SlimLease>::namespaced(client.clone(), namespace),
+        ltx,
+        stores.leases.clone(),
+    );
+    watched::watch_statuses(
+        Api::<ServiceL2Status>::namespaced(client, namespace),
+        stores.statuses.clone(),
+        wake.clone(),
+    );
     (stores, wake, lrx)
 }
 
@@ -460,9 +454,16 @@ pub async fn wait_ready(s: &Stores) {
         index,
         s.pools.wait_until_ready(),
         s.ads.wait_until_ready(),
-        s.leases.wait_until_ready(),
-        s.statuses.wait_until_ready(),
+        s.leases.wait(),
+        statuses_synced(&s.statuses),
     );
+}
+
+/// Waits until the ServiceL2Status watch has delivered its first list.
+async fn statuses_synced(book: &status::SharedStatuses) {
+    while !book.lock().unwrap_or_else(|p| p.into_inner()).synced() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The speaker's settings from its flags. `--lb-class` is read as the controller reads it

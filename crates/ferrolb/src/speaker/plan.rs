@@ -5,16 +5,21 @@
 //! gathers the snapshot, executes the plan, and reports the outcomes back.
 //!
 //! One pass, in the order the shell runs it:
-//! 1. [`Planner::plan_claims`]: the election ([`elect_all`], re-electing only the IPs whose
+//! 1. [`Planner::plan_changed`]: the election ([`elect_all`], re-electing only the IPs whose
 //!    inputs changed since the last pass: [`IncrementalElection`]) and the claim rules
-//!    ([`decide_claim`]) for every IP → a [`ClaimPlan`] (withdraw everything when fenced;
+//!    ([`decide_claim`]) for the IPs whose decision can have changed ([`Planner::plan_claims`]:
+//!    for every IP, the same decisions) → a [`ClaimPlan`] (withdraw everything when fenced;
 //!    withdraw before handing a claim over; announce what this node holds; confirm held
 //!    claims after a loss of permission; claim writes);
 //! 2. [`Planner::confirmed`] and [`Planner::claims_written`]: what the confirmations and
 //!    writes mean for the IPs to announce (a won claim is announced in the same pass);
-//! 3. [`dataplane_changes`]: the announce / withdraw calls that turn what is announced into
-//!    what should be, [`Planner::announce_events`] the Events they cause (on change only);
-//! 4. [`Planner::status_writes`] / [`Planner::status_written`]: ServiceL2Status objects;
+//! 3. [`dataplane_changes_within`]: the announce / withdraw calls that turn what is announced
+//!    into what should be (for the IPs the plan decided), [`Planner::announce_events`] the
+//!    Events they cause (on change only), [`Planner::note_announced`] the index of what is
+//!    announced;
+//! 4. [`Planner::status_changed`] (for the Services whose announcement or objects changed;
+//!    [`Planner::status_writes`]: for all) / [`Planner::status_written`]: ServiceL2Status
+//!    objects;
 //! 5. [`Planner::next_wakeup`]: the instant the next pass is due without any event.
 //!
 //! Failover never waits for an informational write: claim traffic (writes, confirmations,
@@ -30,7 +35,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::claims::{is_orphan, Claim};
 use super::events::{self, EventMemory, Pending};
-use super::status::{self, desired_status, Existing, StatusWrite};
+use super::status::{self, desired_status, Existing, StatusBook, StatusWrite, Units};
 use crate::allocator::ServiceKey;
 use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
@@ -137,6 +142,18 @@ pub struct Snapshot<'a> {
     pub now: Instant,
 }
 
+/// What changed in the claims since the last pass, with the claims' indexes (from
+/// [`super::claims::ClaimBook`]): the input of [`Planner::plan_changed`].
+#[derive(Debug, Clone, Copy)]
+pub struct Changed<'a> {
+    /// IPs whose claim changed since the last pass.
+    pub claims: &'a BTreeSet<IpAddr>,
+    /// The holder of every held claim ([`holders`] of the snapshot's claims).
+    pub holders: &'a BTreeMap<IpAddr, String>,
+    /// Holder → the IPs it holds.
+    pub by_holder: &'a BTreeMap<String, BTreeSet<IpAddr>>,
+}
+
 /// One claim write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimWrite {
@@ -156,9 +173,13 @@ pub struct ClaimWrite {
 pub struct ClaimPlan {
     /// This node may not announce: withdraw everything.
     pub fenced: bool,
-    /// The election's owner of every announced IP.
+    /// The IPs this plan decides (None: every IP). An IP outside it keeps its decision of
+    /// the last pass.
+    pub scope: Option<BTreeSet<IpAddr>>,
+    /// The election's owner of every elected IP ([`Planner::plan_claims`]), of every IP
+    /// written ([`Planner::plan_changed`]).
     pub owners: BTreeMap<IpAddr, Ownership>,
-    /// IPs this node holds and should announce.
+    /// IPs (of the scope) this node holds and should announce.
     pub announce: BTreeMap<IpAddr, Ownership>,
     /// IPs to withdraw at once, before their claim is handed over.
     pub withdraw_first: Vec<IpAddr>,
@@ -310,6 +331,23 @@ pub struct Planner {
     events: EventMemory,
     /// The last election and its inputs: a pass re-elects only the IPs whose inputs changed.
     election: IncrementalElection,
+    /// IPs the last pass planned a write or a withdrawal for (decided again until done).
+    pending: BTreeSet<IpAddr>,
+    /// Permission and claim-backoff verdict of the last pass (a change decides every IP).
+    last_gate: Option<(bool, bool)>,
+    /// Peers alive at the last pass.
+    last_alive: BTreeSet<String>,
+    /// Peers judged by heartbeats at the last pass.
+    last_by_heartbeat: BTreeSet<String>,
+    /// Service (as in [`Announced::services`]) → the IPs announced for it.
+    services_of: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Services whose desired ServiceL2Status may have changed since the last status plan.
+    status_dirty: BTreeSet<ServiceKey>,
+    /// Peers alive at the last status plan (None: none yet, the first plans everything).
+    status_alive: Option<BTreeSet<String>>,
+    /// Objects updated or deleted since the last status plan (their memories go if they
+    /// vanished meanwhile).
+    status_touched: BTreeSet<String>,
 }
 
 impl Planner {
@@ -326,6 +364,14 @@ impl Planner {
             status_memo: StatusMemo::default(),
             events: EventMemory::default(),
             election: IncrementalElection::new(),
+            pending: BTreeSet::new(),
+            last_gate: None,
+            last_alive: BTreeSet::new(),
+            last_by_heartbeat: BTreeSet::new(),
+            services_of: BTreeMap::new(),
+            status_dirty: BTreeSet::new(),
+            status_alive: None,
+            status_touched: BTreeSet::new(),
         }
     }
 
@@ -341,117 +387,214 @@ impl Planner {
         f
     }
 
-    /// The claim rules for every IP (step 1 of a pass).
+    /// The claim rules for every IP (step 1 of a pass). [`Planner::plan_changed`] gives the
+    /// same decisions from the IPs that can have changed only.
     pub fn plan_claims(&mut self, s: &Snapshot) -> ClaimPlan {
+        let current = holders(s.claims);
+        let held_by_me = current.values().any(|h| *h == self.me);
+        let mut plan = self.plan(s, &current, None, held_by_me);
+        plan.owners = self.election.result().owners.clone();
+        plan
+    }
+
+    /// [`Planner::plan_claims`] over the IPs whose decision can have changed since the last
+    /// pass (`changed` says what changed in the claims): those the election re-elected,
+    /// those whose claim changed, those waiting for a hand-over, those whose write or
+    /// withdrawal the last pass planned, those held by a node whose liveness changed; all of
+    /// them when this node's permission, its need to re-read the claims or its claim
+    /// backoff changed. The plan's `scope` names the IPs it decided (None: all); `owners`
+    /// holds the owners of the IPs it writes.
+    pub fn plan_changed(&mut self, s: &Snapshot, changed: &Changed) -> ClaimPlan {
+        let held_by_me = changed.by_holder.contains_key(&self.me);
+        self.plan(s, changed.holders, Some(changed), held_by_me)
+    }
+
+    fn plan(
+        &mut self,
+        s: &Snapshot,
+        current: &BTreeMap<IpAddr, String>,
+        changed: Option<&Changed>,
+        held_by_me: bool,
+    ) -> ClaimPlan {
         let may = s.live.may;
         let now = s.now;
-        let me = self.me.clone();
         follow(&mut self.fence, s.renewed);
         self.fence.permission(may, now);
-        let current = holders(s.claims);
         let mut incremental = std::mem::take(&mut self.election);
-        incremental.elect_views(s.config, s.views, s.nodes, &current, &self.options);
+        incremental.elect_views(s.config, s.views, s.nodes, current, &self.options);
+        let allows = self.claim_backoff.allows(now);
+        let scope = match changed {
+            Some(ch)
+                if self.last_gate == Some((may, allows))
+                    && !self.fence.needs_read()
+                    && incremental.reelected().is_some() =>
+            {
+                Some(self.scope_of(&incremental, ch, s.live))
+            }
+            _ => None,
+        };
+        self.last_gate = Some((may, allows));
+        self.last_alive.clone_from(&s.live.alive);
+        self.last_by_heartbeat.clone_from(&s.live.by_heartbeat);
         let election = incremental.result();
         let mut plan = ClaimPlan {
             fenced: !may,
             ..Default::default()
         };
-        let ips: BTreeSet<IpAddr> = election
-            .owners
-            .keys()
-            .chain(s.claims.keys())
-            .copied()
-            .collect();
-        let alive = |n: &str| s.live.alive.contains(n);
-        for ip in ips {
-            let own = election.owners.get(&ip);
-            let desired = own.map(|o| o.node.as_str());
-            let claim = s.claims.get(&ip);
-            if let Some(c) = claim {
-                if c.holder != me && is_orphan(incremental.carries(&ip), c, &alive) {
-                    if may {
-                        plan.writes.push(ClaimWrite {
-                            ip,
-                            expected: Some(c.clone()),
-                            record: None,
-                            confirm_dead: None,
-                        });
-                    }
-                    continue;
+        match &scope {
+            None => {
+                let ips: BTreeSet<IpAddr> = election
+                    .owners
+                    .keys()
+                    .chain(s.claims.keys())
+                    .copied()
+                    .collect();
+                for ip in ips {
+                    self.decide(ip, &incremental, s, &mut plan);
                 }
+                self.waiting
+                    .retain(|ip, _| election.owners.contains_key(ip));
             }
-            let holder_state = match claim.map(|c| c.holder.as_str()) {
-                None | Some("") => HolderState::Gone,
-                Some(h) if h == me => HolderState::Alive,
-                Some(h) if alive(h) => {
-                    if desired == Some(me.as_str()) {
-                        let since = *self.waiting.entry(ip).or_insert(now);
-                        if now.saturating_duration_since(since) >= self.clock.handover_timeout() {
-                            HolderState::Unresponsive
-                        } else {
-                            HolderState::Alive
-                        }
-                    } else {
-                        HolderState::Alive
+            Some(ips) => {
+                for ip in ips {
+                    self.decide(*ip, &incremental, s, &mut plan);
+                    if !election.owners.contains_key(ip) {
+                        self.waiting.remove(ip);
                     }
                 }
-                Some(_) => HolderState::Gone,
-            };
-            if holder_state != HolderState::Alive || desired != Some(me.as_str()) {
-                self.waiting.remove(&ip);
-            }
-            let record = claim.map(Claim::record);
-            match decide_claim(&me, desired, record.as_ref(), holder_state, may) {
-                ClaimAction::Announce => {
-                    if let Some(o) = own {
-                        plan.announce.insert(ip, o.clone());
-                    }
-                }
-                ClaimAction::Claim { record } => {
-                    let prev = claim.map(|c| c.holder.clone()).filter(|h| !h.is_empty());
-                    plan.writes.push(ClaimWrite {
-                        ip,
-                        expected: claim.cloned(),
-                        record: Some(record),
-                        // A holder judged by its heartbeats is confirmed dead by their
-                        // silence; one judged by its Lease gets a fresh read first.
-                        confirm_dead: prev
-                            .filter(|_| holder_state == HolderState::Gone)
-                            .filter(|h| !s.live.by_heartbeat.contains(h)),
-                    });
-                }
-                ClaimAction::Release { record } => {
-                    // Stop answering before the record names anyone else.
-                    plan.withdraw_first.push(ip);
-                    if let Some(c) = claim {
-                        plan.writes.push(ClaimWrite {
-                            ip,
-                            expected: Some(c.clone()),
-                            record,
-                            confirm_dead: None,
-                        });
-                    }
-                }
-                ClaimAction::WaitForHolder | ClaimAction::Idle => {}
             }
         }
-        self.waiting
-            .retain(|ip, _| election.owners.contains_key(ip));
+        self.pending = plan
+            .writes
+            .iter()
+            .map(|w| w.ip)
+            .chain(plan.withdraw_first.iter().copied())
+            .collect();
         // After start-up or a fence our view of the claims may be stale: re-assert the ones
         // we would announce first. A view naming us as holder of nothing cannot mislead us.
         if self.fence.needs_read() {
             if !plan.announce.is_empty() {
                 plan.confirm = true;
-            } else if !s.claims.values().any(|c| c.holder == me) {
+            } else if !held_by_me {
                 self.fence.records_read(now);
             }
         }
-        if !may || !self.claim_backoff.allows(now) {
+        if !may || !allows {
             plan.writes.clear();
         }
-        plan.owners = election.owners.clone();
+        plan.owners = plan
+            .writes
+            .iter()
+            .filter_map(|w| Some((w.ip, election.owners.get(&w.ip)?.clone())))
+            .collect();
+        plan.scope = scope;
         self.election = incremental;
         plan
+    }
+
+    /// The IPs whose decision can have changed (see [`Planner::plan_changed`]).
+    fn scope_of(
+        &self,
+        election: &IncrementalElection,
+        ch: &Changed,
+        live: &Live,
+    ) -> BTreeSet<IpAddr> {
+        let mut ips: BTreeSet<IpAddr> = election.reelected().cloned().unwrap_or_default();
+        ips.extend(ch.claims.iter().copied());
+        ips.extend(self.waiting.keys().copied());
+        ips.extend(self.pending.iter().copied());
+        let nodes = live.alive.symmetric_difference(&self.last_alive).chain(
+            live.by_heartbeat
+                .symmetric_difference(&self.last_by_heartbeat),
+        );
+        for n in nodes {
+            ips.extend(ch.by_holder.get(n).into_iter().flatten().copied());
+        }
+        ips
+    }
+
+    /// The claim rules for one IP, into `plan`.
+    fn decide(
+        &mut self,
+        ip: IpAddr,
+        election: &IncrementalElection,
+        s: &Snapshot,
+        plan: &mut ClaimPlan,
+    ) {
+        let me = self.me.as_str();
+        let may = s.live.may;
+        let now = s.now;
+        let own = election.result().owners.get(&ip);
+        let desired = own.map(|o| o.node.as_str());
+        let claim = s.claims.get(&ip);
+        let alive = |n: &str| s.live.alive.contains(n);
+        if let Some(c) = claim {
+            if c.holder != me && is_orphan(election.carries(&ip), c, &alive) {
+                if may {
+                    plan.writes.push(ClaimWrite {
+                        ip,
+                        expected: Some(c.clone()),
+                        record: None,
+                        confirm_dead: None,
+                    });
+                }
+                return;
+            }
+        }
+        let holder_state = match claim.map(|c| c.holder.as_str()) {
+            None | Some("") => HolderState::Gone,
+            Some(h) if h == me => HolderState::Alive,
+            Some(h) if alive(h) => {
+                if desired == Some(me) {
+                    let since = *self.waiting.entry(ip).or_insert(now);
+                    if now.saturating_duration_since(since) >= self.clock.handover_timeout() {
+                        HolderState::Unresponsive
+                    } else {
+                        HolderState::Alive
+                    }
+                } else {
+                    HolderState::Alive
+                }
+            }
+            Some(_) => HolderState::Gone,
+        };
+        if holder_state != HolderState::Alive || desired != Some(me) {
+            self.waiting.remove(&ip);
+        }
+        let record = claim.map(Claim::record);
+        match decide_claim(me, desired, record.as_ref(), holder_state, may) {
+            ClaimAction::Announce => {
+                if let Some(o) = own {
+                    plan.announce.insert(ip, o.clone());
+                }
+            }
+            ClaimAction::Claim { record } => {
+                let prev = claim.map(|c| c.holder.clone()).filter(|h| !h.is_empty());
+                plan.writes.push(ClaimWrite {
+                    ip,
+                    expected: claim.cloned(),
+                    record: Some(record),
+                    // A holder judged by its heartbeats is confirmed dead by their
+                    // silence; one judged by its Lease gets a fresh read first.
+                    confirm_dead: prev
+                        .filter(|_| holder_state == HolderState::Gone)
+                        .filter(|h| !s.live.by_heartbeat.contains(h)),
+                });
+            }
+            ClaimAction::Release { record } => {
+                // Stop answering before the record names anyone else.
+                plan.withdraw_first.push(ip);
+                if let Some(c) = claim {
+                    plan.writes.push(ClaimWrite {
+                        ip,
+                        expected: Some(c.clone()),
+                        record,
+                        confirm_dead: None,
+                    });
+                }
+            }
+            ClaimAction::WaitForHolder | ClaimAction::Idle => {}
+        }
     }
 
     /// Applies the outcomes of the confirmations (in the order tried; the shell stops at
@@ -577,14 +720,112 @@ impl Planner {
         pending
     }
 
-    /// Forgets what was said about Services no longer announced (said again if they return).
-    pub fn forget_events(&mut self, announced: &BTreeMap<IpAddr, Announced>) {
-        let services: BTreeSet<&str> = announced
-            .values()
-            .flat_map(|a| a.services.iter().map(String::as_str))
+    /// `ip`'s announcement changed from `prev` to `now` (None: not announced): keeps the
+    /// index of the announced Services, forgets what was said about a Service no longer
+    /// announced, and marks the Services whose ServiceL2Status may change.
+    pub fn note_announced(
+        &mut self,
+        ip: IpAddr,
+        prev: Option<&Announced>,
+        now: Option<&Announced>,
+    ) {
+        let empty = BTreeSet::new();
+        let before = prev.map_or(&empty, |a| &a.services);
+        let after = now.map_or(&empty, |a| &a.services);
+        for s in before.difference(after) {
+            if let Some(ips) = self.services_of.get_mut(s) {
+                ips.remove(&ip);
+                if ips.is_empty() {
+                    self.services_of.remove(s);
+                    if let Some(key) = ServiceKey::parse(s) {
+                        self.events.forget(&key);
+                    }
+                }
+            }
+        }
+        for s in after {
+            self.services_of.entry(s.clone()).or_default().insert(ip);
+        }
+        self.status_dirty
+            .extend(before.union(after).filter_map(|s| ServiceKey::parse(s)));
+    }
+
+    /// [`Planner::status_writes`] for the parts that can have changed since the last call:
+    /// the Services whose announcement changed ([`Planner::note_announced`]), the parts
+    /// whose objects changed (`changed`, from the [`super::status::StatusBook`]), those of the
+    /// objects of peers whose liveness changed, and those with a write remembered or backing
+    /// off. The first call plans everything.
+    pub fn status_changed(
+        &mut self,
+        announced: &BTreeMap<IpAddr, Announced>,
+        book: &StatusBook,
+        mut changed: Units,
+        alive: &BTreeSet<String>,
+        now: Instant,
+    ) -> Vec<StatusWrite> {
+        let is_alive = |n: &str| alive.contains(n);
+        let Some(last_alive) = self.status_alive.replace(alive.clone()) else {
+            self.status_dirty.clear();
+            let existing: Vec<Existing> = book.all().map(|o| o.existing.clone()).collect();
+            return self.status_writes(announced, &existing, &is_alive, now);
+        };
+        let memo = &mut self.status_memo;
+        let touched = std::mem::take(&mut self.status_touched);
+        for n in changed.gone.iter().chain(&touched) {
+            if book.get(n).is_none() {
+                memo.deleted.remove(n);
+                memo.updated.remove(n);
+            }
+        }
+        changed.services.append(&mut self.status_dirty);
+        changed.services.extend(memo.created.keys().cloned());
+        for t in self.status_backoff.keys() {
+            match t {
+                StatusTarget::Service(k) => {
+                    changed.services.insert(k.clone());
+                }
+                StatusTarget::Object(n) => book.add_object(n, &mut changed),
+            }
+        }
+        for n in alive.symmetric_difference(&last_alive) {
+            book.add_node(n, &mut changed);
+        }
+        let desired: BTreeMap<ServiceKey, MetalLBServiceL2Status> = changed
+            .services
+            .iter()
+            .filter_map(|k| Some((k.clone(), self.desired_status(k, announced)?)))
             .collect();
-        self.events
-            .retain(&|s| services.contains(s.to_string().as_str()));
+        // by name: an object can be reached both by its Service and by its name
+        let existing: BTreeMap<&str, &Existing> = changed
+            .services
+            .iter()
+            .flat_map(|k| book.of_service(k))
+            .chain(changed.names.iter().filter_map(|n| book.get(n)))
+            .map(|e| (e.name.as_str(), e))
+            .collect();
+        let existing: Vec<Existing> = existing.into_values().cloned().collect();
+        let me = self.me.clone();
+        let mine = |k: &ServiceKey| book.of_service(k).any(|e| e.node == me);
+        self.status_plan(&desired, &existing, &mine, &is_alive, now)
+    }
+
+    /// The status this node should publish for `service` from the index of what it
+    /// announces (None: it does not announce it).
+    fn desired_status(
+        &self,
+        service: &ServiceKey,
+        announced: &BTreeMap<IpAddr, Announced>,
+    ) -> Option<MetalLBServiceL2Status> {
+        let ips = self.services_of.get(&service.to_string())?;
+        let mut ifs = BTreeSet::new();
+        let mut texts = BTreeSet::new();
+        for ip in ips {
+            if let Some(Interfaces::Named(n)) = announced.get(ip).map(|a| &a.interfaces) {
+                ifs.extend(n.iter().cloned());
+            }
+            texts.insert(ip.to_string());
+        }
+        Some(desired_status(&self.me, service, &ifs, &texts))
     }
 
     /// The ServiceL2Status writes due at `now`, making the objects match what this node
@@ -607,9 +848,24 @@ impl Planner {
             .filter(|e| e.node == self.me)
             .filter_map(|e| e.service.as_ref())
             .collect();
+        self.status_plan(&desired, existing, &|k| mine.contains(k), alive, now)
+    }
+
+    /// [`status::plan`] for `desired` and `existing`, less the writes done and not yet
+    /// shown, and those of objects backing off (`mine`: whether an object of ours about
+    /// the Service exists).
+    fn status_plan(
+        &mut self,
+        desired: &BTreeMap<ServiceKey, MetalLBServiceL2Status>,
+        existing: &[Existing],
+        mine: &dyn Fn(&ServiceKey) -> bool,
+        alive: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) -> Vec<StatusWrite> {
+        let memo = &mut self.status_memo;
         memo.created
-            .retain(|k, t| !mine.contains(k) && now.saturating_duration_since(*t) < CREATED_MEMO);
-        let planned = status::plan(&self.me, &desired, existing, alive);
+            .retain(|k, t| !mine(k) && now.saturating_duration_since(*t) < CREATED_MEMO);
+        let planned = status::plan(&self.me, desired, existing, alive);
         let targets: BTreeSet<StatusTarget> = planned.iter().map(StatusTarget::of).collect();
         self.status_backoff.retain(|t, _| targets.contains(t));
         planned
@@ -641,9 +897,11 @@ impl Planner {
                 self.status_memo.created.insert(service, now);
             }
             StatusWrite::Update { name, status } => {
+                self.status_touched.insert(name.clone());
                 self.status_memo.updated.insert(name, status);
             }
             StatusWrite::Delete { name, .. } => {
+                self.status_touched.insert(name.clone());
                 self.status_memo.deleted.insert(name);
             }
         }
@@ -750,11 +1008,28 @@ pub fn dataplane_changes(
     announced: &BTreeMap<IpAddr, Announced>,
     target: &BTreeMap<IpAddr, Announced>,
 ) -> (Vec<IpAddr>, Vec<Change>) {
-    let gone = announced
-        .keys()
-        .filter(|ip| !target.contains_key(ip))
-        .copied()
-        .collect();
+    dataplane_changes_within(announced, target, None)
+}
+
+/// [`dataplane_changes`] when `target` covers only the IPs of `scope` (None: every IP):
+/// the IPs outside it stay as they are.
+pub fn dataplane_changes_within(
+    announced: &BTreeMap<IpAddr, Announced>,
+    target: &BTreeMap<IpAddr, Announced>,
+    scope: Option<&BTreeSet<IpAddr>>,
+) -> (Vec<IpAddr>, Vec<Change>) {
+    let gone = match scope {
+        None => announced
+            .keys()
+            .filter(|ip| !target.contains_key(ip))
+            .copied()
+            .collect(),
+        Some(ips) => ips
+            .iter()
+            .filter(|ip| announced.contains_key(ip) && !target.contains_key(ip))
+            .copied()
+            .collect(),
+    };
     let changes = target
         .iter()
         .filter(|(ip, want)| announced.get(ip) != Some(want))
@@ -795,6 +1070,7 @@ pub fn desired_statuses(
 mod tests {
     use super::*;
     use crate::crd::{IPAddressPool, IPAddressPoolSpec, L2Advertisement, L2AdvertisementSpec};
+    use proptest::prelude::*;
 
     const ME: &str = "me";
 
@@ -905,6 +1181,335 @@ mod tests {
         Announced {
             interfaces: ifs,
             services: services.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// One change to the world of the equivalence property.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Endpoints(usize, bool),
+        Ips(usize, Vec<usize>),
+        Claim(usize, Option<usize>),
+        Alive(usize, bool),
+        Unavailable(usize, bool),
+        ByHeartbeat(usize, bool),
+        May(bool),
+        Released(bool),
+        Wait(u64),
+    }
+
+    const NODES: [&str; 4] = [ME, "b", "c", "ghost"];
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..4usize, any::<bool>()).prop_map(|(i, b)| Step::Endpoints(i, b)),
+            (0..4usize, prop::collection::vec(0..6usize, 0..3)).prop_map(|(i, v)| Step::Ips(i, v)),
+            (0..6usize, prop::option::of(0..5usize)).prop_map(|(i, h)| Step::Claim(i, h)),
+            (1..4usize, any::<bool>()).prop_map(|(i, b)| Step::Alive(i, b)),
+            (0..3usize, any::<bool>()).prop_map(|(i, b)| Step::Unavailable(i, b)),
+            (1..4usize, any::<bool>()).prop_map(|(i, b)| Step::ByHeartbeat(i, b)),
+            any::<bool>().prop_map(Step::May),
+            prop::bool::weighted(0.1).prop_map(Step::Released),
+            (0..9000u64).prop_map(Step::Wait),
+        ]
+    }
+
+    fn nth_ip(i: usize) -> IpAddr {
+        ip(&format!("10.0.0.{}", i + 1))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Over any sequence of changes (and outcomes of the writes and confirmations), the
+        /// plan over what changed decides what the plan over every IP decides: the same
+        /// writes, withdrawals, confirmation, the same announcements once laid over the
+        /// previous ones, the same next wake-up.
+        #[test]
+        fn the_plan_over_what_changed_equals_the_plan_over_everything(
+            steps in prop::collection::vec((step(), 0..4u8), 1..40)
+        ) {
+            let mut w = World::new(&[ME, "b", "c"], &["b", "c"]);
+            w.views = (0..4)
+                .map(|i| view(&format!("default/s{i}"), &[&format!("10.0.0.{}", i + 1)]))
+                .collect();
+            let mut full = planner();
+            let mut part = planner();
+            let mut book = super::super::claims::ClaimBook::default();
+            let mut shown: BTreeMap<IpAddr, Announced> = BTreeMap::new();
+            let mut released = false;
+            let mut rv = 100u64;
+            let t0 = Instant::now();
+            let mut now = t0;
+            for (st, outcome) in steps {
+                match st {
+                    Step::Endpoints(i, b) => w.views[i].has_serving_endpoint = b,
+                    Step::Ips(i, v) => w.views[i].ips = v.into_iter().map(nth_ip).collect(),
+                    Step::Claim(i, h) => {
+                        rv += 1;
+                        match h {
+                            Some(h) => {
+                                let holder = [ME, "b", "c", "ghost", ""][h];
+                                w.claims.insert(nth_ip(i), claim(holder, &rv.to_string()));
+                            }
+                            None => {
+                                w.claims.remove(&nth_ip(i));
+                            }
+                        }
+                    }
+                    Step::Alive(i, b) => {
+                        if b {
+                            w.live.alive.insert(NODES[i].into());
+                        } else {
+                            w.live.alive.remove(NODES[i]);
+                        }
+                    }
+                    Step::Unavailable(i, b) => w.nodes[i].network_unavailable = b,
+                    Step::ByHeartbeat(i, b) => {
+                        if b {
+                            w.live.by_heartbeat.insert(NODES[i].into());
+                        } else {
+                            w.live.by_heartbeat.remove(NODES[i]);
+                        }
+                    }
+                    Step::May(b) => w.live.may = b,
+                    Step::Released(b) => released = b,
+                    Step::Wait(ms) => now += Duration::from_millis(ms),
+                }
+                // the nodes as the shell builds them (a ghost has a Lease but no Node)
+                for n in &mut w.nodes {
+                    n.speaker_alive = if n.name == ME { w.live.may } else { w.live.alive.contains(&n.name) };
+                }
+                for (ip, c) in &w.claims {
+                    book.observe(*ip, Some(c.clone()));
+                }
+                let gone: Vec<IpAddr> = book.claims().keys().filter(|i| !w.claims.contains_key(i)).copied().collect();
+                for ip in gone {
+                    book.observe(ip, None);
+                }
+                prop_assert_eq!(book.claims(), &w.claims);
+                let mut snap = w.snapshot(now);
+                if released {
+                    snap.renewed = None;
+                }
+                let a = full.plan_claims(&snap);
+                let changed = book.take_changed();
+                let b = part.plan_changed(&snap, &Changed {
+                    claims: &changed,
+                    holders: book.holders(),
+                    by_holder: book.by_holder(),
+                });
+                prop_assert_eq!(a.fenced, b.fenced);
+                prop_assert_eq!(a.confirm, b.confirm);
+                prop_assert_eq!(&a.writes, &b.writes);
+                prop_assert_eq!(&a.withdraw_first, &b.withdraw_first);
+                for wr in &b.writes {
+                    prop_assert_eq!(a.owners.get(&wr.ip), b.owners.get(&wr.ip));
+                }
+                // outcomes, the same for both
+                let mut ann_a = a.announce.clone();
+                let mut ann_b = b.announce.clone();
+                if a.confirm {
+                    let o: Vec<(IpAddr, Confirmed)> = ann_a.keys().map(|ip| {
+                        let c = match outcome { 0 => Confirmed::Retry, 1 => Confirmed::Failed,
+                            _ => Confirmed::Held(claim(ME, "1")) };
+                        (*ip, c)
+                    }).collect();
+                    full.confirmed(&mut ann_a, &o, now);
+                    part.confirmed(&mut ann_b, &o, now);
+                }
+                let writes = full.writes_due(a.writes.clone(), now);
+                prop_assert_eq!(&writes, &part.writes_due(b.writes.clone(), now));
+                let outs: Vec<(ClaimWrite, Written)> = writes.iter().map(|wr| {
+                    let o = match (outcome, &wr.record) {
+                        (0, Some(r)) => Written::Won(claim(&r.holder, "1")),
+                        (0, None) => Written::Deleted,
+                        (1, _) => Written::Lost,
+                        (2, _) => Written::Failed,
+                        _ => Written::HolderAlive,
+                    };
+                    (wr.clone(), o)
+                }).collect();
+                ann_a.extend(full.claims_written(&a.owners, &outs, now));
+                ann_b.extend(part.claims_written(&b.owners, &outs, now));
+                // won claims show in the next pass (as the overlay would)
+                for (wr, o) in &outs {
+                    match (o, &wr.record) {
+                        (Written::Won(_), Some(r)) => {
+                            rv += 1;
+                            w.claims.insert(wr.ip, Claim { holder: r.holder.clone(),
+                                resource_version: rv.to_string(),
+                                transitions: i32::try_from(r.epoch).unwrap() });
+                        }
+                        (Written::Deleted, _) => {
+                            w.claims.remove(&wr.ip);
+                        }
+                        _ => {}
+                    }
+                }
+                // what the dataplane shows: everything re-decided, or the scope laid over
+                let as_shown = |m: &BTreeMap<IpAddr, Ownership>| -> BTreeMap<IpAddr, Announced> {
+                    m.iter().map(|(i, o)| (*i, Announced::from(o))).collect()
+                };
+                if a.fenced {
+                    shown.clear();
+                }
+                for ip in &a.withdraw_first {
+                    shown.remove(ip);
+                }
+                let target = as_shown(&ann_b);
+                let (gone, changes) = dataplane_changes_within(&shown, &target, b.scope.as_ref());
+                for ip in gone {
+                    shown.remove(&ip);
+                }
+                for ch in changes {
+                    shown.insert(ch.ip, ch.want);
+                }
+                prop_assert_eq!(&shown, &as_shown(&ann_a));
+                prop_assert_eq!(full.next_wakeup(now, Timers::default()), part.next_wakeup(now, Timers::default()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_over_what_changed_sees_a_holder_without_a_node_die() {
+        // a claim on an IP no Service carries, held by a live speaker whose Node is gone:
+        // nothing to do until that speaker dies, then it is garbage
+        let mut w =
+            World::new(&[ME, "b"], &["b", "ghost"]).claimed("10.0.0.9", claim("ghost", "3"));
+        let mut book = super::super::claims::ClaimBook::default();
+        book.observe(ip("10.0.0.9"), Some(claim("ghost", "3")));
+        let mut p = planner();
+        let t0 = Instant::now();
+        let mut pass = |w: &World, book: &mut super::super::claims::ClaimBook| {
+            let changed = book.take_changed();
+            p.plan_changed(
+                &w.snapshot(t0),
+                &Changed {
+                    claims: &changed,
+                    holders: book.holders(),
+                    by_holder: book.by_holder(),
+                },
+            )
+        };
+        assert!(pass(&w, &mut book).writes.is_empty());
+        let quiet = pass(&w, &mut book);
+        assert_eq!(
+            quiet.scope,
+            Some(BTreeSet::new()),
+            "nothing changed, nothing decided"
+        );
+        w.live.alive.remove("ghost");
+        let plan = pass(&w, &mut book);
+        assert_eq!(plan.scope, Some(BTreeSet::from([ip("10.0.0.9")])));
+        assert_eq!(plan.writes.len(), 1);
+        assert_eq!(plan.writes[0].record, None);
+    }
+
+    /// One change to the world of the status equivalence property.
+    #[derive(Debug, Clone)]
+    enum StatusStep {
+        Announce(usize, Option<(Vec<usize>, bool)>),
+        Object(usize, Option<(usize, Option<usize>, bool)>),
+        Alive(usize, bool),
+        Wait(u64),
+    }
+
+    fn status_step() -> impl Strategy<Value = StatusStep> {
+        prop_oneof![
+            (
+                0..4usize,
+                prop::option::of((prop::collection::vec(0..3usize, 0..3), any::<bool>()))
+            )
+                .prop_map(|(i, a)| StatusStep::Announce(i, a)),
+            (
+                0..5usize,
+                prop::option::of((0..3usize, prop::option::of(0..3usize), any::<bool>()))
+            )
+                .prop_map(|(i, o)| StatusStep::Object(i, o)),
+            (1..3usize, any::<bool>()).prop_map(|(i, b)| StatusStep::Alive(i, b)),
+            (0..12_000u64).prop_map(StatusStep::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Over any sequence of announcements, objects, peer liveness and write outcomes, the
+        /// status plan over what changed equals the plan over everything.
+        #[test]
+        fn the_status_plan_over_what_changed_equals_the_plan_over_everything(
+            steps in prop::collection::vec((status_step(), any::<u8>()), 1..40)
+        ) {
+            use super::super::status::Observed;
+            let svc = |i: usize| format!("default/s{i}");
+            let mut full = planner();
+            let mut part = planner();
+            let mut announced: BTreeMap<IpAddr, Announced> = BTreeMap::new();
+            let mut book = StatusBook::default();
+            let mut alive: BTreeSet<String> = ["b".to_string()].into();
+            let t0 = Instant::now();
+            let mut now = t0;
+            for (st, outcome) in steps {
+                match st {
+                    StatusStep::Announce(i, a) => {
+                        let new = a.map(|(svcs, named)| Announced {
+                            interfaces: if named {
+                                Interfaces::Named([format!("eth{i}")].into())
+                            } else {
+                                Interfaces::All
+                            },
+                            services: svcs.into_iter().map(svc).collect(),
+                        });
+                        let prev = announced.get(&nth_ip(i)).cloned();
+                        part.note_announced(nth_ip(i), prev.as_ref(), new.as_ref());
+                        match new {
+                            Some(n) => announced.insert(nth_ip(i), n),
+                            None => announced.remove(&nth_ip(i)),
+                        };
+                    }
+                    StatusStep::Object(i, o) => {
+                        let name = format!("l2-{i}");
+                        let obj = o.map(|(node, service, current)| {
+                            let service = service.and_then(|s| ServiceKey::parse(&svc(s)));
+                            let status = match (&service, current) {
+                                (Some(k), true) => desired_status(ME, k, &BTreeSet::new(),
+                                    &["10.0.0.1".to_string()].into()),
+                                _ => MetalLBServiceL2Status::default(),
+                            };
+                            Observed {
+                                existing: Existing {
+                                    name: name.clone(),
+                                    resource_version: format!("{outcome}"),
+                                    node: [ME, "b", "c"][node].to_string(),
+                                    service,
+                                    status,
+                                },
+                                owner_uids: Vec::new(),
+                            }
+                        });
+                        book.observe(name, obj);
+                    }
+                    StatusStep::Alive(i, b) => {
+                        let n = ["", "b", "c"][i].to_string();
+                        if b { alive.insert(n); } else { alive.remove(&n); }
+                    }
+                    StatusStep::Wait(ms) => now += Duration::from_millis(ms),
+                }
+                let existing: Vec<Existing> = book.all().map(|o| o.existing.clone()).collect();
+                let is_alive = |n: &str| alive.contains(n);
+                let mut a = full.status_writes(&announced, &existing, &is_alive, now);
+                let changed = book.take_changed();
+                let mut b = part.status_changed(&announced, &book, changed, &alive, now);
+                let order = |w: &StatusWrite| format!("{w:?}");
+                a.sort_by_key(order);
+                b.sort_by_key(order);
+                prop_assert_eq!(&a, &b);
+                for (k, w) in a.into_iter().enumerate() {
+                    let ok = (outcome >> (k % 8)) & 1 == 1;
+                    full.status_written(w.clone(), ok, now);
+                    part.status_written(w, ok, now);
+                }
+                prop_assert_eq!(full.next_wakeup(now, Timers::default()), part.next_wakeup(now, Timers::default()));
+            }
         }
     }
 
@@ -1297,8 +1902,13 @@ mod tests {
         // duplicate responders: once per message
         assert_eq!(p.duplicate_events(&a, "mac x").len(), 1);
         assert!(p.duplicate_events(&a, "mac x").is_empty());
-        // a Service no longer announced is forgotten: said again when it returns
-        p.forget_events(&BTreeMap::new());
+        // a Service no longer announced is forgotten: said again when it returns; one
+        // still announced for another IP is not
+        p.note_announced(ip("10.0.0.1"), None, Some(&a));
+        p.note_announced(ip("10.0.0.2"), None, Some(&a));
+        p.note_announced(ip("10.0.0.1"), Some(&a), None);
+        assert!(p.announce_events(ip("10.0.0.1"), &a, &[]).is_empty());
+        p.note_announced(ip("10.0.0.2"), Some(&a), None);
         assert_eq!(p.announce_events(ip("10.0.0.1"), &a, &[]).len(), 1);
     }
 

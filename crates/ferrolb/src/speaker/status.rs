@@ -189,17 +189,206 @@ pub fn pod_owner(name: Option<&str>, uid: Option<&str>) -> Option<OwnerReference
 pub fn to_adopt<'a>(
     me: &str,
     owner: &OwnerReference,
-    objects: impl IntoIterator<Item = &'a ServiceL2Status>,
+    objects: impl IntoIterator<Item = &'a Observed>,
 ) -> Vec<String> {
     let mut out: Vec<String> = objects
         .into_iter()
-        .filter(|o| Existing::of(o).node == me)
-        .filter(|o| !o.owner_references().iter().any(|r| r.uid == owner.uid))
-        .map(|o| o.name_any())
+        .filter(|o| o.existing.node == me)
+        .filter(|o| !o.owner_uids.contains(&owner.uid))
+        .map(|o| o.existing.name.clone())
         .collect();
     out.sort();
     out
 }
+
+/// What the speaker keeps of one ServiceL2Status object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// What it says.
+    pub existing: Existing,
+    /// UIDs of its owners (adoption, see [`to_adopt`]).
+    pub owner_uids: Vec<String>,
+}
+
+impl Observed {
+    /// Reads a ServiceL2Status object.
+    pub fn of(obj: &ServiceL2Status) -> Self {
+        Self {
+            existing: Existing::of(obj),
+            owner_uids: obj
+                .owner_references()
+                .iter()
+                .map(|r| r.uid.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Parts of the ServiceL2Status plan: a Service (its desired status and every object
+/// about it) or, for an object about no Service, that object alone. [`plan`] decides each
+/// part from that part's inputs only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Units {
+    /// Services.
+    pub services: BTreeSet<ServiceKey>,
+    /// Objects about no Service (or gone), by name.
+    pub names: BTreeSet<String>,
+    /// Objects that vanished (their write memories go).
+    pub gone: BTreeSet<String>,
+}
+
+impl Units {
+    fn add(&mut self, e: &Existing) {
+        match &e.service {
+            Some(k) => {
+                self.services.insert(k.clone());
+            }
+            None => {
+                self.names.insert(e.name.clone());
+            }
+        }
+    }
+}
+
+/// The ServiceL2Status objects of the namespace, kept per watch event (never the whole
+/// objects), indexed by Service and node, with the parts ([`Units`]) whose objects changed
+/// since the last [`StatusBook::take_changed`].
+#[derive(Debug, Default)]
+pub struct StatusBook {
+    objects: BTreeMap<String, Observed>,
+    by_service: BTreeMap<ServiceKey, BTreeSet<String>>,
+    by_node: BTreeMap<String, BTreeSet<String>>,
+    changed: Units,
+    /// During a relist: the names listed so far.
+    relist: Option<BTreeSet<String>>,
+    /// The first list is complete.
+    synced: bool,
+}
+
+impl StatusBook {
+    /// Applies one watch event.
+    pub fn apply(&mut self, ev: kube::runtime::watcher::Event<Observed>) {
+        use kube::runtime::watcher::Event;
+        match ev {
+            Event::Apply(o) => self.observe(o.existing.name.clone(), Some(o)),
+            Event::Delete(o) => self.observe(o.existing.name.clone(), None),
+            Event::Init => self.relist = Some(BTreeSet::new()),
+            Event::InitApply(o) => {
+                if let Some(seen) = &mut self.relist {
+                    seen.insert(o.existing.name.clone());
+                }
+                self.observe(o.existing.name.clone(), Some(o));
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relist.take() {
+                    let gone: Vec<String> = self
+                        .objects
+                        .keys()
+                        .filter(|n| !seen.contains(*n))
+                        .cloned()
+                        .collect();
+                    for n in gone {
+                        self.observe(n, None);
+                    }
+                }
+                self.synced = true;
+            }
+        }
+    }
+
+    /// Object `name` now reads `obj` (None: gone).
+    pub fn observe(&mut self, name: String, obj: Option<Observed>) {
+        if self.objects.get(&name) == obj.as_ref() {
+            return;
+        }
+        if let Some(old) = self.objects.remove(&name) {
+            self.changed.add(&old.existing);
+            unindex(&mut self.by_node, &old.existing.node, &name);
+            if let Some(k) = &old.existing.service {
+                unindex(&mut self.by_service, k, &name);
+            }
+        }
+        match obj {
+            Some(o) => {
+                self.changed.add(&o.existing);
+                self.by_node
+                    .entry(o.existing.node.clone())
+                    .or_default()
+                    .insert(name.clone());
+                if let Some(k) = &o.existing.service {
+                    self.by_service
+                        .entry(k.clone())
+                        .or_default()
+                        .insert(name.clone());
+                }
+                self.objects.insert(name, o);
+            }
+            None => {
+                self.changed.gone.insert(name);
+            }
+        }
+    }
+
+    /// Whether the first list is complete.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The parts whose objects changed since the last call.
+    pub fn take_changed(&mut self) -> Units {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Every object.
+    pub fn all(&self) -> impl Iterator<Item = &Observed> {
+        self.objects.values()
+    }
+
+    /// Object `name`.
+    pub fn get(&self, name: &str) -> Option<&Existing> {
+        self.objects.get(name).map(|o| &o.existing)
+    }
+
+    /// The objects about `service`.
+    pub fn of_service<'a>(&'a self, service: &ServiceKey) -> impl Iterator<Item = &'a Existing> {
+        self.by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.get(n))
+    }
+
+    /// Adds the parts of `node`'s objects to `units`.
+    pub fn add_node(&self, node: &str, units: &mut Units) {
+        for n in self.by_node.get(node).into_iter().flatten() {
+            if let Some(e) = self.get(n) {
+                units.add(e);
+            }
+        }
+    }
+
+    /// Adds the part of object `name` to `units` (its name if it is not known).
+    pub fn add_object(&self, name: &str, units: &mut Units) {
+        match self.get(name) {
+            Some(e) => units.add(e),
+            None => {
+                units.names.insert(name.to_string());
+            }
+        }
+    }
+}
+
+fn unindex<K: Ord>(index: &mut BTreeMap<K, BTreeSet<String>>, key: &K, name: &str) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(name);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The ServiceL2Status objects shared between their watch (writer) and the speaker.
+pub type SharedStatuses = std::sync::Arc<std::sync::Mutex<StatusBook>>;
 
 /// Shell: performs [`StatusWrite`]s.
 #[derive(Clone)]
@@ -420,7 +609,8 @@ mod tests {
             obj("l2-no-owner", "a", None),
             obj("l2-other-node", "b", None),
         ];
-        assert_eq!(to_adopt("a", &o, &objs), vec!["l2-no-owner", "l2-old-pod"]);
+        let seen: Vec<Observed> = objs.iter().map(Observed::of).collect();
+        assert_eq!(to_adopt("a", &o, &seen), vec!["l2-no-owner", "l2-old-pod"]);
     }
 
     #[test]
@@ -435,5 +625,54 @@ mod tests {
         assert_eq!(e.node, "n1");
         assert_eq!(e.service, Some(key("prod/web")));
         assert_eq!(e.status, MetalLBServiceL2Status::default());
+    }
+
+    #[test]
+    fn book_keeps_objects_per_event_and_names_the_parts_that_changed() {
+        use kube::runtime::watcher::Event;
+        let obj = |name: &str, node: &str, svc: Option<&str>| Observed {
+            existing: Existing {
+                name: name.into(),
+                resource_version: "1".into(),
+                node: node.into(),
+                service: svc.map(key),
+                status: MetalLBServiceL2Status::default(),
+            },
+            owner_uids: vec!["uid-0".into()],
+        };
+        let mut b = StatusBook::default();
+        b.apply(Event::Init);
+        b.apply(Event::InitApply(obj("l2-1", "a", Some("ns/s1"))));
+        b.apply(Event::InitApply(obj("l2-2", "b", None)));
+        assert!(!b.synced());
+        b.apply(Event::InitDone);
+        assert!(b.synced());
+        let ch = b.take_changed();
+        assert_eq!(ch.services, BTreeSet::from([key("ns/s1")]));
+        assert_eq!(ch.names, BTreeSet::from(["l2-2".to_string()]));
+        // the same object again changes nothing
+        b.apply(Event::Apply(obj("l2-1", "a", Some("ns/s1"))));
+        assert_eq!(b.take_changed(), Units::default());
+        // moved to another Service: both Services changed
+        b.apply(Event::Apply(obj("l2-1", "a", Some("ns/s2"))));
+        let ch = b.take_changed();
+        assert_eq!(ch.services, BTreeSet::from([key("ns/s1"), key("ns/s2")]));
+        assert_eq!(b.of_service(&key("ns/s1")).count(), 0);
+        assert_eq!(b.of_service(&key("ns/s2")).count(), 1);
+        // a node's objects
+        let mut u = Units::default();
+        b.add_node("b", &mut u);
+        assert_eq!(u.names, BTreeSet::from(["l2-2".to_string()]));
+        // a relist that does not list l2-2: gone
+        b.apply(Event::Init);
+        b.apply(Event::InitApply(obj("l2-1", "a", Some("ns/s2"))));
+        assert!(b.get("l2-2").is_some(), "kept until the relist is complete");
+        b.apply(Event::InitDone);
+        assert!(b.get("l2-2").is_none());
+        let ch = b.take_changed();
+        assert_eq!(ch.gone, BTreeSet::from(["l2-2".to_string()]));
+        assert_eq!(ch.names, BTreeSet::from(["l2-2".to_string()]));
+        let owner = pod_owner(Some("p"), Some("uid-1")).unwrap();
+        assert_eq!(to_adopt("a", &owner, b.all()), vec!["l2-1"]);
     }
 }

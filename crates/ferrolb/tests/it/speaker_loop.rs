@@ -19,7 +19,8 @@ use ferrolb::speaker::events::EventSink;
 use ferrolb::speaker::index::{Index, SharedIndex};
 use ferrolb::speaker::liveness::{node_lease_name, OwnLease};
 use ferrolb::speaker::metrics::Metrics;
-use ferrolb::speaker::status::StatusApi;
+use ferrolb::speaker::status::{Observed, SharedStatuses, StatusApi};
+use ferrolb::speaker::watched::{LeaseFacts, Synced};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -85,30 +86,28 @@ struct Writers {
     index: SharedIndex,
     pools: Writer<IPAddressPool>,
     ads: Writer<L2Advertisement>,
-    leases: Writer<Lease>,
-    statuses: Writer<ServiceL2Status>,
+    /// The speaker's ServiceL2Status book (its watch's writer side).
+    statuses: SharedStatuses,
 }
 
 fn stores() -> (Stores, Writers) {
     let index = Index::shared(None);
     let (pools, wp) = store();
     let (ads, wa) = store();
-    let (leases, wl) = store();
-    let (statuses, wst) = store();
+    let statuses = SharedStatuses::default();
     (
         Stores {
             index: index.clone(),
             pools,
             ads,
-            leases,
-            statuses,
+            leases: Synced::done(),
+            statuses: statuses.clone(),
         },
         Writers {
             index,
             pools: wp,
             ads: wa,
-            leases: wl,
-            statuses: wst,
+            statuses,
         },
     )
 }
@@ -203,8 +202,31 @@ impl Node_ {
         relist_into(&self.writers.index, Api::all(c.clone()), Index::node).await;
         relist(&mut self.writers.pools, Api::namespaced(c.clone(), NS)).await;
         relist(&mut self.writers.ads, Api::namespaced(c.clone(), NS)).await;
-        relist(&mut self.writers.leases, Api::namespaced(c.clone(), NS)).await;
-        relist(&mut self.writers.statuses, Api::namespaced(c.clone(), NS)).await;
+        // the Lease and ServiceL2Status watches' relists, event by event
+        let leases: Vec<Lease> = Api::namespaced(c.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        self.speaker.lease_event(watcher::Event::Init, now);
+        for l in &leases {
+            self.speaker
+                .lease_event(watcher::Event::InitApply(LeaseFacts::of(l)), now);
+        }
+        self.speaker.lease_event(watcher::Event::InitDone, now);
+        let objs: Vec<ServiceL2Status> = Api::namespaced(c.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        {
+            let mut book = self.writers.statuses.lock().unwrap();
+            book.apply(watcher::Event::Init);
+            for o in &objs {
+                book.apply(watcher::Event::InitApply(Observed::of(o)));
+            }
+            book.apply(watcher::Event::InitDone);
+        }
         self.renewed.send_replace(renewed);
         self.speaker.reconcile(now).await;
     }
@@ -932,4 +954,42 @@ async fn a_renewal_does_not_write_over_a_lease_changed_since_it_read_it() {
     // the next attempt reads the changed Lease and renews it
     assert!(own.renew_once().await);
     assert_ne!(renew_time(&api.get(&name).await.unwrap()), before);
+}
+
+/// The Lease watch's events alone keep the claims: the echo of this speaker's own claim
+/// write changes nothing (no pass), a claim written by another node does (a pass), the
+/// same event twice only once; a relist that no longer lists a claim forgets it.
+#[tokio::test]
+async fn claim_events_wake_a_pass_only_when_the_claim_changes() {
+    use ferrolb::speaker::watched::LeaseFacts;
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    // the first pass writes the claim (and announces it): its echo needs no pass
+    n.pass(t0, Some(t0)).await;
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some("node-a")
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let mut own = leases.get(&claim_name(ip("10.0.0.1"))).await.unwrap();
+    let echo = watcher::Event::Apply(LeaseFacts::of(&own));
+    assert!(!n.speaker.lease_event(echo, t0), "our own write");
+    // another node takes it over
+    own.spec.as_mut().unwrap().holder_identity = Some("node-b".into());
+    let theirs = leases
+        .replace(&claim_name(ip("10.0.0.1")), &PostParams::default(), &own)
+        .await
+        .unwrap();
+    let ev = || watcher::Event::Apply(LeaseFacts::of(&theirs));
+    assert!(n.speaker.lease_event(ev(), t0));
+    assert!(!n.speaker.lease_event(ev(), t0), "seen already");
+    // a relist without it: gone
+    assert!(!n.speaker.lease_event(watcher::Event::Init, t0));
+    assert!(n.speaker.lease_event(watcher::Event::InitDone, t0));
+    assert!(!n
+        .speaker
+        .lease_event(watcher::Event::Delete(LeaseFacts::of(&theirs)), t0));
 }
