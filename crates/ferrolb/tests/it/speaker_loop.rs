@@ -1007,27 +1007,19 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
     renewals.changed().await.unwrap();
     renewals.changed().await.unwrap();
     let (from, t0) = (requests(0).len(), Instant::now());
-    let mut renewed = 0u32;
-    while t0.elapsed() < period * 10 {
-        renewals.changed().await.unwrap();
-        renewed += 1;
-    }
+    tokio::time::sleep(period * 10).await;
     let window = requests(from);
-    let elapsed = t0.elapsed();
+    let periods = t0.elapsed().as_millis() / period.as_millis();
     assert!(
         window.iter().all(|r| *r == patch()),
         "only renewal patches: {window:?}"
     );
-    // every request is a renewal, and renewals come once per period (the interval delays
-    // a late tick, it never adds one)
+    // at most one per period (the interval delays a late tick, it never adds one; plus the
+    // one in flight), and renewing all along
     assert!(
-        window.len() as u32 <= renewed + 1,
-        "{} requests for {renewed} renewals",
+        (periods as usize / 2..=periods as usize + 1).contains(&window.len()),
+        "{} requests in {periods} retry periods",
         window.len()
-    );
-    assert!(
-        renewed as u128 <= elapsed.as_millis() / period.as_millis() + 1,
-        "{renewed} renewals in {elapsed:?}"
     );
     let _ = stop_tx.send(true);
     task.await.unwrap();
