@@ -280,6 +280,6 @@ pub fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
         *out.entry(kind.to_string()).or_default() += m.rss;
     }
     let mut v: Vec<(String, u64)> = out.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
     v
 }
