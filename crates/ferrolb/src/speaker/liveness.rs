@@ -376,7 +376,9 @@ impl OwnLease {
 
     /// Keeps what the next renewal is conditioned on: `lease` as this node just wrote it.
     fn remember(&self, lease: &Lease) {
-        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(Written::of(lease));
+        // without a resourceVersion the patch would be unconditional: read again instead
+        let written = Some(Written::of(lease)).filter(|w| w.resource_version.is_some());
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = written;
     }
 
     /// One acquire-or-renew attempt (in steady state one write, see
