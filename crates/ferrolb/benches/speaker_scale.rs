@@ -9,8 +9,16 @@
 //!    50 images), S Services of which L are LoadBalancer with an IP in the pool, one
 //!    EndpointSlice per Service (3 endpoints), one IPAddressPool and one L2Advertisement
 //!    (32 concurrent clients); the load rate is reported;
-//! 2. one speaker (node `node-0`, the only live node, so it owns all L IPs) starts: time
-//!    until it announces every IP;
+//!    With `BENCH_PEERS` on (the default), the other N−1 nodes' speaker Leases exist and are
+//!    renewed every retry period (300 ms) as their speakers would: `renewTime` patched,
+//!    holder and a `ferrolb.io/speaker-state` annotation of the size a speaker of this
+//!    cluster publishes (N−1 peers heard and members, its share of the L IPs) — on a real
+//!    cluster every speaker watches every node Lease, so each of these renewals reaches it
+//!    whole. The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
+//!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: the first
+//!    sessions' set-up);
+//! 2. one speaker (node `node-0`, the only node it may announce from, so it owns all L IPs)
+//!    starts: time until it announces every IP;
 //! 3. at rest: RSS, CPU (from `/proc/<pid>/stat`) and the API writes of the speaker over an
 //!    idle window (the speaker runs as its ServiceAccount with the RBAC of
 //!    deploy/ferrolb.yaml; its writes are counted from the server's request records);
@@ -22,21 +30,31 @@
 //!
 //! Every speaker binary named in `BENCH_EXES` (`label=path,label=path`; default: this
 //! build) runs steps 2–5 in turn against the same loaded server, so a baseline and a change
-//! are compared in one run.
+//! are compared in one run. `BENCH_SERVICES` may list several counts (`1000,10000`): steps
+//! 2–5 run at each, in increasing order, ClusterIP Services (and their EndpointSlices) added
+//! in between, the same L LoadBalancer Services throughout — so the per-change cost at two
+//! cluster sizes with the same VIPs comes from one run.
 //!
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
-//! `BENCH_EXES`). Needs root (network namespaces); without it the bench is skipped
+//! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_PEER_STATE=0`: the peers' Leases without the
+//! annotation, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
 //! (it fails under `CI=true`).
 
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{cpu_secs, env_num, loadavg, scrape, start_server, status_kib, stop, wait_for, NS};
 use ferrolb::crd::L2Advertisement;
+use ferrolb::speaker::liveness::node_lease_name;
+use ferrolb::speaker::state::{AnnouncedIp, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION};
+use ferrolb_lab::apiserver::patch::PatchKind;
+use ferrolb_lab::apiserver::store::{Sub, WriteOptions};
+use ferrolb_lab::apiserver::Store;
 use ferrolb_lab::harness::SPEAKER_SA;
 use ferrolb_lab::netns::{privileged_or_skip, Netns};
 use futures::StreamExt;
@@ -46,6 +64,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 const SPEAKER_METRICS: &str = "127.0.0.1:7473";
+
+/// The speakers' default retry period: how often each peer renews its Lease.
+const RETRY_PERIOD: Duration = Duration::from_millis(300);
 
 /// Number of `ferrolb_speaker_announced` series at 1, and whether `service` is one of them.
 fn announced(text: &str, service: Option<&str>) -> (usize, bool) {
@@ -165,8 +186,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 struct Sizes {
     nodes: usize,
-    services: usize,
+    /// Service counts to measure at, increasing.
+    services: Vec<usize>,
     lb: usize,
+    peers: bool,
+    /// The peers' Leases carry a speaker-state annotation.
+    peer_state: bool,
+    /// Print the speaker's resident memory by mapping at rest.
+    smaps: bool,
+    /// Wait after the last IP is announced before measuring at rest.
+    settle: Duration,
     idle: u64,
     churn: u64,
     rate: u64,
@@ -182,14 +211,31 @@ fn main() {
     }
     let sizes = Sizes {
         nodes: env_num("BENCH_NODES", if smoke { 3 } else { 10 }) as usize,
-        services: env_num("BENCH_SERVICES", if smoke { 30 } else { 1000 }) as usize,
+        services: match std::env::var("BENCH_SERVICES") {
+            Ok(v) if !v.is_empty() => v
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("BENCH_SERVICES: a count or counts, 1000,10000")
+                })
+                .collect(),
+            _ if smoke => vec![20, 30],
+            _ => vec![1000],
+        },
         lb: env_num("BENCH_LB", if smoke { 3 } else { 100 }) as usize,
+        peers: env_num("BENCH_PEERS", 1) != 0,
+        peer_state: env_num("BENCH_PEER_STATE", 1) != 0,
+        smaps: env_num("BENCH_SMAPS", 0) != 0,
+        settle: Duration::from_secs(if smoke { 1 } else { 5 }),
         idle: env_num("BENCH_IDLE_SECS", if smoke { 1 } else { 20 }),
         churn: env_num("BENCH_CHURN_SECS", if smoke { 1 } else { 20 }),
         rate: env_num("BENCH_RATE", 20),
         samples: env_num("BENCH_SAMPLES", if smoke { 2 } else { 20 }) as usize,
     };
-    assert!(sizes.lb <= sizes.services && sizes.lb < 250 * 250);
+    let mut sizes = sizes;
+    sizes.services.sort();
+    assert!(sizes.lb <= sizes.services[0] && sizes.lb < 250 * 250);
     let exes: Vec<(String, String)> = match std::env::var("BENCH_EXES") {
         Ok(v) if !v.is_empty() => v
             .split(',')
@@ -216,14 +262,200 @@ fn main() {
     drop(ns);
 }
 
+/// The published state of the speaker of node `i`, as one of a cluster of `nodes` nodes
+/// with `lb` IPs spread evenly publishes it (heartbeats on: every other node heard and a
+/// member).
+fn peer_state(i: usize, nodes: usize, lb: usize) -> SpeakerState {
+    let others: Vec<String> = (0..nodes)
+        .filter(|&k| k != i)
+        .map(|k| format!("node-{k}"))
+        .collect();
+    let share = lb / nodes.max(1);
+    SpeakerState {
+        may_announce: true,
+        heartbeats: true,
+        heard: others.clone(),
+        members: others,
+        interfaces: vec![Nic {
+            name: "eth0".into(),
+            mac: format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
+        }],
+        announcing: (0..share.min(ferrolb::speaker::state::PUBLISHED_IPS))
+            .map(|k| AnnouncedIp {
+                ip: lb_ip(i * share + k),
+                interfaces: vec![],
+                since: "2026-01-01T00:00:00Z".into(),
+            })
+            .collect(),
+        announcing_total: share,
+        duplicates: vec![],
+        truncated: false,
+    }
+}
+
+fn micro_now() -> Value {
+    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))
+    .unwrap()
+}
+
+/// The speakers of nodes 1..N: their Leases, renewed every [`RETRY_PERIOD`] (spread evenly
+/// over it, as independent speakers are) until dropped. Written straight into the server's
+/// store: the bench's own HTTP clients would add their TLS cost to the machine, not to the
+/// speaker's watch, which receives them as any other write.
+struct Peers {
+    stop: Arc<AtomicBool>,
+    renewals: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Bytes of one peer's annotation and of its whole Lease (JSON).
+    annotation: usize,
+    lease: usize,
+}
+
+impl Peers {
+    fn start(store: Arc<Store>, nodes: usize, lb: usize, with_state: bool) -> Self {
+        let def = store
+            .registry_find("coordination.k8s.io", "v1", "leases")
+            .unwrap();
+        let (mut annotation, mut lease) = (0, 0);
+        for i in 1..nodes {
+            let node = format!("node-{i}");
+            let state = peer_state(i, nodes, lb).to_annotation();
+            let annotations = if with_state {
+                json!({SPEAKER_STATE_ANNOTATION: state})
+            } else {
+                json!({})
+            };
+            let body = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node_lease_name(&node), "namespace": NS,
+                             "annotations": annotations},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": 2,
+                         "acquireTime": micro_now(), "renewTime": micro_now(),
+                         "leaseTransitions": 0}
+            });
+            let opts = WriteOptions {
+                field_manager: Some(node),
+                ..Default::default()
+            };
+            let out = store.create(&def, NS, body, &opts).unwrap();
+            annotation = if with_state { state.len() } else { 0 };
+            lease = out.to_string().len();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let renewals = Arc::new(AtomicU64::new(0));
+        let (st, rn) = (stop.clone(), renewals.clone());
+        let thread = (nodes > 1).then(|| {
+            std::thread::spawn(move || {
+                let step = RETRY_PERIOD / (nodes as u32 - 1);
+                let mut next = Instant::now();
+                let mut k = 0usize;
+                while !st.load(Ordering::Relaxed) {
+                    next += step;
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    let node = format!("node-{}", 1 + k % (nodes - 1));
+                    k += 1;
+                    // a speaker's renewal: renewTime and the duration (the state only
+                    // when it changed, which a speaker at rest does not)
+                    let patch = json!({"spec": {"renewTime": micro_now(),
+                                                "leaseDurationSeconds": 2}});
+                    let opts = WriteOptions {
+                        field_manager: Some(node.clone()),
+                        ..Default::default()
+                    };
+                    store
+                        .patch(
+                            &def,
+                            NS,
+                            &node_lease_name(&node),
+                            PatchKind::Merge,
+                            patch.to_string().as_bytes(),
+                            Sub::Main,
+                            &opts,
+                        )
+                        .unwrap();
+                    rn.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        });
+        Peers {
+            stop,
+            renewals,
+            thread,
+            annotation,
+            lease,
+        }
+    }
+
+    fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Creates Services `from..to` (those below `lb` LoadBalancer with an IP), each with its
+/// EndpointSlice, 32 at a time; returns the number of objects written.
+async fn load_services(
+    svcs: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    nodes: usize,
+    lb: usize,
+    from: usize,
+    to: usize,
+) -> u64 {
+    let objects = AtomicU64::new(0);
+    let objects = &objects;
+    futures::stream::iter(from..to)
+        .for_each_concurrent(32, |i| {
+            let (svcs, slices) = (svcs.clone(), slices.clone());
+            let is_lb = i < lb;
+            async move {
+                let s: Service = serde_json::from_value(service_json(i, is_lb)).unwrap();
+                svcs.create(&PostParams::default(), &s).await.unwrap();
+                if is_lb {
+                    let st = json!({"status": {"loadBalancer": {"ingress": [{"ip": lb_ip(i), "ipMode": "VIP"}]}}});
+                    svcs.patch_status(&format!("svc-{i}"), &PatchParams::default(), &Patch::Merge(&st))
+                        .await
+                        .unwrap();
+                }
+                let sl: EndpointSlice = serde_json::from_value(slice_json(i, nodes, 0, true)).unwrap();
+                slices.create(&PostParams::default(), &sl).await.unwrap();
+                objects.fetch_add(2, Ordering::Relaxed);
+            }
+        })
+        .await;
+    objects.load(Ordering::Relaxed)
+}
+
 async fn run(z: Sizes, exes: Vec<(String, String)>) {
     let bench = start_server("172.20.0.0/16", true).await;
     let client = bench.client.clone();
     // The speaker acts as its own ServiceAccount, with deploy/ferrolb.yaml's RBAC: the
     // request records then tell its writes from the bench's.
     let kc = bench.component_kubeconfig(SPEAKER_SA).await;
-    let mut ad = L2Advertisement::new("bench", Default::default());
-    ad.metadata.namespace = Some(NS.into());
+    // With live peers, only node-0 may announce: it owns every IP, as alone.
+    let selector = if z.peers {
+        json!([{"matchLabels": {"kubernetes.io/hostname": "node-0"}}])
+    } else {
+        json!([])
+    };
+    let ad: L2Advertisement = serde_json::from_value(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "bench", "namespace": NS},
+        "spec": {"nodeSelectors": selector}
+    }))
+    .unwrap();
     Api::<L2Advertisement>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &ad)
         .await
@@ -243,47 +475,53 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             }
         })
         .await;
-    let objects = AtomicU64::new(z.nodes as u64);
-    let objects = &objects;
-    futures::stream::iter(0..z.services)
-        .for_each_concurrent(32, |i| {
-            let (svcs, slices) = (svcs.clone(), slices.clone());
-            let nn = z.nodes;
-            let lb = i < z.lb;
-            async move {
-                let s: Service = serde_json::from_value(service_json(i, lb)).unwrap();
-                svcs.create(&PostParams::default(), &s).await.unwrap();
-                if lb {
-                    let st = json!({"status": {"loadBalancer": {"ingress": [{"ip": lb_ip(i), "ipMode": "VIP"}]}}});
-                    svcs.patch_status(&format!("svc-{i}"), &PatchParams::default(), &Patch::Merge(&st))
-                        .await
-                        .unwrap();
-                }
-                let sl: EndpointSlice = serde_json::from_value(slice_json(i, nn, 0, true)).unwrap();
-                slices.create(&PostParams::default(), &sl).await.unwrap();
-                objects.fetch_add(2, Ordering::Relaxed);
-            }
-        })
-        .await;
-    let load = t0.elapsed();
-    let n_objects = objects.load(Ordering::Relaxed);
-
-    println!(
-        "## speaker_scale (N = {} Nodes, S = {} Services, L = {} LoadBalancer)",
-        z.nodes, z.services, z.lb
-    );
-    println!(
-        "API server load: {n_objects} objects (+{} status writes) in {load:.2?} = {:.0} objects/s (32 clients)",
-        z.lb,
-        n_objects as f64 / load.as_secs_f64()
-    );
+    let node_time = t0.elapsed();
+    let peers = z
+        .peers
+        .then(|| Peers::start(bench.srv.store(), z.nodes, z.lb, z.peer_state));
 
     let writes = || bench.writes_by(SPEAKER_SA);
+    let requests = || bench.requests_by(SPEAKER_SA);
     let mut gen = 1usize;
-    for (label, exe) in &exes {
-        // 2. Start.
-        let mut child = Command::new(exe)
-            .args([
+    let mut loaded = 0usize;
+    for &services in &z.services {
+        let t0 = Instant::now();
+        let n_objects = load_services(&svcs, &slices, z.nodes, z.lb, loaded, services).await
+            + if loaded == 0 { z.nodes as u64 } else { 0 };
+        let load = t0.elapsed()
+            + if loaded == 0 {
+                node_time
+            } else {
+                Duration::ZERO
+            };
+        let status_writes = z.lb.saturating_sub(loaded);
+        loaded = services;
+
+        println!(
+            "## speaker_scale (N = {} Nodes, S = {services} Services, L = {} LoadBalancer)",
+            z.nodes, z.lb
+        );
+        println!(
+            "API server load: {n_objects} objects (+{status_writes} status writes) in {load:.2?} = {:.0} objects/s (32 clients)",
+            n_objects as f64 / load.as_secs_f64()
+        );
+        match &peers {
+            Some(p) => println!(
+                "peers: {} node Leases renewed every {RETRY_PERIOD:?} ({:.0} watch events/s), each Lease {} bytes with a {}-byte speaker-state annotation; only node-0 selected",
+                z.nodes - 1,
+                (z.nodes - 1) as f64 / RETRY_PERIOD.as_secs_f64(),
+                p.lease,
+                p.annotation
+            ),
+            None => println!("peers: none (node-0 the only live node)"),
+        }
+
+        for (label, exe) in &exes {
+            // 2. Start. With peers, Lease rules only: the bench's peers send no heartbeats,
+            // and a speaker with heartbeats on that hears none of its peers' would not
+            // announce (without the key Secret it would also read it every 250 ms, which a
+            // speaker of a real cluster, key present, does not).
+            let mut args = vec![
                 "--log-level",
                 "warn",
                 "speaker",
@@ -293,149 +531,188 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 NS,
                 "--metrics-addr",
                 SPEAKER_METRICS,
-            ])
-            .env("NODE_NAME", "node-0")
-            .env("POD_NAME", "speaker-bench")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ferrolb speaker");
-        let pid = child.id();
-        let lb = z.lb;
-        let t1 = Instant::now();
-        tokio::task::spawn_blocking(move || {
-            wait_for("every IP announced", Duration::from_secs(600), || {
-                announced(&scrape(SPEAKER_METRICS), None).0 >= lb
+            ];
+            if z.peers {
+                args.push("--no-heartbeats");
+            }
+            let mut child = Command::new(exe)
+                .args(args)
+                .env("NODE_NAME", "node-0")
+                .env("POD_NAME", "speaker-bench")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn ferrolb speaker");
+            let pid = child.id();
+            let lb = z.lb;
+            let t1 = Instant::now();
+            tokio::task::spawn_blocking(move || {
+                wait_for("every IP announced", Duration::from_secs(600), || {
+                    announced(&scrape(SPEAKER_METRICS), None).0 >= lb
+                })
             })
-        })
-        .await
-        .unwrap();
-        let all_up = t1.elapsed();
+            .await
+            .unwrap();
+            let all_up = t1.elapsed();
 
-        // 3. At rest (past the start-up writes: claims and statuses settle).
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let rss_rest = status_kib(pid, "VmRSS:");
-        let (c0, w0, i0) = (cpu_secs(pid), writes(), Instant::now());
-        tokio::time::sleep(Duration::from_secs(z.idle)).await;
-        let (c1, w1, i1) = (cpu_secs(pid), writes(), Instant::now());
-        let secs = (i1 - i0).as_secs_f64();
-        let idle_cpu = (c1 - c0) / secs * 100.0;
-        let idle_writes = (w1 - w0) as f64 / secs;
-        let idle_load = loadavg();
+            // 3. At rest (past the start-up writes: claims and statuses settle).
+            tokio::time::sleep(z.settle).await;
+            let rss_rest = status_kib(pid, "VmRSS:");
+            let smaps = z.smaps.then(|| common::smaps_breakdown(pid));
+            let peer_count = || peers.as_ref().map_or(0, Peers::renewals);
+            let (c0, w0, r0, p0, i0) = (
+                cpu_secs(pid),
+                writes(),
+                requests(),
+                peer_count(),
+                Instant::now(),
+            );
+            tokio::time::sleep(Duration::from_secs(z.idle)).await;
+            let (c1, w1, r1, p1, i1) = (
+                cpu_secs(pid),
+                writes(),
+                requests(),
+                peer_count(),
+                Instant::now(),
+            );
+            let secs = (i1 - i0).as_secs_f64();
+            let idle_cpu = (c1 - c0) / secs * 100.0;
+            let idle_writes = (w1 - w0) as f64 / secs;
+            let idle_requests = (r1.len() - r0.len()) as f64 / secs;
+            let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
+            for r in &r1[r0.len()..] {
+                *by_kind.entry(r.as_str()).or_default() += 1;
+            }
+            let by_kind: Vec<String> = by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {:.2}/s", *n as f64 / secs))
+                .collect();
+            let idle_peers = (p1 - p0) as f64 / secs;
+            let idle_load = loadavg();
 
-        // 4. Churn: LB endpoints, ClusterIP endpoints, Node status, in turn.
-        let period = Duration::from_secs_f64(1.0 / z.rate as f64);
-        let total = (z.churn * z.rate) as usize;
-        let (c0, w0, i0) = (cpu_secs(pid), writes(), Instant::now());
-        let mut tick = tokio::time::interval(period);
-        let mut kinds = [0usize; 3];
-        for k in 0..total {
-            tick.tick().await;
-            gen += 1;
-            let kind = k % 3;
-            kinds[kind] += 1;
-            let slice_of = match kind {
-                0 if z.lb > 0 => Some(gen % z.lb),
-                0 | 1 if z.services > z.lb => Some(z.lb + gen % (z.services - z.lb)),
-                _ => None,
-            };
-            match slice_of {
-                Some(i) => {
+            // 4. Churn: LB endpoints, ClusterIP endpoints, Node status, in turn.
+            let period = Duration::from_secs_f64(1.0 / z.rate as f64);
+            let total = (z.churn * z.rate) as usize;
+            let (c0, w0, i0) = (cpu_secs(pid), writes(), Instant::now());
+            let mut tick = tokio::time::interval(period);
+            let mut kinds = [0usize; 3];
+            for k in 0..total {
+                tick.tick().await;
+                gen += 1;
+                let kind = k % 3;
+                kinds[kind] += 1;
+                let slice_of = match kind {
+                    0 if z.lb > 0 => Some(gen % z.lb),
+                    0 | 1 if services > z.lb => Some(z.lb + gen % (services - z.lb)),
+                    _ => None,
+                };
+                match slice_of {
+                    Some(i) => {
+                        let sl: EndpointSlice =
+                            serde_json::from_value(slice_json(i, z.nodes, gen, true)).unwrap();
+                        slices
+                            .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
+                            .await
+                            .unwrap();
+                    }
+                    None => {
+                        let i = gen % z.nodes;
+                        let st = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                            "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                            "lastHeartbeatTime": format!("2026-01-01T00:{:02}:{:02}Z", (gen / 60) % 60, gen % 60),
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+                        nodes
+                            .patch_status(
+                                &format!("node-{i}"),
+                                &PatchParams::default(),
+                                &Patch::Strategic(&st),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            let (c1, w1, i1) = (cpu_secs(pid), writes(), Instant::now());
+            let secs = (i1 - i0).as_secs_f64();
+            let churn_cpu = (c1 - c0) / secs * 100.0;
+            // CPU per change beyond the idle cost, per LB-Service endpoint change (the only
+            // kind that can move an announcement).
+            let per_lb_change_ms =
+                ((c1 - c0) - idle_cpu / 100.0 * secs).max(0.0) / kinds[0].max(1) as f64 * 1e3;
+            let churn_writes = (w1 - w0) as f64 / secs;
+            let churn_load = loadavg();
+            let churn_rate = total as f64 / secs;
+            let rss_churn = status_kib(pid, "VmRSS:");
+
+            // 5. Latency: endpoints of an LB Service go (withdraw) and come back (announce).
+            let mut lat = Vec::new();
+            for k in 0..z.samples.min(z.lb) {
+                let i = k % z.lb;
+                let svc = format!("default/svc-{i}");
+                for serving in [false, true] {
+                    gen += 1;
                     let sl: EndpointSlice =
-                        serde_json::from_value(slice_json(i, z.nodes, gen, true)).unwrap();
+                        serde_json::from_value(slice_json(i, z.nodes, gen, serving)).unwrap();
+                    let t = Instant::now();
                     slices
                         .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
                         .await
                         .unwrap();
-                }
-                None => {
-                    let i = gen % z.nodes;
-                    let st = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-                        "reason": "KubeletReady", "message": "kubelet is posting ready status",
-                        "lastHeartbeatTime": format!("2026-01-01T00:{:02}:{:02}Z", (gen / 60) % 60, gen % 60),
-                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-                    nodes
-                        .patch_status(
-                            &format!("node-{i}"),
-                            &PatchParams::default(),
-                            &Patch::Strategic(&st),
-                        )
-                        .await
-                        .unwrap();
+                    let svc = svc.clone();
+                    let d = tokio::task::spawn_blocking(move || {
+                        let t = Instant::now();
+                        while announced(&scrape(SPEAKER_METRICS), Some(&svc)).1 != serving {
+                            assert!(
+                                t.elapsed() < Duration::from_secs(30),
+                                "no decision for {svc}"
+                            );
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    })
+                    .await;
+                    d.unwrap();
+                    lat.push(t.elapsed());
                 }
             }
-        }
-        let (c1, w1, i1) = (cpu_secs(pid), writes(), Instant::now());
-        let secs = (i1 - i0).as_secs_f64();
-        let churn_cpu = (c1 - c0) / secs * 100.0;
-        // CPU per change beyond the idle cost, per LB-Service endpoint change (the only
-        // kind that can move an announcement).
-        let per_lb_change_ms =
-            ((c1 - c0) - idle_cpu / 100.0 * secs).max(0.0) / kinds[0].max(1) as f64 * 1e3;
-        let churn_writes = (w1 - w0) as f64 / secs;
-        let churn_load = loadavg();
-        let churn_rate = total as f64 / secs;
-        let rss_churn = status_kib(pid, "VmRSS:");
+            lat.sort();
+            let peak = status_kib(pid, "VmHWM:");
+            stop(&mut child);
 
-        // 5. Latency: endpoints of an LB Service go (withdraw) and come back (announce).
-        let mut lat = Vec::new();
-        for k in 0..z.samples.min(z.lb) {
-            let i = k % z.lb;
-            let svc = format!("default/svc-{i}");
-            for serving in [false, true] {
-                gen += 1;
-                let sl: EndpointSlice =
-                    serde_json::from_value(slice_json(i, z.nodes, gen, serving)).unwrap();
-                let t = Instant::now();
-                slices
-                    .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
-                    .await
-                    .unwrap();
-                let svc = svc.clone();
-                let d = tokio::task::spawn_blocking(move || {
-                    let t = Instant::now();
-                    while announced(&scrape(SPEAKER_METRICS), Some(&svc)).1 != serving {
-                        assert!(
-                            t.elapsed() < Duration::from_secs(30),
-                            "no decision for {svc}"
-                        );
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                })
-                .await;
-                d.unwrap();
-                lat.push(t.elapsed());
+            println!("### speaker: {label} (S = {services})");
+            println!("all {lb} IPs announced after start:      {all_up:.2?}");
+            println!(
+                "RSS at rest:                             {:.1} MiB (peak {:.1} MiB)",
+                rss_rest as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+            if let Some(smaps) = &smaps {
+                let parts: Vec<String> = smaps
+                    .iter()
+                    .map(|(k, kib)| format!("{k} {:.1}", *kib as f64 / 1024.0))
+                    .collect();
+                println!("RSS at rest by mapping (MiB): {}", parts.join(", "));
             }
+            println!(
+                "idle ({} s): CPU {idle_cpu:.2} % of a core, API writes {idle_writes:.2}/s, API requests {idle_requests:.2}/s ({}) (peers' renewals {idle_peers:.0}/s; load average {idle_load:.2})",
+                z.idle,
+                by_kind.join(", ")
+            );
+            println!(
+                "churn ({churn_rate:.1} changes/s for {} s: {} LB endpoints, {} ClusterIP endpoints, {} Node status): CPU {churn_cpu:.2} % of a core ({per_lb_change_ms:.2} ms above idle per LB change), API writes {churn_writes:.2}/s, RSS {:.1} MiB (load average {churn_load:.2})",
+                z.churn,
+                kinds[0],
+                kinds[1],
+                kinds[2],
+                rss_churn as f64 / 1024.0
+            );
+            println!(
+                "LB Service change -> decision ({} samples, incl. <=2 ms polling): p50 {:.1?}, p99 {:.1?}",
+                lat.len(),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
         }
-        lat.sort();
-        let peak = status_kib(pid, "VmHWM:");
-        stop(&mut child);
-
-        println!("### speaker: {label}");
-        println!("all {lb} IPs announced after start:      {all_up:.2?}");
-        println!(
-            "RSS at rest:                             {:.1} MiB (peak {:.1} MiB)",
-            rss_rest as f64 / 1024.0,
-            peak as f64 / 1024.0
-        );
-        println!(
-            "idle ({} s): CPU {idle_cpu:.2} % of a core, API writes {idle_writes:.2}/s (load average {idle_load:.2})",
-            z.idle
-        );
-        println!(
-            "churn ({churn_rate:.1} changes/s for {} s: {} LB endpoints, {} ClusterIP endpoints, {} Node status): CPU {churn_cpu:.2} % of a core ({per_lb_change_ms:.2} ms above idle per LB change), API writes {churn_writes:.2}/s, RSS {:.1} MiB (load average {churn_load:.2})",
-            z.churn,
-            kinds[0],
-            kinds[1],
-            kinds[2],
-            rss_churn as f64 / 1024.0
-        );
-        println!(
-            "LB Service change -> decision ({} samples, incl. <=2 ms polling): p50 {:.1?}, p99 {:.1?}",
-            lat.len(),
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        );
     }
+    drop(peers);
     bench.srv.shutdown().await.unwrap();
 }

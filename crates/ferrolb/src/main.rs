@@ -33,9 +33,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             ferrolb::telemetry::init_logging(&cli.log)?;
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             // The speaker runs on every node: two workers (a long pass never delays its Lease
-            // renewals and heartbeats), not one per core, each with its own allocator arena.
+            // renewals and heartbeats), not one per core, and one allocator arena for all.
             if matches!(command, Command::Speaker(_)) {
                 rt.worker_threads(2);
+                ferrolb::runtime::use_one_malloc_arena();
             }
             let rt = rt.enable_all().build()?;
             rt.block_on(async move {

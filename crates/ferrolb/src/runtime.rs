@@ -107,6 +107,19 @@ pub fn release_free_memory() {
     }
 }
 
+/// Makes every thread allocate from glibc's main arena. By default glibc gives a thread
+/// that meets contention an arena of its own (up to 8 per core), each keeping its own free
+/// pages and fragments: for the speaker (two runtime workers, a receive thread per
+/// interface, little contention) the per-thread arenas held a few MiB more at rest than one
+/// arena does, at no measurable CPU cost. Call before any thread starts. No-op elsewhere.
+pub fn use_one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// [`release_free_memory`] every `period`, forever. Its cost follows the allocator's free
 /// lists, not the number of objects held.
 pub async fn release_free_memory_every(period: Duration) {

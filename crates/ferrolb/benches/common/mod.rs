@@ -94,6 +94,21 @@ impl BenchServer {
             .filter(|e| ["create", "update", "patch", "delete"].contains(&e.verb.as_str()))
             .count() as u64
     }
+
+    /// Requests other than watches (reads and writes) the ServiceAccount `sa` of [`NS`] made
+    /// so far, as `verb resource`, from the server's request records.
+    pub fn requests_by(&self, sa: &str) -> Vec<String> {
+        let user = ferrolb_lab::harness::service_account_user(sa);
+        self.srv
+            .audit_events()
+            .iter()
+            .filter(|e| e.effective_user() == user && e.verb != "watch")
+            .map(|e| {
+                let resource = e.object_ref.as_ref().map_or("", |o| o.resource.as_str());
+                format!("{} {resource}", e.verb)
+            })
+            .collect()
+    }
 }
 
 /// `name` from the environment, or `default`.
@@ -184,4 +199,87 @@ pub fn stop(child: &mut Child) {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let _ = child.wait();
+}
+
+/// Resident memory of `pid` by kind of mapping, from `/proc/<pid>/smaps` (KiB, largest
+/// first): the binary's code (`exe code`) and its other sections (`exe data`), shared
+/// libraries, the main heap (`[heap]`), glibc's per-thread malloc arenas (anonymous
+/// read-write mappings at a 64 MiB boundary followed by their reserved rest), thread stacks
+/// (anonymous read-write mappings right above a guard page), packet rings (shared
+/// mappings of a socket) and other anonymous mappings.
+pub fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().to_string())
+        .unwrap_or_default();
+    struct Map {
+        start: u64,
+        end: u64,
+        perms: String,
+        path: String,
+        rss: u64,
+    }
+    let mut maps: Vec<Map> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                let perms = f.next().unwrap_or("").to_string();
+                let path = f.nth(3).unwrap_or("").to_string();
+                maps.push(Map {
+                    start,
+                    end,
+                    perms,
+                    path,
+                    rss: 0,
+                });
+                continue;
+            }
+        }
+        if first == "Rss:" {
+            if let (Some(m), Some(kib)) = (maps.last_mut(), f.next().and_then(|v| v.parse().ok())) {
+                m.rss = kib;
+            }
+        }
+    }
+    let mut out: std::collections::BTreeMap<String, u64> = Default::default();
+    for (i, m) in maps.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| &maps[p]);
+        let next = maps.get(i + 1);
+        let kind = if !exe.is_empty() && m.path.starts_with(&exe) {
+            if m.perms.contains('x') {
+                "exe code"
+            } else {
+                "exe data"
+            }
+        } else if m.path == "[heap]" {
+            "main heap"
+        } else if m.path == "[stack]" {
+            "stacks"
+        } else if m.path.starts_with("socket:") || (m.path.is_empty() && m.perms.ends_with('s')) {
+            "packet rings"
+        } else if m.path.starts_with('/') {
+            "shared libraries"
+        } else if m.path.is_empty()
+            && m.perms.starts_with("rw")
+            && m.start % (64 << 20) == 0
+            && next.is_some_and(|n| n.start == m.end && n.perms.starts_with("---"))
+        {
+            "malloc arenas"
+        } else if m.path.is_empty()
+            && m.perms.starts_with("rw")
+            && prev.is_some_and(|p| p.end == m.start && p.perms.starts_with("---"))
+        {
+            "stacks"
+        } else if m.path.starts_with('[') {
+            "kernel ([vdso], [vvar], …)"
+        } else {
+            "other anonymous"
+        };
+        *out.entry(kind.to_string()).or_default() += m.rss;
+    }
+    let mut v: Vec<(String, u64)> = out.into_iter().collect();
+    v.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    v
 }

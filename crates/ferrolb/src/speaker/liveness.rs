@@ -63,6 +63,9 @@ impl LeaseMark {
 #[derive(Debug, Clone)]
 struct Observed {
     mark: LeaseMark,
+    /// The Lease is held by the node it is named after (`mark.holder == node`), kept so
+    /// the per-event scans below compare no strings.
+    held: bool,
     /// When the Lease was seen changing, restarted after an observation gap.
     changed_at: Instant,
     /// When the Lease was really seen changing (never restarted).
@@ -90,10 +93,12 @@ impl PeerTracker {
     /// Records the current content of `node`'s Lease as seen at `now`. Returns true when it
     /// changed (a renewal, a release or a new holder).
     pub fn observe(&mut self, node: &str, mark: LeaseMark, now: Instant) -> bool {
+        let held = mark.holder == node;
         match self.peers.get_mut(node) {
             Some(o) if o.mark == mark => false,
             Some(o) => {
                 o.mark = mark;
+                o.held = held;
                 o.changed_at = now;
                 o.renewed_at = now;
                 o.dead_since = None;
@@ -104,6 +109,7 @@ impl PeerTracker {
                     node.to_string(),
                     Observed {
                         mark,
+                        held,
                         changed_at: now,
                         renewed_at: now,
                         dead_since: None,
@@ -122,10 +128,11 @@ impl PeerTracker {
     /// Whether `node`'s speaker is alive at `now`: its Lease is held by it and changed less
     /// than the lease duration ago.
     pub fn is_alive(&self, node: &str, now: Instant) -> bool {
-        self.peers.get(node).is_some_and(|o| {
-            o.mark.holder == node
-                && now.saturating_duration_since(o.changed_at) < self.lease_duration
-        })
+        self.peers.get(node).is_some_and(|o| self.alive_at(o, now))
+    }
+
+    fn alive_at(&self, o: &Observed, now: Instant) -> bool {
+        o.held && now.saturating_duration_since(o.changed_at) < self.lease_duration
     }
 
     /// When `node`'s Lease was last really seen changing (not moved by
@@ -133,7 +140,7 @@ impl PeerTracker {
     pub fn held_since(&self, node: &str) -> Option<Instant> {
         self.peers
             .get(node)
-            .filter(|o| o.mark.holder == node)
+            .filter(|o| o.held)
             .map(|o| o.renewed_at)
     }
 
@@ -146,7 +153,7 @@ impl PeerTracker {
     pub fn held(&self) -> Vec<String> {
         self.peers
             .iter()
-            .filter(|(n, o)| o.mark.holder == **n)
+            .filter(|(_, o)| o.held)
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -175,18 +182,19 @@ impl PeerTracker {
     /// All nodes alive at `now`.
     pub fn alive(&self, now: Instant) -> Vec<String> {
         self.peers
-            .keys()
-            .filter(|n| self.is_alive(n, now))
-            .cloned()
+            .iter()
+            .filter(|(_, o)| self.alive_at(o, now))
+            .map(|(n, _)| n.clone())
             .collect()
     }
 
-    /// The next instant at which a currently alive peer will be considered dead (to arm a timer).
+    /// The next instant at which a currently alive peer will be considered dead (to arm a
+    /// timer). Runs on every peer renewal: one pass over the peers, no map look-ups.
     pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
         self.peers
-            .iter()
-            .filter(|(n, _)| self.is_alive(n, now))
-            .map(|(_, o)| o.changed_at + self.lease_duration)
+            .values()
+            .filter(|o| self.alive_at(o, now))
+            .map(|o| o.changed_at + self.lease_duration)
             .min()
     }
 
@@ -194,8 +202,8 @@ impl PeerTracker {
     /// returns that time for `node` (the start of a failover).
     pub fn note_deaths(&mut self, now: Instant) {
         let d = self.lease_duration;
-        for (n, o) in self.peers.iter_mut() {
-            let alive = o.mark.holder == *n && now.saturating_duration_since(o.changed_at) < d;
+        for o in self.peers.values_mut() {
+            let alive = o.held && now.saturating_duration_since(o.changed_at) < d;
             if !alive && o.dead_since.is_none() {
                 o.dead_since = Some(now);
             }
@@ -229,6 +237,31 @@ pub struct OwnLease {
     /// Send time of the last successful renewal (None: released).
     renewed: watch::Sender<Option<Instant>>,
     metrics: Arc<Metrics>,
+    /// The Lease as this node's last successful write left it (None: not written yet, or
+    /// the last attempt failed: the next one reads the Lease first).
+    written: std::sync::Mutex<Option<Written>>,
+}
+
+/// What a renewal needs of the Lease it writes over.
+#[derive(Debug, Clone)]
+struct Written {
+    resource_version: Option<String>,
+    /// The published state the Lease holds.
+    state: Option<String>,
+}
+
+impl Written {
+    fn of(lease: &Lease) -> Self {
+        Self {
+            resource_version: lease.metadata.resource_version.clone(),
+            state: lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::state::SPEAKER_STATE_ANNOTATION))
+                .cloned(),
+        }
+    }
 }
 
 impl OwnLease {
@@ -263,6 +296,7 @@ impl OwnLease {
                 state: None,
                 renewed: tx,
                 metrics,
+                written: std::sync::Mutex::new(None),
             },
             rx,
         )
@@ -278,22 +312,39 @@ impl OwnLease {
 
     /// Acquire or renew. A renewal of a Lease this node holds is one merge patch of
     /// `renewTime` (and of the published state when it changed), conditional on the
-    /// resourceVersion just read, so a Lease another writer changed in between is not
-    /// renewed blindly (409; the next attempt re-reads); everything else (create,
-    /// acquire an expired or released Lease, or leave another holder alone) is
+    /// resourceVersion of the Lease as this node last wrote it, so a Lease another writer
+    /// changed since is not renewed blindly (409; the next attempt reads again). In steady
+    /// state that is the renewal's only request: the Lease is read only when this node has
+    /// not written it yet, or after a failed or timed-out attempt (the cache is taken
+    /// before the write, so any failure leaves it empty). Everything else (create, acquire
+    /// an expired or released Lease, or leave another holder alone) is
     /// [`LeaseLock::try_acquire_or_renew`]'s.
     async fn try_renew(&self) -> Result<LeaseLockResult, kube_leader_election::Error> {
-        let Some(render) = &self.state else {
-            return self.lock.try_acquire_or_renew().await;
-        };
         let name = node_lease_name(&self.node);
-        let current = self
-            .api
-            .get_opt(&name)
-            .await
-            .map_err(kube_leader_election::Error::GetLease)?;
-        let Some(current) = current.filter(|l| LeaseMark::of(l).holder == self.node) else {
-            return self.lock.try_acquire_or_renew().await;
+        let cached = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let base = match cached {
+            Some(w) => w,
+            None => {
+                let current = self
+                    .api
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_leader_election::Error::GetLease)?;
+                match current.filter(|l| LeaseMark::of(l).holder == self.node) {
+                    Some(l) => Written::of(&l),
+                    None => {
+                        let res = self.lock.try_acquire_or_renew().await?;
+                        if let LeaseLockResult::Acquired(l) = &res {
+                            self.remember(l);
+                        }
+                        return Ok(res);
+                    }
+                }
+            }
         };
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
             k8s_openapi::jiff::Timestamp::now(),
@@ -301,31 +352,37 @@ impl OwnLease {
         let mut patch = serde_json::json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": { "name": name, "resourceVersion": current.metadata.resource_version },
+            "metadata": { "name": name, "resourceVersion": base.resource_version },
             "spec": { "renewTime": now, "leaseDurationSeconds": self.ttl_secs },
         });
-        let want = render();
-        let have = current
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(super::state::SPEAKER_STATE_ANNOTATION));
-        if have != Some(&want) {
-            patch["metadata"]["annotations"] =
-                serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: want });
+        if let Some(want) = self.state.as_ref().map(|render| render()) {
+            if base.state.as_ref() != Some(&want) {
+                patch["metadata"]["annotations"] =
+                    serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: want });
+            }
         }
         let params = kube::api::PatchParams {
             field_manager: Some(self.node.clone()),
             ..Default::default()
         };
-        self.api
+        let lease = self
+            .api
             .patch(&name, &params, &kube::api::Patch::Merge(&patch))
             .await
-            .map(LeaseLockResult::Acquired)
-            .map_err(kube_leader_election::Error::RenewLease)
+            .map_err(kube_leader_election::Error::RenewLease)?;
+        self.remember(&lease);
+        Ok(LeaseLockResult::Acquired(lease))
     }
 
-    /// One acquire-or-renew attempt (a GET and one write), bounded by twice the retry period
+    /// Keeps what the next renewal is conditioned on: `lease` as this node just wrote it.
+    fn remember(&self, lease: &Lease) {
+        // without a resourceVersion the patch would be unconditional: read again instead
+        let written = Some(Written::of(lease)).filter(|w| w.resource_version.is_some());
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = written;
+    }
+
+    /// One acquire-or-renew attempt (in steady state one write, see
+    /// [`OwnLease::try_renew`]), bounded by twice the retry period
     /// so a hung request still leaves time for another before the renew deadline. Returns
     /// whether we hold the Lease; on success the published renewal moves forward to the
     /// attempt's send time.
@@ -394,6 +451,10 @@ impl OwnLease {
     /// holder is emptied.
     pub async fn release(&self) {
         self.renewed.send_replace(None);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match tokio::time::timeout(self.timing.lease_duration(), self.lock.step_down()).await {
             Ok(Ok(())) => tracing::info!("node lease released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release node lease"),

@@ -18,8 +18,8 @@
 //! | [`metrics`] | speaker metrics |
 //! | [`announcer`] | the dataplane as a trait (real one, or a recorder for tests) |
 //!
-//! API traffic at steady state: one Lease renewal per node per `--retry-period` (a GET and a
-//! write), nothing else; heartbeats go directly between speakers (see docs/ARCHITECTURE.md,
+//! API traffic at steady state: one Lease renewal per node per `--retry-period` (one write,
+//! [`liveness::OwnLease`]), nothing else; heartbeats go directly between speakers (see docs/ARCHITECTURE.md,
 //! *Peer liveness*). Claims, ServiceL2Status and Events are written only on change.
 
 pub mod announcer;

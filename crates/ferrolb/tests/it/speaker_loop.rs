@@ -993,3 +993,104 @@ async fn claim_events_wake_a_pass_only_when_the_claim_changes() {
         .speaker
         .lease_event(watcher::Event::Delete(LeaseFacts::of(&theirs)), t0));
 }
+
+/// In steady state a renewal is one API request: a merge patch conditioned on the
+/// resourceVersion the previous write returned. The Lease is read again only after a
+/// failed write (here: a conflict with another writer), and `run` renews once per retry
+/// period. Counted from the embedded server's request records.
+#[tokio::test]
+async fn a_steady_state_renewal_is_one_request_per_retry_period() {
+    use ferrolb_lab::apiserver::ApiServer;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams};
+
+    ferrolb::controller::install_crypto_provider();
+    let srv = ApiServer::new()
+        .record_requests(true)
+        .start_at("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::try_from(srv.admin_config()).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let name = node_lease_name("node-a");
+    // (verb, code) of every request on this node's Lease from the `from`-th on
+    let requests = |from: usize| -> Vec<(String, u16)> {
+        srv.audit_events()
+            .into_iter()
+            .filter(|e| {
+                e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource == "leases" && o.name == name)
+            })
+            .skip(from)
+            .map(|e| (e.verb, e.response_status.code))
+            .collect()
+    };
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut reg));
+    let (own, mut renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
+    let published = Arc::new(std::sync::Mutex::new("A".to_string()));
+    let p = published.clone();
+    let own = own.with_state(Arc::new(move || p.lock().unwrap().clone()));
+    assert!(own.renew_once().await, "created");
+    let mut seen = requests(0).len();
+    let patch = || ("patch".to_string(), 200);
+    // steady state: one patch per renewal, whether the state changes or not
+    for k in 0..10 {
+        if k == 5 {
+            *published.lock().unwrap() = "B".into();
+        }
+        assert!(own.renew_once().await);
+        assert_eq!(requests(seen), vec![patch()], "renewal {k}");
+        seen += 1;
+    }
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let l = api.get(&name).await.unwrap();
+    assert_eq!(
+        l.metadata.annotations.unwrap()[ferrolb::speaker::state::SPEAKER_STATE_ANNOTATION],
+        "B"
+    );
+    // another writer changes the Lease: the next renewal is refused, the one after reads
+    // the Lease again and renews, and the next is one patch again
+    let change = json!({"metadata": {"labels": {"changed-by": "another-writer"}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .unwrap();
+    seen = requests(0).len();
+    assert!(!own.renew_once().await);
+    assert_eq!(requests(seen), vec![("patch".to_string(), 409)]);
+    seen += 1;
+    assert!(own.renew_once().await);
+    assert_eq!(requests(seen), vec![("get".to_string(), 200), patch()]);
+    seen += 2;
+    assert!(own.renew_once().await);
+    assert_eq!(requests(seen), vec![patch()]);
+    // the renewal loop: one patch per retry period
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(own.run(stop_rx));
+    let period = clock().retry_period();
+    // the first tick renews at once; count from the renewal after it
+    renewals.changed().await.unwrap();
+    renewals.changed().await.unwrap();
+    let (from, t0) = (requests(0).len(), Instant::now());
+    tokio::time::sleep(period * 10).await;
+    let window = requests(from);
+    let periods = t0.elapsed().as_millis() / period.as_millis();
+    assert!(
+        window.iter().all(|r| *r == patch()),
+        "only renewal patches: {window:?}"
+    );
+    // at most one per period (the interval delays a late tick, it never adds one; plus the
+    // one in flight), and renewing all along
+    assert!(
+        (periods as usize / 2..=periods as usize + 1).contains(&window.len()),
+        "{} requests in {periods} retry periods",
+        window.len()
+    );
+    let _ = stop_tx.send(true);
+    task.await.unwrap();
+}
