@@ -8,7 +8,9 @@
 //! when a peer is heard again after silence, or crosses the fence / death silence
 //! thresholds. The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
 //! in the speaker namespace, created by the controller; until it exists the speaker runs
-//! on the Lease rules alone and retries every 250 ms.
+//! on the Lease rules alone and reads it again with backoff (100 ms doubling to 5 s: a
+//! hundred speakers waiting for a controller that is down must not poll the API server
+//! four times a second each).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
@@ -242,6 +244,37 @@ pub async fn load_key(api: &Api<Secret>) -> Result<Option<HmacKey>, kube::Error>
     }
 }
 
+/// Reads the key until it is there, with backoff ([`super::plan::Backoff`]: 100 ms doubling
+/// to 5 s), saying once that it is missing. `None` when `stop` turns true first.
+pub async fn wait_for_key(
+    secrets: &Api<Secret>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<HmacKey> {
+    let mut backoff = super::plan::Backoff::default();
+    let mut told = false;
+    loop {
+        match load_key(secrets).await {
+            Ok(Some(k)) => return Some(k),
+            Ok(None) if !told => {
+                told = true;
+                tracing::info!(
+                    secret = KEY_SECRET,
+                    "heartbeat key not there yet (the controller creates it); Lease rules only"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the heartbeat key; retrying"),
+        }
+        let now = Instant::now();
+        backoff.failed(now);
+        let until = backoff.until().unwrap_or(now);
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return None },
+        }
+    }
+}
+
 /// Runs the heartbeats until `stop` turns true: waits for the key, then sends every
 /// interval and receives continuously. `wake` is notified on liveness changes.
 pub async fn run(
@@ -253,19 +286,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let key = loop {
-        match load_key(&secrets).await {
-            Ok(Some(k)) => break k,
-            Ok(None) => tracing::info!(
-                secret = KEY_SECRET,
-                "heartbeat key not there yet (the controller creates it); Lease rules only"
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot read the heartbeat key; retrying"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
+    let Some(key) = wait_for_key(&secrets, &mut stop).await else {
+        return;
     };
     if let Err(e) = mesh.listen(&socket, key.clone(), metrics.clone(), wake.clone()) {
         tracing::error!(error = %e, "cannot read the heartbeat socket; Lease rules only");

@@ -1094,3 +1094,59 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
     let _ = stop_tx.send(true);
     task.await.unwrap();
 }
+
+/// While the heartbeat key Secret is missing the speaker reads it again with backoff, not at
+/// a fixed rate (a hundred speakers waiting for a controller that is down would poll the API
+/// server four times a second each), and picks the key up once it is created. Counted from
+/// the embedded server's request records.
+#[tokio::test]
+async fn a_missing_heartbeat_key_is_read_again_with_backoff() {
+    use ferrolb::speaker::heartbeat::{wait_for_key, KEY_SECRET};
+    use ferrolb_lab::apiserver::ApiServer;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+
+    ferrolb::controller::install_crypto_provider();
+    let srv = ApiServer::new()
+        .record_requests(true)
+        .start_at("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::try_from(srv.admin_config()).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let reads = || {
+        srv.audit_events()
+            .into_iter()
+            .filter(|e| {
+                e.verb == "get"
+                    && e.object_ref
+                        .as_ref()
+                        .is_some_and(|o| o.resource == "secrets" && o.name == KEY_SECRET)
+            })
+            .count()
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let (stop_tx, mut stop) = watch::channel(false);
+    let s = secrets.clone();
+    let task = tokio::spawn(async move { wait_for_key(&s, &mut stop).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // 100 ms doubling: reads at 0, 0.1, 0.3, 0.7, 1.5, 3.1 s; a fixed 250 ms period makes 12
+    let n = reads();
+    assert!((3..=6).contains(&n), "{n} reads of the missing key in 3 s");
+    let key: Secret = serde_json::from_value(json!({
+        "metadata": {"name": KEY_SECRET},
+        "data": {"key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &key).await.unwrap();
+    // the longest wait is 5 s
+    let got = tokio::time::timeout(Duration::from_secs(7), task)
+        .await
+        .expect("key picked up within the longest backoff")
+        .unwrap();
+    assert!(got.is_some());
+    drop(stop_tx);
+}
