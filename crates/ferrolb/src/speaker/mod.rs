@@ -359,23 +359,12 @@ fn watch_into<K>(
         + Sync
         + 'static,
 {
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(ev) => {
-                    // Decided once the index holds the change, so a pass it wakes sees it.
-                    let wake_now = apply(&mut index.lock().unwrap_or_else(|p| p.into_inner()), ev);
-                    if wake_now {
-                        wake.notify_one();
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff")
-                }
-            }
+    watched::spawn_watch(api, move |ev| {
+        // Decided once the index holds the change, so a pass it wakes sees it.
+        if apply(&mut index.lock().unwrap_or_else(|p| p.into_inner()), ev) {
+            wake.notify_one();
         }
+        true
     });
 }
 

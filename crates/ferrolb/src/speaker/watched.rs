@@ -193,52 +193,66 @@ impl Synced {
     }
 }
 
-/// Watches the Leases of `api`, sends each event reduced to [`LeaseFacts`] to `tx`; sets
-/// `synced` after the first complete list (whose events are then all in the channel).
-pub fn watch_leases(api: Api<SlimLease>, tx: mpsc::UnboundedSender<LeaseEvent>, synced: Synced) {
+/// Runs a watch of `api` (with kube's default backoff) in its own task, handing each event
+/// to `on_event` until it returns false; a failed watch is logged and retried. The one
+/// event loop of the speaker's watches (Leases, ServiceL2Statuses, the index's kinds).
+pub fn spawn_watch<K>(
+    api: Api<K>,
+    mut on_event: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(ev) => {
-                    let done = matches!(ev, watcher::Event::InitDone);
-                    if tx.send(reduce(ev, SlimLease::facts)).is_err() {
+                    if !on_event(ev) {
                         return;
-                    }
-                    if done {
-                        synced.set();
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, kind = "Lease", "watch failed; retrying with backoff")
+                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying with backoff")
                 }
             }
         }
     });
 }
 
+/// Watches the Leases of `api`, sends each event reduced to [`LeaseFacts`] to `tx`; sets
+/// `synced` after the first complete list (whose events are then all in the channel).
+pub fn watch_leases(api: Api<SlimLease>, tx: mpsc::UnboundedSender<LeaseEvent>, synced: Synced) {
+    spawn_watch(api, move |ev| {
+        let done = matches!(ev, watcher::Event::InitDone);
+        if tx.send(reduce(ev, SlimLease::facts)).is_err() {
+            return false;
+        }
+        if done {
+            synced.set();
+        }
+        true
+    });
+}
+
 /// Watches the ServiceL2Status objects of `api` into `book`, waking `wake` on each change
 /// (and once after each complete list).
 pub fn watch_statuses(api: Api<ServiceL2Status>, book: SharedStatuses, wake: Arc<Notify>) {
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(ev) => {
-                    let quiet = matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
-                    book.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .apply(reduce(ev, |o| Observed::of(&o)));
-                    if !quiet {
-                        wake.notify_one();
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, kind = "ServiceL2Status",
-                    "watch failed; retrying with backoff"),
-            }
+    spawn_watch(api, move |ev| {
+        let quiet = matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
+        book.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(reduce(ev, |o| Observed::of(&o)));
+        if !quiet {
+            wake.notify_one();
         }
+        true
     });
 }
 

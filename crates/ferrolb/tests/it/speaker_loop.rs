@@ -905,20 +905,9 @@ async fn renewals_move_the_fencing_deadline_without_a_pass() {
 #[tokio::test]
 async fn a_renewal_does_not_write_over_a_lease_changed_since_it_read_it() {
     use ferrolb_lab::apiserver::faults::FaultSpec;
-    use ferrolb_lab::apiserver::ApiServer;
-    use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Patch, PatchParams};
 
-    ferrolb::controller::install_crypto_provider();
-    let srv = ApiServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let client = Client::try_from(srv.admin_config()).unwrap();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    let (srv, client) = recording_server().await;
     let mut reg = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut reg));
     let (own, _renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
@@ -1000,22 +989,9 @@ async fn claim_events_wake_a_pass_only_when_the_claim_changes() {
 /// period. Counted from the embedded server's request records.
 #[tokio::test]
 async fn a_steady_state_renewal_is_one_request_per_retry_period() {
-    use ferrolb_lab::apiserver::ApiServer;
-    use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Patch, PatchParams};
 
-    ferrolb::controller::install_crypto_provider();
-    let srv = ApiServer::new()
-        .record_requests(true)
-        .start_at("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let client = Client::try_from(srv.admin_config()).unwrap();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    let (srv, client) = recording_server().await;
     let name = node_lease_name("node-a");
     // (verb, code) of every request on this node's Lease from the `from`-th on
     let requests = |from: usize| -> Vec<(String, u16)> {
@@ -1102,21 +1078,9 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
 #[tokio::test]
 async fn a_missing_heartbeat_key_is_read_again_with_backoff() {
     use ferrolb::speaker::heartbeat::{wait_for_key, KEY_SECRET};
-    use ferrolb_lab::apiserver::ApiServer;
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_openapi::api::core::v1::Secret;
 
-    ferrolb::controller::install_crypto_provider();
-    let srv = ApiServer::new()
-        .record_requests(true)
-        .start_at("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let client = Client::try_from(srv.admin_config()).unwrap();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    let (srv, client) = recording_server().await;
     let reads = || {
         srv.audit_events()
             .into_iter()
@@ -1149,4 +1113,23 @@ async fn a_missing_heartbeat_key_is_read_again_with_backoff() {
         .unwrap();
     assert!(got.is_some());
     drop(stop_tx);
+}
+
+/// The embedded API server (recording every request, for counting a speaker's calls), an
+/// admin client, and the speaker namespace.
+async fn recording_server() -> (ferrolb_lab::apiserver::RunningServer, Client) {
+    use k8s_openapi::api::core::v1::Namespace;
+    ferrolb::controller::install_crypto_provider();
+    let srv = ferrolb_lab::apiserver::ApiServer::new()
+        .record_requests(true)
+        .start_at("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::try_from(srv.admin_config()).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    (srv, client)
 }
