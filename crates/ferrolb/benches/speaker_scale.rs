@@ -15,8 +15,8 @@
 //!    cluster publishes (N−1 peers heard and members, its share of the L IPs) — on a real
 //!    cluster every speaker watches every node Lease, so each of these renewals reaches it
 //!    whole. The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
-//!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: the first
-//!    sessions' set-up);
+//!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: node-0 is then
+//!    the only live node);
 //! 2. one speaker (node `node-0`, the only node it may announce from, so it owns all L IPs)
 //!    starts: time until it announces every IP;
 //! 3. at rest: RSS, CPU (from `/proc/<pid>/stat`) and the API writes of the speaker over an
