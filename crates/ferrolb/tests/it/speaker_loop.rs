@@ -597,11 +597,7 @@ async fn missing_interface_gives_one_event_and_no_crash() {
 
 #[tokio::test]
 async fn service_removal_withdraws_and_cleans_up() {
-    let client = fake_client().await;
-    setup(&client, &["node-a"], &[]).await;
-    add_service(&client, "web", "10.0.0.1").await;
-    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
-    let t0 = Instant::now();
+    let (client, mut n, t0) = node_a_with_web().await;
     n.pass(t0, Some(t0)).await;
     n.pass(t0, Some(t0)).await;
     assert!(n.announced().contains(&ip("10.0.0.1")));
@@ -866,11 +862,7 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
 /// the pass it runs withdraws.
 #[tokio::test]
 async fn renewals_move_the_fencing_deadline_without_a_pass() {
-    let client = fake_client().await;
-    setup(&client, &["node-a"], &[]).await;
-    add_service(&client, "web", "10.0.0.1").await;
-    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
-    let t0 = Instant::now();
+    let (client, mut n, t0) = node_a_with_web().await;
     n.pass(t0, Some(t0)).await;
     n.pass(t0, Some(t0)).await;
     assert!(n.announced().contains(&ip("10.0.0.1")));
@@ -951,11 +943,7 @@ async fn a_renewal_does_not_write_over_a_lease_changed_since_it_read_it() {
 #[tokio::test]
 async fn claim_events_wake_a_pass_only_when_the_claim_changes() {
     use ferrolb::speaker::watched::LeaseFacts;
-    let client = fake_client().await;
-    setup(&client, &["node-a"], &[]).await;
-    add_service(&client, "web", "10.0.0.1").await;
-    let mut n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
-    let t0 = Instant::now();
+    let (client, mut n, t0) = node_a_with_web().await;
     // the first pass writes the claim (and announces it): its echo needs no pass
     n.pass(t0, Some(t0)).await;
     assert_eq!(
@@ -1132,4 +1120,14 @@ async fn recording_server() -> (ferrolb_lab::apiserver::RunningServer, Client) {
         .await
         .unwrap();
     (srv, client)
+}
+
+/// The fake cluster with one node `node-a` and the Service `web` at 10.0.0.1: its client,
+/// node-a's speaker (no pass run yet) and the instant of its first pass.
+async fn node_a_with_web() -> (Client, Node_, Instant) {
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    (client, n, Instant::now())
 }
