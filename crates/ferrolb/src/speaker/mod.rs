@@ -317,13 +317,7 @@ pub async fn drive<A: Announcer>(
 
 fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>) -> Store<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: watched::Watchable,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
@@ -351,13 +345,7 @@ fn watch_into<K>(
     wake: Arc<Notify>,
     apply: fn(&mut Index, watcher::Event<K>) -> bool,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: watched::Watchable,
 {
     watched::spawn_watch(api, move |ev| {
         // Decided once the index holds the change, so a pass it wakes sees it.

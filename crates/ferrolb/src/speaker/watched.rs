@@ -193,6 +193,29 @@ impl Synced {
     }
 }
 
+/// What kube's watcher needs of a watched type (cluster-wide kinds and slim projections alike).
+pub trait Watchable:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watchable for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Runs a watch of `api` (with kube's default backoff) in its own task, handing each event
 /// to `on_event` until it returns false; a failed watch is logged and retried. The one
 /// event loop of the speaker's watches (Leases, ServiceL2Statuses, the index's kinds).
@@ -200,13 +223,7 @@ pub fn spawn_watch<K>(
     api: Api<K>,
     mut on_event: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watchable,
 {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
