@@ -558,6 +558,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             // 3. At rest (past the start-up writes: claims and statuses settle).
             tokio::time::sleep(z.settle).await;
             let rss_rest = status_kib(pid, "VmRSS:");
+            // open sockets and files: each idle pooled API connection keeps TLS state and
+            // buffers
+            let fds_rest = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
             let smaps = z.smaps.then(|| common::smaps_breakdown(pid));
             let peer_count = || peers.as_ref().map_or(0, Peers::renewals);
             let (c0, w0, r0, p0, i0) = (
@@ -681,7 +684,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             println!("### speaker: {label} (S = {services})");
             println!("all {lb} IPs announced after start:      {all_up:.2?}");
             println!(
-                "RSS at rest:                             {:.1} MiB (peak {:.1} MiB)",
+                "RSS at rest:                             {:.1} MiB (peak {:.1} MiB), {fds_rest} open file descriptors",
                 rss_rest as f64 / 1024.0,
                 peak as f64 / 1024.0
             );

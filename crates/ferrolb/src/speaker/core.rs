@@ -773,14 +773,9 @@ impl<A: Announcer> Speaker<A> {
             else {
                 continue;
             };
-            let sink = self.clients.events.clone();
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                if let Err(e) = sink.publish(&ev, &reference).await {
-                    tracing::warn!(error = %e, reason = ev.reason, "cannot publish event");
-                    metrics.api_errors.inc();
-                }
-            });
+            if !self.clients.events.send(ev, reference) {
+                self.metrics.events_dropped.inc();
+            }
         }
     }
 

@@ -6,8 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
 
 use crate::allocator::ServiceKey;
 
@@ -95,49 +98,87 @@ pub fn announce_failed_message(ip: &str, node: &str, missing: &[String]) -> Stri
     )
 }
 
-/// Shell: publishes events through the kube-runtime recorder.
+/// Event writes in flight at once. Announcing a thousand IPs at start-up yields a thousand
+/// Events; written each on its own task they opened as many HTTP connections to the API
+/// server at once (which kube-apiserver's in-flight limits would refuse), and the client's
+/// pool then kept them, with their TLS state and buffers, for minutes.
+pub const EVENT_WRITES_IN_FLIGHT: usize = 4;
+/// Events waiting to be written; beyond that new ones are dropped and counted (client-go's
+/// recorder drops beyond 1 000).
+pub const EVENT_QUEUE: usize = 16_384;
+
+/// Shell: publishes events through the kube-runtime recorder from a queue, at most
+/// [`EVENT_WRITES_IN_FLIGHT`] at a time, in the order they were queued.
 #[derive(Clone)]
 pub struct EventSink {
-    recorder: Recorder,
+    queue: mpsc::Sender<(Pending, ObjectReference)>,
 }
 
 impl EventSink {
-    /// Reporter `ferrolb-speaker`, instance = node name.
-    pub fn new(client: kube::Client, node: &str) -> Self {
-        Self {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: "ferrolb-speaker".into(),
-                    instance: Some(node.into()),
-                },
-            ),
-        }
+    /// Reporter `ferrolb-speaker`, instance = node name. Starts the publishing task (which
+    /// ends when every sink is dropped); failed writes count in `errors`.
+    pub fn new(client: kube::Client, node: &str, errors: Counter) -> Self {
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: "ferrolb-speaker".into(),
+                instance: Some(node.into()),
+            },
+        );
+        let (queue, rx) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(drain(rx, EVENT_WRITES_IN_FLIGHT, move |(ev, reference)| {
+            let recorder = recorder.clone();
+            let errors = errors.clone();
+            async move {
+                if let Err(e) = publish(&recorder, &ev, &reference).await {
+                    tracing::warn!(error = %e, reason = ev.reason, "cannot publish event");
+                    errors.inc();
+                }
+            }
+        }));
+        Self { queue }
     }
 
-    /// Publishes `ev` regarding the Service `reference`.
-    pub async fn publish(
-        &self,
-        ev: &Pending,
-        reference: &ObjectReference,
-    ) -> Result<(), kube::Error> {
-        self.recorder
-            .publish(
-                &Event {
-                    type_: if ev.warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: ev.reason.into(),
-                    note: Some(ev.message.clone()),
-                    action: "Announce".into(),
-                    secondary: None,
-                },
-                reference,
-            )
-            .await
+    /// Queues `ev` about the object `reference`. False: the queue is full (or the publishing
+    /// task ended) and the event is dropped.
+    pub fn send(&self, ev: Pending, reference: ObjectReference) -> bool {
+        self.queue.try_send((ev, reference)).is_ok()
     }
+}
+
+/// Runs `write` on every item of `rx`, at most `in_flight` at a time, until every sender is
+/// dropped.
+pub async fn drain<T, F, Fut>(rx: mpsc::Receiver<T>, in_flight: usize, write: F)
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+        .for_each_concurrent(in_flight, write)
+        .await;
+}
+
+async fn publish(
+    recorder: &Recorder,
+    ev: &Pending,
+    reference: &ObjectReference,
+) -> Result<(), kube::Error> {
+    recorder
+        .publish(
+            &Event {
+                type_: if ev.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: ev.reason.into(),
+                note: Some(ev.message.clone()),
+                action: "Announce".into(),
+                secondary: None,
+            },
+            reference,
+        )
+        .await
 }
 
 #[cfg(test)]
@@ -168,5 +209,39 @@ mod tests {
             "announcing from node \"n1\" with protocol \"layer2\" on interfaces [\"eth0\"]"
         );
         assert!(announce_failed_message("10.0.0.1", "n1", &["eth9".into()]).contains("eth9"));
+    }
+
+    #[tokio::test]
+    async fn the_queue_writes_every_event_in_order_and_never_more_than_the_bound_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let (tx, rx) = mpsc::channel(1000);
+        for i in 0..200 {
+            tx.send(i).await.unwrap();
+        }
+        drop(tx);
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let (n, m, st) = (now.clone(), most.clone(), started.clone());
+        drain(rx, 4, move |i: usize| {
+            let (n, m, st) = (n.clone(), m.clone(), st.clone());
+            async move {
+                st.lock().unwrap().push(i);
+                let k = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(k, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+        .await;
+        assert_eq!(*started.lock().unwrap(), (0..200).collect::<Vec<_>>());
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            4,
+            "ran with the bound filled, never above"
+        );
+        assert_eq!(now.load(Ordering::SeqCst), 0);
     }
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub claim_conflicts: Counter,
     /// Failed API writes (claims, ServiceL2Status, events), retried with backoff.
     pub api_errors: Counter,
+    /// Events not written because too many were waiting ([`super::events::EVENT_QUEUE`]).
+    pub events_dropped: Counter,
     /// Times this node withdrew everything because its Lease renewals failed.
     pub fenced: Counter,
     /// Seconds from noticing an owner's loss (its Lease expired or released) to this node's
@@ -93,6 +95,7 @@ impl Metrics {
             lease_renew_failures: Counter::default(),
             claim_conflicts: Counter::default(),
             api_errors: Counter::default(),
+            events_dropped: Counter::default(),
             fenced: Counter::default(),
             failover_seconds: Histogram::new([
                 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0,
@@ -144,6 +147,11 @@ impl Metrics {
             "api_errors",
             "Failed API writes, retried with backoff",
             m.api_errors.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events not written because too many were waiting to be",
+            m.events_dropped.clone(),
         );
         r.register(
             "fenced",

@@ -137,7 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         status: status::StatusApi::new(client.clone(), &args.namespace).with_owner(
             status::pod_owner(args.pod_name.as_deref(), args.pod_uid.as_deref()),
         ),
-        events: events::EventSink::new(client.clone(), &args.node_name),
+        events: events::EventSink::new(client.clone(), &args.node_name, metrics.api_errors.clone()),
         leases: Api::namespaced(client.clone(), &args.namespace),
     };
     wait_ready(&stores).await;

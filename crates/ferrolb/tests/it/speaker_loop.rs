@@ -177,7 +177,7 @@ impl Node_ {
             Clients {
                 claims: ClaimApi::new(client.clone(), NS),
                 status: StatusApi::new(client.clone(), NS),
-                events: EventSink::new(client.clone(), name),
+                events: EventSink::new(client.clone(), name, metrics.api_errors.clone()),
                 leases: Api::namespaced(client.clone(), NS),
             },
             dp.clone(),
