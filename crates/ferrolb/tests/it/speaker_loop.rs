@@ -1131,3 +1131,47 @@ async fn node_a_with_web() -> (Client, Node_, Instant) {
     let n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
     (client, n, Instant::now())
 }
+
+/// A Node change the election reads (here the exclusion label) moves the IP at the next
+/// pass, though nothing else changed: the node views a pass reuses are rebuilt when a Node
+/// changes.
+#[tokio::test]
+async fn a_node_excluded_from_load_balancers_hands_its_ip_over_at_the_next_pass() {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+    let owners = |nodes: &[Node_]| -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| n.announced().contains(&ip("10.0.0.1")))
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    assert_eq!(owners(&nodes), vec!["node-b".to_string()]);
+
+    Api::<Node>::all(client.clone())
+        .patch(
+            "node-b",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": ""}}})),
+        )
+        .await
+        .unwrap();
+    for i in 1..4 {
+        round(&mut nodes, t0 + Duration::from_millis(100 * i)).await;
+    }
+    let now = owners(&nodes);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], "node-b");
+    assert_eq!(
+        claim_holder(&client, ip("10.0.0.1")).await.as_deref(),
+        Some(now[0].as_str())
+    );
+}
