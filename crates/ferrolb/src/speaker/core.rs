@@ -108,9 +108,6 @@ pub struct Speaker<A: Announcer> {
     claims: ClaimBook,
     /// During a Lease relist: the names listed so far.
     lease_relist: Option<BTreeSet<String>>,
-    /// The node views of the last pass, with this node's permission and the live peers they
-    /// were built with: rebuilt only when a Node or one of those changed.
-    node_views: Option<(bool, BTreeSet<String>, Arc<[NodeInfo]>)>,
     /// The announce map changed since the state was last published.
     announced_changed: bool,
     /// IP → when the failover that gave it to us began, until it is announced (failover
@@ -154,7 +151,6 @@ impl<A: Announcer> Speaker<A> {
             announced: BTreeMap::new(),
             claims: ClaimBook::default(),
             lease_relist: None,
-            node_views: None,
             announced_changed: false,
             loss_at: BTreeMap::new(),
             config_errors: Vec::new(),
@@ -406,25 +402,11 @@ impl<A: Announcer> Speaker<A> {
     /// The snapshot's inputs other than the claims: the configuration, the views of the
     /// Services changed since the last pass (all of them when the configuration changed),
     /// the node views.
-    fn gather(
-        &mut self,
-        may: bool,
-    ) -> (Config, BTreeMap<String, Vec<ServiceView>>, Arc<[NodeInfo]>) {
+    fn gather(&mut self, may: bool) -> (Config, BTreeMap<String, Vec<ServiceView>>, Vec<NodeInfo>) {
         let config = self.config();
         let mut index = self.stores.index.lock().unwrap_or_else(|p| p.into_inner());
         let changes = index.changes(&config);
-        let nodes_changed = index.take_nodes_changed();
-        let nodes = match &self.node_views {
-            Some((m, alive, v)) if !nodes_changed && *m == may && *alive == self.live.alive => {
-                v.clone()
-            }
-            _ => {
-                let v: Arc<[NodeInfo]> =
-                    plan::node_infos(index.nodes(), &self.settings.node, may, &self.live).into();
-                self.node_views = Some((may, self.live.alive.clone(), v.clone()));
-                v
-            }
-        };
+        let nodes = plan::node_infos(index.nodes(), &self.settings.node, may, &self.live);
         drop(index);
         (config, changes, nodes)
     }
