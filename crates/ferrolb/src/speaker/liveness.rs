@@ -229,6 +229,8 @@ pub struct OwnLease {
     timing: LeaseClock,
     /// The Lease API and this node's name (renewals that carry the published state).
     api: kube::Api<Lease>,
+    /// The same Lease API, answers decoded slim (renewals).
+    slim: kube::Api<super::watched::SlimLease>,
     node: String,
     /// `spec.leaseDurationSeconds` written on renewal.
     ttl_secs: u64,
@@ -240,6 +242,14 @@ pub struct OwnLease {
     /// The Lease as this node's last successful write left it (None: not written yet, or
     /// the last attempt failed: the next one reads the Lease first).
     written: std::sync::Mutex<Option<Written>>,
+}
+
+/// How one acquire-or-renew attempt ended (errors apart).
+enum Attempt {
+    /// This node holds its Lease (renewed or acquired).
+    Held,
+    /// Another identity holds it (named).
+    NotHeld(String),
 }
 
 /// What a renewal needs of the Lease it writes over.
@@ -290,7 +300,8 @@ impl OwnLease {
             Self {
                 lock,
                 timing,
-                api: kube::Api::namespaced(client, namespace),
+                api: kube::Api::namespaced(client.clone(), namespace),
+                slim: kube::Api::namespaced(client, namespace),
                 node: node.to_string(),
                 ttl_secs,
                 state: None,
@@ -319,7 +330,7 @@ impl OwnLease {
     /// before the write, so any failure leaves it empty). Everything else (create, acquire
     /// an expired or released Lease, or leave another holder alone) is
     /// [`LeaseLock::try_acquire_or_renew`]'s.
-    async fn try_renew(&self) -> Result<LeaseLockResult, kube_leader_election::Error> {
+    async fn try_renew(&self) -> Result<Attempt, kube_leader_election::Error> {
         let name = node_lease_name(&self.node);
         let cached = self
             .written
@@ -337,11 +348,15 @@ impl OwnLease {
                 match current.filter(|l| LeaseMark::of(l).holder == self.node) {
                     Some(l) => Written::of(&l),
                     None => {
-                        let res = self.lock.try_acquire_or_renew().await?;
-                        if let LeaseLockResult::Acquired(l) = &res {
-                            self.remember(l);
-                        }
-                        return Ok(res);
+                        return Ok(match self.lock.try_acquire_or_renew().await? {
+                            LeaseLockResult::Acquired(l) => {
+                                self.remember(Written::of(&l));
+                                Attempt::Held
+                            }
+                            LeaseLockResult::NotAcquired(l) => {
+                                Attempt::NotHeld(LeaseMark::of(&l).holder)
+                            }
+                        });
                     }
                 }
             }
@@ -355,29 +370,37 @@ impl OwnLease {
             "metadata": { "name": name, "resourceVersion": base.resource_version },
             "spec": { "renewTime": now, "leaseDurationSeconds": self.ttl_secs },
         });
+        let mut state = base.state;
         if let Some(want) = self.state.as_ref().map(|render| render()) {
-            if base.state.as_ref() != Some(&want) {
+            if state.as_ref() != Some(&want) {
                 patch["metadata"]["annotations"] =
-                    serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: want });
+                    serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: &want });
+                state = Some(want);
             }
         }
         let params = kube::api::PatchParams {
             field_manager: Some(self.node.clone()),
             ..Default::default()
         };
-        let lease = self
-            .api
+        // the answer decoded slim: only its resourceVersion is kept (the state is the one
+        // just written), and the Lease carries this node's whole published state
+        let facts = self
+            .slim
             .patch(&name, &params, &kube::api::Patch::Merge(&patch))
             .await
-            .map_err(kube_leader_election::Error::RenewLease)?;
-        self.remember(&lease);
-        Ok(LeaseLockResult::Acquired(lease))
+            .map_err(kube_leader_election::Error::RenewLease)?
+            .facts();
+        self.remember(Written {
+            resource_version: Some(facts.resource_version).filter(|v| !v.is_empty()),
+            state,
+        });
+        Ok(Attempt::Held)
     }
 
-    /// Keeps what the next renewal is conditioned on: `lease` as this node just wrote it.
-    fn remember(&self, lease: &Lease) {
+    /// Keeps what the next renewal is conditioned on: the Lease as this node just wrote it.
+    fn remember(&self, written: Written) {
         // without a resourceVersion the patch would be unconditional: read again instead
-        let written = Some(Written::of(lease)).filter(|w| w.resource_version.is_some());
+        let written = Some(written).filter(|w| w.resource_version.is_some());
         *self.written.lock().unwrap_or_else(|p| p.into_inner()) = written;
     }
 
@@ -391,7 +414,7 @@ impl OwnLease {
         let limit = (self.timing.retry_period() * 2).min(self.timing.renew_deadline());
         let res = tokio::time::timeout(limit, self.try_renew()).await;
         match res {
-            Ok(Ok(LeaseLockResult::Acquired(_))) => {
+            Ok(Ok(Attempt::Held)) => {
                 if let Some(gap) = self
                     .renewed
                     .borrow()
@@ -411,10 +434,10 @@ impl OwnLease {
                 });
                 true
             }
-            Ok(Ok(LeaseLockResult::NotAcquired(l))) => {
+            Ok(Ok(Attempt::NotHeld(holder))) => {
                 // Our own Lease held by someone else: a released Lease within its
                 // (1 s) release period, or a misconfigured second speaker on this node.
-                tracing::info!(holder = ?LeaseMark::of(&l).holder, "node lease not acquired yet");
+                tracing::info!(holder = ?holder, "node lease not acquired yet");
                 self.metrics.lease_renew_failures.inc();
                 false
             }
