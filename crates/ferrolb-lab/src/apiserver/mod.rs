@@ -5,7 +5,8 @@
 //! resourceVersion, BOOKMARKs, 410 Gone), create (`generateName`), replace with resourceVersion
 //! preconditions, merge / strategic / JSON patch, server-side apply (as a merge recording the
 //! field manager), delete, deletecollection, label and field selectors, `status` subresources and
-//! discovery; paged lists read from one snapshot ([`paging`]); custom resources validated against
+//! discovery; paged lists read from one snapshot ([`paging`]); bounded requests in flight
+//! ([`inflight`]); custom resources validated against
 //! their CRD's schema and CEL rules ([`validation`]); and faults on demand ([`faults`]). The real
 //! `ferrolb controller` and `ferrolb speaker` run against it through the kubeconfig from
 //! [`RunningServer::kubeconfig_yaml`]. docs/ARCHITECTURE.md lists what it does not reproduce.
@@ -40,6 +41,7 @@ pub mod defaults;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod inflight;
 pub mod metrics;
 pub mod paging;
 pub mod patch;
@@ -79,6 +81,7 @@ pub struct ApiServer {
     admin_token: Option<String>,
     audit_log: Option<PathBuf>,
     record_requests: bool,
+    in_flight: inflight::Limits,
 }
 
 impl Default for ApiServer {
@@ -100,6 +103,7 @@ impl ApiServer {
             admin_token: None,
             audit_log: None,
             record_requests: false,
+            in_flight: inflight::Limits::default(),
         }
     }
 
@@ -170,6 +174,13 @@ impl ApiServer {
         self
     }
 
+    /// Bounds on the requests in flight (default: kube-apiserver's, 400 read-only and 200
+    /// mutating); beyond them requests are refused with 429 ([`inflight`]).
+    pub fn in_flight_limits(mut self, limits: inflight::Limits) -> Self {
+        self.in_flight = limits;
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn start_at(self, addr: SocketAddr) -> anyhow::Result<RunningServer> {
         let store = match (self.store, &self.state_file) {
@@ -209,6 +220,7 @@ impl ApiServer {
             shutdown: shutdown_rx.clone(),
             bookmark_interval: self.bookmark_interval,
             auth: auth.clone(),
+            in_flight: Arc::new(inflight::InFlight::new(self.in_flight)),
         };
         let mut srv_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {
