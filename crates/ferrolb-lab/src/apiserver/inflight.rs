@@ -90,6 +90,8 @@ pub struct InFlight {
     limits: Limits,
     read_only: AtomicUsize,
     mutating: AtomicUsize,
+    read_only_peak: AtomicUsize,
+    mutating_peak: AtomicUsize,
 }
 
 /// A taken seat; dropping it frees the seat.
@@ -133,6 +135,15 @@ impl InFlight {
         }
     }
 
+    /// The most requests of `kind` that were in flight at once.
+    pub fn peak(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::ReadOnly => &self.read_only_peak,
+            Kind::Mutating => &self.mutating_peak,
+        }
+        .load(Ordering::Acquire)
+    }
+
     /// Requests of `kind` in flight now.
     pub fn current(&self, kind: Kind) -> usize {
         self.counter(kind).load(Ordering::Acquire)
@@ -146,7 +157,14 @@ impl InFlight {
                 (n < limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| Seat {
+            .map(|n| {
+                match kind {
+                    Kind::ReadOnly => &self.read_only_peak,
+                    Kind::Mutating => &self.mutating_peak,
+                }
+                .fetch_max(n + 1, Ordering::AcqRel);
+            })
+            .map(|()| Seat {
                 owner: self.clone(),
                 kind,
             })
@@ -236,6 +254,7 @@ mod tests {
             (f.current(Kind::Mutating), f.current(Kind::ReadOnly)),
             (0, 0)
         );
+        assert_eq!((f.peak(Kind::Mutating), f.peak(Kind::ReadOnly)), (2, 3));
     }
 
     #[test]
@@ -262,6 +281,7 @@ mod tests {
             t.join().unwrap();
         }
         assert!(most.load(Ordering::SeqCst) <= 5);
+        assert!(f.peak(Kind::Mutating) <= 5);
         assert_eq!(f.current(Kind::Mutating), 0);
     }
 

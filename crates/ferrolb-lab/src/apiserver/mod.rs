@@ -212,6 +212,7 @@ impl ApiServer {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
         let faults = Arc::new(faults::Faults::default());
+        let in_flight = Arc::new(inflight::InFlight::new(self.in_flight));
         let app = http::App {
             faults: faults.clone(),
             metrics: metrics.clone(),
@@ -220,7 +221,7 @@ impl ApiServer {
             shutdown: shutdown_rx.clone(),
             bookmark_interval: self.bookmark_interval,
             auth: auth.clone(),
-            in_flight: Arc::new(inflight::InFlight::new(self.in_flight)),
+            in_flight: in_flight.clone(),
         };
         let mut srv_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {
@@ -258,6 +259,7 @@ impl ApiServer {
             auth,
             pki,
             faults,
+            in_flight,
             metrics,
             store,
             state_file: self.state_file,
@@ -277,6 +279,7 @@ pub struct RunningServer {
     auth: Arc<auth::Auth>,
     pki: tls::Pki,
     faults: Arc<faults::Faults>,
+    in_flight: Arc<inflight::InFlight>,
     metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     state_file: Option<PathBuf>,
@@ -309,6 +312,11 @@ impl RunningServer {
     /// Faults injected into this server's answers (also at `/ferrolb-lab/faults`).
     pub fn faults(&self) -> Arc<faults::Faults> {
         self.faults.clone()
+    }
+
+    /// The requests in flight: their bounds, the current and the peak counts.
+    pub fn in_flight(&self) -> Arc<inflight::InFlight> {
+        self.in_flight.clone()
     }
 
     /// The server's metrics (also served at `/metrics`).

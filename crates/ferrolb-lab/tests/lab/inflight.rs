@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferrolb_lab::apiserver::faults::FaultSpec;
-use ferrolb_lab::apiserver::inflight::{Limits, REFUSAL_BODY};
+use ferrolb_lab::apiserver::inflight::{Kind, Limits, REFUSAL_BODY};
 use ferrolb_lab::apiserver::metrics::DroppedLabels;
 use ferrolb_lab::apiserver::ApiServer;
 use futures::StreamExt;
@@ -117,6 +117,7 @@ async fn beyond_the_bound_requests_get_429_with_retry_after_and_watches_and_mast
             .get()
     };
     assert_eq!((dropped("mutating"), dropped("readOnly")), (2, 0));
+    assert_eq!(server.in_flight().peak(Kind::Mutating), 1);
     drop(watches);
     server.shutdown().await.unwrap();
 }

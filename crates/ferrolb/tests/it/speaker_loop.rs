@@ -1138,8 +1138,9 @@ async fn node_a_with_web() -> (Client, Node_, Instant) {
 /// Events were all in flight at once and most were refused with 429.
 #[tokio::test]
 async fn announcing_hundreds_of_ips_stays_within_the_servers_in_flight_bound() {
+    use ferrolb::speaker::events::EVENT_WRITES_IN_FLIGHT;
     use ferrolb_lab::apiserver::faults::FaultSpec;
-    use ferrolb_lab::apiserver::inflight::Limits;
+    use ferrolb_lab::apiserver::inflight::{Kind, Limits};
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     use kube::api::{Patch, PatchParams};
@@ -1223,5 +1224,12 @@ async fn announcing_hundreds_of_ips_stays_within_the_servers_in_flight_bound() {
         refused.first()
     );
     assert_eq!(written, SERVICES, "one nodeAssigned Event per Service");
+    // the Event writes filled their share and no more (the other writes are not delayed)
+    let peak = srv.in_flight().peak(Kind::Mutating);
+    eprintln!("mutating requests in flight at most: {peak}");
+    assert!(
+        (EVENT_WRITES_IN_FLIGHT..=8).contains(&peak),
+        "{peak} mutating requests in flight at most"
+    );
     srv.shutdown().await.unwrap();
 }
