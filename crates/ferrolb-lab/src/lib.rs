@@ -55,6 +55,12 @@ pub enum LabCommand {
         /// Append every request to this file as audit events (JSON lines).
         #[arg(long)]
         audit_log: Option<PathBuf>,
+        /// Bound on read-only requests in flight (kube-apiserver's flag and default).
+        #[arg(long, default_value_t = apiserver::inflight::DEFAULT_READ_ONLY)]
+        max_requests_inflight: usize,
+        /// Bound on mutating requests in flight (kube-apiserver's flag and default).
+        #[arg(long, default_value_t = apiserver::inflight::DEFAULT_MUTATING)]
+        max_mutating_requests_inflight: usize,
     },
     /// Run a backend that answers every HTTP request with its name.
     #[command(hide = true)]
@@ -76,8 +82,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             state_file,
             pki_dir,
             audit_log,
+            max_requests_inflight,
+            max_mutating_requests_inflight,
         }) => {
-            let mut b = apiserver::ApiServer::new();
+            let mut b = apiserver::ApiServer::new().in_flight_limits(apiserver::inflight::Limits {
+                read_only: max_requests_inflight,
+                mutating: max_mutating_requests_inflight,
+            });
             if let Some(p) = state_file {
                 b = b.state_file(p);
             }

@@ -16,9 +16,11 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::auth::Auth;
+use super::authz::MASTERS;
 use super::error::ApiError;
 use super::faults::{self, Effect, Faults, RequestAttrs};
-use super::metrics::{Metrics, RequestLabels};
+use super::inflight::{self, InFlight};
+use super::metrics::{DroppedLabels, Metrics, RequestLabels};
 use super::paging;
 use super::patch::PatchKind;
 use super::query::{parse_label_selector, FieldSelector};
@@ -52,6 +54,8 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// Faults injected by tests.
     pub faults: Arc<Faults>,
+    /// Requests in flight, against their bounds.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// The axum router serving the whole API.
@@ -127,9 +131,26 @@ async fn handle(
         .auth
         .admit(&app.store, method.as_str(), uri.path(), &query, &headers);
     info.user = Some(adm.acting().name.clone());
-    let resp = match &adm.denied {
-        Some(e) => error_response(e),
-        None => match app.auth.serve(&app.store, &adm, &content_type, &body) {
+    // The in-flight bound applies once the request is authenticated (an unauthenticated one
+    // gets its 401 first) and before it is authorized, as in kube-apiserver's filter chain.
+    let kind = match &adm.denied {
+        Some(e) if e.code == 401 => None,
+        _ => inflight::classify(&adm.attrs, adm.acting().groups.iter().any(|g| g == MASTERS)),
+    };
+    let seat = kind.map(|k| (k, app.in_flight.try_acquire(k)));
+    let resp = match (&adm.denied, &seat) {
+        (_, Some((k, None))) => {
+            app.metrics
+                .dropped_requests
+                .get_or_create(&DroppedLabels {
+                    request_kind: k.label().into(),
+                })
+                .inc();
+            tracing::info!(path = %uri.path(), verb = %adm.attrs.verb, request_kind = k.label(), "too many requests in flight");
+            inflight::refusal()
+        }
+        (Some(e), _) => error_response(e),
+        (None, _) => match app.auth.serve(&app.store, &adm, &content_type, &body) {
             Some(r) => r.map_or_else(|e| error_response(&e), |(c, v)| json_response(c, &v)),
             None => {
                 let attrs = if app.faults.is_empty() {
@@ -164,6 +185,7 @@ async fn handle(
             }
         },
     };
+    drop(seat);
     let code = resp.status().as_u16();
     app.auth.record(&adm, &uri.to_string(), code);
     app.metrics
@@ -662,6 +684,7 @@ mod tests {
                 super::super::audit::Audit::off(),
             )),
             faults: Default::default(),
+            in_flight: Default::default(),
         }
     }
 

@@ -20,11 +20,20 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Labels of `ferrolb_apiserver_dropped_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    /// `readOnly` or `mutating`, as kube-apiserver's `apiserver_dropped_requests_total`.
+    pub request_kind: String,
+}
+
 /// The server's counters and gauges.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests by verb, resource and status code.
     pub requests: Family<RequestLabels, Counter>,
+    /// Requests refused with 429 because too many were in flight, by kind.
+    pub dropped_requests: Family<DroppedLabels, Counter>,
     /// Watch events written to clients.
     pub watch_events: Counter,
     /// Watches ended with 410 Gone.
@@ -47,6 +56,11 @@ impl Metrics {
             "requests",
             "API requests by verb, resource and code",
             self.requests.clone(),
+        );
+        reg.register(
+            "dropped_requests",
+            "Requests refused with 429 because too many were in flight, by kind",
+            self.dropped_requests.clone(),
         );
         reg.register(
             "watch_events",

@@ -5,7 +5,8 @@
 //! resourceVersion, BOOKMARKs, 410 Gone), create (`generateName`), replace with resourceVersion
 //! preconditions, merge / strategic / JSON patch, server-side apply (as a merge recording the
 //! field manager), delete, deletecollection, label and field selectors, `status` subresources and
-//! discovery; paged lists read from one snapshot ([`paging`]); custom resources validated against
+//! discovery; paged lists read from one snapshot ([`paging`]); bounded requests in flight
+//! ([`inflight`]); custom resources validated against
 //! their CRD's schema and CEL rules ([`validation`]); and faults on demand ([`faults`]). The real
 //! `ferrolb controller` and `ferrolb speaker` run against it through the kubeconfig from
 //! [`RunningServer::kubeconfig_yaml`]. docs/ARCHITECTURE.md lists what it does not reproduce.
@@ -40,6 +41,7 @@ pub mod defaults;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod inflight;
 pub mod metrics;
 pub mod paging;
 pub mod patch;
@@ -79,6 +81,7 @@ pub struct ApiServer {
     admin_token: Option<String>,
     audit_log: Option<PathBuf>,
     record_requests: bool,
+    in_flight: inflight::Limits,
 }
 
 impl Default for ApiServer {
@@ -100,6 +103,7 @@ impl ApiServer {
             admin_token: None,
             audit_log: None,
             record_requests: false,
+            in_flight: inflight::Limits::default(),
         }
     }
 
@@ -170,6 +174,13 @@ impl ApiServer {
         self
     }
 
+    /// Bounds on the requests in flight (default: kube-apiserver's, 400 read-only and 200
+    /// mutating); beyond them requests are refused with 429 ([`inflight`]).
+    pub fn in_flight_limits(mut self, limits: inflight::Limits) -> Self {
+        self.in_flight = limits;
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn start_at(self, addr: SocketAddr) -> anyhow::Result<RunningServer> {
         let store = match (self.store, &self.state_file) {
@@ -201,6 +212,7 @@ impl ApiServer {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
         let faults = Arc::new(faults::Faults::default());
+        let in_flight = Arc::new(inflight::InFlight::new(self.in_flight));
         let app = http::App {
             faults: faults.clone(),
             metrics: metrics.clone(),
@@ -209,6 +221,7 @@ impl ApiServer {
             shutdown: shutdown_rx.clone(),
             bookmark_interval: self.bookmark_interval,
             auth: auth.clone(),
+            in_flight: in_flight.clone(),
         };
         let mut srv_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {
@@ -246,6 +259,7 @@ impl ApiServer {
             auth,
             pki,
             faults,
+            in_flight,
             metrics,
             store,
             state_file: self.state_file,
@@ -265,6 +279,7 @@ pub struct RunningServer {
     auth: Arc<auth::Auth>,
     pki: tls::Pki,
     faults: Arc<faults::Faults>,
+    in_flight: Arc<inflight::InFlight>,
     metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     state_file: Option<PathBuf>,
@@ -297,6 +312,11 @@ impl RunningServer {
     /// Faults injected into this server's answers (also at `/ferrolb-lab/faults`).
     pub fn faults(&self) -> Arc<faults::Faults> {
         self.faults.clone()
+    }
+
+    /// The requests in flight: their bounds, the current and the peak counts.
+    pub fn in_flight(&self) -> Arc<inflight::InFlight> {
+        self.in_flight.clone()
     }
 
     /// The server's metrics (also served at `/metrics`).

@@ -6,5 +6,6 @@ mod apiserver_auth;
 mod apiserver_runtime;
 mod crd_validation;
 mod faults;
+mod inflight;
 mod paging;
 mod support;

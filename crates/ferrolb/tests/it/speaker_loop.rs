@@ -1131,3 +1131,105 @@ async fn node_a_with_web() -> (Client, Node_, Instant) {
     let n = Node_::new(&client, "node-a", RecordingAnnouncer::new());
     (client, n, Instant::now())
 }
+
+/// A speaker coming to announce hundreds of IPs at once writes one `nodeAssigned` Event for
+/// each, and stays within an API server's bound on mutating requests in flight: here 8, with
+/// every Event write taking 20 ms (a loaded kube-apiserver). Written each on its own task the
+/// Events were all in flight at once and most were refused with 429.
+#[tokio::test]
+async fn announcing_hundreds_of_ips_stays_within_the_servers_in_flight_bound() {
+    use ferrolb::speaker::events::EVENT_WRITES_IN_FLIGHT;
+    use ferrolb_lab::apiserver::faults::FaultSpec;
+    use ferrolb_lab::apiserver::inflight::{Kind, Limits};
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::api::{Patch, PatchParams};
+
+    const SERVICES: usize = 250;
+    ferrolb::controller::install_crypto_provider();
+    let srv = ferrolb_lab::apiserver::ApiServer::new()
+        .record_requests(true)
+        .in_flight_limits(Limits {
+            mutating: 8,
+            ..Limits::default()
+        })
+        .start_at("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // the admin (system:masters) is never refused; the speaker runs as a ServiceAccount
+    let admin = Client::try_from(srv.admin_config()).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    create(&Api::all(admin.clone()), &ns).await;
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "speaker"}})).unwrap();
+    create(&Api::namespaced(admin.clone(), NS), &sa).await;
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "speaker"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "speaker", "namespace": NS}],
+    }))
+    .unwrap();
+    create(&Api::all(admin.clone()), &crb).await;
+    setup(&admin, &["node-a"], &[]).await;
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    for i in 1..=SERVICES {
+        let (name, lb_ip) = (format!("web{i}"), format!("10.0.0.{i}"));
+        add_service(&admin, &name, &lb_ip).await;
+        // a real API server keeps the status of a create out: the controller's write
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": lb_ip}]}}});
+        services
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+    srv.faults()
+        .add(
+            FaultSpec::delay(Duration::from_millis(20))
+                .verb("create")
+                .resource("events"),
+        )
+        .unwrap();
+    let speaker = Client::try_from(srv.service_account_config(NS, "speaker").unwrap()).unwrap();
+    let mut n = Node_::new(&speaker, "node-a", RecordingAnnouncer::new());
+    let t0 = Instant::now();
+    round(std::slice::from_mut(&mut n), t0).await;
+    assert_eq!(n.announced().len(), SERVICES);
+
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let written = loop {
+        let written = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("nodeAssigned"))
+            .count();
+        if written >= SERVICES || Instant::now() > deadline {
+            break written;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let refused: Vec<String> = srv
+        .audit_events()
+        .into_iter()
+        .filter(|e| e.response_status.code == 429)
+        .map(|e| format!("{} {}", e.verb, e.request_uri))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} requests refused for too many in flight, first: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert_eq!(written, SERVICES, "one nodeAssigned Event per Service");
+    // the Event writes filled their share and no more (the other writes are not delayed)
+    let peak = srv.in_flight().peak(Kind::Mutating);
+    eprintln!("mutating requests in flight at most: {peak}");
+    assert!(
+        (EVENT_WRITES_IN_FLIGHT..=8).contains(&peak),
+        "{peak} mutating requests in flight at most"
+    );
+    srv.shutdown().await.unwrap();
+}
