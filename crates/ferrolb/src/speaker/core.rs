@@ -186,8 +186,8 @@ impl<A: Announcer> Speaker<A> {
                 let dead_after = m.rules.timing.dead_after;
                 let heard = self
                     .tracker
-                    .nodes()
-                    .into_iter()
+                    .peers(now)
+                    .map(|(n, _, _)| n)
                     .filter(|n| {
                         st.table
                             .last_heard(n)
@@ -198,14 +198,14 @@ impl<A: Announcer> Speaker<A> {
             }
             None => (false, BTreeSet::new()),
         };
-        let members = self
+        let members: BTreeSet<&str> = self
             .tracker
-            .held()
-            .into_iter()
-            .filter(|n| *n != self.settings.node)
+            .peers(now)
+            .filter(|(n, _, held)| held.is_some() && *n != self.settings.node)
+            .map(|(n, _, _)| n)
             .collect();
         let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
-        b.set_liveness(self.live.may, heartbeats, heard, members);
+        b.set_liveness(self.live.may, heartbeats, &heard, &members);
         if self.announced_changed {
             b.set_announced(&self.announced, k8s_openapi::jiff::Timestamp::now());
         }
