@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, Owners, Scope, ServiceView, Views,
+    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView, Views,
 };
 
 /// What this node answers for one IP.

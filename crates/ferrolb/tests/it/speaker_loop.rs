@@ -605,7 +605,9 @@ async fn exclude_node(client: &Client, name: &str, excluded: bool) {
     } else {
         labels.remove(ferrolb::election::EXCLUDE_LB_LABEL);
     }
-    api.replace(name, &PostParams::default(), &node).await.unwrap();
+    api.replace(name, &PostParams::default(), &node)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
