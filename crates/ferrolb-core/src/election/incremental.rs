@@ -10,6 +10,10 @@
 //! configuration, the options or the nodes re-elects everything. The result is always the
 //! one [`elect_all`] returns for the same inputs (property test
 //! `election_incremental` in the core tests).
+//!
+//! A pass told only what changed ([`Views::Changed`], [`Owners::Changed`]) costs what
+//! changed: the previous views and owners are updated in place for the changed keys and
+//! IPs, and nothing walks or copies the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -101,18 +105,25 @@ impl IncrementalElection {
         current: &BTreeMap<IpAddr, String>,
         opts: &ElectionOptions,
     ) -> &Election {
-        self.elect_views(config, Views::All(services), nodes, current, opts)
+        self.elect_views(
+            config,
+            Views::All(services),
+            nodes,
+            Owners::All(current),
+            opts,
+        )
     }
 
-    /// Equals [`elect_all`] over the Service views `views` describes (see [`Views`]),
-    /// re-electing only the IPs whose inputs changed since the last call. With
-    /// [`Views::Changed`] no pass walks the views that did not change.
+    /// Equals [`elect_all`] over the Service views `views` describes (see [`Views`]) and the
+    /// current owners `owners` describes (see [`Owners`]), re-electing only the IPs whose
+    /// inputs changed since the last call. With [`Views::Changed`] and [`Owners::Changed`]
+    /// no pass walks the views or the owners that did not change.
     pub fn elect_views(
         &mut self,
         config: &Config,
         views: Views,
         nodes: &[NodeInfo],
-        current: &BTreeMap<IpAddr, String>,
+        owners: Owners,
         opts: &ElectionOptions,
     ) -> &Election {
         let changes = match views {
@@ -123,29 +134,52 @@ impl IncrementalElection {
                 .map(|(k, vs)| (k.clone(), vs.clone()))
                 .collect(),
         };
-        let mut sorted = nodes.to_vec();
+        let current = owners.all();
+        let mut sorted: Vec<&NodeInfo> = nodes.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        let same_base = self
-            .base
-            .as_ref()
-            .is_some_and(|b| b.opts == *opts && b.nodes == sorted && b.config == *config);
+        let same_base = self.base.as_ref().is_some_and(|b| {
+            b.opts == *opts
+                && b.nodes.len() == sorted.len()
+                && b.nodes.iter().zip(&sorted).all(|(x, y)| x == *y)
+                && b.config == *config
+        });
         if !same_base {
             for (k, vs) in changes {
                 self.replace(k, vs);
             }
             let all: Vec<ServiceView> = self.views.values().flatten().cloned().collect();
             self.result = elect_all(config, &all, nodes, current, opts);
+            // Everything is re-elected: copying every owner costs no more than that.
             self.current = current.clone();
             self.base = Some(Base {
                 config: config.clone(),
                 opts: *opts,
-                nodes: sorted,
+                nodes: sorted.into_iter().cloned().collect(),
             });
             self.scope = Scope::Full;
             self.reelected.clear();
             return &self.result;
         }
 
+        // IPs whose current owner changed, brought up to date in place.
+        let moved: Vec<IpAddr> = match owners {
+            Owners::All(all) => changed_keys(&self.current, all).into_iter().collect(),
+            Owners::Changed { changed, .. } => changed
+                .iter()
+                .filter(|ip| self.current.get(ip) != current.get(ip))
+                .copied()
+                .collect(),
+        };
+        for ip in &moved {
+            match current.get(ip) {
+                Some(o) => {
+                    self.current.insert(*ip, o.clone());
+                }
+                None => {
+                    self.current.remove(ip);
+                }
+            }
+        }
         // IPs to re-elect: carried by a changed view before or after, or whose current
         // owner changed.
         let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
@@ -154,7 +188,7 @@ impl IncrementalElection {
                 ips.extend(v.ips.iter().copied());
             }
         }
-        ips.extend(changed_keys(&self.current, current));
+        ips.extend(moved);
         // Keys carrying those IPs before the change (their reasons may go).
         let mut keys: BTreeSet<String> = BTreeSet::new();
         for ip in &ips {
@@ -169,7 +203,6 @@ impl IncrementalElection {
             self.reelected.clear();
             return &self.result;
         }
-        self.current = current.clone();
         // Every view carrying one of the IPs now, with every view of the same key.
         let mut carrying: BTreeSet<&String> = BTreeSet::new();
         for ip in &ips {
@@ -266,6 +299,30 @@ pub enum Views<'a> {
     /// Only the keys whose views may have changed since the last call, with their views
     /// now (empty: none); every other key keeps its views.
     Changed(&'a BTreeMap<String, Vec<ServiceView>>),
+}
+
+/// The current owners of one [`IncrementalElection::elect_views`] call.
+#[derive(Clone, Copy, Debug)]
+pub enum Owners<'a> {
+    /// The owner of every IP.
+    All(&'a BTreeMap<IpAddr, String>),
+    /// The owner of every IP (`all`), of which only the IPs of `changed` may differ from
+    /// the last call's: the others are not compared.
+    Changed {
+        /// The owner of every IP (looked up only for the IPs re-elected).
+        all: &'a BTreeMap<IpAddr, String>,
+        /// Every IP whose owner may differ from the last call's (more do no harm).
+        changed: &'a BTreeSet<IpAddr>,
+    },
+}
+
+impl<'a> Owners<'a> {
+    /// The owner of every IP.
+    pub fn all(&self) -> &'a BTreeMap<IpAddr, String> {
+        match *self {
+            Owners::All(all) | Owners::Changed { all, .. } => all,
+        }
+    }
 }
 
 /// Keys whose value differs between `a` and `b` (present in one only, or different).

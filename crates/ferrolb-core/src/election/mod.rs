@@ -146,7 +146,7 @@ pub use eligibility::{
     node_candidacy, node_health, preferred_score, service_ads, service_candidates, Candidate,
     ElectionOptions, Interfaces, Reason, ServiceCandidates,
 };
-pub use incremental::{IncrementalElection, Scope, Views};
+pub use incremental::{IncrementalElection, Owners, Scope, Views};
 pub use lease::{
     decide_claim, ClaimAction, Fence, HolderState, LeaseClock, LeaseClockError, OwnerRecord,
     DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, MAX_LEASE_DURATION,

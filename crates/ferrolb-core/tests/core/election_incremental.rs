@@ -4,7 +4,9 @@
 //! step exactly what [`elect_all`] returns for the same inputs, and re-elects everything
 //! only when the configuration or the nodes changed. The same holds when it is told only
 //! the keys whose views changed ([`Views::Changed`], what a speaker's index gives it), with
-//! the same scope.
+//! the same scope; and when it is told besides only the IPs whose owner changed
+//! ([`Owners::Changed`], what a speaker's claim book gives it), with the same scope and
+//! the same IPs re-elected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -206,6 +208,9 @@ proptest! {
         let mut inc = IncrementalElection::new();
         // Told only what changed (plus the key an event touched, changed or not).
         let mut by_changes = IncrementalElection::new();
+        // Told besides only the IPs whose owner changed (plus the IP an event touched).
+        let mut by_owner_changes = IncrementalElection::new();
+        let mut owners_before: BTreeMap<IpAddr, String> = BTreeMap::new();
         let mut before: BTreeMap<String, Vec<ServiceView>> = BTreeMap::new();
         let mut last = Election::default();
         for e in std::iter::once(None).chain(events.iter().map(Some)) {
@@ -270,10 +275,27 @@ proptest! {
                 changed.insert(k, v);
             }
             let got2 = by_changes
-                .elect_views(&cfg, Views::Changed(&changed), &ns, &current, &opts)
+                .elect_views(&cfg, Views::Changed(&changed), &ns, Owners::All(&current), &opts)
                 .clone();
             prop_assert_eq!(&got2, &full, "told the changes only, after {:?}", e);
             prop_assert_eq!(by_changes.scope(), inc.scope(), "after {:?}", e);
+            let mut moved: BTreeSet<IpAddr> = owners_before
+                .keys()
+                .chain(current.keys())
+                .filter(|i| owners_before.get(*i) != current.get(*i))
+                .copied()
+                .collect();
+            if let Some(Ev::Current(i, _)) = e {
+                moved.insert(ip(*i));
+            }
+            let owners = Owners::Changed { all: &current, changed: &moved };
+            let got3 = by_owner_changes
+                .elect_views(&cfg, Views::Changed(&changed), &ns, owners, &opts)
+                .clone();
+            prop_assert_eq!(&got3, &full, "told the changed owners only, after {:?}", e);
+            prop_assert_eq!(by_owner_changes.scope(), inc.scope(), "after {:?}", e);
+            prop_assert_eq!(by_owner_changes.reelected(), inc.reelected(), "after {:?}", e);
+            owners_before.clone_from(&current);
             before = now;
             if re_elects_all {
                 prop_assert_eq!(inc.scope(), Scope::Full);

@@ -35,7 +35,7 @@ use super::status::{SharedStatuses, StatusApi, StatusWrite};
 use super::watched::{LeaseEvent, LeaseFacts, Synced};
 use crate::config::Config;
 use crate::crd::{IPAddressPool, L2Advertisement};
-use crate::election::membership::{MeshRules, OwnInput, PeerInput};
+use crate::election::membership::{Liveness, MeshRules, OwnInput, PeerInput};
 use crate::election::{
     ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView, Views,
 };
@@ -127,6 +127,11 @@ pub struct Speaker<A: Announcer> {
     board: Option<super::state::SharedBoard>,
     /// The instant of the last pass (its timers are re-armed from it, see [`Self::rearm`]).
     last_pass: Option<Instant>,
+    /// The election's view of the nodes ([`plan::node_infos`]), rebuilt only when a Node,
+    /// this node's permission or the set of live peers changed.
+    nodes: Vec<NodeInfo>,
+    /// `nodes` must be rebuilt (permission or live peers changed).
+    nodes_stale: bool,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -159,6 +164,8 @@ impl<A: Announcer> Speaker<A> {
             lease_was_fresh: false,
             board: None,
             last_pass: None,
+            nodes: Vec::new(),
+            nodes_stale: true,
         }
     }
 
@@ -179,8 +186,8 @@ impl<A: Announcer> Speaker<A> {
                 let dead_after = m.rules.timing.dead_after;
                 let heard = self
                     .tracker
-                    .nodes()
-                    .into_iter()
+                    .peers(now)
+                    .map(|(n, _, _)| n)
                     .filter(|n| {
                         st.table
                             .last_heard(n)
@@ -191,14 +198,14 @@ impl<A: Announcer> Speaker<A> {
             }
             None => (false, BTreeSet::new()),
         };
-        let members = self
+        let members: BTreeSet<&str> = self
             .tracker
-            .held()
-            .into_iter()
-            .filter(|n| *n != self.settings.node)
+            .peers(now)
+            .filter(|(n, _, held)| held.is_some() && *n != self.settings.node)
+            .map(|(n, _, _)| n)
             .collect();
         let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
-        b.set_liveness(self.live.may, heartbeats, heard, members);
+        b.set_liveness(self.live.may, heartbeats, &heard, &members);
         if self.announced_changed {
             b.set_announced(&self.announced, k8s_openapi::jiff::Timestamp::now());
         }
@@ -216,9 +223,15 @@ impl<A: Announcer> Speaker<A> {
         self.evaluate(now).0.may
     }
 
+    /// Whether the last pass found that this node may announce (what it acted upon).
+    pub fn permitted(&self) -> bool {
+        self.live.may
+    }
+
     /// Liveness of this node and its peers at `now` (rules:
-    /// [`crate::election::membership::MeshRules::evaluate`]), plus the heartbeat targets.
-    fn evaluate(&self, now: Instant) -> (Live, Vec<(String, std::net::SocketAddr)>) {
+    /// [`crate::election::membership::MeshRules::evaluate`]), and whether heartbeats are
+    /// enabled. Copies no peer name into its input.
+    fn evaluate(&self, now: Instant) -> (Liveness, bool) {
         // Heartbeats already queued count: after a stall of this process, peers that kept
         // sending must not be judged silent because the heartbeat task has not run yet.
         if let Some(m) = &self.mesh {
@@ -230,21 +243,17 @@ impl<A: Announcer> Speaker<A> {
         let state = self.mesh.as_ref().map(|m| m.lock());
         let table = state.as_ref().map(|st| &st.table);
         let index = self.index();
-        let peers: BTreeMap<String, PeerInput> = self
+        let peers: BTreeMap<&str, PeerInput> = self
             .tracker
-            .nodes()
-            .into_iter()
-            .filter(|n| n != me)
-            .map(|n| {
+            .peers(now)
+            .filter(|(n, _, _)| *n != me)
+            .map(|(n, lease_alive, held_since)| {
                 let input = PeerInput {
-                    last_heard: table.and_then(|t| t.last_heard(&n)),
-                    lease_alive: self.tracker.is_alive(&n, now),
+                    last_heard: table.and_then(|t| t.last_heard(n)),
+                    lease_alive,
                     // a member holds its Lease and its Node still exists (a deleted
                     // node's crashed speaker never releases its Lease)
-                    lease_held_since: self
-                        .tracker
-                        .held_since(&n)
-                        .filter(|_| index.node_named(&n).is_some()),
+                    lease_held_since: held_since.filter(|_| index.has_node(n)),
                 };
                 (n, input)
             })
@@ -259,37 +268,39 @@ impl<A: Announcer> Speaker<A> {
             permitted_since: self.live.permitted_since,
             heartbeats_since: state.as_ref().map(|st| st.since),
         };
-        let (rules, port) = match &self.mesh {
-            Some(m) => (m.rules, m.port),
-            None => (
-                MeshRules {
-                    timing: Default::default(),
-                },
-                super::heartbeat::DEFAULT_PORT,
-            ),
-        };
-        let l = rules.evaluate(&peers, own, &self.live.reaped, now);
-        let targets = if own.mesh_enabled {
-            l.members
-                .iter()
-                .filter_map(|m| {
-                    let node = index.node_named(m)?;
-                    Some((m.clone(), node_address(&node, port)?))
-                })
-                .collect()
-        } else {
-            Vec::new()
+        let rules = match &self.mesh {
+            Some(m) => m.rules,
+            None => MeshRules {
+                timing: Default::default(),
+            },
         };
         (
-            Live {
-                may: l.may,
-                alive: l.alive,
-                by_heartbeat: l.by_heartbeat,
-                permitted_since: l.permitted_since,
-                reaped: l.reaped,
-            },
-            targets,
+            rules.evaluate(&peers, own, &self.live.reaped, now),
+            own.mesh_enabled,
         )
+    }
+
+    /// The heartbeat targets: every member with an address (none without heartbeats).
+    fn heartbeat_targets(
+        &self,
+        l: &Liveness,
+        mesh_enabled: bool,
+    ) -> Vec<(String, std::net::SocketAddr)> {
+        if !mesh_enabled {
+            return Vec::new();
+        }
+        let port = self
+            .mesh
+            .as_ref()
+            .map_or(super::heartbeat::DEFAULT_PORT, |m| m.port);
+        let index = self.index();
+        l.members
+            .iter()
+            .filter_map(|m| {
+                let node = index.node_named(m)?;
+                Some((m.clone(), node_address(&node, port)?))
+            })
+            .collect()
     }
 
     /// Evaluates liveness for this pass (and restarts the peers' Lease clocks after an
@@ -301,15 +312,23 @@ impl<A: Announcer> Speaker<A> {
             self.tracker.restart_clocks(now);
         }
         self.lease_was_fresh = lease_fresh;
-        let (live, targets) = self.evaluate(now);
+        let (l, mesh_enabled) = self.evaluate(now);
+        let targets = self.heartbeat_targets(&l, mesh_enabled);
+        let live = Live {
+            may: l.may,
+            alive: l.alive,
+            by_heartbeat: l.by_heartbeat,
+            permitted_since: l.permitted_since,
+            reaped: l.reaped,
+        };
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
             st.may_announce = live.may;
             if st.targets != targets {
                 st.targets = targets;
             }
-            let members: BTreeSet<String> = self.tracker.held().into_iter().collect();
-            st.table.retain(&|n| members.contains(n));
+            let tracker = &self.tracker;
+            st.table.retain(&|n| tracker.held_since(n).is_some());
         }
         self.metrics.may_announce.set(i64::from(live.may));
         for gone in self.live.alive.difference(&live.alive) {
@@ -323,6 +342,9 @@ impl<A: Announcer> Speaker<A> {
         }
         if live.may != self.live.may {
             tracing::info!(may_announce = live.may, "permission changed");
+        }
+        if live.may != self.live.may || live.alive != self.live.alive {
+            self.nodes_stale = true;
         }
         self.live = live;
     }
@@ -400,15 +422,18 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// The snapshot's inputs other than the claims: the configuration, the views of the
-    /// Services changed since the last pass (all of them when the configuration changed),
-    /// the node views.
-    fn gather(&mut self, may: bool) -> (Config, BTreeMap<String, Vec<ServiceView>>, Vec<NodeInfo>) {
+    /// Services changed since the last pass (all of them when the configuration changed);
+    /// brings the node views (`self.nodes`) up to date.
+    fn gather(&mut self, may: bool) -> (Config, BTreeMap<String, Vec<ServiceView>>) {
         let config = self.config();
         let mut index = self.stores.index.lock().unwrap_or_else(|p| p.into_inner());
         let changes = index.changes(&config);
-        let nodes = plan::node_infos(index.nodes(), &self.settings.node, may, &self.live);
+        if index.take_nodes_changed() || self.nodes_stale {
+            self.nodes = plan::node_infos(index.nodes(), &self.settings.node, may, &self.live);
+            self.nodes_stale = false;
+        }
         drop(index);
-        (config, changes, nodes)
+        (config, changes)
     }
 
     /// The validated configuration (its errors logged when they change).
@@ -476,13 +501,13 @@ impl<A: Announcer> Speaker<A> {
         self.tracker.note_deaths(now);
         self.refresh_liveness(now);
         let may = self.live.may;
-        let (config, changes, nodes) = self.gather(may);
+        let (config, changes) = self.gather(may);
         let changed_claims = self.claims.take_changed();
         let plan = self.planner.plan_changed(
             &Snapshot {
                 config: &config,
                 views: Views::Changed(&changes),
-                nodes: &nodes,
+                nodes: &self.nodes,
                 claims: self.claims.claims(),
                 live: &self.live,
                 renewed: *self.renewals.borrow(),

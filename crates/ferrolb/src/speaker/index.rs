@@ -187,6 +187,11 @@ impl Index {
         self.nodes.get(name).cloned()
     }
 
+    /// Whether a Node is named `name`.
+    pub fn has_node(&self, name: &str) -> bool {
+        self.nodes.contains_key(name)
+    }
+
     /// Every Node, by name.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().map(|n| &**n)

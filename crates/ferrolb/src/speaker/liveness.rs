@@ -144,6 +144,19 @@ impl PeerTracker {
             .map(|o| o.renewed_at)
     }
 
+    /// Every node with a speaker Lease (held or released), in name order, with whether it
+    /// is alive at `now` ([`Self::is_alive`]) and since when it holds its Lease
+    /// ([`Self::held_since`]); no name is copied.
+    pub fn peers(&self, now: Instant) -> impl Iterator<Item = (&str, bool, Option<Instant>)> {
+        self.peers.iter().map(move |(n, o)| {
+            (
+                n.as_str(),
+                self.alive_at(o, now),
+                o.held.then_some(o.renewed_at),
+            )
+        })
+    }
+
     /// Every node with a speaker Lease (held or released).
     pub fn nodes(&self) -> Vec<String> {
         self.peers.keys().cloned().collect()

@@ -289,9 +289,8 @@ pub async fn drive<A: Announcer>(
             while let Ok(ev) = inputs.lease_rx.try_recv() {
                 speaker.lease_event(ev, Instant::now());
             }
-            let now = Instant::now();
-            may = speaker.may_announce(now);
-            next = speaker.reconcile(now).await;
+            next = speaker.reconcile(Instant::now()).await;
+            may = speaker.permitted();
             dirty = false;
         }
         let deadline = next

@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Ownership, Scope, ServiceView, Views,
+    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView, Views,
 };
 
 /// What this node answers for one IP.
@@ -392,7 +392,7 @@ impl Planner {
     pub fn plan_claims(&mut self, s: &Snapshot) -> ClaimPlan {
         let current = holders(s.claims);
         let held_by_me = current.values().any(|h| *h == self.me);
-        let mut plan = self.plan(s, &current, None, held_by_me);
+        let mut plan = self.plan(s, Owners::All(&current), None, held_by_me);
         plan.owners = self.election.result().owners.clone();
         plan
     }
@@ -406,13 +406,17 @@ impl Planner {
     /// holds the owners of the IPs it writes.
     pub fn plan_changed(&mut self, s: &Snapshot, changed: &Changed) -> ClaimPlan {
         let held_by_me = changed.by_holder.contains_key(&self.me);
-        self.plan(s, changed.holders, Some(changed), held_by_me)
+        let owners = Owners::Changed {
+            all: changed.holders,
+            changed: changed.claims,
+        };
+        self.plan(s, owners, Some(changed), held_by_me)
     }
 
     fn plan(
         &mut self,
         s: &Snapshot,
-        current: &BTreeMap<IpAddr, String>,
+        current: Owners,
         changed: Option<&Changed>,
         held_by_me: bool,
     ) -> ClaimPlan {
@@ -434,8 +438,13 @@ impl Planner {
             _ => None,
         };
         self.last_gate = Some((may, allows));
-        self.last_alive.clone_from(&s.live.alive);
-        self.last_by_heartbeat.clone_from(&s.live.by_heartbeat);
+        // copied only when they changed (most passes: peers' liveness is stable)
+        if self.last_alive != s.live.alive {
+            self.last_alive.clone_from(&s.live.alive);
+        }
+        if self.last_by_heartbeat != s.live.by_heartbeat {
+            self.last_by_heartbeat.clone_from(&s.live.by_heartbeat);
+        }
         let election = incremental.result();
         let mut plan = ClaimPlan {
             fenced: !may,
@@ -764,10 +773,17 @@ impl Planner {
         now: Instant,
     ) -> Vec<StatusWrite> {
         let is_alive = |n: &str| alive.contains(n);
-        let Some(last_alive) = self.status_alive.replace(alive.clone()) else {
-            self.status_dirty.clear();
-            let existing: Vec<Existing> = book.all().map(|o| o.existing.clone()).collect();
-            return self.status_writes(announced, &existing, &is_alive, now);
+        // The peers alive at the last status plan, when they changed (copied only then:
+        // on most passes peers' liveness is stable).
+        let last_alive = match &self.status_alive {
+            None => {
+                self.status_alive = Some(alive.clone());
+                self.status_dirty.clear();
+                let existing: Vec<Existing> = book.all().map(|o| o.existing.clone()).collect();
+                return self.status_writes(announced, &existing, &is_alive, now);
+            }
+            Some(last) if last == alive => None,
+            Some(_) => self.status_alive.replace(alive.clone()),
         };
         let memo = &mut self.status_memo;
         let touched = std::mem::take(&mut self.status_touched);
@@ -787,7 +803,10 @@ impl Planner {
                 StatusTarget::Object(n) => book.add_object(n, &mut changed),
             }
         }
-        for n in alive.symmetric_difference(&last_alive) {
+        for n in last_alive
+            .iter()
+            .flat_map(|last| alive.symmetric_difference(last))
+        {
             book.add_node(n, &mut changed);
         }
         let desired: BTreeMap<ServiceKey, MetalLBServiceL2Status> = changed

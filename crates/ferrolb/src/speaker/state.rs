@@ -158,22 +158,29 @@ pub struct Board {
     duplicates: BTreeMap<(IpAddr, String), Seen>,
 }
 
+/// Makes `set` hold `names`, copying them only when they differ.
+fn assign(set: &mut BTreeSet<String>, names: &BTreeSet<&str>) {
+    if !set.iter().map(String::as_str).eq(names.iter().copied()) {
+        *set = names.iter().map(|n| n.to_string()).collect();
+    }
+}
+
 /// A [`Board`] shared by the speaker loop, the dataplane event task and the renewal.
 pub type SharedBoard = Arc<Mutex<Board>>;
 
 impl Board {
-    /// Liveness as the last pass evaluated it.
+    /// Liveness as the last pass evaluated it (the names are copied only when they changed).
     pub fn set_liveness(
         &mut self,
         may_announce: bool,
         heartbeats: bool,
-        heard: BTreeSet<String>,
-        members: BTreeSet<String>,
+        heard: &BTreeSet<&str>,
+        members: &BTreeSet<&str>,
     ) {
         self.may_announce = may_announce;
         self.heartbeats = heartbeats;
-        self.heard = heard;
-        self.members = members;
+        assign(&mut self.heard, heard);
+        assign(&mut self.members, members);
     }
 
     /// What the dataplane answers for now; an IP keeps its `since` while it stays announced.
@@ -281,7 +288,7 @@ mod tests {
     #[test]
     fn since_is_kept_while_announced_and_the_state_round_trips() {
         let mut b = Board::default();
-        b.set_liveness(true, true, ["n2".into()].into(), ["n2".into()].into());
+        b.set_liveness(true, true, &["n2"].into(), &["n2"].into());
         b.set_announced(&announced(&["10.0.0.1"]), t(0));
         b.set_announced(&announced(&["10.0.0.1", "10.0.0.2"]), t(5));
         let nic = Nic {
@@ -331,7 +338,8 @@ mod tests {
         let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
         b.set_announced(&announced(&refs), t(0));
         let peers: BTreeSet<String> = (0..5_000).map(|i| format!("node-{i:05}")).collect();
-        b.set_liveness(true, true, BTreeSet::new(), peers.clone());
+        let all: BTreeSet<&str> = peers.iter().map(String::as_str).collect();
+        b.set_liveness(true, true, &BTreeSet::new(), &all);
         let s = b.state(vec![], t(1));
         assert_eq!(s.announcing.len(), PUBLISHED_IPS);
         assert_eq!(s.announcing_total, 10_000);
@@ -346,8 +354,8 @@ mod tests {
         b.set_liveness(
             true,
             true,
-            BTreeSet::new(),
-            peers.into_iter().take(100).collect(),
+            &BTreeSet::new(),
+            &all.iter().copied().take(100).collect(),
         );
         let back: SpeakerState =
             serde_json::from_str(&b.state(vec![], t(2)).to_annotation()).unwrap();

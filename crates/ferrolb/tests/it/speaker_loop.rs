@@ -595,6 +595,39 @@ async fn missing_interface_gives_one_event_and_no_crash() {
     assert_eq!(events(&client, "announceFailed").await.len(), 1);
 }
 
+/// Sets (true) or removes the exclude-from-load-balancers label of Node `name`.
+async fn exclude_node(client: &Client, name: &str, excluded: bool) {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut node = api.get(name).await.unwrap();
+    let labels = node.metadata.labels.get_or_insert_with(Default::default);
+    if excluded {
+        labels.insert(ferrolb::election::EXCLUDE_LB_LABEL.into(), String::new());
+    } else {
+        labels.remove(ferrolb::election::EXCLUDE_LB_LABEL);
+    }
+    api.replace(name, &PostParams::default(), &node)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_node_change_reaches_the_next_election() {
+    // The speaker keeps its node views between passes: a Node change must still reach them.
+    let (client, mut n, t0) = node_a_with_web().await;
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().contains(&ip("10.0.0.1")));
+    exclude_node(&client, "node-a", true).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().is_empty(), "an excluded node withdraws");
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().is_empty());
+    exclude_node(&client, "node-a", false).await;
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().contains(&ip("10.0.0.1")), "announced again");
+}
+
 #[tokio::test]
 async fn service_removal_withdraws_and_cleans_up() {
     let (client, mut n, t0) = node_a_with_web().await;

@@ -488,9 +488,12 @@ impl MeshRules {
     /// when more members appear unheard — a flap of every VIP they took. With it, members
     /// that start within the window of each other are heard before anyone announces, and a
     /// node hearing `k ≥ 2` peers keeps its quorum while up to `k` new ones appear unheard.
-    pub fn evaluate(
+    ///
+    /// `peers` is keyed by node name, owned or borrowed (a caller evaluating often passes
+    /// `BTreeMap<&str, PeerInput>` and copies no name).
+    pub fn evaluate<K: AsRef<str> + Ord>(
         &self,
-        peers: &BTreeMap<String, PeerInput>,
+        peers: &BTreeMap<K, PeerInput>,
         own: OwnInput,
         reaped_before: &std::collections::BTreeSet<String>,
         now: Instant,
@@ -504,12 +507,12 @@ impl MeshRules {
                 members: peers
                     .iter()
                     .filter(|(_, p)| p.lease_held_since.is_some())
-                    .map(|(n, _)| n.clone())
+                    .map(|(n, _)| n.as_ref().to_string())
                     .collect(),
                 alive: peers
                     .iter()
                     .filter(|(_, p)| p.lease_alive)
-                    .map(|(n, _)| n.clone())
+                    .map(|(n, _)| n.as_ref().to_string())
                     .collect(),
                 by_heartbeat: Default::default(),
                 permitted_since: may.then(|| own.permitted_since.unwrap_or(now)),
@@ -552,13 +555,13 @@ impl MeshRules {
                         .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
                 dead_long
                     && ((own.lease_fresh && full_quorum && quorum_for_long)
-                        || reaped_before.contains(*name))
+                        || reaped_before.contains(name.as_ref()))
             })
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.as_ref().to_string())
             .collect();
-        let members: Vec<(&String, &PeerInput)> = peers
+        let members: Vec<(&K, &PeerInput)> = peers
             .iter()
-            .filter(|(n, p)| p.lease_held_since.is_some() && !reaped.contains(*n))
+            .filter(|(n, p)| p.lease_held_since.is_some() && !reaped.contains(n.as_ref()))
             .collect();
         let n = members.len() + 1;
         let views: Vec<PeerView> = members.iter().map(|(_, p)| view(p)).collect();
@@ -610,16 +613,19 @@ impl MeshRules {
                 self.peer_alive(n, &judged, own.heard_any, now) || (young && v.lease_alive)
             };
             if is_alive {
-                alive.insert((*name).clone());
+                alive.insert(name.as_ref().to_string());
             }
             if !witness && !young && own.heard_any && v.last_heard.is_some() && n != 2 {
-                by_heartbeat.insert((*name).clone());
+                by_heartbeat.insert(name.as_ref().to_string());
             }
         }
         Liveness {
             may,
             grant,
-            members: members.into_iter().map(|(n, _)| n.clone()).collect(),
+            members: members
+                .into_iter()
+                .map(|(n, _)| n.as_ref().to_string())
+                .collect(),
             alive,
             by_heartbeat,
             permitted_since: since,
