@@ -55,6 +55,9 @@ pub struct Stores {
     pub leases: Synced,
     /// ServiceL2Statuses (speaker namespace), kept per event.
     pub statuses: SharedStatuses,
+    /// Plain renewals of live peers' node Leases the Lease watch held back from
+    /// [`Speaker::lease_event`] (folded in by [`Speaker::absorb_renewals`]).
+    pub held: super::liveness::HeldRenewals,
 }
 
 /// Fixed settings of a speaker.
@@ -219,8 +222,20 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// Whether this node may announce at `now` (Lease fresh, or heartbeat quorum).
-    pub fn may_announce(&self, now: Instant) -> bool {
+    pub fn may_announce(&mut self, now: Instant) -> bool {
+        self.absorb_renewals();
         self.evaluate(now).0.may
+    }
+
+    /// Folds the peers' renewals the Lease watch held back ([`Stores::held`]) into the
+    /// tracker, each as seen when it arrived. Runs before every liveness decision.
+    pub fn absorb_renewals(&mut self) {
+        let held = std::mem::take(&mut *self.stores.held.lock().unwrap_or_else(|p| p.into_inner()));
+        for (name, (f, seen)) in held {
+            if let Some(node) = node_of_lease(&name) {
+                self.tracker.observe(node, f.mark(), seen);
+            }
+        }
     }
 
     /// Whether the last pass found that this node may announce (what it acted upon).
@@ -369,6 +384,7 @@ impl<A: Announcer> Speaker<A> {
     /// released or deleted its Lease, a relist completed. Plain renewals of live peers need
     /// no pass (they only move its timers, see [`Self::rearm`]).
     pub fn lease_event(&mut self, ev: LeaseEvent, now: Instant) -> bool {
+        self.absorb_renewals();
         match ev {
             watcher::Event::Apply(f) => self.lease_seen(f, now),
             watcher::Event::InitApply(f) => {
@@ -498,6 +514,7 @@ impl<A: Announcer> Speaker<A> {
     pub async fn reconcile(&mut self, now: Instant) -> Option<Instant> {
         self.metrics.reconciles.inc();
         self.last_pass = Some(now);
+        self.absorb_renewals();
         self.tracker.note_deaths(now);
         self.refresh_liveness(now);
         let may = self.live.may;
@@ -843,7 +860,8 @@ impl<A: Announcer> Speaker<A> {
     /// peers') seen since the last pass: its timers as computed at its instant, the fencing
     /// deadline and the peers' expiries moved by those renewals. Renewals change no
     /// decision, so they cost this (O(peers)) instead of a pass.
-    pub fn rearm(&self) -> Option<Instant> {
+    pub fn rearm(&mut self) -> Option<Instant> {
+        self.absorb_renewals();
         self.next_wakeup(self.last_pass?, self.live.may)
     }
 

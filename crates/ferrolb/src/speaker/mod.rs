@@ -119,7 +119,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let lb_class = crate::class::from_flag(args.lb_class.as_deref());
-    let (stores, wake, lease_rx) = start_reflectors(client.clone(), &args.namespace, lb_class);
+    let (stores, wake, lease_rx) =
+        start_reflectors(client.clone(), &args.namespace, lb_class, clock);
     let (own, renewals) = OwnLease::new(
         client.clone(),
         &args.namespace,
@@ -269,9 +270,11 @@ pub struct Inputs {
 }
 
 /// Runs passes whenever something relevant changes, until `stop` completes. Bursts of
-/// changes are coalesced (5 ms), plain Lease renewals of live peers cost no pass: they only
-/// move the pass's timers ([`Speaker::rearm`]: a renewed Lease expires later, this node's
-/// own renewal moves its fencing deadline), so a speaker at rest runs no pass at all.
+/// changes are coalesced (5 ms). Plain renewals of live peers do not reach the loop at all
+/// (the Lease watch holds them, [`liveness::QuietRenewals`]; each pass folds them in first),
+/// this node's own renewals only move the fencing deadline ([`Speaker::rearm`]), so a
+/// speaker at rest runs one pass per lease duration or so: when the oldest renewal the loop
+/// has folded in would expire.
 pub async fn drive<A: Announcer>(
     speaker: &mut Speaker<A>,
     mut inputs: Inputs,
@@ -360,10 +363,14 @@ fn watch_into<K>(
 /// into the [`index`] (Services only while this speaker, handling `lb_class`, can announce
 /// them), and only their changes that can alter an announcement of this speaker wake the
 /// loop.
+///
+/// A peer's renewal coming within half a lease duration of its previous one is held for the
+/// loop to fold in (a live peer's renewal only moves its expiry later).
 pub fn start_reflectors(
     client: Client,
     namespace: &str,
     lb_class: Option<String>,
+    clock: LeaseClock,
 ) -> (
     Stores,
     Arc<Notify>,
@@ -405,11 +412,14 @@ pub fn start_reflectors(
         ),
         leases: watched::Synced::default(),
         statuses: status::SharedStatuses::default(),
+        held: liveness::HeldRenewals::default(),
     };
     watched::watch_leases(
         Api::<watched::SlimLease>::namespaced(client.clone(), namespace),
         ltx,
         stores.leases.clone(),
+        liveness::QuietRenewals::new(clock.lease_duration() / 2),
+        stores.held.clone(),
     );
     watched::watch_statuses(
         Api::<ServiceL2Status>::namespaced(client, namespace),

@@ -245,10 +245,33 @@ pub fn spawn_watch<K>(
 
 /// Watches the Leases of `api`, sends each event reduced to [`LeaseFacts`] to `tx`; sets
 /// `synced` after the first complete list (whose events are then all in the channel).
-pub fn watch_leases(api: Api<SlimLease>, tx: mpsc::UnboundedSender<LeaseEvent>, synced: Synced) {
+///
+/// Plain renewals of live peers' node Leases that `quiet` holds go into `held` instead
+/// ([`super::liveness::QuietRenewals`]).
+pub fn watch_leases(
+    api: Api<SlimLease>,
+    tx: mpsc::UnboundedSender<LeaseEvent>,
+    synced: Synced,
+    mut quiet: super::liveness::QuietRenewals,
+    held: super::liveness::HeldRenewals,
+) {
     spawn_watch(api, move |ev| {
         let done = matches!(ev, watcher::Event::InitDone);
-        if tx.send(reduce(ev, SlimLease::facts)).is_err() {
+        let ev = reduce(ev, SlimLease::facts);
+        match &ev {
+            watcher::Event::Apply(f) => {
+                let now = std::time::Instant::now();
+                if quiet.hold(f, now) {
+                    held.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(f.name.clone(), (f.clone(), now));
+                    return true;
+                }
+            }
+            watcher::Event::Delete(f) => quiet.forget(&f.name),
+            _ => {}
+        }
+        if tx.send(ev).is_err() {
             return false;
         }
         if done {

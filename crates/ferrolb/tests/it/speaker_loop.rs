@@ -17,7 +17,7 @@ use ferrolb::speaker::claims::{claim_name, Claim, ClaimApi, WriteOutcome};
 use ferrolb::speaker::core::{Clients, Settings, Speaker, Stores};
 use ferrolb::speaker::events::EventSink;
 use ferrolb::speaker::index::{Index, SharedIndex};
-use ferrolb::speaker::liveness::{node_lease_name, OwnLease};
+use ferrolb::speaker::liveness::{node_lease_name, HeldRenewals, OwnLease};
 use ferrolb::speaker::metrics::Metrics;
 use ferrolb::speaker::status::{Observed, SharedStatuses, StatusApi};
 use ferrolb::speaker::watched::{LeaseFacts, Synced};
@@ -88,6 +88,8 @@ struct Writers {
     ads: Writer<L2Advertisement>,
     /// The speaker's ServiceL2Status book (its watch's writer side).
     statuses: SharedStatuses,
+    /// Peers' renewals the Lease watch held back from the loop.
+    held: HeldRenewals,
 }
 
 fn stores() -> (Stores, Writers) {
@@ -95,6 +97,7 @@ fn stores() -> (Stores, Writers) {
     let (pools, wp) = store();
     let (ads, wa) = store();
     let statuses = SharedStatuses::default();
+    let held = HeldRenewals::default();
     (
         Stores {
             index: index.clone(),
@@ -102,12 +105,14 @@ fn stores() -> (Stores, Writers) {
             ads,
             leases: Synced::done(),
             statuses: statuses.clone(),
+            held: held.clone(),
         },
         Writers {
             index,
             pools: wp,
             ads: wa,
             statuses,
+            held,
         },
     )
 }
@@ -1265,4 +1270,55 @@ async fn announcing_hundreds_of_ips_stays_within_the_servers_in_flight_bound() {
         "{peak} mutating requests in flight at most"
     );
     srv.shutdown().await.unwrap();
+}
+
+/// A peer's renewal that the Lease watch held back from the loop (a live peer's plain
+/// renewal wakes nothing) still counts: the pass folds it in before judging the peer, so the
+/// peer's IP is not taken over when the renewals the loop itself saw grow old.
+#[tokio::test]
+async fn a_renewal_held_back_from_the_loop_keeps_its_peer_alive() {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+    let owner = nodes
+        .iter()
+        .position(|n| n.announced().contains(&ip("10.0.0.1")))
+        .expect("an owner");
+    let other = 1 - owner;
+    let owner_lease = node_lease_name(&nodes[owner].name);
+    // the owner renews 1.5 s later; the other node's watch holds that renewal back
+    let held = LeaseFacts {
+        name: owner_lease.clone(),
+        resource_version: "renewed-later".into(),
+        holder: nodes[owner].name.clone(),
+        transitions: 0,
+    };
+    let seen = t0 + Duration::from_millis(1500);
+    nodes[other]
+        .writers
+        .held
+        .lock()
+        .unwrap()
+        .insert(owner_lease, (held, seen));
+    // past the lease duration (2 s) from the last renewal the loop saw, within it from the
+    // held one
+    let n = &mut nodes[other];
+    for later in [
+        t0 + Duration::from_millis(2500),
+        t0 + Duration::from_millis(2600),
+    ] {
+        n.renewed.send_replace(Some(later));
+        n.speaker.reconcile(later).await;
+    }
+    assert!(
+        !n.announced().contains(&ip("10.0.0.1")),
+        "took over from a peer whose renewal it holds"
+    );
+    assert!(n.writers.held.lock().unwrap().is_empty(), "folded in");
 }
