@@ -356,6 +356,25 @@ async fn events(client: &Client, reason: &str) -> Vec<k8s_openapi::api::events::
         .collect()
 }
 
+/// node-a and node-b, the Service `web` at 10.0.0.1, one round at the returned instant; the
+/// index of the node that announces it.
+async fn two_nodes_with_web() -> (Client, Vec<Node_>, Instant, usize) {
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b"], &[]).await;
+    add_service(&client, "web", "10.0.0.1").await;
+    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
+        .collect();
+    let t0 = Instant::now();
+    round(&mut nodes, t0).await;
+    let owner = nodes
+        .iter()
+        .position(|n| n.announced().contains(&ip("10.0.0.1")))
+        .expect("an owner");
+    (client, nodes, t0, owner)
+}
+
 /// Runs a pass on every node at `now`, all renewed at `now`.
 async fn round(nodes: &mut [Node_], now: Instant) {
     for n in nodes.iter_mut() {
@@ -508,19 +527,7 @@ async fn crash_failover_is_sticky_and_fenced_owner_goes_quiet() {
 
 #[tokio::test]
 async fn restart_within_lease_duration_keeps_ips() {
-    let client = fake_client().await;
-    setup(&client, &["node-a", "node-b"], &[]).await;
-    add_service(&client, "web", "10.0.0.1").await;
-    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
-        .iter()
-        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
-        .collect();
-    let t0 = Instant::now();
-    round(&mut nodes, t0).await;
-    let owner = nodes
-        .iter()
-        .position(|n| !n.announced().is_empty())
-        .unwrap();
+    let (client, mut nodes, t0, owner) = two_nodes_with_web().await;
     // restart: a brand-new speaker process (empty state) for the owner node
     let name = nodes[owner].name.clone();
     let rv = |c: Option<Claim>| c.map(|c| c.resource_version);
@@ -539,19 +546,7 @@ async fn restart_within_lease_duration_keeps_ips() {
 
 #[tokio::test]
 async fn graceful_shutdown_hands_over_at_once() {
-    let client = fake_client().await;
-    setup(&client, &["node-a", "node-b"], &[]).await;
-    add_service(&client, "web", "10.0.0.1").await;
-    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
-        .iter()
-        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
-        .collect();
-    let t0 = Instant::now();
-    round(&mut nodes, t0).await;
-    let owner = nodes
-        .iter()
-        .position(|n| !n.announced().is_empty())
-        .unwrap();
+    let (client, mut nodes, t0, owner) = two_nodes_with_web().await;
     let other = 1 - owner;
     nodes[owner].speaker.shutdown().await;
     assert!(nodes[owner].announced().is_empty());
@@ -1277,19 +1272,7 @@ async fn announcing_hundreds_of_ips_stays_within_the_servers_in_flight_bound() {
 /// peer's IP is not taken over when the renewals the loop itself saw grow old.
 #[tokio::test]
 async fn a_renewal_held_back_from_the_loop_keeps_its_peer_alive() {
-    let client = fake_client().await;
-    setup(&client, &["node-a", "node-b"], &[]).await;
-    add_service(&client, "web", "10.0.0.1").await;
-    let mut nodes: Vec<Node_> = ["node-a", "node-b"]
-        .iter()
-        .map(|n| Node_::new(&client, n, RecordingAnnouncer::new()))
-        .collect();
-    let t0 = Instant::now();
-    round(&mut nodes, t0).await;
-    let owner = nodes
-        .iter()
-        .position(|n| n.announced().contains(&ip("10.0.0.1")))
-        .expect("an owner");
+    let (_, mut nodes, t0, owner) = two_nodes_with_web().await;
     let other = 1 - owner;
     let owner_lease = node_lease_name(&nodes[owner].name);
     // the owner renews 1.5 s later; the other node's watch holds that renewal back
