@@ -42,12 +42,10 @@ pub struct Rule {
 /// Informers (kube-runtime watchers and reflectors) list, then watch; nothing reads a
 /// single object of these kinds.
 const WATCH: &[&str] = &["list", "watch"];
-const EVENTS: &[&str] = &["create", "patch"];
-/// The events Recorder creates an Event, and patches its `series` when the same Event is
-/// published again within its cache lifetime (6 min). ferrolb publishes an Event when its
-/// message changes, not on every pass, so a short end-to-end run repeats none: `patch` may
-/// stay unused there.
-const EVENTS_PATCH_RARE: &[&str] = &["patch"];
+/// Both components publish each Event through a fresh kube `Recorder` (its series cache
+/// would only hold memory: Events are emitted on change), which therefore always creates
+/// and never patches a series.
+const EVENTS: &[&str] = &["create"];
 
 /// What `ferrolb controller` calls.
 pub const CONTROLLER: &[Rule] = &[
@@ -76,7 +74,7 @@ pub const CONTROLLER: &[Rule] = &[
         verbs: EVENTS,
         resource_names: &[],
         why: "IPAllocated / AllocationFailed / ClearAssignment Events",
-        exceptions: EVENTS_PATCH_RARE,
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
@@ -152,7 +150,7 @@ pub const SPEAKER: &[Rule] = &[
         verbs: EVENTS,
         resource_names: &[],
         why: "nodeAssigned / announceFailed / duplicate-responder Events",
-        exceptions: EVENTS_PATCH_RARE,
+        exceptions: &[],
     },
     Rule {
         scope: Scope::Namespace,
