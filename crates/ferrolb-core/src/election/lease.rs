@@ -111,6 +111,31 @@ impl LeaseClock {
         self.retry_period
     }
 
+    /// The renewal interval while this node hears every member of a cluster of three or
+    /// more ([`super::membership::Liveness::renews_quietly`]): the renew deadline less one
+    /// retry period (900 ms by default). While renewals succeed its Lease stays fresh
+    /// throughout, as at the retry period; the rules need the fresh Lease only once a member
+    /// falls silent, and the renewals go back to the retry period then. A third of the Lease
+    /// writes, and of the watch events every peer decodes.
+    pub fn quiet_period(&self) -> Duration {
+        self.renew_deadline
+            .saturating_sub(self.retry_period)
+            .max(self.retry_period)
+    }
+
+    /// When the next renewal attempt is due, the last one having been sent at
+    /// `last_attempt` and having `succeeded` or not: a quiet period later after a success
+    /// while `quiet` ([`LeaseClock::quiet_period`]), a retry period later otherwise (a
+    /// failed attempt is always retried a retry period later).
+    pub fn next_renewal(&self, last_attempt: Instant, succeeded: bool, quiet: bool) -> Instant {
+        last_attempt
+            + if quiet && succeeded {
+                self.quiet_period()
+            } else {
+                self.retry_period
+            }
+    }
+
     /// May this node announce anything? `last_renew_started` is the instant the last
     /// **successful** renewal request was *sent* (not answered), on this node's monotonic
     /// clock; `None` before the first success.

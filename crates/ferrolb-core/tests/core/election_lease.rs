@@ -13,6 +13,31 @@ fn ms(n: u64) -> Duration {
 }
 
 #[test]
+fn quiet_renewals_keep_the_lease_fresh_and_a_failure_is_retried_at_the_retry_period() {
+    let t0 = Instant::now();
+    for (d, r, p) in [
+        (2000, 1200, 300),
+        (2000, 1500, 500),
+        (3000, 1000, 500),
+        (15000, 10000, 2000),
+    ] {
+        let c = LeaseClock::new(ms(d), ms(r), ms(p)).unwrap();
+        let quiet = c.quiet_period();
+        assert!(
+            quiet >= c.retry_period() && quiet < c.renew_deadline(),
+            "{c:?}"
+        );
+        assert_eq!(c.next_renewal(t0, true, false), t0 + c.retry_period());
+        assert_eq!(c.next_renewal(t0, false, false), t0 + c.retry_period());
+        assert_eq!(c.next_renewal(t0, false, true), t0 + c.retry_period());
+        assert_eq!(c.next_renewal(t0, true, true), t0 + quiet);
+        // renewing at the quiet period, the Lease is fresh until the next renewal is sent
+        assert!(c.may_announce(Some(t0), c.next_renewal(t0, true, true)));
+    }
+    assert_eq!(LeaseClock::default().quiet_period(), ms(900));
+}
+
+#[test]
 fn lease_clock_validation() {
     assert!(LeaseClock::new(ms(2000), ms(1500), ms(500)).is_ok());
     assert_eq!(

@@ -33,7 +33,9 @@ use proptest::prelude::*;
 
 const TICK: Duration = Duration::from_millis(50);
 const IPS: usize = 2;
-/// Lease renewal every 6 ticks (300 ms).
+/// Lease renewal every 6 ticks (300 ms): the retry period. A node hearing every member of
+/// three or more renews every 18 ticks instead (900 ms, the quiet period), as the speaker
+/// does (`LeaseClock::next_renewal`, `Liveness::renews_quietly`).
 const RENEW_EVERY: u64 = 6;
 /// Heartbeat every 2 ticks (100 ms).
 const HB_EVERY: u64 = 2;
@@ -64,6 +66,10 @@ struct Node {
     synced: bool,
     phase: u64,
     last_renewed: Option<Instant>,
+    /// Tick of the next renewal attempt (None: the next tick of its phase).
+    next_renew: Option<u64>,
+    /// Its last pass let it renew at the quiet period.
+    quiet: bool,
     lease_was_fresh: bool,
     /// Peers' Leases as observed: (resourceVersion, when it was seen changing — restarted
     /// after an observation gap, when it really changed).
@@ -129,6 +135,8 @@ struct World {
     nic: Vec<bool>,
     api_cut: Vec<bool>,
     lease_rv: Vec<u64>,
+    /// Successful renewals of each node's Lease.
+    renewals: Vec<u64>,
     records: BTreeMap<usize, (OwnerRecord, u64)>,
     nodes: Vec<Node>,
     sent: Vec<usize>,
@@ -171,6 +179,7 @@ impl World {
             nic: vec![true; n],
             api_cut: vec![false; n],
             lease_rv: vec![0; n],
+            renewals: vec![0; n],
             records: BTreeMap::new(),
             nodes: Vec::new(),
             sent: Vec::new(),
@@ -287,9 +296,20 @@ impl World {
         // 2. Lease renewals (request sent and committed now)
         for i in 0..self.n {
             let nd = &self.nodes[i];
-            if nd.up && nd.synced && (self.t + nd.phase) % RENEW_EVERY == 0 && self.api(i) {
-                self.lease_rv[i] += 1;
-                self.nodes[i].last_renewed = Some(now);
+            let due = match nd.next_renew {
+                None => (self.t + nd.phase) % RENEW_EVERY == 0,
+                Some(k) => self.t >= k,
+            };
+            if nd.up && nd.synced && due {
+                let ok = self.api(i);
+                if ok {
+                    self.lease_rv[i] += 1;
+                    self.nodes[i].last_renewed = Some(now);
+                    self.renewals[i] += 1;
+                }
+                let next = self.clock.next_renewal(now, ok, self.nodes[i].quiet);
+                let ticks = (next - now).as_millis().div_ceil(TICK.as_millis()) as u64;
+                self.nodes[i].next_renew = Some(self.t + ticks.max(1));
             }
         }
         // 3. watches: Leases and claim records reach nodes that see the API server
@@ -384,6 +404,7 @@ impl World {
             nd.fences += 1;
         }
         nd.may = live.may;
+        nd.quiet = live.renews_quietly();
         nd.permitted_since = live.permitted_since;
         nd.reaped = live.reaped.clone();
         let may = live.may;
@@ -808,6 +829,51 @@ fn crash_or_link_cut_fails_over_in_under_a_second_with_three_or_more_nodes() {
 }
 
 #[test]
+fn nodes_hearing_every_member_renew_at_the_quiet_period_and_go_back_at_a_loss() {
+    // renewals counted over `secs` seconds, per node
+    fn count(w: &mut World, secs: u64) -> Vec<u64> {
+        let before = w.renewals.clone();
+        w.run(secs * 20).unwrap();
+        w.renewals.iter().zip(&before).map(|(a, b)| a - b).collect()
+    }
+    for n in 3..=5 {
+        let mut w = World::new(n, rules());
+        w.run(100).unwrap();
+        // 9 s hearing everybody: every 900 ms (10), not every 300 ms (30)
+        let quiet = count(&mut w, 9);
+        assert!(
+            quiet.iter().all(|c| (9..=11).contains(c)),
+            "n={n}: renewals in 9 s while hearing everybody: {quiet:?}"
+        );
+        // a member lost: the others need their Lease fresh again and renew every 300 ms
+        // until it is reaped (20 s), then hear everybody again
+        w.apply(&Ev::Crash(0));
+        w.run(20).unwrap();
+        let lost = count(&mut w, 3);
+        assert!(
+            lost[1..].iter().all(|c| (9..=11).contains(c)),
+            "n={n}: renewals in 3 s with a member silent: {lost:?}"
+        );
+        w.run(20 * 20).unwrap();
+        if n > 3 {
+            let reaped = count(&mut w, 9);
+            assert!(
+                reaped[1..].iter().all(|c| (9..=11).contains(c)),
+                "n={n}: renewals in 9 s after the silent member was reaped: {reaped:?}"
+            );
+        }
+    }
+    // two members need the Lease as witness: never quiet
+    let mut w = World::new(2, rules());
+    w.run(100).unwrap();
+    let pair = count(&mut w, 3);
+    assert!(
+        pair.iter().all(|c| (9..=11).contains(c)),
+        "two nodes: renewals in 3 s: {pair:?}"
+    );
+}
+
+#[test]
 fn two_nodes_fail_over_at_lease_speed() {
     // the Lease duration (2 s), counted from the crashed node's last renewal (up to one
     // renewal period before the crash), plus at most a renewal period and a claim write
@@ -1074,18 +1140,22 @@ fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
         // (the overlap is at most a tick: the witness must get the others' last heartbeats a
         // tick before they get its own — n1's heartbeats arrive on even ticks, n0's and n2's
         // on odd ones — and must not already own every IP, so n1 loses them first)
+        // (both Leases must expire within that tick: hearing everybody, n0 and n2 renew
+        // at the quiet period, each in its own phase, hence the two cut times)
         Variant::WitnessDeathWithoutSilence => {
-            for k in 30..42 {
-                out.push((
-                    3,
-                    vec![
-                        (Ev::NicDown(1), 30),
-                        (Ev::NicUp(1), 60),
-                        (Ev::ApiCut(0), 0),
-                        (Ev::ApiCut(2), k),
-                        (alone_with_api(1), 60),
-                    ],
-                ));
+            for j in 0..18 {
+                for k in 20..42 {
+                    out.push((
+                        3,
+                        vec![
+                            (Ev::NicDown(1), 30),
+                            (Ev::NicUp(1), 60),
+                            (Ev::ApiCut(0), j),
+                            (Ev::ApiCut(2), k),
+                            (alone_with_api(1), 60),
+                        ],
+                    ));
+                }
             }
         }
         // a node isolated for 25 s is reaped by the others; they lose the API server, it

@@ -122,6 +122,9 @@ pub struct Speaker<A: Announcer> {
     config_errors: Vec<String>,
     /// Heartbeat table and targets shared with the heartbeat task (None: Lease rules only).
     mesh: Option<Mesh>,
+    /// Tells the Lease task whether it may renew at the quiet period
+    /// ([`crate::election::membership::Liveness::renews_quietly`]; None: never).
+    quiet: Option<tokio::sync::watch::Sender<bool>>,
     /// Liveness of the last evaluation (its permission period and reaped members feed the next).
     live: Live,
     /// This node's Lease was fresh at the last evaluation (stale → fresh restarts peers' clocks).
@@ -163,6 +166,7 @@ impl<A: Announcer> Speaker<A> {
             loss_at: BTreeMap::new(),
             config_errors: Vec::new(),
             mesh: None,
+            quiet: None,
             live: Live::default(),
             lease_was_fresh: false,
             board: None,
@@ -218,6 +222,13 @@ impl<A: Announcer> Speaker<A> {
     /// node Leases (rules: [`crate::election::membership::MeshRules`]).
     pub fn with_mesh(mut self, mesh: Mesh) -> Self {
         self.mesh = Some(mesh);
+        self
+    }
+
+    /// Publishes on `quiet` after every pass whether this node's Lease task may renew at
+    /// the quiet period ([`crate::election::LeaseClock::next_renewal`]).
+    pub fn with_quiet_renewals(mut self, quiet: tokio::sync::watch::Sender<bool>) -> Self {
+        self.quiet = Some(quiet);
         self
     }
 
@@ -328,6 +339,10 @@ impl<A: Announcer> Speaker<A> {
         }
         self.lease_was_fresh = lease_fresh;
         let (l, mesh_enabled) = self.evaluate(now);
+        if let Some(q) = &self.quiet {
+            let quiet = l.renews_quietly();
+            q.send_if_modified(|was| std::mem::replace(was, quiet) != quiet);
+        }
         let targets = self.heartbeat_targets(&l, mesh_enabled);
         let live = Live {
             may: l.may,

@@ -1,8 +1,9 @@
 //! Node liveness: this speaker's own Lease (renewal loop + fencing) and the peers' Leases.
 //!
 //! Every speaker holds the Lease `ferrolb-speaker-<node>` in the speaker namespace and
-//! renews it every retry period: that is the only steady-state API write, independent of
-//! the number of IPs and Services. Peers are judged on **their own monotonic clock**: a peer
+//! renews it every retry period, or every quiet period while it hears every member of three
+//! or more ([`crate::election::LeaseClock::next_renewal`]): that is the only steady-state API
+//! write, independent of the number of IPs and Services. Peers are judged on **their own monotonic clock**: a peer
 //! is alive while its Lease has changed within the lease duration since they last observed
 //! a change (client-go's `observedTime` rule), so wall-clock skew between nodes is harmless.
 //!
@@ -515,14 +516,30 @@ impl OwnLease {
         }
     }
 
-    /// Renews every retry period until `stop` fires, then releases the Lease (empty holder)
-    /// so peers take over at once. The caller must have withdrawn every announcement first.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.timing.retry_period());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Renews every retry period — every quiet period while `quiet` says this node hears
+    /// every member of three or more ([`LeaseClock::next_renewal`]) — until `stop` fires,
+    /// then releases the Lease (empty holder) so peers take over at once. The caller must
+    /// have withdrawn every announcement first. When `quiet` turns false a renewal due by
+    /// the retry period goes out at once.
+    pub async fn run(self, mut quiet: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+        // (send time, succeeded) of the last attempt
+        let mut last: Option<(Instant, bool)> = None;
+        let mut quiet_open = true;
         loop {
+            let due = last.map_or_else(Instant::now, |(at, ok)| {
+                self.timing
+                    .next_renewal(at, ok, quiet_open && *quiet.borrow())
+            });
             tokio::select! {
-                _ = tick.tick() => { self.renew_once().await; }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {
+                    let at = Instant::now();
+                    let ok = self.renew_once().await;
+                    last = Some((at, ok));
+                }
+                r = quiet.changed(), if quiet_open => {
+                    // the speaker loop is gone: every retry period from now on
+                    quiet_open = r.is_ok();
+                }
                 r = stop.changed() => {
                     if r.is_err() || *stop.borrow() { break; }
                 }

@@ -130,7 +130,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let own = own.with_state(state_renderer(board.clone(), dataplane.interfaces_reader()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let lease_task = tokio::spawn(own.run(stop_rx.clone()));
+    let (quiet_tx, quiet_rx) = watch::channel(false);
+    let lease_task = tokio::spawn(own.run(quiet_rx, stop_rx.clone()));
 
     let settings = settings(&args, clock);
     let clients = Clients {
@@ -157,7 +158,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         renewals.clone(),
     )
-    .with_board(board);
+    .with_board(board)
+    .with_quiet_renewals(quiet_tx);
     let mut hb_task = None;
     if !args.no_heartbeats {
         let timing = args.mesh_timing()?;
@@ -418,7 +420,9 @@ pub fn start_reflectors(
         Api::<watched::SlimLease>::namespaced(client.clone(), namespace),
         ltx,
         stores.leases.clone(),
-        liveness::QuietRenewals::new(clock.lease_duration() / 2),
+        // peers hearing everybody renew every quiet period (900 ms by default): held too,
+        // with room for latency, and still well within the lease duration
+        liveness::QuietRenewals::new(clock.lease_duration() * 3 / 4),
         stores.held.clone(),
     );
     watched::watch_statuses(

@@ -837,7 +837,11 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
     )
     .unwrap();
     let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
-    a.speaker = a.speaker.with_mesh(mesh.clone());
+    let (quiet_tx, quiet) = tokio::sync::watch::channel(false);
+    a.speaker = a
+        .speaker
+        .with_mesh(mesh.clone())
+        .with_quiet_renewals(quiet_tx);
 
     // Peers b and c, sending signed heartbeats to node-a (nothing else reads its socket).
     let peers = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -872,6 +876,10 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
         a.speaker.may_announce(Instant::now()),
         "hears both peers, Lease fresh"
     );
+    assert!(
+        *quiet.borrow(),
+        "hears every member of three: its Lease renewals may slow to the quiet period"
+    );
 
     // The process stalls longer than the fence time; the peers keep sending meanwhile.
     let stall = timing.fence_after + Duration::from_millis(150);
@@ -888,6 +896,12 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
     // Without new heartbeats, silence is judged as before.
     std::thread::sleep(stall);
     assert!(!a.speaker.may_announce(Instant::now()), "fenced on silence");
+    let now = Instant::now();
+    a.pass(now, Some(now)).await;
+    assert!(
+        !*quiet.borrow(),
+        "its peers silent, it needs its Lease fresh: renewals every retry period"
+    );
 }
 
 /// A speaker at rest runs no pass: its own Lease renewals only move the fencing deadline
@@ -1068,7 +1082,8 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
     assert_eq!(requests(seen), vec![patch()]);
     // the renewal loop: one patch per retry period
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(own.run(stop_rx));
+    let (quiet_tx, quiet_rx) = watch::channel(false);
+    let task = tokio::spawn(own.run(quiet_rx, stop_rx));
     let period = clock().retry_period();
     // the first tick renews at once; count from the renewal after it
     renewals.changed().await.unwrap();
@@ -1087,6 +1102,32 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
         (periods as usize / 2..=periods as usize + 1).contains(&window.len()),
         "{} requests in {periods} retry periods",
         window.len()
+    );
+    // hearing every member: one patch per quiet period (900 ms), a third as many
+    let quiet = clock().quiet_period();
+    assert_eq!(quiet, Duration::from_millis(900));
+    quiet_tx.send_replace(true);
+    renewals.borrow_and_update();
+    renewals.changed().await.unwrap();
+    let (from, t0) = (requests(0).len(), Instant::now());
+    tokio::time::sleep(quiet * 6).await;
+    let n = requests(from).len();
+    let quiets = t0.elapsed().as_millis() / quiet.as_millis();
+    assert!(
+        (quiets as usize - 1..=quiets as usize + 1).contains(&n),
+        "{n} renewals in {quiets} quiet periods"
+    );
+    // a member falls silent right after a renewal: the next one goes out a retry period
+    // after it, not a quiet period
+    renewals.borrow_and_update();
+    renewals.changed().await.unwrap();
+    let t0 = Instant::now();
+    quiet_tx.send_replace(false);
+    renewals.changed().await.unwrap();
+    assert!(
+        t0.elapsed() < period * 2,
+        "renewed {:?} after leaving the quiet period",
+        t0.elapsed()
     );
     let _ = stop_tx.send(true);
     task.await.unwrap();

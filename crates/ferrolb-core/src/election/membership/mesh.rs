@@ -474,6 +474,17 @@ pub struct Liveness {
     pub reaped: std::collections::BTreeSet<String>,
 }
 
+impl Liveness {
+    /// Whether this node may renew its Lease at the quiet period
+    /// ([`crate::election::LeaseClock::quiet_period`]) rather than every retry period: it
+    /// may announce because it hears every member of three or more ([`Grant::All`]), a
+    /// grant that holds whatever its Lease does. Every other grant needs its own Lease fresh
+    /// at once (two members, a majority, the witness) or is the Lease rule itself.
+    pub fn renews_quietly(&self) -> bool {
+        self.may && self.grant == Some(Grant::All)
+    }
+}
+
 impl MeshRules {
     /// The whole liveness evaluation of one node: members, permission, alive peers.
     /// With heartbeats disabled these are the Lease rules (permission = own Lease fresh,
