@@ -20,4 +20,5 @@ pub mod config;
 pub mod crd;
 pub mod election;
 pub mod selector;
+pub mod service;
 pub mod wire;

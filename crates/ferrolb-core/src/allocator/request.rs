@@ -303,14 +303,8 @@ impl ServiceRequest {
             String::new()
         };
 
-        let current_ips = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.as_deref().and_then(|s| s.trim().parse().ok()))
+        let current_ips = crate::service::ingress_ips(svc)
+            .filter_map(|s| s.trim().parse().ok())
             .collect();
 
         Ok(ServiceRequest {

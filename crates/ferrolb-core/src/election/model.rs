@@ -207,14 +207,8 @@ impl ServiceFacts {
             namespace: svc.metadata.namespace.clone().unwrap_or_default(),
             name: svc.metadata.name.clone().unwrap_or_default(),
             load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
-            ingress: svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.clone().filter(|ip| !ip.is_empty()))
+            ingress: crate::service::ingress_ips(svc)
+                .map(str::to_string)
                 .collect(),
             labels: svc.metadata.labels.clone().unwrap_or_default(),
             etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),

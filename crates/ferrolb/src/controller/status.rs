@@ -30,14 +30,12 @@ impl DesiredStatus {
     }
 }
 
-/// The ingress IP strings currently in the Service status (hostnames skipped).
+/// The ingress IP strings currently in the Service status (hostnames and empty entries
+/// skipped: [`crate::service::ingress_ips`]).
 pub fn current_ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ing| ing.iter().filter_map(|i| i.ip.clone()).collect())
-        .unwrap_or_default()
+    crate::service::ingress_ips(svc)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The current value of [`POOL_ANNOTATION`].
