@@ -266,16 +266,12 @@ fn main() {
 /// with `lb` IPs spread evenly publishes it (heartbeats on: every other node heard and a
 /// member).
 fn peer_state(i: usize, nodes: usize, lb: usize) -> SpeakerState {
-    let others: Vec<String> = (0..nodes)
-        .filter(|&k| k != i)
-        .map(|k| format!("node-{k}"))
-        .collect();
     let share = lb / nodes.max(1);
     SpeakerState {
         may_announce: true,
         heartbeats: true,
-        heard: others.clone(),
-        members: others,
+        member_count: nodes.saturating_sub(1),
+        not_heard: vec![],
         interfaces: vec![Nic {
             name: "eth0".into(),
             mac: format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256),

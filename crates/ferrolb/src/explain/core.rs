@@ -288,8 +288,8 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
         } else if st.heartbeats {
             format!(
                 "it hears the heartbeats of {} of its {} peers: no quorum",
-                st.heard.len(),
-                st.members.len()
+                st.member_count.saturating_sub(st.not_heard.len()),
+                st.member_count
             )
         } else {
             "its Lease renewals are late".to_string()
@@ -300,28 +300,24 @@ fn speaker_problems(node: &str, speakers: &BTreeMap<String, Speaker>) -> Vec<Why
         ));
     }
     if st.heartbeats && !st.truncated {
-        let peers: Vec<&String> = st
-            .members
+        // running speakers with heartbeats on
+        let sending = |p: &Speaker| p.running && p.state.as_ref().is_some_and(|s| s.heartbeats);
+        let not_heard: Vec<&str> = st
+            .not_heard
             .iter()
-            .filter(|m| {
-                speakers
-                    .get(*m)
-                    .is_some_and(|p| p.running && p.state.as_ref().is_some_and(|s| s.heartbeats))
-            })
+            .filter(|m| speakers.get(*m).is_some_and(sending))
+            .map(String::as_str)
             .collect();
-        let not_heard: Vec<&str> = peers
+        let deaf: Vec<&str> = speakers
             .iter()
-            .filter(|p| !st.heard.contains(p))
-            .map(|p| p.as_str())
-            .collect();
-        let deaf: Vec<&str> = peers
-            .iter()
-            .filter(|p| {
-                speakers[p.as_str()].state.as_ref().is_some_and(|s| {
-                    s.members.iter().any(|m| m == node) && !s.heard.iter().any(|h| h == node)
-                })
+            .filter(|(p, s)| {
+                p.as_str() != node
+                    && sending(s)
+                    && s.state
+                        .as_ref()
+                        .is_some_and(|s| s.not_heard.iter().any(|h| h == node))
             })
-            .map(|p| p.as_str())
+            .map(|(p, _)| p.as_str())
             .collect();
         if !not_heard.is_empty() || !deaf.is_empty() {
             let mut parts = Vec::new();

@@ -29,8 +29,8 @@ fn state(node: &str, peers: &[&str], announcing: &[&str]) -> SpeakerState {
     SpeakerState {
         may_announce: true,
         heartbeats: true,
-        heard: peers.iter().map(|s| s.to_string()).collect(),
-        members: peers.iter().map(|s| s.to_string()).collect(),
+        member_count: peers.len(),
+        not_heard: vec![],
         interfaces: vec![Nic {
             name: "eth0".into(),
             mac: format!("02:00:00:00:00:0{}", &node[1..]),
@@ -365,7 +365,7 @@ fn fenced_speaker_without_quorum() {
     let mut w = World::new();
     let st = w.state_mut("n2");
     st.may_announce = false;
-    st.heard.clear();
+    st.not_heard = vec!["n1".into(), "n3".into()];
     let e = w.explain();
     assert_eq!(node_code(&e, "web", "n2"), "speakerFenced");
     let n2 = e.speakers.iter().find(|s| s.node == "n2").unwrap();
@@ -378,8 +378,8 @@ fn fenced_speaker_without_quorum() {
 #[test]
 fn heartbeats_not_flowing_between_two_nodes() {
     let mut w = World::new();
-    w.state_mut("n2").heard.retain(|h| h != "n3");
-    w.state_mut("n3").heard.retain(|h| h != "n2");
+    w.state_mut("n2").not_heard.push("n3".into());
+    w.state_mut("n3").not_heard.push("n2".into());
     let e = w.explain();
     assert_eq!(notes(&e, "web", "n2"), ["heartbeatsNotFlowing"]);
     assert_eq!(notes(&e, "web", "n3"), ["heartbeatsNotFlowing"]);

@@ -37,8 +37,8 @@ pub const PUBLISHED_IPS: usize = 64;
 /// Most duplicate responders the state lists.
 pub const PUBLISHED_DUPLICATES: usize = 16;
 
-/// Most bytes the annotation may take; beyond (thousands of nodes) the peer lists are left
-/// out and `truncated` says so. Far below the 256 KiB kube-apiserver allows for all of an
+/// Most bytes the annotation may take; beyond (thousands of members unheard) the list of
+/// members not heard is left out and `truncated` says so. Far below the 256 KiB kube-apiserver allows for all of an
 /// object's annotations, so the renewal that carries it is never refused for its size.
 pub const STATE_LIMIT: usize = 16 * 1024;
 
@@ -51,10 +51,13 @@ pub struct SpeakerState {
     pub may_announce: bool,
     /// Heartbeats are on (the heartbeat key was loaded).
     pub heartbeats: bool,
-    /// Peers whose heartbeats this node hears now (sorted).
-    pub heard: Vec<String>,
-    /// Peers this node counts as members (sorted; heartbeat targets).
-    pub members: Vec<String>,
+    /// How many peers this node counts as members (its heartbeat targets).
+    pub member_count: usize,
+    /// The members whose heartbeats this node does not hear now (sorted). Only the
+    /// exceptions are listed: every node's annotation travels with each of its renewals to
+    /// every speaker, so a full list of the peers heard would cost every node O(nodes)
+    /// bytes per renewal of each peer.
+    pub not_heard: Vec<String>,
     /// The interfaces the ARP/NDP responder runs on, with their MACs.
     pub interfaces: Vec<Nic>,
     /// The IPs this node answers for now (at most [`PUBLISHED_IPS`]).
@@ -64,7 +67,7 @@ pub struct SpeakerState {
     /// Other MACs seen answering for IPs this node answers for (the last 10 minutes; at
     /// most [`PUBLISHED_DUPLICATES`]).
     pub duplicates: Vec<Duplicate>,
-    /// `heard` and `members` were left out to keep the annotation within [`STATE_LIMIT`].
+    /// `not_heard` was left out to keep the annotation within [`STATE_LIMIT`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
@@ -124,8 +127,7 @@ impl SpeakerState {
             return full;
         }
         let short = SpeakerState {
-            heard: Vec::new(),
-            members: Vec::new(),
+            not_heard: Vec::new(),
             truncated: true,
             ..self.clone()
         };
@@ -226,8 +228,8 @@ impl Board {
         SpeakerState {
             may_announce: self.may_announce,
             heartbeats: self.heartbeats,
-            heard: self.heard.iter().cloned().collect(),
-            members: self.members.iter().cloned().collect(),
+            member_count: self.members.len(),
+            not_heard: self.members.difference(&self.heard).cloned().collect(),
             interfaces,
             announcing: self
                 .announcing
@@ -315,8 +317,8 @@ mod tests {
         for field in [
             "mayAnnounce",
             "heartbeats",
-            "heard",
-            "members",
+            "memberCount",
+            "notHeard",
             "interfaces",
             "announcing",
             "duplicates",
@@ -344,23 +346,29 @@ mod tests {
         assert_eq!(s.announcing.len(), PUBLISHED_IPS);
         assert_eq!(s.announcing_total, 10_000);
         assert!(!s.lists_every_ip());
-        // 5,000 members do not fit: the peer lists are left out, and it says so
+        // 5,000 members unheard do not fit: the list is left out, and it says so
         let a = s.to_annotation();
         assert!(a.len() <= STATE_LIMIT, "{}", a.len());
         let back: SpeakerState = serde_json::from_str(&a).unwrap();
-        assert!(back.truncated && back.members.is_empty());
-        assert_eq!(back.announcing_total, 10_000);
-        // a 100-node cluster keeps them
-        b.set_liveness(
-            true,
-            true,
-            &BTreeSet::new(),
-            &all.iter().copied().take(100).collect(),
-        );
+        assert!(back.truncated && back.not_heard.is_empty());
+        assert_eq!((back.member_count, back.announcing_total), (5_000, 10_000));
+        // hearing every member, the annotation does not grow with the members
+        b.set_liveness(true, true, &all, &all);
+        let heard_all = b.state(vec![], t(2)).to_annotation();
+        b.set_liveness(true, true, &BTreeSet::new(), &BTreeSet::new());
+        let alone = b.state(vec![], t(2)).to_annotation();
+        assert!(heard_all.len() <= alone.len() + 3, "{heard_all} vs {alone}");
+        // a 100-node cluster hearing nobody lists them all
+        let hundred: BTreeSet<&str> = all.iter().copied().take(100).collect();
+        b.set_liveness(false, true, &BTreeSet::new(), &hundred);
         let back: SpeakerState =
-            serde_json::from_str(&b.state(vec![], t(2)).to_annotation()).unwrap();
+            serde_json::from_str(&b.state(vec![], t(3)).to_annotation()).unwrap();
         assert!(!back.truncated);
-        assert_eq!(back.members.len(), 100);
+        assert_eq!((back.member_count, back.not_heard.len()), (100, 100));
+        // hearing one of two members lists the other
+        b.set_liveness(true, true, &["n2"].into(), &["n2", "n3"].into());
+        let s = b.state(vec![], t(4));
+        assert_eq!((s.member_count, s.not_heard), (2, vec!["n3".to_string()]));
     }
 
     #[test]
