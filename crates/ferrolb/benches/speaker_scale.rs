@@ -630,7 +630,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
     let interval = MeshTiming::default().interval;
     let hb_peers = match (&lan, z.heartbeats) {
         (Some(lan), true) => {
-            let key: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37).wrapping_add(11)).collect();
+            let key: Vec<u8> = (0..32u8)
+                .map(|b| b.wrapping_mul(37).wrapping_add(11))
+                .collect();
             let mut secret: Secret = key_secret(key.clone());
             secret.metadata.namespace = Some(NS.into());
             Api::<Secret>::namespaced(client.clone(), NS)

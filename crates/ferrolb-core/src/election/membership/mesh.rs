@@ -226,8 +226,8 @@ impl PeerTable {
     /// and says what changed. Allocates nothing while the set of peers stays the same (a
     /// new or forgotten peer rebuilds `sig`): the shell calls it on every heartbeat period.
     pub fn update_signature(&self, now: Instant, sig: &mut Vec<(String, u8)>) -> SignatureChange {
-        let same_peers =
-            sig.len() == self.peers.len() && sig.iter().zip(self.peers.keys()).all(|((a, _), b)| a == b);
+        let same_peers = sig.len() == self.peers.len()
+            && sig.iter().zip(self.peers.keys()).all(|((a, _), b)| a == b);
         let mut change = SignatureChange::default();
         if same_peers {
             for ((_, old), h) in sig.iter_mut().zip(self.peers.values()) {
