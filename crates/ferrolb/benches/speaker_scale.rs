@@ -17,11 +17,23 @@
 //!    whole. The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
 //!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: node-0 is then
 //!    the only live node);
+//!    with peers, they also exchange heartbeats with the speaker, as on a real cluster
+//!    (`BENCH_HEARTBEATS=0`: not, and the speaker runs with `--no-heartbeats`, the set-up
+//!    before heartbeats were measured): the bench creates the key Secret the controller
+//!    would, the veth's far end `eth1` moves into a second namespace holding every peer's
+//!    InternalIP (eth0 also gets node-0's), and one thread of this process sends each
+//!    peer's signed heartbeat (its own incarnation, increasing sequence numbers, the flag
+//!    of a peer that may announce) to node-0 every 100 ms, each peer on its own phase of
+//!    the interval (`BENCH_HB_SPREAD=0`: all in one burst per interval), from a socket on
+//!    that peer's address that also reads what node-0 sends it;
 //! 2. one speaker (node `node-0`, the only node it may announce from, so it owns all L IPs)
-//!    starts: time until it announces every IP;
+//!    starts (with heartbeats, it announces once it has heard every member): time until it
+//!    announces every IP;
 //! 3. at rest: RSS, CPU (from `/proc/<pid>/stat`) and the API writes of the speaker over an
 //!    idle window (the speaker runs as its ServiceAccount with the RBAC of
-//!    deploy/ferrolb.yaml; its writes are counted from the server's request records);
+//!    deploy/ferrolb.yaml; its writes are counted from the server's request records); with
+//!    heartbeats, the rates the speaker sent, accepted and dropped (its
+//!    `ferrolb_speaker_heartbeats_*` counters) and those of the peers;
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
 //!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU, CPU per
 //!    LB change above the idle cost, and API writes;
@@ -37,7 +49,8 @@
 //!
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
-//! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_PEER_STATE=0`: the peers' Leases without the
+//! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
+//! `BENCH_PEER_STATE=0`: the peers' Leases without the
 //! annotation, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
 //! (it fails under `CI=true`).
 
@@ -203,6 +216,8 @@ struct Sizes {
     peers: bool,
     /// The peers also exchange heartbeats with the speaker (which runs with heartbeats on).
     heartbeats: bool,
+    /// The peers' heartbeats are spread over the interval (else sent in one burst).
+    hb_spread: bool,
     /// The peers' Leases carry a speaker-state annotation.
     peer_state: bool,
     /// Print the speaker's resident memory by mapping at rest.
@@ -239,6 +254,7 @@ fn main() {
         lb: env_num("BENCH_LB", if smoke { 3 } else { 100 }) as usize,
         peers: env_num("BENCH_PEERS", 1) != 0,
         heartbeats: env_num("BENCH_PEERS", 1) != 0 && env_num("BENCH_HEARTBEATS", 1) != 0,
+        hb_spread: env_num("BENCH_HB_SPREAD", 1) != 0,
         peer_state: env_num("BENCH_PEER_STATE", 1) != 0,
         smaps: env_num("BENCH_SMAPS", 0) != 0,
         settle: Duration::from_secs(if smoke { 1 } else { 5 }),
@@ -451,7 +467,9 @@ struct HeartbeatPeers {
 }
 
 impl HeartbeatPeers {
-    fn start(lan: PathBuf, nodes: usize, key: HmacKey, interval: Duration) -> Self {
+    /// `spread`: each peer on its own phase of the interval (as independent speakers are);
+    /// otherwise all of them back to back at the start of each interval.
+    fn start(lan: PathBuf, nodes: usize, key: HmacKey, interval: Duration, spread: bool) -> Self {
         let sockets: Vec<(String, UdpSocket)> = ferrolb_netns::in_netns(Some(&lan), move || {
             (1..nodes)
                 .map(|i| {
@@ -480,16 +498,23 @@ impl HeartbeatPeers {
                 };
                 let incarnation = unix_ms();
                 let mut seq = vec![0u64; sockets.len()];
-                let step = interval / sockets.len() as u32;
-                let mut next = Instant::now();
+                let n = sockets.len();
+                let step = interval / n as u32;
+                let t0 = Instant::now();
                 let mut buf = [0u8; 512];
                 let mut k = 0usize;
                 while !st.load(Ordering::Relaxed) {
-                    next += step;
+                    let p = k % n;
+                    let round = interval * (k / n) as u32;
+                    let next = t0
+                        + if spread {
+                            round + step * p as u32
+                        } else {
+                            round
+                        };
                     if let Some(d) = next.checked_duration_since(Instant::now()) {
                         std::thread::sleep(d);
                     }
-                    let p = k % sockets.len();
                     k += 1;
                     let (node, sock) = &sockets[p];
                     seq[p] += 1;
@@ -644,6 +669,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
                 z.nodes,
                 HmacKey::new(&key).unwrap(),
                 interval,
+                z.hb_spread,
             ))
         }
         _ => None,
@@ -683,8 +709,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
                 p.annotation,
                 if hb_peers.is_some() {
                     format!(
-                        "heartbeats: each peer sends one every {interval:?} ({:.0}/s to the speaker) and reads the speaker's",
-                        (z.nodes - 1) as f64 / interval.as_secs_f64()
+                        "heartbeats: each peer sends one every {interval:?} ({:.0}/s to the speaker{}) and reads the speaker's",
+                        (z.nodes - 1) as f64 / interval.as_secs_f64(),
+                        if z.hb_spread { "" } else { ", all peers in one burst per interval" }
                     )
                 } else {
                     "no heartbeats (the speaker runs with --no-heartbeats)".into()
