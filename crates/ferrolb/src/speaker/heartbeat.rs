@@ -320,7 +320,6 @@ pub async fn run(
     let Some(key) = wait_for_key(&secrets, &mut stop).await else {
         return;
     };
-    tracing::info!(addr = %cfg.bind, interval = ?mesh.rules.timing.interval, "heartbeats enabled");
     serve(&cfg.node, socket, key, mesh, wake, metrics, stop).await;
 }
 
@@ -340,6 +339,7 @@ pub async fn serve(
         tracing::error!(error = %e, "cannot read the heartbeat socket; Lease rules only");
         return;
     }
+    tracing::info!(addr = ?socket.local_addr().ok(), interval = ?mesh.rules.timing.interval, "heartbeats enabled");
     let incarnation = unix_ms();
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(mesh.rules.timing.interval);
