@@ -17,11 +17,23 @@
 //!    whole. The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
 //!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: node-0 is then
 //!    the only live node);
+//!    with peers, they also exchange heartbeats with the speaker, as on a real cluster
+//!    (`BENCH_HEARTBEATS=0`: not, and the speaker runs with `--no-heartbeats`, the set-up
+//!    before heartbeats were measured): the bench creates the key Secret the controller
+//!    would, the veth's far end `eth1` moves into a second namespace holding every peer's
+//!    InternalIP (eth0 also gets node-0's), and one thread of this process sends each
+//!    peer's signed heartbeat (its own incarnation, increasing sequence numbers, the flag
+//!    of a peer that may announce) to node-0 every 100 ms, each peer on its own phase of
+//!    the interval (`BENCH_HB_SPREAD=0`: all in one burst per interval), from a socket on
+//!    that peer's address that also reads what node-0 sends it;
 //! 2. one speaker (node `node-0`, the only node it may announce from, so it owns all L IPs)
-//!    starts: time until it announces every IP;
+//!    starts (with heartbeats, it announces once it has heard every member): time until it
+//!    announces every IP;
 //! 3. at rest: RSS, CPU (from `/proc/<pid>/stat`) and the API writes of the speaker over an
 //!    idle window (the speaker runs as its ServiceAccount with the RBAC of
-//!    deploy/ferrolb.yaml; its writes are counted from the server's request records);
+//!    deploy/ferrolb.yaml; its writes are counted from the server's request records); with
+//!    heartbeats, the rates the speaker sent, accepted and dropped (its
+//!    `ferrolb_speaker_heartbeats_*` counters) and those of the peers;
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
 //!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU, CPU per
 //!    LB change above the idle cost, and API writes;
@@ -37,19 +49,26 @@
 //!
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
-//! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_PEER_STATE=0`: the peers' Leases without the
+//! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
+//! `BENCH_PEER_STATE=0`: the peers' Leases without the
 //! annotation, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
 //! (it fails under `CI=true`).
 
 mod common;
 
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_secs, env_num, loadavg, scrape, start_server, status_kib, stop, wait_for, NS};
+use common::{
+    cpu_secs, env_num, loadavg, metric, scrape, start_server, status_kib, stop, wait_for, NS,
+};
+use ferrolb::controller::secret::key_secret;
 use ferrolb::crd::L2Advertisement;
+use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
 use ferrolb::speaker::liveness::node_lease_name;
 use ferrolb::speaker::state::{AnnouncedIp, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION};
 use ferrolb_lab::apiserver::patch::PatchKind;
@@ -58,7 +77,7 @@ use ferrolb_lab::apiserver::Store;
 use ferrolb_lab::harness::SPEAKER_SA;
 use ferrolb_lab::netns::{privileged_or_skip, Netns};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -81,6 +100,11 @@ fn announced(text: &str, service: Option<&str>) -> (usize, bool) {
         }
     }
     (n, found)
+}
+
+/// The InternalIP of node `i` (where its speaker receives heartbeats).
+fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 254, 1 + (i / 250) as u8, 1 + (i % 250) as u8)
 }
 
 fn node_json(i: usize) -> Value {
@@ -115,7 +139,7 @@ fn node_json(i: usize) -> Value {
                 cond("Ready", "True", "KubeletReady"),
             ],
             "addresses": [
-                {"type": "InternalIP", "address": format!("10.254.{}.{}", 1 + i / 250, 1 + i % 250)},
+                {"type": "InternalIP", "address": node_ip(i).to_string()},
                 {"type": "Hostname", "address": format!("node-{i}")}
             ],
             "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
@@ -190,6 +214,10 @@ struct Sizes {
     services: Vec<usize>,
     lb: usize,
     peers: bool,
+    /// The peers also exchange heartbeats with the speaker (which runs with heartbeats on).
+    heartbeats: bool,
+    /// The peers' heartbeats are spread over the interval (else sent in one burst).
+    hb_spread: bool,
     /// The peers' Leases carry a speaker-state annotation.
     peer_state: bool,
     /// Print the speaker's resident memory by mapping at rest.
@@ -225,6 +253,8 @@ fn main() {
         },
         lb: env_num("BENCH_LB", if smoke { 3 } else { 100 }) as usize,
         peers: env_num("BENCH_PEERS", 1) != 0,
+        heartbeats: env_num("BENCH_PEERS", 1) != 0 && env_num("BENCH_HEARTBEATS", 1) != 0,
+        hb_spread: env_num("BENCH_HB_SPREAD", 1) != 0,
         peer_state: env_num("BENCH_PEER_STATE", 1) != 0,
         smaps: env_num("BENCH_SMAPS", 0) != 0,
         settle: Duration::from_secs(if smoke { 1 } else { 5 }),
@@ -249,16 +279,35 @@ fn main() {
     let ns = Netns::create(&format!("flbscale{}", std::process::id())).unwrap();
     ns.sh("ip link add eth0 type veth peer name eth1 && ip addr add 10.254.0.2/16 dev eth0 && ip link set eth1 up && ip link set eth0 up")
         .unwrap();
+    // With heartbeats, the far end of the veth is the LAN of the peers: eth1 moves into a
+    // namespace of its own holding every peer's InternalIP, and eth0 also gets node-0's.
+    let lan = sizes.heartbeats.then(|| {
+        let lan = Netns::create(&format!("flbpeers{}", std::process::id())).unwrap();
+        ns.sh(&format!(
+            "ip link set eth1 netns {} && ip addr add {}/16 dev eth0",
+            lan.name(),
+            node_ip(0)
+        ))
+        .unwrap();
+        let mut script = String::from("set -e; ip link set eth1 up");
+        for i in 1..sizes.nodes {
+            script += &format!("; ip addr add {}/16 dev eth1", node_ip(i));
+        }
+        lan.sh(&script).unwrap();
+        lan
+    });
+    let lan_path = lan.as_ref().map(Netns::path);
     // Everything below runs on threads inside the namespace; the speaker inherits it.
     ferrolb_netns::in_netns(Some(&ns.path()), move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
-        rt.block_on(run(sizes, exes));
+        rt.block_on(run(sizes, exes, lan_path));
         Ok(())
     })
     .unwrap();
+    drop(lan);
     drop(ns);
 }
 
@@ -400,6 +449,129 @@ impl Drop for Peers {
     }
 }
 
+/// The heartbeats of the speakers of nodes 1..N: each peer, from a UDP socket bound to its
+/// InternalIP:7947 in the peers' namespace, sends a signed heartbeat to node-0 every interval
+/// (spread evenly over it, as independent speakers are; a healthy peer's flags, its own
+/// incarnation and increasing sequence numbers), and reads whatever node-0 sends it, as a
+/// live speaker would (no ICMP unreachable in reply). One thread of this process, so none of
+/// it is charged to the speaker.
+struct HeartbeatPeers {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    absorbed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeartbeatPeers {
+    /// `spread`: each peer on its own phase of the interval (as independent speakers are);
+    /// otherwise all of them back to back at the start of each interval.
+    fn start(lan: PathBuf, nodes: usize, key: HmacKey, interval: Duration, spread: bool) -> Self {
+        let sockets: Vec<(String, UdpSocket)> = ferrolb_netns::in_netns(Some(&lan), move || {
+            (1..nodes)
+                .map(|i| {
+                    let s = UdpSocket::bind(SocketAddr::from((
+                        node_ip(i),
+                        ferrolb::speaker::heartbeat::DEFAULT_PORT,
+                    )))?;
+                    s.set_nonblocking(true)?;
+                    Ok((format!("node-{i}"), s))
+                })
+                .collect()
+        })
+        .unwrap();
+        let to = SocketAddr::from((node_ip(0), ferrolb::speaker::heartbeat::DEFAULT_PORT));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let absorbed = Arc::new(AtomicU64::new(0));
+        let (st, sn, ab) = (stop.clone(), sent.clone(), absorbed.clone());
+        let thread = (!sockets.is_empty()).then(|| {
+            std::thread::spawn(move || {
+                let unix_ms = || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64
+                };
+                let incarnation = unix_ms();
+                let mut seq = vec![0u64; sockets.len()];
+                let n = sockets.len();
+                let step = interval / n as u32;
+                let t0 = Instant::now();
+                let mut buf = [0u8; 512];
+                let mut k = 0usize;
+                while !st.load(Ordering::Relaxed) {
+                    let p = k % n;
+                    let round = interval * (k / n) as u32;
+                    let next = t0
+                        + if spread {
+                            round + step * p as u32
+                        } else {
+                            round
+                        };
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    k += 1;
+                    let (node, sock) = &sockets[p];
+                    seq[p] += 1;
+                    let msg = Heartbeat {
+                        node: node.clone(),
+                        incarnation,
+                        seq: seq[p],
+                        sent_unix_ms: unix_ms(),
+                        flags: FLAG_MAY_ANNOUNCE,
+                    }
+                    .encode(&key);
+                    if sock.send_to(&msg, to).is_ok() {
+                        sn.fetch_add(1, Ordering::Relaxed);
+                    }
+                    while sock.recv_from(&mut buf).is_ok() {
+                        ab.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        });
+        HeartbeatPeers {
+            stop,
+            sent,
+            absorbed,
+            thread,
+        }
+    }
+
+    /// Heartbeats sent to the speaker, and received from it, so far.
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.absorbed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for HeartbeatPeers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The speaker's heartbeat counters in `/metrics` text: sent, received and accepted,
+/// received and dropped.
+fn speaker_heartbeats(text: &str) -> (f64, f64, f64) {
+    let received = metric(text, "ferrolb_speaker_heartbeats_received_total");
+    let ok = metric(
+        text,
+        "ferrolb_speaker_heartbeats_received_total{result=\"ok\"}",
+    );
+    (
+        metric(text, "ferrolb_speaker_heartbeats_sent_total"),
+        ok,
+        received - ok,
+    )
+}
+
 /// Creates Services `from..to` (those below `lb` LoadBalancer with an IP), each with its
 /// EndpointSlice, 32 at a time; returns the number of objects written.
 async fn load_services(
@@ -434,7 +606,7 @@ async fn load_services(
     objects.load(Ordering::Relaxed)
 }
 
-async fn run(z: Sizes, exes: Vec<(String, String)>) {
+async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
     let bench = start_server("172.20.0.0/16", true).await;
     let client = bench.client.clone();
     // The speaker acts as its own ServiceAccount, with deploy/ferrolb.yaml's RBAC: the
@@ -475,6 +647,29 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
     let peers = z
         .peers
         .then(|| Peers::start(bench.srv.store(), z.nodes, z.lb, z.peer_state));
+    // The heartbeat key every speaker reads (on a cluster, the controller creates it).
+    let interval = MeshTiming::default().interval;
+    let hb_peers = match (&lan, z.heartbeats) {
+        (Some(lan), true) => {
+            let key: Vec<u8> = (0..32u8)
+                .map(|b| b.wrapping_mul(37).wrapping_add(11))
+                .collect();
+            let mut secret: Secret = key_secret(key.clone());
+            secret.metadata.namespace = Some(NS.into());
+            Api::<Secret>::namespaced(client.clone(), NS)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+            Some(HeartbeatPeers::start(
+                lan.clone(),
+                z.nodes,
+                HmacKey::new(&key).unwrap(),
+                interval,
+                z.hb_spread,
+            ))
+        }
+        _ => None,
+    };
 
     let writes = || bench.writes_by(SPEAKER_SA);
     let requests = || bench.requests_by(SPEAKER_SA);
@@ -503,20 +698,29 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
         );
         match &peers {
             Some(p) => println!(
-                "peers: {} node Leases renewed every {RETRY_PERIOD:?} ({:.0} watch events/s), each Lease {} bytes with a {}-byte speaker-state annotation; only node-0 selected",
+                "peers: {} node Leases renewed every {RETRY_PERIOD:?} ({:.0} watch events/s), each Lease {} bytes with a {}-byte speaker-state annotation; only node-0 selected; {}",
                 z.nodes - 1,
                 (z.nodes - 1) as f64 / RETRY_PERIOD.as_secs_f64(),
                 p.lease,
-                p.annotation
+                p.annotation,
+                if hb_peers.is_some() {
+                    format!(
+                        "heartbeats: each peer sends one every {interval:?} ({:.0}/s to the speaker{}) and reads the speaker's",
+                        (z.nodes - 1) as f64 / interval.as_secs_f64(),
+                        if z.hb_spread { "" } else { ", all peers in one burst per interval" }
+                    )
+                } else {
+                    "no heartbeats (the speaker runs with --no-heartbeats)".into()
+                }
             ),
             None => println!("peers: none (node-0 the only live node)"),
         }
 
         for (label, exe) in &exes {
-            // 2. Start. With peers, Lease rules only: the bench's peers send no heartbeats,
-            // and a speaker with heartbeats on that hears none of its peers' would not
-            // announce (without the key Secret it would also read it every 250 ms, which a
-            // speaker of a real cluster, key present, does not).
+            // 2. Start. With peers but without their heartbeats, Lease rules only: a speaker
+            // with heartbeats on that hears none of its peers' would not announce (without
+            // the key Secret it would also read it with backoff, which a speaker of a real
+            // cluster, key present, does not).
             let mut args = vec![
                 "--log-level",
                 "warn",
@@ -528,7 +732,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 "--metrics-addr",
                 SPEAKER_METRICS,
             ];
-            if z.peers {
+            if z.peers && hb_peers.is_none() {
                 args.push("--no-heartbeats");
             }
             let mut child = Command::new(exe)
@@ -559,6 +763,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             let fds_rest = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
             let smaps = z.smaps.then(|| common::smaps_breakdown(pid));
             let peer_count = || peers.as_ref().map_or(0, Peers::renewals);
+            let hb_count = || hb_peers.as_ref().map_or((0, 0), HeartbeatPeers::counts);
             let (c0, w0, r0, p0, i0) = (
                 cpu_secs(pid),
                 writes(),
@@ -566,6 +771,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 peer_count(),
                 Instant::now(),
             );
+            let (hs0, hb0) = (speaker_heartbeats(&scrape(SPEAKER_METRICS)), hb_count());
             tokio::time::sleep(Duration::from_secs(z.idle)).await;
             let (c1, w1, r1, p1, i1) = (
                 cpu_secs(pid),
@@ -574,6 +780,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 peer_count(),
                 Instant::now(),
             );
+            let (hs1, hb1) = (speaker_heartbeats(&scrape(SPEAKER_METRICS)), hb_count());
             let secs = (i1 - i0).as_secs_f64();
             let idle_cpu = (c1 - c0) / secs * 100.0;
             let idle_writes = (w1 - w0) as f64 / secs;
@@ -587,6 +794,14 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 .map(|(k, n)| format!("{k} {:.2}/s", *n as f64 / secs))
                 .collect();
             let idle_peers = (p1 - p0) as f64 / secs;
+            let idle_heartbeats = format!(
+                "speaker sent {:.0}/s, received {:.0}/s accepted + {:.0}/s dropped; peers sent {:.0}/s, read {:.0}/s",
+                (hs1.0 - hs0.0) / secs,
+                (hs1.1 - hs0.1) / secs,
+                (hs1.2 - hs0.2) / secs,
+                (hb1.0 - hb0.0) as f64 / secs,
+                (hb1.1 - hb0.1) as f64 / secs,
+            );
             let idle_load = loadavg();
 
             // 4. Churn: LB endpoints, ClusterIP endpoints, Node status, in turn.
@@ -696,6 +911,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
                 z.idle,
                 by_kind.join(", ")
             );
+            if hb_peers.is_some() {
+                println!("heartbeats at rest: {idle_heartbeats}");
+            }
             println!(
                 "churn ({churn_rate:.1} changes/s for {} s: {} LB endpoints, {} ClusterIP endpoints, {} Node status): CPU {churn_cpu:.2} % of a core ({per_lb_change_ms:.2} ms above idle per LB change), API writes {churn_writes:.2}/s, RSS {:.1} MiB (load average {churn_load:.2})",
                 z.churn,
@@ -712,6 +930,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>) {
             );
         }
     }
+    drop(hb_peers);
     drop(peers);
     bench.srv.shutdown().await.unwrap();
 }

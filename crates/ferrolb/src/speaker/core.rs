@@ -354,9 +354,7 @@ impl<A: Announcer> Speaker<A> {
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
             st.may_announce = live.may;
-            if st.targets != targets {
-                st.targets = targets;
-            }
+            st.set_targets(targets);
             let tracker = &self.tracker;
             st.table.retain(&|n| tracker.held_since(n).is_some());
         }

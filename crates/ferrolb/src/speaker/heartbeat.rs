@@ -6,23 +6,35 @@
 //! pure [`PeerTable`]. The speaker loop reads the table ([`Mesh`]) on each pass, after
 //! reading every heartbeat still queued on the socket ([`Mesh::drain`]), and is woken
 //! when a peer is heard again after silence, or crosses the fence / death silence
-//! thresholds. The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
+//! thresholds.
+//!
+//! Cost: with N peers, N heartbeats arrive and N leave every interval. Per wake-up the task
+//! reads every queued datagram with one `recvmmsg` and records each in the table in
+//! O(log N); the table's summary and its next deadline (O(N), allocation-free) are
+//! recomputed only when something can have changed them: a peer heard again after silence,
+//! that deadline, or a tick. Each tick sends the one signed datagram to every peer with
+//! `sendmmsg` (64 per call), from targets shared, not copied ([`MeshState::targets`]).
+//!
+//! The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
 //! in the speaker namespace, created by the controller; until it exists the speaker runs
 //! on the Lease rules alone and reads it again with backoff (100 ms doubling to 5 s: a
 //! hundred speakers waiting for a controller that is down must not poll the API server
 //! four times a second each).
 
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
-use super::metrics::Metrics;
+use super::metrics::{HeartbeatLabels, Metrics};
 use crate::election::membership::{
     Heartbeat, HmacKey, MeshRules, MeshTiming, PeerTable, FLAG_MAY_ANNOUNCE, MAX_LEN,
 };
@@ -45,10 +57,20 @@ pub struct MeshState {
     /// When heartbeats started listening: the key load, or the mesh's creation until then
     /// (start of the start-up window, [`MeshRules::startup_window`]).
     pub since: Instant,
-    /// Where to send: (node, address) of every peer.
-    pub targets: Vec<(String, SocketAddr)>,
+    /// Where to send: (node, address) of every peer. Replaced as a whole when it changes
+    /// ([`MeshState::set_targets`]), so the heartbeat task takes it by reference count.
+    pub targets: Arc<[(String, SocketAddr)]>,
     /// This node's current permission (sent as a flag, informational).
     pub may_announce: bool,
+}
+
+impl MeshState {
+    /// Sets the heartbeat targets (kept as they are when equal).
+    pub fn set_targets(&mut self, targets: Vec<(String, SocketAddr)>) {
+        if *self.targets != *targets {
+            self.targets = targets.into();
+        }
+    }
 }
 
 /// Handle to the heartbeat state.
@@ -69,6 +91,8 @@ struct Inbox {
     socket: std::net::UdpSocket,
     key: HmacKey,
     metrics: Arc<Metrics>,
+    /// `heartbeats_received{result="ok"}`, taken once (counted per datagram).
+    ok: Counter,
     wake: Arc<Notify>,
 }
 
@@ -92,7 +116,7 @@ impl Mesh {
                 table: PeerTable::new(me, timing),
                 enabled: false,
                 since: Instant::now(),
-                targets: Vec::new(),
+                targets: Arc::new([]),
                 may_announce: false,
             })),
             inbox: Arc::new(OnceLock::new()),
@@ -113,10 +137,17 @@ impl Mesh {
     ) -> std::io::Result<()> {
         let socket = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
         socket.set_nonblocking(true)?;
+        let ok = metrics
+            .heartbeats_received
+            .get_or_create(&HeartbeatLabels {
+                result: "ok".into(),
+            })
+            .clone();
         let _ = self.inbox.set(Inbox {
             socket,
             key,
             metrics,
+            ok,
             wake,
         });
         let mut st = self.lock();
@@ -139,48 +170,49 @@ impl Mesh {
             let Ok((n, from)) = inbox.socket.recv_from(&mut buf) else {
                 break;
             };
-            self.receive(&buf[..n], from);
+            self.receive(std::iter::once((&buf[..n], from)));
             read += 1;
         }
         read
     }
 
-    /// Records one datagram received from `from` (ignored before [`Mesh::listen`]).
-    fn receive(&self, datagram: &[u8], from: SocketAddr) {
+    /// Records datagrams received, each with its sender, under one lock (ignored before
+    /// [`Mesh::listen`]). Returns whether a peer was heard again after silence (or for the
+    /// first time): then the speaker is woken, and the table's summary may have changed.
+    fn receive<'a>(&self, datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr)>) -> bool {
         let Some(inbox) = self.inbox.get() else {
-            return;
+            return false;
         };
         let metrics = &inbox.metrics;
-        metrics
-            .heartbeat_bytes_received
-            .inc_by(datagram.len() as u64);
-        let res = {
-            let mut st = self.lock();
-            let res = st
-                .table
-                .receive(datagram, &inbox.key, Instant::now(), unix_ms());
-            if let Some(gap) = res
-                .as_ref()
-                .ok()
-                .and_then(|(node, _)| st.table.last_gap(node))
-            {
-                metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
-            }
-            res
-        };
-        match res {
-            Ok((node, changed)) => {
-                metrics.heartbeat_received("ok");
-                if changed {
-                    tracing::debug!(%node, %from, "peer heard (again)");
-                    inbox.wake.notify_one();
+        let (now, now_unix_ms) = (Instant::now(), unix_ms());
+        let mut any_changed = false;
+        let mut st = self.lock();
+        for (datagram, from) in datagrams {
+            metrics
+                .heartbeat_bytes_received
+                .inc_by(datagram.len() as u64);
+            match st.table.receive(datagram, &inbox.key, now, now_unix_ms) {
+                Ok((node, changed)) => {
+                    if let Some(gap) = st.table.last_gap(&node) {
+                        metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
+                    }
+                    inbox.ok.inc();
+                    if changed {
+                        tracing::debug!(%node, %from, "peer heard (again)");
+                        any_changed = true;
+                    }
+                }
+                Err(reason) => {
+                    metrics.heartbeat_received(reason.as_str());
+                    tracing::debug!(%from, reason = reason.as_str(), "heartbeat dropped");
                 }
             }
-            Err(reason) => {
-                metrics.heartbeat_received(reason.as_str());
-                tracing::debug!(%from, reason = reason.as_str(), "heartbeat dropped");
-            }
         }
+        drop(st);
+        if any_changed {
+            inbox.wake.notify_one();
+        }
+        any_changed
     }
 
     /// Locks the state (never poisoned in practice: nothing panics while holding it).
@@ -275,8 +307,7 @@ pub async fn wait_for_key(
     }
 }
 
-/// Runs the heartbeats until `stop` turns true: waits for the key, then sends every
-/// interval and receives continuously. `wake` is notified on liveness changes.
+/// Runs the heartbeats until `stop` turns true: waits for the key, then [`serve`]s.
 pub async fn run(
     cfg: HeartbeatConfig,
     socket: UdpSocket,
@@ -289,25 +320,41 @@ pub async fn run(
     let Some(key) = wait_for_key(&secrets, &mut stop).await else {
         return;
     };
+    serve(&cfg.node, socket, key, mesh, wake, metrics, stop).await;
+}
+
+/// Heartbeats with `key` until `stop` turns true: sends one to every target each interval,
+/// receives continuously. `wake` is notified on liveness changes: a peer heard again after
+/// silence (at once), or crossing the fence / death thresholds (at that instant).
+pub async fn serve(
+    node: &str,
+    socket: UdpSocket,
+    key: HmacKey,
+    mesh: Mesh,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Err(e) = mesh.listen(&socket, key.clone(), metrics.clone(), wake.clone()) {
         tracing::error!(error = %e, "cannot read the heartbeat socket; Lease rules only");
         return;
     }
-    tracing::info!(addr = %cfg.bind, interval = ?mesh.rules.timing.interval, "heartbeats enabled");
+    tracing::info!(addr = ?socket.local_addr().ok(), interval = ?mesh.rules.timing.interval, "heartbeats enabled");
     let incarnation = unix_ms();
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(mesh.rules.timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; MAX_LEN + 1];
+    let mut rx = RecvBufs::default();
+    let mut fanout = Fanout::default();
     let mut signature = Vec::new();
     let far = Duration::from_secs(3600);
+    // The table's next threshold crossing, recomputed with the summary. A heartbeat only
+    // moves its sender's thresholds later, and forgetting a peer removes some: between
+    // recomputations this is never later than the true one, only sometimes earlier.
+    let deadline = tokio::time::sleep(far);
+    tokio::pin!(deadline);
     loop {
-        let next_change = mesh
-            .lock()
-            .table
-            .next_change(Instant::now())
-            .unwrap_or_else(|| Instant::now() + far);
-        tokio::select! {
+        let recheck = tokio::select! {
             _ = tick.tick() => {
                 seq += 1;
                 let (targets, flags) = {
@@ -315,48 +362,221 @@ pub async fn run(
                     (st.targets.clone(), if st.may_announce { FLAG_MAY_ANNOUNCE } else { 0 })
                 };
                 let msg = Heartbeat {
-                    node: cfg.node.clone(),
+                    node: node.to_string(),
                     incarnation,
                     seq,
                     sent_unix_ms: unix_ms(),
                     flags,
                 }
                 .encode(&key);
-                for (_, addr) in &targets {
-                    match socket.try_send_to(&msg, *addr) {
-                        Ok(n) => {
-                            metrics.heartbeats_sent.inc();
-                            metrics.heartbeat_bytes_sent.inc_by(n as u64);
-                        }
-                        Err(e) => {
-                            metrics.heartbeat_send_errors.inc();
-                            tracing::trace!(%addr, error = %e, "heartbeat not sent");
-                        }
-                    }
-                }
+                let sent = fanout.send(socket.as_raw_fd(), &targets, &msg);
+                metrics.heartbeats_sent.inc_by(sent as u64);
+                metrics.heartbeat_bytes_sent.inc_by((sent * msg.len()) as u64);
+                metrics
+                    .heartbeat_send_errors
+                    .inc_by(targets.len().saturating_sub(sent) as u64);
+                true
             }
-            r = socket.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r {
-                    mesh.receive(&buf[..n], from);
-                }
-            }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_change)) => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+            r = socket.readable() => r.is_ok() && receive_ready(&socket, &mesh, &mut rx),
+            _ = &mut deadline => true,
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break } else { false },
+        };
+        if !recheck {
+            continue;
         }
         let now = Instant::now();
-        let sig = mesh.lock().table.signature(now);
-        if sig != signature {
-            let heard = sig.iter().filter(|(_, s)| *s == 2).count();
-            metrics.peers_heard.set(heard as i64);
-            if sig
-                .iter()
-                .any(|(n, s)| signature.iter().any(|(m, t)| m == n && t > s))
-            {
-                tracing::info!(peers = ?sig, "peer went silent");
+        let (change, next) = {
+            let st = mesh.lock();
+            (
+                st.table.update_signature(now, &mut signature),
+                st.table.next_change(now),
+            )
+        };
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(next.unwrap_or(now + far)));
+        if change.changed {
+            metrics.peers_heard.set(change.heard as i64);
+            if change.went_silent {
+                tracing::info!(peers = ?signature, "peer went silent");
             }
-            signature = sig;
             wake.notify_one();
         }
+    }
+}
+
+/// Datagrams read per `recvmmsg`, sent per `sendmmsg`.
+const BATCH: usize = 64;
+
+/// Reads every datagram queued on `socket` (up to [`DRAIN_MAX`]), [`BATCH`] per `recvmmsg`,
+/// and records them; true when a peer was heard again after silence. A short batch means
+/// the queue was empty: the socket's readiness is then cleared without one more call (the
+/// runtime keeps it if a datagram arrived meanwhile).
+fn receive_ready(socket: &UdpSocket, mesh: &Mesh, rx: &mut RecvBufs) -> bool {
+    let mut changed = false;
+    let mut read = 0;
+    while read < DRAIN_MAX {
+        let mut n = 0;
+        let r = socket.try_io(Interest::READABLE, || {
+            n = rx.recv(socket.as_raw_fd())?;
+            if n < BATCH {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        if n > 0 {
+            changed |= mesh.receive(rx.datagrams(n));
+        }
+        read += n;
+        if r.is_err() {
+            break;
+        }
+    }
+    changed
+}
+
+/// Buffers of one `recvmmsg`: [`BATCH`] datagrams and their senders.
+struct RecvBufs {
+    bufs: Box<[[u8; MAX_LEN + 1]; BATCH]>,
+    lens: [usize; BATCH],
+    from: Box<[libc::sockaddr_storage; BATCH]>,
+    from_lens: [libc::socklen_t; BATCH],
+}
+
+impl Default for RecvBufs {
+    fn default() -> Self {
+        RecvBufs {
+            bufs: Box::new([[0; MAX_LEN + 1]; BATCH]),
+            lens: [0; BATCH],
+            // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
+            from: Box::new(unsafe { std::mem::zeroed() }),
+            from_lens: [0; BATCH],
+        }
+    }
+}
+
+impl RecvBufs {
+    /// Receives up to [`BATCH`] datagrams from `fd` without waiting; how many
+    /// (`WouldBlock` when none is queued).
+    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: all-zero iovec / mmsghdr are valid (null pointers, zero lengths).
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (iov, hdr)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
+            iov.iov_base = self.bufs[i].as_mut_ptr().cast();
+            iov.iov_len = self.bufs[i].len();
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+        }
+        // SAFETY: every header points at a buffer, an iovec and an address of this value or
+        // this frame, all alive for the call and sized as declared; MSG_DONTWAIT never waits.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (i, hdr) in hdrs.iter().enumerate().take(n) {
+            self.lens[i] = (hdr.msg_len as usize).min(MAX_LEN + 1);
+            self.from_lens[i] = hdr.msg_hdr.msg_namelen;
+        }
+        Ok(n)
+    }
+
+    /// The first `n` datagrams of the last [`RecvBufs::recv`], each with its sender
+    /// (unspecified when the kernel gave none).
+    fn datagrams(&self, n: usize) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
+        (0..n.min(BATCH)).map(move |i| {
+            let from = socket_addr(&self.from[i], self.from_lens[i])
+                .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
+            (&self.bufs[i][..self.lens[i]], from)
+        })
+    }
+}
+
+/// The IPv4 or IPv6 address the kernel wrote into `ss` (`len` bytes).
+fn socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says it is a sockaddr_in, which fits in the storage.
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says it is a sockaddr_in6, which fits in the storage.
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::from((
+                a.sin6_addr.s6_addr,
+                u16::from_be(a.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Sends one datagram to every target with `sendmmsg`; keeps the targets' socket addresses
+/// until the targets change.
+#[derive(Default)]
+struct Fanout {
+    of: Option<Arc<[(String, SocketAddr)]>>,
+    addrs: Vec<socket2::SockAddr>,
+}
+
+impl Fanout {
+    /// Sends `msg` to each of `targets` from `fd` ([`BATCH`] per call; a target the kernel
+    /// refuses is skipped, not retried); how many were sent.
+    fn send(&mut self, fd: RawFd, targets: &Arc<[(String, SocketAddr)]>, msg: &[u8]) -> usize {
+        if !self.of.as_ref().is_some_and(|o| Arc::ptr_eq(o, targets)) {
+            self.addrs = targets
+                .iter()
+                .map(|(_, a)| socket2::SockAddr::from(*a))
+                .collect();
+            self.of = Some(targets.clone());
+        }
+        let mut iov = libc::iovec {
+            iov_base: msg.as_ptr() as *mut _,
+            iov_len: msg.len(),
+        };
+        let mut sent = 0;
+        let mut start = 0;
+        while start < self.addrs.len() {
+            let chunk = &self.addrs[start..(start + BATCH).min(self.addrs.len())];
+            // SAFETY: all-zero mmsghdr are valid (null pointers, zero lengths).
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (hdr, addr) in hdrs.iter_mut().zip(chunk) {
+                hdr.msg_hdr.msg_iov = &mut iov;
+                hdr.msg_hdr.msg_iovlen = 1;
+                hdr.msg_hdr.msg_name = addr.as_ptr() as *mut _;
+                hdr.msg_hdr.msg_namelen = addr.len();
+            }
+            // SAFETY: the headers point at `iov` (over `msg`) and at addresses in
+            // `self.addrs`, alive for the call; the kernel only reads them for sending.
+            let n = unsafe {
+                libc::sendmmsg(fd, hdrs.as_mut_ptr(), chunk.len() as _, libc::MSG_DONTWAIT)
+            };
+            if n > 0 {
+                sent += n as usize;
+                start += n as usize;
+            } else {
+                let e = io::Error::last_os_error();
+                tracing::trace!(addr = ?chunk[0].as_socket(), error = %e, "heartbeat not sent");
+                start += 1;
+            }
+        }
+        sent
     }
 }
 
@@ -410,6 +630,128 @@ mod tests {
         let none: k8s_openapi::api::core::v1::Node =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}})).unwrap();
         assert_eq!(node_address(&none, 7947), None);
+    }
+
+    /// Polls `f` every 5 ms until true; how long that took (panics after `within`).
+    async fn until(within: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < within, "{what}: not within {within:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        t.elapsed()
+    }
+
+    /// The heartbeat task with a 1 s interval (2 s fence, 3.1 s death): a peer heard for the
+    /// first time or again after silence is noticed at once, its silence at the fence time,
+    /// not at the next tick; a burst larger than one `recvmmsg` batch is read whole; every
+    /// target gets each tick's heartbeat.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_notices_silence_and_return_promptly_and_sends_to_every_target() {
+        let ms = Duration::from_millis;
+        let timing =
+            MeshTiming::new(ms(1000), ms(2000), ms(3100), Duration::from_secs(30)).unwrap();
+        let key = HmacKey::new(&[7u8; 32]).unwrap();
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = socket.local_addr().unwrap();
+        let mesh = Mesh::new("a", timing, to.port());
+        let peers: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        {
+            let mut st = mesh.lock();
+            st.set_targets(vec![
+                ("b".into(), peers[0].local_addr().unwrap()),
+                ("c".into(), peers[1].local_addr().unwrap()),
+            ]);
+            st.may_announce = true;
+        }
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut reg));
+        let wake = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(serve(
+            "a",
+            socket,
+            key.clone(),
+            mesh.clone(),
+            wake.clone(),
+            metrics.clone(),
+            stop_rx,
+        ));
+        let mut seq = 0;
+        let mut send_b = |n: usize| {
+            for _ in 0..n {
+                seq += 1;
+                let hb = Heartbeat {
+                    node: "b".into(),
+                    incarnation: 1,
+                    seq,
+                    sent_unix_ms: unix_ms(),
+                    flags: FLAG_MAY_ANNOUNCE,
+                };
+                peers[0].send_to(&hb.encode(&key), to).unwrap();
+            }
+        };
+        let heard = || metrics.peers_heard.get();
+        let ok = || {
+            metrics
+                .heartbeats_received
+                .get_or_create(&HeartbeatLabels {
+                    result: "ok".into(),
+                })
+                .get()
+        };
+        // past the first tick: the next is a second away
+        tokio::time::sleep(ms(100)).await;
+
+        // first heard: at once (and the speaker is woken)
+        send_b(1);
+        until(ms(400), "first heartbeat noticed", || heard() == 1).await;
+        tokio::time::timeout(ms(100), wake.notified())
+            .await
+            .expect("woken");
+        // a burst of 150 (more than two batches): every one read
+        send_b(150);
+        until(ms(1000), "burst read", || ok() == 151).await;
+        // silence: noticed when the fence time has passed, not up to a tick later
+        let last = Instant::now();
+        until(ms(2600), "silence noticed", || heard() == 0).await;
+        let silent_for = last.elapsed();
+        assert!(
+            silent_for >= ms(1950) && silent_for < ms(2400),
+            "silence noticed after {silent_for:?}"
+        );
+        tokio::time::timeout(ms(100), wake.notified())
+            .await
+            .expect("woken on silence");
+        // back: at once
+        send_b(1);
+        until(ms(400), "return noticed", || heard() == 1).await;
+        tokio::time::timeout(ms(100), wake.notified())
+            .await
+            .expect("woken on return");
+
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        // every target got every tick's heartbeat, signed, in sequence, with the flag
+        let sent = metrics.heartbeats_sent.get();
+        let mut got = 0;
+        for p in &peers {
+            p.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 512];
+            let mut last_seq = 0;
+            while let Ok(n) = p.recv(&mut buf) {
+                let hb = Heartbeat::decode(&buf[..n], &key).unwrap();
+                assert_eq!((hb.node.as_str(), hb.flags), ("a", FLAG_MAY_ANNOUNCE));
+                assert!(hb.seq > last_seq);
+                last_seq = hb.seq;
+                got += 1;
+            }
+            assert!(last_seq >= 3, "{last_seq} ticks");
+        }
+        assert_eq!(got, sent);
+        assert_eq!(metrics.heartbeat_send_errors.get(), 0);
     }
 
     #[tokio::test]

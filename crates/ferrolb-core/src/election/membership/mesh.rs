@@ -200,23 +200,55 @@ impl PeerTable {
         self.peers.retain(|n, _| keep(n));
     }
 
+    /// A peer's state at `now` in [`PeerTable::signature`]: 2 heard within `fence_after`,
+    /// 1 within `dead_after`, 0 silent for longer.
+    fn state(&self, h: &Heard, now: Instant) -> u8 {
+        let age = now.saturating_duration_since(h.at);
+        if age < self.timing.fence_after {
+            2
+        } else if age < self.timing.dead_after {
+            1
+        } else {
+            0
+        }
+    }
+
     /// A summary that changes exactly when some peer crosses `fence_after` or `dead_after`
     /// of silence at `now` (the shell wakes the speaker when it changes).
     pub fn signature(&self, now: Instant) -> Vec<(String, u8)> {
         self.peers
             .iter()
-            .map(|(n, h)| {
-                let age = now.saturating_duration_since(h.at);
-                let state = if age < self.timing.fence_after {
-                    2
-                } else if age < self.timing.dead_after {
-                    1
-                } else {
-                    0
-                };
-                (n.clone(), state)
-            })
+            .map(|(n, h)| (n.clone(), self.state(h, now)))
             .collect()
+    }
+
+    /// Brings `sig`, a previous [`PeerTable::signature`] (or empty), up to date for `now`
+    /// and says what changed. Allocates nothing while the set of peers stays the same (a
+    /// new or forgotten peer rebuilds `sig`): the shell calls it on every heartbeat period.
+    pub fn update_signature(&self, now: Instant, sig: &mut Vec<(String, u8)>) -> SignatureChange {
+        let same_peers = sig.len() == self.peers.len()
+            && sig.iter().zip(self.peers.keys()).all(|((a, _), b)| a == b);
+        let mut change = SignatureChange::default();
+        if same_peers {
+            for ((_, old), h) in sig.iter_mut().zip(self.peers.values()) {
+                let s = self.state(h, now);
+                change.changed |= s != *old;
+                change.went_silent |= s < *old;
+                change.heard += usize::from(s == 2);
+                *old = s;
+            }
+            return change;
+        }
+        let new = self.signature(now);
+        change.changed = true;
+        change.heard = new.iter().filter(|(_, s)| *s == 2).count();
+        // both sorted by name
+        change.went_silent = new.iter().any(|(n, s)| {
+            sig.binary_search_by(|(m, _)| m.as_str().cmp(n))
+                .is_ok_and(|i| sig[i].1 > *s)
+        });
+        *sig = new;
+        change
     }
 
     /// The next instant after `now` at which [`PeerTable::signature`] may change without
@@ -233,6 +265,18 @@ impl PeerTable {
             .filter(|t| *t > now)
             .min()
     }
+}
+
+/// What [`PeerTable::update_signature`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignatureChange {
+    /// The signature differs from the previous one (a peer crossed a threshold, or was
+    /// first heard, or forgotten).
+    pub changed: bool,
+    /// A peer in both is in a lower state than before (went silent, or died).
+    pub went_silent: bool,
+    /// Peers heard within `fence_after` (state 2).
+    pub heard: usize,
 }
 
 /// What one node knows about one peer, for [`MeshRules`].
@@ -730,6 +774,77 @@ mod tests {
         );
         t.retain(&|n| n != "node-2");
         assert!(!t.heard_any());
+    }
+
+    #[test]
+    fn update_signature_follows_signature_and_reports_changes() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let wall = 1_700_000_000_500;
+        let mut t = PeerTable::new("node-1", MeshTiming::default());
+        let mut sig = Vec::new();
+        // nothing heard: nothing changes
+        assert_eq!(t.update_signature(t0, &mut sig), SignatureChange::default());
+        t.receive(&hb(1).encode(&key()), &key(), t0, wall).unwrap();
+        let mut other = hb(1);
+        other.node = "node-0".into();
+        t.receive(&other.encode(&key()), &key(), ms(100), wall)
+            .unwrap();
+        // new peers: rebuilt
+        let c = t.update_signature(ms(100), &mut sig);
+        assert_eq!(
+            c,
+            SignatureChange {
+                changed: true,
+                went_silent: false,
+                heard: 2
+            }
+        );
+        assert_eq!(sig, t.signature(ms(100)));
+        // nobody crossed a threshold: unchanged, nothing reallocated
+        let at = sig.as_ptr();
+        let c = t.update_signature(ms(200), &mut sig);
+        assert_eq!((c.changed, c.heard), (false, 2));
+        assert_eq!(sig.as_ptr(), at);
+        // node-2 crosses the fence time, then the death time; node-0 a step later
+        let steps = [
+            (300, true, true, 1),
+            (350, false, false, 1),
+            (400, true, true, 0),
+            (600, true, true, 0),
+            (700, true, true, 0),
+            (800, false, false, 0),
+        ];
+        for (m, changed, went_silent, heard) in steps {
+            let c = t.update_signature(ms(m), &mut sig);
+            assert_eq!(
+                c,
+                SignatureChange {
+                    changed,
+                    went_silent,
+                    heard
+                },
+                "at {m} ms"
+            );
+            assert_eq!(sig, t.signature(ms(m)), "at {m} ms");
+        }
+        assert_eq!(sig.as_ptr(), at);
+        // heard again: a change, not a silence
+        t.receive(&hb(2).encode(&key()), &key(), ms(900), wall)
+            .unwrap();
+        let c = t.update_signature(ms(900), &mut sig);
+        assert_eq!((c.changed, c.went_silent, c.heard), (true, false, 1));
+        assert_eq!(sig, t.signature(ms(900)));
+        // a forgotten peer rebuilds the signature; the remaining one kept its state
+        t.retain(&|n| n != "node-0");
+        let c = t.update_signature(ms(900), &mut sig);
+        assert_eq!((c.changed, c.went_silent, c.heard), (true, false, 1));
+        assert_eq!(sig, vec![("node-2".to_string(), 2)]);
+        // a rebuild that also sees a silence says so
+        let mut stale = vec![("node-2".to_string(), 2), ("node-3".to_string(), 2)];
+        let c = t.update_signature(ms(1250), &mut stale);
+        assert_eq!((c.changed, c.went_silent, c.heard), (true, true, 0));
+        assert_eq!(stale, vec![("node-2".to_string(), 1)]);
     }
 
     #[test]
