@@ -51,7 +51,9 @@
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
 //! `BENCH_PEER_STATE=0`: the peers' Leases without the
-//! annotation, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
+//! annotation, `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
+//! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
+//! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
 //! (it fails under `CI=true`).
 
 mod common;
@@ -69,6 +71,7 @@ use common::{
 use ferrolb::controller::secret::key_secret;
 use ferrolb::crd::L2Advertisement;
 use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
+use ferrolb::election::LeaseClock;
 use ferrolb::speaker::liveness::node_lease_name;
 use ferrolb::speaker::state::{AnnouncedIp, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION};
 use ferrolb_lab::apiserver::patch::PatchKind;
@@ -220,6 +223,12 @@ struct Sizes {
     hb_spread: bool,
     /// The peers' Leases carry a speaker-state annotation.
     peer_state: bool,
+    /// The peers renew as speakers hearing every member do: every quiet period (with
+    /// heartbeats only; else every retry period).
+    quiet_renewals: bool,
+    /// The peers' annotations also list every peer heard and every member, as speakers
+    /// before the compact state published them (the bytes each renewal carried).
+    peer_lists: bool,
     /// Print the speaker's resident memory by mapping at rest.
     smaps: bool,
     /// Wait after the last IP is announced before measuring at rest.
@@ -256,6 +265,8 @@ fn main() {
         heartbeats: env_num("BENCH_PEERS", 1) != 0 && env_num("BENCH_HEARTBEATS", 1) != 0,
         hb_spread: env_num("BENCH_HB_SPREAD", 1) != 0,
         peer_state: env_num("BENCH_PEER_STATE", 1) != 0,
+        quiet_renewals: env_num("BENCH_QUIET_RENEWALS", 1) != 0,
+        peer_lists: env_num("BENCH_PEER_LISTS", 0) != 0,
         smaps: env_num("BENCH_SMAPS", 0) != 0,
         settle: Duration::from_secs(if smoke { 1 } else { 5 }),
         idle: env_num("BENCH_IDLE_SECS", if smoke { 1 } else { 20 }),
@@ -345,8 +356,8 @@ fn micro_now() -> Value {
     .unwrap()
 }
 
-/// The speakers of nodes 1..N: their Leases, renewed every [`RETRY_PERIOD`] (spread evenly
-/// over it, as independent speakers are) until dropped. Written straight into the server's
+/// The speakers of nodes 1..N: their Leases, renewed every `period` (spread evenly over it,
+/// as independent speakers are) until dropped. Written straight into the server's
 /// store: the bench's own HTTP clients would add their TLS cost to the machine, not to the
 /// speaker's watch, which receives them as any other write.
 struct Peers {
@@ -359,14 +370,30 @@ struct Peers {
 }
 
 impl Peers {
-    fn start(store: Arc<Store>, nodes: usize, lb: usize, with_state: bool) -> Self {
+    fn start(
+        store: Arc<Store>,
+        (nodes, lb): (usize, usize),
+        with_state: bool,
+        peer_lists: bool,
+        period: Duration,
+    ) -> Self {
         let def = store
             .registry_find("coordination.k8s.io", "v1", "leases")
             .unwrap();
         let (mut annotation, mut lease) = (0, 0);
         for i in 1..nodes {
             let node = format!("node-{i}");
-            let state = peer_state(i, nodes, lb).to_annotation();
+            let mut state = peer_state(i, nodes, lb).to_annotation();
+            if peer_lists {
+                let others: Vec<String> = (0..nodes)
+                    .filter(|&k| k != i)
+                    .map(|k| format!("node-{k}"))
+                    .collect();
+                let mut v: Value = serde_json::from_str(&state).unwrap();
+                v["heard"] = json!(others);
+                v["members"] = json!(others);
+                state = v.to_string();
+            }
             let annotations = if with_state {
                 json!({SPEAKER_STATE_ANNOTATION: state})
             } else {
@@ -393,7 +420,7 @@ impl Peers {
         let (st, rn) = (stop.clone(), renewals.clone());
         let thread = (nodes > 1).then(|| {
             std::thread::spawn(move || {
-                let step = RETRY_PERIOD / (nodes as u32 - 1);
+                let step = period / (nodes as u32 - 1);
                 let mut next = Instant::now();
                 let mut k = 0usize;
                 while !st.load(Ordering::Relaxed) {
@@ -644,9 +671,21 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
         })
         .await;
     let node_time = t0.elapsed();
-    let peers = z
-        .peers
-        .then(|| Peers::start(bench.srv.store(), z.nodes, z.lb, z.peer_state));
+    // peers hearing every member renew every quiet period
+    let renew_every = if z.heartbeats && z.quiet_renewals {
+        LeaseClock::default().quiet_period()
+    } else {
+        RETRY_PERIOD
+    };
+    let peers = z.peers.then(|| {
+        Peers::start(
+            bench.srv.store(),
+            (z.nodes, z.lb),
+            z.peer_state,
+            z.peer_lists,
+            renew_every,
+        )
+    });
     // The heartbeat key every speaker reads (on a cluster, the controller creates it).
     let interval = MeshTiming::default().interval;
     let hb_peers = match (&lan, z.heartbeats) {
@@ -698,9 +737,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
         );
         match &peers {
             Some(p) => println!(
-                "peers: {} node Leases renewed every {RETRY_PERIOD:?} ({:.0} watch events/s), each Lease {} bytes with a {}-byte speaker-state annotation; only node-0 selected; {}",
+                "peers: {} node Leases renewed every {renew_every:?} ({:.0} watch events/s), each Lease {} bytes with a {}-byte speaker-state annotation; only node-0 selected; {}",
                 z.nodes - 1,
-                (z.nodes - 1) as f64 / RETRY_PERIOD.as_secs_f64(),
+                (z.nodes - 1) as f64 / renew_every.as_secs_f64(),
                 p.lease,
                 p.annotation,
                 if hb_peers.is_some() {
