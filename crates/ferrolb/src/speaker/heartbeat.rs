@@ -8,11 +8,12 @@
 //! when a peer is heard again after silence, or crosses the fence / death silence
 //! thresholds.
 //!
-//! Cost: with N peers, N heartbeats arrive and N leave every interval. Per wake-up the task
-//! reads every queued datagram with one `recvmmsg` and records each in the table in
-//! O(log N); the table's summary and its next deadline (O(N), allocation-free) are
-//! recomputed only when something can have changed them: a peer heard again after silence,
-//! that deadline, or a tick. Each tick sends the one signed datagram to every peer with
+//! Cost: with N peers, N heartbeats arrive and N leave every interval. The socket is not
+//! watched for readiness (N event-loop wake-ups per interval): queued datagrams are read
+//! with `recvmmsg` at each tick, at the table's next deadline and before each evaluation of
+//! the speaker loop, each recorded in the table in O(log N) as heard when it *arrived* (the
+//! kernel's receive timestamp, [`arrival`]); the table's summary and its next deadline
+//! (O(N), allocation-free) are recomputed at the tick and at that deadline. Each tick sends the one signed datagram to every peer with
 //! `sendmmsg` (64 per call), from targets shared, not copied ([`MeshState::targets`]).
 //!
 //! The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
@@ -30,7 +31,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
@@ -89,6 +89,9 @@ pub struct Mesh {
 /// runtime's readiness tracking), the key, and what a received heartbeat updates.
 struct Inbox {
     socket: std::net::UdpSocket,
+    /// The receive buffers and the clocks of the last read (one reader at a time: the
+    /// heartbeat task or the speaker loop).
+    reader: Mutex<RecvBufs>,
     key: HmacKey,
     metrics: Arc<Metrics>,
     /// `heartbeats_received{result="ok"}`, taken once (counted per datagram).
@@ -145,6 +148,7 @@ impl Mesh {
             .clone();
         let _ = self.inbox.set(Inbox {
             socket,
+            reader: Mutex::new(RecvBufs::default()),
             key,
             metrics,
             ok,
@@ -161,37 +165,52 @@ impl Mesh {
     /// evaluation: after a stall of the process, heartbeats that arrived meanwhile are in
     /// the table before anyone is judged silent.
     pub fn drain(&self) -> usize {
-        let Some(inbox) = self.inbox.get() else {
-            return 0;
-        };
-        let mut buf = [0u8; MAX_LEN + 1];
-        let mut read = 0;
-        while read < DRAIN_MAX {
-            let Ok((n, from)) = inbox.socket.recv_from(&mut buf) else {
-                break;
-            };
-            self.receive(std::iter::once((&buf[..n], from)));
-            read += 1;
-        }
-        read
+        self.read_queued().0
     }
 
-    /// Records datagrams received, each with its sender, under one lock (ignored before
-    /// [`Mesh::listen`]). Returns whether a peer was heard again after silence (or for the
-    /// first time): then the speaker is woken, and the table's summary may have changed.
-    fn receive<'a>(&self, datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr)>) -> bool {
+    /// Reads every datagram queued on the socket (at most [`DRAIN_MAX`]), [`BATCH`] per
+    /// `recvmmsg`, each recorded as heard when it *arrived* ([`arrival`]: the kernel's receive
+    /// timestamp), however late it is read. Returns how many were read and whether a peer was
+    /// heard again after silence (or for the first time; the speaker is then woken).
+    pub fn read_queued(&self) -> (usize, bool) {
+        let Some(inbox) = self.inbox.get() else {
+            return (0, false);
+        };
+        let mut rx = inbox.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut read, mut changed) = (0, false);
+        while read < DRAIN_MAX {
+            let n = rx.recv(inbox.socket.as_raw_fd()).unwrap_or(0);
+            if n > 0 {
+                changed |= self.receive(rx.datagrams(n));
+            }
+            read += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        (read, changed)
+    }
+
+    /// Records datagrams received, each with its sender and the instant it arrived (and
+    /// that instant on the wall clock, for the staleness check), under one lock (ignored
+    /// before [`Mesh::listen`]). Returns whether a peer was heard again after silence (or
+    /// for the first time): then the speaker is woken, and the table's summary may have
+    /// changed.
+    fn receive<'a>(
+        &self,
+        datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr, Instant, u64)>,
+    ) -> bool {
         let Some(inbox) = self.inbox.get() else {
             return false;
         };
         let metrics = &inbox.metrics;
-        let (now, now_unix_ms) = (Instant::now(), unix_ms());
         let mut any_changed = false;
         let mut st = self.lock();
-        for (datagram, from) in datagrams {
+        for (datagram, from, at, at_unix_ms) in datagrams {
             metrics
                 .heartbeat_bytes_received
                 .inc_by(datagram.len() as u64);
-            match st.table.receive(datagram, &inbox.key, now, now_unix_ms) {
+            match st.table.receive(datagram, &inbox.key, at, at_unix_ms) {
                 Ok((node, changed)) => {
                     if let Some(gap) = st.table.last_gap(&node) {
                         metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
@@ -250,6 +269,21 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     }
     sock.set_reuse_address(true)?;
     sock.set_nonblocking(true)?;
+    // each datagram's arrival time, read with it ([`arrival`])
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, a c_int option of that size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
 }
@@ -323,9 +357,17 @@ pub async fn run(
     serve(&cfg.node, socket, key, mesh, wake, metrics, stop).await;
 }
 
-/// Heartbeats with `key` until `stop` turns true: sends one to every target each interval,
-/// receives continuously. `wake` is notified on liveness changes: a peer heard again after
-/// silence (at once), or crossing the fence / death thresholds (at that instant).
+/// Heartbeats with `key` until `stop` turns true: sends one to every target each interval
+/// and reads what arrived since, each datagram recorded at its arrival time. `wake` is
+/// notified on liveness changes: a peer heard again after silence (at the next tick), or
+/// crossing the fence / death thresholds (at that instant, after reading what is queued).
+///
+/// The socket is not watched for readiness: at N peers, N datagrams arrive per interval,
+/// each an event loop wake-up if it were. They wait in the socket's queue until the next
+/// tick or deadline, or the speaker's next evaluation ([`Mesh::drain`]), whichever comes
+/// first; the kernel's receive timestamp ([`arrival`]) keeps the time each was heard exact,
+/// so reading late changes no liveness decision (only a returning peer is noticed up to an
+/// interval later).
 pub async fn serve(
     node: &str,
     socket: UdpSocket,
@@ -340,11 +382,19 @@ pub async fn serve(
         return;
     }
     tracing::info!(addr = ?socket.local_addr().ok(), interval = ?mesh.rules.timing.interval, "heartbeats enabled");
+    // out of the runtime's readiness tracking (no wake-up per datagram); sent to and read
+    // from without waiting
+    let socket = match socket.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot take the heartbeat socket from the runtime; Lease rules only");
+            return;
+        }
+    };
     let incarnation = unix_ms();
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(mesh.rules.timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rx = RecvBufs::default();
     let mut fanout = Fanout::default();
     let mut signature = Vec::new();
     let far = Duration::from_secs(3600);
@@ -354,8 +404,9 @@ pub async fn serve(
     let deadline = tokio::time::sleep(far);
     tokio::pin!(deadline);
     loop {
-        let recheck = tokio::select! {
+        tokio::select! {
             _ = tick.tick() => {
+                mesh.read_queued();
                 seq += 1;
                 let (targets, flags) = {
                     let st = mesh.lock();
@@ -375,14 +426,11 @@ pub async fn serve(
                 metrics
                     .heartbeat_send_errors
                     .inc_by(targets.len().saturating_sub(sent) as u64);
-                true
             }
-            r = socket.readable() => r.is_ok() && receive_ready(&socket, &mesh, &mut rx),
-            _ = &mut deadline => true,
-            r = stop.changed() => if r.is_err() || *stop.borrow() { break } else { false },
-        };
-        if !recheck {
-            continue;
+            _ = &mut deadline => {
+                mesh.read_queued();
+            }
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break } else { continue },
         }
         let now = Instant::now();
         let (change, next) = {
@@ -408,39 +456,51 @@ pub async fn serve(
 /// Datagrams read per `recvmmsg`, sent per `sendmmsg`.
 const BATCH: usize = 64;
 
-/// Reads every datagram queued on `socket` (up to [`DRAIN_MAX`]), [`BATCH`] per `recvmmsg`,
-/// and records them; true when a peer was heard again after silence. A short batch means
-/// the queue was empty: the socket's readiness is then cleared without one more call (the
-/// runtime keeps it if a datagram arrived meanwhile).
-fn receive_ready(socket: &UdpSocket, mesh: &Mesh, rx: &mut RecvBufs) -> bool {
-    let mut changed = false;
-    let mut read = 0;
-    while read < DRAIN_MAX {
-        let mut n = 0;
-        let r = socket.try_io(Interest::READABLE, || {
-            n = rx.recv(socket.as_raw_fd())?;
-            if n < BATCH {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        if n > 0 {
-            changed |= mesh.receive(rx.datagrams(n));
-        }
-        read += n;
-        if r.is_err() {
-            break;
-        }
+/// Most a wall-clock reading may drift from the monotonic clock between two reads of the
+/// socket before the kernel's receive timestamps are distrusted ([`arrival`]).
+const STEP_TOLERANCE: Duration = Duration::from_millis(5);
+
+/// The monotonic instant a datagram read at `now` (`now_wall` on the wall clock, since the
+/// epoch) arrived at, from its kernel receive timestamp `arrived` (wall clock). `prev`: the
+/// clocks at the previous read of the socket, which left the queue empty, so the datagram
+/// arrived after it. The read time itself (as if read on arrival: later than the truth, the
+/// conservative side for this node's own fence) when there is no timestamp, no previous
+/// read, or the wall clock stepped since (the two clocks moved apart by more than
+/// [`STEP_TOLERANCE`]); never before the previous read.
+pub fn arrival(
+    arrived: Option<Duration>,
+    now: Instant,
+    now_wall: Duration,
+    prev: Option<(Instant, Duration)>,
+) -> Instant {
+    let (Some(ts), Some((prev_mono, prev_wall))) = (arrived, prev) else {
+        return now;
+    };
+    let mono = now.saturating_duration_since(prev_mono);
+    let wall = now_wall.checked_sub(prev_wall);
+    let steady = wall.is_some_and(|w| w.abs_diff(mono) <= STEP_TOLERANCE);
+    if !steady {
+        return now;
     }
-    changed
+    now - now_wall.saturating_sub(ts).min(mono)
 }
 
-/// Buffers of one `recvmmsg`: [`BATCH`] datagrams and their senders.
+/// Control-message room of one datagram: its receive timestamp (`SCM_TIMESTAMPNS`, a
+/// `timespec` behind a `cmsghdr`), 8-byte aligned.
+const CTRL_WORDS: usize = 8;
+
+/// Buffers of one `recvmmsg`: [`BATCH`] datagrams, their senders and receive timestamps,
+/// and the clocks of the last read ([`arrival`]).
 struct RecvBufs {
     bufs: Box<[[u8; MAX_LEN + 1]; BATCH]>,
     lens: [usize; BATCH],
     from: Box<[libc::sockaddr_storage; BATCH]>,
     from_lens: [libc::socklen_t; BATCH],
+    ctrl: Box<[[u64; CTRL_WORDS]; BATCH]>,
+    /// Arrival of each datagram of the last read (monotonic, and wall-clock ms).
+    at: [(Instant, u64); BATCH],
+    /// (monotonic, wall) clocks right after the previous read.
+    prev: Option<(Instant, Duration)>,
 }
 
 impl Default for RecvBufs {
@@ -451,13 +511,23 @@ impl Default for RecvBufs {
             // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
             from: Box::new(unsafe { std::mem::zeroed() }),
             from_lens: [0; BATCH],
+            ctrl: Box::new([[0; CTRL_WORDS]; BATCH]),
+            at: [(Instant::now(), 0); BATCH],
+            prev: None,
         }
     }
 }
 
+/// The wall clock as a duration since the epoch.
+fn wall_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 impl RecvBufs {
-    /// Receives up to [`BATCH`] datagrams from `fd` without waiting; how many
-    /// (`WouldBlock` when none is queued).
+    /// Receives up to [`BATCH`] datagrams from `fd` without waiting, with the instant each
+    /// arrived; how many (`WouldBlock` when none is queued).
     fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         // SAFETY: all-zero iovec / mmsghdr are valid (null pointers, zero lengths).
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -469,9 +539,12 @@ impl RecvBufs {
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            hdr.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = std::mem::size_of_val(&self.ctrl[i]) as _;
         }
-        // SAFETY: every header points at a buffer, an iovec and an address of this value or
-        // this frame, all alive for the call and sized as declared; MSG_DONTWAIT never waits.
+        // SAFETY: every header points at a buffer, an iovec, an address and a control
+        // buffer of this value or this frame, all alive for the call and sized as declared;
+        // MSG_DONTWAIT never waits.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -481,6 +554,8 @@ impl RecvBufs {
                 std::ptr::null_mut(),
             )
         };
+        let (now, now_wall) = (Instant::now(), wall_now());
+        let prev = self.prev.replace((now, now_wall));
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -488,19 +563,45 @@ impl RecvBufs {
         for (i, hdr) in hdrs.iter().enumerate().take(n) {
             self.lens[i] = (hdr.msg_len as usize).min(MAX_LEN + 1);
             self.from_lens[i] = hdr.msg_hdr.msg_namelen;
+            let arrived = receive_timestamp(&hdr.msg_hdr);
+            let at = arrival(arrived, now, now_wall, prev);
+            let wall = now_wall.saturating_sub(now.saturating_duration_since(at));
+            self.at[i] = (at, wall.as_millis() as u64);
         }
         Ok(n)
     }
 
     /// The first `n` datagrams of the last [`RecvBufs::recv`], each with its sender
-    /// (unspecified when the kernel gave none).
-    fn datagrams(&self, n: usize) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
+    /// (unspecified when the kernel gave none) and its arrival.
+    fn datagrams(&self, n: usize) -> impl Iterator<Item = (&[u8], SocketAddr, Instant, u64)> + '_ {
         (0..n.min(BATCH)).map(move |i| {
             let from = socket_addr(&self.from[i], self.from_lens[i])
                 .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
-            (&self.bufs[i][..self.lens[i]], from)
+            (
+                &self.bufs[i][..self.lens[i]],
+                from,
+                self.at[i].0,
+                self.at[i].1,
+            )
         })
     }
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received datagram (wall clock), if any.
+fn receive_timestamp(msg: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: `msg` was filled by recvmmsg: its control buffer holds `msg_controllen` valid
+    // bytes of control messages, walked with the libc macros, which stay within them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }
 
 /// The IPv4 or IPv6 address the kernel wrote into `ss` (`len` bytes).
@@ -632,6 +733,35 @@ mod tests {
         assert_eq!(node_address(&none, 7947), None);
     }
 
+    #[test]
+    fn arrival_maps_the_kernel_timestamp_unless_the_wall_clock_stepped() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let w0 = Duration::from_secs(1_700_000_000);
+        let prev = Some((t0, w0));
+        let (now, wall) = (t0 + ms(100), w0 + ms(100));
+        // arrived 30 ms before the read
+        assert_eq!(arrival(Some(wall - ms(30)), now, wall, prev), now - ms(30));
+        // no timestamp, or no earlier read to compare the clocks with: the read time
+        assert_eq!(arrival(None, now, wall, prev), now);
+        assert_eq!(arrival(Some(wall - ms(30)), now, wall, None), now);
+        // a timestamp before the previous read (not possible unless a clock is wrong):
+        // no earlier than that read
+        assert_eq!(arrival(Some(wall - ms(500)), now, wall, prev), t0);
+        // from the future: the read time
+        assert_eq!(arrival(Some(wall + ms(20)), now, wall, prev), now);
+        // the wall clock stepped since the previous read, forward or back: the read time
+        for stepped in [w0 + ms(300), w0 + ms(40), w0 - ms(1000)] {
+            assert_eq!(arrival(Some(stepped - ms(30)), now, stepped, prev), now);
+        }
+        // within the tolerance: trusted
+        let drift = wall + ms(4);
+        assert_eq!(
+            arrival(Some(drift - ms(30)), now, drift, prev),
+            now - ms(30)
+        );
+    }
+
     /// Polls `f` every 5 ms until true; how long that took (panics after `within`).
     async fn until(within: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
         let t = Instant::now();
@@ -643,9 +773,10 @@ mod tests {
     }
 
     /// The heartbeat task with a 1 s interval (2 s fence, 3.1 s death): a peer heard for the
-    /// first time or again after silence is noticed at once, its silence at the fence time,
-    /// not at the next tick; a burst larger than one `recvmmsg` batch is read whole; every
-    /// target gets each tick's heartbeat.
+    /// first time or again after silence is noticed by the next tick, recorded as heard when
+    /// its heartbeat arrived (not when it was read); its silence is noticed at the fence
+    /// time, not at the next tick; a burst larger than one `recvmmsg` batch is read whole;
+    /// every target gets each tick's heartbeat.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn serve_notices_silence_and_return_promptly_and_sends_to_every_target() {
         let ms = Duration::from_millis;
@@ -705,12 +836,23 @@ mod tests {
         // past the first tick: the next is a second away
         tokio::time::sleep(ms(100)).await;
 
-        // first heard: at once (and the speaker is woken)
+        // first heard: by the next tick (and the speaker is woken), as heard on arrival
+        let sent_at = Instant::now();
         send_b(1);
-        until(ms(400), "first heartbeat noticed", || heard() == 1).await;
+        let took = until(ms(1200), "first heartbeat noticed", || heard() == 1).await;
         tokio::time::timeout(ms(100), wake.notified())
             .await
             .expect("woken");
+        assert!(
+            took > ms(300),
+            "read at the tick, {took:?} after it arrived"
+        );
+        let at = mesh.lock().table.last_heard("b").unwrap();
+        assert!(
+            at.saturating_duration_since(sent_at) < ms(50),
+            "recorded {:?} after it was sent, read {took:?} after",
+            at.saturating_duration_since(sent_at)
+        );
         // a burst of 150 (more than two batches): every one read
         send_b(150);
         until(ms(1000), "burst read", || ok() == 151).await;
@@ -725,9 +867,9 @@ mod tests {
         tokio::time::timeout(ms(100), wake.notified())
             .await
             .expect("woken on silence");
-        // back: at once
+        // back: by the next tick
         send_b(1);
-        until(ms(400), "return noticed", || heard() == 1).await;
+        until(ms(1200), "return noticed", || heard() == 1).await;
         tokio::time::timeout(ms(100), wake.notified())
             .await
             .expect("woken on return");
