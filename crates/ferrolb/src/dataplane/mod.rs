@@ -658,15 +658,22 @@ struct IpCounters {
     echo: Counter,
 }
 
-/// Receive ring of a responder: 512 slots of 2 KiB (1 MiB per interface, all of it resident
-/// from the start: the kernel maps the ring's pages at once). A slot holds a 1500-byte-MTU
-/// frame with a VLAN tag; longer frames (jumbo echo requests) arrive truncated and are
-/// dropped as malformed. 512 frames queue ~0.35 ms of minimum-size frames at 1 Gbit/s line
-/// rate while the receive thread is off the CPU; the kernel drops beyond that, and ARP / NDP
-/// requesters retry.
+/// Receive ring of a responder: 64 slots of 2 KiB in page-sized blocks (128 KiB per
+/// interface, all of it resident from the start: the kernel maps the ring's pages at once). A slot holds a
+/// 1500-byte-MTU frame with a VLAN tag; longer frames (jumbo echo requests) arrive
+/// truncated and are dropped as malformed. Only ARP / NDP requests and replies (and echo
+/// requests with ping answering on) reach the ring, and the receive thread empties it up to
+/// [`sys::BATCH`] (64) frames per wake-up; the kernel drops what arrives while the ring is
+/// full (counted as `ring_full` drops from its statistics), and ARP / NDP requesters retry.
 fn rx_ring_geometry() -> ring::Geometry {
-    ring::Geometry::new(2048, 512, 1 << 16, 4096).expect("constant ring geometry is valid")
+    ring::Geometry::new(RX_SLOT_BYTES, RX_SLOTS, 4096, 4096)
+        .expect("constant ring geometry is valid")
 }
+
+/// Bytes per receive ring slot (frame, VLAN tag and the kernel's slot header).
+const RX_SLOT_BYTES: usize = 2048;
+/// Receive ring slots per interface.
+const RX_SLOTS: usize = 64;
 
 fn rx_loop(
     sock: &PacketSocket,
@@ -693,6 +700,7 @@ fn rx_loop(
                 continue;
             }
         }
+        let mut losing = false;
         {
             // One read lock per batch.
             let st = shared.state.read().expect("state lock");
@@ -706,6 +714,7 @@ fn rx_loop(
                 let Some(slot) = ring.next_ready() else {
                     break;
                 };
+                losing |= ring.losing(slot);
                 let verdict = if ring.truncated(slot) {
                     Verdict::Drop(logic::DropReason::Malformed)
                 } else {
@@ -723,6 +732,16 @@ fn rx_loop(
         }
         for v in others.drain(..) {
             handle_unanswered(v, shared, name, mac);
+        }
+        if losing {
+            // The kernel marks the frames it queues after a drop until its statistics are
+            // read: read them once here.
+            match sock.take_ring_drops() {
+                Ok(n) => shared
+                    .metrics
+                    .drops_by(logic::DropReason::RingFull, n.into()),
+                Err(e) => debug!(interface = %name, error = %e, "cannot read ring drops"),
+            }
         }
         send_replies(sock, &mut tx, &mut replies, shared, name, &mut counters);
     }
@@ -820,5 +839,21 @@ fn handle_unanswered(verdict: Verdict<()>, shared: &Shared, name: &str, mac: Mac
             m.drop(r);
             trace!(interface = %name, reason = r.as_str(), "frame dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_ring_is_small_yet_holds_a_batch_of_full_vlan_tagged_frames() {
+        let g = rx_ring_geometry();
+        assert!(g.len() <= 128 << 10, "{} bytes", g.len());
+        assert!(g.frame_nr as usize >= sys::BATCH);
+        // A 1500-byte-MTU frame with a VLAN tag after the kernel's slot header
+        // (TPACKET2_HDRLEN plus alignment stays under 128 bytes).
+        let frame = 1500 + 14 + 4;
+        assert!(ring::frame_span(g.frame_size, 128, frame).is_some());
     }
 }
