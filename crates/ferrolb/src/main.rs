@@ -37,6 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if matches!(command, Command::Speaker(_)) {
                 rt.worker_threads(2);
                 ferrolb::runtime::use_one_malloc_arena();
+                ferrolb::runtime::map_large_allocations_apart(64 << 10);
             }
             let rt = rt.enable_all().build()?;
             rt.block_on(async move {

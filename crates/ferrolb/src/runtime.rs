@@ -120,6 +120,23 @@ pub fn use_one_malloc_arena() {
     }
 }
 
+/// Makes glibc map every allocation of `bytes` or more apart from the heap (and unmap it
+/// when freed), at a fixed threshold. By default the threshold follows the largest block
+/// freed so far (up to 32 MiB): after the initial lists and their big response buffers
+/// and tables, later big blocks land in the heap, where the small ones left around them
+/// keep their pages from ever being given back. Call before any thread starts. No-op
+/// elsewhere.
+pub fn map_large_allocations_apart(bytes: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+    unsafe {
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+        );
+    }
+}
+
 /// [`release_free_memory`] every `period`, forever. Its cost follows the allocator's free
 /// lists, not the number of objects held.
 pub async fn release_free_memory_every(period: Duration) {

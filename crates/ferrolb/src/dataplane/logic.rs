@@ -85,6 +85,8 @@ pub enum DropReason {
     OwnFrame,
     /// Echo request while ping answering is off.
     EchoDisabled,
+    /// Never seen: the kernel found the receive ring full (counted from its statistics).
+    RingFull,
 }
 
 impl DropReason {
@@ -101,6 +103,7 @@ impl DropReason {
             Self::NotOwned => "not_owned",
             Self::OwnFrame => "own_frame",
             Self::EchoDisabled => "echo_disabled",
+            Self::RingFull => "ring_full",
         }
     }
 }

@@ -121,11 +121,19 @@ impl Metrics {
     }
 
     pub(crate) fn drop(&self, r: DropReason) {
+        self.drops_by(r, 1);
+    }
+
+    /// Counts `n` frames dropped for `r`.
+    pub(crate) fn drops_by(&self, r: DropReason, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.drops
             .get_or_create(&ReasonLabel {
                 reason: r.as_str().into(),
             })
-            .inc();
+            .inc_by(n);
     }
 }
 

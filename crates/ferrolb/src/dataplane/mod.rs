@@ -500,7 +500,7 @@ impl Actor {
             echo: self.config.answer_ping,
         };
         let (sock, ring) = sys::in_netns(self.config.netns.as_deref(), move || {
-            PacketSocket::open_with_ring(index, opts, rx_ring_geometry())
+            PacketSocket::open_with_ring(index, opts, rx_ring_geometry(opts.echo))
         })?;
         let sock = Arc::new(sock);
         let stop = Arc::new(AtomicBool::new(false));
@@ -658,15 +658,31 @@ struct IpCounters {
     echo: Counter,
 }
 
-/// Receive ring of a responder: 512 slots of 2 KiB (1 MiB per interface, all of it resident
-/// from the start: the kernel maps the ring's pages at once). A slot holds a 1500-byte-MTU
-/// frame with a VLAN tag; longer frames (jumbo echo requests) arrive truncated and are
-/// dropped as malformed. 512 frames queue ~0.35 ms of minimum-size frames at 1 Gbit/s line
-/// rate while the receive thread is off the CPU; the kernel drops beyond that, and ARP / NDP
-/// requesters retry.
-fn rx_ring_geometry() -> ring::Geometry {
-    ring::Geometry::new(2048, 512, 1 << 16, 4096).expect("constant ring geometry is valid")
+/// Receive ring of a responder: 512 slots in page-sized blocks, all of it resident from the
+/// start (the kernel maps the ring's pages at once). Only ARP / NDP requests and replies
+/// reach the ring, and echo requests with ping answering on: without it a slot is 512
+/// bytes (an ARP / NDP frame with a VLAN tag and its options is ~100 bytes; 256 KiB per
+/// interface), with it 2 KiB, for a 1500-byte-MTU echo request with a VLAN tag (1 MiB;
+/// longer frames, jumbo echo requests, arrive truncated and are dropped as malformed). 512
+/// frames queue ~5 ms of a 100 000-requests-per-second flood while the receive thread is
+/// off the CPU (64 slots lost a third of such a flood on a busy 2-core machine); the
+/// kernel drops what arrives while the ring is full (counted as `ring_full` drops from its
+/// statistics), and ARP / NDP requesters retry.
+fn rx_ring_geometry(echo: bool) -> ring::Geometry {
+    let slot = if echo {
+        RX_SLOT_BYTES_ECHO
+    } else {
+        RX_SLOT_BYTES
+    };
+    ring::Geometry::new(slot, RX_SLOTS, 4096, 4096).expect("constant ring geometry is valid")
 }
+
+/// Receive ring slots per interface.
+const RX_SLOTS: usize = 512;
+/// Bytes per receive ring slot (frame and the kernel's slot header) without echo.
+const RX_SLOT_BYTES: usize = 512;
+/// Bytes per receive ring slot with ping answering on.
+const RX_SLOT_BYTES_ECHO: usize = 2048;
 
 fn rx_loop(
     sock: &PacketSocket,
@@ -693,6 +709,7 @@ fn rx_loop(
                 continue;
             }
         }
+        let mut losing = false;
         {
             // One read lock per batch.
             let st = shared.state.read().expect("state lock");
@@ -706,6 +723,7 @@ fn rx_loop(
                 let Some(slot) = ring.next_ready() else {
                     break;
                 };
+                losing |= ring.losing(slot);
                 let verdict = if ring.truncated(slot) {
                     Verdict::Drop(logic::DropReason::Malformed)
                 } else {
@@ -723,6 +741,16 @@ fn rx_loop(
         }
         for v in others.drain(..) {
             handle_unanswered(v, shared, name, mac);
+        }
+        if losing {
+            // The kernel marks the frames it queues after a drop until its statistics are
+            // read: read them once here.
+            match sock.take_ring_drops() {
+                Ok(n) => shared
+                    .metrics
+                    .drops_by(logic::DropReason::RingFull, n.into()),
+                Err(e) => debug!(interface = %name, error = %e, "cannot read ring drops"),
+            }
         }
         send_replies(sock, &mut tx, &mut replies, shared, name, &mut counters);
     }
@@ -820,5 +848,26 @@ fn handle_unanswered(verdict: Verdict<()>, shared: &Shared, name: &str, mac: Mac
             m.drop(r);
             trace!(interface = %name, reason = r.as_str(), "frame dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_ring_holds_its_frames_in_small_slots_unless_echo_is_answered() {
+        // The frame starts after the kernel's slot header (TPACKET2_HDRLEN plus alignment,
+        // under 128 bytes).
+        let g = rx_ring_geometry(false);
+        assert_eq!(g.len(), 256 << 10);
+        assert!(g.frame_nr as usize >= 512);
+        // an NDP solicitation with a VLAN tag and a few options
+        assert!(ring::frame_span(g.frame_size, 128, 256).is_some());
+        assert!(ring::frame_span(g.frame_size, 128, 1518).is_none());
+        let g = rx_ring_geometry(true);
+        assert_eq!(g.frame_nr, 512);
+        // a 1500-byte-MTU echo request with a VLAN tag
+        assert!(ring::frame_span(g.frame_size, 128, 1500 + 14 + 4).is_some());
     }
 }

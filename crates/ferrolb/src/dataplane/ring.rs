@@ -228,6 +228,13 @@ impl RxRing {
         }
     }
 
+    /// True when the kernel dropped frames (ring full) since its statistics were last read
+    /// ([`super::sys::PacketSocket::take_ring_drops`]); it marks every frame it queues
+    /// until then.
+    pub fn losing(&self, s: Slot) -> bool {
+        self.status(s.0).load(Ordering::Acquire) & libc::TP_STATUS_LOSING != 0
+    }
+
     /// Hands slot `s` back to the kernel.
     pub fn release(&mut self, s: Slot) {
         // Release: our reads of the frame happen before the kernel may reuse the slot.

@@ -305,6 +305,29 @@ impl PacketSocket {
         ring.wait(self.sock.as_raw_fd(), READ_TIMEOUT_MS)
     }
 
+    /// The frames the kernel dropped since the last call because the receive ring (or
+    /// buffer) was full, from `PACKET_STATISTICS` (reading resets the kernel's counters).
+    pub fn take_ring_drops(&self) -> io::Result<u32> {
+        /// `PACKET_STATISTICS` of `<linux/if_packet.h>`.
+        const PACKET_STATISTICS: libc::c_int = 6;
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: valid socket; `st` and `len` describe a writable buffer of that size.
+        cvt(unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                &mut st as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        })?;
+        Ok(st.tp_drops)
+    }
+
     /// Asks for a receive buffer of `bytes` (absorbs request bursts). Tries
     /// `SO_RCVBUFFORCE` (needs `CAP_NET_ADMIN`), then `SO_RCVBUF` (capped by
     /// `net.core.rmem_max`); best effort.

@@ -22,6 +22,7 @@
 //! A relist (`Init`, `InitApply`…, `InitDone`) applies the listed objects as they come and,
 //! at `InitDone`, drops the objects it did not list.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -70,11 +71,13 @@ enum Kind {
 pub struct Index {
     /// `--lb-class` of this speaker.
     lb_class: Option<String>,
-    /// `namespace/name` → the Service, while announceable.
-    services: HashMap<Arc<str>, SlimService>,
+    /// `namespace/name` → the Service, while announceable (boxed: the table keeps a
+    /// pointer per slot, not a whole `SlimService` with its `ObjectMeta`).
+    services: HashMap<Arc<str>, Box<SlimService>>,
     /// `namespace/slice name` → the key of its Service.
     slices: HashMap<Arc<str>, Arc<str>>,
-    /// Service key → its slices (slice key, endpoints); most Services have one.
+    /// Service key → its slices (slice key, endpoints); most Services have one (the
+    /// vector starts with room for exactly one).
     groups: HashMap<Arc<str>, Vec<(Arc<str>, Endpoints)>>,
     /// Node name → the slim Node.
     nodes: BTreeMap<Arc<str>, Arc<Node>>,
@@ -179,7 +182,9 @@ impl Index {
 
     /// The announceable Service `namespace/name`.
     pub fn service_of(&self, namespace: &str, name: &str) -> Option<&SlimService> {
-        self.services.get(format!("{namespace}/{name}").as_str())
+        self.services
+            .get(format!("{namespace}/{name}").as_str())
+            .map(|s| &**s)
     }
 
     /// The Node `name`.
@@ -274,10 +279,10 @@ impl Index {
         let key = self.service_key(&s.key());
         let class = self.lb_class.as_deref();
         let new = announceable(&s, class).then_some(s);
-        let matters = service_matters(self.services.get(&key), new.as_ref(), class);
+        let matters = service_matters(self.services.get(&key).map(|s| &**s), new.as_ref(), class);
         match new {
             Some(s) => {
-                self.services.insert(key.clone(), s);
+                self.services.insert(key.clone(), Box::new(s));
             }
             None => {
                 self.services.remove(&key);
@@ -344,10 +349,13 @@ impl Index {
         let mut matters = self.remove_slice(&key);
         if let Some((o, e)) = eps {
             let o = self.service_key(&o);
-            self.groups
-                .entry(o.clone())
-                .or_default()
-                .push((key.clone(), e));
+            match self.groups.entry(o.clone()) {
+                Entry::Occupied(mut g) => g.get_mut().push((key.clone(), e)),
+                // `vec!` allocates room for one slice, `push` on an empty vector for four.
+                Entry::Vacant(g) => {
+                    g.insert(vec![(key.clone(), e)]);
+                }
+            }
             self.slices.insert(key.clone(), o.clone());
             if self.services.contains_key(&o) {
                 self.dirty.insert(o);

@@ -256,7 +256,8 @@ impl Units {
 #[derive(Debug, Default)]
 pub struct StatusBook {
     objects: BTreeMap<String, Observed>,
-    by_service: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// Service → names of its objects, sorted (one or two: a vector, not a tree node each).
+    by_service: BTreeMap<ServiceKey, Vec<String>>,
     by_node: BTreeMap<String, BTreeSet<String>>,
     changed: Units,
     /// During a relist: the names listed so far.
@@ -305,7 +306,14 @@ impl StatusBook {
             self.changed.add(&old.existing);
             unindex(&mut self.by_node, &old.existing.node, &name);
             if let Some(k) = &old.existing.service {
-                unindex(&mut self.by_service, k, &name);
+                if let Some(names) = self.by_service.get_mut(k) {
+                    if let Ok(i) = names.binary_search(&name) {
+                        names.remove(i);
+                    }
+                    if names.is_empty() {
+                        self.by_service.remove(k);
+                    }
+                }
             }
         }
         match obj {
@@ -316,10 +324,11 @@ impl StatusBook {
                     .or_default()
                     .insert(name.clone());
                 if let Some(k) = &o.existing.service {
-                    self.by_service
-                        .entry(k.clone())
-                        .or_default()
-                        .insert(name.clone());
+                    let names = self.by_service.entry(k.clone()).or_default();
+                    if let Err(i) = names.binary_search(&name) {
+                        names.reserve_exact(1);
+                        names.insert(i, name.clone());
+                    }
                 }
                 self.objects.insert(name, o);
             }
@@ -674,5 +683,23 @@ mod tests {
         assert_eq!(ch.names, BTreeSet::from(["l2-2".to_string()]));
         let owner = pod_owner(Some("p"), Some("uid-1")).unwrap();
         assert_eq!(to_adopt("a", &owner, b.all()), vec!["l2-1"]);
+        // several objects about one Service (one per node), in name order, each removable
+        for (name, node) in [("l2-9", "c"), ("l2-3", "d"), ("l2-5", "e")] {
+            b.apply(Event::Apply(obj(name, node, Some("ns/s2"))));
+        }
+        b.apply(Event::Apply(obj("l2-3", "d", Some("ns/s2"))));
+        let names = |b: &StatusBook| -> Vec<String> {
+            b.of_service(&key("ns/s2"))
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&b), ["l2-1", "l2-3", "l2-5", "l2-9"]);
+        b.apply(Event::Delete(obj("l2-5", "e", Some("ns/s2"))));
+        b.apply(Event::Apply(obj("l2-1", "a", None)));
+        assert_eq!(names(&b), ["l2-3", "l2-9"]);
+        b.apply(Event::Delete(obj("l2-3", "d", Some("ns/s2"))));
+        b.apply(Event::Delete(obj("l2-9", "c", Some("ns/s2"))));
+        assert_eq!(b.of_service(&key("ns/s2")).count(), 0);
+        assert!(b.by_service.is_empty());
     }
 }

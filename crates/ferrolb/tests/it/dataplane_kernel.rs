@@ -1007,3 +1007,81 @@ async fn solicited_node_group_joined_on_announce_and_left_on_withdraw() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A receive ring that fills up loses the frames beyond it, and says so: the next frame
+/// the kernel queues is marked losing and the socket's statistics give the count (which
+/// reading resets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_receive_ring_marks_its_losses_and_counts_them() {
+    if !privileged_with_tools_or_skip("dataplane_kernel", &[]) {
+        return;
+    }
+    use ferrolb::dataplane::ring::Geometry;
+    let mut net = Network::new().expect("network");
+    let client = net
+        .add_host("client", HostSpec::v4("10.0.0.1/24"))
+        .expect("client");
+    let node = net
+        .add_host("node0", HostSpec::v4("10.0.0.10/24"))
+        .expect("node");
+    let idx: u32 = net
+        .host(node)
+        .ns
+        .run(&["cat", "/sys/class/net/eth0/ifindex"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // 4 slots.
+    let geo = Geometry::new(2048, 4, 4096, 4096).unwrap();
+    assert_eq!(geo.frame_nr, 4);
+    let (sock, mut ring) = net
+        .host(node)
+        .ns
+        .enter(move || PacketSocket::open_with_ring(idx, FilterOptions::default(), geo))
+        .expect("ring socket");
+    let port = RawPort::open(net.host(client), false);
+    let who_has = |i: u8| {
+        arp_request(
+            port.mac,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 100 + i),
+        )
+    };
+    // Let stray frames of the set-up pass, then start from empty statistics.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Some(s) = ring.next_ready() {
+        ring.release(s);
+    }
+    sock.take_ring_drops().unwrap();
+
+    for i in 0..20 {
+        port.send(&who_has(i));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut held = 0;
+    while let Some(s) = ring.next_ready() {
+        assert!(
+            !ring.losing(s),
+            "frames queued before the loss are not marked"
+        );
+        ring.release(s);
+        held += 1;
+    }
+    assert_eq!(held, 4, "the ring holds 4 frames");
+
+    port.send(&who_has(30));
+    assert!(sock.wait_ring(&mut ring).unwrap());
+    let s = ring.next_ready().unwrap();
+    assert!(ring.losing(s), "the first frame after the loss is marked");
+    ring.release(s);
+    let lost = sock.take_ring_drops().unwrap();
+    assert!(lost >= 16, "20 sent, 4 held: {lost} counted lost");
+
+    port.send(&who_has(31));
+    assert!(sock.wait_ring(&mut ring).unwrap());
+    let s = ring.next_ready().unwrap();
+    assert!(!ring.losing(s), "reading the statistics clears the mark");
+    ring.release(s);
+    assert_eq!(sock.take_ring_drops().unwrap(), 0);
+}

@@ -410,3 +410,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_clusterip_service_turning_loadbalancer_gets_the_endpoints_of_all_its_slices() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    ix.changes(&c);
+    assert!(!put_svc(
+        &mut ix,
+        &service("web", "ClusterIP", None, &[], false)
+    ));
+    // Three slices while it is not ours, one of them later emptied, one deleted.
+    put_slice(
+        &mut ix,
+        &slice("web-1", "web", &[("n1", true), ("n2", false)]),
+    );
+    put_slice(&mut ix, &slice("web-2", "web", &[("n3", true)]));
+    put_slice(&mut ix, &slice("web-3", "web", &[("n4", true)]));
+    put_slice(&mut ix, &slice("web-2", "web", &[("n3", false)]));
+    ix.slice(Event::Delete(SlimSlice::of(&slice("web-3", "web", &[]))));
+    put_slice(&mut ix, &slice("web-4", "web", &[("n5", true), ("", true)]));
+    assert!(ix.changes(&c).is_empty());
+    assert!(put_svc(&mut ix, &lb("web", "192.168.1.10")));
+    let ch = ix.changes(&c);
+    let v = &ch["ns/web"][0];
+    assert_eq!(nodes_of(v), ["n1", "n5"]);
+    assert!(v.has_serving_endpoint);
+    assert_eq!(ix.view("ns/web", &c).as_ref(), Some(v));
+}
