@@ -10,8 +10,8 @@
 //!
 //! Cost: with N peers, N heartbeats arrive and N leave every interval. The socket is not
 //! watched for readiness (N event-loop wake-ups per interval): queued datagrams are read
-//! with `recvmmsg` at each tick, at the table's next deadline and before each evaluation of
-//! the speaker loop, each recorded in the table in O(log N) as heard when it *arrived* (the
+//! with `recvmmsg` at each tick (and between ticks beyond 64 peers, [`read_period`]), at the
+//! table's next deadline and before each evaluation of the speaker loop, each recorded in the table in O(log N) as heard when it *arrived* (the
 //! kernel's receive timestamp, [`arrival`]); the table's summary and its next deadline
 //! (O(N), allocation-free) are recomputed at the tick and at that deadline. Each tick sends the one signed datagram to every peer with
 //! `sendmmsg` (64 per call), from targets shared, not copied ([`MeshState::targets`]).
@@ -269,6 +269,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     }
     sock.set_reuse_address(true)?;
     sock.set_nonblocking(true)?;
+    // Room for the heartbeats queued between two reads ([`read_period`]) even when many
+    // peers send at once: 1 MiB asked (~1 000 heartbeats), as much as `net.core.rmem_max`
+    // allows (best effort: the default queue is kept when refused).
+    let _ = sock.set_recv_buffer_size(1 << 20);
     // each datagram's arrival time, read with it ([`arrival`])
     let on: libc::c_int = 1;
     // SAFETY: a valid socket, a c_int option of that size.
@@ -403,8 +407,18 @@ pub async fn serve(
     // recomputations this is never later than the true one, only sometimes earlier.
     let deadline = tokio::time::sleep(far);
     tokio::pin!(deadline);
+    // Reads between ticks when there are many peers, so the queue never holds more than
+    // about one batch ([`read_period`]).
+    let mut period = mesh.rules.timing.interval;
+    let next_read = tokio::time::sleep(period);
+    tokio::pin!(next_read);
     loop {
         tokio::select! {
+            _ = &mut next_read => {
+                mesh.read_queued();
+                next_read.as_mut().reset(tokio::time::Instant::now() + period);
+                continue;
+            }
             _ = tick.tick() => {
                 mesh.read_queued();
                 seq += 1;
@@ -412,6 +426,8 @@ pub async fn serve(
                     let st = mesh.lock();
                     (st.targets.clone(), if st.may_announce { FLAG_MAY_ANNOUNCE } else { 0 })
                 };
+                period = read_period(mesh.rules.timing.interval, targets.len());
+                next_read.as_mut().reset(tokio::time::Instant::now() + period);
                 let msg = Heartbeat {
                     node: node.to_string(),
                     incarnation,
@@ -455,6 +471,18 @@ pub async fn serve(
 
 /// Datagrams read per `recvmmsg`, sent per `sendmmsg`.
 const BATCH: usize = 64;
+
+/// How often the heartbeat socket is read, with `peers` each sending one heartbeat per
+/// `interval`: once per interval while they fit in one [`BATCH`], more often beyond, so the
+/// socket's queue holds about one batch between reads (its default receive buffer of
+/// ~200 KiB holds ~200 heartbeats: read once per interval, a cluster of more than ~200
+/// nodes would overflow it); never more often than every 2 ms.
+pub fn read_period(interval: Duration, peers: usize) -> Duration {
+    if peers <= BATCH {
+        return interval;
+    }
+    (interval * BATCH as u32 / peers as u32).max(Duration::from_millis(2))
+}
 
 /// Most a wall-clock reading may drift from the monotonic clock between two reads of the
 /// socket before the kernel's receive timestamps are distrusted ([`arrival`]).
@@ -734,6 +762,22 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_is_read_often_enough_that_one_batch_holds_what_arrives_between_reads() {
+        let i = Duration::from_millis(100);
+        assert_eq!(read_period(i, 0), i);
+        assert_eq!(read_period(i, 64), i);
+        for peers in [65, 99, 200, 1_000, 3_000] {
+            let p = read_period(i, peers);
+            let per_read = peers as f64 * p.as_secs_f64() / i.as_secs_f64();
+            assert!(p < i && per_read <= BATCH as f64, "{peers}: {p:?}");
+        }
+        // at the 2 ms floor, one read still takes what arrived since the last
+        let per_read = 10_000.0 * 0.002 / 0.1;
+        assert!(read_period(i, 10_000) == Duration::from_millis(2) && per_read <= DRAIN_MAX as f64);
+        assert_eq!(read_period(i, 1_000_000), Duration::from_millis(2));
+    }
+
+    #[test]
     fn arrival_maps_the_kernel_timestamp_unless_the_wall_clock_stepped() {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
@@ -894,6 +938,70 @@ mod tests {
         }
         assert_eq!(got, sent);
         assert_eq!(metrics.heartbeat_send_errors.get(), 0);
+    }
+
+    /// 600 peers sending every 100 ms, their heartbeats each in a burst: read between ticks
+    /// ([`read_period`]), none is lost to a full socket queue (its default buffer holds
+    /// about 200), and every one is accepted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeats_of_hundreds_of_peers_are_read_before_the_socket_queue_fills() {
+        let ms = Duration::from_millis;
+        let timing = MeshTiming::default();
+        let key = HmacKey::new(&[7u8; 32]).unwrap();
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = socket.local_addr().unwrap();
+        let mesh = Mesh::new("a", timing, to.port());
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let names: Vec<String> = (0..600).map(|i| format!("peer-{i:03}")).collect();
+        mesh.lock().set_targets(
+            names
+                .iter()
+                .map(|n| (n.clone(), sink.local_addr().unwrap()))
+                .collect(),
+        );
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut reg));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(serve(
+            "a",
+            socket,
+            key.clone(),
+            mesh.clone(),
+            Arc::new(Notify::new()),
+            metrics.clone(),
+            stop_rx,
+        ));
+        tokio::time::sleep(ms(150)).await;
+        let from = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rounds = 10u64;
+        for seq in 1..=rounds {
+            // each peer's heartbeat in 10 ms spread over the round (sender paced, so the
+            // sending side's own buffer is not what drops them)
+            for chunk in names.chunks(60) {
+                for n in chunk {
+                    let hb = Heartbeat {
+                        node: n.clone(),
+                        incarnation: 1,
+                        seq,
+                        sent_unix_ms: unix_ms(),
+                        flags: 0,
+                    };
+                    from.send_to(&hb.encode(&key), to).unwrap();
+                }
+                tokio::time::sleep(ms(1)).await;
+            }
+            tokio::time::sleep(ms(90)).await;
+        }
+        tokio::time::sleep(ms(200)).await;
+        let ok = metrics
+            .heartbeats_received
+            .get_or_create(&HeartbeatLabels {
+                result: "ok".into(),
+            })
+            .get();
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(ok, 600 * rounds, "heartbeats lost");
     }
 
     #[tokio::test]
