@@ -806,6 +806,34 @@ mod tests {
         );
     }
 
+    /// The heartbeat task of node `a` on `socket`: its metrics, the speaker's wake-up, the
+    /// stop switch and the task.
+    fn spawn_serve(
+        socket: UdpSocket,
+        key: &HmacKey,
+        mesh: &Mesh,
+    ) -> (
+        Arc<Metrics>,
+        Arc<Notify>,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut reg));
+        let wake = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(serve(
+            "a",
+            socket,
+            key.clone(),
+            mesh.clone(),
+            wake.clone(),
+            metrics.clone(),
+            stop_rx,
+        ));
+        (metrics, wake, stop_tx, task)
+    }
+
     /// Polls `f` every 5 ms until true; how long that took (panics after `within`).
     async fn until(within: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
         let t = Instant::now();
@@ -841,19 +869,7 @@ mod tests {
             ]);
             st.may_announce = true;
         }
-        let mut reg = prometheus_client::registry::Registry::default();
-        let metrics = Arc::new(Metrics::new(&mut reg));
-        let wake = Arc::new(Notify::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(
-            "a",
-            socket,
-            key.clone(),
-            mesh.clone(),
-            wake.clone(),
-            metrics.clone(),
-            stop_rx,
-        ));
+        let (metrics, wake, stop_tx, task) = spawn_serve(socket, &key, &mesh);
         let mut seq = 0;
         let mut send_b = |n: usize| {
             for _ in 0..n {
@@ -959,18 +975,7 @@ mod tests {
                 .map(|n| (n.clone(), sink.local_addr().unwrap()))
                 .collect(),
         );
-        let mut reg = prometheus_client::registry::Registry::default();
-        let metrics = Arc::new(Metrics::new(&mut reg));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(
-            "a",
-            socket,
-            key.clone(),
-            mesh.clone(),
-            Arc::new(Notify::new()),
-            metrics.clone(),
-            stop_rx,
-        ));
+        let (metrics, _wake, stop_tx, task) = spawn_serve(socket, &key, &mesh);
         tokio::time::sleep(ms(150)).await;
         let from = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let rounds = 10u64;
