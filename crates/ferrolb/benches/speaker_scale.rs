@@ -50,6 +50,8 @@
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
+//! `BENCH_SETTLE_SECS` (5): the wait after the last IP before measuring at rest,
+//! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals,
 //! `BENCH_PEER_STATE=0`: the peers' Leases without the
 //! annotation, `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
 //! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
@@ -233,6 +235,8 @@ struct Sizes {
     smaps: bool,
     /// Wait after the last IP is announced before measuring at rest.
     settle: Duration,
+    /// Then also wait until the speaker's API writes are down to its renewals.
+    settle_quiet: bool,
     idle: u64,
     churn: u64,
     rate: u64,
@@ -268,7 +272,8 @@ fn main() {
         quiet_renewals: env_num("BENCH_QUIET_RENEWALS", 1) != 0,
         peer_lists: env_num("BENCH_PEER_LISTS", 0) != 0,
         smaps: env_num("BENCH_SMAPS", 0) != 0,
-        settle: Duration::from_secs(if smoke { 1 } else { 5 }),
+        settle: Duration::from_secs(env_num("BENCH_SETTLE_SECS", if smoke { 1 } else { 5 })),
+        settle_quiet: env_num("BENCH_SETTLE_QUIET", 0) != 0,
         idle: env_num("BENCH_IDLE_SECS", if smoke { 1 } else { 20 }),
         churn: env_num("BENCH_CHURN_SECS", if smoke { 1 } else { 20 }),
         rate: env_num("BENCH_RATE", 20),
@@ -796,6 +801,21 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
 
             // 3. At rest (past the start-up writes: claims and statuses settle).
             tokio::time::sleep(z.settle).await;
+            if z.settle_quiet {
+                // until 2 s pass with no more writes than renewals (at most 10 minutes)
+                let t = Instant::now();
+                loop {
+                    let w = writes();
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if writes() - w <= 8 || t.elapsed() > Duration::from_secs(600) {
+                        break;
+                    }
+                }
+                println!(
+                    "writes settled:                          {:.1?} after the settle time",
+                    t.elapsed()
+                );
+            }
             let rss_rest = status_kib(pid, "VmRSS:");
             // open sockets and files: each idle pooled API connection keeps TLS state and
             // buffers
