@@ -163,15 +163,19 @@ struct RawPort {
     mac: Mac,
 }
 
+/// The interface index of a host's `eth0`.
+fn eth0_index(host: &Host) -> u32 {
+    host.ns
+        .run(&["cat", "/sys/class/net/eth0/ifindex"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 impl RawPort {
     fn open(host: &Host, echo: bool) -> Self {
-        let idx: u32 = host
-            .ns
-            .run(&["cat", "/sys/class/net/eth0/ifindex"])
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let idx = eth0_index(host);
         let sock = host
             .ns
             .enter(move || PacketSocket::open(idx, FilterOptions { echo }))
@@ -1024,14 +1028,7 @@ async fn a_full_receive_ring_marks_its_losses_and_counts_them() {
     let node = net
         .add_host("node0", HostSpec::v4("10.0.0.10/24"))
         .expect("node");
-    let idx: u32 = net
-        .host(node)
-        .ns
-        .run(&["cat", "/sys/class/net/eth0/ifindex"])
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let idx = eth0_index(net.host(node));
     // 4 slots.
     let geo = Geometry::new(2048, 4, 4096, 4096).unwrap();
     assert_eq!(geo.frame_nr, 4);
