@@ -527,7 +527,7 @@ struct RecvBufs {
     ctrl: Box<[[u64; CTRL_WORDS]; BATCH]>,
     /// Arrival of each datagram of the last read (monotonic, and wall-clock ms).
     at: [(Instant, u64); BATCH],
-    /// (monotonic, wall) clocks right after the previous read.
+    /// (monotonic, wall) clocks right after the last read that left the queue empty.
     prev: Option<(Instant, Duration)>,
 }
 
@@ -583,11 +583,17 @@ impl RecvBufs {
             )
         };
         let (now, now_wall) = (Instant::now(), wall_now());
-        let prev = self.prev.replace((now, now_wall));
+        let prev = self.prev;
         if n < 0 {
+            self.prev = Some((now, now_wall));
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
+        // Only a read that left the queue empty bounds the arrival of what comes next: after
+        // a full batch, the rest still queued arrived before this read, not after it.
+        if n < BATCH {
+            self.prev = Some((now, now_wall));
+        }
         for (i, hdr) in hdrs.iter().enumerate().take(n) {
             self.lens[i] = (hdr.msg_len as usize).min(MAX_LEN + 1);
             self.from_lens[i] = hdr.msg_hdr.msg_namelen;
@@ -777,6 +783,45 @@ mod tests {
         assert_eq!(read_period(i, 1_000_000), Duration::from_millis(2));
     }
 
+    /// 150 datagrams read 200 ms after they arrived, in three batches: each is stamped with
+    /// its arrival, the later batches too (the first batch, being full, does not move the
+    /// bound for the rest).
+    #[tokio::test]
+    async fn every_batch_of_a_late_read_is_stamped_with_its_arrival() {
+        let ms = Duration::from_millis;
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = socket.local_addr().unwrap();
+        let socket = socket.into_std().unwrap();
+        let mut rx = RecvBufs::default();
+        assert_eq!(
+            rx.recv(socket.as_raw_fd()).unwrap_or(0),
+            0,
+            "an empty read first"
+        );
+        let from = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = Instant::now();
+        for i in 0..150u8 {
+            from.send_to(&[i], to).unwrap();
+        }
+        std::thread::sleep(ms(200));
+        let mut stamps = Vec::new();
+        loop {
+            let n = rx.recv(socket.as_raw_fd()).unwrap_or(0);
+            stamps.extend(rx.datagrams(n).map(|(_, _, at, _)| at));
+            if n < BATCH {
+                break;
+            }
+        }
+        assert_eq!(stamps.len(), 150);
+        for at in stamps {
+            let late = at.saturating_duration_since(sent);
+            assert!(
+                late < ms(100),
+                "stamped {late:?} after it was sent, read 200 ms after"
+            );
+        }
+    }
+
     #[test]
     fn arrival_maps_the_kernel_timestamp_unless_the_wall_clock_stepped() {
         let ms = Duration::from_millis;
@@ -913,11 +958,12 @@ mod tests {
             "recorded {:?} after it was sent, read {took:?} after",
             at.saturating_duration_since(sent_at)
         );
-        // a burst of 150 (more than two batches): every one read
-        send_b(150);
-        until(ms(1000), "burst read", || ok() == 151).await;
-        // silence: noticed when the fence time has passed, not up to a tick later
+        // a burst of 150 (more than two batches): every one read (at the next tick)
         let last = Instant::now();
+        send_b(150);
+        until(ms(1200), "burst read", || ok() == 151).await;
+        // silence: noticed when the fence time has passed since the burst *arrived* (every
+        // batch of the late read stamped with its arrival), not up to a tick later
         until(ms(2600), "silence noticed", || heard() == 0).await;
         let silent_for = last.elapsed();
         assert!(
