@@ -433,4 +433,4 @@ pub fn views_of(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -442,20 +442,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.pools.insert(
-            "p".into(),
-            crate::config::Pool {
-                name: "p".into(),
-                labels: Default::default(),
-                cidrs: vec!["192.168.1.0/24".parse().unwrap()],
-                auto_assign: true,
-                avoid_buggy_ips: false,
-                allocation: None,
-                frozen: false,
-            },
-        );
-        c
+        crate::speaker::index::tests::config("192.168.1.0/24")
     }
 
     /// The view rule over slim objects.

@@ -5,7 +5,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
 use serde_json::json;
 
-fn config(cidr: &str) -> Config {
+/// A configuration with one pool `p` of `cidr` (the speaker's other tests use it too).
+pub(in crate::speaker) fn config(cidr: &str) -> Config {
     let mut c = Config::default();
     c.pools.insert(
         "p".into(),
