@@ -408,15 +408,19 @@ pub async fn serve(
     let deadline = tokio::time::sleep(far);
     tokio::pin!(deadline);
     // Reads between ticks when there are many peers, so the queue never holds more than
-    // about one batch ([`read_period`]).
-    let mut period = mesh.rules.timing.interval;
-    let next_read = tokio::time::sleep(period);
+    // about one batch ([`read_period`]); up to one batch, the tick's read is all.
+    let interval = mesh.rules.timing.interval;
+    let mut period = interval;
+    let after = |period: Duration| {
+        tokio::time::Instant::now() + if period < interval { period } else { far }
+    };
+    let next_read = tokio::time::sleep(far);
     tokio::pin!(next_read);
     loop {
         tokio::select! {
             _ = &mut next_read => {
                 mesh.read_queued();
-                next_read.as_mut().reset(tokio::time::Instant::now() + period);
+                next_read.as_mut().reset(after(period));
                 continue;
             }
             _ = tick.tick() => {
@@ -426,8 +430,8 @@ pub async fn serve(
                     let st = mesh.lock();
                     (st.targets.clone(), if st.may_announce { FLAG_MAY_ANNOUNCE } else { 0 })
                 };
-                period = read_period(mesh.rules.timing.interval, targets.len());
-                next_read.as_mut().reset(tokio::time::Instant::now() + period);
+                period = read_period(interval, targets.len());
+                next_read.as_mut().reset(after(period));
                 let msg = Heartbeat {
                     node: node.to_string(),
                     incarnation,
