@@ -11,10 +11,11 @@
 //!    (32 concurrent clients); the load rate is reported;
 //!    With `BENCH_PEERS` on (the default), the other N−1 nodes' speaker Leases exist and are
 //!    renewed every retry period (300 ms) as their speakers would: `renewTime` patched,
-//!    holder and a `ferrolb.io/speaker-state` annotation of the size a speaker of this
-//!    cluster publishes (N−1 peers heard and members, its share of the L IPs) — on a real
-//!    cluster every speaker watches every node Lease, so each of these renewals reaches it
-//!    whole. The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
+//!    holder; each peer's published state (N−1 members, all heard, its share of the L IPs)
+//!    is in its state ConfigMap, written once, as a speaker at rest leaves it
+//!    (`BENCH_PEER_STATE=lease`: as a `ferrolb.io/speaker-state` annotation of the Lease
+//!    instead, where speakers before the state ConfigMap kept it — on a real cluster every
+//!    speaker watches every node Lease, so each of those renewals reaches it whole). The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
 //!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: node-0 is then
 //!    the only live node);
 //!    with peers, they also exchange heartbeats with the speaker, as on a real cluster
@@ -52,8 +53,8 @@
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
 //! `BENCH_SETTLE_SECS` (5): the wait after the last IP before measuring at rest,
 //! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals,
-//! `BENCH_PEER_STATE=0`: the peers' Leases without the
-//! annotation, `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
+//! `BENCH_PEER_STATE` (`configmap`; `lease`: on the peers' Leases; `0`: nowhere),
+//! `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
 //! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
 //! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
 //! (it fails under `CI=true`).
@@ -75,7 +76,9 @@ use ferrolb::crd::L2Advertisement;
 use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
 use ferrolb::election::LeaseClock;
 use ferrolb::speaker::liveness::node_lease_name;
-use ferrolb::speaker::state::{AnnouncedIp, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION};
+use ferrolb::speaker::state::{
+    state_object, AnnouncedIp, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION,
+};
 use ferrolb_lab::apiserver::patch::PatchKind;
 use ferrolb_lab::apiserver::store::{Sub, WriteOptions};
 use ferrolb_lab::apiserver::Store;
@@ -223,8 +226,8 @@ struct Sizes {
     heartbeats: bool,
     /// The peers' heartbeats are spread over the interval (else sent in one burst).
     hb_spread: bool,
-    /// The peers' Leases carry a speaker-state annotation.
-    peer_state: bool,
+    /// Where the peers' published state is.
+    peer_state: PeerState,
     /// The peers renew as speakers hearing every member do: every quiet period (with
     /// heartbeats only; else every retry period).
     quiet_renewals: bool,
@@ -268,7 +271,12 @@ fn main() {
         peers: env_num("BENCH_PEERS", 1) != 0,
         heartbeats: env_num("BENCH_PEERS", 1) != 0 && env_num("BENCH_HEARTBEATS", 1) != 0,
         hb_spread: env_num("BENCH_HB_SPREAD", 1) != 0,
-        peer_state: env_num("BENCH_PEER_STATE", 1) != 0,
+        peer_state: match std::env::var("BENCH_PEER_STATE").as_deref() {
+            Err(_) | Ok("configmap") => PeerState::ConfigMap,
+            Ok("lease") | Ok("1") => PeerState::Lease,
+            Ok("0") | Ok("none") => PeerState::Nowhere,
+            Ok(other) => panic!("BENCH_PEER_STATE: configmap, lease or 0, not {other:?}"),
+        },
         quiet_renewals: env_num("BENCH_QUIET_RENEWALS", 1) != 0,
         peer_lists: env_num("BENCH_PEER_LISTS", 0) != 0,
         smaps: env_num("BENCH_SMAPS", 0) != 0,
@@ -354,6 +362,17 @@ fn peer_state(i: usize, nodes: usize, lb: usize) -> SpeakerState {
     }
 }
 
+/// Where the peers' published state is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerState {
+    /// In their state ConfigMaps (written once: at rest it does not change).
+    ConfigMap,
+    /// As an annotation of their node Leases (speakers before the state ConfigMap).
+    Lease,
+    /// Nowhere.
+    Nowhere,
+}
+
 fn micro_now() -> Value {
     serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
         k8s_openapi::jiff::Timestamp::now(),
@@ -378,17 +397,18 @@ impl Peers {
     fn start(
         store: Arc<Store>,
         (nodes, lb): (usize, usize),
-        with_state: bool,
+        placed: PeerState,
         peer_lists: bool,
         period: Duration,
     ) -> Self {
         let def = store
             .registry_find("coordination.k8s.io", "v1", "leases")
             .unwrap();
+        let cm_def = store.registry_find("", "v1", "configmaps").unwrap();
         let (mut annotation, mut lease) = (0, 0);
         for i in 1..nodes {
             let node = format!("node-{i}");
-            let mut state = peer_state(i, nodes, lb).to_annotation();
+            let mut state = peer_state(i, nodes, lb).to_json();
             if peer_lists {
                 let others: Vec<String> = (0..nodes)
                     .filter(|&k| k != i)
@@ -399,11 +419,17 @@ impl Peers {
                 v["members"] = json!(others);
                 state = v.to_string();
             }
-            let annotations = if with_state {
+            let annotations = if placed == PeerState::Lease {
                 json!({SPEAKER_STATE_ANNOTATION: state})
             } else {
                 json!({})
             };
+            if placed == PeerState::ConfigMap {
+                let cm = serde_json::to_value(state_object(&node, &state, None)).unwrap();
+                store
+                    .create(&cm_def, NS, cm, &WriteOptions::default())
+                    .unwrap();
+            }
             let body = json!({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": node_lease_name(&node), "namespace": NS,
@@ -417,7 +443,11 @@ impl Peers {
                 ..Default::default()
             };
             let out = store.create(&def, NS, body, &opts).unwrap();
-            annotation = if with_state { state.len() } else { 0 };
+            annotation = if placed == PeerState::Nowhere {
+                0
+            } else {
+                state.len()
+            };
             lease = out.to_string().len();
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -742,11 +772,16 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
         );
         match &peers {
             Some(p) => println!(
-                "peers: {} node Leases renewed every {renew_every:?} ({:.0} watch events/s), each Lease {} bytes with a {}-byte speaker-state annotation; only node-0 selected; {}",
+                "peers: {} node Leases renewed every {renew_every:?} ({:.0} watch events/s), each Lease {} bytes; a {}-byte published state {}; only node-0 selected; {}",
                 z.nodes - 1,
                 (z.nodes - 1) as f64 / renew_every.as_secs_f64(),
                 p.lease,
                 p.annotation,
+                match z.peer_state {
+                    PeerState::ConfigMap => "in each peer's ConfigMap",
+                    PeerState::Lease => "annotated on each Lease",
+                    PeerState::Nowhere => "nowhere",
+                },
                 if hb_peers.is_some() {
                     format!(
                         "heartbeats: each peer sends one every {interval:?} ({:.0}/s to the speaker{}) and reads the speaker's",

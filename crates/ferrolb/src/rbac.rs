@@ -199,6 +199,15 @@ pub const SPEAKER: &[Rule] = &[
         why: "the heartbeat HMAC key (only that Secret; without it heartbeats never start)",
         exceptions: &[],
     },
+    Rule {
+        scope: Scope::Namespace,
+        api_group: "",
+        resources: &["configmaps"],
+        verbs: &["create", "patch"],
+        resource_names: &[],
+        why: "own state ConfigMap ferrolb-speaker-<node>, what `ferrolb explain` shows (create cannot be restricted by resourceNames, and the node names are not known in advance)",
+        exceptions: &[],
+    },
 ];
 
 /// What `ferrolb explain` reads (get and list only). Shipped as the optional ClusterRole
@@ -248,7 +257,16 @@ pub const EXPLAIN: &[Rule] = &[
         resources: &["leases"],
         verbs: &["list"],
         resource_names: &[],
-        why: "speaker node Leases with their published state, per-IP owner records (in ferrolb's namespace)",
+        why: "speaker node Leases, per-IP owner records (in ferrolb's namespace)",
+        exceptions: &[],
+    },
+    Rule {
+        scope: Scope::Cluster,
+        api_group: "",
+        resources: &["configmaps"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "the speakers' published state (ConfigMaps ferrolb-speaker-<node> in ferrolb's namespace)",
         exceptions: &[],
     },
 ];

@@ -3,7 +3,8 @@
 //! ([`crate::speaker::config_view::build_config`], [`crate::speaker::index::views_of`],
 //! [`elect_all`], [`crate::election::Election::decision_for`]); the speakers' runtime facts
 //! (permission, heard peers, interfaces and MACs, announcements, duplicate responders)
-//! come from the state each publishes on its node Lease ([`SpeakerState`]); the reasons a
+//! come from the state each publishes in its state ConfigMap ([`SpeakerState`]; on its node
+//! Lease for speakers of earlier versions); the reasons a
 //! Service has no IP come from the controller's Events and the pools' conditions.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
@@ -45,6 +46,9 @@ pub struct Inputs {
     pub statuses: Vec<ServiceL2Status>,
     /// Leases of ferrolb's namespace: speaker node Leases and per-IP owner records.
     pub leases: Vec<Lease>,
+    /// The speakers' state ConfigMaps (ferrolb's namespace,
+    /// [`crate::speaker::state::state_selector`]).
+    pub states: Vec<ConfigMap>,
     /// events.k8s.io Events about Services.
     pub events: Vec<Event>,
 }
@@ -219,6 +223,14 @@ fn speakers(
             leases.insert(n, l);
         }
     }
+    // the state ConfigMaps carry their node Lease's name
+    let mut states: BTreeMap<&str, SpeakerState> = BTreeMap::new();
+    for cm in &inputs.states {
+        let node = cm.metadata.name.as_deref().and_then(node_of_lease);
+        if let Some((n, st)) = node.zip(SpeakerState::of_config_map(cm)) {
+            states.insert(n, st);
+        }
+    }
     nodes
         .iter()
         .map(|n| {
@@ -257,7 +269,9 @@ fn speakers(
                     Speaker {
                         running: down.is_none(),
                         down,
-                        state: SpeakerState::of_lease(l),
+                        state: states
+                            .remove(n.as_str())
+                            .or_else(|| SpeakerState::of_lease(l)),
                     }
                 }
             };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
@@ -119,6 +119,11 @@ pub async fn gather(client: kube::Client, system_ns: &str) -> anyhow::Result<cor
             .list(&lp)
             .await
             .map_err(|e| all("leases", e))?
+            .items,
+        states: Api::<ConfigMap>::namespaced(client.clone(), system_ns)
+            .list(&ListParams::default().labels(&crate::speaker::state::state_selector()))
+            .await
+            .map_err(|e| all("configmaps", e))?
             .items,
         events: Api::<Event>::all(client)
             .list(&lp)

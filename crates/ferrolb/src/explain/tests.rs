@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::core::{classify_allocation_failure, explain, Explanation, Inputs, Options};
 use crate::allocator::{AllocError, ServiceKey};
-use crate::speaker::state::{AnnouncedIp, Duplicate, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION};
+use crate::speaker::state::{
+    state_object, AnnouncedIp, Duplicate, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION,
+};
 
 const NOW: i64 = 1_800_000_000;
 const IP: &str = "192.0.2.10";
@@ -57,7 +59,7 @@ fn node_lease(node: &str, renewed_ago: i64, st: Option<&SpeakerState>) -> Value 
                  "renewTime": Timestamp::from_second(NOW - renewed_ago).unwrap().strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string()}
     });
     if let Some(st) = st {
-        l["metadata"]["annotations"] = json!({SPEAKER_STATE_ANNOTATION: st.to_annotation()});
+        l["metadata"]["annotations"] = json!({SPEAKER_STATE_ANNOTATION: st.to_json()});
     }
     l
 }
@@ -106,6 +108,11 @@ struct World {
     ads: Vec<Value>,
     claims: Vec<Value>,
     events: Vec<Value>,
+    /// Nodes whose speaker is of an earlier version: its state is an annotation of its
+    /// node Lease, not a ConfigMap.
+    legacy: Vec<String>,
+    /// An annotation an earlier speaker left on a node's Lease (beside its ConfigMap).
+    leftover: Vec<(String, SpeakerState)>,
 }
 
 impl World {
@@ -123,6 +130,8 @@ impl World {
             ads: vec![ad("all", json!({}))],
             claims: vec![claim(IP, "n1")],
             events: vec![],
+            legacy: vec![],
+            leftover: vec![],
         }
     }
 
@@ -150,8 +159,18 @@ impl World {
             leases: self
                 .states
                 .iter()
-                .map(|(n, ago, st)| from(node_lease(n, *ago, st.as_ref())))
+                .map(|(n, ago, st)| {
+                    let leftover = self.leftover.iter().find(|l| &l.0 == n).map(|l| &l.1);
+                    let on_lease = st.as_ref().filter(|_| self.legacy.contains(n));
+                    from(node_lease(n, *ago, on_lease.or(leftover)))
+                })
                 .chain(self.claims.iter().cloned().map(from))
+                .collect(),
+            states: self
+                .states
+                .iter()
+                .filter(|(n, _, _)| !self.legacy.contains(n))
+                .filter_map(|(n, _, st)| Some(state_object(n, &st.as_ref()?.to_json(), None)))
                 .collect(),
             events: self.events.iter().cloned().map(from).collect(),
         };
@@ -372,6 +391,26 @@ fn fenced_speaker_without_quorum() {
     assert!(
         n2.problems[0].message.contains("0 of its 2 peers"),
         "{n2:?}"
+    );
+}
+
+#[test]
+fn the_state_of_a_speaker_of_an_earlier_version_is_read_from_its_lease() {
+    let mut w = World::new();
+    w.state_mut("n2").may_announce = false;
+    w.legacy.push("n2".into());
+    let e = w.explain();
+    assert_eq!(node_code(&e, "web", "n2"), "speakerFenced");
+    // a ConfigMap written since wins over the annotation left on the Lease
+    let mut w = World::new();
+    let mut old = w.state_mut("n2").clone();
+    old.may_announce = false;
+    w.leftover.push(("n2".into(), old));
+    let e = w.explain();
+    assert_ne!(node_code(&e, "web", "n2"), "speakerFenced");
+    assert_eq!(
+        node_code(&e, "web", "n2"),
+        node_code(&World::new().explain(), "web", "n2")
     );
 }
 

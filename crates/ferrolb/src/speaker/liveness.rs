@@ -282,22 +282,17 @@ impl PeerTracker {
 /// released), as published by [`OwnLease`] for the speaker's [`crate::election::Fence`].
 pub type Renewals = watch::Receiver<Option<Instant>>;
 
-/// Renders the speaker's published state ([`super::state::SPEAKER_STATE_ANNOTATION`]).
-pub type StateRenderer = Arc<dyn Fn() -> String + Send + Sync>;
-
 /// Shell: keeps this node's Lease renewed and publishes its renewals ([`Renewals`]).
 pub struct OwnLease {
     lock: LeaseLock,
     timing: LeaseClock,
-    /// The Lease API and this node's name (renewals that carry the published state).
+    /// The Lease API (reads).
     api: kube::Api<Lease>,
     /// The same Lease API, answers decoded slim (renewals).
     slim: kube::Api<super::watched::SlimLease>,
     node: String,
     /// `spec.leaseDurationSeconds` written on renewal.
     ttl_secs: u64,
-    /// The state published with each renewal, when it changed (None: nothing published).
-    state: Option<StateRenderer>,
     /// Send time of the last successful renewal (None: released).
     renewed: watch::Sender<Option<Instant>>,
     metrics: Arc<Metrics>,
@@ -318,20 +313,20 @@ enum Attempt {
 #[derive(Debug, Clone)]
 struct Written {
     resource_version: Option<String>,
-    /// The published state the Lease holds.
-    state: Option<String>,
+    /// The Lease carries the state annotation of an earlier speaker (the renewal removes
+    /// it: the state now has a ConfigMap of its own, [`super::publish`]).
+    legacy_state: bool,
 }
 
 impl Written {
     fn of(lease: &Lease) -> Self {
         Self {
             resource_version: lease.metadata.resource_version.clone(),
-            state: lease
+            legacy_state: lease
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(super::state::SPEAKER_STATE_ANNOTATION))
-                .cloned(),
+                .is_some_and(|a| a.contains_key(super::state::SPEAKER_STATE_ANNOTATION)),
         }
     }
 }
@@ -366,7 +361,6 @@ impl OwnLease {
                 slim: kube::Api::namespaced(client, namespace),
                 node: node.to_string(),
                 ttl_secs,
-                state: None,
                 renewed: tx,
                 metrics,
                 written: std::sync::Mutex::new(None),
@@ -375,16 +369,9 @@ impl OwnLease {
         )
     }
 
-    /// Publishes `render()` on the Lease (annotation
-    /// [`super::state::SPEAKER_STATE_ANNOTATION`]) as part of the renewals, in the renewal's
-    /// own patch and only when the Lease does not hold it already: no extra API write.
-    pub fn with_state(mut self, render: StateRenderer) -> Self {
-        self.state = Some(render);
-        self
-    }
-
     /// Acquire or renew. A renewal of a Lease this node holds is one merge patch of
-    /// `renewTime` (and of the published state when it changed), conditional on the
+    /// `renewTime` (removing an earlier speaker's state annotation if the Lease carries
+    /// one: nothing but liveness travels with the renewals), conditional on the
     /// resourceVersion of the Lease as this node last wrote it, so a Lease another writer
     /// changed since is not renewed blindly (409; the next attempt reads again). In steady
     /// state that is the renewal's only request: the Lease is read only when this node has
@@ -432,20 +419,15 @@ impl OwnLease {
             "metadata": { "name": name, "resourceVersion": base.resource_version },
             "spec": { "renewTime": now, "leaseDurationSeconds": self.ttl_secs },
         });
-        let mut state = base.state;
-        if let Some(want) = self.state.as_ref().map(|render| render()) {
-            if state.as_ref() != Some(&want) {
-                patch["metadata"]["annotations"] =
-                    serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: &want });
-                state = Some(want);
-            }
+        if base.legacy_state {
+            patch["metadata"]["annotations"] =
+                serde_json::json!({ super::state::SPEAKER_STATE_ANNOTATION: null });
         }
         let params = kube::api::PatchParams {
             field_manager: Some(self.node.clone()),
             ..Default::default()
         };
-        // the answer decoded slim: only its resourceVersion is kept (the state is the one
-        // just written), and the Lease carries this node's whole published state
+        // the answer decoded slim: only its resourceVersion is kept
         let facts = self
             .slim
             .patch(&name, &params, &kube::api::Patch::Merge(&patch))
@@ -454,7 +436,7 @@ impl OwnLease {
             .facts();
         self.remember(Written {
             resource_version: Some(facts.resource_version).filter(|v| !v.is_empty()),
-            state,
+            legacy_state: false,
         });
         Ok(Attempt::Held)
     }

@@ -13,6 +13,7 @@
 //! | [`slim`] | pure: what is decoded of Services, EndpointSlices, Nodes; which changes matter |
 //! | [`index`] | pure: those three kinds kept compact, per key; the views of the changed Services |
 //! | [`status`] | ServiceL2Status objects |
+//! | [`state`], [`publish`] | what the speaker publishes about itself for `ferrolb explain` (a ConfigMap, written on change) |
 //! | [`watched`] | the Lease and ServiceL2Status watches, kept per event (no whole objects) |
 //! | [`events`] | Events on Services, on change only |
 //! | [`metrics`] | speaker metrics |
@@ -20,7 +21,8 @@
 //!
 //! API traffic at steady state: one Lease renewal per node per `--retry-period` (one write,
 //! [`liveness::OwnLease`]), nothing else; heartbeats go directly between speakers (see docs/ARCHITECTURE.md,
-//! *Peer liveness*). Claims, ServiceL2Status and Events are written only on change.
+//! *Peer liveness*). Claims, ServiceL2Status, Events and the published state are written only
+//! on change.
 
 pub mod announcer;
 pub mod args;
@@ -33,6 +35,7 @@ pub mod index;
 pub mod liveness;
 pub mod metrics;
 pub mod plan;
+pub mod publish;
 pub mod slim;
 pub mod state;
 pub mod status;
@@ -128,10 +131,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         clock,
         metrics.clone(),
     );
-    let own = own.with_state(state_renderer(board.clone(), dataplane.interfaces_reader()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (quiet_tx, quiet_rx) = watch::channel(false);
     let lease_task = tokio::spawn(own.run(quiet_rx, stop_rx.clone()));
+    let publisher = publish::StatePublisher::new(
+        client.clone(),
+        &args.namespace,
+        &args.node_name,
+        state_renderer(board.clone(), dataplane.interfaces_reader()),
+        metrics.clone(),
+    )
+    .with_owner(status::pod_owner(
+        args.pod_name.as_deref(),
+        args.pod_uid.as_deref(),
+    ));
+    tokio::spawn(publisher.run(publish::PERIOD, stop_rx.clone()));
 
     let settings = settings(&args, clock);
     let clients = Clients {
@@ -214,7 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn state_renderer(
     board: state::SharedBoard,
     interfaces: impl Fn() -> Vec<crate::dataplane::InterfaceInfo> + Send + Sync + 'static,
-) -> liveness::StateRenderer {
+) -> publish::StateRenderer {
     Arc::new(move || {
         let nics = interfaces()
             .into_iter()
@@ -227,7 +241,7 @@ fn state_renderer(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .state(nics, k8s_openapi::jiff::Timestamp::now())
-            .to_annotation()
+            .to_json()
     })
 }
 

@@ -1,13 +1,14 @@
-//! What a speaker publishes about itself for `ferrolb explain`: an annotation on its node
-//! Lease ([`SPEAKER_STATE_ANNOTATION`], JSON [`SpeakerState`]).
+//! What a speaker publishes about itself for `ferrolb explain`: a ConfigMap named like its
+//! node Lease ([`state_object_name`]) holding JSON [`SpeakerState`] under [`STATE_KEY`],
+//! written on change by [`super::publish::StatePublisher`]. It is informational: nothing in
+//! the speaker or the controller reads it.
 //!
-//! The annotation rides on the renewal the speaker writes anyway ([`super::liveness`]): it
-//! is part of the renewal's patch only when its content differs from what the Lease holds,
-//! so publishing it never adds an API write. It is informational: nothing in the speaker
-//! or the controller reads it.
+//! Speakers before this one published the same JSON as an annotation of their node Lease
+//! ([`SPEAKER_STATE_ANNOTATION`]); `ferrolb explain` still reads it there when a node has no
+//! state ConfigMap, and a speaker's first renewal of a Lease carrying it removes it.
 //!
 //! [`Board`] is the pure bookkeeping: the speaker loop reports its permission, the peers it
-//! hears and what it announces; the dataplane reports duplicate responders; the renewal
+//! hears and what it announces; the dataplane reports duplicate responders; the publisher
 //! renders the state with the interfaces the responder runs on.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -22,24 +24,70 @@ use super::announcer::DuplicateResponder;
 use super::plan::Announced;
 use crate::election::Interfaces;
 
-/// Node Lease annotation carrying the speaker's [`SpeakerState`] (JSON).
+/// Node Lease annotation in which earlier speakers published their [`SpeakerState`] (JSON).
 pub const SPEAKER_STATE_ANNOTATION: &str = "ferrolb.io/speaker-state";
+
+/// Key of the state ConfigMap's data holding the [`SpeakerState`] (JSON).
+pub const STATE_KEY: &str = "state";
+
+/// Label value (`app.kubernetes.io/component`) of the state ConfigMaps.
+pub const STATE_COMPONENT: &str = "speaker-state";
+
+/// Name of `node`'s state ConfigMap: the name of its node Lease.
+pub fn state_object_name(node: &str) -> String {
+    super::liveness::node_lease_name(node)
+}
+
+/// Labels of a state ConfigMap (what `ferrolb explain` lists them by).
+pub fn state_labels() -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name".to_string(), "ferrolb".to_string()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            STATE_COMPONENT.to_string(),
+        ),
+    ]
+    .into()
+}
+
+/// Label selector of the state ConfigMaps.
+pub fn state_selector() -> String {
+    format!("app.kubernetes.io/component={STATE_COMPONENT}")
+}
+
+/// `node`'s state ConfigMap holding `state` (JSON), owned by `owner`.
+pub fn state_object(
+    node: &str,
+    state: &str,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(state_object_name(node)),
+            labels: Some(state_labels()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some([(STATE_KEY.to_string(), state.to_string())].into()),
+        ..Default::default()
+    }
+}
 
 /// How long a duplicate responder stays published after it was last seen.
 pub const DUPLICATE_MEMORY: Duration = Duration::from_secs(600);
 
 /// Most announced IPs the state lists (the rest are counted in `announcingTotal`; the
-/// announcer of an unlisted IP is told from its owner record and ServiceL2Status). Every
-/// speaker watches every node Lease, so the annotation travels with each renewal of each
-/// node: it must stay small whatever the number of VIPs.
+/// announcer of an unlisted IP is told from its owner record and ServiceL2Status). The
+/// state is written whole on every change: it must stay small whatever the number of VIPs.
 pub const PUBLISHED_IPS: usize = 64;
 
 /// Most duplicate responders the state lists.
 pub const PUBLISHED_DUPLICATES: usize = 16;
 
-/// Most bytes the annotation may take; beyond (thousands of members unheard) the list of
-/// members not heard is left out and `truncated` says so. Far below the 256 KiB kube-apiserver allows for all of an
-/// object's annotations, so the renewal that carries it is never refused for its size.
+/// Most bytes the state may take; beyond (thousands of members unheard) the list of
+/// members not heard is left out and `truncated` says so. Far below the 1 MiB
+/// kube-apiserver allows for a ConfigMap (and the 256 KiB for an object's annotations,
+/// where earlier speakers kept it), so its write is never refused for its size.
 pub const STATE_LIMIT: usize = 16 * 1024;
 
 /// The published state of one speaker. Field names are stable (camelCase JSON).
@@ -54,9 +102,8 @@ pub struct SpeakerState {
     /// How many peers this node counts as members (its heartbeat targets).
     pub member_count: usize,
     /// The members whose heartbeats this node does not hear now (sorted). Only the
-    /// exceptions are listed: every node's annotation travels with each of its renewals to
-    /// every speaker, so a full list of the peers heard would cost every node O(nodes)
-    /// bytes per renewal of each peer.
+    /// exceptions are listed, so the state stays small and unchanged while every member
+    /// is heard, whatever the number of nodes.
     pub not_heard: Vec<String>,
     /// The interfaces the ARP/NDP responder runs on, with their MACs.
     pub interfaces: Vec<Nic>,
@@ -67,7 +114,7 @@ pub struct SpeakerState {
     /// Other MACs seen answering for IPs this node answers for (the last 10 minutes; at
     /// most [`PUBLISHED_DUPLICATES`]).
     pub duplicates: Vec<Duplicate>,
-    /// `not_heard` was left out to keep the annotation within [`STATE_LIMIT`].
+    /// `not_heard` was left out to keep the state within [`STATE_LIMIT`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
@@ -109,7 +156,13 @@ pub struct Duplicate {
 }
 
 impl SpeakerState {
-    /// Reads the annotation of a node Lease (None: absent or unreadable).
+    /// Reads a state ConfigMap (None: no state in it, or unreadable).
+    pub fn of_config_map(cm: &ConfigMap) -> Option<Self> {
+        serde_json::from_str(cm.data.as_ref()?.get(STATE_KEY)?).ok()
+    }
+
+    /// Reads the annotation an earlier speaker left on its node Lease (None: absent or
+    /// unreadable).
     pub fn of_lease(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<Self> {
         let raw = lease
             .metadata
@@ -119,9 +172,9 @@ impl SpeakerState {
         serde_json::from_str(raw).ok()
     }
 
-    /// The annotation value: at most [`STATE_LIMIT`] bytes (without the peer lists when
+    /// The published JSON: at most [`STATE_LIMIT`] bytes (without the peer lists when
     /// they would not fit).
-    pub fn to_annotation(&self) -> String {
+    pub fn to_json(&self) -> String {
         let full = serde_json::to_string(self).unwrap_or_default();
         if full.len() <= STATE_LIMIT {
             return full;
@@ -301,19 +354,23 @@ mod tests {
         assert_eq!(s.announcing[0].since, rfc3339(t(0)));
         assert_eq!(s.announcing[1].since, rfc3339(t(5)));
         assert_eq!(s.announcing[0].interfaces, ["eth0"]);
-        // the same facts later render the same annotation: nothing to write
+        // the same facts later render the same state: nothing to write
         assert_eq!(b.state(vec![nic.clone()], t(60)), s);
         let lease = k8s_openapi::api::coordination::v1::Lease {
             metadata: kube::api::ObjectMeta {
-                annotations: Some(
-                    [(SPEAKER_STATE_ANNOTATION.to_string(), s.to_annotation())].into(),
-                ),
+                annotations: Some([(SPEAKER_STATE_ANNOTATION.to_string(), s.to_json())].into()),
                 ..Default::default()
             },
             spec: None,
         };
         assert_eq!(SpeakerState::of_lease(&lease), Some(s.clone()));
-        let json: serde_json::Value = serde_json::from_str(&s.to_annotation()).unwrap();
+        let cm = state_object("n1", &s.to_json(), None);
+        assert_eq!(SpeakerState::of_config_map(&cm), Some(s.clone()));
+        assert_eq!(cm.metadata.name.as_deref(), Some("ferrolb-speaker-n1"));
+        assert!(
+            state_selector().ends_with(&cm.metadata.labels.unwrap()["app.kubernetes.io/component"])
+        );
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         for field in [
             "mayAnnounce",
             "heartbeats",
@@ -332,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn the_annotation_stays_small_whatever_the_number_of_vips_and_nodes() {
+    fn the_state_stays_small_whatever_the_number_of_vips_and_nodes() {
         let mut b = Board::default();
         let ips: Vec<String> = (0..10_000)
             .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
@@ -347,22 +404,21 @@ mod tests {
         assert_eq!(s.announcing_total, 10_000);
         assert!(!s.lists_every_ip());
         // 5,000 members unheard do not fit: the list is left out, and it says so
-        let a = s.to_annotation();
+        let a = s.to_json();
         assert!(a.len() <= STATE_LIMIT, "{}", a.len());
         let back: SpeakerState = serde_json::from_str(&a).unwrap();
         assert!(back.truncated && back.not_heard.is_empty());
         assert_eq!((back.member_count, back.announcing_total), (5_000, 10_000));
-        // hearing every member, the annotation does not grow with the members
+        // hearing every member, the state does not grow with the members
         b.set_liveness(true, true, &all, &all);
-        let heard_all = b.state(vec![], t(2)).to_annotation();
+        let heard_all = b.state(vec![], t(2)).to_json();
         b.set_liveness(true, true, &BTreeSet::new(), &BTreeSet::new());
-        let alone = b.state(vec![], t(2)).to_annotation();
+        let alone = b.state(vec![], t(2)).to_json();
         assert!(heard_all.len() <= alone.len() + 3, "{heard_all} vs {alone}");
         // a 100-node cluster hearing nobody lists them all
         let hundred: BTreeSet<&str> = all.iter().copied().take(100).collect();
         b.set_liveness(false, true, &BTreeSet::new(), &hundred);
-        let back: SpeakerState =
-            serde_json::from_str(&b.state(vec![], t(3)).to_annotation()).unwrap();
+        let back: SpeakerState = serde_json::from_str(&b.state(vec![], t(3)).to_json()).unwrap();
         assert!(!back.truncated);
         assert_eq!((back.member_count, back.not_heard.len()), (100, 100));
         // hearing one of two members lists the other

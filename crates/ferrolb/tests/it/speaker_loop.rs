@@ -708,44 +708,135 @@ async fn own_lease_renews_and_releases() {
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some(""));
 }
 
-/// The published speaker state rides on the renewals: one write per renewal, as without it,
-/// carrying the annotation when it changed.
+/// Nothing but liveness travels with the renewals: a Lease carrying the state annotation
+/// an earlier speaker published on it loses it at the first renewal, in the renewal's own
+/// patch (one write per renewal, as without it).
 #[tokio::test]
-async fn own_lease_carries_the_published_state() {
+async fn a_renewal_removes_the_state_an_earlier_speaker_left_on_the_lease() {
     use ferrolb::speaker::state::SPEAKER_STATE_ANNOTATION;
     let client = fake_client().await;
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let old: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "ferrolb-speaker-node-a",
+                     "annotations": {SPEAKER_STATE_ANNOTATION: "{\"mayAnnounce\":true}",
+                                     "kept": "yes"}},
+        "spec": {"holderIdentity": "node-a", "leaseDurationSeconds": 2,
+                 "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                     k8s_openapi::jiff::Timestamp::now())}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &old).await.unwrap();
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut reg));
+    let (own, _renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
+    let read = || async {
+        let l = api.get("ferrolb-speaker-node-a").await.unwrap();
+        let ann = l.metadata.annotations.unwrap_or_default();
+        let rv: u64 = l.metadata.resource_version.unwrap().parse().unwrap();
+        (ann, rv)
+    };
+    let (_, rv0) = read().await;
+    assert!(own.renew_once().await);
+    let (ann, rv1) = read().await;
+    assert!(!ann.contains_key(SPEAKER_STATE_ANNOTATION), "{ann:?}");
+    assert_eq!(ann.get("kept").map(String::as_str), Some("yes"));
+    assert!(own.renew_once().await);
+    let (ann, rv2) = read().await;
+    assert!(!ann.contains_key(SPEAKER_STATE_ANNOTATION));
+    // one write per renewal, the one that removed the annotation included
+    assert_eq!((rv1 - rv0, rv2 - rv1), (1, 1), "{rv0} {rv1} {rv2}");
+}
+
+/// The published state has a ConfigMap of its own, written when the state changes and
+/// only then (at most once per period), owned by the speaker's Pod; a failing write is
+/// retried with backoff and the state lands once the API server takes it.
+#[tokio::test]
+async fn the_state_is_published_in_its_configmap_on_change_only() {
+    use ferrolb::speaker::publish::StatePublisher;
+    use ferrolb::speaker::state::{state_selector, STATE_KEY};
+    use ferrolb_lab::apiserver::faults::FaultSpec;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let (srv, client) = recording_server().await;
+    let writes = || {
+        srv.audit_events()
+            .into_iter()
+            .filter(|e| !matches!(e.verb.as_str(), "get" | "list" | "watch"))
+            .filter(|e| {
+                e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource == "configmaps")
+            })
+            .map(|e| (e.verb, e.response_status.code))
+            .collect::<Vec<_>>()
+    };
     let mut reg = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut reg));
     let published = Arc::new(std::sync::Mutex::new("A".to_string()));
     let p = published.clone();
-    let (own, _renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
-    let own = own.with_state(Arc::new(move || p.lock().unwrap().clone()));
-    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
-    let read = || async {
-        let l = api.get("ferrolb-speaker-node-a").await.unwrap();
-        let ann = l
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get(SPEAKER_STATE_ANNOTATION)
-            .cloned();
-        let rv: u64 = l.metadata.resource_version.unwrap().parse().unwrap();
-        (ann, rv)
+    let owner = ferrolb::speaker::status::pod_owner(Some("speaker-x"), Some("uid-1"));
+    let publisher = StatePublisher::new(
+        client.clone(),
+        NS,
+        "node-a",
+        Arc::new(move || p.lock().unwrap().clone()),
+        metrics.clone(),
+    )
+    .with_owner(owner);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let period = Duration::from_millis(50);
+    let task = tokio::spawn(publisher.run(period, stop_rx));
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let data = || async {
+        api.get_opt("ferrolb-speaker-node-a")
+            .await
+            .unwrap()
+            .and_then(|cm| cm.data)
+            .and_then(|d| d.get(STATE_KEY).cloned())
     };
-    // the first renewal creates the Lease; the next carries the state
-    assert!(own.renew_once().await);
-    assert!(own.renew_once().await);
-    let (ann, rv1) = read().await;
-    assert_eq!(ann.as_deref(), Some("A"));
-    assert!(own.renew_once().await);
-    let (ann, rv2) = read().await;
-    assert_eq!(ann.as_deref(), Some("A"));
+    wait_until(|| async { data().await.as_deref() == Some("A") }).await;
+    // ten periods unchanged: no further write (a patch that found nothing, then the create)
+    tokio::time::sleep(period * 10).await;
+    assert_eq!(
+        writes(),
+        vec![("patch".to_string(), 404), ("create".to_string(), 201)]
+    );
+    let cm = api.get("ferrolb-speaker-node-a").await.unwrap();
+    assert_eq!(cm.metadata.owner_references.unwrap()[0].name, "speaker-x");
+    let listed = api
+        .list(&ListParams::default().labels(&state_selector()))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    // a change is one patch
     *published.lock().unwrap() = "B".into();
-    assert!(own.renew_once().await);
-    let (ann, rv3) = read().await;
-    assert_eq!(ann.as_deref(), Some("B"));
-    // every renewal is one write, whether the state changed or not
-    assert_eq!(rv2 - rv1, rv3 - rv2, "{rv1} {rv2} {rv3}");
+    wait_until(|| async { data().await.as_deref() == Some("B") }).await;
+    tokio::time::sleep(period * 4).await;
+    assert_eq!(writes().len(), 3);
+    assert_eq!(writes()[2], ("patch".to_string(), 200));
+    // the API server refuses twice: retried, and the state lands
+    srv.faults()
+        .add(
+            FaultSpec::fail(500)
+                .verb("patch")
+                .resource("configmaps")
+                .times(2),
+        )
+        .unwrap();
+    *published.lock().unwrap() = "C".into();
+    wait_until(|| async { data().await.as_deref() == Some("C") }).await;
+    let w = writes();
+    assert_eq!(
+        w[3..],
+        [
+            ("patch".to_string(), 500),
+            ("patch".to_string(), 500),
+            ("patch".to_string(), 200)
+        ],
+        "{w:?}"
+    );
+    stop_tx.send(true).unwrap();
+    assert_eq!(task.await.unwrap().as_deref(), Some("C"));
 }
 
 /// Status writes are informational: a ServiceL2Status write that keeps failing delays
@@ -950,7 +1041,6 @@ async fn a_renewal_does_not_write_over_a_lease_changed_since_it_read_it() {
     let mut reg = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut reg));
     let (own, _renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
-    let own = own.with_state(Arc::new(|| "state".to_string()));
     assert!(own.renew_once().await, "created");
     assert!(own.renew_once().await, "renewed");
     let api: Api<Lease> = Api::namespaced(client.clone(), NS);
@@ -1044,27 +1134,16 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
     let mut reg = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut reg));
     let (own, mut renewals) = OwnLease::new(client.clone(), NS, "node-a", clock(), metrics);
-    let published = Arc::new(std::sync::Mutex::new("A".to_string()));
-    let p = published.clone();
-    let own = own.with_state(Arc::new(move || p.lock().unwrap().clone()));
     assert!(own.renew_once().await, "created");
     let mut seen = requests(0).len();
     let patch = || ("patch".to_string(), 200);
-    // steady state: one patch per renewal, whether the state changes or not
+    // steady state: one patch per renewal
     for k in 0..10 {
-        if k == 5 {
-            *published.lock().unwrap() = "B".into();
-        }
         assert!(own.renew_once().await);
         assert_eq!(requests(seen), vec![patch()], "renewal {k}");
         seen += 1;
     }
     let api: Api<Lease> = Api::namespaced(client.clone(), NS);
-    let l = api.get(&name).await.unwrap();
-    assert_eq!(
-        l.metadata.annotations.unwrap()[ferrolb::speaker::state::SPEAKER_STATE_ANNOTATION],
-        "B"
-    );
     // another writer changes the Lease: the next renewal is refused, the one after reads
     // the Lease again and renews, and the next is one patch again
     let change = json!({"metadata": {"labels": {"changed-by": "another-writer"}}});
@@ -1179,6 +1258,22 @@ async fn a_missing_heartbeat_key_is_read_again_with_backoff() {
 
 /// The embedded API server (recording every request, for counting a speaker's calls), an
 /// admin client, and the speaker namespace.
+/// Polls `f` every 10 ms until it holds (5 s at most).
+async fn wait_until<F, Fut>(f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "condition not met in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn recording_server() -> (ferrolb_lab::apiserver::RunningServer, Client) {
     use k8s_openapi::api::core::v1::Namespace;
     ferrolb::controller::install_crypto_provider();
