@@ -381,6 +381,8 @@ struct Sizes {
     samples: usize,
     /// How the latency step sees the decision: each probe in turn, its own samples.
     probes: Vec<Probe>,
+    /// The least time between a decision seen and the next change written.
+    change_gap: Duration,
 }
 
 fn main() {
@@ -427,6 +429,7 @@ fn main() {
                 other => panic!("BENCH_PROBE: arp, metrics or arp,metrics, not {other:?}"),
             })
             .collect(),
+        change_gap: Duration::from_millis(env_num("BENCH_CHANGE_GAP_MS", 200)),
     };
     let mut sizes = sizes;
     sizes.services.sort();
@@ -1086,6 +1089,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 let mut arp = (probe == Probe::Arp).then(|| ArpProbe::open(&far));
                 // (withdraw, announce) latencies
                 let mut lat = (Vec::new(), Vec::new());
+                let mut last_seen: Option<Instant> = None;
                 for k in 0..z.samples.min(z.lb) {
                     let i = k % z.lb;
                     let svc = format!("default/svc-{i}");
@@ -1094,6 +1098,10 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                         gen += 1;
                         let sl: EndpointSlice =
                             serde_json::from_value(slice_json(i, z.nodes, gen, serving)).unwrap();
+                        // each change meets a speaker done with the previous one's pass
+                        if let Some(s) = last_seen {
+                            tokio::time::sleep_until((s + z.change_gap).into()).await;
+                        }
                         let t = Instant::now();
                         slices
                             .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
@@ -1122,6 +1130,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                         .await
                         .unwrap();
                         arp = a;
+                        last_seen = Some(t + d);
                         if serving { &mut lat.1 } else { &mut lat.0 }.push(d);
                     }
                 }
@@ -1172,8 +1181,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                     Probe::Metrics => "/metrics polled every 2 ms for the Service's `announced` series, a scrape's cost growing with the VIPs".into(),
                 };
                 println!(
-                    "LB Service change -> decision ({} samples, {how}): p50 {:.1?}, p99 {:.1?} (withdraw p50 {:.1?}, announce p50 {:.1?})",
+                    "LB Service change -> decision ({} samples, each change {:?} or more after the last decision; {how}): p50 {:.1?}, p99 {:.1?} (withdraw p50 {:.1?}, announce p50 {:.1?})",
                     all.len(),
+                    z.change_gap,
                     percentile(&all, 0.5),
                     percentile(&all, 0.99),
                     percentile(&withdraw, 0.5),
