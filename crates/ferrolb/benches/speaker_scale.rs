@@ -37,8 +37,20 @@
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
 //!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU, CPU per
 //!    LB change above the idle cost, and API writes;
-//! 5. latency: an LB Service's endpoints go away and come back (`BENCH_SAMPLES` times):
-//!    time from the API write to the speaker's decision (its `announced` metric).
+//! 5. latency: an LB Service's endpoints go away and come back (`BENCH_SAMPLES` times),
+//!    each change written once the previous decision is 200 ms old (`BENCH_CHANGE_GAP_MS`):
+//!    time from the API write's return to the decision, seen on the wire: from the far end
+//!    of the veth (`eth1`, in the peers' namespace or beside `eth0`), a packet socket sends
+//!    an ARP request for the Service's IP every 1 ms, each from its own sender address (so
+//!    each reply, addressed to it, names the request it answers). The announce is seen at
+//!    the send of the first request answered, the withdrawal at the send of the first
+//!    request after the last answered one (concluded once 200 ms of requests after it went
+//!    unanswered): each at most one period, plus the responder's reply time, after the
+//!    dataplane changed. The probe costs the speaker one ARP reply a millisecond whatever
+//!    the number of VIPs. `BENCH_PROBE=metrics` polls the speaker's `/metrics` every 2 ms
+//!    for the Service's `announced` series instead (the figure of earlier runs; a scrape's
+//!    cost grows with the VIPs — 3 MB at 10 000 — and delays the speaker it observes);
+//!    `BENCH_PROBE=arp,metrics`: both, in turn, each with its own samples.
 //!
 //! Every speaker binary named in `BENCH_EXES` (`label=path,label=path`; default: this
 //! build) runs steps 2–5 in turn against the same loaded server, so a baseline and a change
@@ -55,8 +67,10 @@
 //! `BENCH_PEER_STATE=0`: the peers' Leases without the
 //! annotation, `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
 //! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
-//! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
-//! (it fails under `CI=true`).
+//! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest,
+//! `BENCH_PROBE` (`arp`): how step 5 sees the decision, `BENCH_CHANGE_GAP_MS` (200): the
+//! least time from a decision seen to the next change, 0 for back to back). Needs root
+//! (network namespaces); without it the bench is skipped (it fails under `CI=true`).
 
 mod common;
 
@@ -256,6 +270,10 @@ impl ArpProbe {
             PacketSocket::open(ifindex, FilterOptions::default())
         })
         .expect("packet socket on eth1");
+        // each reply names its request, also across the wrap of the sender addresses
+        for (k, first) in [(0, 0), (5, 3), (ARP_PROBE_IPS + 2, ARP_PROBE_IPS - 1)] {
+            assert_eq!(Self::seq_of(Self::sender(k), first), Some(k));
+        }
         ArpProbe {
             sock,
             mac: far.mac,
