@@ -38,8 +38,20 @@
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
 //!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU, CPU per
 //!    LB change above the idle cost, and API writes;
-//! 5. latency: an LB Service's endpoints go away and come back (`BENCH_SAMPLES` times):
-//!    time from the API write to the speaker's decision (its `announced` metric).
+//! 5. latency: an LB Service's endpoints go away and come back (`BENCH_SAMPLES` times),
+//!    each change written once the previous decision is 200 ms old (`BENCH_CHANGE_GAP_MS`):
+//!    time from the API write's return to the decision, seen on the wire: from the far end
+//!    of the veth (`eth1`, in the peers' namespace or beside `eth0`), a packet socket sends
+//!    an ARP request for the Service's IP every 1 ms, each from its own sender address (so
+//!    each reply, addressed to it, names the request it answers). The announce is seen at
+//!    the send of the first request answered, the withdrawal at the send of the first
+//!    request after the last answered one (concluded once 200 ms of requests after it went
+//!    unanswered): each at most one period, plus the responder's reply time, after the
+//!    dataplane changed. The probe costs the speaker one ARP reply a millisecond whatever
+//!    the number of VIPs. `BENCH_PROBE=metrics` polls the speaker's `/metrics` every 2 ms
+//!    for the Service's `announced` series instead (the figure of earlier runs; a scrape's
+//!    cost grows with the VIPs — 3 MB at 10 000 — and delays the speaker it observes);
+//!    `BENCH_PROBE=arp,metrics`: both, in turn, each with its own samples.
 //!
 //! Every speaker binary named in `BENCH_EXES` (`label=path,label=path`; default: this
 //! build) runs steps 2–5 in turn against the same loaded server, so a baseline and a change
@@ -56,8 +68,10 @@
 //! `BENCH_PEER_STATE` (`configmap`; `lease`: on the peers' Leases; `0`: nowhere),
 //! `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
 //! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
-//! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest). Needs root (network namespaces); without it the bench is skipped
-//! (it fails under `CI=true`).
+//! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest,
+//! `BENCH_PROBE` (`arp`): how step 5 sees the decision, `BENCH_CHANGE_GAP_MS` (200): the
+//! least time from a decision seen to the next change, 0 for back to back). Needs root
+//! (network namespaces); without it the bench is skipped (it fails under `CI=true`).
 
 mod common;
 
@@ -73,12 +87,15 @@ use common::{
 };
 use ferrolb::controller::secret::key_secret;
 use ferrolb::crd::L2Advertisement;
+use ferrolb::dataplane::bpf::FilterOptions;
+use ferrolb::dataplane::sys::{PacketSocket, RecvBatch};
 use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
 use ferrolb::election::LeaseClock;
 use ferrolb::speaker::liveness::node_lease_name;
 use ferrolb::speaker::state::{
     state_object, AnnouncedIp, Nic, SpeakerState, SPEAKER_STATE_ANNOTATION,
 };
+use ferrolb::wire::{self, ArpOperation, ArpRepr, FrameRepr, Inbound, Mac, PayloadRepr};
 use ferrolb_lab::apiserver::patch::PatchKind;
 use ferrolb_lab::apiserver::store::{Sub, WriteOptions};
 use ferrolb_lab::apiserver::Store;
@@ -208,6 +225,145 @@ fn slice_json(i: usize, nodes: usize, gen: usize, serving: bool) -> Value {
     })
 }
 
+/// How the latency step sees the speaker's decision (`BENCH_PROBE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// ARP requests for the Service's IP on the wire (`arp`, the default).
+    Arp,
+    /// The speaker's `/metrics`, polled every 2 ms for the Service's `announced` series
+    /// (`metrics`; the figure of the earlier sessions, whose cost grows with the VIPs).
+    Metrics,
+}
+
+/// Period of the ARP probe's requests.
+const ARP_PROBE_PERIOD: Duration = Duration::from_millis(1);
+/// A withdrawal is seen once the requests of this long after the last answered one went
+/// unanswered.
+const ARP_PROBE_HOLD: Duration = Duration::from_millis(200);
+/// The ARP probe's sender addresses: request `k` comes from `base + 1 + k % ARP_PROBE_IPS`,
+/// so each reply (whose target is the request's sender) names the request it answers.
+const ARP_PROBE_BASE: Ipv4Addr = Ipv4Addr::new(10, 253, 0, 0);
+const ARP_PROBE_IPS: u64 = 65_534;
+
+/// The far end of the veth (`eth1`): where the ARP probe sends from.
+#[derive(Debug, Clone)]
+struct FarEnd {
+    netns: PathBuf,
+    ifindex: u32,
+    mac: Mac,
+}
+
+/// What the ARP probe saw of one change: the send time of the first request that saw the
+/// new state (an announced IP: the first request answered; a withdrawn one: the first
+/// request after the last answered one, none answered after it).
+struct ArpProbe {
+    sock: PacketSocket,
+    mac: Mac,
+    /// Requests sent so far (their sequence numbers).
+    seq: u64,
+    rx: RecvBatch,
+}
+
+impl ArpProbe {
+    /// A packet socket on the far end of the veth (the responder's filter: ARP in, nothing
+    /// this host sends).
+    fn open(far: &FarEnd) -> Self {
+        let ifindex = far.ifindex;
+        let sock = ferrolb_netns::in_netns(Some(&far.netns), move || {
+            PacketSocket::open(ifindex, FilterOptions::default())
+        })
+        .expect("packet socket on eth1");
+        // each reply names its request, also across the wrap of the sender addresses
+        for (k, first) in [(0, 0), (5, 3), (ARP_PROBE_IPS + 2, ARP_PROBE_IPS - 1)] {
+            assert_eq!(Self::seq_of(Self::sender(k), first), Some(k));
+        }
+        ArpProbe {
+            sock,
+            mac: far.mac,
+            seq: 0,
+            rx: RecvBatch::new(64, 256),
+        }
+    }
+
+    fn sender(seq: u64) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(ARP_PROBE_BASE) + 1 + (seq % ARP_PROBE_IPS) as u32)
+    }
+
+    /// The sequence number, at or after `first`, of the request sent from `ip`.
+    fn seq_of(ip: Ipv4Addr, first: u64) -> Option<u64> {
+        let off = u64::from(u32::from(ip).checked_sub(u32::from(ARP_PROBE_BASE) + 1)?);
+        (off < ARP_PROBE_IPS)
+            .then(|| first + (off + ARP_PROBE_IPS - first % ARP_PROBE_IPS) % ARP_PROBE_IPS)
+    }
+
+    /// Sends "who has `vip`?" every [`ARP_PROBE_PERIOD`] until the answers show `answered`,
+    /// and returns the send time of the first request that saw it (see [`ArpProbe`]): the
+    /// decision came at most one period (and the responder's reply time) before it. A
+    /// withdrawal is concluded [`ARP_PROBE_HOLD`] after that request, no answer since.
+    fn observe(&mut self, vip: Ipv4Addr, answered: bool) -> Instant {
+        let first = self.seq;
+        let mut sent: Vec<Instant> = Vec::new();
+        // withdrawal: the first request after the last answered one
+        let mut since = first;
+        let t0 = Instant::now();
+        let mut next = t0;
+        loop {
+            let now = Instant::now();
+            assert!(
+                now - t0 < Duration::from_secs(30),
+                "no decision for {vip} (answered: {answered})"
+            );
+            if now >= next {
+                let req = FrameRepr {
+                    src: self.mac,
+                    dst: Mac::BROADCAST,
+                    vlan: None,
+                    payload: PayloadRepr::Arp(ArpRepr {
+                        operation: ArpOperation::Request,
+                        sender_mac: self.mac,
+                        sender_ip: Self::sender(self.seq),
+                        target_mac: Mac::ZERO,
+                        target_ip: vip,
+                    }),
+                }
+                .to_vec()
+                .expect("an ARP request fits its own buffer");
+                self.sock.send(&req).expect("send the ARP probe");
+                sent.push(Instant::now());
+                self.seq += 1;
+                next = (next + ARP_PROBE_PERIOD).max(now);
+            }
+            // the answered requests of this observation, in order
+            while self.sock.recv_batch(&mut self.rx, false).unwrap_or(0) > 0 {
+                for f in self.rx.frames() {
+                    let Ok(Inbound::ArpReply(m)) = wire::parse_inbound(f) else {
+                        continue;
+                    };
+                    let Some(k) = Self::seq_of(m.target_ip, first) else {
+                        continue;
+                    };
+                    if m.sender_ip != vip || k >= self.seq {
+                        continue;
+                    }
+                    if answered {
+                        return sent[(k - first) as usize];
+                    }
+                    since = since.max(k + 1);
+                }
+            }
+            if !answered && since < self.seq {
+                let at = sent[(since - first) as usize];
+                if at.elapsed() >= ARP_PROBE_HOLD {
+                    return at;
+                }
+            }
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -244,6 +400,10 @@ struct Sizes {
     churn: u64,
     rate: u64,
     samples: usize,
+    /// How the latency step sees the decision: each probe in turn, its own samples.
+    probes: Vec<Probe>,
+    /// The least time between a decision seen and the next change written.
+    change_gap: Duration,
 }
 
 fn main() {
@@ -286,6 +446,16 @@ fn main() {
         churn: env_num("BENCH_CHURN_SECS", if smoke { 1 } else { 20 }),
         rate: env_num("BENCH_RATE", 20),
         samples: env_num("BENCH_SAMPLES", if smoke { 2 } else { 20 }) as usize,
+        probes: std::env::var("BENCH_PROBE")
+            .unwrap_or_else(|_| "arp".into())
+            .split(',')
+            .map(|p| match p.trim() {
+                "arp" => Probe::Arp,
+                "metrics" => Probe::Metrics,
+                other => panic!("BENCH_PROBE: arp, metrics or arp,metrics, not {other:?}"),
+            })
+            .collect(),
+        change_gap: Duration::from_millis(env_num("BENCH_CHANGE_GAP_MS", 200)),
     };
     let mut sizes = sizes;
     sizes.services.sort();
@@ -321,13 +491,26 @@ fn main() {
         lan
     });
     let lan_path = lan.as_ref().map(Netns::path);
+    // The ARP probe sends from eth1, wherever it is (the peers' LAN, or beside eth0).
+    let far = {
+        let at = lan.as_ref().unwrap_or(&ns);
+        let read = |f: &str| {
+            at.run(&["cat", &format!("/sys/class/net/eth1/{f}")])
+                .unwrap()
+        };
+        FarEnd {
+            netns: at.path(),
+            ifindex: read("ifindex").trim().parse().unwrap(),
+            mac: read("address").trim().parse().unwrap(),
+        }
+    };
     // Everything below runs on threads inside the namespace; the speaker inherits it.
     ferrolb_netns::in_netns(Some(&ns.path()), move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
-        rt.block_on(run(sizes, exes, lan_path));
+        rt.block_on(run(sizes, exes, lan_path, far));
         Ok(())
     })
     .unwrap();
@@ -668,7 +851,7 @@ async fn load_services(
     objects.load(Ordering::Relaxed)
 }
 
-async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
+async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: FarEnd) {
     let bench = start_server("172.20.0.0/16", true).await;
     let client = bench.client.clone();
     // The speaker acts as its own ServiceAccount, with deploy/ferrolb.yaml's RBAC: the
@@ -952,37 +1135,60 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
             let churn_rate = total as f64 / secs;
             let rss_churn = status_kib(pid, "VmRSS:");
 
-            // 5. Latency: endpoints of an LB Service go (withdraw) and come back (announce).
-            let mut lat = Vec::new();
-            for k in 0..z.samples.min(z.lb) {
-                let i = k % z.lb;
-                let svc = format!("default/svc-{i}");
-                for serving in [false, true] {
-                    gen += 1;
-                    let sl: EndpointSlice =
-                        serde_json::from_value(slice_json(i, z.nodes, gen, serving)).unwrap();
-                    let t = Instant::now();
-                    slices
-                        .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
+            // 5. Latency: endpoints of an LB Service go (withdraw) and come back (announce),
+            // seen by each probe in turn.
+            let mut lats = Vec::new();
+            for &probe in &z.probes {
+                let mut arp = (probe == Probe::Arp).then(|| ArpProbe::open(&far));
+                // (withdraw, announce) latencies
+                let mut lat = (Vec::new(), Vec::new());
+                let mut last_seen: Option<Instant> = None;
+                for k in 0..z.samples.min(z.lb) {
+                    let i = k % z.lb;
+                    let svc = format!("default/svc-{i}");
+                    let vip: Ipv4Addr = lb_ip(i).parse().unwrap();
+                    for serving in [false, true] {
+                        gen += 1;
+                        let sl: EndpointSlice =
+                            serde_json::from_value(slice_json(i, z.nodes, gen, serving)).unwrap();
+                        // each change meets a speaker done with the previous one's pass
+                        if let Some(s) = last_seen {
+                            tokio::time::sleep_until((s + z.change_gap).into()).await;
+                        }
+                        let t = Instant::now();
+                        slices
+                            .replace(&format!("svc-{i}-abcde"), &PostParams::default(), &sl)
+                            .await
+                            .unwrap();
+                        let svc = svc.clone();
+                        let (d, a) = tokio::task::spawn_blocking(move || {
+                            let seen = match arp.as_mut() {
+                                Some(p) => p.observe(vip, serving),
+                                None => {
+                                    let t = Instant::now();
+                                    while announced(&scrape(SPEAKER_METRICS), Some(&svc)).1
+                                        != serving
+                                    {
+                                        assert!(
+                                            t.elapsed() < Duration::from_secs(30),
+                                            "no decision for {svc}"
+                                        );
+                                        std::thread::sleep(Duration::from_millis(2));
+                                    }
+                                    Instant::now()
+                                }
+                            };
+                            (seen.saturating_duration_since(t), arp)
+                        })
                         .await
                         .unwrap();
-                    let svc = svc.clone();
-                    let d = tokio::task::spawn_blocking(move || {
-                        let t = Instant::now();
-                        while announced(&scrape(SPEAKER_METRICS), Some(&svc)).1 != serving {
-                            assert!(
-                                t.elapsed() < Duration::from_secs(30),
-                                "no decision for {svc}"
-                            );
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                    })
-                    .await;
-                    d.unwrap();
-                    lat.push(t.elapsed());
+                        arp = a;
+                        last_seen = Some(t + d);
+                        if serving { &mut lat.1 } else { &mut lat.0 }.push(d);
+                    }
                 }
+                lats.push((probe, lat));
             }
-            lat.sort();
             let peak = status_kib(pid, "VmHWM:");
             stop(&mut child);
 
@@ -1016,12 +1222,27 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>) {
                 kinds[2],
                 rss_churn as f64 / 1024.0
             );
-            println!(
-                "LB Service change -> decision ({} samples, incl. <=2 ms polling): p50 {:.1?}, p99 {:.1?}",
-                lat.len(),
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99)
-            );
+            for (probe, (mut withdraw, mut announce)) in lats {
+                let mut all: Vec<Duration> = withdraw.iter().chain(&announce).copied().collect();
+                all.sort();
+                withdraw.sort();
+                announce.sort();
+                let how = match probe {
+                    Probe::Arp => format!(
+                        "on the wire: an ARP request for the VIP every {ARP_PROBE_PERIOD:?} from eth1, to the send of the first one answered / of the first one after the last answered; <= {ARP_PROBE_PERIOD:?} + a reply time after the decision"
+                    ),
+                    Probe::Metrics => "/metrics polled every 2 ms for the Service's `announced` series, a scrape's cost growing with the VIPs".into(),
+                };
+                println!(
+                    "LB Service change -> decision ({} samples, each change {:?} or more after the last decision; {how}): p50 {:.1?}, p99 {:.1?} (withdraw p50 {:.1?}, announce p50 {:.1?})",
+                    all.len(),
+                    z.change_gap,
+                    percentile(&all, 0.5),
+                    percentile(&all, 0.99),
+                    percentile(&withdraw, 0.5),
+                    percentile(&announce, 0.5)
+                );
+            }
         }
     }
     drop(hb_peers);
