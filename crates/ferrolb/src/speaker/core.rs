@@ -111,8 +111,6 @@ pub struct Speaker<A: Announcer> {
     claims: ClaimBook,
     /// During a Lease relist: the names listed so far.
     lease_relist: Option<BTreeSet<String>>,
-    /// The announce map changed since the state was last published.
-    announced_changed: bool,
     /// IP → when the failover that gave it to us began, until it is announced (failover
     /// histogram only).
     loss_at: BTreeMap<IpAddr, Instant>,
@@ -162,7 +160,6 @@ impl<A: Announcer> Speaker<A> {
             announced: BTreeMap::new(),
             claims: ClaimBook::default(),
             lease_relist: None,
-            announced_changed: false,
             loss_at: BTreeMap::new(),
             config_errors: Vec::new(),
             mesh: None,
@@ -182,7 +179,8 @@ impl<A: Announcer> Speaker<A> {
         self
     }
 
-    /// Tells the board what the last pass left (published with the next renewal).
+    /// Tells the board the liveness the last pass evaluated (announcements are told one at
+    /// a time as they change: [`Self::tell_board`]).
     fn publish_state(&self, now: Instant) {
         let Some(board) = &self.board else {
             return;
@@ -213,8 +211,16 @@ impl<A: Announcer> Speaker<A> {
             .collect();
         let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
         b.set_liveness(self.live.may, heartbeats, &heard, &members);
-        if self.announced_changed {
-            b.set_announced(&self.announced, k8s_openapi::jiff::Timestamp::now());
+    }
+
+    /// Tells the board that `ip` is now announced with `a` (None: withdrawn).
+    fn tell_board(&self, ip: IpAddr, a: Option<&Announced>) {
+        if let Some(board) = &self.board {
+            let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
+            match a {
+                Some(a) => b.announce(ip, a, k8s_openapi::jiff::Timestamp::now()),
+                None => b.withdraw(ip),
+            }
         }
     }
 
@@ -482,7 +488,7 @@ impl<A: Announcer> Speaker<A> {
     fn withdraw(&mut self, ip: IpAddr) {
         if let Some(a) = self.announced.remove(&ip) {
             self.planner.note_announced(ip, Some(&a), None);
-            self.announced_changed = true;
+            self.tell_board(ip, None);
             self.announcer.withdraw(ip);
             self.metrics.change(false);
             for s in &a.services {
@@ -575,7 +581,6 @@ impl<A: Announcer> Speaker<A> {
             self.sync_status(now).await;
         }
         self.publish_state(now);
-        self.announced_changed = false;
         self.next_wakeup(now, may)
     }
 
@@ -782,7 +787,7 @@ impl<A: Announcer> Speaker<A> {
             }
             self.planner
                 .note_announced(ch.ip, ch.prev.as_ref(), Some(&ch.want));
-            self.announced_changed = true;
+            self.tell_board(ch.ip, Some(&ch.want));
             self.announced.insert(ch.ip, ch.want);
         }
         self.loss_at.clear();

@@ -238,18 +238,25 @@ impl Board {
         assign(&mut self.members, members);
     }
 
-    /// What the dataplane answers for now; an IP keeps its `since` while it stays announced.
-    pub fn set_announced(&mut self, announced: &BTreeMap<IpAddr, Announced>, now: Timestamp) {
-        let mut next = BTreeMap::new();
-        for (ip, a) in announced {
-            let interfaces = match &a.interfaces {
-                Interfaces::All => Vec::new(),
-                Interfaces::Named(n) => n.iter().cloned().collect(),
-            };
-            let since = self.announcing.get(ip).map_or(now, |(_, s)| *s);
-            next.insert(*ip, (interfaces, since));
+    /// `ip` is answered for with `a`: announced at `now`, or still announced (it keeps its
+    /// `since`, its interfaces follow `a`). One IP at a time: the speaker tells each change
+    /// as it makes it, so the cost of a pass follows its changes, not the VIPs.
+    pub fn announce(&mut self, ip: IpAddr, a: &Announced, now: Timestamp) {
+        let interfaces = match &a.interfaces {
+            Interfaces::All => Vec::new(),
+            Interfaces::Named(n) => n.iter().cloned().collect(),
+        };
+        match self.announcing.get_mut(&ip) {
+            Some((ifs, _)) => *ifs = interfaces,
+            None => {
+                self.announcing.insert(ip, (interfaces, now));
+            }
         }
-        self.announcing = next;
+    }
+
+    /// `ip` is no longer answered for.
+    pub fn withdraw(&mut self, ip: IpAddr) {
+        self.announcing.remove(&ip);
     }
 
     /// A duplicate responder reported by the dataplane.
@@ -326,6 +333,23 @@ mod tests {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
     }
 
+    /// Tells `b` that exactly `ips` are announced at `now`, one change at a time.
+    fn set_announced(b: &mut Board, ips: &[&str], now: Timestamp) {
+        let want = announced(ips);
+        let gone: Vec<IpAddr> = b
+            .announcing
+            .keys()
+            .filter(|ip| !want.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            b.withdraw(ip);
+        }
+        for (ip, a) in &want {
+            b.announce(*ip, a, now);
+        }
+    }
+
     fn announced(ips: &[&str]) -> BTreeMap<IpAddr, Announced> {
         ips.iter()
             .map(|ip| {
@@ -344,8 +368,8 @@ mod tests {
     fn since_is_kept_while_announced_and_the_state_round_trips() {
         let mut b = Board::default();
         b.set_liveness(true, true, &["n2"].into(), &["n2"].into());
-        b.set_announced(&announced(&["10.0.0.1"]), t(0));
-        b.set_announced(&announced(&["10.0.0.1", "10.0.0.2"]), t(5));
+        set_announced(&mut b, &["10.0.0.1"], t(0));
+        set_announced(&mut b, &["10.0.0.1", "10.0.0.2"], t(5));
         let nic = Nic {
             name: "eth0".into(),
             mac: "02:00:00:00:00:01".into(),
@@ -383,8 +407,8 @@ mod tests {
             assert!(json.get(field).is_some(), "{field}");
         }
         // withdrawn and announced again: a new since
-        b.set_announced(&announced(&[]), t(7));
-        b.set_announced(&announced(&["10.0.0.1"]), t(8));
+        set_announced(&mut b, &[], t(7));
+        set_announced(&mut b, &["10.0.0.1"], t(8));
         assert_eq!(b.state(vec![], t(9)).announcing[0].since, rfc3339(t(8)));
     }
 
@@ -395,7 +419,7 @@ mod tests {
             .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
             .collect();
         let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
-        b.set_announced(&announced(&refs), t(0));
+        set_announced(&mut b, &refs, t(0));
         let peers: BTreeSet<String> = (0..5_000).map(|i| format!("node-{i:05}")).collect();
         let all: BTreeSet<&str> = peers.iter().map(String::as_str).collect();
         b.set_liveness(true, true, &BTreeSet::new(), &all);
@@ -430,7 +454,7 @@ mod tests {
     #[test]
     fn duplicates_are_kept_while_seen_and_announced() {
         let mut b = Board::default();
-        b.set_announced(&announced(&["10.0.0.1"]), t(0));
+        set_announced(&mut b, &["10.0.0.1"], t(0));
         let d = DuplicateResponder {
             ip: "10.0.0.1".parse().unwrap(),
             interface: "eth0".into(),
@@ -446,7 +470,7 @@ mod tests {
         assert_eq!(b.state(vec![], t(30 + 599)).duplicates.len(), 1);
         assert!(b.state(vec![], t(30 + 600)).duplicates.is_empty());
         b.duplicate(&d, t(700));
-        b.set_announced(&announced(&[]), t(701));
+        set_announced(&mut b, &[], t(701));
         assert!(b.state(vec![], t(702)).duplicates.is_empty());
     }
 }

@@ -236,6 +236,12 @@ impl Node_ {
         self.speaker.reconcile(now).await;
     }
 
+    /// The speaker reports to `board` what it publishes about itself.
+    fn with_board(mut self, board: ferrolb::speaker::state::SharedBoard) -> Self {
+        self.speaker = self.speaker.with_board(board);
+        self
+    }
+
     fn announced(&self) -> BTreeSet<IpAddr> {
         self.dp.announced()
     }
@@ -626,6 +632,56 @@ async fn a_node_change_reaches_the_next_election() {
     n.pass(t0, Some(t0)).await;
     n.pass(t0, Some(t0)).await;
     assert!(n.announced().contains(&ip("10.0.0.1")), "announced again");
+}
+
+/// What the speaker publishes about its announcements follows each one as it is made (the
+/// speaker tells the board each change, not its whole map each pass): an IP keeps its
+/// `since` while it stays announced; a withdrawn one, or all of them when fenced, leave.
+#[tokio::test]
+async fn the_published_state_follows_each_announcement() {
+    let (client, n, t0) = node_a_with_web().await;
+    let board = ferrolb::speaker::state::SharedBoard::default();
+    let mut n = n.with_board(board.clone());
+    let state = || {
+        let s = board
+            .lock()
+            .unwrap()
+            .state(vec![], k8s_openapi::jiff::Timestamp::now());
+        let ips: Vec<(String, String)> = s
+            .announcing
+            .iter()
+            .map(|a| (a.ip.clone(), a.since.clone()))
+            .collect();
+        (s.may_announce, ips)
+    };
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    let (may, ips) = state();
+    assert!(may);
+    assert_eq!(ips.len(), 1);
+    assert_eq!(ips[0].0, "10.0.0.1");
+    // `since` has second precision: a later announcement gets a later one
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    add_service(&client, "api", "10.0.0.2").await;
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    let (_, both) = state();
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(both[0], ips[0], "10.0.0.1 keeps its since");
+    assert_eq!(both[1].0, "10.0.0.2");
+    assert_ne!(both[1].1, ips[0].1);
+    Api::<Service>::namespaced(client.clone(), "default")
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert_eq!(state().1, both[1..], "the withdrawn IP left");
+    // fenced: every IP withdrawn, and the state says so
+    let late = t0 + Duration::from_secs(5);
+    n.pass(late, Some(t0)).await;
+    assert!(n.announced().is_empty());
+    assert_eq!(state(), (false, vec![]));
 }
 
 #[tokio::test]
