@@ -365,7 +365,9 @@ impl Actor {
                     Some(Cmd::Announced(ip)) => self.on_announced(ip),
                     Some(Cmd::Withdrawn(ip)) => {
                         self.schedule.stop_where(|k| k.0 == ip);
-                        self.sync_groups();
+                        if ip.is_ipv6() {
+                            self.sync_groups();
+                        }
                     }
                 },
                 guard = self.nl.readable() => {
@@ -592,7 +594,11 @@ impl Actor {
                 self.schedule.stop(&(ip, idx));
             }
         }
-        self.sync_groups();
+        // only IPv6 addresses have solicited-node groups (recomputing them walks every
+        // owned IP: not for each IPv4 change)
+        if ip.is_ipv6() {
+            self.sync_groups();
+        }
     }
 
     fn burst(&self, ip: IpAddr, index: u32) {
