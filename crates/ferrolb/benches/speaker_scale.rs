@@ -64,7 +64,8 @@
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
 //! `BENCH_SETTLE_SECS` (5): the wait after the last IP before measuring at rest,
-//! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals,
+//! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals and
+//! its CPU under a tenth of a core (2 s windows),
 //! `BENCH_PEER_STATE` (`configmap`; `lease`: on the peers' Leases; `0`: nowhere),
 //! `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
 //! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
@@ -1020,12 +1021,15 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
             // 3. At rest (past the start-up writes: claims and statuses settle).
             tokio::time::sleep(z.settle).await;
             if z.settle_quiet {
-                // until 2 s pass with no more writes than renewals (at most 10 minutes)
+                // until 2 s pass with no more writes than renewals and under a tenth of a
+                // core (work that writes nothing, such as a whole re-election after a peer
+                // came back, is not rest either; at most 10 minutes)
                 let t = Instant::now();
                 loop {
-                    let w = writes();
+                    let (w, c) = (writes(), cpu_secs(pid));
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    if writes() - w <= 8 || t.elapsed() > Duration::from_secs(600) {
+                    let busy = (cpu_secs(pid) - c) / 2.0;
+                    if (writes() - w <= 8 && busy < 0.1) || t.elapsed() > Duration::from_secs(600) {
                         break;
                     }
                 }
