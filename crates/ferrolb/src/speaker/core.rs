@@ -485,7 +485,7 @@ impl<A: Announcer> Speaker<A> {
             self.announced_changed = true;
             self.announcer.withdraw(ip);
             self.metrics.change(false);
-            for s in &a.services {
+            for s in a.services.iter() {
                 self.metrics.announced.remove(&AnnouncedLabels {
                     service: s.clone(),
                     ip: ip.to_string(),
@@ -770,7 +770,7 @@ impl<A: Announcer> Speaker<A> {
                     node: self.settings.node.clone(),
                 });
             }
-            for s in &ch.want.services {
+            for s in ch.want.services.iter() {
                 self.metrics
                     .announced
                     .get_or_create(&AnnouncedLabels {

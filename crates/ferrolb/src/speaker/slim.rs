@@ -150,7 +150,7 @@ impl From<ServiceIn> for SlimService {
                 .flatten()
                 .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
                 .collect(),
-            labels: s.metadata.labels.take().unwrap_or_default(),
+            labels: std::sync::Arc::new(s.metadata.labels.take().unwrap_or_default()),
             etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
             sharing_key: s.metadata.annotations.as_ref().and_then(sharing_key_of),
         };
@@ -552,13 +552,13 @@ mod tests {
         assert!(!service_matters(Some(&lb), Some(&bump), None));
         // A label does.
         let mut relabelled = lb.clone();
-        relabelled.facts.labels.clear();
+        relabelled.facts.labels = Default::default();
         assert!(service_matters(Some(&lb), Some(&relabelled), None));
         // Another class's Service does not.
         let mut other = lb.clone();
         other.class = Some("x".into());
         let mut other2 = other.clone();
-        other2.facts.labels.clear();
+        other2.facts.labels = Default::default();
         assert!(!service_matters(Some(&other), Some(&other2), None));
     }
 
