@@ -824,7 +824,7 @@ impl<A: Announcer> Speaker<A> {
             let Some(reference) = self
                 .index()
                 .service_of(&ev.service.namespace, &ev.service.name)
-                .map(|s| kube::Resource::object_ref(s, &()))
+                .map(|s| s.object_ref())
             else {
                 continue;
             };
