@@ -2015,4 +2015,18 @@ mod tests {
         let ifs: Vec<&str> = st.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(ifs, vec!["eth0", "eth1"]);
     }
+
+    #[test]
+    fn what_is_announced_shares_the_elections_service_keys() {
+        let o = Ownership {
+            node: "me".into(),
+            interfaces: Interfaces::All,
+            services: Arc::new(["ns/a".to_string(), "ns/b".to_string()].into()),
+            anchor: ip("10.0.0.1"),
+            sticky: false,
+        };
+        let a = Announced::from(&o);
+        assert!(Arc::ptr_eq(&a.services, &o.services));
+        assert_eq!(a.interfaces, Interfaces::All);
+    }
 }
