@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -97,8 +98,9 @@ pub struct Ownership {
     pub node: String,
     /// Interfaces the owner announces the IP on (union over the announced Services).
     pub interfaces: Interfaces,
-    /// Keys of the Services announced through this IP (sorted).
-    pub services: BTreeSet<String>,
+    /// Keys of the Services announced through this IP (sorted); shared with the copies
+    /// the speaker keeps of what it announces.
+    pub services: Arc<BTreeSet<String>>,
     /// The IP string hashed for this IP (see the module rules on anchors).
     pub anchor: IpAddr,
     /// True when the owner was kept by stickiness although another candidate ranks first.
@@ -307,7 +309,7 @@ pub fn elect_all(
             Ownership {
                 node: winner.node.clone(),
                 interfaces: interfaces.unwrap_or(Interfaces::All),
-                services,
+                services: Arc::new(services),
                 anchor,
                 sticky: best.is_some_and(|b| b.node != winner.node),
             },

@@ -52,8 +52,9 @@ pub struct IncrementalElection {
     base: Option<Base>,
     /// The views of the last call by key (more than one: a duplicated key), in input order.
     views: BTreeMap<String, Vec<ServiceView>>,
-    /// IP → keys of the views carrying it.
-    by_ip: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// IP → keys of the views carrying it, sorted, without duplicates (most IPs have one:
+    /// a vector of one, not a tree node).
+    by_ip: BTreeMap<IpAddr, Vec<String>>,
     /// The current owners of the last call.
     current: BTreeMap<IpAddr, String>,
     /// The last result.
@@ -271,9 +272,11 @@ impl IncrementalElection {
     fn replace(&mut self, key: String, views: Vec<ServiceView>) {
         for v in self.views.remove(&key).into_iter().flatten() {
             for ip in &v.ips {
-                if let Some(set) = self.by_ip.get_mut(ip) {
-                    set.remove(&key);
-                    if set.is_empty() {
+                if let Some(keys) = self.by_ip.get_mut(ip) {
+                    if let Ok(i) = keys.binary_search(&key) {
+                        keys.remove(i);
+                    }
+                    if keys.is_empty() {
                         self.by_ip.remove(ip);
                     }
                 }
@@ -284,7 +287,11 @@ impl IncrementalElection {
         }
         for v in &views {
             for ip in &v.ips {
-                self.by_ip.entry(*ip).or_default().insert(key.clone());
+                let keys = self.by_ip.entry(*ip).or_default();
+                if let Err(i) = keys.binary_search(&key) {
+                    keys.reserve_exact(1);
+                    keys.insert(i, key.clone());
+                }
             }
         }
         self.views.insert(key, views);

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -82,8 +83,10 @@ impl NodeInfo {
 pub struct ServiceView {
     /// `namespace/name`.
     pub key: String,
-    /// `metadata.labels` (for L2Advertisement `serviceSelectors`).
-    pub labels: Labels,
+    /// `metadata.labels` (for L2Advertisement `serviceSelectors`), shared with the
+    /// [`ServiceFacts`] it was made from: a view is copied on every election, its labels
+    /// are not.
+    pub labels: Arc<Labels>,
     /// `status.loadBalancer.ingress[].ip` in ingress order (never empty, no duplicates).
     pub ips: Vec<IpAddr>,
     /// The pool containing **all** of `ips`; `None` when no single pool does
@@ -105,7 +108,7 @@ impl ServiceView {
     pub fn new(key: impl Into<String>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
         ServiceView {
             key: key.into(),
-            labels: Labels::new(),
+            labels: Arc::default(),
             ips,
             pool: pool.map(str::to_string),
             etp_local: false,
@@ -191,8 +194,8 @@ pub struct ServiceFacts {
     /// `status.loadBalancer.ingress[].ip` as written (empty entries and hostname-only
     /// entries left out).
     pub ingress: Vec<String>,
-    /// `metadata.labels`.
-    pub labels: Labels,
+    /// `metadata.labels` (shared by the views made from these facts).
+    pub labels: Arc<Labels>,
     /// `spec.externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// The sharing key ([`sharing_key`]).
@@ -210,7 +213,7 @@ impl ServiceFacts {
             ingress: crate::service::ingress_ips(svc)
                 .map(str::to_string)
                 .collect(),
-            labels: svc.metadata.labels.clone().unwrap_or_default(),
+            labels: Arc::new(svc.metadata.labels.clone().unwrap_or_default()),
             etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
             sharing_key: sharing_key(svc),
         }

@@ -120,13 +120,16 @@ struct Overlay {
 /// resourceVersion than the one it was written over). Remembers the IPs whose effective
 /// claim changed until [`ClaimBook::take_changed`], and indexes the holders, so a pass reads
 /// only what changed.
+///
+/// What the watch shows is kept apart only for the IPs with an overlay: elsewhere it is the
+/// effective claim (one copy per IP, not two).
 #[derive(Debug, Default, Clone)]
 pub struct ClaimBook {
-    /// What the watch shows.
-    watched: BTreeMap<IpAddr, Claim>,
+    /// For the IPs in `overlay`: what the watch shows (None: absent).
+    shadowed: BTreeMap<IpAddr, Option<Claim>>,
     /// Our writes the watch has not shown yet.
     overlay: BTreeMap<IpAddr, Overlay>,
-    /// `watched` with `overlay` laid over it.
+    /// What the watch shows with `overlay` laid over it.
     effective: BTreeMap<IpAddr, Claim>,
     /// The holder of every held effective claim.
     holders: BTreeMap<IpAddr, String>,
@@ -147,15 +150,19 @@ impl ClaimBook {
                 seen.insert(ip);
             }
         }
-        let rv = claim.as_ref().map(|c| c.resource_version.clone());
-        match claim {
-            Some(c) => self.watched.insert(ip, c),
-            None => self.watched.remove(&ip),
-        };
-        if self.overlay.get(&ip).is_some_and(|o| o.base != rv) {
+        let rv = claim.as_ref().map(|c| &c.resource_version);
+        if self.overlay.get(&ip).is_some_and(|o| o.base.as_ref() != rv) {
             self.overlay.remove(&ip);
+            self.shadowed.remove(&ip);
         }
-        self.refresh(ip)
+        match self.overlay.get(&ip) {
+            Some(o) => {
+                let now = o.claim.clone();
+                self.shadowed.insert(ip, claim);
+                self.refresh(ip, now)
+            }
+            None => self.refresh(ip, claim),
+        }
     }
 
     /// A relist starts: claims it does not list are gone when it ends.
@@ -169,12 +176,7 @@ impl ClaimBook {
         let Some(seen) = self.relist.take() else {
             return false;
         };
-        let gone: Vec<IpAddr> = self
-            .watched
-            .keys()
-            .filter(|ip| !seen.contains(ip))
-            .copied()
-            .collect();
+        let gone: Vec<IpAddr> = self.watched_ips().filter(|ip| !seen.contains(ip)).collect();
         let mut changed = false;
         for ip in gone {
             changed |= self.observe(ip, None);
@@ -185,18 +187,50 @@ impl ClaimBook {
     /// We wrote `claim` (None: deleted) over the claim of resourceVersion `base` (None:
     /// absent): laid over the watched claim until the watch shows another resourceVersion.
     pub fn wrote(&mut self, ip: IpAddr, base: Option<String>, claim: Option<Claim>) {
-        if self.watched.get(&ip).map(|c| &c.resource_version) == base.as_ref() {
-            self.overlay.insert(ip, Overlay { base, claim });
-        } else {
+        if self.watched(ip).map(|c| &c.resource_version) == base.as_ref() {
+            if !self.overlay.contains_key(&ip) {
+                self.shadowed.insert(ip, self.effective.get(&ip).cloned());
+            }
+            self.overlay.insert(
+                ip,
+                Overlay {
+                    base,
+                    claim: claim.clone(),
+                },
+            );
+            self.refresh(ip, claim);
+        } else if self.overlay.remove(&ip).is_some() {
             // the watch moved on already (our write, or someone else's)
-            self.overlay.remove(&ip);
+            let watched = self.shadowed.remove(&ip).flatten();
+            self.refresh(ip, watched);
         }
-        self.refresh(ip);
     }
 
     /// resourceVersion of `ip`'s claim as the watch shows it.
     pub fn watched_rv(&self, ip: IpAddr) -> Option<String> {
-        self.watched.get(&ip).map(|c| c.resource_version.clone())
+        self.watched(ip).map(|c| c.resource_version.clone())
+    }
+
+    /// What the watch shows for `ip`.
+    fn watched(&self, ip: IpAddr) -> Option<&Claim> {
+        match self.shadowed.get(&ip) {
+            Some(c) => c.as_ref(),
+            None => self.effective.get(&ip),
+        }
+    }
+
+    /// Every IP the watch shows a claim for.
+    fn watched_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let plain = self
+            .effective
+            .keys()
+            .filter(|ip| !self.shadowed.contains_key(ip));
+        let shadowed = self
+            .shadowed
+            .iter()
+            .filter(|(_, c)| c.is_some())
+            .map(|(ip, _)| ip);
+        plain.chain(shadowed).copied()
     }
 
     /// The effective claims.
@@ -219,12 +253,8 @@ impl ClaimBook {
         std::mem::take(&mut self.changed)
     }
 
-    /// Recomputes `ip`'s effective claim and the indexes; true when it changed.
-    fn refresh(&mut self, ip: IpAddr) -> bool {
-        let now = match self.overlay.get(&ip) {
-            Some(o) => o.claim.clone(),
-            None => self.watched.get(&ip).cloned(),
-        };
+    /// Makes `now` `ip`'s effective claim, keeping the indexes in step; true when it changed.
+    fn refresh(&mut self, ip: IpAddr, now: Option<Claim>) -> bool {
         if self.effective.get(&ip) == now.as_ref() {
             return false;
         }
@@ -415,6 +445,132 @@ mod tests {
         assert_eq!(b.claims().keys().copied().collect::<Vec<_>>(), vec![a]);
         assert_eq!(b.take_changed(), BTreeSet::from([z]));
         assert!(!b.by_holder().contains_key("y"));
+    }
+
+    /// The book as first written: the watched claims all kept apart from the effective ones
+    /// (the model the book must agree with).
+    #[derive(Default)]
+    struct TwoCopies {
+        watched: BTreeMap<IpAddr, Claim>,
+        overlay: BTreeMap<IpAddr, Overlay>,
+        relist: Option<BTreeSet<IpAddr>>,
+    }
+
+    impl TwoCopies {
+        fn observe(&mut self, ip: IpAddr, claim: Option<Claim>) {
+            if let (Some(seen), true) = (&mut self.relist, claim.is_some()) {
+                seen.insert(ip);
+            }
+            let rv = claim.as_ref().map(|c| c.resource_version.clone());
+            match claim {
+                Some(c) => self.watched.insert(ip, c),
+                None => self.watched.remove(&ip),
+            };
+            if self.overlay.get(&ip).is_some_and(|o| o.base != rv) {
+                self.overlay.remove(&ip);
+            }
+        }
+        fn end_relist(&mut self) {
+            if let Some(seen) = self.relist.take() {
+                let gone: Vec<IpAddr> = self
+                    .watched
+                    .keys()
+                    .filter(|ip| !seen.contains(ip))
+                    .copied()
+                    .collect();
+                for ip in gone {
+                    self.observe(ip, None);
+                }
+            }
+        }
+        fn wrote(&mut self, ip: IpAddr, base: Option<String>, claim: Option<Claim>) {
+            if self.watched.get(&ip).map(|c| &c.resource_version) == base.as_ref() {
+                self.overlay.insert(ip, Overlay { base, claim });
+            } else {
+                self.overlay.remove(&ip);
+            }
+        }
+        fn effective(&self) -> BTreeMap<IpAddr, Claim> {
+            let ips: BTreeSet<&IpAddr> = self.watched.keys().chain(self.overlay.keys()).collect();
+            ips.into_iter()
+                .filter_map(|ip| {
+                    let c = match self.overlay.get(ip) {
+                        Some(o) => o.claim.clone(),
+                        None => self.watched.get(ip).cloned(),
+                    };
+                    Some((*ip, c?))
+                })
+                .collect()
+        }
+    }
+
+    /// One step on a book: (kind, IP, holder, resourceVersion, base).
+    fn step() -> impl Strategy<Value = (u8, u8, u8, u8, Option<u8>)> {
+        (0u8..6, 0u8..3, 0u8..3, 0u8..4, proptest::option::of(0u8..4))
+    }
+
+    proptest! {
+        #[test]
+        fn the_book_agrees_with_two_copies_of_the_claims(steps in proptest::collection::vec(step(), 0..40)) {
+            let mut b = ClaimBook::default();
+            let mut m = TwoCopies::default();
+            let mut changed = BTreeSet::new();
+            let mut last = BTreeMap::new();
+            for (kind, ip, holder, rv, base) in steps {
+                let ip = IpAddr::from([10, 0, 0, ip]);
+                let claim = Some(c(["", "a", "me"][holder as usize], &rv.to_string()));
+                let base = base.map(|v| v.to_string());
+                match kind {
+                    0 | 1 => {
+                        b.observe(ip, claim.clone());
+                        m.observe(ip, claim);
+                    }
+                    2 => {
+                        b.observe(ip, None);
+                        m.observe(ip, None);
+                    }
+                    3 => {
+                        b.wrote(ip, base.clone(), claim.clone());
+                        m.wrote(ip, base, claim);
+                    }
+                    4 => {
+                        b.wrote(ip, base.clone(), None);
+                        m.wrote(ip, base, None);
+                    }
+                    _ => {
+                        if m.relist.is_some() {
+                            b.end_relist();
+                            m.end_relist();
+                        } else {
+                            b.begin_relist();
+                            m.relist = Some(BTreeSet::new());
+                        }
+                    }
+                }
+                let want = m.effective();
+                prop_assert_eq!(b.claims(), &want);
+                for i in 0..3u8 {
+                    let ip = IpAddr::from([10, 0, 0, i]);
+                    prop_assert_eq!(b.watched_rv(ip), m.watched.get(&ip).map(|c| c.resource_version.clone()));
+                    if last.get(&ip) != want.get(&ip) {
+                        changed.insert(ip);
+                    }
+                }
+                let holders: BTreeMap<IpAddr, String> = want
+                    .iter()
+                    .filter(|(_, c)| !c.holder.is_empty())
+                    .map(|(ip, c)| (*ip, c.holder.clone()))
+                    .collect();
+                prop_assert_eq!(b.holders(), &holders);
+                let mut by_holder: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+                for (ip, h) in &holders {
+                    by_holder.entry(h.clone()).or_default().insert(*ip);
+                }
+                prop_assert_eq!(b.by_holder(), &by_holder);
+                last = want;
+            }
+            prop_assert_eq!(b.take_changed(), changed);
+        }
     }
 
     #[test]

@@ -491,7 +491,7 @@ impl<A: Announcer> Speaker<A> {
             self.tell_board(ip, None);
             self.announcer.withdraw(ip);
             self.metrics.change(false);
-            for s in &a.services {
+            for s in a.services.iter() {
                 self.metrics.announced.remove(&AnnouncedLabels {
                     service: s.clone(),
                     ip: ip.to_string(),
@@ -775,7 +775,7 @@ impl<A: Announcer> Speaker<A> {
                     node: self.settings.node.clone(),
                 });
             }
-            for s in &ch.want.services {
+            for s in ch.want.services.iter() {
                 self.metrics
                     .announced
                     .get_or_create(&AnnouncedLabels {
@@ -829,7 +829,7 @@ impl<A: Announcer> Speaker<A> {
             let Some(reference) = self
                 .index()
                 .service_of(&ev.service.namespace, &ev.service.name)
-                .map(|s| kube::Resource::object_ref(s, &()))
+                .map(|s| s.object_ref())
             else {
                 continue;
             };

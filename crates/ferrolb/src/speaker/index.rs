@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::Event;
 
-use super::slim::{announceable, node_matters, service_matters, SlimNode, SlimService, SlimSlice};
+use super::slim::{
+    announceable, node_matters, service_matters, KeptService, SlimNode, SlimService, SlimSlice,
+};
 use crate::config::Config;
 use crate::election::{view_of, ServiceView};
 
@@ -72,8 +74,8 @@ pub struct Index {
     /// `--lb-class` of this speaker.
     lb_class: Option<String>,
     /// `namespace/name` → the Service, while announceable (boxed: the table keeps a
-    /// pointer per slot, not a whole `SlimService` with its `ObjectMeta`).
-    services: HashMap<Arc<str>, Box<SlimService>>,
+    /// pointer per slot; without the `ObjectMeta` it was decoded with).
+    services: HashMap<Arc<str>, Box<KeptService>>,
     /// `namespace/slice name` → the key of its Service.
     slices: HashMap<Arc<str>, Arc<str>>,
     /// Service key → its slices (slice key, endpoints); most Services have one (the
@@ -181,7 +183,7 @@ impl Index {
     }
 
     /// The announceable Service `namespace/name`.
-    pub fn service_of(&self, namespace: &str, name: &str) -> Option<&SlimService> {
+    pub fn service_of(&self, namespace: &str, name: &str) -> Option<&KeptService> {
         self.services
             .get(format!("{namespace}/{name}").as_str())
             .map(|s| &**s)
@@ -278,6 +280,7 @@ impl Index {
         }
         let key = self.service_key(&s.key());
         let class = self.lb_class.as_deref();
+        let s = KeptService::from(s);
         let new = announceable(&s, class).then_some(s);
         let matters = service_matters(self.services.get(&key).map(|s| &**s), new.as_ref(), class);
         match new {

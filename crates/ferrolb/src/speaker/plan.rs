@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -49,8 +50,9 @@ use crate::election::{
 pub struct Announced {
     /// Interfaces it answers on.
     pub interfaces: Interfaces,
-    /// Keys (`namespace/name`) of the Services the IP is announced for.
-    pub services: BTreeSet<String>,
+    /// Keys (`namespace/name`) of the Services the IP is announced for (shared with the
+    /// election's [`Ownership`] it comes from).
+    pub services: Arc<BTreeSet<String>>,
 }
 
 impl From<&Ownership> for Announced {
@@ -339,8 +341,9 @@ pub struct Planner {
     last_alive: BTreeSet<String>,
     /// Peers judged by heartbeats at the last pass.
     last_by_heartbeat: BTreeSet<String>,
-    /// Service (as in [`Announced::services`]) → the IPs announced for it.
-    services_of: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Service (as in [`Announced::services`]) → the IPs announced for it, sorted (most
+    /// Services have one: a vector, not a tree node).
+    services_of: BTreeMap<String, Vec<IpAddr>>,
     /// Services whose desired ServiceL2Status may have changed since the last status plan.
     status_dirty: BTreeSet<ServiceKey>,
     /// Peers alive at the last status plan (None: none yet, the first plans everything).
@@ -697,7 +700,7 @@ impl Planner {
             Interfaces::Named(n) => n.iter().cloned().collect(),
         };
         let mut pending = Vec::new();
-        for s in &a.services {
+        for s in a.services.iter() {
             let Some(key) = ServiceKey::parse(s) else {
                 continue;
             };
@@ -716,7 +719,7 @@ impl Planner {
     /// The Warning for another MAC answering for an IP announced as `a` (once per message).
     pub fn duplicate_events(&mut self, a: &Announced, message: &str) -> Vec<Pending> {
         let mut pending = Vec::new();
-        for s in &a.services {
+        for s in a.services.iter() {
             if let Some(key) = ServiceKey::parse(s) {
                 pending.extend(self.events.note(
                     &key,
@@ -743,7 +746,9 @@ impl Planner {
         let after = now.map_or(&empty, |a| &a.services);
         for s in before.difference(after) {
             if let Some(ips) = self.services_of.get_mut(s) {
-                ips.remove(&ip);
+                if let Ok(i) = ips.binary_search(&ip) {
+                    ips.remove(i);
+                }
                 if ips.is_empty() {
                     self.services_of.remove(s);
                     if let Some(key) = ServiceKey::parse(s) {
@@ -753,7 +758,11 @@ impl Planner {
             }
         }
         for s in after {
-            self.services_of.entry(s.clone()).or_default().insert(ip);
+            let ips = self.services_of.entry(s.clone()).or_default();
+            if let Err(i) = ips.binary_search(&ip) {
+                ips.reserve_exact(1);
+                ips.insert(i, ip);
+            }
         }
         self.status_dirty
             .extend(before.union(after).filter_map(|s| ServiceKey::parse(s)));
@@ -1069,7 +1078,7 @@ pub fn desired_statuses(
 ) -> BTreeMap<ServiceKey, MetalLBServiceL2Status> {
     let mut sets: BTreeMap<ServiceKey, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for (ip, a) in announced {
-        for s in &a.services {
+        for s in a.services.iter() {
             let Some(key) = ServiceKey::parse(s) else {
                 continue;
             };
@@ -1199,7 +1208,7 @@ mod tests {
     fn announced(ifs: Interfaces, services: &[&str]) -> Announced {
         Announced {
             interfaces: ifs,
-            services: services.iter().map(|s| s.to_string()).collect(),
+            services: Arc::new(services.iter().map(|s| s.to_string()).collect()),
         }
     }
 
@@ -1476,7 +1485,7 @@ mod tests {
                             } else {
                                 Interfaces::All
                             },
-                            services: svcs.into_iter().map(svc).collect(),
+                            services: Arc::new(svcs.into_iter().map(svc).collect()),
                         });
                         let prev = announced.get(&nth_ip(i)).cloned();
                         part.note_announced(nth_ip(i), prev.as_ref(), new.as_ref());
@@ -2005,5 +2014,19 @@ mod tests {
         assert_eq!(st.ips, vec!["10.0.0.1".to_string(), "fd00::1".to_string()]);
         let ifs: Vec<&str> = st.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(ifs, vec!["eth0", "eth1"]);
+    }
+
+    #[test]
+    fn what_is_announced_shares_the_elections_service_keys() {
+        let o = Ownership {
+            node: "me".into(),
+            interfaces: Interfaces::All,
+            services: Arc::new(["ns/a".to_string(), "ns/b".to_string()].into()),
+            anchor: ip("10.0.0.1"),
+            sticky: false,
+        };
+        let a = Announced::from(&o);
+        assert!(Arc::ptr_eq(&a.services, &o.services));
+        assert_eq!(a.interfaces, Interfaces::All);
     }
 }

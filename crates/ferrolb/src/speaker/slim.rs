@@ -30,7 +30,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, Service};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeStatus, ObjectReference, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -150,7 +152,7 @@ impl From<ServiceIn> for SlimService {
                 .flatten()
                 .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
                 .collect(),
-            labels: s.metadata.labels.take().unwrap_or_default(),
+            labels: std::sync::Arc::new(s.metadata.labels.take().unwrap_or_default()),
             etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
             sharing_key: s.metadata.annotations.as_ref().and_then(sharing_key_of),
         };
@@ -171,6 +173,55 @@ impl SlimService {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         self.facts.key()
+    }
+}
+
+/// What the index keeps of an announceable Service: its [`SlimService`] less the
+/// `ObjectMeta` (a few hundred bytes even when nearly empty); name and namespace are those
+/// of its facts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeptService {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `spec.loadBalancerClass`.
+    pub class: Option<String>,
+    /// What the view rule reads.
+    pub facts: ServiceFacts,
+}
+
+impl From<SlimService> for KeptService {
+    fn from(s: SlimService) -> Self {
+        KeptService {
+            uid: s.metadata.uid,
+            resource_version: s.metadata.resource_version,
+            class: s.class,
+            facts: s.facts,
+        }
+    }
+}
+
+impl KeptService {
+    /// `svc` as the index keeps it.
+    pub fn of(svc: &Service) -> Self {
+        SlimService::of(svc).into()
+    }
+
+    /// The Service as an Event's `regarding`: the reference `kube::Resource::object_ref`
+    /// makes of the Service it was kept from.
+    pub fn object_ref(&self) -> ObjectReference {
+        let slim = SlimService {
+            metadata: ObjectMeta {
+                name: Some(self.facts.name.clone()),
+                namespace: Some(self.facts.namespace.clone()),
+                uid: self.uid.clone(),
+                resource_version: self.resource_version.clone(),
+                ..ObjectMeta::default()
+            },
+            ..SlimService::default()
+        };
+        kube::Resource::object_ref(&slim, &())
     }
 }
 
@@ -339,7 +390,7 @@ fn reencode<S: serde::Serialize, T: serde::de::DeserializeOwned + Default>(obj: 
 
 /// Whether this speaker (handling `lb_class`) can announce `svc`: a LoadBalancer Service of
 /// its class with an ingress IP.
-pub fn announceable(svc: &SlimService, lb_class: Option<&str>) -> bool {
+pub fn announceable(svc: &KeptService, lb_class: Option<&str>) -> bool {
     svc.facts.load_balancer && svc.class.as_deref() == lb_class && !svc.facts.ingress.is_empty()
 }
 
@@ -347,13 +398,13 @@ pub fn announceable(svc: &SlimService, lb_class: Option<&str>) -> bool {
 /// speaker announces: one of them is announceable and they differ in more than their
 /// resourceVersion.
 pub fn service_matters(
-    old: Option<&SlimService>,
-    new: Option<&SlimService>,
+    old: Option<&KeptService>,
+    new: Option<&KeptService>,
     lb_class: Option<&str>,
 ) -> bool {
-    let counts = |s: Option<&SlimService>| s.is_some_and(|s| announceable(s, lb_class));
-    let same = |a: &SlimService, b: &SlimService| {
-        a.facts == b.facts && a.class == b.class && a.metadata.uid == b.metadata.uid
+    let counts = |s: Option<&KeptService>| s.is_some_and(|s| announceable(s, lb_class));
+    let same = |a: &KeptService, b: &KeptService| {
+        a.facts == b.facts && a.class == b.class && a.uid == b.uid
     };
     (counts(old) || counts(new))
         && match (old, new) {
@@ -474,17 +525,20 @@ mod tests {
             slim_view(&b, &SlimSlice::of(&sl), &c)
         );
         assert!(service_view(&a, [&sl], &c).is_ok());
-        assert!(announceable(&b, None));
-        assert!(!announceable(&b, Some("other")));
+        let kept = KeptService::from(b.clone());
+        assert!(announceable(&kept, None));
+        assert!(!announceable(&kept, Some("other")));
+        assert_eq!(kept.facts, b.facts);
+        assert_eq!(kept.object_ref(), kube::Resource::object_ref(&b, &()));
     }
 
     #[test]
     fn other_services_are_not_announceable() {
-        let s = SlimService::of(&full_service("ClusterIP"));
+        let s = KeptService::of(&full_service("ClusterIP"));
         assert!(!s.facts.load_balancer && !announceable(&s, None));
         let mut no_ip = full_service("LoadBalancer");
         no_ip.status = None;
-        assert!(!announceable(&SlimService::of(&no_ip), None));
+        assert!(!announceable(&KeptService::of(&no_ip), None));
     }
 
     #[test]
@@ -536,11 +590,11 @@ mod tests {
 
     #[test]
     fn only_announceable_services_matter() {
-        let lb = SlimService::of(&full_service("LoadBalancer"));
-        let cip = SlimService::of(&full_service("ClusterIP"));
+        let lb = KeptService::of(&full_service("LoadBalancer"));
+        let cip = KeptService::of(&full_service("ClusterIP"));
         // A ClusterIP Service changing or going away: nothing to do.
         let mut cip2 = cip.clone();
-        cip2.metadata.uid = Some("u-2".into());
+        cip2.uid = Some("u-2".into());
         assert!(!service_matters(Some(&cip), Some(&cip2), None));
         assert!(!service_matters(Some(&cip), None, None));
         // Becoming or ceasing to be a LoadBalancer does.
@@ -548,17 +602,17 @@ mod tests {
         assert!(service_matters(Some(&lb), Some(&cip), None));
         // A resourceVersion bump alone does not.
         let mut bump = lb.clone();
-        bump.metadata.resource_version = Some("43".into());
+        bump.resource_version = Some("43".into());
         assert!(!service_matters(Some(&lb), Some(&bump), None));
         // A label does.
         let mut relabelled = lb.clone();
-        relabelled.facts.labels.clear();
+        relabelled.facts.labels = Default::default();
         assert!(service_matters(Some(&lb), Some(&relabelled), None));
         // Another class's Service does not.
         let mut other = lb.clone();
         other.class = Some("x".into());
         let mut other2 = other.clone();
-        other2.facts.labels.clear();
+        other2.facts.labels = Default::default();
         assert!(!service_matters(Some(&other), Some(&other2), None));
     }
 

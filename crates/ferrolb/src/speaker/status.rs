@@ -255,7 +255,9 @@ impl Units {
 /// since the last [`StatusBook::take_changed`].
 #[derive(Debug, Default)]
 pub struct StatusBook {
-    objects: BTreeMap<String, Observed>,
+    /// Name → what the object says (boxed: a tree node holds eleven pointers, not eleven
+    /// whole objects, most of its slots empty).
+    objects: BTreeMap<String, Box<Observed>>,
     /// Service → names of its objects, sorted (one or two: a vector, not a tree node each).
     by_service: BTreeMap<ServiceKey, Vec<String>>,
     by_node: BTreeMap<String, BTreeSet<String>>,
@@ -299,7 +301,7 @@ impl StatusBook {
 
     /// Object `name` now reads `obj` (None: gone).
     pub fn observe(&mut self, name: String, obj: Option<Observed>) {
-        if self.objects.get(&name) == obj.as_ref() {
+        if self.objects.get(&name).map(|o| &**o) == obj.as_ref() {
             return;
         }
         if let Some(old) = self.objects.remove(&name) {
@@ -330,7 +332,7 @@ impl StatusBook {
                         names.insert(i, name.clone());
                     }
                 }
-                self.objects.insert(name, o);
+                self.objects.insert(name, Box::new(o));
             }
             None => {
                 self.changed.gone.insert(name);
@@ -350,7 +352,7 @@ impl StatusBook {
 
     /// Every object.
     pub fn all(&self) -> impl Iterator<Item = &Observed> {
-        self.objects.values()
+        self.objects.values().map(|o| &**o)
     }
 
     /// Object `name`.

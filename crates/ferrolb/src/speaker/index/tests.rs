@@ -439,3 +439,23 @@ fn a_clusterip_service_turning_loadbalancer_gets_the_endpoints_of_all_its_slices
     assert!(v.has_serving_endpoint);
     assert_eq!(ix.view("ns/web", &c).as_ref(), Some(v));
 }
+
+#[test]
+fn a_view_shares_its_services_labels_with_the_index() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    put_svc(
+        &mut ix,
+        &service("a", "LoadBalancer", None, &["192.168.1.1"], true),
+    );
+    put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
+    let views = ix.changes(&c);
+    let v = &views["ns/a"][0];
+    assert_eq!(v.labels.get("tier").map(String::as_str), Some("front"));
+    let kept = ix.service_of("ns", "a").unwrap();
+    assert!(Arc::ptr_eq(&v.labels, &kept.facts.labels));
+    assert!(Arc::ptr_eq(
+        &ix.view("ns/a", &c).unwrap().labels,
+        &kept.facts.labels
+    ));
+}
