@@ -815,15 +815,9 @@ async fn the_state_is_published_in_its_configmap_on_change_only() {
 
     let (srv, client) = recording_server().await;
     let writes = || {
-        srv.audit_events()
+        audited(&srv, "configmaps", None)
             .into_iter()
-            .filter(|e| !matches!(e.verb.as_str(), "get" | "list" | "watch"))
-            .filter(|e| {
-                e.object_ref
-                    .as_ref()
-                    .is_some_and(|o| o.resource == "configmaps")
-            })
-            .map(|e| (e.verb, e.response_status.code))
+            .filter(|(verb, _)| !matches!(verb.as_str(), "get" | "list" | "watch"))
             .collect::<Vec<_>>()
     };
     let mut reg = prometheus_client::registry::Registry::default();
@@ -1176,15 +1170,9 @@ async fn a_steady_state_renewal_is_one_request_per_retry_period() {
     let name = node_lease_name("node-a");
     // (verb, code) of every request on this node's Lease from the `from`-th on
     let requests = |from: usize| -> Vec<(String, u16)> {
-        srv.audit_events()
+        audited(&srv, "leases", Some(&name))
             .into_iter()
-            .filter(|e| {
-                e.object_ref
-                    .as_ref()
-                    .is_some_and(|o| o.resource == "leases" && o.name == name)
-            })
             .skip(from)
-            .map(|e| (e.verb, e.response_status.code))
             .collect()
     };
     let mut reg = prometheus_client::registry::Registry::default();
@@ -1279,14 +1267,9 @@ async fn a_missing_heartbeat_key_is_read_again_with_backoff() {
 
     let (srv, client) = recording_server().await;
     let reads = || {
-        srv.audit_events()
-            .into_iter()
-            .filter(|e| {
-                e.verb == "get"
-                    && e.object_ref
-                        .as_ref()
-                        .is_some_and(|o| o.resource == "secrets" && o.name == KEY_SECRET)
-            })
+        audited(&srv, "secrets", Some(KEY_SECRET))
+            .iter()
+            .filter(|(verb, _)| verb == "get")
             .count()
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
@@ -1328,6 +1311,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// (verb, response code) of every request the recording server saw on `resource` (only
+/// the object `name`, when given), in order.
+fn audited(
+    srv: &ferrolb_lab::apiserver::RunningServer,
+    resource: &str,
+    name: Option<&str>,
+) -> Vec<(String, u16)> {
+    srv.audit_events()
+        .into_iter()
+        .filter(|e| {
+            e.object_ref
+                .as_ref()
+                .is_some_and(|o| o.resource == resource && name.is_none_or(|n| o.name == n))
+        })
+        .map(|e| (e.verb, e.response_status.code))
+        .collect()
 }
 
 async fn recording_server() -> (ferrolb_lab::apiserver::RunningServer, Client) {
