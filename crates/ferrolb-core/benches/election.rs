@@ -1,13 +1,16 @@
 //! Cost of the whole-cluster election (every speaker runs it on every relevant change).
 //!
-//! `cargo bench --bench election`
+//! `cargo bench --bench election` (`elect_all`: the whole election from scratch;
+//! `incremental_full_pass`: a whole re-election by the speaker's incremental election)
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use ferrolb_core::config::{Config, L2Adv, Pool};
-use ferrolb_core::election::{elect_all, ElectionOptions, NodeInfo, ServiceView};
+use ferrolb_core::election::{
+    elect_all, ElectionOptions, IncrementalElection, NodeInfo, Owners, ServiceView, Views,
+};
 use ferrolb_core::selector::Selector;
 
 fn setup(nodes: usize, services: usize) -> (Config, Vec<ServiceView>, Vec<NodeInfo>) {
@@ -86,5 +89,44 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A whole re-election by the speaker's incremental election: what a change of the live
+/// peers costs (every node view rebuilt, every IP elected again). The peer `node-1` dies and
+/// comes back in turn, so every call is a full pass.
+fn full_pass(c: &mut Criterion) {
+    let mut g = c.benchmark_group("incremental_full_pass");
+    g.sample_size(10);
+    for (nodes, services) in [(100, 1_000), (100, 10_000)] {
+        let (cfg, svcs, ns) = setup(nodes, services);
+        let mut down = ns.clone();
+        down[1].speaker_alive = false;
+        let current =
+            elect_all(&cfg, &svcs, &ns, &BTreeMap::new(), &Default::default()).owner_map();
+        let mut inc = IncrementalElection::new();
+        let opts = ElectionOptions::default();
+        inc.elect_views(&cfg, Views::All(&svcs), &ns, Owners::All(&current), &opts);
+        let mut flip = false;
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{nodes}n_{services}s")),
+            &(),
+            |b, _| {
+                b.iter(|| {
+                    flip = !flip;
+                    let nodes = if flip { &down } else { &ns };
+                    let changed = BTreeMap::new();
+                    let e = inc.elect_views(
+                        black_box(&cfg),
+                        Views::Changed(&changed),
+                        black_box(nodes),
+                        Owners::All(&current),
+                        &opts,
+                    );
+                    black_box(e.owner_map().len())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, full_pass);
 criterion_main!(benches);

@@ -170,16 +170,17 @@ impl Election {
 }
 
 /// Computes the desired owner of every IP of every Service, deterministically (the result
-/// does not depend on the order of `services` or `nodes`).
+/// does not depend on the order of `services` or `nodes`). `services` is read once, by
+/// reference (no view is copied).
 ///
 /// `current` holds the present owner of each IP (from owner records); it only matters in
 /// sticky mode. Rules (see the module documentation): duplicated Service keys and
 /// duplicated node names are ignored (reasons [`Reason::DuplicateService`] /
 /// node unknown); the candidate set of a shared IP is the set of nodes eligible for the
 /// largest number of its announceable Services (their intersection when it is non-empty).
-pub fn elect_all(
+pub fn elect_all<'s>(
     config: &Config,
-    services: &[ServiceView],
+    services: impl IntoIterator<Item = &'s ServiceView>,
     nodes: &[NodeInfo],
     current: &BTreeMap<IpAddr, String>,
     opts: &ElectionOptions,

@@ -148,8 +148,7 @@ impl IncrementalElection {
             for (k, vs) in changes {
                 self.replace(k, vs);
             }
-            let all: Vec<ServiceView> = self.views.values().flatten().cloned().collect();
-            self.result = elect_all(config, &all, nodes, current, opts);
+            self.result = elect_all(config, self.views.values().flatten(), nodes, current, opts);
             // Everything is re-elected: copying every owner costs no more than that.
             self.current = current.clone();
             self.base = Some(Base {
