@@ -315,6 +315,13 @@ async fn setup(client: &Client, nodes: &[&str], interfaces: &[&str]) {
     create(&Api::namespaced(client.clone(), NS), &ad).await;
 }
 
+async fn remove_service(client: &Client, name: &str) {
+    Api::<Service>::namespaced(client.clone(), "default")
+        .delete(name, &Default::default())
+        .await
+        .unwrap();
+}
+
 async fn add_service(client: &Client, name: &str, lb_ip: &str) {
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
@@ -670,10 +677,7 @@ async fn the_published_state_follows_each_announcement() {
     assert_eq!(both[0], ips[0], "10.0.0.1 keeps its since");
     assert_eq!(both[1].0, "10.0.0.2");
     assert_ne!(both[1].1, ips[0].1);
-    Api::<Service>::namespaced(client.clone(), "default")
-        .delete("web", &Default::default())
-        .await
-        .unwrap();
+    remove_service(&client, "web").await;
     n.pass(t0, Some(t0)).await;
     n.pass(t0, Some(t0)).await;
     assert_eq!(state().1, both[1..], "the withdrawn IP left");
@@ -691,10 +695,7 @@ async fn service_removal_withdraws_and_cleans_up() {
     n.pass(t0, Some(t0)).await;
     assert!(n.announced().contains(&ip("10.0.0.1")));
     assert_eq!(statuses(&client).await.len(), 1);
-    Api::<Service>::namespaced(client.clone(), "default")
-        .delete("web", &Default::default())
-        .await
-        .unwrap();
+    remove_service(&client, "web").await;
     n.pass(t0, Some(t0)).await;
     n.pass(t0, Some(t0)).await;
     assert!(n.announced().is_empty());
