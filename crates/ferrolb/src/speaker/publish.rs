@@ -141,7 +141,8 @@ impl StatePublisher {
                     tracing::warn!(error = %e, "cannot publish the speaker state");
                     self.metrics.api_errors.inc();
                     backoff.failed(Instant::now());
-                    // the backoff is shorter than the period: try again at its end
+                    // wait out the backoff (shorter or longer than the period), then try
+                    // again at once
                     if let Some(until) = backoff.until() {
                         tokio::select! {
                             _ = tokio::time::sleep_until(until.into()) => {}
