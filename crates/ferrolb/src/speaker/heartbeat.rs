@@ -557,6 +557,38 @@ fn wall_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Most time between the two monotonic readings around a wall-clock reading for the pair to
+/// count as read together ([`paired_clocks`]).
+const PAIR_GAP: Duration = Duration::from_micros(500);
+
+/// Attempts at reading the clocks together before taking the closest pair seen.
+const PAIR_TRIES: usize = 4;
+
+/// The monotonic and the wall clock read at (nearly) the same moment: the wall clock between
+/// two monotonic readings, read again when the thread was preempted between them (more than
+/// [`PAIR_GAP`] apart), so that a preempted read is not taken for a step of the wall clock
+/// ([`arrival`]). The monotonic instant is the middle of the closest pair of
+/// [`PAIR_TRIES`].
+fn paired_clocks(
+    mut mono: impl FnMut() -> Instant,
+    mut wall: impl FnMut() -> Duration,
+) -> (Instant, Duration) {
+    let mut best: Option<(Duration, Instant, Duration)> = None;
+    for _ in 0..PAIR_TRIES {
+        let before = mono();
+        let at = wall();
+        let gap = mono().saturating_duration_since(before);
+        if best.is_none_or(|(g, _, _)| gap < g) {
+            best = Some((gap, before + gap / 2, at));
+        }
+        if gap <= PAIR_GAP {
+            break;
+        }
+    }
+    let (_, now, at) = best.expect("PAIR_TRIES is at least one");
+    (now, at)
+}
+
 impl RecvBufs {
     /// Receives up to [`BATCH`] datagrams from `fd` without waiting, with the instant each
     /// arrived; how many (`WouldBlock` when none is queued).
@@ -586,7 +618,7 @@ impl RecvBufs {
                 std::ptr::null_mut(),
             )
         };
-        let (now, now_wall) = (Instant::now(), wall_now());
+        let (now, now_wall) = paired_clocks(Instant::now, wall_now);
         let prev = self.prev;
         if n < 0 {
             self.prev = Some((now, now_wall));
@@ -803,6 +835,24 @@ mod tests {
             "an empty read first"
         );
         let from = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The kernel turns receive timestamps on for the whole system from a work queue
+        // after the first socket asks for them: until then a datagram is stamped when it
+        // is read. Wait for a stamp earlier than the read before measuring.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            from.send_to(&[0], to).unwrap();
+            std::thread::sleep(ms(20));
+            let read = Instant::now();
+            let n = rx.recv(socket.as_raw_fd()).unwrap_or(0);
+            let stamps: Vec<_> = rx.datagrams(n).map(|(_, _, at, _)| at).collect();
+            if stamps.iter().all(|at| *at + ms(10) <= read) && !stamps.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no datagram stamped on arrival within 5 s"
+            );
+        }
         let sent = Instant::now();
         for i in 0..150u8 {
             from.send_to(&[i], to).unwrap();
@@ -853,6 +903,35 @@ mod tests {
             arrival(Some(drift - ms(30)), now, drift, prev),
             now - ms(30)
         );
+    }
+
+    #[test]
+    fn clocks_read_across_a_preemption_are_read_again() {
+        let t0 = Instant::now();
+        let w0 = Duration::from_secs(1_700_000_000);
+        // Monotonic readings in pairs around each wall reading; the wall clock moves with
+        // the monotonic one. The first pair is 30 ms apart (preempted), the second 100 us.
+        static PREEMPTED_ONCE: [u64; 6] = [0, 30_000, 31_000, 31_100, 40_000, 40_010];
+        let clocks = |monos: &'static [u64]| {
+            let mut m = monos.iter().map(|us| t0 + Duration::from_micros(*us));
+            let last = std::cell::Cell::new(t0);
+            let mut reads = 0;
+            let (now, wall) = paired_clocks(
+                || {
+                    reads += 1;
+                    last.set(m.next().unwrap());
+                    last.get()
+                },
+                || w0 + last.get().duration_since(t0),
+            );
+            (now.duration_since(t0), wall - w0, reads)
+        };
+        let us = Duration::from_micros;
+        // read again after the preempted pair, stops at the first close one
+        assert_eq!(clocks(&PREEMPTED_ONCE), (us(31_050), us(31_000), 4));
+        // every pair preempted: the closest one
+        static SLOW: [u64; 8] = [0, 9_000, 10_000, 12_000, 20_000, 35_000, 40_000, 48_000];
+        assert_eq!(clocks(&SLOW), (us(11_000), us(10_000), 8));
     }
 
     /// The heartbeat task of node `a` on `socket`: its metrics, the speaker's wake-up, the
