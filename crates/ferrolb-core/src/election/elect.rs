@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, L2Adv};
 
 use super::eligibility::{
-    interfaces_for, node_candidacy, preferred_score, service_ads, service_candidates, Candidate,
-    ElectionOptions, Interfaces, Reason, ServiceCandidates,
+    interfaces_for, node_candidacy, node_health, preferred_score, service_ads, Candidate,
+    ElectionOptions, Interfaces, Reason,
 };
 use super::model::{NodeInfo, ServiceView};
 
@@ -187,7 +187,7 @@ pub fn elect_all<'s>(
 ) -> Election {
     let mut out = Election::default();
 
-    // Unique nodes by name; a duplicated name is dropped entirely.
+    // Unique nodes by name, sorted by name; a duplicated name is dropped entirely.
     let mut by_name: BTreeMap<&str, Option<&NodeInfo>> = BTreeMap::new();
     for n in nodes {
         by_name
@@ -196,6 +196,7 @@ pub fn elect_all<'s>(
             .or_insert(Some(n));
     }
     let nodes: Vec<&NodeInfo> = by_name.values().filter_map(|n| *n).collect();
+    let index_of = |name: &str| nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok();
 
     // Unique services by key; a duplicated key is never announced.
     let mut by_key: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
@@ -216,24 +217,43 @@ pub fn elect_all<'s>(
         }
     }
 
-    // Per-service candidates and ads.
-    struct Eval<'c> {
-        cands: ServiceCandidates,
-        ads: Vec<&'c L2Adv>,
-    }
+    // Per-service eligible nodes. A node's candidacy depends on the Service only through
+    // its applicable ads and its `Local` endpoints: it is computed once per list of ads.
+    let mut tables: Vec<AdsTable> = Vec::new();
     let mut evals: BTreeMap<&str, Eval> = BTreeMap::new();
     for s in &svcs {
-        match service_candidates(config, s, nodes.iter().copied(), opts) {
-            Ok(cands) => {
-                let ads = service_ads(config, s).unwrap_or_default();
-                evals.insert(s.key.as_str(), Eval { cands, ads });
-            }
+        let ads = match service_ads(config, s) {
+            Ok(ads) => ads,
             Err(r) => {
                 for ip in &s.ips {
                     out.not_announced.insert((s.key.clone(), *ip), r.clone());
                 }
+                continue;
             }
+        };
+        let table = match tables.iter().position(|t| same_ads(&t.ads, &ads)) {
+            Some(t) => t,
+            None => {
+                tables.push(AdsTable::new(ads, &nodes, opts));
+                tables.len() - 1
+            }
+        };
+        let local = s.etp_local.then(|| {
+            s.serving_endpoint_nodes
+                .iter()
+                .filter_map(|n| index_of(n))
+                .filter(|i| tables[table].nodes[*i].is_some())
+                .collect::<Vec<usize>>()
+        });
+        let eval = Eval { table, local };
+        if eval.eligible(&tables).is_empty() {
+            for ip in &s.ips {
+                out.not_announced
+                    .insert((s.key.clone(), *ip), Reason::NoEligibleNode);
+            }
+            continue;
         }
+        evals.insert(s.key.as_str(), eval);
     }
 
     // Services by IP (all valid ones, for the anchor; svcs is sorted by key).
@@ -250,53 +270,79 @@ pub fn elect_all<'s>(
             .iter()
             .filter_map(|s| evals.get(s.key.as_str()).map(|e| (*s, e)))
             .collect();
-        if announceable.is_empty() {
-            continue;
-        }
-        // Coverage: for how many announceable sharers each node is eligible.
-        let mut coverage: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, e) in &announceable {
-            for n in e.cands.candidates.keys() {
-                *coverage.entry(n.as_str()).or_default() += 1;
+        let cur = current.get(ip).and_then(|c| index_of(c));
+        let (winner, best) = match announceable.as_slice() {
+            [] => continue,
+            // One Service: its eligible nodes, scored by its ads.
+            [(_, e)] => {
+                let table = &tables[e.table];
+                let cands = e.eligible(&tables);
+                // the best score first, then the least hash among those with it: only
+                // they are hashed
+                let score = |i: &usize| table.nodes[*i].as_ref().map_or(0, |n| n.score);
+                let top = cands.iter().map(score).max();
+                let a = go_ip_string(anchor);
+                let best = cands
+                    .iter()
+                    .filter(|i| Some(score(i)) == top)
+                    .min_by_key(|i| hash_with(&nodes[**i].name, &a))
+                    .copied()
+                    .expect("an evaluated Service has an eligible node");
+                let kept = cur.filter(|c| !opts.revertive && cands.binary_search(c).is_ok());
+                (kept.unwrap_or(best), best)
             }
-        }
-        let max = coverage.values().copied().max().unwrap_or(0);
-        // Ads of all announceable sharers (deduplicated by name) score the nodes.
-        let mut ads: Vec<&L2Adv> = Vec::new();
-        for (_, e) in &announceable {
-            for a in &e.ads {
-                if !ads.iter().any(|x| x.name == a.name) {
-                    ads.push(a);
+            // A shared IP: the nodes eligible for the most of its Services, scored by the
+            // ads of all of them.
+            many => {
+                let mut coverage = vec![0usize; nodes.len()];
+                for (_, e) in many {
+                    for i in e.eligible(&tables) {
+                        coverage[*i] += 1;
+                    }
                 }
+                let max = coverage.iter().copied().max().unwrap_or(0);
+                let mut ads: Vec<&L2Adv> = Vec::new();
+                for (_, e) in many {
+                    for a in &tables[e.table].ads {
+                        if !ads.iter().any(|x| x.name == a.name) {
+                            ads.push(a);
+                        }
+                    }
+                }
+                let candidates: Vec<Candidate> = nodes
+                    .iter()
+                    .zip(&coverage)
+                    .filter(|(_, c)| **c == max)
+                    .map(|(n, _)| Candidate {
+                        node: n.name.clone(),
+                        score: preferred_score(ads.iter().copied(), n),
+                        interfaces: interfaces_for(ads.iter().copied(), n)
+                            .unwrap_or(Interfaces::All),
+                    })
+                    .collect();
+                let cur = cur.map(|c| nodes[c].name.as_str());
+                let Some(winner) = elect(anchor, &candidates, cur, opts.revertive) else {
+                    continue;
+                };
+                let best = if opts.revertive {
+                    Some(winner)
+                } else {
+                    best_ranked(anchor, &candidates)
+                };
+                let index = |c: &Candidate| index_of(&c.node).expect("a candidate is a node");
+                (index(winner), best.map_or(index(winner), index))
             }
-        }
-        let candidates: Vec<Candidate> = nodes
-            .iter()
-            .filter(|n| coverage.get(n.name.as_str()) == Some(&max))
-            .map(|n| Candidate {
-                node: n.name.clone(),
-                score: preferred_score(ads.iter().copied(), n),
-                interfaces: interfaces_for(ads.iter().copied(), n).unwrap_or(Interfaces::All),
-            })
-            .collect();
-        let cur = current.get(ip).map(String::as_str);
-        let Some(winner) = elect(anchor, &candidates, cur, opts.revertive) else {
-            continue;
-        };
-        let best = if opts.revertive {
-            Some(winner)
-        } else {
-            best_ranked(anchor, &candidates)
         };
         let mut services = BTreeSet::new();
         let mut interfaces: Option<Interfaces> = None;
         for (s, e) in &announceable {
-            match e.cands.candidates.get(&winner.node) {
-                Some(c) => {
+            let eligible = e.eligible(&tables).binary_search(&winner).is_ok();
+            match tables[e.table].nodes[winner].as_ref().filter(|_| eligible) {
+                Some(n) => {
                     services.insert(s.key.clone());
                     interfaces = Some(match interfaces {
-                        None => c.interfaces.clone(),
-                        Some(i) => i.union(&c.interfaces),
+                        None => n.interfaces.clone(),
+                        Some(i) => i.union(&n.interfaces),
                     });
                 }
                 None => {
@@ -308,15 +354,85 @@ pub fn elect_all<'s>(
         out.owners.insert(
             *ip,
             Ownership {
-                node: winner.node.clone(),
+                node: nodes[winner].name.clone(),
                 interfaces: interfaces.unwrap_or(Interfaces::All),
                 services: Arc::new(services),
                 anchor,
-                sticky: best.is_some_and(|b| b.node != winner.node),
+                sticky: best != winner,
             },
         );
     }
     out
+}
+
+/// A node's candidacy for every Service with one list of applicable ads, but for
+/// `externalTrafficPolicy: Local` (what [`node_candidacy`] gives).
+struct NodeCandidacy {
+    /// Preferred-node score over the ads, each name counted once (as an IP's candidates
+    /// are scored).
+    score: i64,
+    /// Interfaces to announce on.
+    interfaces: Interfaces,
+}
+
+/// The candidacy of every node (by index in the name-sorted nodes; `None`: not eligible)
+/// for one list of applicable ads.
+struct AdsTable<'c> {
+    ads: Vec<&'c L2Adv>,
+    nodes: Vec<Option<NodeCandidacy>>,
+    /// Indices of the eligible nodes, ascending.
+    eligible: Vec<usize>,
+}
+
+impl<'c> AdsTable<'c> {
+    fn new(ads: Vec<&'c L2Adv>, nodes: &[&NodeInfo], opts: &ElectionOptions) -> Self {
+        let mut named: Vec<&L2Adv> = Vec::new();
+        for a in &ads {
+            if !named.iter().any(|x| x.name == a.name) {
+                named.push(a);
+            }
+        }
+        let candidacy: Vec<Option<NodeCandidacy>> = nodes
+            .iter()
+            .map(|n| {
+                let interfaces = interfaces_for(ads.iter().copied(), n)?;
+                node_health(n, opts).ok()?;
+                Some(NodeCandidacy {
+                    score: preferred_score(named.iter().copied(), n),
+                    interfaces,
+                })
+            })
+            .collect();
+        let eligible = (0..nodes.len())
+            .filter(|i| candidacy[*i].is_some())
+            .collect();
+        AdsTable {
+            ads,
+            nodes: candidacy,
+            eligible,
+        }
+    }
+}
+
+/// Whether two lists hold the same ads of one configuration, in the same order.
+fn same_ads(a: &[&L2Adv], b: &[&L2Adv]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| std::ptr::eq(*x, *y))
+}
+
+/// One announceable Service: its table of ads, and its eligible nodes when they are not
+/// all of the table's (`Local` policy: the eligible nodes hosting a serving endpoint).
+struct Eval {
+    table: usize,
+    local: Option<Vec<usize>>,
+}
+
+impl Eval {
+    /// The eligible nodes, ascending.
+    fn eligible<'a>(&'a self, tables: &'a [AdsTable]) -> &'a [usize] {
+        self.local
+            .as_deref()
+            .unwrap_or(&tables[self.table].eligible)
+    }
 }
 
 /// The IP hashed for `ip`, given the Services carrying it (sorted by key): `ip` itself when

@@ -6,6 +6,7 @@ mod election_incremental;
 mod election_k8s;
 mod election_lease;
 mod election_props;
+mod election_reference;
 mod election_vectors;
 mod examples;
 mod membership_model;
