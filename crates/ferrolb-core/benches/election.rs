@@ -1,7 +1,9 @@
 //! Cost of the whole-cluster election (every speaker runs it on every relevant change).
 //!
 //! `cargo bench --bench election` (`elect_all`: the whole election from scratch;
-//! `incremental_full_pass`: a whole re-election by the speaker's incremental election)
+//! `incremental_full_pass`: a whole re-election by the speaker's incremental election;
+//! `elect_all_equal_scores`: the whole election with no preferred nodes, so every eligible
+//! node of an IP is ranked by its hash)
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -58,10 +60,30 @@ fn setup(nodes: usize, services: usize) -> (Config, Vec<ServiceView>, Vec<NodeIn
 }
 
 fn bench(c: &mut Criterion) {
-    let mut g = c.benchmark_group("elect_all");
+    for (group, sizes, preferred) in [
+        (
+            "elect_all",
+            &[(3, 300), (10, 1_000), (100, 1_000), (100, 10_000)][..],
+            true,
+        ),
+        (
+            "elect_all_equal_scores",
+            &[(100, 1_000), (100, 10_000)][..],
+            false,
+        ),
+    ] {
+        elect_all_group(c, group, sizes, preferred);
+    }
+}
+
+fn elect_all_group(c: &mut Criterion, group: &str, sizes: &[(usize, usize)], preferred: bool) {
+    let mut g = c.benchmark_group(group);
     g.sample_size(20);
-    for (nodes, services) in [(3, 300), (10, 1_000), (100, 1_000), (100, 10_000)] {
-        let (cfg, svcs, ns) = setup(nodes, services);
+    for &(nodes, services) in sizes {
+        let (mut cfg, svcs, ns) = setup(nodes, services);
+        if !preferred {
+            cfg.l2_advertisements[0].preferred_node_selectors.clear();
+        }
         let first = elect_all(
             &cfg,
             &svcs,
