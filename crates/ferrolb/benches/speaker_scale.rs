@@ -63,6 +63,8 @@
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
+//! `BENCH_HB_INTERVAL_MS` (100): the heartbeat interval of the peers and the speaker, whose
+//! fence and death thresholds stay 3 and 6 intervals,
 //! `BENCH_SETTLE_SECS` (5): the wait after the last IP before measuring at rest,
 //! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals and
 //! its CPU under a tenth of a core (2 s windows),
@@ -383,6 +385,9 @@ struct Sizes {
     heartbeats: bool,
     /// The peers' heartbeats are spread over the interval (else sent in one burst).
     hb_spread: bool,
+    /// The heartbeat interval of the peers and of the speaker (whose fence and death
+    /// thresholds keep the default ratios to it: 3 and 6 intervals).
+    hb_interval: Duration,
     /// Where the peers' published state is.
     peer_state: PeerState,
     /// The peers renew as speakers hearing every member do: every quiet period (with
@@ -432,6 +437,10 @@ fn main() {
         peers: env_num("BENCH_PEERS", 1) != 0,
         heartbeats: env_num("BENCH_PEERS", 1) != 0 && env_num("BENCH_HEARTBEATS", 1) != 0,
         hb_spread: env_num("BENCH_HB_SPREAD", 1) != 0,
+        hb_interval: Duration::from_millis(env_num(
+            "BENCH_HB_INTERVAL_MS",
+            MeshTiming::default().interval.as_millis() as u64,
+        )),
         peer_state: match std::env::var("BENCH_PEER_STATE").as_deref() {
             Err(_) | Ok("configmap") => PeerState::ConfigMap,
             Ok("lease") | Ok("1") => PeerState::Lease,
@@ -906,7 +915,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
         )
     });
     // The heartbeat key every speaker reads (on a cluster, the controller creates it).
-    let interval = MeshTiming::default().interval;
+    let interval = z.hb_interval;
     let hb_peers = match (&lan, z.heartbeats) {
         (Some(lan), true) => {
             let key: Vec<u8> = (0..32u8)
@@ -997,6 +1006,21 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
             ];
             if z.peers && hb_peers.is_none() {
                 args.push("--no-heartbeats");
+            }
+            let (hb_interval, fence_after, dead_after) = (
+                format!("{}ms", interval.as_millis()),
+                format!("{}ms", (interval * 3).as_millis()),
+                format!("{}ms", (interval * 6).as_millis()),
+            );
+            if interval != MeshTiming::default().interval {
+                args.extend([
+                    "--heartbeat-interval",
+                    &hb_interval,
+                    "--fence-after",
+                    &fence_after,
+                    "--peer-dead-after",
+                    &dead_after,
+                ]);
             }
             let mut child = Command::new(exe)
                 .args(args)

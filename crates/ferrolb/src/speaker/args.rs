@@ -234,6 +234,51 @@ mod tests {
         assert!(doc("ARCHITECTURE.md").contains(&triple), "{triple}");
     }
 
+    /// Every speaker flag has its row in CONFIGURATION.md, the heartbeat timers with the
+    /// defaults the flags take, and the tuning quoted there for large clusters is accepted.
+    #[test]
+    fn every_flag_is_documented_and_the_heartbeat_tuning_is_valid() {
+        let conf = std::fs::read_to_string(format!(
+            "{}/../../docs/CONFIGURATION.md",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let rows: Vec<&str> = conf.lines().filter(|l| l.starts_with("| `--")).collect();
+        let cmd = <Cli as clap::CommandFactory>::command();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let flag = format!("`--{long}`");
+            assert!(
+                rows.iter()
+                    .any(|r| r.split(" | ").next().unwrap().contains(&flag)),
+                "{flag} has no row in CONFIGURATION.md"
+            );
+        }
+        let m = MeshTiming::default();
+        for (flag, d) in [
+            ("--heartbeat-interval", m.interval),
+            ("--fence-after", m.fence_after),
+            ("--peer-dead-after", m.dead_after),
+        ] {
+            let row = rows
+                .iter()
+                .find(|l| l.starts_with(&format!("| `{flag}` |")))
+                .unwrap();
+            let want = format!("| `{}` |", crate::runtime::format_duration(d));
+            assert!(row.contains(&want), "{row:?} lacks {want}");
+        }
+        let tuned = "--heartbeat-interval=200ms --fence-after=400ms --peer-dead-after=700ms";
+        assert!(conf.contains(tuned));
+        let cli = Cli::try_parse_from(
+            ["x", "--node-name", "n"]
+                .into_iter()
+                .chain(tuned.split(' ')),
+        )
+        .unwrap();
+        let t = cli.args.mesh_timing().unwrap();
+        assert!(t.dead_after < Duration::from_secs(1));
+    }
+
     #[test]
     fn node_name_is_required() {
         // NODE_NAME may be set in the environment of whoever runs the tests
