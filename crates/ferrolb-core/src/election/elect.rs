@@ -1,7 +1,7 @@
 //! Owner election per IP: MetalLB's ranking, made sticky, and the whole-cluster map.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -98,13 +98,74 @@ pub struct Ownership {
     pub node: String,
     /// Interfaces the owner announces the IP on (union over the announced Services).
     pub interfaces: Interfaces,
-    /// Keys of the Services announced through this IP (sorted); shared with the copies
-    /// the speaker keeps of what it announces.
-    pub services: Arc<BTreeSet<String>>,
+    /// Keys of the Services announced through this IP; shared with the copies the
+    /// speaker keeps of what it announces.
+    pub services: ServiceKeys,
     /// The IP string hashed for this IP (see the module rules on anchors).
     pub anchor: IpAddr,
     /// True when the owner was kept by stickiness although another candidate ranks first.
     pub sticky: bool,
+}
+
+/// Service keys (`namespace/name`), sorted and without duplicates, in one shared slice:
+/// an IP is nearly always announced for one Service, so a set costs one small allocation,
+/// and a copy none.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ServiceKeys(Arc<[Arc<str>]>);
+
+impl ServiceKeys {
+    /// Whether `key` is one of the keys.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.binary_search_by(|k| (**k).cmp(key)).is_ok()
+    }
+
+    /// The keys, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
+        self.0.iter()
+    }
+
+    /// The keys of `self` that are not in `other`, in order.
+    pub fn difference<'a>(&'a self, other: &'a ServiceKeys) -> impl Iterator<Item = &'a Arc<str>> {
+        self.iter().filter(move |k| !other.contains(k))
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `a` and `b` are the same allocation (one is a copy of the other).
+    pub fn ptr_eq(a: &ServiceKeys, b: &ServiceKeys) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl<K: Into<Arc<str>>> FromIterator<K> for ServiceKeys {
+    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
+        let mut keys: Vec<Arc<str>> = iter.into_iter().map(Into::into).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        ServiceKeys(keys.into())
+    }
+}
+
+impl<'a> IntoIterator for &'a ServiceKeys {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for ServiceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
 }
 
 /// The outcome of [`elect_all`].
@@ -288,12 +349,12 @@ pub fn elect_all<'s>(
         } else {
             best_ranked(anchor, &candidates)
         };
-        let mut services = BTreeSet::new();
+        let mut services = Vec::new();
         let mut interfaces: Option<Interfaces> = None;
         for (s, e) in &announceable {
             match e.cands.candidates.get(&winner.node) {
                 Some(c) => {
-                    services.insert(s.key.clone());
+                    services.push(s.key.as_str());
                     interfaces = Some(match interfaces {
                         None => c.interfaces.clone(),
                         Some(i) => i.union(&c.interfaces),
@@ -310,7 +371,7 @@ pub fn elect_all<'s>(
             Ownership {
                 node: winner.node.clone(),
                 interfaces: interfaces.unwrap_or(Interfaces::All),
-                services: Arc::new(services),
+                services: services.into_iter().collect(),
                 anchor,
                 sticky: best.is_some_and(|b| b.node != winner.node),
             },
@@ -328,4 +389,24 @@ pub fn anchor_ip(ip: IpAddr, sharers: &[&ServiceView]) -> IpAddr {
         return ip;
     }
     sharers.first().and_then(|s| s.first_ip()).unwrap_or(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_keys_are_a_sorted_set() {
+        let k: ServiceKeys = ["ns/b", "ns/a", "ns/b"].into_iter().collect();
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.iter().map(|s| &**s).collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+        assert!(k.contains("ns/a") && k.contains("ns/b") && !k.contains("ns/c"));
+        let a: ServiceKeys = ["ns/a"].into_iter().collect();
+        assert_eq!(k.difference(&a).map(|s| &**s).collect::<Vec<_>>(), ["ns/b"]);
+        assert_eq!(a.difference(&k).count(), 0);
+        assert_eq!(format!("{k:?}"), r#"{"ns/a", "ns/b"}"#);
+        let copy = k.clone();
+        assert!(ServiceKeys::ptr_eq(&k, &copy) && !ServiceKeys::ptr_eq(&k, &a));
+        assert!(ServiceKeys::default().is_empty());
+    }
 }

@@ -742,7 +742,10 @@ fn shared_ip_etp_local_uses_intersection_then_max_coverage() {
     );
     let o = &e.owners[&ip(a)];
     assert_eq!(o.node, "n1");
-    assert_eq!(*o.services, ["ns/a".to_string(), "ns/b".to_string()].into());
+    assert_eq!(
+        o.services.iter().map(|k| &**k).collect::<Vec<_>>(),
+        ["ns/a", "ns/b"]
+    );
     assert_eq!(
         e.not_announced[&("ns/c".into(), ip(a))],
         Reason::SharedIpOwnerNotEligible

@@ -493,7 +493,7 @@ impl<A: Announcer> Speaker<A> {
             self.metrics.change(false);
             for s in a.services.iter() {
                 self.metrics.announced.remove(&AnnouncedLabels {
-                    service: s.clone(),
+                    service: s.to_string(),
                     ip: ip.to_string(),
                     node: self.settings.node.clone(),
                 });
@@ -779,7 +779,7 @@ impl<A: Announcer> Speaker<A> {
                 self.metrics
                     .announced
                     .get_or_create(&AnnouncedLabels {
-                        service: s.clone(),
+                        service: s.to_string(),
                         ip: ch.ip.to_string(),
                         node: self.settings.node.clone(),
                     })

@@ -29,7 +29,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -42,7 +41,8 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView, Views,
+    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceKeys,
+    ServiceView, Views,
 };
 
 /// What this node answers for one IP.
@@ -52,7 +52,7 @@ pub struct Announced {
     pub interfaces: Interfaces,
     /// Keys (`namespace/name`) of the Services the IP is announced for (shared with the
     /// election's [`Ownership`] it comes from).
-    pub services: Arc<BTreeSet<String>>,
+    pub services: ServiceKeys,
 }
 
 impl From<&Ownership> for Announced {
@@ -252,7 +252,7 @@ impl Change {
             .map(|p| {
                 p.services
                     .difference(&self.want.services)
-                    .cloned()
+                    .map(|k| k.to_string())
                     .collect()
             })
             .unwrap_or_default()
@@ -741,16 +741,16 @@ impl Planner {
         prev: Option<&Announced>,
         now: Option<&Announced>,
     ) {
-        let empty = BTreeSet::new();
+        let empty = ServiceKeys::default();
         let before = prev.map_or(&empty, |a| &a.services);
         let after = now.map_or(&empty, |a| &a.services);
         for s in before.difference(after) {
-            if let Some(ips) = self.services_of.get_mut(s) {
+            if let Some(ips) = self.services_of.get_mut(&**s) {
                 if let Ok(i) = ips.binary_search(&ip) {
                     ips.remove(i);
                 }
                 if ips.is_empty() {
-                    self.services_of.remove(s);
+                    self.services_of.remove(&**s);
                     if let Some(key) = ServiceKey::parse(s) {
                         self.events.forget(&key);
                     }
@@ -758,14 +758,18 @@ impl Planner {
             }
         }
         for s in after {
-            let ips = self.services_of.entry(s.clone()).or_default();
+            let ips = self.services_of.entry(s.to_string()).or_default();
             if let Err(i) = ips.binary_search(&ip) {
                 ips.reserve_exact(1);
                 ips.insert(i, ip);
             }
         }
-        self.status_dirty
-            .extend(before.union(after).filter_map(|s| ServiceKey::parse(s)));
+        self.status_dirty.extend(
+            before
+                .iter()
+                .chain(after)
+                .filter_map(|s| ServiceKey::parse(s)),
+        );
     }
 
     /// [`Planner::status_writes`] for the parts that can have changed since the last call:
@@ -1208,7 +1212,7 @@ mod tests {
     fn announced(ifs: Interfaces, services: &[&str]) -> Announced {
         Announced {
             interfaces: ifs,
-            services: Arc::new(services.iter().map(|s| s.to_string()).collect()),
+            services: services.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -1485,7 +1489,7 @@ mod tests {
                             } else {
                                 Interfaces::All
                             },
-                            services: Arc::new(svcs.into_iter().map(svc).collect()),
+                            services: svcs.into_iter().map(svc).collect(),
                         });
                         let prev = announced.get(&nth_ip(i)).cloned();
                         part.note_announced(nth_ip(i), prev.as_ref(), new.as_ref());
@@ -2021,12 +2025,12 @@ mod tests {
         let o = Ownership {
             node: "me".into(),
             interfaces: Interfaces::All,
-            services: Arc::new(["ns/a".to_string(), "ns/b".to_string()].into()),
+            services: ["ns/a", "ns/b"].into_iter().collect(),
             anchor: ip("10.0.0.1"),
             sticky: false,
         };
         let a = Announced::from(&o);
-        assert!(Arc::ptr_eq(&a.services, &o.services));
+        assert!(ServiceKeys::ptr_eq(&a.services, &o.services));
         assert_eq!(a.interfaces, Interfaces::All);
     }
 }
