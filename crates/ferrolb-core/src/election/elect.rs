@@ -209,7 +209,7 @@ impl Election {
         node: &NodeInfo,
         opts: &ElectionOptions,
     ) -> Result<&Ownership, Reason> {
-        if let Some(r) = self.not_announced.get(&(svc.key.clone(), ip)) {
+        if let Some(r) = self.not_announced.get(&(svc.key.to_string(), ip)) {
             return Err(r.clone());
         }
         let Some(own) = self
@@ -261,7 +261,7 @@ pub fn elect_all<'s>(
     // Unique services by key; a duplicated key is never announced.
     let mut by_key: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
     for s in services {
-        by_key.entry(s.key.as_str()).or_default().push(s);
+        by_key.entry(&s.key).or_default().push(s);
     }
     let mut svcs: Vec<&ServiceView> = Vec::new();
     for (key, list) in &by_key {
@@ -287,11 +287,12 @@ pub fn elect_all<'s>(
         match service_candidates(config, s, nodes.iter().copied(), opts) {
             Ok(cands) => {
                 let ads = service_ads(config, s).unwrap_or_default();
-                evals.insert(s.key.as_str(), Eval { cands, ads });
+                evals.insert(&s.key, Eval { cands, ads });
             }
             Err(r) => {
                 for ip in &s.ips {
-                    out.not_announced.insert((s.key.clone(), *ip), r.clone());
+                    out.not_announced
+                        .insert((s.key.to_string(), *ip), r.clone());
                 }
             }
         }
@@ -309,7 +310,7 @@ pub fn elect_all<'s>(
         let anchor = anchor_ip(*ip, sharers);
         let announceable: Vec<(&ServiceView, &Eval)> = sharers
             .iter()
-            .filter_map(|s| evals.get(s.key.as_str()).map(|e| (*s, e)))
+            .filter_map(|s| evals.get(&*s.key).map(|e| (*s, e)))
             .collect();
         if announceable.is_empty() {
             continue;
@@ -354,7 +355,7 @@ pub fn elect_all<'s>(
         for (s, e) in &announceable {
             match e.cands.candidates.get(&winner.node) {
                 Some(c) => {
-                    services.push(s.key.as_str());
+                    services.push(s.key.clone());
                     interfaces = Some(match interfaces {
                         None => c.interfaces.clone(),
                         Some(i) => i.union(&c.interfaces),
@@ -362,7 +363,7 @@ pub fn elect_all<'s>(
                 }
                 None => {
                     out.not_announced
-                        .insert((s.key.clone(), *ip), Reason::SharedIpOwnerNotEligible);
+                        .insert((s.key.to_string(), *ip), Reason::SharedIpOwnerNotEligible);
                 }
             }
         }

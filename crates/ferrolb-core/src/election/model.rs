@@ -81,8 +81,9 @@ impl NodeInfo {
 /// What the election needs to know about one LoadBalancer Service with ingress IPs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
-    /// `namespace/name`.
-    pub key: String,
+    /// `namespace/name`; shared with every table keyed by the Service (one allocation
+    /// per Service in a speaker).
+    pub key: Arc<str>,
     /// `metadata.labels` (for L2Advertisement `serviceSelectors`), shared with the
     /// [`ServiceFacts`] it was made from: a view is copied on every election, its labels
     /// are not.
@@ -105,7 +106,7 @@ pub struct ServiceView {
 impl ServiceView {
     /// A Cluster-policy Service with the given IPs, a serving endpoint, no labels and
     /// no pool (set `pool` yourself). Handy for tests and benchmarks.
-    pub fn new(key: impl Into<String>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
+    pub fn new(key: impl Into<Arc<str>>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
         ServiceView {
             key: key.into(),
             labels: Arc::default(),
@@ -294,7 +295,7 @@ pub fn view_of<'a>(
         }
     }
     Ok(ServiceView {
-        key: format!("{ns}/{name}"),
+        key: format!("{ns}/{name}").into(),
         labels: svc.labels.clone(),
         pool: pool_for_ips(config, &ips),
         ips,

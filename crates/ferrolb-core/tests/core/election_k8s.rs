@@ -147,7 +147,7 @@ fn service_view_from_objects() {
         slice("other", "web", vec![ep(Some("n6"), Some(true), None)]),
     ];
     let v = service_view(&svc, &slices, &cfg()).unwrap();
-    assert_eq!(v.key, "shop/web");
+    assert_eq!(&*v.key, "shop/web");
     assert_eq!(
         v.ips,
         vec![

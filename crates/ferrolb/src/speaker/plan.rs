@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -343,7 +344,7 @@ pub struct Planner {
     last_by_heartbeat: BTreeSet<String>,
     /// Service (as in [`Announced::services`]) → the IPs announced for it, sorted (most
     /// Services have one: a vector, not a tree node).
-    services_of: BTreeMap<String, Vec<IpAddr>>,
+    services_of: BTreeMap<Arc<str>, Vec<IpAddr>>,
     /// Services whose desired ServiceL2Status may have changed since the last status plan.
     status_dirty: BTreeSet<ServiceKey>,
     /// Peers alive at the last status plan (None: none yet, the first plans everything).
@@ -758,7 +759,7 @@ impl Planner {
             }
         }
         for s in after {
-            let ips = self.services_of.entry(s.to_string()).or_default();
+            let ips = self.services_of.entry(s.clone()).or_default();
             if let Err(i) = ips.binary_search(&ip) {
                 ips.reserve_exact(1);
                 ips.insert(i, ip);
@@ -848,7 +849,7 @@ impl Planner {
         service: &ServiceKey,
         announced: &BTreeMap<IpAddr, Announced>,
     ) -> Option<MetalLBServiceL2Status> {
-        let ips = self.services_of.get(&service.to_string())?;
+        let ips = self.services_of.get(service.to_string().as_str())?;
         let mut ifs = BTreeSet::new();
         let mut texts = BTreeSet::new();
         for ip in ips {
