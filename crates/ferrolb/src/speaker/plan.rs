@@ -702,16 +702,13 @@ impl Planner {
         };
         let mut pending = Vec::new();
         for s in a.services.iter() {
-            let Some(key) = ServiceKey::parse(s) else {
-                continue;
-            };
             let msg = events::node_assigned_message(&self.me, &ifs);
-            pending.extend(self.events.note(&key, false, events::NODE_ASSIGNED, msg));
+            pending.extend(self.events.note(s, false, events::NODE_ASSIGNED, msg));
             if missing.is_empty() {
-                self.events.clear(&key, events::ANNOUNCE_FAILED);
+                self.events.clear(s, events::ANNOUNCE_FAILED);
             } else {
                 let msg = events::announce_failed_message(&ip.to_string(), &self.me, missing);
-                pending.extend(self.events.note(&key, true, events::ANNOUNCE_FAILED, msg));
+                pending.extend(self.events.note(s, true, events::ANNOUNCE_FAILED, msg));
             }
         }
         pending
@@ -721,14 +718,12 @@ impl Planner {
     pub fn duplicate_events(&mut self, a: &Announced, message: &str) -> Vec<Pending> {
         let mut pending = Vec::new();
         for s in a.services.iter() {
-            if let Some(key) = ServiceKey::parse(s) {
-                pending.extend(self.events.note(
-                    &key,
-                    true,
-                    events::DUPLICATE_RESPONDER,
-                    message.to_string(),
-                ));
-            }
+            pending.extend(self.events.note(
+                s,
+                true,
+                events::DUPLICATE_RESPONDER,
+                message.to_string(),
+            ));
         }
         pending
     }
@@ -752,9 +747,7 @@ impl Planner {
                 }
                 if ips.is_empty() {
                     self.services_of.remove(&**s);
-                    if let Some(key) = ServiceKey::parse(s) {
-                        self.events.forget(&key);
-                    }
+                    self.events.forget(s);
                 }
             }
         }
