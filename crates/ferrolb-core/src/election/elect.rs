@@ -98,22 +98,23 @@ pub struct Ownership {
     pub node: String,
     /// Interfaces the owner announces the IP on (union over the announced Services).
     pub interfaces: Interfaces,
-    /// Keys of the Services announced through this IP; shared with the copies the
-    /// speaker keeps of what it announces.
-    pub services: ServiceKeys,
+    /// Keys (`namespace/name`) of the Services announced through this IP; shared with the
+    /// copies the speaker keeps of what it announces.
+    pub services: NameSet,
     /// The IP string hashed for this IP (see the module rules on anchors).
     pub anchor: IpAddr,
     /// True when the owner was kept by stickiness although another candidate ranks first.
     pub sticky: bool,
 }
 
-/// Service keys (`namespace/name`), sorted and without duplicates, in one shared slice:
-/// an IP is nearly always announced for one Service, so a set costs one small allocation,
-/// and a copy none.
+/// Names (Service keys, node names), sorted and without duplicates, in one shared slice
+/// of shared strings: an IP is nearly always announced for one Service and a Service
+/// served from a few nodes, so a set costs one small allocation, a copy none, and a name
+/// taken from its owner (the speaker's index) none.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct ServiceKeys(Arc<[Arc<str>]>);
+pub struct NameSet(Arc<[Arc<str>]>);
 
-impl ServiceKeys {
+impl NameSet {
     /// Whether `key` is one of the keys.
     pub fn contains(&self, key: &str) -> bool {
         self.0.binary_search_by(|k| (**k).cmp(key)).is_ok()
@@ -125,7 +126,7 @@ impl ServiceKeys {
     }
 
     /// The keys of `self` that are not in `other`, in order.
-    pub fn difference<'a>(&'a self, other: &'a ServiceKeys) -> impl Iterator<Item = &'a Arc<str>> {
+    pub fn difference<'a>(&'a self, other: &'a NameSet) -> impl Iterator<Item = &'a Arc<str>> {
         self.iter().filter(move |k| !other.contains(k))
     }
 
@@ -140,21 +141,21 @@ impl ServiceKeys {
     }
 
     /// Whether `a` and `b` are the same allocation (one is a copy of the other).
-    pub fn ptr_eq(a: &ServiceKeys, b: &ServiceKeys) -> bool {
+    pub fn ptr_eq(a: &NameSet, b: &NameSet) -> bool {
         Arc::ptr_eq(&a.0, &b.0)
     }
 }
 
-impl<K: Into<Arc<str>>> FromIterator<K> for ServiceKeys {
+impl<K: Into<Arc<str>>> FromIterator<K> for NameSet {
     fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
         let mut keys: Vec<Arc<str>> = iter.into_iter().map(Into::into).collect();
         keys.sort_unstable();
         keys.dedup();
-        ServiceKeys(keys.into())
+        NameSet(keys.into())
     }
 }
 
-impl<'a> IntoIterator for &'a ServiceKeys {
+impl<'a> IntoIterator for &'a NameSet {
     type Item = &'a Arc<str>;
     type IntoIter = std::slice::Iter<'a, Arc<str>>;
     fn into_iter(self) -> Self::IntoIter {
@@ -162,7 +163,7 @@ impl<'a> IntoIterator for &'a ServiceKeys {
     }
 }
 
-impl std::fmt::Debug for ServiceKeys {
+impl std::fmt::Debug for NameSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.iter()).finish()
     }
@@ -397,17 +398,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn service_keys_are_a_sorted_set() {
-        let k: ServiceKeys = ["ns/b", "ns/a", "ns/b"].into_iter().collect();
+    fn a_name_set_is_sorted_and_shared() {
+        let k: NameSet = ["ns/b", "ns/a", "ns/b"].into_iter().collect();
         assert_eq!(k.len(), 2);
         assert_eq!(k.iter().map(|s| &**s).collect::<Vec<_>>(), ["ns/a", "ns/b"]);
         assert!(k.contains("ns/a") && k.contains("ns/b") && !k.contains("ns/c"));
-        let a: ServiceKeys = ["ns/a"].into_iter().collect();
+        let a: NameSet = ["ns/a"].into_iter().collect();
         assert_eq!(k.difference(&a).map(|s| &**s).collect::<Vec<_>>(), ["ns/b"]);
         assert_eq!(a.difference(&k).count(), 0);
         assert_eq!(format!("{k:?}"), r#"{"ns/a", "ns/b"}"#);
         let copy = k.clone();
-        assert!(ServiceKeys::ptr_eq(&k, &copy) && !ServiceKeys::ptr_eq(&k, &a));
-        assert!(ServiceKeys::default().is_empty());
+        assert!(NameSet::ptr_eq(&k, &copy) && !NameSet::ptr_eq(&k, &a));
+        assert!(NameSet::default().is_empty());
     }
 }

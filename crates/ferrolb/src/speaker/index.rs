@@ -48,11 +48,12 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    /// Every serving endpoint as the view rule takes them (`None`: no node).
-    fn serving(&self) -> impl Iterator<Item = Option<&str>> {
+    /// Every serving endpoint as the view rule takes them (`None`: no node), the nodes'
+    /// names shared with the index.
+    fn serving(&self) -> impl Iterator<Item = Option<Arc<str>>> + '_ {
         self.nodes
             .iter()
-            .map(|n| Some(&**n))
+            .map(|n| Some(n.clone()))
             .chain(self.nodeless.then_some(None))
     }
 }

@@ -42,8 +42,8 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceKeys,
-    ServiceView, Views,
+    Interfaces, LeaseClock, NameSet, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView,
+    Views,
 };
 
 /// What this node answers for one IP.
@@ -53,7 +53,7 @@ pub struct Announced {
     pub interfaces: Interfaces,
     /// Keys (`namespace/name`) of the Services the IP is announced for (shared with the
     /// election's [`Ownership`] it comes from).
-    pub services: ServiceKeys,
+    pub services: NameSet,
 }
 
 impl From<&Ownership> for Announced {
@@ -737,7 +737,7 @@ impl Planner {
         prev: Option<&Announced>,
         now: Option<&Announced>,
     ) {
-        let empty = ServiceKeys::default();
+        let empty = NameSet::default();
         let before = prev.map_or(&empty, |a| &a.services);
         let after = now.map_or(&empty, |a| &a.services);
         for s in before.difference(after) {
@@ -2024,7 +2024,7 @@ mod tests {
             sticky: false,
         };
         let a = Announced::from(&o);
-        assert!(ServiceKeys::ptr_eq(&a.services, &o.services));
+        assert!(NameSet::ptr_eq(&a.services, &o.services));
         assert_eq!(a.interfaces, Interfaces::All);
     }
 }

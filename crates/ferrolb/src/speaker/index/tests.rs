@@ -78,10 +78,7 @@ fn put_slice(ix: &mut Index, s: &EndpointSlice) -> bool {
 }
 
 fn nodes_of(v: &ServiceView) -> Vec<&str> {
-    v.serving_endpoint_nodes
-        .iter()
-        .map(String::as_str)
-        .collect()
+    v.serving_endpoint_nodes.iter().map(|n| &**n).collect()
 }
 
 #[test]
@@ -486,4 +483,8 @@ fn a_view_and_its_change_share_the_indexs_service_key() {
     let (k, vs) = views.iter().next().unwrap();
     assert!(Arc::ptr_eq(k, &held) && Arc::ptr_eq(&vs[0].key, &held));
     assert!(Arc::ptr_eq(&ix.view("ns/a", &c).unwrap().key, &held));
+    // and its serving nodes are the index's interned names
+    let n2 = vs[0].serving_endpoint_nodes.iter().next().unwrap();
+    assert_eq!(&**n2, "n2");
+    assert!(Arc::ptr_eq(n2, ix.names.get("n2").unwrap()));
 }
