@@ -1,7 +1,7 @@
 //! Owner election per IP: MetalLB's ranking, made sticky, and the whole-cluster map.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -98,13 +98,75 @@ pub struct Ownership {
     pub node: String,
     /// Interfaces the owner announces the IP on (union over the announced Services).
     pub interfaces: Interfaces,
-    /// Keys of the Services announced through this IP (sorted); shared with the copies
-    /// the speaker keeps of what it announces.
-    pub services: Arc<BTreeSet<String>>,
+    /// Keys (`namespace/name`) of the Services announced through this IP; shared with the
+    /// copies the speaker keeps of what it announces.
+    pub services: NameSet,
     /// The IP string hashed for this IP (see the module rules on anchors).
     pub anchor: IpAddr,
     /// True when the owner was kept by stickiness although another candidate ranks first.
     pub sticky: bool,
+}
+
+/// Names (Service keys, node names), sorted and without duplicates, in one shared slice
+/// of shared strings: an IP is nearly always announced for one Service and a Service
+/// served from a few nodes, so a set costs one small allocation, a copy none, and a name
+/// taken from its owner (the speaker's index) none.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NameSet(Arc<[Arc<str>]>);
+
+impl NameSet {
+    /// Whether `key` is one of the keys.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.binary_search_by(|k| (**k).cmp(key)).is_ok()
+    }
+
+    /// The keys, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
+        self.0.iter()
+    }
+
+    /// The keys of `self` that are not in `other`, in order.
+    pub fn difference<'a>(&'a self, other: &'a NameSet) -> impl Iterator<Item = &'a Arc<str>> {
+        self.iter().filter(move |k| !other.contains(k))
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `a` and `b` are the same allocation (one is a copy of the other).
+    pub fn ptr_eq(a: &NameSet, b: &NameSet) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl<K: Into<Arc<str>>> FromIterator<K> for NameSet {
+    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
+        let mut keys: Vec<Arc<str>> = iter.into_iter().map(Into::into).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        NameSet(keys.into())
+    }
+}
+
+impl<'a> IntoIterator for &'a NameSet {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for NameSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
 }
 
 /// The outcome of [`elect_all`].
@@ -148,7 +210,7 @@ impl Election {
         node: &NodeInfo,
         opts: &ElectionOptions,
     ) -> Result<&Ownership, Reason> {
-        if let Some(r) = self.not_announced.get(&(svc.key.clone(), ip)) {
+        if let Some(r) = self.not_announced.get(&(svc.key.to_string(), ip)) {
             return Err(r.clone());
         }
         let Some(own) = self
@@ -201,7 +263,7 @@ pub fn elect_all<'s>(
     // Unique services by key; a duplicated key is never announced.
     let mut by_key: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
     for s in services {
-        by_key.entry(s.key.as_str()).or_default().push(s);
+        by_key.entry(&s.key).or_default().push(s);
     }
     let mut svcs: Vec<&ServiceView> = Vec::new();
     for (key, list) in &by_key {
@@ -226,7 +288,8 @@ pub fn elect_all<'s>(
             Ok(ads) => ads,
             Err(r) => {
                 for ip in &s.ips {
-                    out.not_announced.insert((s.key.clone(), *ip), r.clone());
+                    out.not_announced
+                        .insert((s.key.to_string(), *ip), r.clone());
                 }
                 continue;
             }
@@ -249,11 +312,11 @@ pub fn elect_all<'s>(
         if eval.eligible(&tables).is_empty() {
             for ip in &s.ips {
                 out.not_announced
-                    .insert((s.key.clone(), *ip), Reason::NoEligibleNode);
+                    .insert((s.key.to_string(), *ip), Reason::NoEligibleNode);
             }
             continue;
         }
-        evals.insert(s.key.as_str(), eval);
+        evals.insert(&s.key, eval);
     }
 
     // Services by IP (all valid ones, for the anchor; svcs is sorted by key).
@@ -268,7 +331,7 @@ pub fn elect_all<'s>(
         let anchor = anchor_ip(*ip, sharers);
         let announceable: Vec<(&ServiceView, &Eval)> = sharers
             .iter()
-            .filter_map(|s| evals.get(s.key.as_str()).map(|e| (*s, e)))
+            .filter_map(|s| evals.get(&*s.key).map(|e| (*s, e)))
             .collect();
         let cur = current.get(ip).and_then(|c| index_of(c));
         let (winner, best) = match announceable.as_slice() {
@@ -333,13 +396,13 @@ pub fn elect_all<'s>(
                 (index(winner), best.map_or(index(winner), index))
             }
         };
-        let mut services = BTreeSet::new();
+        let mut services = Vec::new();
         let mut interfaces: Option<Interfaces> = None;
         for (s, e) in &announceable {
             let eligible = e.eligible(&tables).binary_search(&winner).is_ok();
             match tables[e.table].nodes[winner].as_ref().filter(|_| eligible) {
                 Some(n) => {
-                    services.insert(s.key.clone());
+                    services.push(s.key.clone());
                     interfaces = Some(match interfaces {
                         None => n.interfaces.clone(),
                         Some(i) => i.union(&n.interfaces),
@@ -347,7 +410,7 @@ pub fn elect_all<'s>(
                 }
                 None => {
                     out.not_announced
-                        .insert((s.key.clone(), *ip), Reason::SharedIpOwnerNotEligible);
+                        .insert((s.key.to_string(), *ip), Reason::SharedIpOwnerNotEligible);
                 }
             }
         }
@@ -356,7 +419,7 @@ pub fn elect_all<'s>(
             Ownership {
                 node: nodes[winner].name.clone(),
                 interfaces: interfaces.unwrap_or(Interfaces::All),
-                services: Arc::new(services),
+                services: services.into_iter().collect(),
                 anchor,
                 sticky: best != winner,
             },
@@ -444,4 +507,24 @@ pub fn anchor_ip(ip: IpAddr, sharers: &[&ServiceView]) -> IpAddr {
         return ip;
     }
     sharers.first().and_then(|s| s.first_ip()).unwrap_or(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_set_is_sorted_and_shared() {
+        let k: NameSet = ["ns/b", "ns/a", "ns/b"].into_iter().collect();
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.iter().map(|s| &**s).collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+        assert!(k.contains("ns/a") && k.contains("ns/b") && !k.contains("ns/c"));
+        let a: NameSet = ["ns/a"].into_iter().collect();
+        assert_eq!(k.difference(&a).map(|s| &**s).collect::<Vec<_>>(), ["ns/b"]);
+        assert_eq!(a.difference(&k).count(), 0);
+        assert_eq!(format!("{k:?}"), r#"{"ns/a", "ns/b"}"#);
+        let copy = k.clone();
+        assert!(NameSet::ptr_eq(&k, &copy) && !NameSet::ptr_eq(&k, &a));
+        assert!(NameSet::default().is_empty());
+    }
 }

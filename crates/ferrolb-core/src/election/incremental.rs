@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::Config;
 
@@ -51,10 +52,10 @@ pub struct IncrementalElection {
     /// Configuration, options and nodes of the last call.
     base: Option<Base>,
     /// The views of the last call by key (more than one: a duplicated key), in input order.
-    views: BTreeMap<String, Vec<ServiceView>>,
+    views: BTreeMap<Arc<str>, Vec<ServiceView>>,
     /// IP → keys of the views carrying it, sorted, without duplicates (most IPs have one:
     /// a vector of one, not a tree node).
-    by_ip: BTreeMap<IpAddr, Vec<String>>,
+    by_ip: BTreeMap<IpAddr, Vec<Arc<str>>>,
     /// The current owners of the last call.
     current: BTreeMap<IpAddr, String>,
     /// The last result.
@@ -190,7 +191,7 @@ impl IncrementalElection {
         }
         ips.extend(moved);
         // Keys carrying those IPs before the change (their reasons may go).
-        let mut keys: BTreeSet<String> = BTreeSet::new();
+        let mut keys: BTreeSet<Arc<str>> = BTreeSet::new();
         for ip in &ips {
             keys.extend(self.by_ip.get(ip).into_iter().flatten().cloned());
         }
@@ -204,7 +205,7 @@ impl IncrementalElection {
             return &self.result;
         }
         // Every view carrying one of the IPs now, with every view of the same key.
-        let mut carrying: BTreeSet<&String> = BTreeSet::new();
+        let mut carrying: BTreeSet<&Arc<str>> = BTreeSet::new();
         for ip in &ips {
             carrying.extend(self.by_ip.get(ip).into_iter().flatten());
         }
@@ -221,7 +222,7 @@ impl IncrementalElection {
                 self.result.owners.insert(*ip, o);
             }
             for k in &keys {
-                let entry = (k.clone(), *ip);
+                let entry = (k.to_string(), *ip);
                 self.result.not_announced.remove(&entry);
                 if let Some(r) = part.not_announced.remove(&entry) {
                     self.result.not_announced.insert(entry, r);
@@ -245,30 +246,30 @@ impl IncrementalElection {
 
     /// The keys whose views in `services` differ from the last call's, with their views now
     /// (empty: gone).
-    fn changes_from_all(&self, services: &[ServiceView]) -> Vec<(String, Vec<ServiceView>)> {
-        let mut fresh: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
+    fn changes_from_all(&self, services: &[ServiceView]) -> Vec<(Arc<str>, Vec<ServiceView>)> {
+        let mut fresh: BTreeMap<&Arc<str>, Vec<&ServiceView>> = BTreeMap::new();
         for s in services {
-            fresh.entry(s.key.as_str()).or_default().push(s);
+            fresh.entry(&s.key).or_default().push(s);
         }
-        let mut out: Vec<(String, Vec<ServiceView>)> = fresh
+        let mut out: Vec<(Arc<str>, Vec<ServiceView>)> = fresh
             .iter()
             .filter(|(k, vs)| {
                 let old = self.views_of(k);
                 old.len() != vs.len() || old.iter().zip(vs.iter()).any(|(a, b)| a != *b)
             })
-            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| (*v).clone()).collect()))
+            .map(|(k, vs)| ((*k).clone(), vs.iter().map(|v| (*v).clone()).collect()))
             .collect();
         out.extend(
             self.views
                 .keys()
-                .filter(|k| !fresh.contains_key(k.as_str()))
+                .filter(|k| !fresh.contains_key(k))
                 .map(|k| (k.clone(), Vec::new())),
         );
         out
     }
 
     /// Sets the views of `key` (empty: none), keeping the IP index in step.
-    fn replace(&mut self, key: String, views: Vec<ServiceView>) {
+    fn replace(&mut self, key: Arc<str>, views: Vec<ServiceView>) {
         for v in self.views.remove(&key).into_iter().flatten() {
             for ip in &v.ips {
                 if let Some(keys) = self.by_ip.get_mut(ip) {
@@ -304,7 +305,7 @@ pub enum Views<'a> {
     All(&'a [ServiceView]),
     /// Only the keys whose views may have changed since the last call, with their views
     /// now (empty: none); every other key keeps its views.
-    Changed(&'a BTreeMap<String, Vec<ServiceView>>),
+    Changed(&'a BTreeMap<Arc<str>, Vec<ServiceView>>),
 }
 
 /// The current owners of one [`IncrementalElection::elect_views`] call.

@@ -139,7 +139,7 @@ mod model;
 
 pub use elect::{
     anchor_ip, elect, elect_all, election_hash, go_ip_string, rank_candidates, rank_cmp, Election,
-    Ownership,
+    NameSet, Ownership,
 };
 pub use eligibility::{
     ad_covers_pool, ad_selects_node, ad_selects_service, ads_for_service, interfaces_for,

@@ -3,13 +3,13 @@
 //! These are plain values built from Kubernetes objects by pure conversion functions
 //! ([`NodeInfo::from_node`], [`service_view`]); the election never sees a client.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
+use super::elect::NameSet;
 use crate::config::Config;
 use crate::selector::Labels;
 
@@ -81,8 +81,9 @@ impl NodeInfo {
 /// What the election needs to know about one LoadBalancer Service with ingress IPs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
-    /// `namespace/name`.
-    pub key: String,
+    /// `namespace/name`; shared with every table keyed by the Service (one allocation
+    /// per Service in a speaker).
+    pub key: Arc<str>,
     /// `metadata.labels` (for L2Advertisement `serviceSelectors`), shared with the
     /// [`ServiceFacts`] it was made from: a view is copied on every election, its labels
     /// are not.
@@ -97,7 +98,7 @@ pub struct ServiceView {
     /// The `allow-shared-ip` sharing key, if any.
     pub sharing_key: Option<String>,
     /// Nodes hosting at least one serving endpoint of the Service.
-    pub serving_endpoint_nodes: BTreeSet<String>,
+    pub serving_endpoint_nodes: NameSet,
     /// At least one serving endpoint exists anywhere (also counts endpoints without `nodeName`).
     pub has_serving_endpoint: bool,
 }
@@ -105,7 +106,7 @@ pub struct ServiceView {
 impl ServiceView {
     /// A Cluster-policy Service with the given IPs, a serving endpoint, no labels and
     /// no pool (set `pool` yourself). Handy for tests and benchmarks.
-    pub fn new(key: impl Into<String>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
+    pub fn new(key: impl Into<Arc<str>>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
         ServiceView {
             key: key.into(),
             labels: Arc::default(),
@@ -113,7 +114,7 @@ impl ServiceView {
             pool: pool.map(str::to_string),
             etp_local: false,
             sharing_key: None,
-            serving_endpoint_nodes: BTreeSet::new(),
+            serving_endpoint_nodes: NameSet::default(),
             has_serving_endpoint: true,
         }
     }
@@ -256,10 +257,11 @@ pub fn service_view<'a>(
 /// The rule behind every [`ServiceView`]: the view of the Service `svc` whose serving
 /// endpoints (those [`endpoint_can_serve`] accepts) run on the nodes `serving` yields, one
 /// item per endpoint (`None` or empty: an endpoint without `nodeName`). The pool is looked
-/// up in `config`.
-pub fn view_of<'a>(
+/// up in `config`. Node names come as `&str`s or as the caller's own `Arc<str>`s (then the
+/// view shares them).
+pub fn view_of<N: AsRef<str> + Into<Arc<str>>>(
     svc: &ServiceFacts,
-    serving: impl IntoIterator<Item = Option<&'a str>>,
+    serving: impl IntoIterator<Item = Option<N>>,
     config: &Config,
 ) -> Result<ServiceView, ViewError> {
     let (ns, name) = (svc.namespace.as_str(), svc.name.as_str());
@@ -283,18 +285,19 @@ pub fn view_of<'a>(
     if ips.is_empty() {
         return Err(ViewError::NoIngressIp);
     }
-    let mut serving_endpoint_nodes = BTreeSet::new();
+    let mut nodes: Vec<N> = Vec::new();
     let mut has_serving_endpoint = false;
     for node in serving {
         has_serving_endpoint = true;
-        if let Some(n) = node.filter(|n| !n.is_empty()) {
-            if !serving_endpoint_nodes.contains(n) {
-                serving_endpoint_nodes.insert(n.to_string());
-            }
+        if let Some(n) = node.filter(|n| !n.as_ref().is_empty()) {
+            nodes.push(n);
         }
     }
+    nodes.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    nodes.dedup_by(|a, b| a.as_ref() == b.as_ref());
+    let serving_endpoint_nodes: NameSet = nodes.into_iter().collect();
     Ok(ServiceView {
-        key: format!("{ns}/{name}"),
+        key: format!("{ns}/{name}").into(),
         labels: svc.labels.clone(),
         pool: pool_for_ips(config, &ips),
         ips,

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_core::config::{Config, L2Adv, Pool};
 use ferrolb_core::election::*;
@@ -211,7 +212,7 @@ proptest! {
         // Told besides only the IPs whose owner changed (plus the IP an event touched).
         let mut by_owner_changes = IncrementalElection::new();
         let mut owners_before: BTreeMap<IpAddr, String> = BTreeMap::new();
-        let mut before: BTreeMap<String, Vec<ServiceView>> = BTreeMap::new();
+        let mut before: BTreeMap<Arc<str>, Vec<ServiceView>> = BTreeMap::new();
         let mut last = Election::default();
         for e in std::iter::once(None).chain(events.iter().map(Some)) {
             let mut re_elects_all = e.is_none();
@@ -253,11 +254,11 @@ proptest! {
             let full = elect_all(&cfg, &vs, &ns, &current, &opts);
             let got = inc.elect(&cfg, &vs, &ns, &current, &opts).clone();
             prop_assert_eq!(&got, &full, "after {:?}", e);
-            let mut now: BTreeMap<String, Vec<ServiceView>> = BTreeMap::new();
+            let mut now: BTreeMap<Arc<str>, Vec<ServiceView>> = BTreeMap::new();
             for v in &vs {
                 now.entry(v.key.clone()).or_default().push(v.clone());
             }
-            let mut changed: BTreeMap<String, Vec<ServiceView>> = now
+            let mut changed: BTreeMap<Arc<str>, Vec<ServiceView>> = now
                 .iter()
                 .filter(|(k, v)| before.get(*k) != Some(*v))
                 .map(|(k, v)| (k.clone(), v.clone()))
@@ -270,7 +271,7 @@ proptest! {
                 | Ev::Duplicate(s, _) | Ev::Label(s, _),
             ) = e
             {
-                let k = format!("ns/s{s}");
+                let k: Arc<str> = format!("ns/s{s}").into();
                 let v = now.get(&k).cloned().unwrap_or_default();
                 changed.insert(k, v);
             }

@@ -147,7 +147,7 @@ fn service_view_from_objects() {
         slice("other", "web", vec![ep(Some("n6"), Some(true), None)]),
     ];
     let v = service_view(&svc, &slices, &cfg()).unwrap();
-    assert_eq!(v.key, "shop/web");
+    assert_eq!(&*v.key, "shop/web");
     assert_eq!(
         v.ips,
         vec![
@@ -160,7 +160,7 @@ fn service_view_from_objects() {
     assert_eq!(v.sharing_key.as_deref(), Some("new"));
     assert_eq!(
         v.serving_endpoint_nodes,
-        ["n1", "n3", "n4"].iter().map(|s| s.to_string()).collect()
+        ["n1", "n3", "n4"].into_iter().collect()
     );
     assert!(v.has_serving_endpoint);
     assert_eq!(v.labels.get("app").map(String::as_str), Some("web"));

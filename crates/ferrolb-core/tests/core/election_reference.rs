@@ -39,7 +39,7 @@ fn reference_elect_all<'s>(
     // Unique services by key; a duplicated key is never announced.
     let mut by_key: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
     for s in services {
-        by_key.entry(s.key.as_str()).or_default().push(s);
+        by_key.entry(&*s.key).or_default().push(s);
     }
     let mut svcs: Vec<&ServiceView> = Vec::new();
     for (key, list) in &by_key {
@@ -65,11 +65,12 @@ fn reference_elect_all<'s>(
         match service_candidates(config, s, nodes.iter().copied(), opts) {
             Ok(cands) => {
                 let ads = service_ads(config, s).unwrap_or_default();
-                evals.insert(s.key.as_str(), Eval { cands, ads });
+                evals.insert(&*s.key, Eval { cands, ads });
             }
             Err(r) => {
                 for ip in &s.ips {
-                    out.not_announced.insert((s.key.clone(), *ip), r.clone());
+                    out.not_announced
+                        .insert((s.key.to_string(), *ip), r.clone());
                 }
             }
         }
@@ -87,7 +88,7 @@ fn reference_elect_all<'s>(
         let anchor = anchor_ip(*ip, sharers);
         let announceable: Vec<(&ServiceView, &Eval)> = sharers
             .iter()
-            .filter_map(|s| evals.get(s.key.as_str()).map(|e| (*s, e)))
+            .filter_map(|s| evals.get(&*s.key).map(|e| (*s, e)))
             .collect();
         if announceable.is_empty() {
             continue;
@@ -127,12 +128,12 @@ fn reference_elect_all<'s>(
         } else {
             candidates.iter().min_by(|a, b| rank_cmp(anchor, a, b))
         };
-        let mut services = BTreeSet::new();
+        let mut services = Vec::new();
         let mut interfaces: Option<Interfaces> = None;
         for (s, e) in &announceable {
             match e.cands.candidates.get(&winner.node) {
                 Some(c) => {
-                    services.insert(s.key.clone());
+                    services.push(s.key.clone());
                     interfaces = Some(match interfaces {
                         None => c.interfaces.clone(),
                         Some(i) => i.union(&c.interfaces),
@@ -140,7 +141,7 @@ fn reference_elect_all<'s>(
                 }
                 None => {
                     out.not_announced
-                        .insert((s.key.clone(), *ip), Reason::SharedIpOwnerNotEligible);
+                        .insert((s.key.to_string(), *ip), Reason::SharedIpOwnerNotEligible);
                 }
             }
         }
@@ -149,7 +150,7 @@ fn reference_elect_all<'s>(
             Ownership {
                 node: winner.node.clone(),
                 interfaces: interfaces.unwrap_or(Interfaces::All),
-                services: Arc::new(services),
+                services: services.into_iter().collect(),
                 anchor,
                 sticky: best.is_some_and(|b| b.node != winner.node),
             },

@@ -272,14 +272,14 @@ fn cluster_policy_needs_an_endpoint_somewhere_but_not_locally() {
     let cfg = config(vec![ad("all")]);
     let ns = nodes(&["iris1", "iris2"]);
     let mut s = svc("ns/a", &["10.20.30.1"]);
-    s.serving_endpoint_nodes = ["iris1".to_string()].into();
+    s.serving_endpoint_nodes = ["iris1"].into_iter().collect();
     // Cluster policy: locality irrelevant, hash picks iris2.
     assert_eq!(
         owner(&run(&cfg, &[s.clone()], &ns), "10.20.30.1").as_deref(),
         Some("iris2")
     );
     s.has_serving_endpoint = false;
-    s.serving_endpoint_nodes.clear();
+    s.serving_endpoint_nodes = NameSet::default();
     let e = run(&cfg, &[s], &ns);
     assert!(e.owners.is_empty());
 }
@@ -742,7 +742,10 @@ fn shared_ip_etp_local_uses_intersection_then_max_coverage() {
     );
     let o = &e.owners[&ip(a)];
     assert_eq!(o.node, "n1");
-    assert_eq!(*o.services, ["ns/a".to_string(), "ns/b".to_string()].into());
+    assert_eq!(
+        o.services.iter().map(|k| &**k).collect::<Vec<_>>(),
+        ["ns/a", "ns/b"]
+    );
     assert_eq!(
         e.not_announced[&("ns/c".into(), ip(a))],
         Reason::SharedIpOwnerNotEligible

@@ -486,7 +486,7 @@ impl Ctx<'_> {
             ));
             return out;
         }
-        let Some(view) = views.iter().find(|v| v.key == key) else {
+        let Some(view) = views.iter().find(|v| *v.key == *key) else {
             out.state = "noIP".into();
             out.reason = Some(self.no_ip_reason(&ns, &name));
             return out;
@@ -591,13 +591,13 @@ impl Ctx<'_> {
             !self
                 .election
                 .not_announced
-                .contains_key(&(view.key.clone(), ip))
+                .contains_key(&(view.key.to_string(), ip))
         });
         if let Some(node) = &announcer {
             out.announced_by = Some(self.announcer(node, ip, view, &ads));
         } else {
             out.reason = Some(
-                match self.election.not_announced.get(&(view.key.clone(), ip)) {
+                match self.election.not_announced.get(&(view.key.to_string(), ip)) {
                     Some(r) => service_reason(r, self.config, view),
                     None => match own {
                         Some(o) => Why::new(
@@ -716,7 +716,8 @@ impl Ctx<'_> {
                     .iter()
                     .filter(|e| {
                         e.node == node
-                            && e.service.as_ref().map(|k| k.to_string()) == Some(view.key.clone())
+                            && e.service.as_ref().map(|k| k.to_string()).as_deref()
+                                == Some(&*view.key)
                     })
                     .flat_map(|e| e.status.interfaces.iter().map(|i| i.name.clone()))
                     .collect();

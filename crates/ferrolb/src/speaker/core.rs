@@ -459,7 +459,7 @@ impl<A: Announcer> Speaker<A> {
     /// The snapshot's inputs other than the claims: the configuration, the views of the
     /// Services changed since the last pass (all of them when the configuration changed);
     /// brings the node views (`self.nodes`) up to date.
-    fn gather(&mut self, may: bool) -> (Config, BTreeMap<String, Vec<ServiceView>>) {
+    fn gather(&mut self, may: bool) -> (Config, BTreeMap<Arc<str>, Vec<ServiceView>>) {
         let config = self.config();
         let mut index = self.stores.index.lock().unwrap_or_else(|p| p.into_inner());
         let changes = index.changes(&config);
@@ -493,7 +493,7 @@ impl<A: Announcer> Speaker<A> {
             self.metrics.change(false);
             for s in a.services.iter() {
                 self.metrics.announced.remove(&AnnouncedLabels {
-                    service: s.clone(),
+                    service: s.to_string(),
                     ip: ip.to_string(),
                     node: self.settings.node.clone(),
                 });
@@ -779,7 +779,7 @@ impl<A: Announcer> Speaker<A> {
                 self.metrics
                     .announced
                     .get_or_create(&AnnouncedLabels {
-                        service: s.clone(),
+                        service: s.to_string(),
                         ip: ch.ip.to_string(),
                         node: self.settings.node.clone(),
                     })

@@ -5,6 +5,7 @@
 //! publishes through `kube::runtime::events::Recorder`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -35,27 +36,43 @@ pub struct Pending {
 }
 
 /// Remembers what was last said about each Service, to say it only once.
+///
+/// Keyed by the Service's key as the speaker holds it (`namespace/name`, shared, not
+/// copied); a message equal to the one remembered last is shared with it (most Services
+/// of a node are told the same `nodeAssigned` text), so a Service costs no string here.
 #[derive(Debug, Default, Clone)]
 pub struct EventMemory {
-    last: BTreeMap<(ServiceKey, &'static str), String>,
+    last: BTreeMap<(Arc<str>, &'static str), Arc<str>>,
+    /// The message remembered last.
+    recent: Option<Arc<str>>,
 }
 
 impl EventMemory {
-    /// Returns the event if it differs from the last one with the same Service and reason.
+    /// Returns the event if it differs from the last one with the same Service and reason
+    /// (never for a key that is not `namespace/name`).
     pub fn note(
         &mut self,
-        service: &ServiceKey,
+        service: &Arc<str>,
         warning: bool,
         reason: &'static str,
         message: String,
     ) -> Option<Pending> {
+        let key = ServiceKey::parse(service)?;
         let k = (service.clone(), reason);
-        if self.last.get(&k) == Some(&message) {
+        if self.last.get(&k).is_some_and(|m| **m == *message) {
             return None;
         }
-        self.last.insert(k, message.clone());
+        let text = match &self.recent {
+            Some(r) if **r == *message => r.clone(),
+            _ => {
+                let r: Arc<str> = Arc::from(message.as_str());
+                self.recent = Some(r.clone());
+                r
+            }
+        };
+        self.last.insert(k, text);
         Some(Pending {
-            service: service.clone(),
+            service: key,
             warning,
             reason,
             message,
@@ -63,19 +80,19 @@ impl EventMemory {
     }
 
     /// Forgets `reason` for `service` (the condition ended: say it again if it recurs).
-    pub fn clear(&mut self, service: &ServiceKey, reason: &'static str) {
+    pub fn clear(&mut self, service: &Arc<str>, reason: &'static str) {
         self.last.remove(&(service.clone(), reason));
     }
 
     /// Forgets everything about `service` (no longer announced: said again if it returns).
-    pub fn forget(&mut self, service: &ServiceKey) {
+    pub fn forget(&mut self, service: &Arc<str>) {
         for reason in [NODE_ASSIGNED, ANNOUNCE_FAILED, DUPLICATE_RESPONDER] {
             self.clear(service, reason);
         }
     }
 
     /// Forgets everything about Services not in `keep`.
-    pub fn retain(&mut self, keep: &dyn Fn(&ServiceKey) -> bool) {
+    pub fn retain(&mut self, keep: &dyn Fn(&str) -> bool) {
         self.last.retain(|(s, _), _| keep(s));
     }
 }
@@ -188,10 +205,12 @@ mod tests {
 
     #[test]
     fn only_changes_are_emitted() {
-        let s = ServiceKey::parse("ns/a").unwrap();
+        let s: Arc<str> = Arc::from("ns/a");
         let mut m = EventMemory::default();
         let msg = node_assigned_message("n1", &[]);
-        assert!(m.note(&s, false, NODE_ASSIGNED, msg.clone()).is_some());
+        let said = m.note(&s, false, NODE_ASSIGNED, msg.clone()).unwrap();
+        assert_eq!(said.service, ServiceKey::new("ns", "a"));
+        assert_eq!(said.message, msg);
         for _ in 0..100 {
             assert!(m.note(&s, false, NODE_ASSIGNED, msg.clone()).is_none());
         }
@@ -201,6 +220,29 @@ mod tests {
         assert!(m.note(&s, false, NODE_ASSIGNED, msg2.clone()).is_some());
         m.retain(&|_| false);
         assert!(m.note(&s, false, NODE_ASSIGNED, msg2).is_some());
+    }
+
+    #[test]
+    fn services_told_the_same_share_one_message() {
+        let mut m = EventMemory::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("ns/a"), Arc::from("ns/b"));
+        let msg = node_assigned_message("n1", &[]);
+        assert!(m.note(&a, false, NODE_ASSIGNED, msg.clone()).is_some());
+        assert!(m.note(&b, false, NODE_ASSIGNED, msg.clone()).is_some());
+        let said = |m: &EventMemory, k: &Arc<str>| m.last[&(k.clone(), NODE_ASSIGNED)].clone();
+        assert!(Arc::ptr_eq(&said(&m, &a), &said(&m, &b)));
+        assert!(Arc::ptr_eq(&m.last.keys().next().unwrap().0, &a));
+        // each still said once, and again after a change or when forgotten
+        assert!(m.note(&b, false, NODE_ASSIGNED, msg.clone()).is_none());
+        let other = node_assigned_message("n1", &["eth0".into()]);
+        assert!(m.note(&b, false, NODE_ASSIGNED, other).is_some());
+        assert!(m.note(&a, false, NODE_ASSIGNED, msg.clone()).is_none());
+        m.forget(&a);
+        assert!(m.note(&a, false, NODE_ASSIGNED, msg.clone()).is_some());
+        // a key that names no Service is never told
+        assert!(m
+            .note(&Arc::from("nokey"), false, NODE_ASSIGNED, msg)
+            .is_none());
     }
 
     #[test]

@@ -48,11 +48,12 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    /// Every serving endpoint as the view rule takes them (`None`: no node).
-    fn serving(&self) -> impl Iterator<Item = Option<&str>> {
+    /// Every serving endpoint as the view rule takes them (`None`: no node), the nodes'
+    /// names shared with the index.
+    fn serving(&self) -> impl Iterator<Item = Option<Arc<str>>> + '_ {
         self.nodes
             .iter()
-            .map(|n| Some(&**n))
+            .map(|n| Some(n.clone()))
             .chain(self.nodeless.then_some(None))
     }
 }
@@ -140,18 +141,19 @@ impl Index {
     /// The views of the Service keys that may have changed since the last call (empty:
     /// the Service is gone, or has no view), by key; every key when `config` differs from
     /// the last call's. Each view equals [`crate::election::service_view`] of the stored
-    /// objects.
-    pub fn changes(&mut self, config: &Config) -> BTreeMap<String, Vec<ServiceView>> {
+    /// objects. Keys are the index's own: the views and the election share them.
+    pub fn changes(&mut self, config: &Config) -> BTreeMap<Arc<str>, Vec<ServiceView>> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut out = BTreeMap::new();
         if self.config.as_ref() != Some(config) {
             self.config = Some(config.clone());
             for k in self.services.keys().chain(dirty.iter()) {
-                out.insert(k.to_string(), self.view(k, config).into_iter().collect());
+                out.insert(k.clone(), self.view(k, config).into_iter().collect());
             }
         } else {
-            for k in &dirty {
-                out.insert(k.to_string(), self.view(k, config).into_iter().collect());
+            for k in dirty {
+                let v = self.view(&k, config).into_iter().collect();
+                out.insert(k, v);
             }
         }
         out
@@ -162,16 +164,19 @@ impl Index {
         std::mem::take(&mut self.nodes_changed)
     }
 
-    /// The view of the Service `key` (`namespace/name`), if it is announceable and has one.
+    /// The view of the Service `key` (`namespace/name`), if it is announceable and has one;
+    /// its key is the index's (one allocation per Service, whatever holds it).
     pub fn view(&self, key: &str, config: &Config) -> Option<ServiceView> {
-        let svc = self.services.get(key)?;
+        let (key, svc) = self.services.get_key_value(key)?;
         let serving = self
             .groups
             .get(key)
             .into_iter()
             .flatten()
             .flat_map(|(_, e)| e.serving());
-        view_of(&svc.facts, serving, config).ok()
+        let mut view = view_of(&svc.facts, serving, config).ok()?;
+        view.key = key.clone();
+        Some(view)
     }
 
     /// Every view, in key order.

@@ -42,7 +42,8 @@ use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
-    Interfaces, LeaseClock, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView, Views,
+    Interfaces, LeaseClock, NameSet, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView,
+    Views,
 };
 
 /// What this node answers for one IP.
@@ -52,7 +53,7 @@ pub struct Announced {
     pub interfaces: Interfaces,
     /// Keys (`namespace/name`) of the Services the IP is announced for (shared with the
     /// election's [`Ownership`] it comes from).
-    pub services: Arc<BTreeSet<String>>,
+    pub services: NameSet,
 }
 
 impl From<&Ownership> for Announced {
@@ -252,7 +253,7 @@ impl Change {
             .map(|p| {
                 p.services
                     .difference(&self.want.services)
-                    .cloned()
+                    .map(|k| k.to_string())
                     .collect()
             })
             .unwrap_or_default()
@@ -343,7 +344,7 @@ pub struct Planner {
     last_by_heartbeat: BTreeSet<String>,
     /// Service (as in [`Announced::services`]) → the IPs announced for it, sorted (most
     /// Services have one: a vector, not a tree node).
-    services_of: BTreeMap<String, Vec<IpAddr>>,
+    services_of: BTreeMap<Arc<str>, Vec<IpAddr>>,
     /// Services whose desired ServiceL2Status may have changed since the last status plan.
     status_dirty: BTreeSet<ServiceKey>,
     /// Peers alive at the last status plan (None: none yet, the first plans everything).
@@ -701,16 +702,13 @@ impl Planner {
         };
         let mut pending = Vec::new();
         for s in a.services.iter() {
-            let Some(key) = ServiceKey::parse(s) else {
-                continue;
-            };
             let msg = events::node_assigned_message(&self.me, &ifs);
-            pending.extend(self.events.note(&key, false, events::NODE_ASSIGNED, msg));
+            pending.extend(self.events.note(s, false, events::NODE_ASSIGNED, msg));
             if missing.is_empty() {
-                self.events.clear(&key, events::ANNOUNCE_FAILED);
+                self.events.clear(s, events::ANNOUNCE_FAILED);
             } else {
                 let msg = events::announce_failed_message(&ip.to_string(), &self.me, missing);
-                pending.extend(self.events.note(&key, true, events::ANNOUNCE_FAILED, msg));
+                pending.extend(self.events.note(s, true, events::ANNOUNCE_FAILED, msg));
             }
         }
         pending
@@ -720,14 +718,12 @@ impl Planner {
     pub fn duplicate_events(&mut self, a: &Announced, message: &str) -> Vec<Pending> {
         let mut pending = Vec::new();
         for s in a.services.iter() {
-            if let Some(key) = ServiceKey::parse(s) {
-                pending.extend(self.events.note(
-                    &key,
-                    true,
-                    events::DUPLICATE_RESPONDER,
-                    message.to_string(),
-                ));
-            }
+            pending.extend(self.events.note(
+                s,
+                true,
+                events::DUPLICATE_RESPONDER,
+                message.to_string(),
+            ));
         }
         pending
     }
@@ -741,19 +737,17 @@ impl Planner {
         prev: Option<&Announced>,
         now: Option<&Announced>,
     ) {
-        let empty = BTreeSet::new();
+        let empty = NameSet::default();
         let before = prev.map_or(&empty, |a| &a.services);
         let after = now.map_or(&empty, |a| &a.services);
         for s in before.difference(after) {
-            if let Some(ips) = self.services_of.get_mut(s) {
+            if let Some(ips) = self.services_of.get_mut(&**s) {
                 if let Ok(i) = ips.binary_search(&ip) {
                     ips.remove(i);
                 }
                 if ips.is_empty() {
-                    self.services_of.remove(s);
-                    if let Some(key) = ServiceKey::parse(s) {
-                        self.events.forget(&key);
-                    }
+                    self.services_of.remove(&**s);
+                    self.events.forget(s);
                 }
             }
         }
@@ -764,8 +758,12 @@ impl Planner {
                 ips.insert(i, ip);
             }
         }
-        self.status_dirty
-            .extend(before.union(after).filter_map(|s| ServiceKey::parse(s)));
+        self.status_dirty.extend(
+            before
+                .iter()
+                .chain(after)
+                .filter_map(|s| ServiceKey::parse(s)),
+        );
     }
 
     /// [`Planner::status_writes`] for the parts that can have changed since the last call:
@@ -844,7 +842,7 @@ impl Planner {
         service: &ServiceKey,
         announced: &BTreeMap<IpAddr, Announced>,
     ) -> Option<MetalLBServiceL2Status> {
-        let ips = self.services_of.get(&service.to_string())?;
+        let ips = self.services_of.get(service.to_string().as_str())?;
         let mut ifs = BTreeSet::new();
         let mut texts = BTreeSet::new();
         for ip in ips {
@@ -1208,7 +1206,7 @@ mod tests {
     fn announced(ifs: Interfaces, services: &[&str]) -> Announced {
         Announced {
             interfaces: ifs,
-            services: Arc::new(services.iter().map(|s| s.to_string()).collect()),
+            services: services.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -1485,7 +1483,7 @@ mod tests {
                             } else {
                                 Interfaces::All
                             },
-                            services: Arc::new(svcs.into_iter().map(svc).collect()),
+                            services: svcs.into_iter().map(svc).collect(),
                         });
                         let prev = announced.get(&nth_ip(i)).cloned();
                         part.note_announced(nth_ip(i), prev.as_ref(), new.as_ref());
@@ -2021,12 +2019,12 @@ mod tests {
         let o = Ownership {
             node: "me".into(),
             interfaces: Interfaces::All,
-            services: Arc::new(["ns/a".to_string(), "ns/b".to_string()].into()),
+            services: ["ns/a", "ns/b"].into_iter().collect(),
             anchor: ip("10.0.0.1"),
             sticky: false,
         };
         let a = Announced::from(&o);
-        assert!(Arc::ptr_eq(&a.services, &o.services));
+        assert!(NameSet::ptr_eq(&a.services, &o.services));
         assert_eq!(a.interfaces, Interfaces::All);
     }
 }

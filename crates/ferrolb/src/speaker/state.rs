@@ -357,7 +357,7 @@ mod tests {
                     ip.parse().unwrap(),
                     Announced {
                         interfaces: Interfaces::Named(["eth0".to_string()].into()),
-                        services: std::sync::Arc::new(["default/a".to_string()].into()),
+                        services: ["default/a"].into_iter().collect(),
                     },
                 )
             })

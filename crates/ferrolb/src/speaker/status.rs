@@ -11,6 +11,7 @@
 //! that its previous Pod (or an older version) left ([`to_adopt`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -256,11 +257,12 @@ impl Units {
 #[derive(Debug, Default)]
 pub struct StatusBook {
     /// Name → what the object says (boxed: a tree node holds eleven pointers, not eleven
-    /// whole objects, most of its slots empty).
-    objects: BTreeMap<String, Box<Observed>>,
+    /// whole objects, most of its slots empty). The name is one allocation, shared by the
+    /// two indexes.
+    objects: BTreeMap<Arc<str>, Box<Observed>>,
     /// Service → names of its objects, sorted (one or two: a vector, not a tree node each).
-    by_service: BTreeMap<ServiceKey, Vec<String>>,
-    by_node: BTreeMap<String, BTreeSet<String>>,
+    by_service: BTreeMap<ServiceKey, Vec<Arc<str>>>,
+    by_node: BTreeMap<String, BTreeSet<Arc<str>>>,
     changed: Units,
     /// During a relist: the names listed so far.
     relist: Option<BTreeSet<String>>,
@@ -287,8 +289,8 @@ impl StatusBook {
                     let gone: Vec<String> = self
                         .objects
                         .keys()
-                        .filter(|n| !seen.contains(*n))
-                        .cloned()
+                        .filter(|n| !seen.contains(&***n))
+                        .map(|n| n.to_string())
                         .collect();
                     for n in gone {
                         self.observe(n, None);
@@ -301,23 +303,16 @@ impl StatusBook {
 
     /// Object `name` now reads `obj` (None: gone).
     pub fn observe(&mut self, name: String, obj: Option<Observed>) {
-        if self.objects.get(&name).map(|o| &**o) == obj.as_ref() {
+        if self.objects.get(name.as_str()).map(|o| &**o) == obj.as_ref() {
             return;
         }
-        if let Some(old) = self.objects.remove(&name) {
-            self.changed.add(&old.existing);
-            unindex(&mut self.by_node, &old.existing.node, &name);
-            if let Some(k) = &old.existing.service {
-                if let Some(names) = self.by_service.get_mut(k) {
-                    if let Ok(i) = names.binary_search(&name) {
-                        names.remove(i);
-                    }
-                    if names.is_empty() {
-                        self.by_service.remove(k);
-                    }
-                }
+        let name: Arc<str> = match self.objects.remove_entry(name.as_str()) {
+            Some((key, old)) => {
+                self.forget(&key, &old);
+                key
             }
-        }
+            None => name.into(),
+        };
         match obj {
             Some(o) => {
                 self.changed.add(&o.existing);
@@ -335,7 +330,23 @@ impl StatusBook {
                 self.objects.insert(name, Box::new(o));
             }
             None => {
-                self.changed.gone.insert(name);
+                self.changed.gone.insert(name.to_string());
+            }
+        }
+    }
+
+    /// Object `name`, which read `old`, is no longer indexed.
+    fn forget(&mut self, name: &Arc<str>, old: &Observed) {
+        self.changed.add(&old.existing);
+        unindex(&mut self.by_node, &old.existing.node, name);
+        if let Some(k) = &old.existing.service {
+            if let Some(names) = self.by_service.get_mut(k) {
+                if let Ok(i) = names.binary_search(name) {
+                    names.remove(i);
+                }
+                if names.is_empty() {
+                    self.by_service.remove(k);
+                }
             }
         }
     }
@@ -389,7 +400,7 @@ impl StatusBook {
     }
 }
 
-fn unindex<K: Ord>(index: &mut BTreeMap<K, BTreeSet<String>>, key: &K, name: &str) {
+fn unindex<K: Ord>(index: &mut BTreeMap<K, BTreeSet<Arc<str>>>, key: &K, name: &str) {
     if let Some(set) = index.get_mut(key) {
         set.remove(name);
         if set.is_empty() {
@@ -703,5 +714,13 @@ mod tests {
         b.apply(Event::Delete(obj("l2-9", "c", Some("ns/s2"))));
         assert_eq!(b.of_service(&key("ns/s2")).count(), 0);
         assert!(b.by_service.is_empty());
+        assert!(b.by_node.keys().eq(["a"].iter()), "empty node sets go");
+        // an object's name is held once, by the table and both indexes, across updates
+        b.apply(Event::Apply(obj("l2-7", "c", Some("ns/s3"))));
+        b.apply(Event::Apply(obj("l2-7", "d", Some("ns/s3"))));
+        let held = b.objects.get_key_value("l2-7").unwrap().0;
+        assert!(Arc::ptr_eq(held, &b.by_service[&key("ns/s3")][0]));
+        assert!(Arc::ptr_eq(held, b.by_node["d"].first().unwrap()));
+        assert!(!b.by_node.contains_key("c"));
     }
 }

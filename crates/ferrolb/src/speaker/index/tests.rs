@@ -78,10 +78,7 @@ fn put_slice(ix: &mut Index, s: &EndpointSlice) -> bool {
 }
 
 fn nodes_of(v: &ServiceView) -> Vec<&str> {
-    v.serving_endpoint_nodes
-        .iter()
-        .map(String::as_str)
-        .collect()
+    v.serving_endpoint_nodes.iter().map(|n| &**n).collect()
 }
 
 #[test]
@@ -179,7 +176,10 @@ fn a_relist_drops_what_it_did_not_list() {
     ix.node(Event::InitDone);
     assert!(ix.synced());
     let ch = ix.changes(&c);
-    assert_eq!(ch.keys().collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+    assert_eq!(
+        ch.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["ns/a", "ns/b"]
+    );
     assert_eq!(nodes_of(&ch["ns/a"][0]), ["n1"]);
     assert!(ch["ns/b"].is_empty());
     assert_eq!(ix.len(), (1, 1, 1));
@@ -225,7 +225,10 @@ fn a_slice_moving_to_another_service_changes_both() {
     assert!(ch["ns/a"][0].has_serving_endpoint && !ch["ns/b"][0].has_serving_endpoint);
     assert!(put_slice(&mut ix, &slice("s", "b", &[("n1", true)])));
     let ch = ix.changes(&c);
-    assert_eq!(ch.keys().collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+    assert_eq!(
+        ch.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["ns/a", "ns/b"]
+    );
     assert!(!ch["ns/a"][0].has_serving_endpoint);
     assert_eq!(nodes_of(&ch["ns/b"][0]), ["n1"]);
     // Its endpoints stop serving: no longer kept, b changes.
@@ -317,8 +320,8 @@ proptest! {
         let mut slices: BTreeMap<usize, EndpointSlice> = BTreeMap::new();
         let mut nodes: BTreeMap<usize, Node> = BTreeMap::new();
         let mut second = false;
-        let mut held: BTreeMap<String, ServiceView> = BTreeMap::new();
-        let mut expected_before: BTreeMap<String, ServiceView> = BTreeMap::new();
+        let mut held: BTreeMap<Arc<str>, ServiceView> = BTreeMap::new();
+        let mut expected_before: BTreeMap<Arc<str>, ServiceView> = BTreeMap::new();
         for st in &steps {
             let woke = match st.clone() {
                 Step::Service(i, is_lb, class, ips, label) => {
@@ -381,7 +384,7 @@ proptest! {
             };
             let c = config(if second { "192.168.0.0/16" } else { "192.168.1.0/24" });
             let all_slices: Vec<&EndpointSlice> = slices.values().collect();
-            let expected: BTreeMap<String, ServiceView> = svcs
+            let expected: BTreeMap<Arc<str>, ServiceView> = svcs
                 .values()
                 .filter(|s| s.spec.as_ref().unwrap().load_balancer_class.is_none())
                 .filter_map(|s| service_view(s, all_slices.iter().copied(), &c).ok())
@@ -458,4 +461,30 @@ fn a_view_shares_its_services_labels_with_the_index() {
         &ix.view("ns/a", &c).unwrap().labels,
         &kept.facts.labels
     ));
+}
+
+#[test]
+fn a_view_and_its_change_share_the_indexs_service_key() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    put_svc(
+        &mut ix,
+        &service("a", "LoadBalancer", None, &["192.168.1.1"], false),
+    );
+    put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
+    let held = ix.services.get_key_value("ns/a").unwrap().0.clone();
+    let views = ix.changes(&c);
+    let (k, vs) = views.iter().next().unwrap();
+    assert_eq!(&**k, "ns/a");
+    assert!(Arc::ptr_eq(k, &held) && Arc::ptr_eq(&vs[0].key, &held));
+    // the configuration is the same: only what changed, still the index's key
+    put_slice(&mut ix, &slice("a-1", "a", &[("n2", true)]));
+    let views = ix.changes(&c);
+    let (k, vs) = views.iter().next().unwrap();
+    assert!(Arc::ptr_eq(k, &held) && Arc::ptr_eq(&vs[0].key, &held));
+    assert!(Arc::ptr_eq(&ix.view("ns/a", &c).unwrap().key, &held));
+    // and its serving nodes are the index's interned names
+    let n2 = vs[0].serving_endpoint_nodes.iter().next().unwrap();
+    assert_eq!(&**n2, "n2");
+    assert!(Arc::ptr_eq(n2, ix.names.get("n2").unwrap()));
 }
