@@ -155,6 +155,10 @@ async fn ingress(client: &kube::Client, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// How long a step may take before the test fails: generous, because [`eventually`] returns
+/// as soon as the condition holds and a loaded machine (CI's two cores) can be slow.
+const WAIT: Duration = Duration::from_secs(20);
+
 async fn eventually<F, Fut>(what: &str, limit: Duration, f: F)
 where
     F: Fn() -> Fut,
@@ -205,7 +209,7 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
         a.metadata.annotations.unwrap()["metallb.io/ip-allocated-from-pool"],
         "p"
     );
-    eventually("IPAllocated event", Duration::from_secs(5), || async {
+    eventually("IPAllocated event", WAIT, || async {
         events(&client, "default", "a", "IPAllocated").await == 1
     })
     .await;
@@ -213,7 +217,7 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
 
     // Invalid pool: Valid=False condition naming the value, Warning Event, ignored.
     let pools = Api::<IPAddressPool>::namespaced(client.clone(), NS);
-    eventually("bad pool condition", Duration::from_secs(5), || async {
+    eventually("bad pool condition", WAIT, || async {
         let p = pools.get("bad").await.unwrap();
         p.status.is_some_and(|s| {
             s.conditions.iter().any(|c| {
@@ -223,14 +227,12 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
     })
     .await;
     // The Event is published by the recorder after the status write: wait for it too.
-    eventually(
-        "InvalidConfiguration event",
-        Duration::from_secs(5),
-        || async { events(&client, NS, "bad", "InvalidConfiguration").await == 1 },
-    )
+    eventually("InvalidConfiguration event", WAIT, || async {
+        events(&client, NS, "bad", "InvalidConfiguration").await == 1
+    })
     .await;
     // Valid pool counters, coalesced.
-    eventually("pool p status", Duration::from_secs(5), || async {
+    eventually("pool p status", WAIT, || async {
         let p = pools.get("p").await.unwrap();
         p.status
             .is_some_and(|s| s.assigned_ipv4 == 1 && s.available_ipv4 == 1)
@@ -239,12 +241,12 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
 
     // b takes the last IP, c stays pending with one AllocationFailed.
     create_svc(&client, "b", None).await;
-    eventually("b has an IP", Duration::from_secs(5), || async {
+    eventually("b has an IP", WAIT, || async {
         ingress(&client, "b").await == ["192.168.10.1"]
     })
     .await;
     create_svc(&client, "c", None).await;
-    eventually("AllocationFailed for c", Duration::from_secs(5), || async {
+    eventually("AllocationFailed for c", WAIT, || async {
         events(&client, "default", "c", "AllocationFailed").await == 1
     })
     .await;
@@ -260,7 +262,7 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
         .delete("a", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("c gets a's IP", Duration::from_secs(5), || async {
+    eventually("c gets a's IP", WAIT, || async {
         ingress(&client, "c").await == ["192.168.10.0"]
     })
     .await;
@@ -274,7 +276,7 @@ async fn allocation_events_pool_status_invalid_pool_pending_retry_and_rest() {
         )
         .await
         .unwrap();
-    eventually("b cleared", Duration::from_secs(5), || async {
+    eventually("b cleared", WAIT, || async {
         ingress(&client, "b").await.is_empty()
     })
     .await;
@@ -325,7 +327,7 @@ async fn leader_handover_keeps_every_ip_and_the_new_leader_writes_nothing() {
     );
     // b rebuilt from statuses: same IPs; a new Service gets a fresh one.
     create_svc(&client, "late", None).await;
-    eventually("late gets an IP", Duration::from_secs(5), || async {
+    eventually("late gets an IP", WAIT, || async {
         !ingress(&client, "late").await.is_empty()
     })
     .await;
@@ -373,17 +375,13 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
         ingress(&client, "a").await == ["192.0.2.100"]
     })
     .await;
-    eventually(
-        "lastValidSpec published",
-        Duration::from_secs(5),
-        || async {
-            let st = pool_status(&client, "default").await;
-            valid_condition(&st).is_some_and(|c| c.status == "True")
-                && st
-                    .last_valid_spec
-                    .is_some_and(|s| s.addresses == ["192.0.2.100/30"])
-        },
-    )
+    eventually("lastValidSpec published", WAIT, || async {
+        let st = pool_status(&client, "default").await;
+        valid_condition(&st).is_some_and(|c| c.status == "True")
+            && st
+                .last_valid_spec
+                .is_some_and(|s| s.addresses == ["192.0.2.100/30"])
+    })
     .await;
 
     // A typo the CRD's rules catch is refused by the API server, naming the field.
@@ -411,7 +409,7 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
         .await
         .unwrap();
     let field = r#"spec.addresses[1]: invalid IP range "fc00::9-fc00::1""#;
-    eventually("Frozen condition", Duration::from_secs(5), || async {
+    eventually("Frozen condition", WAIT, || async {
         let st = pool_status(&client, "default").await;
         valid_condition(&st).is_some_and(|c| {
             c.status == "False"
@@ -421,23 +419,19 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
         })
     })
     .await;
-    eventually(
-        "Warning Event naming the field",
-        Duration::from_secs(5),
-        || async {
-            Api::<K8sEvent>::namespaced(client.clone(), NS)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("InvalidConfiguration")
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.note.as_deref().is_some_and(|n| n.contains(field))
-                })
-        },
-    )
+    eventually("Warning Event naming the field", WAIT, || async {
+        Api::<K8sEvent>::namespaced(client.clone(), NS)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("InvalidConfiguration")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains(field))
+            })
+    })
     .await;
     let st = pool_status(&client, "default").await;
     assert_eq!(st.last_valid_spec.unwrap().addresses, ["192.0.2.100/30"]);
@@ -445,7 +439,7 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
     assert_eq!(ingress(&client, "a").await, ["192.0.2.100"]);
     // Nothing new from a frozen pool.
     create_svc(&client, "b", None).await;
-    eventually("AllocationFailed for b", Duration::from_secs(5), || async {
+    eventually("AllocationFailed for b", WAIT, || async {
         events(&client, "default", "b", "AllocationFailed").await == 1
     })
     .await;
@@ -493,7 +487,7 @@ async fn a_bad_edit_freezes_the_pool_across_restarts() {
         )
         .await
         .unwrap();
-    eventually("Accepted again", Duration::from_secs(5), || async {
+    eventually("Accepted again", WAIT, || async {
         let st = pool_status(&client, "default").await;
         let accepted = valid_condition(&st)
             .is_some_and(|c| c.status == "True" && c.observed_generation == Some(3));
