@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferrolb_core::config::{Config, L2Adv, Pool};
+use ferrolb_core::config::{Config, L2Adv};
 use ferrolb_core::election::*;
 use ferrolb_core::selector::Selector;
 use proptest::prelude::*;
@@ -128,18 +128,7 @@ fn config(second: bool) -> Config {
     let mut pools = BTreeMap::new();
     pools.insert(
         "default".to_string(),
-        Pool {
-            name: "default".into(),
-            labels: Default::default(),
-            cidrs: vec![
-                "10.20.30.0/24".parse().unwrap(),
-                "fd00::/64".parse().unwrap(),
-            ],
-            auto_assign: true,
-            avoid_buggy_ips: false,
-            allocation: None,
-            frozen: false,
-        },
+        crate::election_reference::pool("default", None),
     );
     let mut ads = vec![L2Adv {
         name: "lb".into(),

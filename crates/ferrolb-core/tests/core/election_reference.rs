@@ -267,7 +267,8 @@ fn view(s: &S) -> ServiceView {
     v
 }
 
-fn pool(name: &str, tier: Option<&str>) -> Pool {
+/// A pool over 10.20.30.0/24 and fd00::/64, labelled `tier` when given.
+pub(crate) fn pool(name: &str, tier: Option<&str>) -> Pool {
     Pool {
         name: name.into(),
         labels: tier
