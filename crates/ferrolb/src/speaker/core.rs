@@ -136,6 +136,9 @@ pub struct Speaker<A: Announcer> {
     nodes: Vec<NodeInfo>,
     /// `nodes` must be rebuilt (permission or live peers changed).
     nodes_stale: bool,
+    /// What the heartbeat targets were last made from (heartbeats on, the members, the
+    /// index's [`super::index::Index::node_generation`]): while it holds, they are current.
+    targets_from: Option<(bool, Vec<String>, u64)>,
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -170,6 +173,7 @@ impl<A: Announcer> Speaker<A> {
             last_pass: None,
             nodes: Vec::new(),
             nodes_stale: true,
+            targets_from: None,
         }
     }
 
@@ -312,27 +316,39 @@ impl<A: Announcer> Speaker<A> {
         )
     }
 
-    /// The heartbeat targets: every member with an address (none without heartbeats).
+    /// The heartbeat targets: every member with an address (none without heartbeats); None
+    /// when they are those of the last call (same members, no Node changed since).
     fn heartbeat_targets(
-        &self,
-        l: &Liveness,
+        &mut self,
+        members: Vec<String>,
         mesh_enabled: bool,
-    ) -> Vec<(String, std::net::SocketAddr)> {
-        if !mesh_enabled {
-            return Vec::new();
-        }
-        let port = self
-            .mesh
+    ) -> Option<Vec<(String, std::net::SocketAddr)>> {
+        let generation = self.index().node_generation();
+        if self
+            .targets_from
             .as_ref()
-            .map_or(super::heartbeat::DEFAULT_PORT, |m| m.port);
-        let index = self.index();
-        l.members
-            .iter()
-            .filter_map(|m| {
-                let node = index.node_named(m)?;
-                Some((m.clone(), node_address(&node, port)?))
-            })
-            .collect()
+            .is_some_and(|(on, m, g)| *on == mesh_enabled && *g == generation && *m == members)
+        {
+            return None;
+        }
+        let targets = if mesh_enabled {
+            let port = self
+                .mesh
+                .as_ref()
+                .map_or(super::heartbeat::DEFAULT_PORT, |m| m.port);
+            let index = self.index();
+            members
+                .iter()
+                .filter_map(|m| {
+                    let node = index.node_named(m)?;
+                    Some((m.clone(), node_address(&node, port)?))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.targets_from = Some((mesh_enabled, members, generation));
+        Some(targets)
     }
 
     /// Evaluates liveness for this pass (and restarts the peers' Lease clocks after an
@@ -349,7 +365,7 @@ impl<A: Announcer> Speaker<A> {
             let quiet = l.renews_quietly();
             q.send_if_modified(|was| std::mem::replace(was, quiet) != quiet);
         }
-        let targets = self.heartbeat_targets(&l, mesh_enabled);
+        let targets = self.heartbeat_targets(l.members, mesh_enabled);
         let live = Live {
             may: l.may,
             alive: l.alive,
@@ -360,7 +376,9 @@ impl<A: Announcer> Speaker<A> {
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
             st.may_announce = live.may;
-            st.set_targets(targets);
+            if let Some(targets) = targets {
+                st.set_targets(targets);
+            }
             let tracker = &self.tracker;
             st.table.retain(&|n| tracker.held_since(n).is_some());
         }

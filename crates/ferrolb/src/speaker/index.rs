@@ -90,6 +90,8 @@ pub struct Index {
     dirty: BTreeSet<Arc<str>>,
     /// A Node changed since the last [`Index::take_nodes_changed`].
     nodes_changed: bool,
+    /// Counts the changes of Nodes in what the speaker reads ([`Index::node_generation`]).
+    node_generation: u64,
     /// The configuration of the last [`Index::changes`].
     config: Option<Config>,
     /// Per kind, during a relist: the keys listed so far.
@@ -162,6 +164,13 @@ impl Index {
     /// Whether a Node changed (in what the speaker reads) since the last call.
     pub fn take_nodes_changed(&mut self) -> bool {
         std::mem::take(&mut self.nodes_changed)
+    }
+
+    /// A number that changes whenever a Node changes in what the speaker reads (its
+    /// addresses, labels, conditions), comes or goes: what is derived from the Nodes alone
+    /// is still current while it stays the same.
+    pub fn node_generation(&self) -> u64 {
+        self.node_generation
     }
 
     /// The view of the Service `key` (`namespace/name`), if it is announceable and has one;
@@ -400,12 +409,14 @@ impl Index {
         let key = self.intern(&name);
         self.nodes.insert(key.clone(), Arc::new(node));
         self.nodes_changed |= matters;
+        self.node_generation += u64::from(matters);
         (Some(key), matters)
     }
 
     fn remove_node(&mut self, name: &str) -> bool {
         let gone = self.nodes.remove(name).is_some();
         self.nodes_changed |= gone;
+        self.node_generation += u64::from(gone);
         gone
     }
 }

@@ -1046,6 +1046,103 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
     );
 }
 
+/// The heartbeat targets follow the members and their Nodes' InternalIPs: a changed address,
+/// a member gone, a member come (its Node unchanged) are in the targets after the next pass; a pass with neither
+/// a member nor a Node changed leaves the very same targets (not made again).
+#[tokio::test]
+async fn heartbeat_targets_follow_members_and_node_addresses() {
+    let ms = |m: u64| Duration::from_millis(m);
+    use ferrolb::election::membership::{HmacKey, MeshTiming};
+    use ferrolb::speaker::heartbeat::{bind, Mesh};
+
+    let client = fake_client().await;
+    setup(&client, &["node-a"], &[]).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let with_ip = |name: &str, addr: &str| -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"addresses": [{"type": "InternalIP", "address": addr}]}
+        }))
+        .unwrap()
+    };
+    for (n, addr) in [("node-b", "192.0.2.2"), ("node-c", "192.0.2.3")] {
+        create(&nodes, &with_ip(n, addr)).await;
+        renew_node_lease(&client, n).await;
+    }
+    // a Node without a speaker yet: not a member
+    create(&nodes, &with_ip("node-d", "2001:db8::4")).await;
+    let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mesh = Mesh::new("node-a", MeshTiming::default(), 7947);
+    let mut reg = prometheus_client::registry::Registry::default();
+    mesh.listen(
+        &socket,
+        HmacKey::new(&[7u8; 32]).unwrap(),
+        Arc::new(Metrics::new(&mut reg)),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    a.speaker = a.speaker.with_mesh(mesh.clone());
+    let targets = || {
+        let t = mesh.lock().targets.clone();
+        let v: Vec<(String, String)> = t.iter().map(|(n, a)| (n.clone(), a.to_string())).collect();
+        (t, v)
+    };
+    let pair = |n: &str, a: &str| (n.to_string(), a.to_string());
+
+    let t0 = Instant::now();
+    a.pass(t0, Some(t0)).await;
+    let (first, v) = targets();
+    assert_eq!(
+        v,
+        vec![
+            pair("node-b", "192.0.2.2:7947"),
+            pair("node-c", "192.0.2.3:7947")
+        ],
+        "every member with an InternalIP but itself (node-a has none)"
+    );
+    a.pass(t0 + ms(10), Some(t0)).await;
+    assert!(
+        Arc::ptr_eq(&first, &targets().0),
+        "nothing changed: the same targets"
+    );
+
+    // node-b's address changes
+    let mut b = nodes.get("node-b").await.unwrap();
+    b.status = with_ip("node-b", "192.0.2.12").status;
+    nodes
+        .replace_status("node-b", &PostParams::default(), &b)
+        .await
+        .unwrap();
+    a.pass(t0 + ms(20), Some(t0)).await;
+    assert_eq!(
+        targets().1,
+        vec![
+            pair("node-b", "192.0.2.12:7947"),
+            pair("node-c", "192.0.2.3:7947")
+        ]
+    );
+
+    // node-c's speaker goes (its Lease deleted; its Node stays)
+    Api::<Lease>::namespaced(client.clone(), NS)
+        .delete(&node_lease_name("node-c"), &Default::default())
+        .await
+        .unwrap();
+    a.pass(t0 + ms(30), Some(t0)).await;
+    assert_eq!(targets().1, vec![pair("node-b", "192.0.2.12:7947")]);
+
+    // node-d's speaker starts on a Node that was there all along
+    renew_node_lease(&client, "node-d").await;
+    a.pass(t0 + ms(40), Some(t0)).await;
+    assert_eq!(
+        targets().1,
+        vec![
+            pair("node-b", "192.0.2.12:7947"),
+            pair("node-d", "[2001:db8::4]:7947")
+        ]
+    );
+}
+
 /// A speaker at rest runs no pass: its own Lease renewals only move the fencing deadline
 /// its next pass is due at ([`Speaker::rearm`]); once they stop, that deadline comes and
 /// the pass it runs withdraws.
