@@ -118,6 +118,9 @@ pub struct Speaker<A: Announcer> {
     planner: Planner,
     /// Configuration errors last logged (logged again only when they change).
     config_errors: Vec<String>,
+    /// The configuration of the last pass and the pool and advertisement objects it was
+    /// built from (the stores' own, so none of them can be freed and its address reused).
+    config_from: Option<(Vec<Arc<IPAddressPool>>, Vec<Arc<L2Advertisement>>, Config)>,
     /// Heartbeat table and targets shared with the heartbeat task (None: Lease rules only).
     mesh: Option<Mesh>,
     /// Tells the Lease task whether it may renew at the quiet period
@@ -139,6 +142,11 @@ pub struct Speaker<A: Announcer> {
     /// What the heartbeat targets were last made from (heartbeats on, the members, the
     /// index's [`super::index::Index::node_generation`]): while it holds, they are current.
     targets_from: Option<(bool, Vec<String>, u64)>,
+}
+
+/// Whether two lists of a store's objects are the same objects, in the same order.
+fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 impl<A: Announcer> Speaker<A> {
@@ -165,6 +173,7 @@ impl<A: Announcer> Speaker<A> {
             lease_relist: None,
             loss_at: BTreeMap::new(),
             config_errors: Vec::new(),
+            config_from: None,
             mesh: None,
             quiet: None,
             live: Live::default(),
@@ -490,8 +499,21 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// The validated configuration (its errors logged when they change).
+    /// The configuration from the pool and advertisement stores: built again only when one
+    /// of their objects changed, came or went since the last call (a store holds a new
+    /// object for every change).
     fn config(&mut self) -> Config {
-        let (config, errors) = self.current_config();
+        let pools = self.stores.pools.state();
+        let ads = self.stores.ads.state();
+        if let Some((p, a, config)) = &self.config_from {
+            if same_objects(p, &pools) && same_objects(a, &ads) {
+                return config.clone();
+            }
+        }
+        let (config, errors) = build_config(
+            &pools.iter().map(|p| (**p).clone()).collect::<Vec<_>>(),
+            &ads.iter().map(|a| (**a).clone()).collect::<Vec<_>>(),
+        );
         let frozen = config.pools.values().filter(|p| p.frozen).count();
         self.metrics.config.loaded(frozen, errors.len());
         if errors != self.config_errors {
@@ -500,6 +522,7 @@ impl<A: Announcer> Speaker<A> {
             }
             self.config_errors = errors;
         }
+        self.config_from = Some((pools, ads, config.clone()));
         config
     }
 
@@ -518,25 +541,6 @@ impl<A: Announcer> Speaker<A> {
             }
             tracing::info!(%ip, "withdrawn");
         }
-    }
-
-    /// The validated configuration from the pool and advertisement stores.
-    fn current_config(&self) -> (Config, Vec<String>) {
-        let pools: Vec<_> = self
-            .stores
-            .pools
-            .state()
-            .iter()
-            .map(|p| (**p).clone())
-            .collect();
-        let ads: Vec<_> = self
-            .stores
-            .ads
-            .state()
-            .iter()
-            .map(|a| (**a).clone())
-            .collect();
-        build_config(&pools, &ads)
     }
 
     /// Withdraws every announcement at once (fencing, shutdown).

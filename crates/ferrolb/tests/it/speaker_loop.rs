@@ -1143,6 +1143,40 @@ async fn heartbeat_targets_follow_members_and_node_addresses() {
     );
 }
 
+/// A change of the pools reaches the next pass, and only the next: the IP leaves the pool,
+/// it is withdrawn and stays so while nothing changes; it comes back into it, it is
+/// announced again.
+#[tokio::test]
+async fn a_pool_change_reaches_the_next_pass() {
+    let (client, mut n, t0) = node_a_with_web().await;
+    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), NS);
+    let set_pool = |addrs: &'static str| {
+        let pools = pools.clone();
+        async move {
+            let mut p = pools.get("pool").await.unwrap();
+            p.spec.addresses = vec![addrs.into()];
+            pools
+                .replace("pool", &PostParams::default(), &p)
+                .await
+                .unwrap();
+        }
+    };
+    n.pass(t0, Some(t0)).await;
+    n.pass(t0, Some(t0)).await;
+    assert!(n.announced().contains(&ip("10.0.0.1")));
+
+    set_pool("10.9.0.0/24").await;
+    n.pass(t0 + Duration::from_millis(10), Some(t0)).await;
+    assert!(n.announced().is_empty(), "10.0.0.1 is in no pool");
+    n.pass(t0 + Duration::from_millis(20), Some(t0)).await;
+    assert!(n.announced().is_empty());
+
+    set_pool("10.0.0.0/24").await;
+    n.pass(t0 + Duration::from_millis(30), Some(t0)).await;
+    n.pass(t0 + Duration::from_millis(40), Some(t0)).await;
+    assert!(n.announced().contains(&ip("10.0.0.1")), "back in its pool");
+}
+
 /// A speaker at rest runs no pass: its own Lease renewals only move the fencing deadline
 /// its next pass is due at ([`Speaker::rearm`]); once they stop, that deadline comes and
 /// the pass it runs withdraws.
