@@ -120,7 +120,7 @@ pub struct Speaker<A: Announcer> {
     config_errors: Vec<String>,
     /// The configuration of the last pass and the pool and advertisement objects it was
     /// built from (the stores' own, so none of them can be freed and its address reused).
-    config_from: Option<(Vec<Arc<IPAddressPool>>, Vec<Arc<L2Advertisement>>, Config)>,
+    config_from: Option<ConfigFrom>,
     /// Heartbeat table and targets shared with the heartbeat task (None: Lease rules only).
     mesh: Option<Mesh>,
     /// Tells the Lease task whether it may renew at the quiet period
@@ -143,6 +143,9 @@ pub struct Speaker<A: Announcer> {
     /// index's [`super::index::Index::node_generation`]): while it holds, they are current.
     targets_from: Option<(bool, Vec<String>, u64)>,
 }
+
+/// A configuration and the pool and advertisement objects it was built from.
+type ConfigFrom = (Vec<Arc<IPAddressPool>>, Vec<Arc<L2Advertisement>>, Config);
 
 /// Whether two lists of a store's objects are the same objects, in the same order.
 fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
