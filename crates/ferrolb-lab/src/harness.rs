@@ -266,6 +266,8 @@ pub struct ServiceSpec {
     pub labels: BTreeMap<String, String>,
     /// TCP port.
     pub port: u16,
+    /// `spec.type`: `LoadBalancer` by default.
+    pub type_: &'static str,
 }
 
 impl ServiceSpec {
@@ -280,6 +282,7 @@ impl ServiceSpec {
             annotations: BTreeMap::new(),
             labels: BTreeMap::new(),
             port: 80,
+            type_: "LoadBalancer",
         }
     }
 }
@@ -923,16 +926,21 @@ impl Lab {
             "metadata": {"name": spec.name, "namespace": spec.namespace,
                          "annotations": spec.annotations, "labels": labels},
             "spec": {
-                "type": "LoadBalancer",
+                "type": spec.type_,
                 "selector": {"app": spec.name},
                 "ports": [{"name": "http", "port": spec.port, "protocol": "TCP", "targetPort": BACKEND_PORT}],
                 "clusterIP": cluster_ips[0],
                 "clusterIPs": cluster_ips,
                 "ipFamilies": spec.families,
                 "ipFamilyPolicy": policy,
-                "externalTrafficPolicy": spec.external_traffic_policy,
             }
         }))?;
+        let mut svc = svc;
+        if spec.type_ != "ClusterIP" {
+            // kube-apiserver refuses the field on a ClusterIP Service
+            svc.spec.as_mut().unwrap().external_traffic_policy =
+                Some(spec.external_traffic_policy.into());
+        }
         let ep_nodes: Vec<usize> = spec
             .endpoint_nodes
             .clone()

@@ -140,7 +140,7 @@ pub const SPEAKER: &[Rule] = &[
         resources: &["endpointslices"],
         verbs: WATCH,
         resource_names: &[],
-        why: "serving endpoints (externalTrafficPolicy: Local)",
+        why: "serving endpoints (externalTrafficPolicy: Local); the slices of a Service turned LoadBalancer, listed by its name label",
         exceptions: &[],
     },
     Rule {

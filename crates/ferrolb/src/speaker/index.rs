@@ -8,7 +8,11 @@
 //! - an EndpointSlice is its Service's key, the nodes of its serving endpoints (node names
 //!   interned: one allocation per node, whatever the number of slices) and whether a
 //!   serving endpoint has no node; a slice without serving endpoint contributes nothing to
-//!   a view and is not kept;
+//!   a view and is not kept, nor, once the Services are listed, the slice of a Service that
+//!   is not of type LoadBalancer (most of a cluster's slices). A Service that becomes a
+//!   LoadBalancer after that has its slices read once ([`Index::take_wanted`],
+//!   [`Index::fetched`]: the shell lists them by their `kubernetes.io/service-name` label);
+//!   a slice the watch changed meanwhile keeps the watch's version;
 //! - a Node is the slim `Node` of [`SlimNode`].
 //!
 //! Each change that can alter a view marks its Service's key; [`Index::changes`] hands the
@@ -98,6 +102,17 @@ pub struct Index {
     relist: [Option<HashSet<Arc<str>>>; 3],
     /// Per kind: the first list is in.
     synced: [bool; 3],
+    /// Keys of the Services of type LoadBalancer, announceable or not: only their slices
+    /// are kept once the Services are listed.
+    lb_typed: HashSet<Arc<str>>,
+    /// Services that became LoadBalancers after the Services were listed, whose slices
+    /// must be read ([`Index::take_wanted`]).
+    wanted: BTreeSet<Arc<str>>,
+    /// Services whose slices are being read ([`Index::fetched`]).
+    fetching: BTreeSet<Arc<str>>,
+    /// Slices the watch changed or deleted while a read was wanted or under way: the read's
+    /// copy of them may be older, and is not applied.
+    touched: HashSet<Arc<str>>,
 }
 
 impl Index {
@@ -252,13 +267,23 @@ impl Index {
             Event::InitDone => {
                 if let Some(seen) = self.relist[kind as usize].take() {
                     let gone: Vec<Arc<str>> = match kind {
-                        Kind::Service => self.services.keys().cloned().collect(),
+                        Kind::Service => self
+                            .services
+                            .keys()
+                            .chain(self.lb_typed.iter())
+                            .cloned()
+                            .collect::<HashSet<_>>()
+                            .into_iter()
+                            .collect(),
                         Kind::Slice => self.slices.keys().cloned().collect(),
                         Kind::Node => self.nodes.keys().cloned().collect(),
                     };
                     for k in gone.into_iter().filter(|k| !seen.contains(k)) {
                         remove(self, &k);
                     }
+                }
+                if kind == Kind::Service && !self.synced[kind as usize] {
+                    self.drop_foreign_slices();
                 }
                 self.synced[kind as usize] = true;
                 self.names.retain(|n| Arc::strong_count(n) > 1);
@@ -282,6 +307,7 @@ impl Index {
         self.services
             .get_key_value(key)
             .map(|(k, _)| k.clone())
+            .or_else(|| self.lb_typed.get(key).cloned())
             .or_else(|| self.groups.get_key_value(key).map(|(k, _)| k.clone()))
             .unwrap_or_else(|| Arc::from(key))
     }
@@ -293,6 +319,7 @@ impl Index {
             return (None, false);
         }
         let key = self.service_key(&s.key());
+        self.note_type(&key, s.facts.load_balancer);
         let class = self.lb_class.as_deref();
         let s = KeptService::from(s);
         let new = announceable(&s, class).then_some(s);
@@ -312,6 +339,9 @@ impl Index {
     }
 
     fn remove_service(&mut self, key: &str) -> bool {
+        if let Some(k) = self.lb_typed.get(key).cloned() {
+            self.note_type(&k, false);
+        }
         match self.services.remove_entry(key) {
             Some((k, _)) => {
                 self.dirty.insert(k);
@@ -333,6 +363,10 @@ impl Index {
             .as_deref()
             .filter(|n| !n.is_empty())
             .map(|svc| format!("{ns}/{svc}"));
+        // once the Services are listed, a slice of a Service that is not a LoadBalancer is
+        // not kept
+        let owner = owner
+            .filter(|o| !self.synced[Kind::Service as usize] || self.lb_typed.contains(o.as_str()));
         let eps = match owner {
             Some(o) if !s.nodes.is_empty() || s.nodeless => Some((
                 o,
@@ -360,6 +394,7 @@ impl Index {
             .as_ref()
             .map(|(k, _, _)| k.clone())
             .unwrap_or_else(|| Arc::from(skey.as_str()));
+        self.touch(&key);
         if unchanged {
             return (Some(key), false);
         }
@@ -383,6 +418,12 @@ impl Index {
     }
 
     fn remove_slice(&mut self, key: &str) -> bool {
+        self.touch(&Arc::from(key));
+        self.forget_slice(key)
+    }
+
+    /// Drops the slice `key`; returns whether its Service's view changed.
+    fn forget_slice(&mut self, key: &str) -> bool {
         let Some(owner) = self.slices.remove(key) else {
             return false;
         };
@@ -397,6 +438,117 @@ impl Index {
             true
         } else {
             false
+        }
+    }
+
+    /// Records that the slice `key` changed while a read of slices is wanted or under way.
+    fn touch(&mut self, key: &Arc<str>) {
+        if !self.wanted.is_empty() || !self.fetching.is_empty() {
+            self.touched.insert(key.clone());
+        }
+    }
+
+    /// Records whether the Service `key` is of type LoadBalancer (false: it is gone). Once
+    /// the Services are listed, one that stops being one loses its slices, and one that
+    /// becomes one has its slices read.
+    fn note_type(&mut self, key: &Arc<str>, load_balancer: bool) {
+        let was = self.lb_typed.contains(key);
+        if load_balancer && !was {
+            self.lb_typed.insert(key.clone());
+            if self.synced[Kind::Service as usize] {
+                self.wanted.insert(key.clone());
+            }
+        } else if !load_balancer && was {
+            self.lb_typed.remove(key);
+            self.wanted.remove(key);
+            self.fetching.remove(key);
+            if !self.synced[Kind::Service as usize] {
+                return;
+            }
+            let slices: Vec<Arc<str>> = self
+                .groups
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in slices {
+                self.forget_slice(&k);
+            }
+        }
+    }
+
+    /// Drops the slices of the Services that are not LoadBalancers (the Services just
+    /// listed: until then every slice was kept).
+    fn drop_foreign_slices(&mut self) {
+        let foreign: Vec<Arc<str>> = self
+            .slices
+            .iter()
+            .filter(|(_, owner)| !self.lb_typed.contains(*owner))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in foreign {
+            self.forget_slice(&k);
+        }
+    }
+
+    /// The Services whose slices must be read, as (namespace, name, key); each is then
+    /// being read until [`Index::fetched`] or [`Index::fetch_failed`].
+    pub fn take_wanted(&mut self) -> Vec<(String, String, Arc<str>)> {
+        let wanted = std::mem::take(&mut self.wanted);
+        wanted
+            .into_iter()
+            .filter_map(|k| {
+                let (ns, name) = k.split_once('/')?;
+                let out = (ns.to_string(), name.to_string(), k.clone());
+                self.fetching.insert(k);
+                Some(out)
+            })
+            .collect()
+    }
+
+    /// Whether some Service's slices must be read.
+    pub fn has_wanted(&self) -> bool {
+        !self.wanted.is_empty()
+    }
+
+    /// Applies the slices read for the Service `key` (listed by its name label), except
+    /// those the watch changed meanwhile, and unless the Service stopped being a
+    /// LoadBalancer or is wanted again; returns whether the loop must run.
+    pub fn fetched(&mut self, key: &str, slices: Vec<SlimSlice>) -> bool {
+        let Some(key) = self.fetching.take(key) else {
+            return false;
+        };
+        let mut matters = false;
+        if self.lb_typed.contains(&key) && !self.wanted.contains(&key) {
+            for s in slices {
+                let owner = match (&s.metadata.namespace, &s.service) {
+                    (Some(ns), Some(svc)) => format!("{ns}/{svc}"),
+                    _ => continue,
+                };
+                let skey = format!(
+                    "{}/{}",
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default()
+                );
+                if *owner != *key || self.touched.contains(skey.as_str()) {
+                    continue;
+                }
+                matters |= self.put_slice(s).1;
+            }
+        }
+        if self.wanted.is_empty() && self.fetching.is_empty() {
+            self.touched = HashSet::new();
+        }
+        matters
+    }
+
+    /// The read of the Service `key`'s slices failed: it is wanted again.
+    pub fn fetch_failed(&mut self, key: &str) {
+        if let Some(k) = self.fetching.take(key) {
+            if self.lb_typed.contains(&k) {
+                self.wanted.insert(k);
+            }
         }
     }
 

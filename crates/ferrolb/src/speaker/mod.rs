@@ -356,21 +356,79 @@ where
 
 /// A watch of `K` (a slim type of [`slim`]) feeding `index` through `apply`, which says
 /// whether the change can alter a decision: only then is the loop woken (a relist wakes it
-/// once, when the new list is in place).
+/// once, when the new list is in place). `wanted` is told when the index wants some
+/// Service's slices read ([`Index::take_wanted`]).
 fn watch_into<K>(
     api: Api<K>,
     index: SharedIndex,
     wake: Arc<Notify>,
     apply: fn(&mut Index, watcher::Event<K>) -> bool,
+    wanted: Option<Arc<Notify>>,
 ) where
     K: watched::Watchable,
 {
     watched::spawn_watch(api, move |ev| {
+        let mut ix = index.lock().unwrap_or_else(|p| p.into_inner());
         // Decided once the index holds the change, so a pass it wakes sees it.
-        if apply(&mut index.lock().unwrap_or_else(|p| p.into_inner()), ev) {
+        if apply(&mut ix, ev) {
             wake.notify_one();
         }
+        if let Some(w) = wanted.as_ref().filter(|_| ix.has_wanted()) {
+            w.notify_one();
+        }
         true
+    });
+}
+
+/// Reads the slices of the Services the index wants them for (Services that became
+/// LoadBalancers after the Services were listed: their slices were not kept), one list by
+/// the `kubernetes.io/service-name` label each, whenever `wanted` is told; a failed read is
+/// retried with backoff (100 ms doubling to 30 s). Wakes the loop when a view changed.
+fn read_wanted_slices(client: Client, index: SharedIndex, wanted: Arc<Notify>, wake: Arc<Notify>) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            wanted.notified().await;
+            loop {
+                let batch = index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take_wanted();
+                if batch.is_empty() {
+                    break;
+                }
+                for (ns, name, key) in batch {
+                    let api = Api::<slim::SlimSlice>::namespaced(client.clone(), &ns);
+                    let lp = kube::api::ListParams::default()
+                        .labels(&format!("{}={name}", crate::election::SERVICE_NAME_LABEL));
+                    let failed = {
+                        let read = api.list(&lp).await;
+                        let mut ix = index.lock().unwrap_or_else(|p| p.into_inner());
+                        match read {
+                            Ok(list) => {
+                                tracing::debug!(service = %key, slices = list.items.len(), "read the slices of a new LoadBalancer");
+                                if ix.fetched(&key, list.items) {
+                                    wake.notify_one();
+                                }
+                                None
+                            }
+                            Err(e) => {
+                                ix.fetch_failed(&key);
+                                Some(e)
+                            }
+                        }
+                    };
+                    match failed {
+                        None => backoff = Duration::from_millis(100),
+                        Some(e) => {
+                            tracing::warn!(error = %e, service = %key, "reading the slices of a new LoadBalancer failed; retrying with backoff");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
+        }
     });
 }
 
@@ -396,23 +454,28 @@ pub fn start_reflectors(
     let (ltx, lrx) = mpsc::unbounded_channel();
     let cfg = watcher::Config::default;
     let index = Index::shared(lb_class);
+    let wanted = Arc::new(Notify::new());
+    read_wanted_slices(client.clone(), index.clone(), wanted.clone(), wake.clone());
     watch_into(
         Api::<slim::SlimService>::all(client.clone()),
         index.clone(),
         wake.clone(),
         Index::service,
+        Some(wanted),
     );
     watch_into(
         Api::<slim::SlimSlice>::all(client.clone()),
         index.clone(),
         wake.clone(),
         Index::slice,
+        None,
     );
     watch_into(
         Api::<slim::SlimNode>::all(client.clone()),
         index.clone(),
         wake.clone(),
         Index::node,
+        None,
     );
     let stores = Stores {
         index,

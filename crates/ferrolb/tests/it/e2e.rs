@@ -349,6 +349,57 @@ fn etp_local_is_announced_only_by_nodes_with_endpoints() {
     assert_eq!(macs, BTreeSet::from([lab.node_mac(1)]));
 }
 
+/// A ClusterIP Service turned LoadBalancer while the speakers run: they did not keep its
+/// EndpointSlices (a ClusterIP Service's slices are not kept), so each speaker reads them
+/// with its own RBAC; with `Local` traffic and its one endpoint on node 1, only node 1 can
+/// serve it — it does.
+#[test]
+fn a_clusterip_service_turned_loadbalancer_is_served_from_its_endpoints() {
+    let Some((_g, lab)) = lab("clusterip_turned_loadbalancer", 3) else {
+        return;
+    };
+    let mut lab = lab;
+    wait_heartbeats(&lab, Duration::from_secs(10));
+    apply_quickstart(&lab);
+    let mut s = ServiceSpec::new("late");
+    s.type_ = "ClusterIP";
+    s.endpoint_nodes = Some(vec![1]);
+    lab.create_service(&s).unwrap();
+    // the speakers have seen it as a ClusterIP Service (every speaker's index is past its
+    // first list: heartbeats flow only after it)
+    std::thread::sleep(Duration::from_millis(500));
+    let client = lab.client();
+    lab.block_on(async move {
+        use kube::api::{Patch, PatchParams};
+        let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(client, "default");
+        svcs.patch(
+            "late",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}
+            })),
+        )
+        .await
+    })
+    .unwrap();
+    let ip = lab
+        .wait_for_ips("default", "late", 1, Duration::from_secs(20))
+        .unwrap()[0];
+    assert_eq!(served(&lab, ip, Duration::from_secs(15)), node_name(1));
+    assert_eq!(lab.resolve_owner(ip), Some(1), "{}", dump(&lab));
+    for i in 0..3 {
+        let log = std::fs::read_to_string(lab.dir.join(format!("speaker-{}.log", node_name(i))))
+            .unwrap_or_default();
+        assert!(
+            log.contains("read the slices of a new LoadBalancer"),
+            "{}: did not read the slices{}",
+            node_name(i),
+            dump(&lab)
+        );
+    }
+}
+
 #[test]
 fn shared_ip_services_are_answered_by_one_node() {
     let Some((_g, mut lab)) = lab("shared_ip", 3) else {

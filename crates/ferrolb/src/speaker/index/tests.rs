@@ -1,5 +1,5 @@
 use super::*;
-use crate::election::service_view;
+use crate::election::{service_view, SERVICE_NAME_LABEL};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
@@ -382,6 +382,12 @@ proptest! {
                     false
                 }
             };
+            // the shell reads the slices of Services that became LoadBalancers at once
+            let mut woke = woke;
+            for (ns, name, key) in ix.take_wanted() {
+                prop_assert_eq!(format!("{ns}/{name}"), &*key);
+                woke |= ix.fetched(&key, listed(slices.values(), &ns, &name));
+            }
             let c = config(if second { "192.168.0.0/16" } else { "192.168.1.0/24" });
             let all_slices: Vec<&EndpointSlice> = slices.values().collect();
             let expected: BTreeMap<Arc<str>, ServiceView> = svcs
@@ -413,6 +419,129 @@ proptest! {
             expected_before = expected;
         }
     }
+}
+
+/// The slices of Service `ns/name` among `slices`, as a list by its name label gives them.
+fn listed<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ns: &str,
+    name: &str,
+) -> Vec<SlimSlice> {
+    slices
+        .into_iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(name)
+        })
+        .map(SlimSlice::of)
+        .collect()
+}
+
+/// The Services listed (the index then keeps only LoadBalancers' slices).
+fn services_listed(ix: &mut Index, svcs: &[Service]) {
+    ix.service(Event::Init);
+    for s in svcs {
+        ix.service(Event::InitApply(SlimService::of(s)));
+    }
+    ix.service(Event::InitDone);
+}
+
+#[test]
+fn once_the_services_are_listed_only_loadbalancers_slices_are_kept() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    // slices listed before the Services: kept until the Services are in
+    put_slice(&mut ix, &slice("db-1", "db", &[("n1", true)]));
+    put_slice(&mut ix, &slice("web-1", "web", &[("n1", true)]));
+    put_slice(&mut ix, &slice("pending-1", "pending", &[("n2", true)]));
+    assert_eq!(ix.len().1, 3);
+    services_listed(
+        &mut ix,
+        &[
+            service("db", "ClusterIP", None, &[], false),
+            lb("web", "192.168.1.10"),
+            // a LoadBalancer without its IP yet (not announceable): its slices are kept
+            service("pending", "LoadBalancer", None, &[], false),
+        ],
+    );
+    assert_eq!(ix.len(), (1, 2, 0), "db's slice dropped");
+    assert!(!ix.has_wanted());
+    // later slices of a ClusterIP Service are not kept, nor do they wake the loop
+    assert!(!put_slice(&mut ix, &slice("db-2", "db", &[("n3", true)])));
+    assert_eq!(ix.len().1, 2);
+    // the pending LoadBalancer gets its IP: its view has its endpoints, nothing to read
+    assert!(put_svc(&mut ix, &lb("pending", "192.168.1.11")));
+    assert!(!ix.has_wanted());
+    assert_eq!(nodes_of(&ix.view("ns/pending", &c).unwrap()), ["n2"]);
+    // web stops being a LoadBalancer: its slices go
+    put_svc(&mut ix, &service("web", "ClusterIP", None, &[], false));
+    assert_eq!(ix.len(), (1, 1, 0));
+}
+
+/// A Service turning LoadBalancer after the Services were listed has its slices read; the
+/// read's copies of slices the watch changed or deleted meanwhile are not applied, the
+/// others are; a read answered after the Service stopped being one is ignored; a failed
+/// read is wanted again.
+#[test]
+fn a_service_turning_loadbalancer_later_has_its_slices_read() {
+    let c = config("192.168.1.0/24");
+    let mut ix = Index::new(None);
+    services_listed(&mut ix, &[service("web", "ClusterIP", None, &[], false)]);
+    let old = [
+        slice("web-1", "web", &[("n1", true)]),
+        slice("web-2", "web", &[("n2", true)]),
+        slice("web-3", "web", &[("n3", true)]),
+    ];
+    for s in &old {
+        assert!(!put_slice(&mut ix, s));
+    }
+    assert_eq!(ix.len().1, 0, "a ClusterIP Service's slices are not kept");
+    ix.changes(&c);
+    assert!(put_svc(&mut ix, &lb("web", "192.168.1.10")));
+    assert!(ix.has_wanted());
+    assert_eq!(
+        ix.take_wanted(),
+        vec![("ns".to_string(), "web".to_string(), Arc::from("ns/web"))]
+    );
+    assert!(!ix.has_wanted());
+    // while the read is under way the watch changes web-1 and deletes web-2
+    assert!(put_slice(&mut ix, &slice("web-1", "web", &[("n4", true)])));
+    ix.slice(Event::Delete(SlimSlice::of(&old[1])));
+    // the read answers with what it saw before those
+    let mut read = listed(&old, "ns", "web");
+    read.push(SlimSlice::of(&slice("other-1", "other", &[("n9", true)])));
+    assert!(ix.fetched("ns/web", read));
+    assert_eq!(nodes_of(&ix.changes(&c)["ns/web"][0]), ["n3", "n4"]);
+    assert_eq!(ix.len().1, 2, "web-1 (the watch's) and web-3");
+    // nothing pending: what the watch does from now on is not remembered
+    assert!(ix.touched.is_empty());
+
+    // web flaps to ClusterIP and back: a read under way when it stopped is ignored
+    put_svc(&mut ix, &service("web", "ClusterIP", None, &[], false));
+    assert_eq!(ix.len().1, 0);
+    put_svc(&mut ix, &lb("web", "192.168.1.10"));
+    let wanted = ix.take_wanted();
+    assert_eq!(wanted.len(), 1);
+    put_svc(&mut ix, &service("web", "ClusterIP", None, &[], false));
+    assert!(!ix.fetched("ns/web", listed(&old, "ns", "web")));
+    assert_eq!(ix.len().1, 0);
+
+    // a failed read is wanted again
+    put_svc(&mut ix, &lb("web", "192.168.1.10"));
+    assert_eq!(ix.take_wanted().len(), 1);
+    ix.fetch_failed("ns/web");
+    assert!(ix.has_wanted());
+    assert_eq!(ix.take_wanted().len(), 1);
+    assert!(ix.fetched("ns/web", listed(&old, "ns", "web")));
+    assert_eq!(
+        nodes_of(&ix.view("ns/web", &c).unwrap()),
+        ["n1", "n2", "n3"]
+    );
 }
 
 #[test]
