@@ -22,7 +22,8 @@
 //! API traffic at steady state: one Lease renewal per node per `--retry-period` (one write,
 //! [`liveness::OwnLease`]), nothing else; heartbeats go directly between speakers (see docs/ARCHITECTURE.md,
 //! *Peer liveness*). Claims, ServiceL2Status, Events and the published state are written only
-//! on change.
+//! on change; a Service turned LoadBalancer after the first list has its EndpointSlices read
+//! once ([`index`] keeps only LoadBalancers' slices).
 
 pub mod announcer;
 pub mod args;
