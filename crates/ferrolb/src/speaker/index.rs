@@ -490,6 +490,9 @@ impl Index {
         for k in foreign {
             self.forget_slice(&k);
         }
+        // the tables had room for every slice of the cluster
+        self.slices.shrink_to_fit();
+        self.groups.shrink_to_fit();
     }
 
     /// The Services whose slices must be read, as (namespace, name, key); each is then
