@@ -110,8 +110,8 @@ pub struct Index {
     wanted: BTreeSet<Arc<str>>,
     /// Services whose slices are being read ([`Index::fetched`]).
     fetching: BTreeSet<Arc<str>>,
-    /// Slices the watch changed or deleted while a read was wanted or under way: the read's
-    /// copy of them may be older, and is not applied.
+    /// Slices the watch changed or deleted while a read of their Service's slices was
+    /// wanted or under way: the read's copy of them may be older, and is not applied.
     touched: HashSet<Arc<str>>,
 }
 
@@ -138,6 +138,15 @@ impl Index {
 
     /// Applies one EndpointSlice watch event; returns whether the loop must run.
     pub fn slice(&mut self, ev: Event<SlimSlice>) -> bool {
+        if let Event::Delete(s) = &ev {
+            // the slice may not be kept (its Service not yet a LoadBalancer), but a read
+            // of its Service's slices under way must not bring it back
+            if let (Some(ns), Some(name), Some(svc)) =
+                (&s.metadata.namespace, &s.metadata.name, &s.service)
+            {
+                self.touch(&format!("{ns}/{svc}"), &Arc::from(format!("{ns}/{name}")));
+            }
+        }
         self.event(Kind::Slice, ev, Self::put_slice, |ix, key| {
             ix.remove_slice(key)
         })
@@ -363,6 +372,9 @@ impl Index {
             .as_deref()
             .filter(|n| !n.is_empty())
             .map(|svc| format!("{ns}/{svc}"));
+        if let Some(o) = &owner {
+            self.touch(o, &Arc::from(skey.as_str()));
+        }
         // once the Services are listed, a slice of a Service that is not a LoadBalancer is
         // not kept
         let owner = owner
@@ -394,7 +406,6 @@ impl Index {
             .as_ref()
             .map(|(k, _, _)| k.clone())
             .unwrap_or_else(|| Arc::from(skey.as_str()));
-        self.touch(&key);
         if unchanged {
             return (Some(key), false);
         }
@@ -418,7 +429,9 @@ impl Index {
     }
 
     fn remove_slice(&mut self, key: &str) -> bool {
-        self.touch(&Arc::from(key));
+        if let Some(owner) = self.slices.get(key).cloned() {
+            self.touch(&owner, &Arc::from(key));
+        }
         self.forget_slice(key)
     }
 
@@ -441,9 +454,10 @@ impl Index {
         }
     }
 
-    /// Records that the slice `key` changed while a read of slices is wanted or under way.
-    fn touch(&mut self, key: &Arc<str>) {
-        if !self.wanted.is_empty() || !self.fetching.is_empty() {
+    /// Records that the watch changed the slice `key` of the Service `owner` while a read
+    /// of that Service's slices is wanted or under way: the read may be older.
+    fn touch(&mut self, owner: &str, key: &Arc<str>) {
+        if self.wanted.contains(owner) || self.fetching.contains(owner) {
             self.touched.insert(key.clone());
         }
     }
