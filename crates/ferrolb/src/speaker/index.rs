@@ -270,22 +270,27 @@ impl Index {
 
     /// The Service key `key` as already held (or a new one).
     fn service_key(&self, key: &str) -> Arc<str> {
+        self.known_key(key).unwrap_or_else(|| Arc::from(key))
+    }
+
+    /// The Service key `key` as already held.
+    fn known_key(&self, key: &str) -> Option<Arc<str>> {
         self.services
             .get_key_value(key)
             .map(|(k, _)| k.clone())
             .or_else(|| self.groups.get_key_value(key).map(|(k, _)| k.clone()))
-            .unwrap_or_else(|| Arc::from(key))
     }
 
     /// Stores `s` (or drops it when not announceable); returns its key as listed and
     /// whether the change matters.
     fn put_service(&mut self, s: SlimService) -> Put {
-        if s.facts.namespace.is_empty() || s.facts.name.is_empty() {
+        if s.facts.namespace().is_empty() || s.facts.name().is_empty() {
             return (None, false);
         }
-        let key = self.service_key(&s.key());
+        let key = self.known_key(s.key()).unwrap_or_else(|| s.key().clone());
         let class = self.lb_class.as_deref();
-        let s = KeptService::from(s);
+        let mut s = KeptService::from(s);
+        s.facts.share_key(&key);
         let new = announceable(&s, class).then_some(s);
         let matters = service_matters(self.services.get(&key).map(|s| &**s), new.as_ref(), class);
         match new {

@@ -29,6 +29,7 @@
 //! speaker's loop must run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeStatus, ObjectReference, Service,
@@ -38,6 +39,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 use crate::election::{conditions_serve, sharing_key_of, ServiceFacts, SERVICE_NAME_LABEL};
+use crate::selector::LabelSet;
 
 /// Implements `k8s_openapi::Resource` (hence `kube::Resource`) for a slim type with the
 /// real kind's group, version and resource, so `Api<$slim>` watches the real objects.
@@ -140,22 +142,27 @@ struct IngressIn {
 impl From<ServiceIn> for SlimService {
     fn from(mut s: ServiceIn) -> Self {
         let spec = s.spec.unwrap_or_default();
-        let facts = ServiceFacts {
-            namespace: s.metadata.namespace.clone().unwrap_or_default(),
-            name: s.metadata.name.clone().unwrap_or_default(),
-            load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
-            ingress: s
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|lb| lb.ingress)
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
-                .collect(),
-            labels: std::sync::Arc::new(s.metadata.labels.take().unwrap_or_default()),
-            etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-            sharing_key: s.metadata.annotations.as_ref().and_then(sharing_key_of),
-        };
+        let mut facts = ServiceFacts::named(
+            s.metadata.namespace.as_deref().unwrap_or_default(),
+            s.metadata.name.as_deref().unwrap_or_default(),
+        );
+        facts.load_balancer = spec.type_.as_deref() == Some("LoadBalancer");
+        facts.ingress = s
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
+            .collect();
+        facts.labels = s
+            .metadata
+            .labels
+            .as_ref()
+            .map(LabelSet::from)
+            .unwrap_or_default();
+        facts.etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        facts.sharing_key = s.metadata.annotations.as_ref().and_then(sharing_key_of);
         SlimService {
             metadata: s.metadata.identity(),
             class: spec.load_balancer_class,
@@ -171,7 +178,7 @@ impl SlimService {
     }
 
     /// `namespace/name`.
-    pub fn key(&self) -> String {
+    pub fn key(&self) -> &Arc<str> {
         self.facts.key()
     }
 }
@@ -213,8 +220,8 @@ impl KeptService {
     pub fn object_ref(&self) -> ObjectReference {
         let slim = SlimService {
             metadata: ObjectMeta {
-                name: Some(self.facts.name.clone()),
-                namespace: Some(self.facts.namespace.clone()),
+                name: Some(self.facts.name().to_string()),
+                namespace: Some(self.facts.namespace().to_string()),
                 uid: self.uid.clone(),
                 resource_version: self.resource_version.clone(),
                 ..ObjectMeta::default()

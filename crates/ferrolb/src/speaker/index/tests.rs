@@ -454,12 +454,13 @@ fn a_view_shares_its_services_labels_with_the_index() {
     put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
     let views = ix.changes(&c);
     let v = &views["ns/a"][0];
-    assert_eq!(v.labels.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(v.labels.get("tier"), Some("front"));
     let kept = ix.service_of("ns", "a").unwrap();
-    assert!(Arc::ptr_eq(&v.labels, &kept.facts.labels));
+    let held = kept.facts.labels.shared().unwrap();
+    assert!(Arc::ptr_eq(v.labels.shared().unwrap(), held));
     assert!(Arc::ptr_eq(
-        &ix.view("ns/a", &c).unwrap().labels,
-        &kept.facts.labels
+        ix.view("ns/a", &c).unwrap().labels.shared().unwrap(),
+        held
     ));
 }
 
@@ -473,6 +474,18 @@ fn a_view_and_its_change_share_the_indexs_service_key() {
     );
     put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
     let held = ix.services.get_key_value("ns/a").unwrap().0.clone();
+    // the kept Service's own key is that allocation too, and stays it across an update
+    assert!(Arc::ptr_eq(
+        ix.service_of("ns", "a").unwrap().facts.key(),
+        &held
+    ));
+    put_svc(
+        &mut ix,
+        &service("a", "LoadBalancer", None, &["192.168.1.1"], true),
+    );
+    let kept = ix.service_of("ns", "a").unwrap();
+    assert!(kept.facts.labels.contains_key("tier"));
+    assert!(Arc::ptr_eq(kept.facts.key(), &held));
     let views = ix.changes(&c);
     let (k, vs) = views.iter().next().unwrap();
     assert_eq!(&**k, "ns/a");
