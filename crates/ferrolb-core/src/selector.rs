@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::packed::{self, Unpack};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Labels of an object.
@@ -29,8 +31,7 @@ impl LabelLookup for Labels {
 /// `BTreeMap` leaf (544 bytes) and two strings per label are not. A lookup walks the pairs,
 /// which is what selectors do on a handful of labels.
 ///
-/// Encoding: for each pair, by key, `<len>:<key><len>:<value>` with the lengths in bytes,
-/// in decimal (every slice taken falls on a character boundary, so no text is re-checked).
+/// Encoding: key and value of each pair, by key, [`crate::packed`].
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct LabelSet(Option<Arc<str>>);
 
@@ -42,7 +43,7 @@ impl LabelSet {
 
     /// The pairs, by key.
     pub fn iter(&self) -> LabelIter<'_> {
-        LabelIter(self.0.as_deref().unwrap_or(""))
+        LabelIter(Unpack::new(self.0.as_deref().unwrap_or("")))
     }
 
     /// The value of `key`.
@@ -90,10 +91,10 @@ impl From<&Labels> for LabelSet {
         if labels.is_empty() {
             return LabelSet(None);
         }
-        use fmt::Write;
         let mut text = String::new();
         for (k, v) in labels {
-            write!(text, "{}:{k}{}:{v}", k.len(), v.len()).expect("writing to a String");
+            packed::push(&mut text, k);
+            packed::push(&mut text, v);
         }
         LabelSet(Some(text.into()))
     }
@@ -130,27 +131,13 @@ impl LabelLookup for LabelSet {
 }
 
 /// The pairs of a [`LabelSet`], by key.
-pub struct LabelIter<'a>(&'a str);
-
-impl<'a> LabelIter<'a> {
-    /// The next length-prefixed string.
-    fn next_str(&mut self) -> Option<&'a str> {
-        let text: &'a str = self.0;
-        let (len, rest) = text.split_once(':')?;
-        let len: usize = len.parse().ok()?;
-        let s = rest.get(..len)?;
-        self.0 = &rest[len..];
-        Some(s)
-    }
-}
+pub struct LabelIter<'a>(Unpack<'a>);
 
 impl<'a> Iterator for LabelIter<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let k = self.next_str()?;
-        let v = self.next_str()?;
-        Some((k, v))
+        Some((self.0.next()?, self.0.next()?))
     }
 }
 
