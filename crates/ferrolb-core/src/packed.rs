@@ -45,6 +45,46 @@ impl<'a> Iterator for Unpack<'a> {
     }
 }
 
+/// A list of strings in one allocation (none when empty).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Strings(Option<Box<str>>);
+
+impl Strings {
+    /// The strings, in order.
+    pub fn iter(&self) -> Unpack<'_> {
+        Unpack::new(self.0.as_deref().unwrap_or(""))
+    }
+
+    /// How many strings.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// No string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Strings {
+    fn from_iter<I: IntoIterator<Item = S>>(strs: I) -> Self {
+        let mut text = String::new();
+        let mut any = false;
+        for s in strs {
+            push(&mut text, s.as_ref());
+            any = true;
+        }
+        Strings(any.then(|| text.into_boxed_str()))
+    }
+}
+
+impl std::fmt::Debug for Strings {
+    /// As the list it holds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +107,11 @@ mod tests {
             proptest::prop_assert_eq!(back, strs.iter().map(String::as_str).collect::<Vec<_>>());
             proptest::prop_assert_eq!(it.number(), n);
             proptest::prop_assert_eq!(it.next(), None);
+            let list: Strings = strs.iter().collect();
+            proptest::prop_assert!(list.iter().eq(strs.iter().map(String::as_str)));
+            proptest::prop_assert_eq!(list.len(), strs.len());
+            proptest::prop_assert_eq!(list.is_empty(), strs.is_empty());
+            proptest::prop_assert_eq!(format!("{list:?}"), format!("{strs:?}"));
         }
     }
 }

@@ -11,6 +11,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use super::elect::NameSet;
 use crate::config::Config;
+use crate::packed::Strings;
 use crate::selector::{LabelSet, Labels};
 
 /// Node label that removes a node from load-balancer duty (presence, any value).
@@ -194,8 +195,8 @@ pub struct ServiceFacts {
     /// `spec.type` is `LoadBalancer`.
     pub load_balancer: bool,
     /// `status.loadBalancer.ingress[].ip` as written (empty entries and hostname-only
-    /// entries left out).
-    pub ingress: Vec<String>,
+    /// entries left out), in one allocation.
+    pub ingress: Strings,
     /// `metadata.labels` (shared by the views made from these facts).
     pub labels: LabelSet,
     /// `spec.externalTrafficPolicy: Local`.
@@ -217,9 +218,7 @@ impl ServiceFacts {
         let spec = svc.spec.as_ref();
         ServiceFacts {
             load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
-            ingress: crate::service::ingress_ips(svc)
-                .map(str::to_string)
-                .collect(),
+            ingress: crate::service::ingress_ips(svc).collect(),
             labels: svc
                 .metadata
                 .labels
@@ -241,7 +240,7 @@ impl ServiceFacts {
             key: format!("{namespace}/{name}").into(),
             namespace_len: namespace.len(),
             load_balancer: false,
-            ingress: Vec::new(),
+            ingress: Strings::default(),
             labels: LabelSet::new(),
             etp_local: false,
             sharing_key: None,

@@ -33,7 +33,7 @@ use super::slim::{
     announceable, node_matters, service_matters, KeptService, SlimNode, SlimService, SlimSlice,
 };
 use crate::config::Config;
-use crate::election::{view_of, ServiceView};
+use crate::election::{view_of, NameSet, ServiceView};
 
 /// The index shared by the watch tasks and the speaker loop.
 pub type SharedIndex = Arc<Mutex<Index>>;
@@ -41,8 +41,9 @@ pub type SharedIndex = Arc<Mutex<Index>>;
 /// The nodes of one EndpointSlice's serving endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Endpoints {
-    /// Sorted, without duplicates.
-    nodes: Box<[Arc<str>]>,
+    /// Interned by the index (slices on the same nodes share one set, and so do the views
+    /// made from them).
+    nodes: NameSet,
     /// A serving endpoint without `nodeName`.
     nodeless: bool,
 }
@@ -86,6 +87,10 @@ pub struct Index {
     nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// Interned node names (of Nodes and of endpoints).
     names: HashSet<Arc<str>>,
+    /// Interned sets of serving nodes (of slices and of views), and how many there were
+    /// after the last sweep of those no one else holds.
+    node_sets: HashSet<NameSet>,
+    node_sets_swept: usize,
     /// Service keys whose view may have changed since the last [`Index::changes`].
     dirty: BTreeSet<Arc<str>>,
     /// A Node changed since the last [`Index::take_nodes_changed`].
@@ -176,6 +181,9 @@ impl Index {
             .flat_map(|(_, e)| e.serving());
         let mut view = view_of(&svc.facts, serving, config).ok()?;
         view.key = key.clone();
+        if let Some(shared) = self.node_sets.get(&view.serving_endpoint_nodes) {
+            view.serving_endpoint_nodes = shared.clone();
+        }
         Some(view)
     }
 
@@ -253,6 +261,7 @@ impl Index {
                 }
                 self.synced[kind as usize] = true;
                 self.names.retain(|n| Arc::strong_count(n) > 1);
+                self.node_sets.retain(|n| n.copies() > 1);
                 true
             }
         }
@@ -266,6 +275,20 @@ impl Index {
         let n: Arc<str> = Arc::from(name);
         self.names.insert(n.clone());
         n
+    }
+
+    /// The interned `nodes`. Sets no one else holds any more are dropped whenever the
+    /// table has doubled since the last sweep.
+    fn intern_nodes(&mut self, nodes: NameSet) -> NameSet {
+        if let Some(n) = self.node_sets.get(&nodes) {
+            return n.clone();
+        }
+        if self.node_sets.len() >= 2 * self.node_sets_swept.max(64) {
+            self.node_sets.retain(|n| n.copies() > 1);
+            self.node_sets_swept = self.node_sets.len();
+        }
+        self.node_sets.insert(nodes.clone());
+        nodes
     }
 
     /// The Service key `key` as already held (or a new one).
@@ -333,7 +356,10 @@ impl Index {
             Some(o) if !s.nodes.is_empty() || s.nodeless => Some((
                 o,
                 Endpoints {
-                    nodes: s.nodes.iter().map(|n| self.intern(n)).collect(),
+                    nodes: {
+                        let nodes: NameSet = s.nodes.iter().map(|n| self.intern(n)).collect();
+                        self.intern_nodes(nodes)
+                    },
                     nodeless: s.nodeless,
                 },
             )),

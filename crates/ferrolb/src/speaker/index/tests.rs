@@ -501,3 +501,42 @@ fn a_view_and_its_change_share_the_indexs_service_key() {
     assert_eq!(&**n2, "n2");
     assert!(Arc::ptr_eq(n2, ix.names.get("n2").unwrap()));
 }
+
+#[test]
+fn services_served_from_the_same_nodes_share_one_set() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    for (svc, ip) in [
+        ("a", "192.168.1.1"),
+        ("b", "192.168.1.2"),
+        ("c", "192.168.1.3"),
+    ] {
+        put_svc(&mut ix, &service(svc, "LoadBalancer", None, &[ip], false));
+    }
+    put_slice(&mut ix, &slice("a-1", "a", &[("n1", true), ("n2", true)]));
+    put_slice(&mut ix, &slice("b-1", "b", &[("n2", true), ("n1", true)]));
+    // c: two slices whose union is the same nodes
+    put_slice(&mut ix, &slice("c-1", "c", &[("n1", true)]));
+    put_slice(&mut ix, &slice("c-2", "c", &[("n2", true), ("n3", false)]));
+    let views = ix.changes(&c);
+    let set = |k: &str| views[k][0].serving_endpoint_nodes.clone();
+    assert_eq!(nodes_of(&views["ns/a"][0]), ["n1", "n2"]);
+    assert!(NameSet::ptr_eq(&set("ns/a"), &set("ns/b")));
+    assert!(NameSet::ptr_eq(&set("ns/a"), &set("ns/c")));
+    assert!(NameSet::ptr_eq(
+        &set("ns/a"),
+        &ix.view("ns/b", &c).unwrap().serving_endpoint_nodes
+    ));
+    // b moves: its own set, a keeps the shared one
+    put_slice(&mut ix, &slice("b-1", "b", &[("n3", true)]));
+    let moved = ix.changes(&c);
+    assert_eq!(nodes_of(&moved["ns/b"][0]), ["n3"]);
+    assert_eq!(nodes_of(&ix.view("ns/a", &c).unwrap()), ["n1", "n2"]);
+    // sets no one holds go: churn leaves the table bounded
+    drop((views, moved));
+    for i in 0..500 {
+        put_slice(&mut ix, &slice("b-1", "b", &[(&format!("m{i}"), true)]));
+    }
+    assert!(ix.node_sets.len() <= 2 * 64 + 4, "{}", ix.node_sets.len());
+    assert_eq!(nodes_of(&ix.view("ns/b", &c).unwrap()), ["m499"]);
+}
