@@ -13,12 +13,14 @@
 //! | [`allocator`] | which external IP(s) each LoadBalancer Service gets |
 //! | [`election`] | which node announces each IP; Lease timing; peer-liveness rules |
 //! | [`wire`] | zero-copy Ethernet / ARP / IPv6 / ICMPv6-NDP parse and emit |
+//! | [`packed`] | several strings in one allocation, for tables held by the thousand |
 
 pub mod allocator;
 pub mod class;
 pub mod config;
 pub mod crd;
 pub mod election;
+pub mod packed;
 pub mod selector;
 pub mod service;
 pub mod wire;

@@ -5,11 +5,141 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+
+use crate::packed::{self, Unpack};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Labels of an object.
 pub type Labels = BTreeMap<String, String>;
+
+/// What a selector reads of an object's labels: the value of a key.
+pub trait LabelLookup {
+    /// The value of `key`, if the object has that label.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelLookup for Labels {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+/// Labels kept compactly, for objects held by the thousand: every pair in one shared
+/// allocation (none when empty), sorted by key, so a clone is a reference count and a
+/// `BTreeMap` leaf (544 bytes) and two strings per label are not. A lookup walks the pairs,
+/// which is what selectors do on a handful of labels.
+///
+/// Encoding: key and value of each pair, by key, [`crate::packed`].
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct LabelSet(Option<Arc<str>>);
+
+impl LabelSet {
+    /// No labels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pairs, by key.
+    pub fn iter(&self) -> LabelIter<'_> {
+        LabelIter(Unpack::new(self.0.as_deref().unwrap_or("")))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Whether the label `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The number of labels.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// No labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Sets `key` to `value` (a new allocation: clones made before keep their labels).
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let mut all = self.to_map();
+        all.insert(key.into(), value.into());
+        *self = Self::from(&all);
+    }
+
+    /// The labels as a map.
+    pub fn to_map(&self) -> Labels {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The one allocation holding every pair (`None`: no labels).
+    pub fn shared(&self) -> Option<&Arc<str>> {
+        self.0.as_ref()
+    }
+}
+
+impl From<&Labels> for LabelSet {
+    fn from(labels: &Labels) -> Self {
+        if labels.is_empty() {
+            return LabelSet(None);
+        }
+        let mut text = String::new();
+        for (k, v) in labels {
+            packed::push(&mut text, k);
+            packed::push(&mut text, v);
+        }
+        LabelSet(Some(text.into()))
+    }
+}
+
+impl From<Labels> for LabelSet {
+    fn from(labels: Labels) -> Self {
+        Self::from(&labels)
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for LabelSet {
+    /// A later pair with a key seen before wins, as in a map.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let map: Labels = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self::from(&map)
+    }
+}
+
+impl fmt::Debug for LabelSet {
+    /// As the map it holds.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl LabelLookup for LabelSet {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+/// The pairs of a [`LabelSet`], by key.
+pub struct LabelIter<'a>(Unpack<'a>);
+
+impl<'a> Iterator for LabelIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some((self.0.next()?, self.0.next()?))
+    }
+}
 
 /// One `matchExpressions` requirement.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,12 +151,12 @@ pub enum Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &Labels) -> bool {
+    fn matches<L: LabelLookup + ?Sized>(&self, labels: &L) -> bool {
         match self {
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+            Requirement::In(k, vs) => labels.label(k).is_some_and(|v| vs.iter().any(|x| x == v)),
+            Requirement::NotIn(k, vs) => labels.label(k).is_none_or(|v| !vs.iter().any(|x| x == v)),
+            Requirement::Exists(k) => labels.label(k).is_some(),
+            Requirement::DoesNotExist(k) => labels.label(k).is_none(),
         }
     }
 }
@@ -149,10 +279,10 @@ impl Selector {
     }
 
     /// True when every label and requirement holds for `labels`.
-    pub fn matches(&self, labels: &Labels) -> bool {
+    pub fn matches<L: LabelLookup + ?Sized>(&self, labels: &L) -> bool {
         self.match_labels
             .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+            .all(|(k, v)| labels.label(k) == Some(v.as_str()))
             && self.requirements.iter().all(|r| r.matches(labels))
     }
 
@@ -280,5 +410,68 @@ mod tests {
             Selector::parse(&bad(expr("", "Exists", &[]))),
             Err(SelectorError::EmptyKey)
         ));
+    }
+
+    /// Keys and values that could confuse the encoding: digits, its separator, empty
+    /// strings, characters of several bytes.
+    fn tricky() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex("[a1:0é/.-]{0,4}").unwrap()
+    }
+
+    proptest::proptest! {
+        /// A label set holds what its map held, and every selector reads the same on both.
+        #[test]
+        fn a_label_set_reads_as_its_map(
+            map in proptest::collection::btree_map(tricky(), tricky(), 0..5),
+            probes in proptest::collection::vec(tricky(), 1..4),
+            values in proptest::collection::vec(tricky(), 1..3),
+        ) {
+            let set = LabelSet::from(&map);
+            proptest::prop_assert_eq!(set.to_map(), map.clone());
+            proptest::prop_assert_eq!(set.len(), map.len());
+            proptest::prop_assert_eq!(set.is_empty(), map.is_empty());
+            proptest::prop_assert_eq!(set.iter().map(|(k, _)| k).collect::<Vec<_>>(), map.keys().map(String::as_str).collect::<Vec<_>>());
+            for k in probes.iter().chain(map.keys()) {
+                proptest::prop_assert_eq!(set.get(k), map.get(k).map(String::as_str));
+                proptest::prop_assert_eq!(set.contains_key(k), map.contains_key(k));
+            }
+            let mut sels: Vec<Selector> = probes
+                .iter()
+                .flat_map(|k| {
+                    let vs = || values.clone();
+                    [
+                        Requirement::In(k.clone(), vs()),
+                        Requirement::NotIn(k.clone(), vs()),
+                        Requirement::Exists(k.clone()),
+                        Requirement::DoesNotExist(k.clone()),
+                    ]
+                })
+                .map(|r| Selector { match_labels: BTreeMap::new(), requirements: vec![r] })
+                .collect();
+            sels.extend(map.iter().chain(probes.iter().zip(values.iter())).map(|(k, v)| Selector::from_labels([(k.clone(), v.clone())])));
+            for sel in &sels {
+                proptest::prop_assert_eq!(sel.matches(&set), sel.matches(&map), "{}", sel);
+            }
+        }
+    }
+
+    #[test]
+    fn a_label_set_is_one_shared_allocation() {
+        let empty = LabelSet::from(&Labels::new());
+        assert!(empty.shared().is_none() && empty.is_empty() && empty == LabelSet::new());
+        let set: LabelSet = [("team", "t1"), ("app", "web"), ("app", "db")]
+            .into_iter()
+            .collect();
+        assert_eq!(format!("{set:?}"), r#"{"app": "db", "team": "t1"}"#);
+        let copy = set.clone();
+        assert!(Arc::ptr_eq(set.shared().unwrap(), copy.shared().unwrap()));
+        let mut changed = copy.clone();
+        changed.insert("tier", "front");
+        assert_eq!(changed.get("tier"), Some("front"));
+        assert_eq!(copy.get("tier"), None);
+        assert_eq!(copy, set);
+        assert_ne!(changed, set);
+        assert!(Selector::from_labels([("app", "db")]).matches(&set));
+        assert!(!Selector::from_labels([("app", "web")]).matches(&set));
     }
 }

@@ -354,7 +354,7 @@ fn main() -> anyhow::Result<()> {
         "dataplane counters: responses_sent={} drops(malformed)={} send_errors={}",
         m.responses_sent
             .get_or_create(&ferrolb::dataplane::metrics::IpLabel {
-                ip: VIP.to_string()
+                ip: ferrolb::telemetry::IpLabelValue(VIP.into())
             })
             .get(),
         m.drops

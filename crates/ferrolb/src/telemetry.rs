@@ -282,6 +282,21 @@ impl<S: EncodeLabelSet> EncodeLabelSet for WithLabels<'_, S> {
     }
 }
 
+/// An IP address as a label value: written as its text (`IpAddr`'s `Display`), kept as
+/// the address, so a series per IP holds no string for it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct IpLabelValue(pub std::net::IpAddr);
+
+impl prometheus_client::encoding::EncodeLabelValue for IpLabelValue {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{}", self.0)
+    }
+}
+
 /// Name and help of one exported series.
 #[derive(Clone, Copy, Debug)]
 pub struct SeriesName {

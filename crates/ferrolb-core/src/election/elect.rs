@@ -111,7 +111,7 @@ pub struct Ownership {
 /// of shared strings: an IP is nearly always announced for one Service and a Service
 /// served from a few nodes, so a set costs one small allocation, a copy none, and a name
 /// taken from its owner (the speaker's index) none.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct NameSet(Arc<[Arc<str>]>);
 
 impl NameSet {
@@ -138,6 +138,12 @@ impl NameSet {
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// How many copies of this allocation exist (an owner that shares its sets can drop
+    /// those it alone holds).
+    pub fn copies(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 
     /// Whether `a` and `b` are the same allocation (one is a copy of the other).

@@ -11,7 +11,8 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use super::elect::NameSet;
 use crate::config::Config;
-use crate::selector::Labels;
+use crate::packed::Strings;
+use crate::selector::{LabelSet, Labels};
 
 /// Node label that removes a node from load-balancer duty (presence, any value).
 pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -87,7 +88,7 @@ pub struct ServiceView {
     /// `metadata.labels` (for L2Advertisement `serviceSelectors`), shared with the
     /// [`ServiceFacts`] it was made from: a view is copied on every election, its labels
     /// are not.
-    pub labels: Arc<Labels>,
+    pub labels: LabelSet,
     /// `status.loadBalancer.ingress[].ip` in ingress order (never empty, no duplicates).
     pub ips: Vec<IpAddr>,
     /// The pool containing **all** of `ips`; `None` when no single pool does
@@ -109,7 +110,7 @@ impl ServiceView {
     pub fn new(key: impl Into<Arc<str>>, ips: Vec<IpAddr>, pool: Option<&str>) -> Self {
         ServiceView {
             key: key.into(),
-            labels: Arc::default(),
+            labels: LabelSet::new(),
             ips,
             pool: pool.map(str::to_string),
             etp_local: false,
@@ -184,23 +185,31 @@ pub fn sharing_key_of(ann: &std::collections::BTreeMap<String, String>) -> Optio
 
 /// Everything [`service_view`] reads of a Service: the compact form a speaker keeps
 /// ([`ServiceFacts::of`] takes it from a `Service`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceFacts {
-    /// `metadata.namespace`.
-    pub namespace: String,
-    /// `metadata.name`.
-    pub name: String,
+    /// `metadata.namespace` and `metadata.name` as `namespace/name`, the key of its view
+    /// ([`ServiceFacts::namespace`], [`ServiceFacts::name`] read the parts).
+    key: Arc<str>,
+    /// The namespace's length in `key`.
+    namespace_len: usize,
     /// `spec.type` is `LoadBalancer`.
     pub load_balancer: bool,
     /// `status.loadBalancer.ingress[].ip` as written (empty entries and hostname-only
-    /// entries left out).
-    pub ingress: Vec<String>,
+    /// entries left out), in one allocation.
+    pub ingress: Strings,
     /// `metadata.labels` (shared by the views made from these facts).
-    pub labels: Arc<Labels>,
+    pub labels: LabelSet,
     /// `spec.externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// The sharing key ([`sharing_key`]).
     pub sharing_key: Option<String>,
+}
+
+impl Default for ServiceFacts {
+    /// No namespace, no name, nothing else.
+    fn default() -> Self {
+        Self::named("", "")
+    }
 }
 
 impl ServiceFacts {
@@ -208,21 +217,57 @@ impl ServiceFacts {
     pub fn of(svc: &Service) -> Self {
         let spec = svc.spec.as_ref();
         ServiceFacts {
-            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
-            name: svc.metadata.name.clone().unwrap_or_default(),
             load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
-            ingress: crate::service::ingress_ips(svc)
-                .map(str::to_string)
-                .collect(),
-            labels: Arc::new(svc.metadata.labels.clone().unwrap_or_default()),
+            ingress: crate::service::ingress_ips(svc).collect(),
+            labels: svc
+                .metadata
+                .labels
+                .as_ref()
+                .map(LabelSet::from)
+                .unwrap_or_default(),
             etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
             sharing_key: sharing_key(svc),
+            ..Self::named(
+                svc.metadata.namespace.as_deref().unwrap_or_default(),
+                svc.metadata.name.as_deref().unwrap_or_default(),
+            )
         }
     }
 
-    /// `namespace/name`: the key of its [`ServiceView`].
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    /// The Service `namespace`/`name`: not a LoadBalancer, no ingress, no labels.
+    pub fn named(namespace: &str, name: &str) -> Self {
+        ServiceFacts {
+            key: format!("{namespace}/{name}").into(),
+            namespace_len: namespace.len(),
+            load_balancer: false,
+            ingress: Strings::default(),
+            labels: LabelSet::new(),
+            etp_local: false,
+            sharing_key: None,
+        }
+    }
+
+    /// `metadata.namespace`.
+    pub fn namespace(&self) -> &str {
+        &self.key[..self.namespace_len]
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.key[self.namespace_len + 1..]
+    }
+
+    /// `namespace/name`: the key of its [`ServiceView`], which shares it.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    /// Holds `key` (the caller's allocation of the same text) as its key, so the views
+    /// made from these facts share it; a different text is ignored.
+    pub fn share_key(&mut self, key: &Arc<str>) {
+        if *self.key == **key {
+            self.key = key.clone();
+        }
     }
 }
 
@@ -235,7 +280,7 @@ pub fn service_view<'a>(
     config: &Config,
 ) -> Result<ServiceView, ViewError> {
     let facts = ServiceFacts::of(svc);
-    let (ns, name) = (facts.namespace.as_str(), facts.name.as_str());
+    let (ns, name) = (facts.namespace(), facts.name());
     let serving = slices
         .into_iter()
         .filter(|slice| {
@@ -264,8 +309,7 @@ pub fn view_of<N: AsRef<str> + Into<Arc<str>>>(
     serving: impl IntoIterator<Item = Option<N>>,
     config: &Config,
 ) -> Result<ServiceView, ViewError> {
-    let (ns, name) = (svc.namespace.as_str(), svc.name.as_str());
-    if ns.is_empty() || name.is_empty() {
+    if svc.namespace().is_empty() || svc.name().is_empty() {
         return Err(ViewError::MissingName);
     }
     if !svc.load_balancer {
@@ -297,7 +341,7 @@ pub fn view_of<N: AsRef<str> + Into<Arc<str>>>(
     nodes.dedup_by(|a, b| a.as_ref() == b.as_ref());
     let serving_endpoint_nodes: NameSet = nodes.into_iter().collect();
     Ok(ServiceView {
-        key: format!("{ns}/{name}").into(),
+        key: svc.key.clone(),
         labels: svc.labels.clone(),
         pool: pool_for_ips(config, &ips),
         ips,

@@ -99,7 +99,7 @@ fn view(i: usize, s: &Svc) -> ServiceView {
     v.serving_endpoint_nodes = s.endpoints.iter().map(|n| format!("n{n}")).collect();
     v.has_serving_endpoint = !s.endpoints.is_empty();
     if s.label {
-        std::sync::Arc::make_mut(&mut v.labels).insert("tier".into(), "front".into());
+        v.labels.insert("tier", "front");
     }
     v
 }

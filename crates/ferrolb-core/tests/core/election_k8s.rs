@@ -163,7 +163,7 @@ fn service_view_from_objects() {
         ["n1", "n3", "n4"].into_iter().collect()
     );
     assert!(v.has_serving_endpoint);
-    assert_eq!(v.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(v.labels.get("app"), Some("web"));
 
     // Legacy annotation alone; Cluster policy; no slices.
     let v = service_view(

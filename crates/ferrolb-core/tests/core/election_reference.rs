@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ferrolb_core::config::{Config, L2Adv, Pool};
 use ferrolb_core::election::*;
@@ -262,7 +261,7 @@ fn view(s: &S) -> ServiceView {
     v.serving_endpoint_nodes = s.endpoints.iter().map(|n| format!("n{n}")).collect();
     v.has_serving_endpoint = !s.endpoints.is_empty();
     if s.front {
-        Arc::make_mut(&mut v.labels).insert("tier".into(), "front".into());
+        v.labels.insert("tier", "front");
     }
     v
 }

@@ -592,11 +592,11 @@ fn split_brain_with_mixed_ads_ignores_non_matching_ads_weight() {
     for i in 1..=30u8 {
         let a = format!("10.20.30.{i}");
         let mut s = svc("ns/web", &[&a]);
-        std::sync::Arc::make_mut(&mut s.labels).insert("app".into(), "web".into());
+        s.labels.insert("app", "web");
         let mut d = svc("ns/db", &[&format!("10.0.1.{i}")]);
-        std::sync::Arc::make_mut(&mut d.labels).insert("app".into(), "db".into());
+        d.labels.insert("app", "db");
         let mut other = svc("ns/other", &[&format!("10.0.2.{i}")]);
-        std::sync::Arc::make_mut(&mut other.labels).insert("app".into(), "other".into());
+        other.labels.insert("app", "other");
         // Every node computes the same answer (input order irrelevant).
         let e1 = run(&cfg, &[s.clone(), d.clone(), other.clone()], &ns);
         let e2 = run(&cfg, &[other, d, s], &[ns[1].clone(), ns[0].clone()]);
@@ -623,7 +623,7 @@ fn shared_ip_with_service_selector_is_not_announced() {
     a.service_selectors = vec![sel("app", "web")];
     let cfg = config(vec![a, ad("all")]);
     let mut s = svc("ns/web", &["10.20.30.5"]);
-    std::sync::Arc::make_mut(&mut s.labels).insert("app".into(), "web".into());
+    s.labels.insert("app", "web");
     s.sharing_key = Some("k".into());
     let e = run(&cfg, &[s.clone()], &nodes(&["n1", "n2"]));
     assert!(e.owners.is_empty());
@@ -638,7 +638,7 @@ fn shared_ip_with_service_selector_is_not_announced() {
         .contains_key(&ip("10.20.30.5")));
     // A non-matching selector ad does not count (it is not an ad for this Service).
     s.sharing_key = Some("k".into());
-    std::sync::Arc::make_mut(&mut s.labels).insert("app".into(), "db".into());
+    s.labels.insert("app", "db");
     assert!(run(&cfg, &[s], &nodes(&["n1", "n2"]))
         .owners
         .contains_key(&ip("10.20.30.5")));

@@ -10,13 +10,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::logic::DropReason;
-use crate::telemetry::{Mirrored, SeriesName};
+use crate::telemetry::{IpLabelValue, Mirrored, SeriesName};
 
 /// Label set `{ip}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IpLabel {
     /// The owned IP.
-    pub ip: String,
+    pub ip: IpLabelValue,
 }
 
 /// Label set `{reason}`.
@@ -117,7 +117,9 @@ impl Metrics {
     }
 
     pub(crate) fn ip(ip: IpAddr) -> IpLabel {
-        IpLabel { ip: ip.to_string() }
+        IpLabel {
+            ip: IpLabelValue(ip),
+        }
     }
 
     pub(crate) fn drop(&self, r: DropReason) {

@@ -27,7 +27,7 @@ use super::config_view::build_config;
 use super::events::{EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, LeaseMark, PeerTracker, Renewals};
-use super::metrics::{AnnouncedLabels, Metrics};
+use super::metrics::Metrics;
 use super::plan::{
     self, Announced, Changed, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
@@ -536,11 +536,8 @@ impl<A: Announcer> Speaker<A> {
             self.announcer.withdraw(ip);
             self.metrics.change(false);
             for s in a.services.iter() {
-                self.metrics.announced.remove(&AnnouncedLabels {
-                    service: s.to_string(),
-                    ip: ip.to_string(),
-                    node: self.settings.node.clone(),
-                });
+                let labels = self.metrics.announced_labels(s, ip, &self.settings.node);
+                self.metrics.announced.remove(&labels);
             }
             tracing::info!(%ip, "withdrawn");
         }
@@ -794,20 +791,15 @@ impl<A: Announcer> Speaker<A> {
             let pending = self.planner.announce_events(ch.ip, &ch.want, &missing);
             self.spawn_events(pending);
             for s in ch.dropped_services() {
-                self.metrics.announced.remove(&AnnouncedLabels {
-                    service: s,
-                    ip: ch.ip.to_string(),
-                    node: self.settings.node.clone(),
-                });
+                let labels = self
+                    .metrics
+                    .announced_labels(&s.into(), ch.ip, &self.settings.node);
+                self.metrics.announced.remove(&labels);
             }
             for s in ch.want.services.iter() {
                 self.metrics
                     .announced
-                    .get_or_create(&AnnouncedLabels {
-                        service: s.to_string(),
-                        ip: ch.ip.to_string(),
-                        node: self.settings.node.clone(),
-                    })
+                    .get_or_create(&self.metrics.announced_labels(s, ch.ip, &self.settings.node))
                     .set(1);
             }
             self.planner

@@ -37,7 +37,7 @@ use super::slim::{
     announceable, node_matters, service_matters, KeptService, SlimNode, SlimService, SlimSlice,
 };
 use crate::config::Config;
-use crate::election::{view_of, ServiceView};
+use crate::election::{view_of, NameSet, ServiceView};
 
 /// The index shared by the watch tasks and the speaker loop.
 pub type SharedIndex = Arc<Mutex<Index>>;
@@ -45,8 +45,9 @@ pub type SharedIndex = Arc<Mutex<Index>>;
 /// The nodes of one EndpointSlice's serving endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Endpoints {
-    /// Sorted, without duplicates.
-    nodes: Box<[Arc<str>]>,
+    /// Interned by the index (slices on the same nodes share one set, and so do the views
+    /// made from them).
+    nodes: NameSet,
     /// A serving endpoint without `nodeName`.
     nodeless: bool,
 }
@@ -90,6 +91,10 @@ pub struct Index {
     nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// Interned node names (of Nodes and of endpoints).
     names: HashSet<Arc<str>>,
+    /// Interned sets of serving nodes (of slices and of views), and how many there were
+    /// after the last sweep of those no one else holds.
+    node_sets: HashSet<NameSet>,
+    node_sets_swept: usize,
     /// Service keys whose view may have changed since the last [`Index::changes`].
     dirty: BTreeSet<Arc<str>>,
     /// A Node changed since the last [`Index::take_nodes_changed`].
@@ -209,6 +214,9 @@ impl Index {
             .flat_map(|(_, e)| e.serving());
         let mut view = view_of(&svc.facts, serving, config).ok()?;
         view.key = key.clone();
+        if let Some(shared) = self.node_sets.get(&view.serving_endpoint_nodes) {
+            view.serving_endpoint_nodes = shared.clone();
+        }
         Some(view)
     }
 
@@ -296,6 +304,7 @@ impl Index {
                 }
                 self.synced[kind as usize] = true;
                 self.names.retain(|n| Arc::strong_count(n) > 1);
+                self.node_sets.retain(|n| n.copies() > 1);
                 true
             }
         }
@@ -311,26 +320,45 @@ impl Index {
         n
     }
 
+    /// The interned `nodes`. Sets no one else holds any more are dropped whenever the
+    /// table has doubled since the last sweep.
+    fn intern_nodes(&mut self, nodes: NameSet) -> NameSet {
+        if let Some(n) = self.node_sets.get(&nodes) {
+            return n.clone();
+        }
+        if self.node_sets.len() >= 2 * self.node_sets_swept.max(64) {
+            self.node_sets.retain(|n| n.copies() > 1);
+            self.node_sets_swept = self.node_sets.len();
+        }
+        self.node_sets.insert(nodes.clone());
+        nodes
+    }
+
     /// The Service key `key` as already held (or a new one).
     fn service_key(&self, key: &str) -> Arc<str> {
+        self.known_key(key).unwrap_or_else(|| Arc::from(key))
+    }
+
+    /// The Service key `key` as already held.
+    fn known_key(&self, key: &str) -> Option<Arc<str>> {
         self.services
             .get_key_value(key)
             .map(|(k, _)| k.clone())
             .or_else(|| self.lb_typed.get(key).cloned())
             .or_else(|| self.groups.get_key_value(key).map(|(k, _)| k.clone()))
-            .unwrap_or_else(|| Arc::from(key))
     }
 
     /// Stores `s` (or drops it when not announceable); returns its key as listed and
     /// whether the change matters.
     fn put_service(&mut self, s: SlimService) -> Put {
-        if s.facts.namespace.is_empty() || s.facts.name.is_empty() {
+        if s.facts.namespace().is_empty() || s.facts.name().is_empty() {
             return (None, false);
         }
-        let key = self.service_key(&s.key());
+        let key = self.known_key(s.key()).unwrap_or_else(|| s.key().clone());
         self.note_type(&key, s.facts.load_balancer);
         let class = self.lb_class.as_deref();
-        let s = KeptService::from(s);
+        let mut s = KeptService::from(s);
+        s.facts.share_key(&key);
         let new = announceable(&s, class).then_some(s);
         let matters = service_matters(self.services.get(&key).map(|s| &**s), new.as_ref(), class);
         match new {
@@ -383,7 +411,10 @@ impl Index {
             Some(o) if !s.nodes.is_empty() || s.nodeless => Some((
                 o,
                 Endpoints {
-                    nodes: s.nodes.iter().map(|n| self.intern(n)).collect(),
+                    nodes: {
+                        let nodes: NameSet = s.nodes.iter().map(|n| self.intern(n)).collect();
+                        self.intern_nodes(nodes)
+                    },
                     nodeless: s.nodeless,
                 },
             )),

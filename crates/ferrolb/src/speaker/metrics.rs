@@ -11,17 +11,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::{ConfigMetrics, ConfigState, Mirrored, SeriesName};
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
-/// Labels of the `announced` gauge.
+use crate::telemetry::{ConfigMetrics, ConfigState, IpLabelValue, Mirrored, SeriesName};
+
+/// Labels of the `announced` gauge ([`Metrics::announced_labels`]): a series per announced
+/// (Service, IP), so no string of its own — the Service's key and the node's name are
+/// shared allocations, the IP an address.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnnouncedLabels {
     /// `namespace/name` of the Service.
-    pub service: String,
+    pub service: Arc<str>,
     /// The announced IP.
-    pub ip: String,
+    pub ip: IpLabelValue,
     /// This node.
-    pub node: String,
+    pub node: Arc<str>,
 }
 
 /// Labels of the ownership-change counter.
@@ -82,6 +87,8 @@ pub struct Metrics {
     /// Time between the send times of two successive successful renewals of this node's
     /// Lease (how close the renew deadline came to firing).
     pub lease_renew_gap_seconds: Histogram,
+    /// The node name of the `announced` series (one allocation for all of them).
+    node: OnceLock<Arc<str>>,
 }
 
 impl Metrics {
@@ -111,6 +118,7 @@ impl Metrics {
                 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0,
             ]),
             lease_renew_gap_seconds: Histogram::new([0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0]),
+            node: OnceLock::new(),
         };
         m.announced.register(
             reg,
@@ -229,6 +237,22 @@ impl Metrics {
             })
             .inc();
     }
+
+    /// The labels of the `announced` series of `service` and `ip` on `node`: the Service's
+    /// key as given (the caller's allocation), the node's name one allocation kept here
+    /// for every series (a node's speaker has one name).
+    pub fn announced_labels(&self, service: &Arc<str>, ip: IpAddr, node: &str) -> AnnouncedLabels {
+        let kept = self.node.get_or_init(|| node.into());
+        AnnouncedLabels {
+            service: service.clone(),
+            ip: IpLabelValue(ip),
+            node: if **kept == *node {
+                kept.clone()
+            } else {
+                node.into()
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -245,13 +269,15 @@ mod tests {
         m.heartbeat_received("forged");
         m.heartbeat_gap_seconds.observe(0.12);
         m.lease_renew_gap_seconds.observe(0.31);
-        m.announced
-            .get_or_create(&AnnouncedLabels {
-                service: "ns/a".into(),
-                ip: "10.0.0.1".into(),
-                node: "n1".into(),
-            })
-            .set(1);
+        let key: Arc<str> = "ns/a".into();
+        let labels = m.announced_labels(&key, "10.0.0.1".parse().unwrap(), "n1");
+        m.announced.get_or_create(&labels).set(1);
+        // the Service's key is the caller's allocation, the node's name one for all series
+        let other = m.announced_labels(&"ns/b".into(), "fd00::1".parse().unwrap(), "n1");
+        m.announced.get_or_create(&other).set(1);
+        assert!(Arc::ptr_eq(&labels.service, &key));
+        assert!(Arc::ptr_eq(&labels.node, &other.node));
+        assert_eq!(&*m.announced_labels(&key, other.ip.0, "n2").node, "n2");
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(
@@ -288,6 +314,12 @@ mod tests {
         assert!(
             out.contains(
                 "metallb_speaker_announced{service=\"ns/a\",ip=\"10.0.0.1\",node=\"n1\",protocol=\"layer2\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "ferrolb_speaker_announced{service=\"ns/b\",ip=\"fd00::1\",node=\"n1\"} 1"
             ),
             "{out}"
         );

@@ -786,7 +786,7 @@ impl Planner {
             None => {
                 self.status_alive = Some(alive.clone());
                 self.status_dirty.clear();
-                let existing: Vec<Existing> = book.all().map(|o| o.existing.clone()).collect();
+                let existing: Vec<Existing> = book.all().map(|o| o.existing).collect();
                 return self.status_writes(announced, &existing, &is_alive, now);
             }
             Some(last) if last == alive => None,
@@ -795,7 +795,7 @@ impl Planner {
         let memo = &mut self.status_memo;
         let touched = std::mem::take(&mut self.status_touched);
         for n in changed.gone.iter().chain(&touched) {
-            if book.get(n).is_none() {
+            if !book.contains(n) {
                 memo.deleted.remove(n);
                 memo.updated.remove(n);
             }
@@ -822,14 +822,14 @@ impl Planner {
             .filter_map(|k| Some((k.clone(), self.desired_status(k, announced)?)))
             .collect();
         // by name: an object can be reached both by its Service and by its name
-        let existing: BTreeMap<&str, &Existing> = changed
+        let existing: BTreeMap<String, Existing> = changed
             .services
             .iter()
             .flat_map(|k| book.of_service(k))
             .chain(changed.names.iter().filter_map(|n| book.get(n)))
-            .map(|e| (e.name.as_str(), e))
+            .map(|e| (e.name.clone(), e))
             .collect();
-        let existing: Vec<Existing> = existing.into_values().cloned().collect();
+        let existing: Vec<Existing> = existing.into_values().collect();
         let me = self.me.clone();
         let mine = |k: &ServiceKey| book.of_service(k).any(|e| e.node == me);
         self.status_plan(&desired, &existing, &mine, &is_alive, now)

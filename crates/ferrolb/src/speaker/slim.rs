@@ -29,6 +29,7 @@
 //! speaker's loop must run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeStatus, ObjectReference, Service,
@@ -38,6 +39,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 use crate::election::{conditions_serve, sharing_key_of, ServiceFacts, SERVICE_NAME_LABEL};
+use crate::selector::LabelSet;
 
 /// Implements `k8s_openapi::Resource` (hence `kube::Resource`) for a slim type with the
 /// real kind's group, version and resource, so `Api<$slim>` watches the real objects.
@@ -140,22 +142,27 @@ struct IngressIn {
 impl From<ServiceIn> for SlimService {
     fn from(mut s: ServiceIn) -> Self {
         let spec = s.spec.unwrap_or_default();
-        let facts = ServiceFacts {
-            namespace: s.metadata.namespace.clone().unwrap_or_default(),
-            name: s.metadata.name.clone().unwrap_or_default(),
-            load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
-            ingress: s
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|lb| lb.ingress)
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
-                .collect(),
-            labels: std::sync::Arc::new(s.metadata.labels.take().unwrap_or_default()),
-            etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-            sharing_key: s.metadata.annotations.as_ref().and_then(sharing_key_of),
-        };
+        let mut facts = ServiceFacts::named(
+            s.metadata.namespace.as_deref().unwrap_or_default(),
+            s.metadata.name.as_deref().unwrap_or_default(),
+        );
+        facts.load_balancer = spec.type_.as_deref() == Some("LoadBalancer");
+        facts.ingress = s
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.filter(|ip| !ip.is_empty()))
+            .collect();
+        facts.labels = s
+            .metadata
+            .labels
+            .as_ref()
+            .map(LabelSet::from)
+            .unwrap_or_default();
+        facts.etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        facts.sharing_key = s.metadata.annotations.as_ref().and_then(sharing_key_of);
         SlimService {
             metadata: s.metadata.identity(),
             class: spec.load_balancer_class,
@@ -171,20 +178,20 @@ impl SlimService {
     }
 
     /// `namespace/name`.
-    pub fn key(&self) -> String {
+    pub fn key(&self) -> &Arc<str> {
         self.facts.key()
     }
 }
 
 /// What the index keeps of an announceable Service: its [`SlimService`] less the
 /// `ObjectMeta` (a few hundred bytes even when nearly empty); name and namespace are those
-/// of its facts.
+/// of its facts, uid and resourceVersion share one allocation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeptService {
-    /// `metadata.uid`.
-    pub uid: Option<String>,
-    /// `metadata.resourceVersion`.
-    pub resource_version: Option<String>,
+    /// `metadata.uid` and `metadata.resourceVersion`, packed ([`crate::packed`]: for each,
+    /// `0` when absent, or `1` and the text); read by [`KeptService::uid`] and
+    /// [`KeptService::resource_version`].
+    identity: Box<str>,
     /// `spec.loadBalancerClass`.
     pub class: Option<String>,
     /// What the view rule reads.
@@ -193,12 +200,16 @@ pub struct KeptService {
 
 impl From<SlimService> for KeptService {
     fn from(s: SlimService) -> Self {
-        KeptService {
-            uid: s.metadata.uid,
-            resource_version: s.metadata.resource_version,
+        let mut kept = KeptService {
+            identity: Box::default(),
             class: s.class,
             facts: s.facts,
-        }
+        };
+        kept.set_identity(
+            s.metadata.uid.as_deref(),
+            s.metadata.resource_version.as_deref(),
+        );
+        kept
     }
 }
 
@@ -208,15 +219,50 @@ impl KeptService {
         SlimService::of(svc).into()
     }
 
+    /// `metadata.uid`.
+    pub fn uid(&self) -> Option<&str> {
+        self.identity_part(0)
+    }
+
+    /// `metadata.resourceVersion`.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.identity_part(1)
+    }
+
+    /// Sets `metadata.uid` and `metadata.resourceVersion`.
+    pub fn set_identity(&mut self, uid: Option<&str>, resource_version: Option<&str>) {
+        let mut t = String::new();
+        for part in [uid, resource_version] {
+            crate::packed::push_number(&mut t, usize::from(part.is_some()));
+            if let Some(p) = part {
+                crate::packed::push(&mut t, p);
+            }
+        }
+        self.identity = t.into_boxed_str();
+    }
+
+    /// Part `i` of the identity (0: uid, 1: resourceVersion).
+    fn identity_part(&self, i: usize) -> Option<&str> {
+        let mut it = crate::packed::Unpack::new(&self.identity);
+        let mut part = None;
+        for _ in 0..=i {
+            part = match it.number() {
+                0 => None,
+                _ => it.next(),
+            };
+        }
+        part
+    }
+
     /// The Service as an Event's `regarding`: the reference `kube::Resource::object_ref`
     /// makes of the Service it was kept from.
     pub fn object_ref(&self) -> ObjectReference {
         let slim = SlimService {
             metadata: ObjectMeta {
-                name: Some(self.facts.name.clone()),
-                namespace: Some(self.facts.namespace.clone()),
-                uid: self.uid.clone(),
-                resource_version: self.resource_version.clone(),
+                name: Some(self.facts.name().to_string()),
+                namespace: Some(self.facts.namespace().to_string()),
+                uid: self.uid().map(str::to_string),
+                resource_version: self.resource_version().map(str::to_string),
                 ..ObjectMeta::default()
             },
             ..SlimService::default()
@@ -404,7 +450,7 @@ pub fn service_matters(
 ) -> bool {
     let counts = |s: Option<&KeptService>| s.is_some_and(|s| announceable(s, lb_class));
     let same = |a: &KeptService, b: &KeptService| {
-        a.facts == b.facts && a.class == b.class && a.uid == b.uid
+        a.facts == b.facts && a.class == b.class && a.uid() == b.uid()
     };
     (counts(old) || counts(new))
         && match (old, new) {
@@ -517,7 +563,7 @@ mod tests {
         assert_eq!(b.metadata.uid.as_deref(), Some("u-1"));
         assert!(b.metadata.managed_fields.is_none() && b.metadata.annotations.is_none());
         assert_eq!(b.facts.sharing_key.as_deref(), Some("k"));
-        assert_eq!(b.facts.ingress, ["192.168.1.10"]);
+        assert!(b.facts.ingress.iter().eq(["192.168.1.10"]));
         let sl = full_slice(json!([{"addresses": ["10.0.0.1"], "nodeName": "n1"}]));
         let c = config();
         assert_eq!(
@@ -530,6 +576,25 @@ mod tests {
         assert!(!announceable(&kept, Some("other")));
         assert_eq!(kept.facts, b.facts);
         assert_eq!(kept.object_ref(), kube::Resource::object_ref(&b, &()));
+        // uid and resourceVersion, each present or not, read back as kept
+        let mut k = kept.clone();
+        for (uid, rv) in [
+            (None, None),
+            (Some(""), None),
+            (None, Some("7")),
+            (Some("u:1"), Some("")),
+            (Some("1:é"), Some("12")),
+        ] {
+            k.set_identity(uid, rv);
+            assert_eq!((k.uid(), k.resource_version()), (uid, rv));
+        }
+        assert_eq!(
+            (
+                KeptService::default().uid(),
+                KeptService::default().resource_version()
+            ),
+            (None, None)
+        );
     }
 
     #[test]
@@ -594,7 +659,7 @@ mod tests {
         let cip = KeptService::of(&full_service("ClusterIP"));
         // A ClusterIP Service changing or going away: nothing to do.
         let mut cip2 = cip.clone();
-        cip2.uid = Some("u-2".into());
+        cip2.set_identity(Some("u-2"), cip.resource_version());
         assert!(!service_matters(Some(&cip), Some(&cip2), None));
         assert!(!service_matters(Some(&cip), None, None));
         // Becoming or ceasing to be a LoadBalancer does.
@@ -602,7 +667,11 @@ mod tests {
         assert!(service_matters(Some(&lb), Some(&cip), None));
         // A resourceVersion bump alone does not.
         let mut bump = lb.clone();
-        bump.resource_version = Some("43".into());
+        bump.set_identity(lb.uid(), Some("43"));
+        assert_eq!(
+            (bump.uid(), bump.resource_version()),
+            (Some("u-1"), Some("43"))
+        );
         assert!(!service_matters(Some(&lb), Some(&bump), None));
         // A label does.
         let mut relabelled = lb.clone();

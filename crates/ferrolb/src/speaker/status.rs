@@ -187,16 +187,16 @@ pub fn pod_owner(name: Option<&str>, uid: Option<&str>) -> Option<OwnerReference
 
 /// Names of this node's objects (`me`) not owned by `owner`: left by the node's previous
 /// speaker Pod or by a version that set no owner. Sorted.
-pub fn to_adopt<'a>(
+pub fn to_adopt<O: std::borrow::Borrow<Observed>>(
     me: &str,
     owner: &OwnerReference,
-    objects: impl IntoIterator<Item = &'a Observed>,
+    objects: impl IntoIterator<Item = O>,
 ) -> Vec<String> {
     let mut out: Vec<String> = objects
         .into_iter()
-        .filter(|o| o.existing.node == me)
-        .filter(|o| !o.owner_uids.contains(&owner.uid))
-        .map(|o| o.existing.name.clone())
+        .filter(|o| o.borrow().existing.node == me)
+        .filter(|o| !o.borrow().owner_uids.contains(&owner.uid))
+        .map(|o| o.borrow().existing.name.clone())
         .collect();
     out.sort();
     out
@@ -251,17 +251,117 @@ impl Units {
     }
 }
 
+/// An object as the book keeps it: everything [`Observed`] holds but its name, in one
+/// allocation ([`crate::packed`]): resourceVersion, node, Service (a count, then namespace
+/// and name), the status's node, Service name and namespace, interfaces and IPs (each a
+/// count, then the strings), the owners' UIDs (likewise).
+fn pack(o: &Observed) -> Box<str> {
+    use crate::packed::{push, push_number};
+    let Observed {
+        existing:
+            Existing {
+                name: _,
+                resource_version,
+                node,
+                service,
+                status:
+                    MetalLBServiceL2Status {
+                        node: status_node,
+                        service_name,
+                        service_namespace,
+                        interfaces,
+                        ips,
+                    },
+            },
+        owner_uids,
+    } = o;
+    let mut t = String::new();
+    push(&mut t, resource_version);
+    push(&mut t, node);
+    push_number(&mut t, usize::from(service.is_some()));
+    if let Some(k) = service {
+        push(&mut t, &k.namespace);
+        push(&mut t, &k.name);
+    }
+    push(&mut t, status_node);
+    push(&mut t, service_name);
+    push(&mut t, service_namespace);
+    push_number(&mut t, interfaces.len());
+    for InterfaceInfo { name } in interfaces {
+        push(&mut t, name);
+    }
+    push_number(&mut t, ips.len());
+    for ip in ips {
+        push(&mut t, ip);
+    }
+    push_number(&mut t, owner_uids.len());
+    for uid in owner_uids {
+        push(&mut t, uid);
+    }
+    t.into_boxed_str()
+}
+
+/// The object `name` that [`pack`] made `text` of.
+fn unpack(name: &str, text: &str) -> Observed {
+    let mut it = crate::packed::Unpack::new(text);
+    let next = |it: &mut crate::packed::Unpack| it.next().unwrap_or_default().to_string();
+    let resource_version = next(&mut it);
+    let node = next(&mut it);
+    let service = match it.number() {
+        0 => None,
+        _ => Some(ServiceKey::new(next(&mut it), next(&mut it))),
+    };
+    let status_node = next(&mut it);
+    let service_name = next(&mut it);
+    let service_namespace = next(&mut it);
+    let n = it.number();
+    let interfaces = (0..n)
+        .map(|_| InterfaceInfo {
+            name: next(&mut it),
+        })
+        .collect();
+    let n = it.number();
+    let ips = (0..n).map(|_| next(&mut it)).collect();
+    let n = it.number();
+    let owner_uids = (0..n).map(|_| next(&mut it)).collect();
+    Observed {
+        existing: Existing {
+            name: name.to_string(),
+            resource_version,
+            node,
+            service,
+            status: MetalLBServiceL2Status {
+                node: status_node,
+                service_name,
+                service_namespace,
+                interfaces,
+                ips,
+            },
+        },
+        owner_uids,
+    }
+}
+
+/// A Service as the book's by-Service index keys it (namespace and name packed).
+fn service_index_key(k: &ServiceKey) -> Box<str> {
+    let mut t = String::new();
+    crate::packed::push(&mut t, &k.namespace);
+    crate::packed::push(&mut t, &k.name);
+    t.into_boxed_str()
+}
+
 /// The ServiceL2Status objects of the namespace, kept per watch event (never the whole
 /// objects), indexed by Service and node, with the parts ([`Units`]) whose objects changed
-/// since the last [`StatusBook::take_changed`].
+/// since the last [`StatusBook::take_changed`]. Objects are read back as [`Observed`] /
+/// [`Existing`] values (made on each read; the planner reads the few that changed).
 #[derive(Debug, Default)]
 pub struct StatusBook {
-    /// Name → what the object says (boxed: a tree node holds eleven pointers, not eleven
-    /// whole objects, most of its slots empty). The name is one allocation, shared by the
-    /// two indexes.
-    objects: BTreeMap<Arc<str>, Box<Observed>>,
-    /// Service → names of its objects, sorted (one or two: a vector, not a tree node each).
-    by_service: BTreeMap<ServiceKey, Vec<Arc<str>>>,
+    /// Name → what the object says ([`pack`]: one allocation per object, where its fields
+    /// took about a dozen). The name is one allocation, shared by the two indexes.
+    objects: BTreeMap<Arc<str>, Box<str>>,
+    /// Service ([`service_index_key`]) → names of its objects, sorted (one or two: a
+    /// vector, not a tree node each).
+    by_service: BTreeMap<Box<str>, Vec<Arc<str>>>,
     by_node: BTreeMap<String, BTreeSet<Arc<str>>>,
     changed: Units,
     /// During a relist: the names listed so far.
@@ -303,49 +403,51 @@ impl StatusBook {
 
     /// Object `name` now reads `obj` (None: gone).
     pub fn observe(&mut self, name: String, obj: Option<Observed>) {
-        if self.objects.get(name.as_str()).map(|o| &**o) == obj.as_ref() {
+        let packed = obj.as_ref().map(pack);
+        if self.objects.get(name.as_str()) == packed.as_ref() {
             return;
         }
         let name: Arc<str> = match self.objects.remove_entry(name.as_str()) {
             Some((key, old)) => {
-                self.forget(&key, &old);
+                self.forget(&key, &unpack(&key, &old).existing);
                 key
             }
             None => name.into(),
         };
-        match obj {
-            Some(o) => {
+        match (obj, packed) {
+            (Some(o), Some(packed)) => {
                 self.changed.add(&o.existing);
                 self.by_node
                     .entry(o.existing.node.clone())
                     .or_default()
                     .insert(name.clone());
                 if let Some(k) = &o.existing.service {
-                    let names = self.by_service.entry(k.clone()).or_default();
+                    let names = self.by_service.entry(service_index_key(k)).or_default();
                     if let Err(i) = names.binary_search(&name) {
                         names.reserve_exact(1);
                         names.insert(i, name.clone());
                     }
                 }
-                self.objects.insert(name, Box::new(o));
+                self.objects.insert(name, packed);
             }
-            None => {
+            _ => {
                 self.changed.gone.insert(name.to_string());
             }
         }
     }
 
     /// Object `name`, which read `old`, is no longer indexed.
-    fn forget(&mut self, name: &Arc<str>, old: &Observed) {
-        self.changed.add(&old.existing);
-        unindex(&mut self.by_node, &old.existing.node, name);
-        if let Some(k) = &old.existing.service {
-            if let Some(names) = self.by_service.get_mut(k) {
+    fn forget(&mut self, name: &Arc<str>, old: &Existing) {
+        self.changed.add(old);
+        unindex(&mut self.by_node, &old.node, name);
+        if let Some(k) = &old.service {
+            let k = service_index_key(k);
+            if let Some(names) = self.by_service.get_mut(&k) {
                 if let Ok(i) = names.binary_search(name) {
                     names.remove(i);
                 }
                 if names.is_empty() {
-                    self.by_service.remove(k);
+                    self.by_service.remove(&k);
                 }
             }
         }
@@ -362,19 +464,26 @@ impl StatusBook {
     }
 
     /// Every object.
-    pub fn all(&self) -> impl Iterator<Item = &Observed> {
-        self.objects.values().map(|o| &**o)
+    pub fn all(&self) -> impl Iterator<Item = Observed> + '_ {
+        self.objects.iter().map(|(n, o)| unpack(n, o))
+    }
+
+    /// Whether object `name` is known.
+    pub fn contains(&self, name: &str) -> bool {
+        self.objects.contains_key(name)
     }
 
     /// Object `name`.
-    pub fn get(&self, name: &str) -> Option<&Existing> {
-        self.objects.get(name).map(|o| &o.existing)
+    pub fn get(&self, name: &str) -> Option<Existing> {
+        self.objects
+            .get_key_value(name)
+            .map(|(n, o)| unpack(n, o).existing)
     }
 
-    /// The objects about `service`.
-    pub fn of_service<'a>(&'a self, service: &ServiceKey) -> impl Iterator<Item = &'a Existing> {
+    /// The objects about `service`, by name.
+    pub fn of_service<'a>(&'a self, service: &ServiceKey) -> impl Iterator<Item = Existing> + 'a {
         self.by_service
-            .get(service)
+            .get(&service_index_key(service))
             .into_iter()
             .flatten()
             .filter_map(|n| self.get(n))
@@ -384,7 +493,7 @@ impl StatusBook {
     pub fn add_node(&self, node: &str, units: &mut Units) {
         for n in self.by_node.get(node).into_iter().flatten() {
             if let Some(e) = self.get(n) {
-                units.add(e);
+                units.add(&e);
             }
         }
     }
@@ -392,7 +501,7 @@ impl StatusBook {
     /// Adds the part of object `name` to `units` (its name if it is not known).
     pub fn add_object(&self, name: &str, units: &mut Units) {
         match self.get(name) {
-            Some(e) => units.add(e),
+            Some(e) => units.add(&e),
             None => {
                 units.names.insert(name.to_string());
             }
@@ -719,8 +828,49 @@ mod tests {
         b.apply(Event::Apply(obj("l2-7", "c", Some("ns/s3"))));
         b.apply(Event::Apply(obj("l2-7", "d", Some("ns/s3"))));
         let held = b.objects.get_key_value("l2-7").unwrap().0;
-        assert!(Arc::ptr_eq(held, &b.by_service[&key("ns/s3")][0]));
+        assert!(Arc::ptr_eq(
+            held,
+            &b.by_service[&service_index_key(&key("ns/s3"))][0]
+        ));
         assert!(Arc::ptr_eq(held, b.by_node["d"].first().unwrap()));
         assert!(!b.by_node.contains_key("c"));
+    }
+
+    proptest::proptest! {
+        /// What the book keeps of an object reads back as the object, whatever its strings
+        /// (empty, digits, the packing's separator), counts and Service.
+        #[test]
+        fn an_object_reads_back_as_kept(
+            strs in proptest::collection::vec("[a1:0é/-]{0,4}", 9),
+            service in proptest::option::of(("[a:1]{0,3}", "[b:2]{0,3}")),
+            interfaces in proptest::collection::vec("[e:0]{0,3}", 0..3),
+            ips in proptest::collection::vec("[1.:]{0,4}", 0..3),
+            owner_uids in proptest::collection::vec("[u:9]{0,3}", 0..3),
+        ) {
+            let o = Observed {
+                existing: Existing {
+                    name: strs[0].clone(),
+                    resource_version: strs[1].clone(),
+                    node: strs[2].clone(),
+                    service: service.map(|(ns, n)| ServiceKey::new(ns, n)),
+                    status: MetalLBServiceL2Status {
+                        node: strs[3].clone(),
+                        service_name: strs[4].clone(),
+                        service_namespace: strs[5].clone(),
+                        interfaces: interfaces.into_iter().map(|name| InterfaceInfo { name }).collect(),
+                        ips,
+                    },
+                },
+                owner_uids,
+            };
+            proptest::prop_assert_eq!(unpack(&o.existing.name, &pack(&o)), o.clone());
+            let mut b = StatusBook::default();
+            b.observe(o.existing.name.clone(), Some(o.clone()));
+            proptest::prop_assert_eq!(b.all().collect::<Vec<_>>(), vec![o.clone()]);
+            proptest::prop_assert_eq!(b.get(&o.existing.name), Some(o.existing.clone()));
+            if let Some(k) = &o.existing.service {
+                proptest::prop_assert_eq!(b.of_service(k).collect::<Vec<_>>(), vec![o.existing.clone()]);
+            }
+        }
     }
 }

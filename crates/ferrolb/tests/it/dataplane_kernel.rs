@@ -145,7 +145,7 @@ async fn arping_gets_exactly_one_reply_with_the_node_mac() {
         "one reply per request, from node0 only:\n{stdout}"
     );
     let m = dp0.metrics();
-    let label = ferrolb::dataplane::metrics::IpLabel { ip: VIP4.into() };
+    let label = label(VIP4);
     assert!(m.responses_sent.get_or_create(&label).get() >= 3);
     assert!(m.gratuitous_sent.get_or_create(&label).get() >= 2);
 
@@ -205,7 +205,9 @@ impl RawPort {
 }
 
 fn label(ip: &str) -> IpLabel {
-    IpLabel { ip: ip.into() }
+    IpLabel {
+        ip: ferrolb::telemetry::IpLabelValue(ip.parse().unwrap()),
+    }
 }
 
 fn drops(dp: &Dataplane, reason: &str) -> u64 {

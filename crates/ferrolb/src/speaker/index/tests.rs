@@ -613,12 +613,13 @@ fn a_view_shares_its_services_labels_with_the_index() {
     put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
     let views = ix.changes(&c);
     let v = &views["ns/a"][0];
-    assert_eq!(v.labels.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(v.labels.get("tier"), Some("front"));
     let kept = ix.service_of("ns", "a").unwrap();
-    assert!(Arc::ptr_eq(&v.labels, &kept.facts.labels));
+    let held = kept.facts.labels.shared().unwrap();
+    assert!(Arc::ptr_eq(v.labels.shared().unwrap(), held));
     assert!(Arc::ptr_eq(
-        &ix.view("ns/a", &c).unwrap().labels,
-        &kept.facts.labels
+        ix.view("ns/a", &c).unwrap().labels.shared().unwrap(),
+        held
     ));
 }
 
@@ -632,6 +633,18 @@ fn a_view_and_its_change_share_the_indexs_service_key() {
     );
     put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
     let held = ix.services.get_key_value("ns/a").unwrap().0.clone();
+    // the kept Service's own key is that allocation too, and stays it across an update
+    assert!(Arc::ptr_eq(
+        ix.service_of("ns", "a").unwrap().facts.key(),
+        &held
+    ));
+    put_svc(
+        &mut ix,
+        &service("a", "LoadBalancer", None, &["192.168.1.1"], true),
+    );
+    let kept = ix.service_of("ns", "a").unwrap();
+    assert!(kept.facts.labels.contains_key("tier"));
+    assert!(Arc::ptr_eq(kept.facts.key(), &held));
     let views = ix.changes(&c);
     let (k, vs) = views.iter().next().unwrap();
     assert_eq!(&**k, "ns/a");
@@ -646,4 +659,43 @@ fn a_view_and_its_change_share_the_indexs_service_key() {
     let n2 = vs[0].serving_endpoint_nodes.iter().next().unwrap();
     assert_eq!(&**n2, "n2");
     assert!(Arc::ptr_eq(n2, ix.names.get("n2").unwrap()));
+}
+
+#[test]
+fn services_served_from_the_same_nodes_share_one_set() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    for (svc, ip) in [
+        ("a", "192.168.1.1"),
+        ("b", "192.168.1.2"),
+        ("c", "192.168.1.3"),
+    ] {
+        put_svc(&mut ix, &service(svc, "LoadBalancer", None, &[ip], false));
+    }
+    put_slice(&mut ix, &slice("a-1", "a", &[("n1", true), ("n2", true)]));
+    put_slice(&mut ix, &slice("b-1", "b", &[("n2", true), ("n1", true)]));
+    // c: two slices whose union is the same nodes
+    put_slice(&mut ix, &slice("c-1", "c", &[("n1", true)]));
+    put_slice(&mut ix, &slice("c-2", "c", &[("n2", true), ("n3", false)]));
+    let views = ix.changes(&c);
+    let set = |k: &str| views[k][0].serving_endpoint_nodes.clone();
+    assert_eq!(nodes_of(&views["ns/a"][0]), ["n1", "n2"]);
+    assert!(NameSet::ptr_eq(&set("ns/a"), &set("ns/b")));
+    assert!(NameSet::ptr_eq(&set("ns/a"), &set("ns/c")));
+    assert!(NameSet::ptr_eq(
+        &set("ns/a"),
+        &ix.view("ns/b", &c).unwrap().serving_endpoint_nodes
+    ));
+    // b moves: its own set, a keeps the shared one
+    put_slice(&mut ix, &slice("b-1", "b", &[("n3", true)]));
+    let moved = ix.changes(&c);
+    assert_eq!(nodes_of(&moved["ns/b"][0]), ["n3"]);
+    assert_eq!(nodes_of(&ix.view("ns/a", &c).unwrap()), ["n1", "n2"]);
+    // sets no one holds go: churn leaves the table bounded
+    drop((views, moved));
+    for i in 0..500 {
+        put_slice(&mut ix, &slice("b-1", "b", &[(&format!("m{i}"), true)]));
+    }
+    assert!(ix.node_sets.len() <= 2 * 64 + 4, "{}", ix.node_sets.len());
+    assert_eq!(nodes_of(&ix.view("ns/b", &c).unwrap()), ["m499"]);
 }
