@@ -63,6 +63,18 @@ impl Endpoints {
     }
 }
 
+/// A read of one Service's EndpointSlices for the shell to make: a list in `namespace` by
+/// the label `kubernetes.io/service-name=<name>` ([`Index::take_wanted`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceRead {
+    pub namespace: String,
+    pub name: String,
+    /// `namespace/name`.
+    pub key: Arc<str>,
+    /// Which read of that Service's slices this is.
+    id: u64,
+}
+
 /// What storing an object gives: its key (None: it has none) and whether the change matters.
 type Put = (Option<Arc<str>>, bool);
 
@@ -112,12 +124,20 @@ pub struct Index {
     lb_typed: HashSet<Arc<str>>,
     /// Services that became LoadBalancers after the Services were listed, whose slices
     /// must be read ([`Index::take_wanted`]).
-    wanted: BTreeSet<Arc<str>>,
+    wanted: BTreeMap<Arc<str>, u64>,
     /// Services whose slices are being read ([`Index::fetched`]).
-    fetching: BTreeSet<Arc<str>>,
-    /// Slices the watch changed or deleted while a read of their Service's slices was
-    /// wanted or under way: the read's copy of them may be older, and is not applied.
-    touched: HashSet<Arc<str>>,
+    fetching: BTreeMap<Arc<str>, (u64, u64)>,
+    /// Reads handed out (each read's number: an answer to an earlier read is ignored).
+    reads: u64,
+    /// While a read is wanted or under way: each slice the watch changed or deleted, with
+    /// the number of the change (counted in `changes`). A read (wanted and under way with
+    /// the count when it was wanted) does not apply its copy of a slice changed since: the
+    /// watch's is as new or newer.
+    touched: HashMap<Arc<str>, u64>,
+    /// Slice changes counted while a read was wanted or under way (and relists begun).
+    changes: u64,
+    /// The count when the slices' relist under way began.
+    slice_relist_from: Option<u64>,
 }
 
 impl Index {
@@ -143,15 +163,6 @@ impl Index {
 
     /// Applies one EndpointSlice watch event; returns whether the loop must run.
     pub fn slice(&mut self, ev: Event<SlimSlice>) -> bool {
-        if let Event::Delete(s) = &ev {
-            // the slice may not be kept (its Service not yet a LoadBalancer), but a read
-            // of its Service's slices under way must not bring it back
-            if let (Some(ns), Some(name), Some(svc)) =
-                (&s.metadata.namespace, &s.metadata.name, &s.service)
-            {
-                self.touch(&format!("{ns}/{svc}"), &Arc::from(format!("{ns}/{name}")));
-            }
-        }
         self.event(Kind::Slice, ev, Self::put_slice, |ix, key| {
             ix.remove_slice(key)
         })
@@ -272,6 +283,10 @@ impl Index {
             Event::Delete(o) => remove(self, &key_of::<T>(kind, &o)),
             Event::Init => {
                 self.relist[kind as usize] = Some(HashSet::new());
+                if kind == Kind::Slice {
+                    self.changes += 1;
+                    self.slice_relist_from = Some(self.changes);
+                }
                 false
             }
             Event::InitApply(o) => {
@@ -282,6 +297,20 @@ impl Index {
                 false
             }
             Event::InitDone => {
+                if let Some(from) = self
+                    .slice_relist_from
+                    .take()
+                    .filter(|_| kind == Kind::Slice)
+                {
+                    // the relist stored every slice of the Services wanted before it began
+                    // (and dropped those it did not list, kept or not): their reads are
+                    // done, an answer still under way would be older
+                    self.wanted.retain(|_, since| *since >= from);
+                    self.fetching.retain(|_, (since, _)| *since >= from);
+                    if self.wanted.is_empty() && self.fetching.is_empty() {
+                        self.touched = HashMap::new();
+                    }
+                }
                 if let Some(seen) = self.relist[kind as usize].take() {
                     let gone: Vec<Arc<str>> = match kind {
                         Kind::Service => self
@@ -400,9 +429,8 @@ impl Index {
             .as_deref()
             .filter(|n| !n.is_empty())
             .map(|svc| format!("{ns}/{svc}"));
-        if let Some(o) = &owner {
-            self.touch(o, &Arc::from(skey.as_str()));
-        }
+        // a read under way must not bring back an older copy (under whatever Service)
+        self.touch(&Arc::from(skey.as_str()));
         // once the Services are listed, a slice of a Service that is not a LoadBalancer is
         // not kept
         let owner = owner
@@ -460,9 +488,7 @@ impl Index {
     }
 
     fn remove_slice(&mut self, key: &str) -> bool {
-        if let Some(owner) = self.slices.get(key).cloned() {
-            self.touch(&owner, &Arc::from(key));
-        }
+        self.touch(&Arc::from(key));
         self.forget_slice(key)
     }
 
@@ -485,11 +511,13 @@ impl Index {
         }
     }
 
-    /// Records that the watch changed the slice `key` of the Service `owner` while a read
-    /// of that Service's slices is wanted or under way: the read may be older.
-    fn touch(&mut self, owner: &str, key: &Arc<str>) {
-        if self.wanted.contains(owner) || self.fetching.contains(owner) {
-            self.touched.insert(key.clone());
+    /// Records that the watch changed the slice `key` while a read of slices is wanted or
+    /// under way (whatever Service it belongs to, or belonged to: a read of a Service it
+    /// left shows it as older).
+    fn touch(&mut self, key: &Arc<str>) {
+        if !self.wanted.is_empty() || !self.fetching.is_empty() {
+            self.changes += 1;
+            self.touched.insert(key.clone(), self.changes);
         }
     }
 
@@ -501,7 +529,7 @@ impl Index {
         if load_balancer && !was {
             self.lb_typed.insert(key.clone());
             if self.synced[Kind::Service as usize] {
-                self.wanted.insert(key.clone());
+                self.wanted.insert(key.clone(), self.changes);
             }
         } else if !load_balancer && was {
             self.lb_typed.remove(key);
@@ -540,17 +568,23 @@ impl Index {
         self.groups.shrink_to_fit();
     }
 
-    /// The Services whose slices must be read, as (namespace, name, key); each is then
-    /// being read until [`Index::fetched`] or [`Index::fetch_failed`].
-    pub fn take_wanted(&mut self) -> Vec<(String, String, Arc<str>)> {
+    /// The reads of slices to make now: each Service whose slices are wanted is then being
+    /// read until [`Index::fetched`] or [`Index::fetch_failed`] with its read.
+    pub fn take_wanted(&mut self) -> Vec<SliceRead> {
         let wanted = std::mem::take(&mut self.wanted);
         wanted
             .into_iter()
-            .filter_map(|k| {
-                let (ns, name) = k.split_once('/')?;
-                let out = (ns.to_string(), name.to_string(), k.clone());
-                self.fetching.insert(k);
-                Some(out)
+            .filter_map(|(key, since)| {
+                let (ns, name) = key.split_once('/')?;
+                self.reads += 1;
+                let read = SliceRead {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    key: key.clone(),
+                    id: self.reads,
+                };
+                self.fetching.insert(key, (since, read.id));
+                Some(read)
             })
             .collect()
     }
@@ -560,15 +594,17 @@ impl Index {
         !self.wanted.is_empty()
     }
 
-    /// Applies the slices read for the Service `key` (listed by its name label), except
-    /// those the watch changed meanwhile, and unless the Service stopped being a
-    /// LoadBalancer or is wanted again; returns whether the loop must run.
-    pub fn fetched(&mut self, key: &str, slices: Vec<SlimSlice>) -> bool {
-        let Some(key) = self.fetching.take(key) else {
+    /// Applies the slices `read` found (listed by the Service's name label), except those
+    /// the watch changed since the read was wanted; nothing when the Service stopped being
+    /// a LoadBalancer, is wanted again, or a later read of it was handed out. Returns
+    /// whether the loop must run.
+    pub fn fetched(&mut self, read: &SliceRead, slices: Vec<SlimSlice>) -> bool {
+        let Some(since) = self.take_read(read) else {
             return false;
         };
+        let key = read.key.clone();
         let mut matters = false;
-        if self.lb_typed.contains(&key) && !self.wanted.contains(&key) {
+        if self.lb_typed.contains(&key) && !self.wanted.contains_key(&key) {
             for s in slices {
                 let owner = match (&s.metadata.namespace, &s.service) {
                     (Some(ns), Some(svc)) => format!("{ns}/{svc}"),
@@ -579,24 +615,37 @@ impl Index {
                     s.metadata.namespace.as_deref().unwrap_or_default(),
                     s.metadata.name.as_deref().unwrap_or_default()
                 );
-                if *owner != *key || self.touched.contains(skey.as_str()) {
+                let changed_since = self.touched.get(skey.as_str()).is_some_and(|c| *c > since);
+                if *owner != *key || changed_since {
                     continue;
                 }
                 matters |= self.put_slice(s).1;
             }
         }
         if self.wanted.is_empty() && self.fetching.is_empty() {
-            self.touched = HashSet::new();
+            self.touched = HashMap::new();
         }
         matters
     }
 
-    /// The read of the Service `key`'s slices failed: it is wanted again.
-    pub fn fetch_failed(&mut self, key: &str) {
-        if let Some(k) = self.fetching.take(key) {
-            if self.lb_typed.contains(&k) {
-                self.wanted.insert(k);
+    /// `read` failed: its Service's slices are wanted again.
+    pub fn fetch_failed(&mut self, read: &SliceRead) {
+        if let Some(since) = self.take_read(read) {
+            if self.lb_typed.contains(&read.key) {
+                self.wanted.insert(read.key.clone(), since);
             }
+        }
+    }
+
+    /// Ends `read` if it is the one under way for its Service; returns when it was wanted.
+    fn take_read(&mut self, read: &SliceRead) -> Option<u64> {
+        match self.fetching.get(&read.key) {
+            Some((since, id)) if *id == read.id => {
+                let since = *since;
+                self.fetching.remove(&read.key);
+                Some(since)
+            }
+            _ => None,
         }
     }
 

@@ -398,23 +398,27 @@ fn read_wanted_slices(client: Client, index: SharedIndex, wanted: Arc<Notify>, w
                 if batch.is_empty() {
                     break;
                 }
-                for (ns, name, key) in batch {
-                    let api = Api::<slim::SlimSlice>::namespaced(client.clone(), &ns);
-                    let lp = kube::api::ListParams::default()
-                        .labels(&format!("{}={name}", crate::election::SERVICE_NAME_LABEL));
+                for read in batch {
+                    let api = Api::<slim::SlimSlice>::namespaced(client.clone(), &read.namespace);
+                    let lp = kube::api::ListParams::default().labels(&format!(
+                        "{}={}",
+                        crate::election::SERVICE_NAME_LABEL,
+                        read.name
+                    ));
+                    let key = read.key.clone();
                     let failed = {
-                        let read = api.list(&lp).await;
+                        let listed = api.list(&lp).await;
                         let mut ix = index.lock().unwrap_or_else(|p| p.into_inner());
-                        match read {
+                        match listed {
                             Ok(list) => {
                                 tracing::debug!(service = %key, slices = list.items.len(), "read the slices of a new LoadBalancer");
-                                if ix.fetched(&key, list.items) {
+                                if ix.fetched(&read, list.items) {
                                     wake.notify_one();
                                 }
                                 None
                             }
                             Err(e) => {
-                                ix.fetch_failed(&key);
+                                ix.fetch_failed(&read);
                                 Some(e)
                             }
                         }

@@ -331,7 +331,7 @@ proptest! {
         let mut second = false;
         let mut held: BTreeMap<Arc<str>, ServiceView> = BTreeMap::new();
         let mut expected_before: BTreeMap<Arc<str>, ServiceView> = BTreeMap::new();
-        let mut reads: Vec<(Arc<str>, Vec<SlimSlice>)> = Vec::new();
+        let mut reads: Vec<(SliceRead, Vec<SlimSlice>)> = Vec::new();
         let last = steps.len() - 1;
         let mut steps = steps.clone();
         steps.extend([Step::Read, Step::Answer]);
@@ -395,16 +395,17 @@ proptest! {
                     false
                 }
                 Step::Read => {
-                    for (ns, name, key) in ix.take_wanted() {
-                        prop_assert_eq!(format!("{ns}/{name}"), &*key);
-                        reads.push((key, listed(slices.values(), &ns, &name)));
+                    for r in ix.take_wanted() {
+                        prop_assert_eq!(format!("{}/{}", r.namespace, r.name), &*r.key);
+                        let found = listed(slices.values(), &r.namespace, &r.name);
+                        reads.push((r, found));
                     }
                     false
                 }
                 Step::Answer => {
                     let mut woke = false;
-                    for (key, read) in reads.drain(..) {
-                        woke |= ix.fetched(&key, read);
+                    for (r, found) in reads.drain(..) {
+                        woke |= ix.fetched(&r, found);
                     }
                     woke
                 }
@@ -417,7 +418,7 @@ proptest! {
                 .filter_map(|s| service_view(s, all_slices.iter().copied(), &c).ok())
                 .map(|v| (v.key.clone(), v))
                 .collect();
-            let pending: BTreeSet<Arc<str>> = ix.wanted.iter().chain(&ix.fetching).cloned().collect();
+            let pending: BTreeSet<Arc<str>> = ix.wanted.keys().chain(ix.fetching.keys()).cloned().collect();
             let settled = |m: &BTreeMap<Arc<str>, ServiceView>| -> BTreeMap<Arc<str>, ServiceView> {
                 m.iter().filter(|(k, _)| !pending.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
             };
@@ -534,10 +535,10 @@ fn a_service_turning_loadbalancer_later_has_its_slices_read() {
     ix.changes(&c);
     assert!(put_svc(&mut ix, &lb("web", "192.168.1.10")));
     assert!(ix.has_wanted());
-    assert_eq!(
-        ix.take_wanted(),
-        vec![("ns".to_string(), "web".to_string(), Arc::from("ns/web"))]
-    );
+    let reads = ix.take_wanted();
+    assert_eq!(reads.len(), 1);
+    let r = &reads[0];
+    assert_eq!((&*r.namespace, &*r.name, &*r.key), ("ns", "web", "ns/web"));
     assert!(!ix.has_wanted());
     // while the read is under way the watch changes web-1 and deletes web-2
     assert!(put_slice(&mut ix, &slice("web-1", "web", &[("n4", true)])));
@@ -545,7 +546,7 @@ fn a_service_turning_loadbalancer_later_has_its_slices_read() {
     // the read answers with what it saw before those
     let mut read = listed(&old, "ns", "web");
     read.push(SlimSlice::of(&slice("other-1", "other", &[("n9", true)])));
-    assert!(ix.fetched("ns/web", read));
+    assert!(ix.fetched(r, read));
     assert_eq!(nodes_of(&ix.changes(&c)["ns/web"][0]), ["n3", "n4"]);
     assert_eq!(ix.len().1, 2, "web-1 (the watch's) and web-3");
     // nothing pending: what the watch does from now on is not remembered
@@ -558,16 +559,20 @@ fn a_service_turning_loadbalancer_later_has_its_slices_read() {
     let wanted = ix.take_wanted();
     assert_eq!(wanted.len(), 1);
     put_svc(&mut ix, &service("web", "ClusterIP", None, &[], false));
-    assert!(!ix.fetched("ns/web", listed(&old, "ns", "web")));
+    assert!(!ix.fetched(&wanted[0], listed(&old, "ns", "web")));
     assert_eq!(ix.len().1, 0);
 
     // a failed read is wanted again
     put_svc(&mut ix, &lb("web", "192.168.1.10"));
-    assert_eq!(ix.take_wanted().len(), 1);
-    ix.fetch_failed("ns/web");
+    let failed = ix.take_wanted();
+    assert_eq!(failed.len(), 1);
+    ix.fetch_failed(&failed[0]);
     assert!(ix.has_wanted());
-    assert_eq!(ix.take_wanted().len(), 1);
-    assert!(ix.fetched("ns/web", listed(&old, "ns", "web")));
+    let again = ix.take_wanted();
+    assert_eq!(again.len(), 1);
+    // an answer to the failed read, late, is not taken for the new one's
+    assert!(!ix.fetched(&failed[0], vec![]));
+    assert!(ix.fetched(&again[0], listed(&old, "ns", "web")));
     assert_eq!(
         nodes_of(&ix.view("ns/web", &c).unwrap()),
         ["n1", "n2", "n3"]
