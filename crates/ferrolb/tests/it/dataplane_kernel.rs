@@ -466,7 +466,14 @@ async fn takeover_updates_stale_client_neighbour_within_200ms() {
         return;
     }
     let (net, client, nodes) = segment(2);
-    let (dp0, _e0) = start_on(&net, nodes[0], Config::default()).await;
+    // The old owner sends only its immediate burst: a later one (100 ms, 500 ms, 1.1 s…)
+    // would overwrite the stale entry the test forces, or land just before the takeover and
+    // lock the entry against the new owner's burst.
+    let quiet = Config {
+        backoff: vec![],
+        ..Config::default()
+    };
+    let (dp0, _e0) = start_on(&net, nodes[0], quiet).await;
     let (dp1, _e1) = start_on(&net, nodes[1], Config::default()).await;
     let c = net.host(client);
     let stale = "02:de:ad:be:ef:01";
@@ -479,11 +486,19 @@ async fn takeover_updates_stale_client_neighbour_within_200ms() {
             c.ns.output(&["ndisc6", "-1", "-q", "-r", "1", vip, "eth0"])
         };
         probe.unwrap();
-        c.ns.run(&[
-            "ip", "neigh", "replace", vip, "lladdr", stale, "dev", "eth0", "nud", "stale",
-        ])
-        .unwrap();
-        assert_eq!(neigh_mac(c, vip), parse_mac(stale));
+        // The reply the probe read may reach the client's neighbour table only after the
+        // probe exits (a loaded machine): force the stale entry until it holds.
+        for attempt in 0.. {
+            c.ns.run(&[
+                "ip", "neigh", "replace", vip, "lladdr", stale, "dev", "eth0", "nud", "stale",
+            ])
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if neigh_mac(c, vip) == parse_mac(stale) {
+                break;
+            }
+            assert!(attempt < 20, "{vip}: the stale entry does not hold");
+        }
         // Linux ignores ARP overrides within locktime (1 s) of the last update.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let t0 = Instant::now();
