@@ -1,7 +1,9 @@
 # Multi-stage build for users with a Docker engine:
 #   docker build -t ferrolb:dev .
 # Without Docker (as in this repo's CI): scripts/build-image.sh builds the same image with umoci.
-FROM rust:1-bookworm AS build
+# The toolchain crates/ferrolb/speaker.order was written with (scripts/speaker-order.sh): the
+# list names functions by their symbols, which another rustc names differently.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates

@@ -1233,6 +1233,11 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                     .map(|(k, kib)| format!("{k} {:.1}", *kib as f64 / 1024.0))
                     .collect();
                 println!("RSS at rest by mapping (MiB): {}", parts.join(", "));
+                if let Some((found, listed)) = order_coverage(pid) {
+                    println!(
+                        "speaker.order: {found} of its {listed} functions are in this binary (the rest of its code lies after them)"
+                    );
+                }
             }
             println!(
                 "idle ({} s): CPU {idle_cpu:.2} % of a core, API writes {idle_writes:.2}/s, API requests {idle_requests:.2}/s ({}) (peers' renewals {idle_peers:.0}/s; load average {idle_load:.2})",
@@ -1276,4 +1281,30 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
     drop(hb_peers);
     drop(peers);
     bench.srv.shutdown().await.unwrap();
+}
+
+/// How many of the functions `speaker.order` lists the speaker's binary defines (by `nm`): the
+/// linker places those first and together, so a list gone stale (renamed symbols after a
+/// toolchain, dependency or profile change) shows as more resident code. None when the binary
+/// has no symbols (stripped) or `nm` is missing.
+fn order_coverage(pid: u32) -> Option<(usize, usize)> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let list =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/speaker.order")).ok()?;
+    let out = std::process::Command::new("nm")
+        .arg("--defined-only")
+        .arg(&exe)
+        .output()
+        .ok()?;
+    let nm = String::from_utf8_lossy(&out.stdout);
+    let defined: std::collections::HashSet<&str> = nm
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    if defined.is_empty() {
+        return None;
+    }
+    let listed: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    let found = listed.iter().filter(|n| defined.contains(*n)).count();
+    Some((found, listed.len()))
 }

@@ -36,7 +36,51 @@ pub async fn make_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Clien
             )
         })?,
     };
-    Ok(kube::Client::try_from(config)?)
+    client_of(config)
+}
+
+/// The size of every API connection's read buffer.
+///
+/// hyper's default buffer grows while reads fill it, up to ~400 KiB, and a connection keeps
+/// what it grew to: the first LIST of thousands of objects left each of the speaker's watch
+/// connections holding a few hundred KiB for the rest of its life (1.6 MiB in all at 10 000
+/// Services). A watch event or a page of a list is read in several reads of this size instead.
+pub const API_READ_BUFFER: usize = 16 << 10;
+
+/// kube's client stack (`kube::Client::try_from`: HTTPS with the config's TLS settings and
+/// timeouts, the base URI, retries of 5xx and 429 answers, authentication, extra headers)
+/// over a hyper client whose connections read with a fixed buffer of [`API_READ_BUFFER`].
+/// A config that needs what only kube's own builder handles (a proxy; an exec credential,
+/// whose client certificate expires) gets kube's builder unchanged.
+pub fn client_of(config: kube::Config) -> anyhow::Result<kube::Client> {
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+
+    if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
+        return Ok(kube::Client::try_from(config)?);
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    let http_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http1_read_buf_exact_size(API_READ_BUFFER)
+            .build(connector);
+    let retry = config
+        .default_retry
+        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http_client);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 /// Parses a flag duration: `250ms`, `1.5s`, `2m`, or a bare number of seconds; between
