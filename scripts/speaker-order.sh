@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Write crates/ferrolb/speaker.order: the functions a speaker runs, hottest first, which release
-# builds of the `ferrolb` binary place first and together (crates/ferrolb/build.rs says why).
+# Write crates/ferrolb/speaker.order: the functions a speaker runs, which release builds of the
+# `ferrolb` binary place first and together (crates/ferrolb/build.rs says why).
 #
-# It builds the image's binary, runs it as the speaker of the speaker_scale benchmark (a small
-# cluster: start-up, watches, elections, announcing and withdrawing, heartbeats, churn) under
-# valgrind's callgrind, and lists every function that ran by its linker symbol. Needs root
-# (the benchmark's network namespaces) and valgrind. Run it after changes to the speaker, or
-# after a toolchain or dependency upgrade (both rename symbols); names that no longer exist are
-# ignored by the linker, so a stale list costs memory, never correctness.
+# It builds the image's binary and runs it as the speaker of the speaker_scale benchmark twice:
+# on a small cluster under valgrind's callgrind (start-up, watches, elections, announcing and
+# withdrawing, heartbeats, churn: every function that runs, with its instruction count), then,
+# when perf is installed, at (100, 10 000, 1 000) under `perf record` (what the first run
+# misses: the code paths of CPU features valgrind hides, and of a large cluster). The list is
+# callgrind's functions, most instructions first, then perf's others, by linker symbol.
+# Needs root (the benchmark's network namespaces) and valgrind. Run it after changes to the
+# speaker, or after a toolchain, dependency or profile change (they rename symbols); names that
+# no longer exist are skipped by the linker, so a stale list costs memory, never correctness.
 #
-# usage: scripts/speaker-order.sh [NODES SERVICES LB]   (default: 10 300 30)
+# usage: scripts/speaker-order.sh [NODES SERVICES LB]   (the callgrind run; default: 10 300 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${1:-10} services=${2:-300} lb=${3:-30}
@@ -23,25 +26,40 @@ trap 'rm -rf "$work"' EXIT
 # The image's binary first: the benchmark's build below overwrites target/release/ferrolb.
 cargo build --release --locked -p ferrolb --no-default-features --bin ferrolb
 cp "$target/release/ferrolb" "$work/ferrolb"
-bench=$(cargo bench --locked --no-run -p ferrolb --bench speaker_scale --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*speaker_scale[^"]*\)".*/\1/p' | tail -1)
+# SPEAKER_SCALE_BENCH: a speaker_scale bench binary already built (the benchmark only drives
+# the speaker; its own code does not matter here).
+bench=${SPEAKER_SCALE_BENCH:-$(cargo bench --locked --no-run -p ferrolb --bench speaker_scale --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*speaker_scale[^"]*\)".*/\1/p' | tail -1)}
 [ -x "$bench" ] || { echo "speaker-order: no speaker_scale bench binary" >&2; exit 1; }
 
-cat >"$work/speaker" <<EOF
-#!/bin/sh
-exec valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file=$work/cg.out "$work/ferrolb" "\$@"
-EOF
-chmod +x "$work/speaker"
-BENCH_EXES="order=$work/speaker" BENCH_NODES=$nodes BENCH_SERVICES=$services BENCH_LB=$lb \
-  BENCH_IDLE_SECS=5 BENCH_CHURN_SECS=5 BENCH_SAMPLES=6 BENCH_PROBE=arp,metrics \
-  "$bench" --bench >"$work/bench.log" 2>&1 || { cat "$work/bench.log" >&2; exit 1; }
+# run LABEL WRAPPER NODES SERVICES LB: the benchmark with WRAPPER as its speaker
+run() {
+  BENCH_EXES="$1=$2" BENCH_NODES=$3 BENCH_SERVICES=$4 BENCH_LB=$5 \
+    BENCH_IDLE_SECS=5 BENCH_CHURN_SECS=5 BENCH_SAMPLES=6 BENCH_PROBE=arp,metrics \
+    "$bench" --bench >>"$work/bench.log" 2>&1 || { cat "$work/bench.log" >&2; exit 1; }
+}
+
+printf '#!/bin/sh\nexec valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file=%s %s "$@"\n' \
+  "$work/cg.out" "$work/ferrolb" >"$work/speaker-cg"
+chmod +x "$work/speaker-cg"
+run callgrind "$work/speaker-cg" "$nodes" "$services" "$lb"
 [ -s "$work/cg.out" ] || { echo "speaker-order: callgrind wrote nothing" >&2; exit 1; }
+
+: >"$work/perf.txt"
+if command -v perf >/dev/null; then
+  # Samples of the running code, and every page fault with the instruction that took it.
+  printf '#!/bin/sh\nexec perf record -q -e cpu-clock/freq=4999/ -e page-faults/period=1/ -o %s %s "$@"\n' \
+    "$work/perf.data" "$work/ferrolb" >"$work/speaker-perf"
+  chmod +x "$work/speaker-perf"
+  run perf "$work/speaker-perf" 100 10000 1000
+  perf script -i "$work/perf.data" -F ip,sym,dso --no-demangle >"$work/perf.txt" 2>/dev/null || true
+fi
 
 # Each function's own instruction count, summed over its callgrind entries; the names are the
 # binary's own symbols (callgrind compresses a repeated name to its number).
-python3 - "$work/cg.out" "$work/ferrolb" crates/ferrolb/speaker.order <<'PY'
+python3 - "$work/cg.out" "$work/perf.txt" "$work/ferrolb" crates/ferrolb/speaker.order <<'PY'
 import re, subprocess, sys
-cg, exe, out = sys.argv[1:]
+cg, perf, exe, out = sys.argv[1:]
 defined = set()
 for line in subprocess.run(["nm", "--defined-only", exe], capture_output=True, text=True, check=True).stdout.splitlines():
     parts = line.split()
@@ -72,8 +90,15 @@ for line in open(cg, errors="replace"):
         if len(fields) >= 2:
             cost[current] = cost.get(current, 0) + int(fields[1])
 ran = sorted((n for n in cost if n in defined), key=lambda n: (-cost[n], n))
+seen, sampled = set(ran), set()
+for line in open(perf, errors="replace"):
+    m = re.match(r"\s*[0-9a-f]+ (\S+) \((\S+)\)", line)
+    if m and m.group(2) == exe and m.group(1) in defined and m.group(1) not in seen:
+        sampled.add(m.group(1))
+ran += sorted(sampled)
 with open(out, "w") as f:
     f.write("".join(n + "\n" for n in ran))
-print(f"speaker-order: {len(ran)} functions that ran, of {len(defined)} in the binary -> {out}")
+print(f"speaker-order: {len(ran)} functions that ran ({len(sampled)} seen by perf only), "
+      f"of {len(defined)} in the binary -> {out}")
 PY
 grep -E "announced after start|RSS at rest:" "$work/bench.log" || true
