@@ -7,7 +7,8 @@
 # withdrawing, heartbeats, churn: every function that runs, with its instruction count), then,
 # when perf is installed, at (100, 10 000, 1 000) under `perf record` (what the first run
 # misses: the code paths of CPU features valgrind hides, and of a large cluster). The list is
-# callgrind's functions, most instructions first, then perf's others, by linker symbol.
+# callgrind's functions, most instructions first, then perf's others, then those of the
+# earlier list that still exist, by linker symbol.
 # Needs root (the benchmark's network namespaces) and valgrind. Run it after changes to the
 # speaker, or after a toolchain, dependency or profile change (they rename symbols); names that
 # no longer exist are skipped by the linker, so a stale list costs memory, never correctness.
@@ -96,9 +97,18 @@ for line in open(perf, errors="replace"):
     if m and m.group(2) == exe and m.group(1) in defined and m.group(1) not in seen:
         sampled.add(m.group(1))
 ran += sorted(sampled)
+# Functions an earlier list found that these runs did not: perf finds a function by a page
+# fault it takes or a sample, and one placed among the listed ones takes no fault; keeping
+# them lets each run add what the last layout revealed.
+seen |= sampled
+try:
+    earlier = [n for n in open(out).read().split() if n in defined and n not in seen]
+except FileNotFoundError:
+    earlier = []
+ran += earlier
 with open(out, "w") as f:
     f.write("".join(n + "\n" for n in ran))
-print(f"speaker-order: {len(ran)} functions that ran ({len(sampled)} seen by perf only), "
-      f"of {len(defined)} in the binary -> {out}")
+print(f"speaker-order: {len(ran)} functions ({len(sampled)} seen by perf only, {len(earlier)} kept "
+      f"from the earlier list), of {len(defined)} in the binary -> {out}")
 PY
 grep -E "announced after start|RSS at rest:" "$work/bench.log" || true
