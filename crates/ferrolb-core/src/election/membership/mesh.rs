@@ -723,14 +723,11 @@ pub struct Judgement {
 impl Judgement {
     /// The names, from `peers` (the list judged), of the peers whose verdict passes `pick`,
     /// in the list's order.
-    pub fn names<'a, K: AsRef<str>>(
+    pub fn names<'a, K: AsRef<str> + 'a>(
         &'a self,
         peers: &'a [(K, PeerInput)],
         pick: fn(&Verdict) -> bool,
-    ) -> impl Iterator<Item = &'a str> + Clone + 'a
-    where
-        K: 'a,
-    {
+    ) -> impl Iterator<Item = &'a str> + Clone + 'a {
         peers
             .iter()
             .zip(&self.peers)
