@@ -36,8 +36,11 @@
 //!    heartbeats, the rates the speaker sent, accepted and dropped (its
 //!    `ferrolb_speaker_heartbeats_*` counters) and those of the peers;
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
-//!    Service, one on a ClusterIP Service, and a Node status heartbeat: CPU, CPU per
-//!    LB change above the idle cost, and API writes;
+//!    Service, one on a ClusterIP Service, and a Node status heartbeat (`BENCH_CHURN`,
+//!    default `lb,clusterip,node`: the kinds taken in turn; `lb` alone measures the LB
+//!    changes only; with no ClusterIP Service, `clusterip` writes a Node status instead,
+//!    counted as one): CPU, the passes the speaker ran, CPU per LB change above the idle
+//!    cost (all the window's work above idle, over the LB changes), and API writes;
 //! 5. latency: an LB Service's endpoints go away and come back (`BENCH_SAMPLES` times),
 //!    each change written once the previous decision is 200 ms old (`BENCH_CHANGE_GAP_MS`):
 //!    time from the API write's return to the decision, seen on the wire: from the far end
@@ -61,7 +64,7 @@
 //! cluster sizes with the same VIPs comes from one run.
 //!
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
-//! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_SAMPLES`,
+//! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_CHURN`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
 //! `BENCH_HB_INTERVAL_MS` (100): the heartbeat interval of the peers and the speaker, whose
 //! fence and death thresholds stay 3 and 6 intervals,
@@ -238,6 +241,29 @@ enum Probe {
     Metrics,
 }
 
+/// What one change of the churn step writes (`BENCH_CHURN`, a list taken in turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Churn {
+    /// An endpoint change on a LoadBalancer Service (`lb`): the only kind that can move an
+    /// announcement, one pass each.
+    Lb,
+    /// An endpoint change on a ClusterIP Service (`clusterip`; a Node status heartbeat
+    /// instead when every Service is a LoadBalancer, counted as such).
+    ClusterIp,
+    /// A Node status heartbeat (`node`): a field the speaker does not read.
+    Node,
+}
+
+impl Churn {
+    fn label(self) -> &'static str {
+        match self {
+            Churn::Lb => "LB endpoints",
+            Churn::ClusterIp => "ClusterIP endpoints",
+            Churn::Node => "Node status",
+        }
+    }
+}
+
 /// Period of the ARP probe's requests.
 const ARP_PROBE_PERIOD: Duration = Duration::from_millis(1);
 /// A withdrawal is seen once the requests of this long after the last answered one went
@@ -405,6 +431,8 @@ struct Sizes {
     idle: u64,
     churn: u64,
     rate: u64,
+    /// The kinds of change the churn step writes, in turn.
+    churn_kinds: Vec<Churn>,
     samples: usize,
     /// How the latency step sees the decision: each probe in turn, its own samples.
     probes: Vec<Probe>,
@@ -455,6 +483,16 @@ fn main() {
         idle: env_num("BENCH_IDLE_SECS", if smoke { 1 } else { 20 }),
         churn: env_num("BENCH_CHURN_SECS", if smoke { 1 } else { 20 }),
         rate: env_num("BENCH_RATE", 20),
+        churn_kinds: std::env::var("BENCH_CHURN")
+            .unwrap_or_else(|_| "lb,clusterip,node".into())
+            .split(',')
+            .map(|k| match k.trim() {
+                "lb" => Churn::Lb,
+                "clusterip" => Churn::ClusterIp,
+                "node" => Churn::Node,
+                other => panic!("BENCH_CHURN: a list of lb, clusterip, node, not {other:?}"),
+            })
+            .collect(),
         samples: env_num("BENCH_SAMPLES", if smoke { 2 } else { 20 }) as usize,
         probes: std::env::var("BENCH_PROBE")
             .unwrap_or_else(|_| "arp".into())
@@ -1069,6 +1107,9 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
             let smaps = z.smaps.then(|| common::smaps_breakdown(pid));
             let peer_count = || peers.as_ref().map_or(0, Peers::renewals);
             let hb_count = || hb_peers.as_ref().map_or((0, 0), HeartbeatPeers::counts);
+            // The speaker's counters are scraped outside the windows: a scrape's cost grows
+            // with the VIPs (3 MB at 10 000) and is no part of being idle.
+            let (hs0, hb0) = (speaker_heartbeats(&scrape(SPEAKER_METRICS)), hb_count());
             let (c0, w0, r0, p0, i0) = (
                 cpu_secs(pid),
                 writes(),
@@ -1076,7 +1117,6 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 peer_count(),
                 Instant::now(),
             );
-            let (hs0, hb0) = (speaker_heartbeats(&scrape(SPEAKER_METRICS)), hb_count());
             tokio::time::sleep(Duration::from_secs(z.idle)).await;
             let (c1, w1, r1, p1, i1) = (
                 cpu_secs(pid),
@@ -1112,19 +1152,27 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
             // 4. Churn: LB endpoints, ClusterIP endpoints, Node status, in turn.
             let period = Duration::from_secs_f64(1.0 / z.rate as f64);
             let total = (z.churn * z.rate) as usize;
+            let passes = || metric(&scrape(SPEAKER_METRICS), "ferrolb_speaker_reconciles_total");
+            let passes0 = passes();
             let (c0, w0, i0) = (cpu_secs(pid), writes(), Instant::now());
             let mut tick = tokio::time::interval(period);
+            // changes written, by kind: LB endpoints, ClusterIP endpoints, Node status
             let mut kinds = [0usize; 3];
             for k in 0..total {
                 tick.tick().await;
                 gen += 1;
-                let kind = k % 3;
-                kinds[kind] += 1;
-                let slice_of = match kind {
-                    0 if z.lb > 0 => Some(gen % z.lb),
-                    0 | 1 if services > z.lb => Some(z.lb + gen % (services - z.lb)),
+                let slice_of = match z.churn_kinds[k % z.churn_kinds.len()] {
+                    Churn::Lb if z.lb > 0 => Some(gen % z.lb),
+                    Churn::Lb | Churn::ClusterIp if services > z.lb => {
+                        Some(z.lb + gen % (services - z.lb))
+                    }
                     _ => None,
                 };
+                kinds[match slice_of {
+                    Some(i) if i < z.lb => 0,
+                    Some(_) => 1,
+                    None => 2,
+                }] += 1;
                 match slice_of {
                     Some(i) => {
                         let sl: EndpointSlice =
@@ -1152,6 +1200,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 }
             }
             let (c1, w1, i1) = (cpu_secs(pid), writes(), Instant::now());
+            let churn_passes = passes() - passes0;
             let secs = (i1 - i0).as_secs_f64();
             let churn_cpu = (c1 - c0) / secs * 100.0;
             // CPU per change beyond the idle cost, per LB-Service endpoint change (the only
@@ -1248,11 +1297,14 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 println!("heartbeats at rest: {idle_heartbeats}");
             }
             println!(
-                "churn ({churn_rate:.1} changes/s for {} s: {} LB endpoints, {} ClusterIP endpoints, {} Node status): CPU {churn_cpu:.2} % of a core ({per_lb_change_ms:.2} ms above idle per LB change), API writes {churn_writes:.2}/s, RSS {:.1} MiB (load average {churn_load:.2})",
+                "churn ({churn_rate:.1} changes/s for {} s: {} {}, {} {}, {} {}; {churn_passes:.0} passes): CPU {churn_cpu:.2} % of a core ({per_lb_change_ms:.2} ms above idle per LB change), API writes {churn_writes:.2}/s, RSS {:.1} MiB (load average {churn_load:.2})",
                 z.churn,
                 kinds[0],
+                Churn::Lb.label(),
                 kinds[1],
+                Churn::ClusterIp.label(),
                 kinds[2],
+                Churn::Node.label(),
                 rss_churn as f64 / 1024.0
             );
             for (probe, (mut withdraw, mut announce)) in lats {

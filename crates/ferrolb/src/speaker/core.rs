@@ -35,7 +35,7 @@ use super::status::{SharedStatuses, StatusApi, StatusWrite};
 use super::watched::{LeaseEvent, LeaseFacts, Synced};
 use crate::config::Config;
 use crate::crd::{IPAddressPool, L2Advertisement};
-use crate::election::membership::{Liveness, MeshRules, OwnInput, PeerInput};
+use crate::election::membership::{Judgement, MeshRules, OwnInput, PeerInput, Verdict};
 use crate::election::{
     ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView, Views,
 };
@@ -147,6 +147,49 @@ pub struct Speaker<A: Announcer> {
 /// A configuration and the pool and advertisement objects it was built from.
 type ConfigFrom = (Vec<Arc<IPAddressPool>>, Vec<Arc<L2Advertisement>>, Config);
 
+/// The parts of a liveness judgement that differ from what the speaker keeps, as owned
+/// names (None: unchanged).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LivenessChanges {
+    /// The members, when they differ from those the heartbeat targets were made from.
+    pub members: Option<Vec<String>>,
+    /// [`Live::alive`], when it changed.
+    pub alive: Option<BTreeSet<String>>,
+    /// [`Live::by_heartbeat`], when it changed.
+    pub by_heartbeat: Option<BTreeSet<String>>,
+    /// [`Live::reaped`], when it changed.
+    pub reaped: Option<BTreeSet<String>>,
+}
+
+/// What of judgement `j` of `peers` (sorted by name) differs from `live` and from the
+/// `members` kept (None: none kept); copies the names of what changed only.
+pub fn liveness_changes(
+    j: &Judgement,
+    peers: &[(&str, PeerInput)],
+    live: &Live,
+    members: Option<&[String]>,
+) -> LivenessChanges {
+    fn set(
+        j: &Judgement,
+        peers: &[(&str, PeerInput)],
+        kept: &BTreeSet<String>,
+        pick: fn(&Verdict) -> bool,
+    ) -> Option<BTreeSet<String>> {
+        let names = j.names(peers, pick);
+        (!names.clone().eq(kept.iter().map(String::as_str)))
+            .then(|| names.map(str::to_string).collect())
+    }
+    let now_members = j.names(peers, |v| v.member);
+    let same_members =
+        members.is_some_and(|m| now_members.clone().eq(m.iter().map(String::as_str)));
+    LivenessChanges {
+        members: (!same_members).then(|| now_members.map(str::to_string).collect()),
+        alive: set(j, peers, &live.alive, |v| v.alive),
+        by_heartbeat: set(j, peers, &live.by_heartbeat, |v| v.by_heartbeat),
+        reaped: set(j, peers, &live.reaped, |v| v.reaped),
+    }
+}
+
 /// Whether two lists of a store's objects are the same objects, in the same order.
 fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
@@ -201,32 +244,28 @@ impl<A: Announcer> Speaker<A> {
         let Some(board) = &self.board else {
             return;
         };
-        let (heartbeats, heard) = match &self.mesh {
+        let me = self.settings.node.as_str();
+        // the tracker's peers come sorted by name: the lists are compared with the board's
+        // as they are, and copied only when they differ
+        let members = self
+            .tracker
+            .peers(now)
+            .filter(|(n, _, held)| held.is_some() && *n != me)
+            .map(|(n, _, _)| n);
+        let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.mesh {
             Some(m) => {
                 let st = m.lock();
                 let dead_after = m.rules.timing.dead_after;
-                let heard = self
-                    .tracker
-                    .peers(now)
-                    .map(|(n, _, _)| n)
-                    .filter(|n| {
-                        st.table
-                            .last_heard(n)
-                            .is_some_and(|t| now.saturating_duration_since(t) < dead_after)
-                    })
-                    .collect();
-                (st.enabled, heard)
+                let heard = self.tracker.peers(now).map(|(n, _, _)| n).filter(|n| {
+                    st.table
+                        .last_heard(n)
+                        .is_some_and(|t| now.saturating_duration_since(t) < dead_after)
+                });
+                b.set_liveness(self.live.may, st.enabled, heard, members);
             }
-            None => (false, BTreeSet::new()),
-        };
-        let members: BTreeSet<&str> = self
-            .tracker
-            .peers(now)
-            .filter(|(n, _, held)| held.is_some() && *n != self.settings.node)
-            .map(|(n, _, _)| n)
-            .collect();
-        let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
-        b.set_liveness(self.live.may, heartbeats, &heard, &members);
+            None => b.set_liveness(self.live.may, false, std::iter::empty(), members),
+        }
     }
 
     /// Tells the board that `ip` is now announced with `a` (None: withdrawn).
@@ -257,7 +296,8 @@ impl<A: Announcer> Speaker<A> {
     /// Whether this node may announce at `now` (Lease fresh, or heartbeat quorum).
     pub fn may_announce(&mut self, now: Instant) -> bool {
         self.absorb_renewals();
-        self.evaluate(now).0.may
+        let (peers, own, rules) = self.inputs(now);
+        rules.judge(&peers, own, &self.live.reaped, now).may
     }
 
     /// Folds the peers' renewals the Lease watch held back ([`Stores::held`]) into the
@@ -276,10 +316,10 @@ impl<A: Announcer> Speaker<A> {
         self.live.may
     }
 
-    /// Liveness of this node and its peers at `now` (rules:
-    /// [`crate::election::membership::MeshRules::evaluate`]), and whether heartbeats are
-    /// enabled. Copies no peer name into its input.
-    fn evaluate(&self, now: Instant) -> (Liveness, bool) {
+    /// The inputs of the liveness rules at `now` (rules:
+    /// [`crate::election::membership::MeshRules::judge`]): each peer's, sorted by name (the
+    /// names are the tracker's: none is copied), this node's, and the rules.
+    fn inputs(&self, now: Instant) -> (Vec<(&str, PeerInput)>, OwnInput, MeshRules) {
         // Heartbeats already queued count: after a stall of this process, peers that kept
         // sending must not be judged silent because the heartbeat task has not run yet.
         if let Some(m) = &self.mesh {
@@ -291,7 +331,7 @@ impl<A: Announcer> Speaker<A> {
         let state = self.mesh.as_ref().map(|m| m.lock());
         let table = state.as_ref().map(|st| &st.table);
         let index = self.index();
-        let peers: BTreeMap<&str, PeerInput> = self
+        let peers: Vec<(&str, PeerInput)> = self
             .tracker
             .peers(now)
             .filter(|(n, _, _)| *n != me)
@@ -322,27 +362,26 @@ impl<A: Announcer> Speaker<A> {
                 timing: Default::default(),
             },
         };
-        (
-            rules.evaluate(&peers, own, &self.live.reaped, now),
-            own.mesh_enabled,
-        )
+        (peers, own, rules)
     }
 
     /// The heartbeat targets: every member with an address (none without heartbeats); None
     /// when they are those of the last call (same members, no Node changed since).
+    /// `members` None: the members of the last call.
     fn heartbeat_targets(
         &mut self,
-        members: Vec<String>,
+        members: Option<Vec<String>>,
         mesh_enabled: bool,
     ) -> Option<Vec<(String, std::net::SocketAddr)>> {
         let generation = self.index().node_generation();
-        if self
-            .targets_from
-            .as_ref()
-            .is_some_and(|(on, m, g)| *on == mesh_enabled && *g == generation && *m == members)
-        {
-            return None;
-        }
+        let members = match (members, self.targets_from.take()) {
+            (None, Some((on, m, g))) if on == mesh_enabled && g == generation => {
+                self.targets_from = Some((on, m, g));
+                return None;
+            }
+            (Some(m), _) | (None, Some((_, m, _))) => m,
+            (None, None) => Vec::new(),
+        };
         let targets = if mesh_enabled {
             let port = self
                 .mesh
@@ -364,7 +403,9 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// Evaluates liveness for this pass (and restarts the peers' Lease clocks after an
-    /// observation gap), publishes the heartbeat targets.
+    /// observation gap), publishes the heartbeat targets. A pass whose peers keep their
+    /// verdicts copies no name: the sets of [`Live`] and the members are replaced only when
+    /// they change.
     fn refresh_liveness(&mut self, now: Instant) {
         let fence = self.fence();
         let lease_fresh = fence.lease_fresh(now);
@@ -372,45 +413,57 @@ impl<A: Announcer> Speaker<A> {
             self.tracker.restart_clocks(now);
         }
         self.lease_was_fresh = lease_fresh;
-        let (l, mesh_enabled) = self.evaluate(now);
+        let (j, mesh_enabled, changed) = {
+            let (peers, own, rules) = self.inputs(now);
+            let j = rules.judge(&peers, own, &self.live.reaped, now);
+            let changed = liveness_changes(&j, &peers, &self.live, self.targets_members());
+            (j, own.mesh_enabled, changed)
+        };
         if let Some(q) = &self.quiet {
-            let quiet = l.renews_quietly();
+            let quiet = j.renews_quietly();
             q.send_if_modified(|was| std::mem::replace(was, quiet) != quiet);
         }
-        let targets = self.heartbeat_targets(l.members, mesh_enabled);
-        let live = Live {
-            may: l.may,
-            alive: l.alive,
-            by_heartbeat: l.by_heartbeat,
-            permitted_since: l.permitted_since,
-            reaped: l.reaped,
-        };
+        let targets = self.heartbeat_targets(changed.members, mesh_enabled);
+        if let Some(b) = changed.by_heartbeat {
+            self.live.by_heartbeat = b;
+        }
+        if let Some(alive) = changed.alive {
+            for gone in self.live.alive.difference(&alive) {
+                tracing::info!(peer = %gone, heartbeats = self.live.by_heartbeat.contains(gone), "peer dead");
+            }
+            for back in alive.difference(&self.live.alive) {
+                tracing::info!(peer = %back, "peer alive");
+            }
+            self.live.alive = alive;
+            self.nodes_stale = true;
+        }
+        if let Some(reaped) = changed.reaped {
+            for r in reaped.difference(&self.live.reaped) {
+                tracing::warn!(peer = %r, "dead for long: no longer counted towards the quorum");
+            }
+            self.live.reaped = reaped;
+        }
+        if j.may != self.live.may {
+            tracing::info!(may_announce = j.may, "permission changed");
+            self.nodes_stale = true;
+        }
+        self.live.may = j.may;
+        self.live.permitted_since = j.permitted_since;
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
-            st.may_announce = live.may;
+            st.may_announce = j.may;
             if let Some(targets) = targets {
                 st.set_targets(targets);
             }
             let tracker = &self.tracker;
             st.table.retain(&|n| tracker.held_since(n).is_some());
         }
-        self.metrics.may_announce.set(i64::from(live.may));
-        for gone in self.live.alive.difference(&live.alive) {
-            tracing::info!(peer = %gone, heartbeats = live.by_heartbeat.contains(gone), "peer dead");
-        }
-        for r in live.reaped.difference(&self.live.reaped) {
-            tracing::warn!(peer = %r, "dead for long: no longer counted towards the quorum");
-        }
-        for back in live.alive.difference(&self.live.alive) {
-            tracing::info!(peer = %back, "peer alive");
-        }
-        if live.may != self.live.may {
-            tracing::info!(may_announce = live.may, "permission changed");
-        }
-        if live.may != self.live.may || live.alive != self.live.alive {
-            self.nodes_stale = true;
-        }
-        self.live = live;
+        self.metrics.may_announce.set(i64::from(j.may));
+    }
+
+    /// The members the heartbeat targets were last made from (None: never made).
+    fn targets_members(&self) -> Option<&[String]> {
+        self.targets_from.as_ref().map(|(_, m, _)| m.as_slice())
     }
 
     /// This node's fence with the latest renewal the Lease task published.
@@ -984,5 +1037,106 @@ impl<A: Announcer> Speaker<A> {
                     .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// 100 peers heard 20 ms ago, holding their Leases for a second.
+    fn peers(t0: Instant) -> Vec<(String, PeerInput)> {
+        (0..100)
+            .map(|i| {
+                let input = PeerInput {
+                    last_heard: Some(t0 - Duration::from_millis(20)),
+                    lease_alive: true,
+                    lease_held_since: Some(t0 - Duration::from_secs(1)),
+                };
+                (format!("node-{i:03}"), input)
+            })
+            .collect()
+    }
+
+    /// Permitted for a minute, its Lease fresh.
+    fn own(t0: Instant) -> OwnInput {
+        OwnInput {
+            lease_fresh: true,
+            renewed_ever: true,
+            mesh_enabled: true,
+            heard_any: true,
+            lease_duration: Duration::from_secs(2),
+            reap_after: Duration::from_secs(20),
+            permitted_since: Some(t0 - Duration::from_secs(60)),
+            heartbeats_since: Some(t0 - Duration::from_secs(120)),
+        }
+    }
+
+    /// The judgement of `peers` and what of it differs from `live` and `members`.
+    fn changes(
+        peers: &[(String, PeerInput)],
+        live: &Live,
+        members: Option<&[String]>,
+        now: Instant,
+    ) -> (Judgement, LivenessChanges) {
+        let rules = MeshRules {
+            timing: Default::default(),
+        };
+        let refs: Vec<(&str, PeerInput)> = peers.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        let j = rules.judge(&refs, own(now), &live.reaped, now);
+        let c = liveness_changes(&j, &refs, live, members);
+        (j, c)
+    }
+
+    /// A pass whose peers keep their verdicts copies no peer name; one peer's death
+    /// replaces the alive set alone, and the sets then match what the rules name.
+    #[test]
+    fn liveness_is_copied_only_when_a_verdict_changes() {
+        let t0 = Instant::now();
+        let mut ps = peers(t0);
+        let rules = MeshRules {
+            timing: Default::default(),
+        };
+        // first pass: nothing kept yet, everything is copied
+        let (j, c) = changes(&ps, &Live::default(), None, t0);
+        assert!(j.may);
+        let named = rules.evaluate(
+            &ps.iter().cloned().collect::<BTreeMap<_, _>>(),
+            own(t0),
+            &BTreeSet::new(),
+            t0,
+        );
+        assert_eq!(c.members.as_ref(), Some(&named.members));
+        assert_eq!(c.alive.as_ref(), Some(&named.alive));
+        assert_eq!(c.by_heartbeat.as_ref(), Some(&named.by_heartbeat));
+        assert_eq!(c.reaped, None, "nobody reaped, as kept");
+        let live = Live {
+            may: j.may,
+            alive: c.alive.unwrap(),
+            by_heartbeat: c.by_heartbeat.unwrap(),
+            permitted_since: j.permitted_since,
+            reaped: BTreeSet::new(),
+        };
+        let members = c.members.unwrap();
+        // the next passes at rest: nothing changed, nothing copied
+        let (_, c) = changes(&ps, &live, Some(&members), t0 + Duration::from_millis(50));
+        assert_eq!(c, LivenessChanges::default());
+        // node-042 falls silent: only the alive set changes, without it
+        ps[42].1.last_heard = Some(t0 - Duration::from_secs(5));
+        let (_, c) = changes(&ps, &live, Some(&members), t0 + Duration::from_millis(100));
+        let mut alive = live.alive.clone();
+        alive.remove("node-042");
+        assert_eq!(
+            c,
+            LivenessChanges {
+                alive: Some(alive),
+                ..Default::default()
+            }
+        );
+        // it releases its Lease: no longer a member either
+        ps[42].1.lease_held_since = None;
+        let (_, c) = changes(&ps, &live, Some(&members), t0 + Duration::from_millis(150));
+        assert_eq!(c.members.map(|m| m.len()), Some(99));
     }
 }

@@ -196,7 +196,10 @@ impl PeerTracker {
     /// Every node with a speaker Lease (held or released), in name order, with whether it
     /// is alive at `now` ([`Self::is_alive`]) and since when it holds its Lease
     /// ([`Self::held_since`]); no name is copied.
-    pub fn peers(&self, now: Instant) -> impl Iterator<Item = (&str, bool, Option<Instant>)> {
+    pub fn peers(
+        &self,
+        now: Instant,
+    ) -> impl Iterator<Item = (&str, bool, Option<Instant>)> + Clone {
         self.peers.iter().map(move |(n, o)| {
             (
                 n.as_str(),

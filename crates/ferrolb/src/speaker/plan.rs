@@ -1539,6 +1539,128 @@ mod tests {
         }
     }
 
+    /// A pass for one Service's change, on a node announcing many IPs, decides, announces,
+    /// withdraws and writes the status of that Service's IP alone: what it touches does not
+    /// grow with the IPs the node owns.
+    #[test]
+    fn one_services_change_is_planned_alone_whatever_the_ips_owned() {
+        use super::super::status::Observed;
+        const N: usize = 2_000;
+        let key = |i: usize| format!("default/s{i}");
+        let ip_of = |i: usize| IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8 + 1]);
+        let mut w = World::new(&[ME, "b"], &["b"]);
+        w.views = (0..N)
+            .map(|i| view(&key(i), &[&ip_of(i).to_string()]))
+            .collect();
+        let mut book = super::super::claims::ClaimBook::default();
+        for i in 0..N {
+            book.observe(ip_of(i), Some(claim(ME, "1")));
+        }
+        w.claims = book.claims().clone();
+        let t0 = Instant::now();
+        let mut p = planner();
+        let plan = p.plan_changed(
+            &w.snapshot(t0),
+            &Changed {
+                claims: &book.take_changed(),
+                holders: book.holders(),
+                by_holder: book.by_holder(),
+            },
+        );
+        assert_eq!(plan.scope, None, "the first pass decides everything");
+        assert!(plan.confirm, "held claims are confirmed once at start-up");
+        let mut target: BTreeMap<IpAddr, Announced> = plan
+            .announce
+            .iter()
+            .map(|(ip, o)| (*ip, Announced::from(o)))
+            .collect();
+        assert_eq!(target.len(), N);
+        p.confirmed(
+            &mut plan.announce.clone(),
+            &target
+                .keys()
+                .map(|ip| (*ip, Confirmed::Held(claim(ME, "1"))))
+                .collect::<Vec<_>>(),
+            t0,
+        );
+        let mut announced = BTreeMap::new();
+        for (ip, a) in &target {
+            p.note_announced(*ip, None, Some(a));
+            announced.insert(*ip, a.clone());
+        }
+        // the store shows every Service's status as this node would write it
+        let mut statuses = StatusBook::default();
+        for i in 0..N {
+            let service = ServiceKey::parse(&key(i));
+            let status = desired_status(
+                ME,
+                service.as_ref().unwrap(),
+                &BTreeSet::new(),
+                &[ip_of(i).to_string()].into(),
+            );
+            let existing = Existing {
+                name: format!("l2-{i}"),
+                resource_version: "1".into(),
+                node: ME.into(),
+                service,
+                status,
+            };
+            statuses.observe(
+                existing.name.clone(),
+                Some(Observed {
+                    existing,
+                    owner_uids: Vec::new(),
+                }),
+            );
+        }
+        let changed = statuses.take_changed();
+        let alive = w.live.alive.clone();
+        assert_eq!(
+            p.status_changed(&announced, &statuses, changed, &alive, t0),
+            vec![]
+        );
+
+        // Service 7 loses its endpoints: only its IP is decided, withdrawn, and its
+        // status object deleted.
+        let t1 = t0 + Duration::from_millis(10);
+        w.views[7].has_serving_endpoint = false;
+        let changes: BTreeMap<Arc<str>, Vec<ServiceView>> =
+            [(w.views[7].key.clone(), vec![w.views[7].clone()])].into();
+        let snap = Snapshot {
+            views: Views::Changed(&changes),
+            ..w.snapshot(t1)
+        };
+        let plan = p.plan_changed(
+            &snap,
+            &Changed {
+                claims: &book.take_changed(),
+                holders: book.holders(),
+                by_holder: book.by_holder(),
+            },
+        );
+        assert_eq!(plan.scope, Some([ip_of(7)].into()));
+        assert!(plan.announce.is_empty() && !plan.confirm);
+        assert!(
+            plan.writes.iter().all(|c| c.ip == ip_of(7)),
+            "{:?}",
+            plan.writes
+        );
+        assert!(plan.withdraw_first.iter().all(|ip| *ip == ip_of(7)));
+        target.clear();
+        let (gone, changes) = dataplane_changes_within(&announced, &target, plan.scope.as_ref());
+        assert_eq!((gone, changes), (vec![ip_of(7)], vec![]));
+        let prev = announced.remove(&ip_of(7));
+        p.note_announced(ip_of(7), prev.as_ref(), None);
+        let writes = p.status_changed(&announced, &statuses, Units::default(), &alive, t1);
+        assert_eq!(
+            writes,
+            vec![StatusWrite::Delete {
+                name: "l2-7".into(),
+                resource_version: "1".into()
+            }]
+        );
+    }
+
     #[test]
     fn a_pass_re_elects_only_the_ips_whose_inputs_changed() {
         let mut w = World::new(&[ME, "b"], &["b"]);

@@ -213,10 +213,10 @@ pub struct Board {
     duplicates: BTreeMap<(IpAddr, String), Seen>,
 }
 
-/// Makes `set` hold `names`, copying them only when they differ.
-fn assign(set: &mut BTreeSet<String>, names: &BTreeSet<&str>) {
-    if !set.iter().map(String::as_str).eq(names.iter().copied()) {
-        *set = names.iter().map(|n| n.to_string()).collect();
+/// Makes `set` hold `names` (sorted, unique), copying them only when they differ.
+fn assign<'a>(set: &mut BTreeSet<String>, names: impl Iterator<Item = &'a str> + Clone) {
+    if !set.iter().map(String::as_str).eq(names.clone()) {
+        *set = names.map(str::to_string).collect();
     }
 }
 
@@ -224,13 +224,14 @@ fn assign(set: &mut BTreeSet<String>, names: &BTreeSet<&str>) {
 pub type SharedBoard = Arc<Mutex<Board>>;
 
 impl Board {
-    /// Liveness as the last pass evaluated it (the names are copied only when they changed).
-    pub fn set_liveness(
+    /// Liveness as the last pass evaluated it: the peers heard and the members, each
+    /// sorted and unique (the names are copied only when they changed).
+    pub fn set_liveness<'a>(
         &mut self,
         may_announce: bool,
         heartbeats: bool,
-        heard: &BTreeSet<&str>,
-        members: &BTreeSet<&str>,
+        heard: impl Iterator<Item = &'a str> + Clone,
+        members: impl Iterator<Item = &'a str> + Clone,
     ) {
         self.may_announce = may_announce;
         self.heartbeats = heartbeats;
@@ -367,7 +368,7 @@ mod tests {
     #[test]
     fn since_is_kept_while_announced_and_the_state_round_trips() {
         let mut b = Board::default();
-        b.set_liveness(true, true, &["n2"].into(), &["n2"].into());
+        b.set_liveness(true, true, ["n2"].into_iter(), ["n2"].into_iter());
         set_announced(&mut b, &["10.0.0.1"], t(0));
         set_announced(&mut b, &["10.0.0.1", "10.0.0.2"], t(5));
         let nic = Nic {
@@ -422,7 +423,7 @@ mod tests {
         set_announced(&mut b, &refs, t(0));
         let peers: BTreeSet<String> = (0..5_000).map(|i| format!("node-{i:05}")).collect();
         let all: BTreeSet<&str> = peers.iter().map(String::as_str).collect();
-        b.set_liveness(true, true, &BTreeSet::new(), &all);
+        b.set_liveness(true, true, std::iter::empty(), all.iter().copied());
         let s = b.state(vec![], t(1));
         assert_eq!(s.announcing.len(), PUBLISHED_IPS);
         assert_eq!(s.announcing_total, 10_000);
@@ -434,19 +435,19 @@ mod tests {
         assert!(back.truncated && back.not_heard.is_empty());
         assert_eq!((back.member_count, back.announcing_total), (5_000, 10_000));
         // hearing every member, the state does not grow with the members
-        b.set_liveness(true, true, &all, &all);
+        b.set_liveness(true, true, all.iter().copied(), all.iter().copied());
         let heard_all = b.state(vec![], t(2)).to_json();
-        b.set_liveness(true, true, &BTreeSet::new(), &BTreeSet::new());
+        b.set_liveness(true, true, std::iter::empty(), std::iter::empty());
         let alone = b.state(vec![], t(2)).to_json();
         assert!(heard_all.len() <= alone.len() + 3, "{heard_all} vs {alone}");
         // a 100-node cluster hearing nobody lists them all
         let hundred: BTreeSet<&str> = all.iter().copied().take(100).collect();
-        b.set_liveness(false, true, &BTreeSet::new(), &hundred);
+        b.set_liveness(false, true, std::iter::empty(), hundred.iter().copied());
         let back: SpeakerState = serde_json::from_str(&b.state(vec![], t(3)).to_json()).unwrap();
         assert!(!back.truncated);
         assert_eq!((back.member_count, back.not_heard.len()), (100, 100));
         // hearing one of two members lists the other
-        b.set_liveness(true, true, &["n2"].into(), &["n2", "n3"].into());
+        b.set_liveness(true, true, ["n2"].into_iter(), ["n2", "n3"].into_iter());
         let s = b.state(vec![], t(4));
         assert_eq!((s.member_count, s.not_heard), (2, vec!["n3".to_string()]));
     }

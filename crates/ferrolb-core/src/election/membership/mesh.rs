@@ -544,8 +544,8 @@ impl MeshRules {
     /// that start within the window of each other are heard before anyone announces, and a
     /// node hearing `k ≥ 2` peers keeps its quorum while up to `k` new ones appear unheard.
     ///
-    /// `peers` is keyed by node name, owned or borrowed (a caller evaluating often passes
-    /// `BTreeMap<&str, PeerInput>` and copies no name).
+    /// `peers` is keyed by node name, owned or borrowed. [`MeshRules::judge`] gives the
+    /// same decisions without copying a name.
     pub fn evaluate<K: AsRef<str> + Ord>(
         &self,
         peers: &BTreeMap<K, PeerInput>,
@@ -553,25 +553,35 @@ impl MeshRules {
         reaped_before: &std::collections::BTreeSet<String>,
         now: Instant,
     ) -> Liveness {
+        let peers: Vec<(&str, PeerInput)> = peers.iter().map(|(n, p)| (n.as_ref(), *p)).collect();
+        self.judge(&peers, own, reaped_before, now).named(&peers)
+    }
+
+    /// [`MeshRules::evaluate`] for `peers` given as a list (names unique, in any order),
+    /// each peer's verdict in the list's order: a caller evaluating every pass compares
+    /// the verdicts with what it kept and copies names only when they changed.
+    pub fn judge<K: AsRef<str>>(
+        &self,
+        peers: &[(K, PeerInput)],
+        own: OwnInput,
+        reaped_before: &std::collections::BTreeSet<String>,
+        now: Instant,
+    ) -> Judgement {
         let starting = self.starting(&own, now);
         if !own.mesh_enabled {
             let may = own.lease_fresh && !starting;
-            return Liveness {
+            return Judgement {
                 may,
                 grant: may.then_some(Grant::Lease),
-                members: peers
+                peers: peers
                     .iter()
-                    .filter(|(_, p)| p.lease_held_since.is_some())
-                    .map(|(n, _)| n.as_ref().to_string())
+                    .map(|(_, p)| Verdict {
+                        member: p.lease_held_since.is_some(),
+                        alive: p.lease_alive,
+                        ..Verdict::default()
+                    })
                     .collect(),
-                alive: peers
-                    .iter()
-                    .filter(|(_, p)| p.lease_alive)
-                    .map(|(n, _)| n.as_ref().to_string())
-                    .collect(),
-                by_heartbeat: Default::default(),
                 permitted_since: may.then(|| own.permitted_since.unwrap_or(now)),
-                reaped: Default::default(),
             };
         }
         let view = |p: &PeerInput| PeerView {
@@ -583,7 +593,8 @@ impl MeshRules {
         // membership may do it (a minority reaping the majority would then take over while
         // the majority keeps announcing — the model check found this).
         let held: Vec<PeerView> = peers
-            .values()
+            .iter()
+            .map(|(_, p)| p)
             .filter(|p| p.lease_held_since.is_some())
             .map(view)
             .collect();
@@ -600,26 +611,31 @@ impl MeshRules {
         let quorum_for_long = own
             .permitted_since
             .is_some_and(|s| now.saturating_duration_since(s) >= own.reap_after);
-        let reaped: std::collections::BTreeSet<String> = peers
+        let mut verdicts: Vec<Verdict> = peers
             .iter()
-            .filter(|(name, p)| {
+            .map(|(name, p)| {
                 let dead_long = p
                     .last_heard
                     .is_none_or(|t| now.saturating_duration_since(t) >= own.reap_after)
                     && p.lease_held_since
                         .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
-                dead_long
+                let reaped = dead_long
                     && ((own.lease_fresh && full_quorum && quorum_for_long)
-                        || reaped_before.contains(name.as_ref()))
+                        || reaped_before.contains(name.as_ref()));
+                Verdict {
+                    member: p.lease_held_since.is_some() && !reaped,
+                    reaped,
+                    ..Verdict::default()
+                }
             })
-            .map(|(n, _)| n.as_ref().to_string())
             .collect();
-        let members: Vec<(&K, &PeerInput)> = peers
+        let views: Vec<PeerView> = peers
             .iter()
-            .filter(|(n, p)| p.lease_held_since.is_some() && !reaped.contains(n.as_ref()))
+            .zip(&verdicts)
+            .filter(|(_, v)| v.member)
+            .map(|((_, p), _)| view(p))
             .collect();
-        let n = members.len() + 1;
-        let views: Vec<PeerView> = members.iter().map(|(_, p)| view(p)).collect();
+        let n = views.len() + 1;
         let hears_all =
             views.len() >= 2 && own.heard_any && views.iter().all(|v| self.hears(v, now));
         let grant = (own.renewed_ever && (!starting || hears_all))
@@ -649,10 +665,8 @@ impl MeshRules {
         // outlasts (the model check found the takeover after `dead_after` overlapping it).
         let young = regained
             && since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration);
-        let mut alive = std::collections::BTreeSet::new();
-        let mut by_heartbeat = std::collections::BTreeSet::new();
-        for ((name, _), v) in members.iter().zip(&views) {
-            let is_alive = if witness {
+        for (verdict, v) in verdicts.iter_mut().filter(|v| v.member).zip(&views) {
+            verdict.alive = if witness {
                 // Judged by the Lease (a fresh read before any takeover), and only once
                 // silent for the death time: a member that heard everybody without the API
                 // server stops within `fence_after` of losing this node.
@@ -667,25 +681,77 @@ impl MeshRules {
                 };
                 self.peer_alive(n, &judged, own.heard_any, now) || (young && v.lease_alive)
             };
-            if is_alive {
-                alive.insert(name.as_ref().to_string());
-            }
-            if !witness && !young && own.heard_any && v.last_heard.is_some() && n != 2 {
-                by_heartbeat.insert(name.as_ref().to_string());
-            }
+            verdict.by_heartbeat =
+                !witness && !young && own.heard_any && v.last_heard.is_some() && n != 2;
         }
-        Liveness {
+        Judgement {
             may,
             grant,
-            members: members
-                .into_iter()
-                .map(|(n, _)| n.as_ref().to_string())
-                .collect(),
-            alive,
-            by_heartbeat,
+            peers: verdicts,
             permitted_since: since,
-            reaped,
         }
+    }
+}
+
+/// One peer's part of a [`Judgement`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// It counts as a member ([`Liveness::members`]).
+    pub member: bool,
+    /// A member alive in this node's eyes ([`Liveness::alive`]).
+    pub alive: bool,
+    /// A member judged by its heartbeats ([`Liveness::by_heartbeat`]).
+    pub by_heartbeat: bool,
+    /// Reaped ([`Liveness::reaped`]).
+    pub reaped: bool,
+}
+
+/// [`Liveness`] with each peer's part as a [`Verdict`], in the order of the peers judged
+/// ([`MeshRules::judge`]), naming nobody.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judgement {
+    /// This node may announce.
+    pub may: bool,
+    /// Why it may (None: it may not).
+    pub grant: Option<Grant>,
+    /// The verdict on each peer, in the order judged.
+    pub peers: Vec<Verdict>,
+    /// [`Liveness::permitted_since`].
+    pub permitted_since: Option<Instant>,
+}
+
+impl Judgement {
+    /// The names, from `peers` (the list judged), of the peers whose verdict passes `pick`,
+    /// in the list's order.
+    pub fn names<'a, K: AsRef<str> + 'a>(
+        &'a self,
+        peers: &'a [(K, PeerInput)],
+        pick: fn(&Verdict) -> bool,
+    ) -> impl Iterator<Item = &'a str> + Clone + 'a {
+        peers
+            .iter()
+            .zip(&self.peers)
+            .filter(move |(_, v)| pick(v))
+            .map(|((n, _), _)| n.as_ref())
+    }
+
+    /// The [`Liveness`] this judgement of `peers` (the list judged) is.
+    pub fn named<K: AsRef<str>>(&self, peers: &[(K, PeerInput)]) -> Liveness {
+        let owned = |pick: fn(&Verdict) -> bool| self.names(peers, pick).map(str::to_string);
+        Liveness {
+            may: self.may,
+            grant: self.grant,
+            members: owned(|v| v.member).collect(),
+            alive: owned(|v| v.alive).collect(),
+            by_heartbeat: owned(|v| v.by_heartbeat).collect(),
+            permitted_since: self.permitted_since,
+            reaped: owned(|v| v.reaped).collect(),
+        }
+    }
+
+    /// [`Liveness::renews_quietly`].
+    pub fn renews_quietly(&self) -> bool {
+        self.may && self.grant == Some(Grant::All)
     }
 }
 
