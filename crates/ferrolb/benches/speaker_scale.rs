@@ -1105,6 +1105,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
             // buffers
             let fds_rest = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
             let smaps = z.smaps.then(|| common::smaps_breakdown(pid));
+            let order = z.smaps.then(|| order_coverage(pid)).flatten();
             let peer_count = || peers.as_ref().map_or(0, Peers::renewals);
             let hb_count = || hb_peers.as_ref().map_or((0, 0), HeartbeatPeers::counts);
             // The speaker's counters are scraped outside the windows: a scrape's cost grows
@@ -1282,7 +1283,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                     .map(|(k, kib)| format!("{k} {:.1}", *kib as f64 / 1024.0))
                     .collect();
                 println!("RSS at rest by mapping (MiB): {}", parts.join(", "));
-                if let Some((found, listed)) = order_coverage(pid) {
+                if let Some((found, listed)) = order {
                     println!(
                         "speaker.order: {found} of its {listed} functions are in this binary (the rest of its code lies after them)"
                     );
