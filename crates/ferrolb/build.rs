@@ -5,10 +5,10 @@
 //! each page the process runs (fault-around). In the compiler's order the few megabytes of
 //! functions a speaker runs lie scattered over the whole text, and nearly all of it ends up
 //! resident. `speaker.order` lists the functions a speaker runs (`scripts/speaker-order.sh`
-//! writes it from a run under callgrind); release builds pass it to the linker, which places
-//! them first and together, so the rest of the text is never mapped by a speaker. A name the
-//! list holds that the binary lacks (after a change or a toolchain upgrade) is skipped, so a
-//! stale list costs memory, never correctness.
+//! writes it from runs under callgrind and perf); release builds pass it to the linker, which
+//! places them first and together, so the rest of the text is never mapped by a speaker. A
+//! name the list holds that the binary lacks (after a change or a toolchain upgrade) is
+//! skipped, so a stale list costs memory, never correctness.
 //!
 //! The same builds pack the binary's relative relocations (`-z pack-relative-relocs`, used
 //! by LLD only when the C library supports it, glibc 2.36 and later): the dynamic loader

@@ -41,10 +41,10 @@ pub async fn make_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Clien
 
 /// The size of every API connection's read buffer.
 ///
-/// hyper's default buffer grows while reads fill it, up to ~400 KiB, and a connection keeps
-/// what it grew to: the first LIST of thousands of objects left each of the speaker's watch
-/// connections holding a few hundred KiB for the rest of its life (1.6 MiB in all at 10 000
-/// Services). A watch event or a page of a list is read in several reads of this size instead.
+/// hyper's default buffer grows while reads fill it, up to ~400 KiB, and a pooled connection
+/// keeps what it grew to after a large LIST. A watch event or a page of a list is read in
+/// several reads of this size instead. Measured at 10 000 Services: ≈ 1.5 MiB less live heap
+/// (heaptrack), no measurable change in the resident heap at rest.
 pub const API_READ_BUFFER: usize = 16 << 10;
 
 /// kube's client stack (`kube::Client::try_from`: HTTPS with the config's TLS settings and
