@@ -7,13 +7,14 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-# Without the default `lab` feature: the image carries no embedded API server and no plotting.
-RUN cargo build --release --locked -p ferrolb --no-default-features --bin ferrolb && strip target/release/ferrolb
+COPY scripts/build-release.sh ./scripts/
+# Without the default `lab` feature (no embedded API server, no plotting), glibc linked in.
+RUN cp "$(scripts/build-release.sh)" /ferrolb && strip /ferrolb
 
-# glibc + libgcc only, no shell, no package manager; runs as uid 65534 by default.
+# No shell, no package manager; runs as uid 65534 by default.
 # The speaker DaemonSet overrides the user to 0 with every capability dropped except NET_RAW.
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/ferrolb /usr/local/bin/ferrolb
+COPY --from=build /ferrolb /usr/local/bin/ferrolb
 USER 65534:65534
 ENTRYPOINT ["/usr/local/bin/ferrolb"]
 CMD ["--help"]

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Build the ferrolb container image without a Docker engine: an OCI image layout made with
-# umoci from a root filesystem holding only the binary, the shared libraries it links, and a
-# passwd entry for the non-root user. The Dockerfile builds the same image with Docker.
+# umoci from a root filesystem holding only the binary, the shared libraries it links (none for
+# the static binary scripts/build-release.sh builds), and a passwd entry for the non-root user.
+# The Dockerfile builds the same image with Docker.
 #
 # usage: scripts/build-image.sh [BINARY] [OUT_DIR] [TAG]
-#   BINARY   default: target/release/ferrolb (built if missing)
+#   BINARY   default: the binary scripts/build-release.sh builds
 #   OUT_DIR  default: target/image/oci       (an OCI image layout; `skopeo copy oci:… docker://…` pushes it)
 #   TAG      default: the crate version
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=${1:-target/release/ferrolb}
+bin=${1:-}
 out=${2:-target/image/oci}
 tag=${3:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
 
-if [ ! -x "$bin" ]; then
-  # Without the default `lab` feature: no embedded API server, no plotting in the image.
-  cargo build --release --locked -p ferrolb --no-default-features
+if [ -z "$bin" ]; then
+  bin=$(scripts/build-release.sh)
 fi
 command -v umoci >/dev/null || { echo "build-image: umoci is missing (apt-get install umoci)" >&2; exit 2; }
 
@@ -28,8 +28,9 @@ chmod 1777 "$rootfs/tmp"
 install -m 0755 "$bin" "$rootfs/usr/local/bin/ferrolb"
 strip "$rootfs/usr/local/bin/ferrolb" 2>/dev/null || true
 
-# Only the libraries the binary links (glibc, libgcc_s), at the paths the loader expects.
-ldd "$bin" | awk '/=>/ {print $3} /^[ \t]*\// {print $1}' | while read -r lib; do
+# Only the libraries the binary links (glibc, libgcc_s; none when static), at the paths the
+# loader expects.
+{ ldd "$bin" 2>/dev/null || true; } | awk '/=>/ {print $3} /^[ \t]*\// {print $1}' | while read -r lib; do
   [ -f "$lib" ] || continue
   mkdir -p "$rootfs$(dirname "$lib")"
   cp -L "$lib" "$rootfs$lib"

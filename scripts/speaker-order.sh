@@ -20,13 +20,12 @@ nodes=${1:-10} services=${2:-300} lb=${3:-30}
 command -v valgrind >/dev/null || { echo "speaker-order: valgrind is missing" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "speaker-order: needs root (network namespaces)" >&2; exit 2; }
 
-target=${CARGO_TARGET_DIR:-target}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The image's binary first: the benchmark's build below overwrites target/release/ferrolb.
-cargo build --release --locked -p ferrolb --no-default-features --bin ferrolb
-cp "$target/release/ferrolb" "$work/ferrolb"
+# The image's binary, as scripts/build-release.sh builds it (its symbols' names depend on the
+# flags and target of the build).
+cp "$(scripts/build-release.sh)" "$work/ferrolb"
 # SPEAKER_SCALE_BENCH: a speaker_scale bench binary already built (the benchmark only drives
 # the speaker; its own code does not matter here).
 bench=${SPEAKER_SCALE_BENCH:-$(cargo bench --locked --no-run -p ferrolb --bench speaker_scale --message-format=json 2>/dev/null |
