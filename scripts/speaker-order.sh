@@ -60,11 +60,13 @@ fi
 python3 - "$work/cg.out" "$work/perf.txt" "$work/ferrolb" crates/ferrolb/speaker.order <<'PY'
 import re, subprocess, sys
 cg, perf, exe, out = sys.argv[1:]
-defined = set()
+defined, resolvers = set(), []
 for line in subprocess.run(["nm", "--defined-only", exe], capture_output=True, text=True, check=True).stdout.splitlines():
     parts = line.split()
-    if len(parts) == 3 and parts[1] in "tTwW":
+    if len(parts) == 3 and parts[1] in "tTwWi":
         defined.add(parts[2])
+        if parts[1] == "i":
+            resolvers.append(parts[2])
 names, cost, current, in_call = {}, {}, None, False
 for line in open(cg, errors="replace"):
     line = line.rstrip("\n")
@@ -96,12 +98,21 @@ for line in open(perf, errors="replace"):
     if m and m.group(2) == exe and m.group(1) in defined and m.group(1) not in seen:
         sampled.add(m.group(1))
 ran += sorted(sampled)
+# With glibc linked in, its start-up code runs every IFUNC resolver, and valgrind's CPU makes
+# the string functions pick other variants than the machine does: every resolver, and every
+# AVX / EVEX variant of a string function a run used, belong to the list.
+variant = re.compile(r"^(__\w+?)_(?:evex|avx|sse|ssse3|erms)\w*$")
+families = {m.group(1) for n in ran if (m := variant.match(n))}
+ran += [n for n in resolvers if n not in seen and n not in sampled]
+listed = set(ran)
+ran += sorted(n for n in defined if (m := variant.match(n)) and m.group(1) in families
+              and re.search(r"_(?:evex|avx)", n) and n not in listed)
 # Functions an earlier list found that these runs did not: perf finds a function by a page
 # fault it takes or a sample, and one placed among the listed ones takes no fault; keeping
 # them lets each run add what the last layout revealed.
-seen |= sampled
+seen = set(ran)
 try:
-    earlier = [n for n in open(out).read().split() if n in defined and n not in seen]
+    earlier = list(dict.fromkeys(n for n in open(out).read().split() if n in defined and n not in seen))
 except FileNotFoundError:
     earlier = []
 ran += earlier
