@@ -57,7 +57,7 @@ pub struct IncrementalElection {
     /// a vector of one, not a tree node).
     by_ip: BTreeMap<IpAddr, Vec<Arc<str>>>,
     /// The current owners of the last call.
-    current: BTreeMap<IpAddr, String>,
+    current: BTreeMap<IpAddr, Arc<str>>,
     /// The last result.
     result: Election,
     /// What the last call re-elected.
@@ -104,7 +104,7 @@ impl IncrementalElection {
         config: &Config,
         services: &[ServiceView],
         nodes: &[NodeInfo],
-        current: &BTreeMap<IpAddr, String>,
+        current: &BTreeMap<IpAddr, Arc<str>>,
         opts: &ElectionOptions,
     ) -> &Election {
         self.elect_views(
@@ -312,12 +312,12 @@ pub enum Views<'a> {
 #[derive(Clone, Copy, Debug)]
 pub enum Owners<'a> {
     /// The owner of every IP.
-    All(&'a BTreeMap<IpAddr, String>),
+    All(&'a BTreeMap<IpAddr, Arc<str>>),
     /// The owner of every IP (`all`), of which only the IPs of `changed` may differ from
     /// the last call's: the others are not compared.
     Changed {
         /// The owner of every IP (looked up only for the IPs re-elected).
-        all: &'a BTreeMap<IpAddr, String>,
+        all: &'a BTreeMap<IpAddr, Arc<str>>,
         /// Every IP whose owner may differ from the last call's (more do no harm).
         changed: &'a BTreeSet<IpAddr>,
     },
@@ -325,7 +325,7 @@ pub enum Owners<'a> {
 
 impl<'a> Owners<'a> {
     /// The owner of every IP.
-    pub fn all(&self) -> &'a BTreeMap<IpAddr, String> {
+    pub fn all(&self) -> &'a BTreeMap<IpAddr, Arc<str>> {
         match *self {
             Owners::All(all) | Owners::Changed { all, .. } => all,
         }
@@ -333,7 +333,10 @@ impl<'a> Owners<'a> {
 }
 
 /// Keys whose value differs between `a` and `b` (present in one only, or different).
-fn changed_keys(a: &BTreeMap<IpAddr, String>, b: &BTreeMap<IpAddr, String>) -> BTreeSet<IpAddr> {
+fn changed_keys(
+    a: &BTreeMap<IpAddr, Arc<str>>,
+    b: &BTreeMap<IpAddr, Arc<str>>,
+) -> BTreeSet<IpAddr> {
     let mut out = BTreeSet::new();
     let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
     loop {
@@ -379,13 +382,13 @@ mod tests {
 
     #[test]
     fn changed_keys_finds_added_removed_and_changed() {
-        let a: BTreeMap<IpAddr, String> = [(ip("10.0.0.1"), "a"), (ip("10.0.0.2"), "b")]
+        let a: BTreeMap<IpAddr, Arc<str>> = [(ip("10.0.0.1"), "a"), (ip("10.0.0.2"), "b")]
             .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
+            .map(|(k, v)| (k, Arc::from(v)))
             .collect();
-        let b: BTreeMap<IpAddr, String> = [(ip("10.0.0.2"), "c"), (ip("10.0.0.3"), "d")]
+        let b: BTreeMap<IpAddr, Arc<str>> = [(ip("10.0.0.2"), "c"), (ip("10.0.0.3"), "d")]
             .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
+            .map(|(k, v)| (k, Arc::from(v)))
             .collect();
         assert_eq!(
             changed_keys(&a, &b),
