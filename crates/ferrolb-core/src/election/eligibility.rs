@@ -129,7 +129,7 @@ pub fn ad_covers_pool(ad: &L2Adv, pool: &Pool) -> bool {
     if ad.ip_address_pools.is_empty() && ad.ip_address_pool_selectors.is_empty() {
         return true;
     }
-    ad.ip_address_pools.iter().any(|p| p == &pool.name)
+    ad.ip_address_pools.iter().any(|p| **p == *pool.name)
         || ad
             .ip_address_pool_selectors
             .iter()
@@ -149,7 +149,7 @@ pub fn ad_selects_node(ad: &L2Adv, node: &NodeInfo) -> bool {
 /// MetalLB's `adsForService`: the ads covering the Service's pool, filtered only by
 /// `serviceSelectors` (never by node, so every speaker sees the same list). In config order.
 pub fn ads_for_service<'c>(config: &'c Config, svc: &ServiceView) -> Vec<&'c L2Adv> {
-    let Some(pool) = svc.pool.as_ref().and_then(|p| config.pools.get(p)) else {
+    let Some(pool) = svc.pool.as_ref().and_then(|p| config.pools.get(&**p)) else {
         return Vec::new();
     };
     config
@@ -222,7 +222,7 @@ pub fn service_ads<'c>(config: &'c Config, svc: &ServiceView) -> Result<Vec<&'c 
     if svc
         .pool
         .as_ref()
-        .is_none_or(|p| !config.pools.contains_key(p))
+        .is_none_or(|p| !config.pools.contains_key(&**p))
     {
         return Err(Reason::IpNotInPool);
     }

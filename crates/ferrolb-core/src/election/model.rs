@@ -101,8 +101,9 @@ pub struct ServiceView {
     /// `status.loadBalancer.ingress[].ip` in ingress order (never empty, no duplicates).
     pub ips: Vec<IpAddr>,
     /// The pool containing **all** of `ips`; `None` when no single pool does
-    /// (such a Service is never announced, reason [`crate::election::Reason::IpNotInPool`]).
-    pub pool: Option<String>,
+    /// (such a Service is never announced, reason [`crate::election::Reason::IpNotInPool`]);
+    /// the configuration's name of the pool, shared.
+    pub pool: Option<Arc<str>>,
     /// `spec.externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// The `allow-shared-ip` sharing key, if any.
@@ -121,7 +122,7 @@ impl ServiceView {
             key: key.into(),
             labels: LabelSet::new(),
             ips,
-            pool: pool.map(str::to_string),
+            pool: pool.map(Arc::from),
             etp_local: false,
             sharing_key: None,
             serving_endpoint_nodes: NameSet::default(),
@@ -168,7 +169,7 @@ pub fn conditions_serve(conditions: Option<(Option<bool>, Option<bool>)>) -> boo
 }
 
 /// The name of the pool containing every one of `ips` (the first such pool by name).
-pub fn pool_for_ips(config: &Config, ips: &[IpAddr]) -> Option<String> {
+pub fn pool_for_ips(config: &Config, ips: &[IpAddr]) -> Option<Arc<str>> {
     if ips.is_empty() {
         return None;
     }

@@ -550,7 +550,7 @@ impl Ctx<'_> {
     fn ip(&self, view: &ServiceView, ip: IpAddr) -> IpExplanation {
         let mut out = IpExplanation {
             ip: ip.to_string(),
-            pool: view.pool.clone(),
+            pool: view.pool.as_deref().map(str::to_string),
             ..Default::default()
         };
         let ads = service_ads(self.config, view);

@@ -763,3 +763,27 @@ fn the_elections_nodes_and_owners_share_the_indexs_node_names() {
         .zip(&infos)
         .all(|(a, b)| Arc::ptr_eq(&a.name, &b.name)));
 }
+
+#[test]
+fn views_share_their_pools_name_with_the_configuration() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    for i in 1..=3 {
+        put_svc(
+            &mut ix,
+            &service(
+                &format!("s{i}"),
+                "LoadBalancer",
+                None,
+                &[&format!("192.168.1.{i}")],
+                false,
+            ),
+        );
+    }
+    let name = &c.pools["p"].name;
+    let views = ix.views(&c);
+    assert_eq!(views.len(), 3);
+    for v in views.iter().chain(ix.changes(&c).values().flatten()) {
+        assert!(Arc::ptr_eq(v.pool.as_ref().unwrap(), name), "{}", v.key);
+    }
+}
