@@ -53,9 +53,8 @@ pub struct IncrementalElection {
     base: Option<Base>,
     /// The views of the last call by key (more than one: a duplicated key), in input order.
     views: BTreeMap<Arc<str>, Vec<ServiceView>>,
-    /// IP → keys of the views carrying it, sorted, without duplicates (most IPs have one:
-    /// a vector of one, not a tree node).
-    by_ip: BTreeMap<IpAddr, Vec<Arc<str>>>,
+    /// IP → keys of the views carrying it (most IPs have one: held inline, no allocation).
+    by_ip: BTreeMap<IpAddr, Keys>,
     /// The current owners of the last call.
     current: BTreeMap<IpAddr, Arc<str>>,
     /// The last result.
@@ -193,7 +192,14 @@ impl IncrementalElection {
         // Keys carrying those IPs before the change (their reasons may go).
         let mut keys: BTreeSet<Arc<str>> = BTreeSet::new();
         for ip in &ips {
-            keys.extend(self.by_ip.get(ip).into_iter().flatten().cloned());
+            keys.extend(
+                self.by_ip
+                    .get(ip)
+                    .map(Keys::as_slice)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
         }
         // Bring the views and the IP index up to date.
         for (k, vs) in changes {
@@ -207,7 +213,7 @@ impl IncrementalElection {
         // Every view carrying one of the IPs now, with every view of the same key.
         let mut carrying: BTreeSet<&Arc<str>> = BTreeSet::new();
         for ip in &ips {
-            carrying.extend(self.by_ip.get(ip).into_iter().flatten());
+            carrying.extend(self.by_ip.get(ip).map(Keys::as_slice).into_iter().flatten());
         }
         let subset: Vec<ServiceView> = carrying
             .iter()
@@ -272,13 +278,8 @@ impl IncrementalElection {
     fn replace(&mut self, key: Arc<str>, views: Vec<ServiceView>) {
         for v in self.views.remove(&key).into_iter().flatten() {
             for ip in &v.ips {
-                if let Some(keys) = self.by_ip.get_mut(ip) {
-                    if let Ok(i) = keys.binary_search(&key) {
-                        keys.remove(i);
-                    }
-                    if keys.is_empty() {
-                        self.by_ip.remove(ip);
-                    }
+                if self.by_ip.get_mut(ip).is_some_and(|keys| keys.remove(&key)) {
+                    self.by_ip.remove(ip);
                 }
             }
         }
@@ -287,14 +288,71 @@ impl IncrementalElection {
         }
         for v in &views {
             for ip in &v.ips {
-                let keys = self.by_ip.entry(*ip).or_default();
-                if let Err(i) = keys.binary_search(&key) {
-                    keys.reserve_exact(1);
-                    keys.insert(i, key.clone());
+                match self.by_ip.get_mut(ip) {
+                    Some(keys) => keys.insert(&key),
+                    None => {
+                        self.by_ip.insert(*ip, Keys::One(key.clone()));
+                    }
                 }
             }
         }
         self.views.insert(key, views);
+    }
+}
+
+/// The keys of the views carrying one IP, sorted, without duplicates, never empty: nearly
+/// always one, held inline (no allocation of its own); more (a shared IP, a duplicated key)
+/// in a vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Keys {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl Keys {
+    /// The keys, in order.
+    fn as_slice(&self) -> &[Arc<str>] {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(v) => v,
+        }
+    }
+
+    /// Adds `key` (already there: nothing).
+    fn insert(&mut self, key: &Arc<str>) {
+        match self {
+            Keys::One(k) if k == key => {}
+            Keys::One(k) => {
+                let mut v = vec![k.clone(), key.clone()];
+                v.sort_unstable();
+                *self = Keys::Many(v);
+            }
+            Keys::Many(v) => {
+                if let Err(i) = v.binary_search(key) {
+                    v.insert(i, key.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes `key`; returns whether none is left (the caller drops the entry).
+    fn remove(&mut self, key: &Arc<str>) -> bool {
+        match self {
+            Keys::One(k) => k == key,
+            Keys::Many(v) => {
+                if let Ok(i) = v.binary_search(key) {
+                    v.remove(i);
+                }
+                match v.len() {
+                    0 => true,
+                    1 => {
+                        *self = Keys::One(v[0].clone());
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
     }
 }
 
@@ -395,6 +453,25 @@ mod tests {
             [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")].into()
         );
         assert!(changed_keys(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn an_ips_keys_are_a_sorted_set_held_inline_when_one() {
+        let k = |s: &str| -> Arc<str> { s.into() };
+        let mut keys = Keys::One(k("ns/b"));
+        keys.insert(&k("ns/b"));
+        assert_eq!(keys, Keys::One(k("ns/b")));
+        keys.insert(&k("ns/c"));
+        keys.insert(&k("ns/a"));
+        assert_eq!(keys.as_slice(), [k("ns/a"), k("ns/b"), k("ns/c")]);
+        assert!(!keys.remove(&k("ns/b")));
+        assert!(!keys.remove(&k("ns/x")));
+        assert!(!keys.remove(&k("ns/a")));
+        // back to one: inline again
+        assert_eq!(keys, Keys::One(k("ns/c")));
+        assert!(!keys.remove(&k("ns/x")) && keys.as_slice() == [k("ns/c")]);
+        assert!(keys.remove(&k("ns/c")));
+        assert!(std::mem::size_of::<Keys>() <= 32);
     }
 
     #[test]
