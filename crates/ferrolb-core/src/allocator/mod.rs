@@ -262,7 +262,7 @@ impl Allocator {
             .pools
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.pool.name.clone(), i))
+            .map(|(i, p)| (p.pool.name.to_string(), i))
             .collect();
         self.lookup = Lookup::new(&self.pools);
         let mut pinned: Vec<usize> = (0..self.pools.len())
@@ -293,7 +293,7 @@ impl Allocator {
     /// returned, sorted by key. Every new pool is reported by [`Allocator::take_freed`].
     pub fn set_pools(&mut self, pools: Vec<Pool>) -> Vec<Cleared> {
         let old = std::mem::take(&mut self.services);
-        let old_names: Vec<String> = self.pools.iter().map(|p| p.pool.name.clone()).collect();
+        let old_names: Vec<String> = self.pools.iter().map(|p| p.pool.name.to_string()).collect();
         self.install_pools(pools);
         let mut cleared = Vec::new();
         for (key, held) in old {
@@ -375,14 +375,14 @@ impl Allocator {
         };
         Ok(Assignment {
             ips,
-            pool: self.pools[p].pool.name.clone(),
+            pool: self.pools[p].pool.name.to_string(),
             change,
         })
     }
 
     /// PreferDualStack with one IP: try the other family from the same pool.
     fn maybe_add_family(&mut self, req: &ServiceRequest, ips: Vec<IpAddr>, p: usize) -> Assignment {
-        let pool = self.pools[p].pool.name.clone();
+        let pool = self.pools[p].pool.name.to_string();
         let wants_both = req.family_policy == FamilyPolicy::PreferDualStack
             && !self.pools[p].pool.frozen
             && req.cluster_families.len() == 2
@@ -434,7 +434,7 @@ impl Allocator {
             .locate(current, req, false)
             .map_err(|e| e.to_string())?;
         if let Some(want) = &req.requested_pool {
-            if *want != self.pools[p].pool.name {
+            if **want != *self.pools[p].pool.name {
                 return Err(format!(
                     "pool {want:?} requested but the IPs are from pool {:?}",
                     self.pools[p].pool.name
@@ -509,7 +509,7 @@ impl Allocator {
                 ips: ips.to_vec(),
                 pools: found
                     .iter()
-                    .map(|&p| self.pools[p].pool.name.clone())
+                    .map(|&p| self.pools[p].pool.name.to_string())
                     .collect(),
             }),
         }
@@ -655,7 +655,7 @@ impl Allocator {
     fn not_frozen(&self, p: usize) -> Result<(), AllocError> {
         let pool = &self.pools[p].pool;
         if pool.frozen {
-            return Err(AllocError::PoolFrozen(pool.name.clone()));
+            return Err(AllocError::PoolFrozen(pool.name.to_string()));
         }
         Ok(())
     }
@@ -737,7 +737,7 @@ impl Allocator {
             *slot = slot.saturating_sub(1);
             freed_ips.push(*ip);
         }
-        let pool = self.pools[held.pool].pool.name.clone();
+        let pool = self.pools[held.pool].pool.name.to_string();
         self.freed.insert(pool.clone());
         Some(Released {
             ips: held.ips,
@@ -845,7 +845,7 @@ impl Allocator {
     pub fn assigned(&self, key: &ServiceKey) -> Option<(&[IpAddr], &str)> {
         self.services
             .get(key)
-            .map(|h| (h.ips.as_slice(), self.pools[h.pool].pool.name.as_str()))
+            .map(|h| (h.ips.as_slice(), &*self.pools[h.pool].pool.name))
     }
 
     /// The Services holding `ip`, sorted.
@@ -864,7 +864,7 @@ impl Allocator {
                 (
                     k.clone(),
                     h.ips.clone(),
-                    self.pools[h.pool].pool.name.clone(),
+                    self.pools[h.pool].pool.name.to_string(),
                 )
             })
             .collect()

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -45,8 +46,9 @@ pub use validate::{validate, Validated};
 /// A validated IP address pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pool {
-    /// `metadata.name` of the IPAddressPool.
-    pub name: String,
+    /// `metadata.name` of the IPAddressPool; shared with the Service views it contains
+    /// (one allocation per pool, not per Service).
+    pub name: Arc<str>,
     /// `metadata.labels` (for `ipAddressPoolSelectors`).
     pub labels: Labels,
     /// Every address entry as a list of prefixes, in configured order. A range `a-b`
@@ -162,7 +164,7 @@ impl L2Adv {
     /// pool selector, or both lists empty (all pools).
     pub fn selects_pool(&self, pool: &Pool) -> bool {
         (self.ip_address_pools.is_empty() && self.ip_address_pool_selectors.is_empty())
-            || self.ip_address_pools.contains(&pool.name)
+            || self.ip_address_pools.iter().any(|p| **p == *pool.name)
             || self
                 .ip_address_pool_selectors
                 .iter()

@@ -362,7 +362,7 @@ fn check_pool(
     }
     Ok(PoolCandidate {
         pool: Pool {
-            name: name.to_string(),
+            name: name.into(),
             labels: meta.labels.clone().unwrap_or_default(),
             cidrs,
             auto_assign: spec.auto_assign,
@@ -406,7 +406,7 @@ fn conflicts(
                     .iter()
                     .zip(&o.entries)
                     .find(|(on, _)| overlaps(net, on))
-                    .map(|(on, oe)| (o.pool.name.clone(), o.field(*oe), *on))
+                    .map(|(on, oe)| (o.pool.name.to_string(), o.field(*oe), *on))
             })
         });
         if let Some((other_pool, other_field, other_prefix)) = holder {
@@ -505,12 +505,12 @@ fn resolve_pools(
                      taken: &mut Intervals<Holder>,
                      out: &mut Validated| {
         for (net, entry) in c.pool.cidrs.iter().zip(&c.entries) {
-            taken.insert(net, (c.pool.name.clone(), c.field(*entry), *net));
+            taken.insert(net, (c.pool.name.to_string(), c.field(*entry), *net));
         }
         let mut pool = c.pool.clone();
         pool.frozen = state == PoolState::Frozen;
-        in_force.insert(pool.name.clone(), i);
-        out.config.pools.insert(pool.name.clone(), pool);
+        in_force.insert(pool.name.to_string(), i);
+        out.config.pools.insert(pool.name.to_string(), pool);
         decisions[i].state = state;
         decisions[i].in_force = Some(c.spec.clone());
     };
@@ -744,10 +744,10 @@ fn warn(
             .iter()
             .any(|ad| ad.selects_pool(pool))
         {
-            let index = pool_index.get(&pool.name).copied().unwrap_or_default();
+            let index = pool_index.get(&*pool.name).copied().unwrap_or_default();
             out.warnings.push(ConfigWarning {
                 kind: ObjectKind::IPAddressPool,
-                name: pool.name.clone(),
+                name: pool.name.to_string(),
                 index,
                 field: String::new(),
                 warning: Warning::NotAdvertised,
@@ -1336,7 +1336,7 @@ mod tests {
         assert_eq!(
             v.config
                 .pool_containing("1000::1".parse().unwrap())
-                .map(|p| p.name.as_str()),
+                .map(|p| &*p.name),
             Some("d")
         );
         assert!(v
@@ -1394,7 +1394,7 @@ mod tests {
                 .config
                 .pools
                 .values()
-                .flat_map(|p| p.cidrs.iter().map(move |c| (p.name.as_str(), *c)))
+                .flat_map(|p| p.cidrs.iter().map(move |c| (&*p.name, *c)))
                 .collect();
             for (i, (pa, a)) in all.iter().enumerate() {
                 for (pb, b) in &all[i + 1..] {

@@ -83,7 +83,7 @@ pub fn elect<'a>(
 ) -> Option<&'a Candidate> {
     if !revertive {
         if let Some(cur) = current_owner {
-            if let Some(c) = candidates.iter().find(|c| c.node == cur) {
+            if let Some(c) = candidates.iter().find(|c| *c.node == *cur) {
                 return Some(c);
             }
         }
@@ -94,8 +94,9 @@ pub fn elect<'a>(
 /// Who announces one IP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ownership {
-    /// The owner node.
-    pub node: String,
+    /// The owner node: the [`NodeInfo`]'s name, shared (one allocation per node, however
+    /// many IPs it owns).
+    pub node: Arc<str>,
     /// Interfaces the owner announces the IP on (union over the announced Services).
     pub interfaces: Interfaces,
     /// Keys (`namespace/name`) of the Services announced through this IP; shared with the
@@ -193,12 +194,12 @@ impl Election {
     ) -> impl Iterator<Item = (IpAddr, &'a Ownership)> + 'a {
         self.owners
             .iter()
-            .filter(move |(_, o)| o.node == node)
+            .filter(move |(_, o)| *o.node == *node)
             .map(|(ip, o)| (*ip, o))
     }
 
     /// Owner node names by IP (the `current` input of the next [`elect_all`]).
-    pub fn owner_map(&self) -> BTreeMap<IpAddr, String> {
+    pub fn owner_map(&self) -> BTreeMap<IpAddr, Arc<str>> {
         self.owners
             .iter()
             .map(|(ip, o)| (*ip, o.node.clone()))
@@ -232,7 +233,7 @@ impl Election {
         let ads = service_ads(config, svc)?;
         node_candidacy(svc, &ads, node, opts)?;
         Err(Reason::NotOwner {
-            owner: own.node.clone(),
+            owner: own.node.to_string(),
         })
     }
 }
@@ -250,7 +251,7 @@ pub fn elect_all<'s>(
     config: &Config,
     services: impl IntoIterator<Item = &'s ServiceView>,
     nodes: &[NodeInfo],
-    current: &BTreeMap<IpAddr, String>,
+    current: &BTreeMap<IpAddr, Arc<str>>,
     opts: &ElectionOptions,
 ) -> Election {
     let mut out = Election::default();
@@ -259,12 +260,12 @@ pub fn elect_all<'s>(
     let mut by_name: BTreeMap<&str, Option<&NodeInfo>> = BTreeMap::new();
     for n in nodes {
         by_name
-            .entry(n.name.as_str())
+            .entry(&*n.name)
             .and_modify(|e| *e = None)
             .or_insert(Some(n));
     }
     let nodes: Vec<&NodeInfo> = by_name.values().filter_map(|n| *n).collect();
-    let index_of = |name: &str| nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok();
+    let index_of = |name: &str| nodes.binary_search_by(|n| (*n.name).cmp(name)).ok();
 
     // Unique services by key; a duplicated key is never announced.
     let mut by_key: BTreeMap<&str, Vec<&ServiceView>> = BTreeMap::new();
@@ -389,7 +390,7 @@ pub fn elect_all<'s>(
                             .unwrap_or(Interfaces::All),
                     })
                     .collect();
-                let cur = cur.map(|c| nodes[c].name.as_str());
+                let cur = cur.map(|c| &*nodes[c].name);
                 let Some(winner) = elect(anchor, &candidates, cur, opts.revertive) else {
                     continue;
                 };
@@ -532,5 +533,49 @@ mod tests {
         let copy = k.clone();
         assert!(NameSet::ptr_eq(&k, &copy) && !NameSet::ptr_eq(&k, &a));
         assert!(NameSet::default().is_empty());
+    }
+
+    #[test]
+    fn owners_share_their_nodes_name() {
+        let pool = crate::config::Pool {
+            name: "p".into(),
+            labels: Default::default(),
+            cidrs: vec!["10.0.0.0/24".parse().unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+            frozen: false,
+        };
+        let cfg = Config {
+            pools: [("p".to_string(), pool)].into(),
+            l2_advertisements: vec![L2Adv {
+                name: "all".into(),
+                ..Default::default()
+            }],
+        };
+        let nodes = vec![NodeInfo::new("a"), NodeInfo::new("b")];
+        let svcs: Vec<ServiceView> = (1..=20)
+            .map(|i| {
+                ServiceView::new(
+                    format!("ns/s{i}"),
+                    vec![format!("10.0.0.{i}").parse().unwrap()],
+                    Some("p"),
+                )
+            })
+            .collect();
+        // current owners named by allocations of their own (as decoded from claims)
+        let current: BTreeMap<IpAddr, Arc<str>> = svcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.ips[0], Arc::from(["a", "b"][i % 2])))
+            .collect();
+        let e = elect_all(&cfg, &svcs, &nodes, &current, &ElectionOptions::default());
+        assert_eq!(e.owners.len(), 20);
+        assert!(e.owners.values().any(|o| &*o.node == "a"));
+        assert!(e.owners.values().any(|o| &*o.node == "b"));
+        for o in e.owners.values() {
+            let node = nodes.iter().find(|n| n.name == o.node).unwrap();
+            assert!(Arc::ptr_eq(&o.node, &node.name), "{o:?}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::config::{Config, L2Adv, Pool};
 
@@ -128,7 +129,7 @@ pub fn ad_covers_pool(ad: &L2Adv, pool: &Pool) -> bool {
     if ad.ip_address_pools.is_empty() && ad.ip_address_pool_selectors.is_empty() {
         return true;
     }
-    ad.ip_address_pools.iter().any(|p| p == &pool.name)
+    ad.ip_address_pools.iter().any(|p| **p == *pool.name)
         || ad
             .ip_address_pool_selectors
             .iter()
@@ -148,7 +149,7 @@ pub fn ad_selects_node(ad: &L2Adv, node: &NodeInfo) -> bool {
 /// MetalLB's `adsForService`: the ads covering the Service's pool, filtered only by
 /// `serviceSelectors` (never by node, so every speaker sees the same list). In config order.
 pub fn ads_for_service<'c>(config: &'c Config, svc: &ServiceView) -> Vec<&'c L2Adv> {
-    let Some(pool) = svc.pool.as_ref().and_then(|p| config.pools.get(p)) else {
+    let Some(pool) = svc.pool.as_ref().and_then(|p| config.pools.get(&**p)) else {
         return Vec::new();
     };
     config
@@ -198,8 +199,8 @@ pub fn interfaces_for<'a>(
 /// One node that may announce a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
-    /// Node name.
-    pub node: String,
+    /// Node name (the [`NodeInfo`]'s, shared).
+    pub node: Arc<str>,
     /// Preferred-node score (sum of weights, see [`preferred_score`]).
     pub score: i64,
     /// Interfaces to announce on.
@@ -212,7 +213,7 @@ pub struct ServiceCandidates {
     /// Names of the ads that apply to the Service (see [`ads_for_service`]).
     pub ads: Vec<String>,
     /// Eligible nodes by name (never empty).
-    pub candidates: BTreeMap<String, Candidate>,
+    pub candidates: BTreeMap<Arc<str>, Candidate>,
 }
 
 /// Service-level checks, in MetalLB's order: pool, serving endpoints, ads, shared IP with
@@ -221,7 +222,7 @@ pub fn service_ads<'c>(config: &'c Config, svc: &ServiceView) -> Result<Vec<&'c 
     if svc
         .pool
         .as_ref()
-        .is_none_or(|p| !config.pools.contains_key(p))
+        .is_none_or(|p| !config.pools.contains_key(&**p))
     {
         return Err(Reason::IpNotInPool);
     }
@@ -268,7 +269,7 @@ pub fn service_candidates<'n>(
     opts: &ElectionOptions,
 ) -> Result<ServiceCandidates, Reason> {
     let ads = service_ads(config, svc)?;
-    let candidates: BTreeMap<String, Candidate> = nodes
+    let candidates: BTreeMap<Arc<str>, Candidate> = nodes
         .into_iter()
         .filter_map(|n| node_candidacy(svc, &ads, n, opts).ok())
         .map(|c| (c.node.clone(), c))

@@ -53,11 +53,10 @@ pub struct IncrementalElection {
     base: Option<Base>,
     /// The views of the last call by key (more than one: a duplicated key), in input order.
     views: BTreeMap<Arc<str>, Vec<ServiceView>>,
-    /// IP → keys of the views carrying it, sorted, without duplicates (most IPs have one:
-    /// a vector of one, not a tree node).
-    by_ip: BTreeMap<IpAddr, Vec<Arc<str>>>,
+    /// IP → keys of the views carrying it (most IPs have one: held inline, no allocation).
+    by_ip: BTreeMap<IpAddr, Keys>,
     /// The current owners of the last call.
-    current: BTreeMap<IpAddr, String>,
+    current: BTreeMap<IpAddr, Arc<str>>,
     /// The last result.
     result: Election,
     /// What the last call re-elected.
@@ -104,7 +103,7 @@ impl IncrementalElection {
         config: &Config,
         services: &[ServiceView],
         nodes: &[NodeInfo],
-        current: &BTreeMap<IpAddr, String>,
+        current: &BTreeMap<IpAddr, Arc<str>>,
         opts: &ElectionOptions,
     ) -> &Election {
         self.elect_views(
@@ -193,7 +192,14 @@ impl IncrementalElection {
         // Keys carrying those IPs before the change (their reasons may go).
         let mut keys: BTreeSet<Arc<str>> = BTreeSet::new();
         for ip in &ips {
-            keys.extend(self.by_ip.get(ip).into_iter().flatten().cloned());
+            keys.extend(
+                self.by_ip
+                    .get(ip)
+                    .map(Keys::as_slice)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
         }
         // Bring the views and the IP index up to date.
         for (k, vs) in changes {
@@ -207,7 +213,7 @@ impl IncrementalElection {
         // Every view carrying one of the IPs now, with every view of the same key.
         let mut carrying: BTreeSet<&Arc<str>> = BTreeSet::new();
         for ip in &ips {
-            carrying.extend(self.by_ip.get(ip).into_iter().flatten());
+            carrying.extend(self.by_ip.get(ip).map(Keys::as_slice).into_iter().flatten());
         }
         let subset: Vec<ServiceView> = carrying
             .iter()
@@ -272,13 +278,8 @@ impl IncrementalElection {
     fn replace(&mut self, key: Arc<str>, views: Vec<ServiceView>) {
         for v in self.views.remove(&key).into_iter().flatten() {
             for ip in &v.ips {
-                if let Some(keys) = self.by_ip.get_mut(ip) {
-                    if let Ok(i) = keys.binary_search(&key) {
-                        keys.remove(i);
-                    }
-                    if keys.is_empty() {
-                        self.by_ip.remove(ip);
-                    }
+                if self.by_ip.get_mut(ip).is_some_and(|keys| keys.remove(&key)) {
+                    self.by_ip.remove(ip);
                 }
             }
         }
@@ -287,14 +288,71 @@ impl IncrementalElection {
         }
         for v in &views {
             for ip in &v.ips {
-                let keys = self.by_ip.entry(*ip).or_default();
-                if let Err(i) = keys.binary_search(&key) {
-                    keys.reserve_exact(1);
-                    keys.insert(i, key.clone());
+                match self.by_ip.get_mut(ip) {
+                    Some(keys) => keys.insert(&key),
+                    None => {
+                        self.by_ip.insert(*ip, Keys::One(key.clone()));
+                    }
                 }
             }
         }
         self.views.insert(key, views);
+    }
+}
+
+/// The keys of the views carrying one IP, sorted, without duplicates, never empty: nearly
+/// always one, held inline (no allocation of its own); more (a shared IP, a duplicated key)
+/// in a vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Keys {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl Keys {
+    /// The keys, in order.
+    fn as_slice(&self) -> &[Arc<str>] {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(v) => v,
+        }
+    }
+
+    /// Adds `key` (already there: nothing).
+    fn insert(&mut self, key: &Arc<str>) {
+        match self {
+            Keys::One(k) if k == key => {}
+            Keys::One(k) => {
+                let mut v = vec![k.clone(), key.clone()];
+                v.sort_unstable();
+                *self = Keys::Many(v);
+            }
+            Keys::Many(v) => {
+                if let Err(i) = v.binary_search(key) {
+                    v.insert(i, key.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes `key`; returns whether none is left (the caller drops the entry).
+    fn remove(&mut self, key: &Arc<str>) -> bool {
+        match self {
+            Keys::One(k) => k == key,
+            Keys::Many(v) => {
+                if let Ok(i) = v.binary_search(key) {
+                    v.remove(i);
+                }
+                match v.len() {
+                    0 => true,
+                    1 => {
+                        *self = Keys::One(v[0].clone());
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
     }
 }
 
@@ -312,12 +370,12 @@ pub enum Views<'a> {
 #[derive(Clone, Copy, Debug)]
 pub enum Owners<'a> {
     /// The owner of every IP.
-    All(&'a BTreeMap<IpAddr, String>),
+    All(&'a BTreeMap<IpAddr, Arc<str>>),
     /// The owner of every IP (`all`), of which only the IPs of `changed` may differ from
     /// the last call's: the others are not compared.
     Changed {
         /// The owner of every IP (looked up only for the IPs re-elected).
-        all: &'a BTreeMap<IpAddr, String>,
+        all: &'a BTreeMap<IpAddr, Arc<str>>,
         /// Every IP whose owner may differ from the last call's (more do no harm).
         changed: &'a BTreeSet<IpAddr>,
     },
@@ -325,7 +383,7 @@ pub enum Owners<'a> {
 
 impl<'a> Owners<'a> {
     /// The owner of every IP.
-    pub fn all(&self) -> &'a BTreeMap<IpAddr, String> {
+    pub fn all(&self) -> &'a BTreeMap<IpAddr, Arc<str>> {
         match *self {
             Owners::All(all) | Owners::Changed { all, .. } => all,
         }
@@ -333,7 +391,10 @@ impl<'a> Owners<'a> {
 }
 
 /// Keys whose value differs between `a` and `b` (present in one only, or different).
-fn changed_keys(a: &BTreeMap<IpAddr, String>, b: &BTreeMap<IpAddr, String>) -> BTreeSet<IpAddr> {
+fn changed_keys(
+    a: &BTreeMap<IpAddr, Arc<str>>,
+    b: &BTreeMap<IpAddr, Arc<str>>,
+) -> BTreeSet<IpAddr> {
     let mut out = BTreeSet::new();
     let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
     loop {
@@ -379,19 +440,38 @@ mod tests {
 
     #[test]
     fn changed_keys_finds_added_removed_and_changed() {
-        let a: BTreeMap<IpAddr, String> = [(ip("10.0.0.1"), "a"), (ip("10.0.0.2"), "b")]
+        let a: BTreeMap<IpAddr, Arc<str>> = [(ip("10.0.0.1"), "a"), (ip("10.0.0.2"), "b")]
             .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
+            .map(|(k, v)| (k, Arc::from(v)))
             .collect();
-        let b: BTreeMap<IpAddr, String> = [(ip("10.0.0.2"), "c"), (ip("10.0.0.3"), "d")]
+        let b: BTreeMap<IpAddr, Arc<str>> = [(ip("10.0.0.2"), "c"), (ip("10.0.0.3"), "d")]
             .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
+            .map(|(k, v)| (k, Arc::from(v)))
             .collect();
         assert_eq!(
             changed_keys(&a, &b),
             [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")].into()
         );
         assert!(changed_keys(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn an_ips_keys_are_a_sorted_set_held_inline_when_one() {
+        let k = |s: &str| -> Arc<str> { s.into() };
+        let mut keys = Keys::One(k("ns/b"));
+        keys.insert(&k("ns/b"));
+        assert_eq!(keys, Keys::One(k("ns/b")));
+        keys.insert(&k("ns/c"));
+        keys.insert(&k("ns/a"));
+        assert_eq!(keys.as_slice(), [k("ns/a"), k("ns/b"), k("ns/c")]);
+        assert!(!keys.remove(&k("ns/b")));
+        assert!(!keys.remove(&k("ns/x")));
+        assert!(!keys.remove(&k("ns/a")));
+        // back to one: inline again
+        assert_eq!(keys, Keys::One(k("ns/c")));
+        assert!(!keys.remove(&k("ns/x")) && keys.as_slice() == [k("ns/c")]);
+        assert!(keys.remove(&k("ns/c")));
+        assert!(std::mem::size_of::<Keys>() <= 32);
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// What the election needs to know about one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
-    /// `metadata.name`.
-    pub name: String,
+    /// `metadata.name`; shared with every owner the election names (one allocation per
+    /// node, not per IP).
+    pub name: Arc<str>,
     /// `metadata.labels`.
     pub labels: Labels,
     /// The Node has condition `NetworkUnavailable=True`.
@@ -38,7 +39,7 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     /// A healthy node with a live speaker and no labels.
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
         NodeInfo {
             name: name.into(),
             labels: Labels::new(),
@@ -66,11 +67,19 @@ impl NodeInfo {
                     .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
             });
         Some(NodeInfo {
-            name,
+            name: name.into(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
             network_unavailable,
             speaker_alive,
         })
+    }
+
+    /// Holds `name` (the caller's allocation of the same text) as its name, so the owners
+    /// elected from it share it; a different text is ignored.
+    pub fn share_name(&mut self, name: &Arc<str>) {
+        if *self.name == **name {
+            self.name = name.clone();
+        }
     }
 
     /// The node carries [`EXCLUDE_LB_LABEL`].
@@ -92,8 +101,9 @@ pub struct ServiceView {
     /// `status.loadBalancer.ingress[].ip` in ingress order (never empty, no duplicates).
     pub ips: Vec<IpAddr>,
     /// The pool containing **all** of `ips`; `None` when no single pool does
-    /// (such a Service is never announced, reason [`crate::election::Reason::IpNotInPool`]).
-    pub pool: Option<String>,
+    /// (such a Service is never announced, reason [`crate::election::Reason::IpNotInPool`]);
+    /// the configuration's name of the pool, shared.
+    pub pool: Option<Arc<str>>,
     /// `spec.externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// The `allow-shared-ip` sharing key, if any.
@@ -112,7 +122,7 @@ impl ServiceView {
             key: key.into(),
             labels: LabelSet::new(),
             ips,
-            pool: pool.map(str::to_string),
+            pool: pool.map(Arc::from),
             etp_local: false,
             sharing_key: None,
             serving_endpoint_nodes: NameSet::default(),
@@ -159,7 +169,7 @@ pub fn conditions_serve(conditions: Option<(Option<bool>, Option<bool>)>) -> boo
 }
 
 /// The name of the pool containing every one of `ips` (the first such pool by name).
-pub fn pool_for_ips(config: &Config, ips: &[IpAddr]) -> Option<String> {
+pub fn pool_for_ips(config: &Config, ips: &[IpAddr]) -> Option<Arc<str>> {
     if ips.is_empty() {
         return None;
     }

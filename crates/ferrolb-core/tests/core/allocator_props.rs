@@ -176,7 +176,7 @@ fn build_pools(c: &ConfigSpec) -> Vec<Pool> {
                 }),
             };
             Some(Pool {
-                name: pool_name(i, c.suffix),
+                name: pool_name(i, c.suffix).into(),
                 labels: Labels::new(),
                 cidrs,
                 auto_assign: s.auto_assign,
@@ -268,7 +268,7 @@ impl World {
             Ok(a) => {
                 if a.change == Change::Allocated {
                     // Automatic allocations only come from autoAssign pools unless requested.
-                    let p = self.pools.iter().find(|p| p.name == a.pool).unwrap();
+                    let p = self.pools.iter().find(|p| *p.name == *a.pool).unwrap();
                     if r.requested_ips.is_empty() && r.requested_pool.is_none() && !p.auto_assign {
                         return Err(format!(
                             "{key} auto-allocated from autoAssign:false pool {}",
@@ -363,7 +363,7 @@ fn check(w: &World) -> Result<(), String> {
         let p = w
             .pools
             .iter()
-            .find(|p| &p.name == pool)
+            .find(|p| *p.name == **pool)
             .ok_or(format!("{k} in unknown pool {pool}"))?;
         if !pool_allows(p, r) {
             return Err(format!("{k}: pool {pool} does not allow it"));
@@ -422,7 +422,7 @@ fn check(w: &World) -> Result<(), String> {
         let c = w.alloc.pool_counters(&p.name).ok_or("missing pool")?;
         let used = |v6: bool| {
             snap.iter()
-                .filter(|(_, _, pool)| *pool == p.name)
+                .filter(|(_, _, pool)| **pool == *p.name)
                 .flat_map(|(_, ips, _)| ips.iter())
                 .filter(|ip| ip.is_ipv6() == v6)
                 .collect::<BTreeSet<_>>()

@@ -193,14 +193,14 @@ proptest! {
         let mut selected = [true; NODES];
         let mut second = false;
         let mut opts = ElectionOptions::default();
-        let mut current: BTreeMap<IpAddr, String> = BTreeMap::new();
+        let mut current: BTreeMap<IpAddr, Arc<str>> = BTreeMap::new();
         let mut rotate = 0;
         let mut inc = IncrementalElection::new();
         // Told only what changed (plus the key an event touched, changed or not).
         let mut by_changes = IncrementalElection::new();
         // Told besides only the IPs whose owner changed (plus the IP an event touched).
         let mut by_owner_changes = IncrementalElection::new();
-        let mut owners_before: BTreeMap<IpAddr, String> = BTreeMap::new();
+        let mut owners_before: BTreeMap<IpAddr, Arc<str>> = BTreeMap::new();
         let mut before: BTreeMap<Arc<str>, Vec<ServiceView>> = BTreeMap::new();
         let mut last = Election::default();
         for e in std::iter::once(None).chain(events.iter().map(Some)) {
@@ -214,7 +214,7 @@ proptest! {
                 Some(Ev::Duplicate(s, b)) => svcs[*s].duplicate = *b,
                 Some(Ev::Label(s, b)) => svcs[*s].label = *b,
                 Some(Ev::Current(i, o)) => match o {
-                    Some(n) => { current.insert(ip(*i), format!("n{n}")); }
+                    Some(n) => { current.insert(ip(*i), format!("n{n}").into()); }
                     None => { current.remove(&ip(*i)); }
                 },
                 Some(Ev::Adopt) => current = last.owner_map(),

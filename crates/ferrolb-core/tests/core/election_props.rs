@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_core::config::{Config, L2Adv, Pool};
 use ferrolb_core::election::*;
@@ -87,7 +88,7 @@ fn oracle_eligible(n: &NodeInfo, s: &ServiceView) -> bool {
 }
 
 /// Oracle candidate set of an IP: nodes eligible for the most announceable sharers.
-fn oracle_candidates(ip: IpAddr, nodes: &[NodeInfo], svcs: &[ServiceView]) -> BTreeSet<String> {
+fn oracle_candidates(ip: IpAddr, nodes: &[NodeInfo], svcs: &[ServiceView]) -> BTreeSet<Arc<str>> {
     let sharers: Vec<&ServiceView> = svcs.iter().filter(|s| s.ips.contains(&ip)).collect();
     let count = |n: &NodeInfo| sharers.iter().filter(|s| oracle_eligible(n, s)).count();
     let max = nodes.iter().map(count).max().unwrap_or(0);
@@ -156,7 +157,7 @@ proptest! {
         let cfg = config();
         let opts = ElectionOptions::default();
         let mut nodes = initial_nodes(&zone_a);
-        let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
+        let mut owners: BTreeMap<IpAddr, Arc<str>> = BTreeMap::new();
         for e in std::iter::once(None).chain(events.iter().map(Some)) {
             if let Some(e) = e {
                 apply(e, &mut nodes, &mut eps);

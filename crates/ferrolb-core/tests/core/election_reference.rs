@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_core::config::{Config, L2Adv, Pool};
 use ferrolb_core::election::*;
@@ -20,7 +21,7 @@ fn reference_elect_all<'s>(
     config: &Config,
     services: impl IntoIterator<Item = &'s ServiceView>,
     nodes: &[NodeInfo],
-    current: &BTreeMap<IpAddr, String>,
+    current: &BTreeMap<IpAddr, Arc<str>>,
     opts: &ElectionOptions,
 ) -> Election {
     let mut out = Election::default();
@@ -29,7 +30,7 @@ fn reference_elect_all<'s>(
     let mut by_name: BTreeMap<&str, Option<&NodeInfo>> = BTreeMap::new();
     for n in nodes {
         by_name
-            .entry(n.name.as_str())
+            .entry(&*n.name)
             .and_modify(|e| *e = None)
             .or_insert(Some(n));
     }
@@ -96,7 +97,7 @@ fn reference_elect_all<'s>(
         let mut coverage: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, e) in &announceable {
             for n in e.cands.candidates.keys() {
-                *coverage.entry(n.as_str()).or_default() += 1;
+                *coverage.entry(&**n).or_default() += 1;
             }
         }
         let max = coverage.values().copied().max().unwrap_or(0);
@@ -111,14 +112,14 @@ fn reference_elect_all<'s>(
         }
         let candidates: Vec<Candidate> = nodes
             .iter()
-            .filter(|n| coverage.get(n.name.as_str()) == Some(&max))
+            .filter(|n| coverage.get(&*n.name) == Some(&max))
             .map(|n| Candidate {
                 node: n.name.clone(),
                 score: preferred_score(ads.iter().copied(), n),
                 interfaces: interfaces_for(ads.iter().copied(), n).unwrap_or(Interfaces::All),
             })
             .collect();
-        let cur = current.get(ip).map(String::as_str);
+        let cur = current.get(ip).map(|c| &**c);
         let Some(winner) = elect(anchor, &candidates, cur, opts.revertive) else {
             continue;
         };
@@ -353,8 +354,8 @@ proptest! {
         let cfg = config(which);
         let nodes: Vec<NodeInfo> = ns.iter().map(node).collect();
         let views: Vec<ServiceView> = ss.iter().map(view).collect();
-        let current: BTreeMap<IpAddr, String> =
-            current.into_iter().map(|(i, n)| (ip(i), format!("n{n}"))).collect();
+        let current: BTreeMap<IpAddr, Arc<str>> =
+            current.into_iter().map(|(i, n)| (ip(i), format!("n{n}").into())).collect();
         let opts = ElectionOptions { revertive, ignore_exclude_lb };
         let want = reference_elect_all(&cfg, &views, &nodes, &current, &opts);
         prop_assert_eq!(elect_all(&cfg, &views, &nodes, &current, &opts), want);

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_core::config::{Config, L2Adv, Pool};
 use ferrolb_core::election::*;
@@ -78,7 +79,7 @@ fn cand(node: &str, score: i64) -> Candidate {
 }
 
 fn owner(e: &Election, a: &str) -> Option<String> {
-    e.owners.get(&ip(a)).map(|o| o.node.clone())
+    e.owners.get(&ip(a)).map(|o| o.node.to_string())
 }
 
 fn run(cfg: &Config, svcs: &[ServiceView], ns: &[NodeInfo]) -> Election {
@@ -164,9 +165,9 @@ fn sort_vectors_from_reference() {
             if rev {
                 v.reverse();
             }
-            let winner = elect(ip(a), &v, None, false).unwrap().node.clone();
+            let winner = elect(ip(a), &v, None, false).unwrap().node.to_string();
             rank_candidates(ip(a), &mut v);
-            let got: Vec<&str> = v.iter().map(|c| c.node.as_str()).collect();
+            let got: Vec<&str> = v.iter().map(|c| &*c.node).collect();
             assert_eq!(&got, want, "ip {a}");
             assert_eq!(winner, want[0], "ip {a}");
         }
@@ -515,7 +516,7 @@ fn cluster_policy_whole_slash_24_two_speakers() {
         // The owner is what a single-service election (MetalLB per Service) picks.
         let single = run(&cfg, &[svc("x/y", &[&a.to_string()])], &ns);
         assert_eq!(single.owners[&a].node, o.node);
-        *wins.entry(o.node.clone()).or_default() += 1;
+        *wins.entry(o.node.to_string()).or_default() += 1;
         // Exactly one of the two speakers announces.
         let announcing: Vec<&str> = ["iris1", "iris2"]
             .into_iter()
@@ -728,7 +729,7 @@ fn shared_ip_etp_local_uses_intersection_then_max_coverage() {
         &ns,
     );
     let o = &e.owners[&ip(a)];
-    assert!(o.node == "n2" || o.node == "n3");
+    assert!(&*o.node == "n2" || &*o.node == "n3");
     assert_eq!(o.services.len(), 2);
     // Disjoint: a node serving two of three Services wins; the third is reported.
     let e = run(
@@ -741,7 +742,7 @@ fn shared_ip_etp_local_uses_intersection_then_max_coverage() {
         &ns,
     );
     let o = &e.owners[&ip(a)];
-    assert_eq!(o.node, "n1");
+    assert_eq!(&*o.node, "n1");
     assert_eq!(
         o.services.iter().map(|k| &**k).collect::<Vec<_>>(),
         ["ns/a", "ns/b"]
@@ -752,7 +753,7 @@ fn shared_ip_etp_local_uses_intersection_then_max_coverage() {
     );
     // A sharer with no endpoints at all does not veto the others.
     let e = run(&cfg, &[mk("ns/a", &["n4"]), mk("ns/b", &[])], &ns);
-    assert_eq!(e.owners[&ip(a)].node, "n4");
+    assert_eq!(&*e.owners[&ip(a)].node, "n4");
     assert_eq!(
         e.not_announced[&("ns/b".into(), ip(a))],
         Reason::NoServingEndpoints
@@ -881,11 +882,11 @@ fn sticky_owner_survives_joins_and_returns_revertive_does_not() {
     assert_eq!(owner(&r4, a).as_deref(), Some("edge"));
     // An owner that becomes ineligible (ETP Local endpoint gone) loses the IP.
     let l = local(svc("ns/s", &[a]), &["node-a", "node-c"]);
-    let cur: BTreeMap<IpAddr, String> = [(ip(a), "node-b".to_string())].into();
+    let cur: BTreeMap<IpAddr, Arc<str>> = [(ip(a), "node-b".into())].into();
     let e5 = elect_all(&cfg, &[l], &all, &cur, &sticky);
     assert_eq!(owner(&e5, a).as_deref(), Some("node-a"));
     // A current owner that is unknown is simply ignored.
-    let cur: BTreeMap<IpAddr, String> = [(ip(a), "ghost".to_string())].into();
+    let cur: BTreeMap<IpAddr, Arc<str>> = [(ip(a), "ghost".into())].into();
     let e6 = elect_all(&cfg, std::slice::from_ref(&s), &all, &cur, &sticky);
     assert_eq!(owner(&e6, a).as_deref(), Some("node-b"));
 }
@@ -911,7 +912,7 @@ fn three_nodes_300_ips_spread_evenly() {
     assert_eq!(e.owners.len(), 300);
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for o in e.owners.values() {
-        *count.entry(o.node.as_str()).or_default() += 1;
+        *count.entry(&*o.node).or_default() += 1;
     }
     for (n, c) in &count {
         assert!(*c <= 120, "{n} owns {c} of 300 (> 40%): {count:?}");
@@ -930,8 +931,8 @@ fn three_nodes_300_ips_spread_evenly() {
     let mut to: BTreeMap<&str, usize> = BTreeMap::new();
     for (a, o) in &e.owners {
         let n2 = &e2.owners[a].node;
-        if o.node == "node-a" {
-            *to.entry(n2.as_str()).or_default() += 1;
+        if &*o.node == "node-a" {
+            *to.entry(&**n2).or_default() += 1;
         } else {
             assert_eq!(&o.node, n2, "{a} moved although its owner is alive");
         }

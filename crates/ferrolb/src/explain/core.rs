@@ -550,7 +550,7 @@ impl Ctx<'_> {
     fn ip(&self, view: &ServiceView, ip: IpAddr) -> IpExplanation {
         let mut out = IpExplanation {
             ip: ip.to_string(),
-            pool: view.pool.clone(),
+            pool: view.pool.as_deref().map(str::to_string),
             ..Default::default()
         };
         let ads = service_ads(self.config, view);
@@ -575,7 +575,7 @@ impl Ctx<'_> {
         let holder = self
             .claims
             .get(&ip)
-            .map(|c| c.holder.clone())
+            .map(|c| c.holder.to_string())
             .filter(|h| !h.is_empty());
         let announcer: Option<String> = match publishers.first() {
             Some(n) => Some((*n).clone()),
@@ -614,8 +614,8 @@ impl Ctx<'_> {
         }
         for n in self.nodes {
             let mut v = NodeVerdict {
-                node: n.name.clone(),
-                announces: announcer.as_deref() == Some(n.name.as_str()),
+                node: n.name.to_string(),
+                announces: announcer.as_deref() == Some(&*n.name),
                 ..Default::default()
             };
             let problems = speaker_problems(&n.name, self.speakers);
@@ -723,7 +723,7 @@ impl Ctx<'_> {
                     .collect();
                 if from_status.is_empty() {
                     match ads.as_ref().ok().and_then(|a| {
-                        let n = self.nodes.iter().find(|n| n.name == node)?;
+                        let n = self.nodes.iter().find(|n| *n.name == *node)?;
                         interfaces_for(a.iter().copied(), n)
                     }) {
                         Some(Interfaces::Named(n)) => n.into_iter().collect(),
@@ -754,7 +754,7 @@ impl Ctx<'_> {
         ads: &Result<Vec<&crate::config::L2Adv>, Reason>,
     ) -> Option<Why> {
         let ads = ads.as_ref().ok()?;
-        let info = self.nodes.iter().find(|n| n.name == node)?;
+        let info = self.nodes.iter().find(|n| *n.name == *node)?;
         let Interfaces::Named(allowed) = interfaces_for(ads.iter().copied(), info)? else {
             return None;
         };

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -64,8 +65,9 @@ pub fn ip_of_claim_name(name: &str) -> Option<IpAddr> {
 /// The current content of a claim as the API server holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
-    /// Owning node; empty when released.
-    pub holder: String,
+    /// Owning node; empty when released. In a [`ClaimBook`], one allocation per holder
+    /// shared by every claim it holds.
+    pub holder: Arc<str>,
     /// resourceVersion to use as the write precondition.
     pub resource_version: String,
     /// `spec.leaseTransitions` (incremented on every change of holder).
@@ -76,7 +78,7 @@ impl Claim {
     /// The election's view of this claim.
     pub fn record(&self) -> OwnerRecord {
         OwnerRecord {
-            holder: self.holder.clone(),
+            holder: self.holder.to_string(),
             epoch: u64::try_from(self.transitions).unwrap_or(0),
         }
     }
@@ -90,8 +92,9 @@ impl Claim {
             ip,
             Claim {
                 holder: spec
-                    .and_then(|s| s.holder_identity.clone())
-                    .unwrap_or_default(),
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .unwrap_or_default()
+                    .into(),
                 resource_version: lease.metadata.resource_version.clone().unwrap_or_default(),
                 transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
             },
@@ -131,10 +134,11 @@ pub struct ClaimBook {
     overlay: BTreeMap<IpAddr, Overlay>,
     /// What the watch shows with `overlay` laid over it.
     effective: BTreeMap<IpAddr, Claim>,
-    /// The holder of every held effective claim.
-    holders: BTreeMap<IpAddr, String>,
-    /// Holder → the IPs it holds.
-    by_holder: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// The holder of every held effective claim (the claim's allocation).
+    holders: BTreeMap<IpAddr, Arc<str>>,
+    /// Holder → the IPs it holds; its keys are the one allocation of each holder's name
+    /// that the effective claims and `holders` share.
+    by_holder: BTreeMap<Arc<str>, BTreeSet<IpAddr>>,
     /// IPs whose effective claim changed since the last [`ClaimBook::take_changed`].
     changed: BTreeSet<IpAddr>,
     /// During a relist: the IPs listed so far (the others are gone at its end).
@@ -239,12 +243,12 @@ impl ClaimBook {
     }
 
     /// The holder of every held effective claim.
-    pub fn holders(&self) -> &BTreeMap<IpAddr, String> {
+    pub fn holders(&self) -> &BTreeMap<IpAddr, Arc<str>> {
         &self.holders
     }
 
     /// Holder → the IPs it holds.
-    pub fn by_holder(&self) -> &BTreeMap<String, BTreeSet<IpAddr>> {
+    pub fn by_holder(&self) -> &BTreeMap<Arc<str>, BTreeSet<IpAddr>> {
         &self.by_holder
     }
 
@@ -267,8 +271,12 @@ impl ClaimBook {
             }
         }
         match now {
-            Some(c) => {
+            Some(mut c) => {
                 if !c.holder.is_empty() {
+                    // the holder's one allocation, if it holds other claims already
+                    if let Some((name, _)) = self.by_holder.get_key_value(&*c.holder) {
+                        c.holder = name.clone();
+                    }
                     self.holders.insert(ip, c.holder.clone());
                     self.by_holder
                         .entry(c.holder.clone())
@@ -556,13 +564,13 @@ mod tests {
                         changed.insert(ip);
                     }
                 }
-                let holders: BTreeMap<IpAddr, String> = want
+                let holders: BTreeMap<IpAddr, Arc<str>> = want
                     .iter()
                     .filter(|(_, c)| !c.holder.is_empty())
                     .map(|(ip, c)| (*ip, c.holder.clone()))
                     .collect();
                 prop_assert_eq!(b.holders(), &holders);
-                let mut by_holder: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+                let mut by_holder: BTreeMap<Arc<str>, BTreeSet<IpAddr>> = BTreeMap::new();
                 for (ip, h) in &holders {
                     by_holder.entry(h.clone()).or_default().insert(*ip);
                 }
@@ -571,6 +579,32 @@ mod tests {
             }
             prop_assert_eq!(b.take_changed(), changed);
         }
+    }
+
+    #[test]
+    fn claims_of_one_holder_share_its_name() {
+        let (x, y, z) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
+        let mut b = ClaimBook::default();
+        // each claim decoded on its own (as the watch does): three allocations of "a"
+        b.observe(x, Some(c("a", "1")));
+        b.observe(y, Some(c("a", "2")));
+        b.wrote(z, None, Some(c("a", "3")));
+        let name = b.by_holder().keys().next().unwrap().clone();
+        for ip in [x, y, z] {
+            assert!(Arc::ptr_eq(&b.claims()[&ip].holder, &name), "{ip}");
+            assert!(Arc::ptr_eq(&b.holders()[&ip], &name), "{ip}");
+        }
+        // a claim handed to another holder and back shares again
+        b.observe(y, Some(c("b", "4")));
+        b.observe(y, Some(c("a", "5")));
+        assert!(Arc::ptr_eq(&b.claims()[&y].holder, &name));
+        assert!(Arc::ptr_eq(&b.holders()[&y], &name));
+        assert_eq!(b.by_holder()["a"], BTreeSet::from([x, y, z]));
+        assert!(!b.by_holder().contains_key("b"));
     }
 
     #[test]

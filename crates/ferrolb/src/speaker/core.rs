@@ -547,7 +547,8 @@ impl<A: Announcer> Speaker<A> {
         let mut index = self.stores.index.lock().unwrap_or_else(|p| p.into_inner());
         let changes = index.changes(&config);
         if index.take_nodes_changed() || self.nodes_stale {
-            self.nodes = plan::node_infos(index.nodes(), &self.settings.node, may, &self.live);
+            self.nodes =
+                plan::node_infos(index.named_nodes(), &self.settings.node, may, &self.live);
             self.nodes_stale = false;
         }
         drop(index);
@@ -691,7 +692,7 @@ impl<A: Announcer> Speaker<A> {
     async fn confirm_one(&self, ip: IpAddr) -> Confirmed {
         let me = self.settings.node.as_str();
         let fresh = match self.clients.claims.get(ip).await {
-            Ok(Some(c)) if c.holder == me => {
+            Ok(Some(c)) if *c.holder == *me => {
                 match self.clients.claims.write(ip, Some(&c), &c.record()).await {
                     Ok(WriteOutcome::Won(c2)) => return Confirmed::Held(c2),
                     Ok(WriteOutcome::Lost) => self.clients.claims.get(ip).await,
@@ -702,7 +703,7 @@ impl<A: Announcer> Speaker<A> {
         };
         match fresh {
             // re-read after a lost race names us again: try on the next pass
-            Ok(Some(c)) if c.holder == me => Confirmed::Retry,
+            Ok(Some(c)) if *c.holder == *me => Confirmed::Retry,
             Ok(fresh) => Confirmed::Changed(fresh),
             Err(e) => {
                 tracing::warn!(%ip, error = %e, "cannot confirm claim");
@@ -772,7 +773,7 @@ impl<A: Announcer> Speaker<A> {
                 (Ok(WriteOutcome::Won(c)), Some(rec)) => {
                     tracing::info!(ip = %w.ip, holder = %rec.holder, epoch = rec.epoch, "claim written");
                     if rec.holder == self.settings.node {
-                        let prev = w.expected.as_ref().map(|c| c.holder.as_str()).unwrap_or("");
+                        let prev = w.expected.as_ref().map(|c| &*c.holder).unwrap_or("");
                         let lost = if prev.is_empty() {
                             // released (graceful hand-over) or new: the loss is what woke us
                             w.expected.as_ref().map(|_| now)
@@ -985,7 +986,7 @@ impl<A: Announcer> Speaker<A> {
             let index = self.index();
             (
                 index.views(&config),
-                plan::node_infos(index.nodes(), &self.settings.node, false, &self.live),
+                plan::node_infos(index.named_nodes(), &self.settings.node, false, &self.live),
             )
         };
         let handovers = plan::handovers(

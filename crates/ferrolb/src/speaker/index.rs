@@ -261,6 +261,12 @@ impl Index {
         self.nodes.values().map(|n| &**n)
     }
 
+    /// The kept Nodes with their interned names (the allocation the views' serving nodes
+    /// share).
+    pub fn named_nodes(&self) -> impl Iterator<Item = (&Arc<str>, &Node)> {
+        self.nodes.iter().map(|(k, n)| (k, &**n))
+    }
+
     /// How many Services (announceable), slices (with a serving endpoint) and Nodes are kept.
     pub fn len(&self) -> (usize, usize, usize) {
         (self.services.len(), self.slices.len(), self.nodes.len())

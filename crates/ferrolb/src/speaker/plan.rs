@@ -152,9 +152,9 @@ pub struct Changed<'a> {
     /// IPs whose claim changed since the last pass.
     pub claims: &'a BTreeSet<IpAddr>,
     /// The holder of every held claim ([`holders`] of the snapshot's claims).
-    pub holders: &'a BTreeMap<IpAddr, String>,
+    pub holders: &'a BTreeMap<IpAddr, Arc<str>>,
     /// Holder → the IPs it holds.
-    pub by_holder: &'a BTreeMap<String, BTreeSet<IpAddr>>,
+    pub by_holder: &'a BTreeMap<Arc<str>, BTreeSet<IpAddr>>,
 }
 
 /// One claim write.
@@ -395,7 +395,7 @@ impl Planner {
     /// same decisions from the IPs that can have changed only.
     pub fn plan_claims(&mut self, s: &Snapshot) -> ClaimPlan {
         let current = holders(s.claims);
-        let held_by_me = current.values().any(|h| *h == self.me);
+        let held_by_me = current.values().any(|h| **h == *self.me);
         let mut plan = self.plan(s, Owners::All(&current), None, held_by_me);
         plan.owners = self.election.result().owners.clone();
         plan
@@ -409,7 +409,7 @@ impl Planner {
     /// backoff changed. The plan's `scope` names the IPs it decided (None: all); `owners`
     /// holds the owners of the IPs it writes.
     pub fn plan_changed(&mut self, s: &Snapshot, changed: &Changed) -> ClaimPlan {
-        let held_by_me = changed.by_holder.contains_key(&self.me);
+        let held_by_me = changed.by_holder.contains_key(self.me.as_str());
         let owners = Owners::Changed {
             all: changed.holders,
             changed: changed.claims,
@@ -521,7 +521,7 @@ impl Planner {
                 .symmetric_difference(&self.last_by_heartbeat),
         );
         for n in nodes {
-            ips.extend(ch.by_holder.get(n).into_iter().flatten().copied());
+            ips.extend(ch.by_holder.get(n.as_str()).into_iter().flatten().copied());
         }
         ips
     }
@@ -538,11 +538,11 @@ impl Planner {
         let may = s.live.may;
         let now = s.now;
         let own = election.result().owners.get(&ip);
-        let desired = own.map(|o| o.node.as_str());
+        let desired = own.map(|o| &*o.node);
         let claim = s.claims.get(&ip);
         let alive = |n: &str| s.live.alive.contains(n);
         if let Some(c) = claim {
-            if c.holder != me && is_orphan(election.carries(&ip), c, &alive) {
+            if *c.holder != *me && is_orphan(election.carries(&ip), c, &alive) {
                 if may {
                     plan.writes.push(ClaimWrite {
                         ip,
@@ -554,7 +554,7 @@ impl Planner {
                 return;
             }
         }
-        let holder_state = match claim.map(|c| c.holder.as_str()) {
+        let holder_state = match claim.map(|c| &*c.holder) {
             None | Some("") => HolderState::Gone,
             Some(h) if h == me => HolderState::Alive,
             Some(h) if alive(h) => {
@@ -582,7 +582,9 @@ impl Planner {
                 }
             }
             ClaimAction::Claim { record } => {
-                let prev = claim.map(|c| c.holder.clone()).filter(|h| !h.is_empty());
+                let prev = claim
+                    .map(|c| c.holder.to_string())
+                    .filter(|h| !h.is_empty());
                 plan.writes.push(ClaimWrite {
                     ip,
                     expected: claim.cloned(),
@@ -971,7 +973,7 @@ fn follow(fence: &mut Fence, renewed: Option<Instant>) {
 }
 
 /// The holder of every held claim (the election's `current` owners).
-pub fn holders(claims: &BTreeMap<IpAddr, Claim>) -> BTreeMap<IpAddr, String> {
+pub fn holders(claims: &BTreeMap<IpAddr, Claim>) -> BTreeMap<IpAddr, Arc<str>> {
     claims
         .iter()
         .filter(|(_, c)| !c.holder.is_empty())
@@ -994,9 +996,9 @@ pub fn handovers(
     let election = elect_all(s.config, &views, s.nodes, &holders(s.claims), options);
     s.claims
         .iter()
-        .filter(|(_, c)| c.holder == me)
+        .filter(|(_, c)| *c.holder == *me)
         .map(|(ip, c)| {
-            let to = election.owners.get(ip).map(|o| o.node.clone());
+            let to = election.owners.get(ip).map(|o| o.node.to_string());
             let rec = OwnerRecord {
                 holder: to.unwrap_or_default(),
                 epoch: c.record().epoch + 1,
@@ -1006,24 +1008,27 @@ pub fn handovers(
         .collect()
 }
 
-/// The election's view of the nodes: this node's speaker is alive when it `may` announce,
-/// a peer's when `live` says so.
+/// The election's view of the nodes (each by its name, as the index holds it: the
+/// election's owners share that allocation): this node's speaker is alive when it `may`
+/// announce, a peer's when `live` says so.
 pub fn node_infos<'a>(
-    nodes: impl IntoIterator<Item = &'a Node>,
+    nodes: impl IntoIterator<Item = (&'a Arc<str>, &'a Node)>,
     me: &str,
     may: bool,
     live: &Live,
 ) -> Vec<NodeInfo> {
     nodes
         .into_iter()
-        .filter_map(|n| {
+        .filter_map(|(key, n)| {
             let name = n.metadata.name.as_deref()?;
             let alive = if name == me {
                 may
             } else {
                 live.alive.contains(name)
             };
-            NodeInfo::from_node(n, alive)
+            let mut info = NodeInfo::from_node(n, alive)?;
+            info.share_name(key);
+            Some(info)
         })
         .collect()
 }
@@ -1303,7 +1308,7 @@ mod tests {
                 }
                 // the nodes as the shell builds them (a ghost has a Lease but no Node)
                 for n in &mut w.nodes {
-                    n.speaker_alive = if n.name == ME { w.live.may } else { w.live.alive.contains(&n.name) };
+                    n.speaker_alive = if &*n.name == ME { w.live.may } else { w.live.alive.contains(&*n.name) };
                 }
                 for (ip, c) in &w.claims {
                     book.observe(*ip, Some(c.clone()));
@@ -1362,7 +1367,7 @@ mod tests {
                     match (o, &wr.record) {
                         (Written::Won(_), Some(r)) => {
                             rv += 1;
-                            w.claims.insert(wr.ip, Claim { holder: r.holder.clone(),
+                            w.claims.insert(wr.ip, Claim { holder: r.holder.as_str().into(),
                                 resource_version: rv.to_string(),
                                 transitions: i32::try_from(r.epoch).unwrap() });
                         }
@@ -1750,12 +1755,12 @@ mod tests {
         let w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim("b", "3"));
         let mut p = planner();
         let plan = p.plan_claims(&w.snapshot(Instant::now()));
-        assert_eq!(plan.owners[&ip("10.0.0.1")].node, "b");
+        assert_eq!(&*plan.owners[&ip("10.0.0.1")].node, "b");
         assert!(plan.announce.is_empty() && plan.writes.is_empty());
         // and when we hold it, we keep it with b alive and eligible
         let w = World::new(&[ME, "b"], &["b"]).claimed("10.0.0.1", claim(ME, "3"));
         let plan = p.plan_claims(&w.snapshot(Instant::now()));
-        assert_eq!(plan.owners[&ip("10.0.0.1")].node, ME);
+        assert_eq!(&*plan.owners[&ip("10.0.0.1")].node, ME);
         assert!(plan.announce.contains_key(&ip("10.0.0.1")));
         assert!(plan.writes.is_empty());
     }

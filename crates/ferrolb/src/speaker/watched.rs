@@ -65,7 +65,7 @@ impl LeaseFacts {
         Some((
             ip,
             Claim {
-                holder: self.holder.clone(),
+                holder: self.holder.as_str().into(),
                 resource_version: self.resource_version.clone(),
                 transitions: self.transitions,
             },

@@ -346,7 +346,7 @@ async fn claim_holder(client: &Client, ipv: IpAddr) -> Option<String> {
         .await
         .unwrap()
         .and_then(|l| Claim::from_lease(&l))
-        .map(|(_, c)| c.holder)
+        .map(|(_, c)| c.holder.to_string())
 }
 
 async fn statuses(client: &Client) -> Vec<ServiceL2Status> {
@@ -727,7 +727,7 @@ async fn concurrent_claims_have_exactly_one_winner() {
     assert!(matches!(first, WriteOutcome::Won(_)));
     assert_eq!(second, WriteOutcome::Lost);
     let now = a.get(ipv).await.unwrap().unwrap();
-    assert_eq!(now.holder, "a");
+    assert_eq!(&*now.holder, "a");
     assert_eq!(now.record().epoch, 2);
 }
 

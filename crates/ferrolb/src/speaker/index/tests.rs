@@ -704,3 +704,86 @@ fn services_served_from_the_same_nodes_share_one_set() {
     assert!(ix.node_sets.len() <= 2 * 64 + 4, "{}", ix.node_sets.len());
     assert_eq!(nodes_of(&ix.view("ns/b", &c).unwrap()), ["m499"]);
 }
+
+#[test]
+fn the_elections_nodes_and_owners_share_the_indexs_node_names() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    let mut c = c;
+    c.l2_advertisements.push(crate::config::L2Adv {
+        name: "all".into(),
+        ..Default::default()
+    });
+    ix.node(Event::Apply(SlimNode::of(&node("n1", "a"))));
+    ix.node(Event::Apply(SlimNode::of(&node("n2", "a"))));
+    for i in 1..=10 {
+        let name = format!("s{i}");
+        put_svc(
+            &mut ix,
+            &service(
+                &name,
+                "LoadBalancer",
+                None,
+                &[&format!("192.168.1.{i}")],
+                false,
+            ),
+        );
+        put_slice(
+            &mut ix,
+            &slice(&format!("{name}-1"), &name, &[("n1", true)]),
+        );
+    }
+    let live = crate::speaker::plan::Live {
+        may: true,
+        alive: ["n2".to_string()].into(),
+        ..Default::default()
+    };
+    let infos = crate::speaker::plan::node_infos(ix.named_nodes(), "n1", true, &live);
+    assert_eq!(infos.len(), 2);
+    let views = ix.views(&c);
+    let served_from = views[0]
+        .serving_endpoint_nodes
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let n1 = infos.iter().find(|n| &*n.name == "n1").unwrap();
+    // the Node's name is the endpoints' interned name
+    assert!(Arc::ptr_eq(&n1.name, &served_from));
+    let e = crate::election::elect_all(&c, &views, &infos, &BTreeMap::new(), &Default::default());
+    assert_eq!(e.owners.len(), 10);
+    for o in e.owners.values() {
+        let info = infos.iter().find(|n| n.name == o.node).unwrap();
+        assert!(Arc::ptr_eq(&o.node, &info.name), "{o:?}");
+    }
+    // infos made again (a Node changed) hold the same allocations
+    let again = crate::speaker::plan::node_infos(ix.named_nodes(), "n1", true, &live);
+    assert!(again
+        .iter()
+        .zip(&infos)
+        .all(|(a, b)| Arc::ptr_eq(&a.name, &b.name)));
+}
+
+#[test]
+fn views_share_their_pools_name_with_the_configuration() {
+    let mut ix = Index::new(None);
+    let c = config("192.168.1.0/24");
+    for i in 1..=3 {
+        put_svc(
+            &mut ix,
+            &service(
+                &format!("s{i}"),
+                "LoadBalancer",
+                None,
+                &[&format!("192.168.1.{i}")],
+                false,
+            ),
+        );
+    }
+    let name = &c.pools["p"].name;
+    let views = ix.views(&c);
+    assert_eq!(views.len(), 3);
+    for v in views.iter().chain(ix.changes(&c).values().flatten()) {
+        assert!(Arc::ptr_eq(v.pool.as_ref().unwrap(), name), "{}", v.key);
+    }
+}
