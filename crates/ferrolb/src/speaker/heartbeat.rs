@@ -10,7 +10,8 @@
 //!
 //! Cost: with N peers, N heartbeats arrive and N leave every interval. The socket is not
 //! watched for readiness (N event-loop wake-ups per interval): queued datagrams are read
-//! with `recvmmsg` at each tick (and between ticks beyond 64 peers, [`read_period`]), at the
+//! with `recvmmsg` at each tick (and between ticks only when the socket's queue could not
+//! hold an interval's heartbeats with room to spare, [`read_period`]), at the
 //! table's next deadline and before each evaluation of the speaker loop, each recorded in the table in O(log N) as heard when it *arrived* (the
 //! kernel's receive timestamp, [`arrival`]); the table's summary and its next deadline
 //! (O(N), allocation-free) are recomputed at the tick and at that deadline. Each tick sends the one signed datagram to every peer with
@@ -395,6 +396,12 @@ pub async fn serve(
             return;
         }
     };
+    // what one read may take: half of what the socket's queue holds
+    let per_read = per_read(
+        socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .unwrap_or(0),
+    );
     let incarnation = unix_ms();
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(mesh.rules.timing.interval);
@@ -407,8 +414,8 @@ pub async fn serve(
     // recomputations this is never later than the true one, only sometimes earlier.
     let deadline = tokio::time::sleep(far);
     tokio::pin!(deadline);
-    // Reads between ticks when there are many peers, so the queue never holds more than
-    // about one batch ([`read_period`]); up to one batch, the tick's read is all.
+    // Reads between ticks when there are more peers than one read may take, so the queue
+    // never holds more than that ([`read_period`]); up to that, the tick's read is all.
     let interval = mesh.rules.timing.interval;
     let mut period = interval;
     let after = |period: Duration| {
@@ -430,7 +437,7 @@ pub async fn serve(
                     let st = mesh.lock();
                     (st.targets.clone(), if st.may_announce { FLAG_MAY_ANNOUNCE } else { 0 })
                 };
-                period = read_period(interval, targets.len());
+                period = read_period(interval, targets.len(), per_read);
                 next_read.as_mut().reset(after(period));
                 let msg = Heartbeat {
                     node: node.to_string(),
@@ -476,16 +483,29 @@ pub async fn serve(
 /// Datagrams read per `recvmmsg`, sent per `sendmmsg`.
 const BATCH: usize = 64;
 
+/// Receive-queue room counted per queued heartbeat: the kernel charges each datagram its
+/// buffer's true size (under 1 KiB on a veth, up to 2 KiB for most NICs' receive buffers),
+/// not its ~100 bytes.
+const DATAGRAM_ROOM: usize = 2048;
+
+/// How many heartbeats one read may take from a socket whose receive queue holds
+/// `rcvbuf` bytes (`SO_RCVBUF` as the kernel reports it): half of what fits (room for
+/// late reads and bursts), at least one [`BATCH`] (the figure before the queue's size was
+/// read), at most [`DRAIN_MAX`]. The default `net.core.rmem_max` (208 KiB, doubled by the
+/// kernel) gives 104: a cluster of up to 105 nodes is read once per interval.
+pub fn per_read(rcvbuf: usize) -> usize {
+    (rcvbuf / DATAGRAM_ROOM / 2).clamp(BATCH, DRAIN_MAX)
+}
+
 /// How often the heartbeat socket is read, with `peers` each sending one heartbeat per
-/// `interval`: once per interval while they fit in one [`BATCH`], more often beyond, so the
-/// socket's queue holds about one batch between reads (its default receive buffer of
-/// ~200 KiB holds ~200 heartbeats: read once per interval, a cluster of more than ~200
-/// nodes would overflow it); never more often than every 2 ms.
-pub fn read_period(interval: Duration, peers: usize) -> Duration {
-    if peers <= BATCH {
+/// `interval` and `per_read` ([`per_read`]) the most one read may take: once per interval
+/// (at the tick, no other wake-up) while they fit, more often beyond, so the socket's queue
+/// holds about `per_read` between reads; never more often than every 2 ms.
+pub fn read_period(interval: Duration, peers: usize, per_read: usize) -> Duration {
+    if peers <= per_read {
         return interval;
     }
-    (interval * BATCH as u32 / peers as u32).max(Duration::from_millis(2))
+    (interval * per_read as u32 / peers as u32).max(Duration::from_millis(2))
 }
 
 /// Most a wall-clock reading may drift from the monotonic clock between two reads of the
@@ -804,19 +824,37 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_is_read_often_enough_that_one_batch_holds_what_arrives_between_reads() {
+    fn the_socket_is_read_often_enough_that_one_read_holds_what_arrives_between_reads() {
         let i = Duration::from_millis(100);
-        assert_eq!(read_period(i, 0), i);
-        assert_eq!(read_period(i, 64), i);
+        // a small queue: one batch per read, as before its size was read
+        let b = per_read(0);
+        assert_eq!(b, BATCH);
+        assert_eq!(read_period(i, 0, b), i);
+        assert_eq!(read_period(i, 64, b), i);
         for peers in [65, 99, 200, 1_000, 3_000] {
-            let p = read_period(i, peers);
+            let p = read_period(i, peers, b);
             let per_read = peers as f64 * p.as_secs_f64() / i.as_secs_f64();
             assert!(p < i && per_read <= BATCH as f64, "{peers}: {p:?}");
         }
         // at the 2 ms floor, one read still takes what arrived since the last
-        let per_read = 10_000.0 * 0.002 / 0.1;
-        assert!(read_period(i, 10_000) == Duration::from_millis(2) && per_read <= DRAIN_MAX as f64);
-        assert_eq!(read_period(i, 1_000_000), Duration::from_millis(2));
+        let per = 10_000.0 * 0.002 / 0.1;
+        assert!(read_period(i, 10_000, b) == Duration::from_millis(2) && per <= DRAIN_MAX as f64);
+        assert_eq!(read_period(i, 1_000_000, b), Duration::from_millis(2));
+        // the default rmem_max (212 992 bytes, reported doubled): 100 nodes are read at the
+        // tick alone, with half the queue to spare
+        let d = per_read(2 * 212_992);
+        assert_eq!(d, 104);
+        assert_eq!(read_period(i, 99, d), i);
+        // beyond, reads between ticks, each taking at most that
+        for peers in [105, 200, 1_000] {
+            let p = read_period(i, peers, d);
+            let took = peers as f64 * p.as_secs_f64() / i.as_secs_f64();
+            assert!(p < i && took <= d as f64, "{peers}: {p:?}");
+        }
+        // 1 MiB granted (2 MiB reported): up to DRAIN_MAX per read, never more
+        assert_eq!(per_read(2 << 20), DRAIN_MAX);
+        assert_eq!(read_period(i, DRAIN_MAX, per_read(2 << 20)), i);
+        assert_eq!(per_read(usize::MAX), DRAIN_MAX);
     }
 
     /// 150 datagrams read 200 ms after they arrived, in three batches: each is stamped with
