@@ -1,6 +1,6 @@
 //! Process plumbing shared by `ferrolb controller` and `ferrolb speaker`: the kube client
-//! builder, the duration syntax of every flag, the shutdown-signal waiter, and giving freed
-//! memory back to the OS.
+//! builder, the duration syntax of every flag, the shutdown-signal waiter, and the
+//! allocator's settings.
 
 use std::time::Duration;
 
@@ -141,54 +141,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Gives freed heap pages back to the OS (glibc keeps them after bursts such as the
-/// initial LIST of thousands of objects, in every thread's arena). No-op elsewhere.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Makes every thread allocate from glibc's main arena. By default glibc gives a thread
-/// that meets contention an arena of its own (up to 8 per core), each keeping its own free
-/// pages and fragments: for the speaker (two runtime workers, a receive thread per
-/// interface, little contention) the per-thread arenas held a few MiB more at rest than one
-/// arena does, at no measurable CPU cost. Call before any thread starts. No-op elsewhere.
-pub fn use_one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-/// Makes glibc map every allocation of `bytes` or more apart from the heap (and unmap it
-/// when freed), at a fixed threshold. By default the threshold follows the largest block
-/// freed so far (up to 32 MiB): after the initial lists and their big response buffers
-/// and tables, later big blocks land in the heap, where the small ones left around them
-/// keep their pages from ever being given back. Call before any thread starts. No-op
-/// elsewhere.
-pub fn map_large_allocations_apart(bytes: usize) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
-    unsafe {
-        libc::mallopt(
-            libc::M_MMAP_THRESHOLD,
-            libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
-        );
-    }
-}
-
-/// [`release_free_memory`] every `period`, forever. Its cost follows the allocator's free
-/// lists, not the number of objects held.
-pub async fn release_free_memory_every(period: Duration) {
-    loop {
-        tokio::time::sleep(period).await;
-        release_free_memory();
-    }
-}
+/// jemalloc's settings for the `ferrolb` binary (the C string jemalloc reads at its start;
+/// the binary's `malloc_conf` says why each).
+pub const MALLOC_CONF: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
 #[cfg(test)]
 mod tests {
