@@ -141,6 +141,50 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The backoff of every watch: kube's default (800 ms doubling to 30 s, jittered, started
+/// over after two quiet minutes), reset lazily.
+pub fn watch_backoff() -> LazyReset<kube::runtime::watcher::DefaultBackoff> {
+    LazyReset::new(kube::runtime::watcher::DefaultBackoff::default())
+}
+
+/// A backoff whose reset waits for the next delay asked of it. kube's watch streams reset
+/// their backoff at every event and at every poll that finds none; resetting kube's default
+/// backoff builds it anew, which a speaker at rest on a 100-node cluster did more than a
+/// hundred times a second for the peers' Lease renewals alone. The delays are the same:
+/// the inner backoff is reset once, before the first delay after any number of resets.
+#[derive(Debug)]
+pub struct LazyReset<B> {
+    inner: B,
+    reset_due: bool,
+}
+
+impl<B> LazyReset<B> {
+    /// `inner`, as it is.
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            reset_due: false,
+        }
+    }
+}
+
+impl<B: kube::runtime::utils::Backoff> Iterator for LazyReset<B> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if std::mem::take(&mut self.reset_due) {
+            self.inner.reset();
+        }
+        self.inner.next()
+    }
+}
+
+impl<B: kube::runtime::utils::Backoff> kube::runtime::utils::Backoff for LazyReset<B> {
+    fn reset(&mut self) {
+        self.reset_due = true;
+    }
+}
+
 /// jemalloc's settings for the `ferrolb` binary (the C string jemalloc reads at its start;
 /// the binary's `malloc_conf` says why each).
 pub const MALLOC_CONF: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
@@ -148,6 +192,53 @@ pub const MALLOC_CONF: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_d
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backoff counting its resets, giving 1, 2, 3, … seconds since the last one.
+    #[derive(Default)]
+    struct Counting {
+        resets: u32,
+        step: u64,
+    }
+
+    impl Iterator for Counting {
+        type Item = Duration;
+        fn next(&mut self) -> Option<Duration> {
+            self.step += 1;
+            Some(Duration::from_secs(self.step))
+        }
+    }
+
+    impl kube::runtime::utils::Backoff for Counting {
+        fn reset(&mut self) {
+            self.resets += 1;
+            self.step = 0;
+        }
+    }
+
+    #[test]
+    fn a_lazy_reset_gives_the_delays_of_an_eager_one_and_resets_once_per_delay() {
+        use kube::runtime::utils::Backoff;
+        // r: reset, n: next delay — as a watch stream calls them
+        let calls = "nnrrrrnnrnrrrrrrrrnnnrr";
+        let mut eager = Counting::default();
+        let mut lazy = LazyReset::new(Counting::default());
+        for c in calls.chars() {
+            match c {
+                'r' => {
+                    eager.reset();
+                    lazy.reset();
+                }
+                _ => assert_eq!(lazy.next(), eager.next(), "after {calls:?}"),
+            }
+        }
+        assert_eq!(eager.resets, 15);
+        assert_eq!(
+            lazy.inner.resets, 3,
+            "once before each delay that follows resets"
+        );
+        // a reset still pending when nothing more is asked costs nothing
+        assert!(lazy.reset_due);
+    }
 
     #[test]
     fn durations_parse() {

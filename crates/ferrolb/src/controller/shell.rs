@@ -77,7 +77,7 @@ impl Inputs {
             K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         {
             watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
+                .backoff(crate::runtime::watch_backoff())
                 .boxed()
         }
         Self {
