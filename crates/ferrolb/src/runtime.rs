@@ -1,6 +1,6 @@
 //! Process plumbing shared by `ferrolb controller` and `ferrolb speaker`: the kube client
-//! builder, the duration syntax of every flag, the shutdown-signal waiter, and giving freed
-//! memory back to the OS.
+//! builder, the duration syntax of every flag, the shutdown-signal waiter, and the
+//! allocator's settings.
 
 use std::time::Duration;
 
@@ -141,58 +141,104 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Gives freed heap pages back to the OS (glibc keeps them after bursts such as the
-/// initial LIST of thousands of objects, in every thread's arena). No-op elsewhere.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
+/// The backoff of every watch: kube's default (800 ms doubling to 30 s, jittered, started
+/// over after two quiet minutes), reset lazily.
+pub fn watch_backoff() -> LazyReset<kube::runtime::watcher::DefaultBackoff> {
+    LazyReset::new(kube::runtime::watcher::DefaultBackoff::default())
+}
+
+/// A backoff whose reset waits for the next delay asked of it. kube's watch streams reset
+/// their backoff at every event and at every poll that finds none; resetting kube's default
+/// backoff builds it anew, which a speaker at rest on a 100-node cluster did more than a
+/// hundred times a second for the peers' Lease renewals alone. The delays are the same:
+/// the inner backoff is reset once, before the first delay after any number of resets.
+#[derive(Debug)]
+pub struct LazyReset<B> {
+    inner: B,
+    reset_due: bool,
+}
+
+impl<B> LazyReset<B> {
+    /// `inner`, as it is.
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            reset_due: false,
+        }
     }
 }
 
-/// Makes every thread allocate from glibc's main arena. By default glibc gives a thread
-/// that meets contention an arena of its own (up to 8 per core), each keeping its own free
-/// pages and fragments: for the speaker (two runtime workers, a receive thread per
-/// interface, little contention) the per-thread arenas held a few MiB more at rest than one
-/// arena does, at no measurable CPU cost. Call before any thread starts. No-op elsewhere.
-pub fn use_one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+impl<B: kube::runtime::utils::Backoff> Iterator for LazyReset<B> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if std::mem::take(&mut self.reset_due) {
+            self.inner.reset();
+        }
+        self.inner.next()
     }
 }
 
-/// Makes glibc map every allocation of `bytes` or more apart from the heap (and unmap it
-/// when freed), at a fixed threshold. By default the threshold follows the largest block
-/// freed so far (up to 32 MiB): after the initial lists and their big response buffers
-/// and tables, later big blocks land in the heap, where the small ones left around them
-/// keep their pages from ever being given back. Call before any thread starts. No-op
-/// elsewhere.
-pub fn map_large_allocations_apart(bytes: usize) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
-    unsafe {
-        libc::mallopt(
-            libc::M_MMAP_THRESHOLD,
-            libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
-        );
+impl<B: kube::runtime::utils::Backoff> kube::runtime::utils::Backoff for LazyReset<B> {
+    fn reset(&mut self) {
+        self.reset_due = true;
     }
 }
 
-/// [`release_free_memory`] every `period`, forever. Its cost follows the allocator's free
-/// lists, not the number of objects held.
-pub async fn release_free_memory_every(period: Duration) {
-    loop {
-        tokio::time::sleep(period).await;
-        release_free_memory();
-    }
-}
+/// jemalloc's settings for the `ferrolb` binary (the C string jemalloc reads at its start;
+/// the binary's `malloc_conf` says why each).
+pub const MALLOC_CONF: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backoff counting its resets, giving 1, 2, 3, … seconds since the last one.
+    #[derive(Default)]
+    struct Counting {
+        resets: u32,
+        step: u64,
+    }
+
+    impl Iterator for Counting {
+        type Item = Duration;
+        fn next(&mut self) -> Option<Duration> {
+            self.step += 1;
+            Some(Duration::from_secs(self.step))
+        }
+    }
+
+    impl kube::runtime::utils::Backoff for Counting {
+        fn reset(&mut self) {
+            self.resets += 1;
+            self.step = 0;
+        }
+    }
+
+    #[test]
+    fn a_lazy_reset_gives_the_delays_of_an_eager_one_and_resets_once_per_delay() {
+        use kube::runtime::utils::Backoff;
+        // r: reset, n: next delay — as a watch stream calls them
+        let calls = "nnrrrrnnrnrrrrrrrrnnnrr";
+        let mut eager = Counting::default();
+        let mut lazy = LazyReset::new(Counting::default());
+        for c in calls.chars() {
+            match c {
+                'r' => {
+                    eager.reset();
+                    lazy.reset();
+                }
+                _ => assert_eq!(lazy.next(), eager.next(), "after {calls:?}"),
+            }
+        }
+        assert_eq!(eager.resets, 15);
+        assert_eq!(
+            lazy.inner.resets, 3,
+            "once before each delay that follows resets"
+        );
+        // a reset still pending when nothing more is asked costs nothing
+        assert!(lazy.reset_due);
+    }
 
     #[test]
     fn durations_parse() {

@@ -77,7 +77,7 @@ impl Inputs {
             K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         {
             watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
+                .backoff(crate::runtime::watch_backoff())
                 .boxed()
         }
         Self {
@@ -455,8 +455,6 @@ pub async fn lead(
             future::ready(())
         });
 
-    // Return the memory of the start-up burst (LIST, rebuild, initial watch) to the OS.
-    let trim = crate::runtime::release_free_memory_every(Duration::from_secs(10));
     let config_task = run_config(
         ctx.clone(),
         pool_events,
@@ -473,7 +471,6 @@ pub async fn lead(
         r = config_task => r,
         r = pool_status_task => r,
         r = ns_task => r,
-        _ = trim => unreachable!("the trim loop never ends"),
     }
 }
 

@@ -159,10 +159,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     wait_ready(&stores).await;
     tracing::info!("caches synced");
-    // Return the memory of the initial lists (and of later relists) to the OS.
-    tokio::spawn(crate::runtime::release_free_memory_every(
-        Duration::from_secs(10),
-    ));
     adopt_statuses(&clients.status, &stores, &args.node_name);
     health.set_ready(true);
     let mut speaker = Speaker::new(
@@ -339,7 +335,10 @@ where
     K: watched::Watchable,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, config).backoff(crate::runtime::watch_backoff()),
+    );
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {

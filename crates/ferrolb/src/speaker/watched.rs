@@ -216,7 +216,7 @@ impl<K> Watchable for K where
 {
 }
 
-/// Runs a watch of `api` (with kube's default backoff) in its own task, handing each event
+/// Runs a watch of `api` (with [`crate::runtime::watch_backoff`]) in its own task, handing each event
 /// to `on_event` until it returns false; a failed watch is logged and retried. The one
 /// event loop of the speaker's watches (Leases, ServiceL2Statuses, the index's kinds).
 pub fn spawn_watch<K>(
@@ -225,7 +225,7 @@ pub fn spawn_watch<K>(
 ) where
     K: Watchable,
 {
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    let stream = watcher(api, watcher::Config::default()).backoff(crate::runtime::watch_backoff());
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
