@@ -27,7 +27,7 @@ use super::config_view::build_config;
 use super::events::{EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, LeaseMark, PeerTracker, Renewals};
-use super::metrics::Metrics;
+use super::metrics::{Announcements, Metrics};
 use super::plan::{
     self, Announced, Changed, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
@@ -105,8 +105,9 @@ pub struct Speaker<A: Announcer> {
     renewals: Renewals,
     /// Node → when its Lease was last seen changing (the peers' Lease liveness).
     tracker: PeerTracker,
-    /// IP → what the dataplane answers for it now (what the announcer was told).
-    announced: BTreeMap<IpAddr, Announced>,
+    /// IP → what the dataplane answers for it now (what the announcer was told); the
+    /// `announced` series are read from it.
+    announced: Announcements,
     /// The claims as the Lease watch shows them, with our own writes it has not shown yet.
     claims: ClaimBook,
     /// During a Lease relist: the names listed so far.
@@ -205,6 +206,8 @@ impl<A: Announcer> Speaker<A> {
         metrics: Arc<Metrics>,
         renewals: Renewals,
     ) -> Self {
+        let announced = Announcements::default();
+        metrics.show_announced(&settings.node, &announced);
         Self {
             tracker: PeerTracker::new(settings.clock.lease_duration()),
             planner: Planner::new(&settings.node, settings.options, settings.clock),
@@ -214,7 +217,7 @@ impl<A: Announcer> Speaker<A> {
             announcer,
             metrics,
             renewals,
-            announced: BTreeMap::new(),
+            announced,
             claims: ClaimBook::default(),
             lease_relist: None,
             loss_at: BTreeMap::new(),
@@ -473,7 +476,7 @@ impl<A: Announcer> Speaker<A> {
 
     /// The IPs currently announced.
     pub fn announced(&self) -> BTreeSet<IpAddr> {
-        self.announced.keys().copied().collect()
+        self.announced.read().keys().copied().collect()
     }
 
     /// Records one observed Lease (as a watch event would). See [`Self::lease_event`].
@@ -584,22 +587,19 @@ impl<A: Announcer> Speaker<A> {
     }
 
     fn withdraw(&mut self, ip: IpAddr) {
-        if let Some(a) = self.announced.remove(&ip) {
+        let gone = self.announced.write().remove(&ip);
+        if let Some(a) = gone {
             self.planner.note_announced(ip, Some(&a), None);
             self.tell_board(ip, None);
             self.announcer.withdraw(ip);
             self.metrics.change(false);
-            for s in a.services.iter() {
-                let labels = self.metrics.announced_labels(s, ip, &self.settings.node);
-                self.metrics.announced.remove(&labels);
-            }
             tracing::info!(%ip, "withdrawn");
         }
     }
 
     /// Withdraws every announcement at once (fencing, shutdown).
     pub fn withdraw_all(&mut self) {
-        let ips: Vec<IpAddr> = self.announced.keys().copied().collect();
+        let ips: Vec<IpAddr> = self.announced.read().keys().copied().collect();
         for ip in ips {
             self.withdraw(ip);
         }
@@ -631,9 +631,10 @@ impl<A: Announcer> Speaker<A> {
                 by_holder: self.claims.by_holder(),
             },
         );
-        if plan.fenced && !self.announced.is_empty() {
+        let count = self.announced.read().len();
+        if plan.fenced && count > 0 {
             tracing::warn!(
-                count = self.announced.len(),
+                count,
                 heartbeats = self.mesh.as_ref().is_some_and(|m| m.lock().enabled),
                 "fenced (no heartbeat quorum / node lease not renewed in time): withdrawing everything"
             );
@@ -821,7 +822,8 @@ impl<A: Announcer> Speaker<A> {
             .iter()
             .map(|(ip, o)| (*ip, Announced::from(o)))
             .collect();
-        let (gone, changes) = plan::dataplane_changes_within(&self.announced, &target, scope);
+        let (gone, changes) =
+            plan::dataplane_changes_within(&self.announced.read(), &target, scope);
         for ip in gone {
             self.withdraw(ip);
         }
@@ -844,22 +846,10 @@ impl<A: Announcer> Speaker<A> {
             };
             let pending = self.planner.announce_events(ch.ip, &ch.want, &missing);
             self.spawn_events(pending);
-            for s in ch.dropped_services() {
-                let labels = self
-                    .metrics
-                    .announced_labels(&s.into(), ch.ip, &self.settings.node);
-                self.metrics.announced.remove(&labels);
-            }
-            for s in ch.want.services.iter() {
-                self.metrics
-                    .announced
-                    .get_or_create(&self.metrics.announced_labels(s, ch.ip, &self.settings.node))
-                    .set(1);
-            }
             self.planner
                 .note_announced(ch.ip, ch.prev.as_ref(), Some(&ch.want));
             self.tell_board(ch.ip, Some(&ch.want));
-            self.announced.insert(ch.ip, ch.want);
+            self.announced.write().insert(ch.ip, ch.want);
         }
         self.loss_at.clear();
     }
@@ -869,6 +859,7 @@ impl<A: Announcer> Speaker<A> {
     pub fn interfaces_changed(&mut self) {
         let all: Vec<(IpAddr, Announced)> = self
             .announced
+            .read()
             .iter()
             .map(|(i, a)| (*i, a.clone()))
             .collect();
@@ -882,7 +873,7 @@ impl<A: Announcer> Speaker<A> {
     /// Turns a duplicate-responder report from the dataplane into a Warning on the
     /// Services of the IP (once per other MAC).
     pub fn duplicate_responder(&mut self, d: &DuplicateResponder) {
-        let Some(a) = self.announced.get(&d.ip) else {
+        let Some(a) = self.announced.read().get(&d.ip).cloned() else {
             return;
         };
         tracing::warn!(ip = %d.ip, interface = %d.interface, their_mac = %d.their_mac, our_mac = %d.our_mac,
@@ -891,7 +882,7 @@ impl<A: Announcer> Speaker<A> {
             "another host ({}) answers for {} on interface {} of node {:?} (ours: {})",
             d.their_mac, d.ip, d.interface, self.settings.node, d.our_mac
         );
-        let pending = self.planner.duplicate_events(&a.clone(), &msg);
+        let pending = self.planner.duplicate_events(&a, &msg);
         self.spawn_events(pending);
     }
 
@@ -921,7 +912,7 @@ impl<A: Announcer> Speaker<A> {
                 .unwrap_or_else(|p| p.into_inner());
             let changed = book.take_changed();
             self.planner
-                .status_changed(&self.announced, &book, changed, &self.live.alive, now)
+                .status_changed(&self.announced.read(), &book, changed, &self.live.alive, now)
         };
         let api = self.clients.status.clone();
         let results: Vec<(StatusWrite, Result<(), kube::Error>)> =
@@ -955,7 +946,7 @@ impl<A: Announcer> Speaker<A> {
     }
 
     fn next_wakeup(&self, now: Instant, may: bool) -> Option<Instant> {
-        let fence = if may && !self.announced.is_empty() {
+        let fence = if may && !self.announced.read().is_empty() {
             self.fence().deadline()
         } else {
             None
