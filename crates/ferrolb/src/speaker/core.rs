@@ -135,6 +135,9 @@ pub struct Speaker<A: Announcer> {
     board: Option<super::state::SharedBoard>,
     /// The instant of the last pass (its timers are re-armed from it, see [`Self::rearm`]).
     last_pass: Option<Instant>,
+    /// How many entries the per-IP tables held when they were last rebuilt dense
+    /// ([`Self::make_dense`]; 0 at first).
+    dense_at: usize,
     /// The election's view of the nodes ([`plan::node_infos`]), rebuilt only when a Node,
     /// this node's permission or the set of live peers changed.
     nodes: Vec<NodeInfo>,
@@ -192,6 +195,12 @@ pub fn liveness_changes(
 }
 
 /// Whether two lists of a store's objects are the same objects, in the same order.
+/// Whether tables of `size` entries, `at` when last rebuilt dense, are due again: they grew
+/// or shrank by more than an eighth of that (and by more than 64 entries).
+fn dense_due(at: usize, size: usize) -> bool {
+    size.abs_diff(at) > at / 8 + 64
+}
+
 fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
@@ -229,6 +238,7 @@ impl<A: Announcer> Speaker<A> {
             lease_was_fresh: false,
             board: None,
             last_pass: None,
+            dense_at: 0,
             nodes: Vec::new(),
             nodes_stale: true,
             targets_from: None,
@@ -649,16 +659,54 @@ impl<A: Announcer> Speaker<A> {
             self.confirm_claims(&mut announce, now).await;
         }
         let writes = self.planner.writes_due(plan.writes, now);
+        let mut quiet = !plan.fenced && plan.withdraw_first.is_empty() && writes.is_empty();
         if !writes.is_empty() {
             let won = self.write_claims(writes, &plan.owners, now).await;
             announce.extend(won);
         }
-        self.apply_dataplane(&announce, plan.scope.as_ref(), now);
+        quiet &= self.apply_dataplane(&announce, plan.scope.as_ref(), now) == 0;
         if may {
-            self.sync_status(now).await;
+            quiet &= self.sync_status(now).await == 0;
         }
         self.publish_state(now);
+        if quiet {
+            self.make_dense_when_grown();
+        }
         self.next_wakeup(now, may)
+    }
+
+    /// At a pass that changed nothing: rebuilds the per-IP tables dense
+    /// ([`Self::make_dense`]) when their entries grew or shrank by more than an eighth
+    /// since the last rebuild — after the start-up filled them, IP after IP, each table's
+    /// nodes about half used. The rebuilds' cost, one pass over the entries, is amortised
+    /// over the changes that made them due.
+    fn make_dense_when_grown(&mut self) {
+        let size = self.announced.read().len()
+            + self.claims.claims().len()
+            + self.stores.statuses.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if dense_due(self.dense_at, size) {
+            self.make_dense();
+            self.dense_at = size;
+        }
+    }
+
+    /// Rebuilds every table holding an entry per announced IP or Service with full B-tree
+    /// nodes ([`crate::dense::Dense`]): what the speaker announces, the claims, the
+    /// planner's and the election's tables, the ServiceL2Status book, the published
+    /// state. Every decision reads them as before.
+    pub fn make_dense(&mut self) {
+        use crate::dense::Dense;
+        self.announced.write().make_dense();
+        self.claims.make_dense();
+        self.planner.make_dense();
+        self.stores
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .make_dense();
+        if let Some(board) = &self.board {
+            board.lock().unwrap_or_else(|p| p.into_inner()).make_dense();
+        }
     }
 
     /// Re-asserts each claim of `announce` with a write carrying the resourceVersion just
@@ -812,18 +860,20 @@ impl<A: Announcer> Speaker<A> {
     /// Brings the dataplane in line with `target` (and the announced-IP metrics, the
     /// failover histogram and the Events).
     /// `target` covers the IPs of `scope` (None: every IP); the others stay as they are.
+    /// Returns how many IPs it withdrew or changed.
     fn apply_dataplane(
         &mut self,
         target: &BTreeMap<IpAddr, Ownership>,
         scope: Option<&BTreeSet<IpAddr>>,
         now: Instant,
-    ) {
+    ) -> usize {
         let target: BTreeMap<IpAddr, Announced> = target
             .iter()
             .map(|(ip, o)| (*ip, Announced::from(o)))
             .collect();
         let (gone, changes) =
             plan::dataplane_changes_within(&self.announced.read(), &target, scope);
+        let count = gone.len() + changes.len();
         for ip in gone {
             self.withdraw(ip);
         }
@@ -852,6 +902,7 @@ impl<A: Announcer> Speaker<A> {
             self.announced.write().insert(ch.ip, ch.want);
         }
         self.loss_at.clear();
+        count
     }
 
     /// Interfaces appeared or vanished on this node: re-check `announceFailed` for every
@@ -902,8 +953,8 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// Writes the ServiceL2Status objects the planner asks for, all at once: each failure
-    /// backs off that object alone.
-    async fn sync_status(&mut self, now: Instant) {
+    /// backs off that object alone. Returns how many writes it made.
+    async fn sync_status(&mut self, now: Instant) -> usize {
         let writes = {
             let mut book = self
                 .stores
@@ -926,6 +977,7 @@ impl<A: Announcer> Speaker<A> {
             .buffer_unordered(16)
             .collect()
             .await;
+        let count = results.len();
         for (w, r) in results {
             if let Err(e) = &r {
                 tracing::warn!(target = ?plan::StatusTarget::of(&w), error = %e,
@@ -934,6 +986,7 @@ impl<A: Announcer> Speaker<A> {
             }
             self.planner.status_written(w, r.is_ok(), now);
         }
+        count
     }
 
     /// When the next pass is due without any change, given the Lease renewals (own and
@@ -1036,6 +1089,18 @@ impl<A: Announcer> Speaker<A> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The tables are rebuilt once they filled, and again only after they grew or shrank
+    /// by an eighth: a speaker at rest does not rebuild them at every pass.
+    #[test]
+    fn tables_are_rebuilt_dense_after_they_grew() {
+        assert!(!dense_due(0, 0) && !dense_due(0, 64));
+        assert!(dense_due(0, 65));
+        assert!(dense_due(0, 10_000));
+        assert!(!dense_due(10_000, 10_000) && !dense_due(10_000, 11_314));
+        assert!(dense_due(10_000, 11_315) && dense_due(10_000, 8_685));
+        assert!(!dense_due(10_000, 8_686));
+    }
 
     /// 100 peers heard 20 ms ago, holding their Leases for a second.
     fn peers(t0: Instant) -> Vec<(String, PeerInput)> {

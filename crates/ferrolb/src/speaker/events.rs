@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use crate::allocator::ServiceKey;
+use crate::dense::Dense;
 
 /// Normal: this node announces the Service.
 pub const NODE_ASSIGNED: &str = "nodeAssigned";
@@ -89,6 +90,11 @@ impl EventMemory {
         for reason in [NODE_ASSIGNED, ANNOUNCE_FAILED, DUPLICATE_RESPONDER] {
             self.clear(service, reason);
         }
+    }
+
+    /// Rebuilds the table with full B-tree nodes ([`Dense`]).
+    pub fn make_dense(&mut self) {
+        self.last.make_dense();
     }
 
     /// Forgets everything about Services not in `keep`.

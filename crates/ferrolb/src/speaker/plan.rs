@@ -40,6 +40,7 @@ use super::status::{self, desired_status, Existing, StatusBook, StatusWrite, Uni
 use crate::allocator::ServiceKey;
 use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
+use crate::dense::Dense;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
     Interfaces, LeaseClock, NameSet, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView,
@@ -342,6 +343,16 @@ pub struct Planner {
 }
 
 impl Planner {
+    /// Rebuilds the tables that hold an entry per announced IP or Service (the election's,
+    /// the Services' IPs, the Event memory) with full B-tree nodes ([`Dense`]); every
+    /// decision reads them as before.
+    pub fn make_dense(&mut self) {
+        self.election.make_dense();
+        self.services_of.make_dense();
+        self.events.make_dense();
+        self.pending.make_dense();
+    }
+
     /// The state of a speaker that has done nothing yet.
     pub fn new(me: &str, options: ElectionOptions, clock: LeaseClock) -> Self {
         Planner {

@@ -18,6 +18,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::ResourceExt;
 
 use crate::allocator::ServiceKey;
+use crate::dense::Dense;
 use crate::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status, ServiceL2StatusSpec};
 
 /// Label with the announcing node.
@@ -371,6 +372,15 @@ pub struct StatusBook {
 }
 
 impl StatusBook {
+    /// Rebuilds the tables with full B-tree nodes ([`Dense`]); the objects read the same.
+    pub fn make_dense(&mut self) {
+        self.objects.make_dense();
+        self.by_service.make_dense();
+        for names in self.by_node.values_mut() {
+            names.make_dense();
+        }
+    }
+
     /// Applies one watch event.
     pub fn apply(&mut self, ev: kube::runtime::watcher::Event<Observed>) {
         use kube::runtime::watcher::Event;
@@ -454,6 +464,16 @@ impl StatusBook {
     /// Every object.
     pub fn all(&self) -> impl Iterator<Item = Observed> + '_ {
         self.objects.iter().map(|(n, o)| unpack(n, o))
+    }
+
+    /// How many objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
     }
 
     /// Whether object `name` is known.
