@@ -659,27 +659,24 @@ impl<A: Announcer> Speaker<A> {
             self.confirm_claims(&mut announce, now).await;
         }
         let writes = self.planner.writes_due(plan.writes, now);
-        let mut quiet = !plan.fenced && plan.withdraw_first.is_empty() && writes.is_empty();
         if !writes.is_empty() {
             let won = self.write_claims(writes, &plan.owners, now).await;
             announce.extend(won);
         }
-        quiet &= self.apply_dataplane(&announce, plan.scope.as_ref(), now) == 0;
+        self.apply_dataplane(&announce, plan.scope.as_ref(), now);
+        // before the status writes: their temporaries then reuse the nodes freed
+        self.make_dense_when_grown();
         if may {
-            quiet &= self.sync_status(now).await == 0;
+            self.sync_status(now).await;
         }
         self.publish_state(now);
-        if quiet {
-            self.make_dense_when_grown();
-        }
         self.next_wakeup(now, may)
     }
 
-    /// At a pass that changed nothing: rebuilds the per-IP tables dense
-    /// ([`Self::make_dense`]) when their entries grew or shrank by more than an eighth
-    /// since the last rebuild — after the start-up filled them, IP after IP, each table's
-    /// nodes about half used. The rebuilds' cost, one pass over the entries, is amortised
-    /// over the changes that made them due.
+    /// Rebuilds the per-IP tables dense ([`Self::make_dense`]) when their entries grew or
+    /// shrank by more than an eighth since the last rebuild: the start-up fills them IP
+    /// after IP, which leaves each table's nodes about half used. The rebuilds' cost, one
+    /// pass over the entries, is amortised over the changes that made them due.
     fn make_dense_when_grown(&mut self) {
         let size = self.announced.read().len()
             + self.claims.claims().len()
@@ -860,20 +857,18 @@ impl<A: Announcer> Speaker<A> {
     /// Brings the dataplane in line with `target` (and the announced-IP metrics, the
     /// failover histogram and the Events).
     /// `target` covers the IPs of `scope` (None: every IP); the others stay as they are.
-    /// Returns how many IPs it withdrew or changed.
     fn apply_dataplane(
         &mut self,
         target: &BTreeMap<IpAddr, Ownership>,
         scope: Option<&BTreeSet<IpAddr>>,
         now: Instant,
-    ) -> usize {
+    ) {
         let target: BTreeMap<IpAddr, Announced> = target
             .iter()
             .map(|(ip, o)| (*ip, Announced::from(o)))
             .collect();
         let (gone, changes) =
             plan::dataplane_changes_within(&self.announced.read(), &target, scope);
-        let count = gone.len() + changes.len();
         for ip in gone {
             self.withdraw(ip);
         }
@@ -902,7 +897,6 @@ impl<A: Announcer> Speaker<A> {
             self.announced.write().insert(ch.ip, ch.want);
         }
         self.loss_at.clear();
-        count
     }
 
     /// Interfaces appeared or vanished on this node: re-check `announceFailed` for every
@@ -953,8 +947,8 @@ impl<A: Announcer> Speaker<A> {
     }
 
     /// Writes the ServiceL2Status objects the planner asks for, all at once: each failure
-    /// backs off that object alone. Returns how many writes it made.
-    async fn sync_status(&mut self, now: Instant) -> usize {
+    /// backs off that object alone.
+    async fn sync_status(&mut self, now: Instant) {
         let writes = {
             let mut book = self
                 .stores
@@ -977,7 +971,6 @@ impl<A: Announcer> Speaker<A> {
             .buffer_unordered(16)
             .collect()
             .await;
-        let count = results.len();
         for (w, r) in results {
             if let Err(e) = &r {
                 tracing::warn!(target = ?plan::StatusTarget::of(&w), error = %e,
@@ -986,7 +979,6 @@ impl<A: Announcer> Speaker<A> {
             }
             self.planner.status_written(w, r.is_ok(), now);
         }
-        count
     }
 
     /// When the next pass is due without any change, given the Lease renewals (own and
