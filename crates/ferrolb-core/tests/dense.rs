@@ -63,7 +63,10 @@ fn tables_filled_in_key_order_take_about_half_less_once_dense() {
         }
         m
     });
-    assert!(dense * 10 < filled * 7, "map: {filled} bytes filled, {dense} dense");
+    assert!(
+        dense * 10 < filled * 7,
+        "map: {filled} bytes filled, {dense} dense"
+    );
     let (filled, dense) = bytes(|| {
         let mut s = BTreeSet::new();
         for i in 0..N {
@@ -85,5 +88,8 @@ fn tables_filled_in_key_order_take_about_half_less_once_dense() {
         }
         m
     });
-    assert!(dense <= filled, "random order: {filled} bytes filled, {dense} dense");
+    assert!(
+        dense <= filled,
+        "random order: {filled} bytes filled, {dense} dense"
+    );
 }

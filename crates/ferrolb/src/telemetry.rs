@@ -414,7 +414,11 @@ where
 /// scrape time from a table kept anyway.
 pub fn encode_mirrored<S: EncodeLabelSet, M: MetalLbEncoding>(
     mut encoder: DescriptorEncoder,
-    (ours, metallb, extra): (SeriesName, SeriesName, &'static [(&'static str, &'static str)]),
+    (ours, metallb, extra): (
+        SeriesName,
+        SeriesName,
+        &'static [(&'static str, &'static str)],
+    ),
     empty: bool,
     each: &mut dyn FnMut(
         &mut dyn FnMut(&S, &M) -> Result<(), std::fmt::Error>,

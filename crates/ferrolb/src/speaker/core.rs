@@ -680,7 +680,12 @@ impl<A: Announcer> Speaker<A> {
     fn make_dense_when_grown(&mut self) {
         let size = self.announced.read().len()
             + self.claims.claims().len()
-            + self.stores.statuses.lock().unwrap_or_else(|p| p.into_inner()).len();
+            + self
+                .stores
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
         if dense_due(self.dense_at, size) {
             self.make_dense();
             self.dense_at = size;
@@ -956,8 +961,13 @@ impl<A: Announcer> Speaker<A> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let changed = book.take_changed();
-            self.planner
-                .status_changed(&self.announced.read(), &book, changed, &self.live.alive, now)
+            self.planner.status_changed(
+                &self.announced.read(),
+                &book,
+                changed,
+                &self.live.alive,
+                now,
+            )
         };
         let api = self.clients.status.clone();
         let results: Vec<(StatusWrite, Result<(), kube::Error>)> =

@@ -18,8 +18,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::ResourceExt;
 
 use crate::allocator::ServiceKey;
-use crate::dense::Dense;
 use crate::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status, ServiceL2StatusSpec};
+use crate::dense::Dense;
 
 /// Label with the announcing node.
 pub const NODE_LABEL: &str = "metallb.io/node";
@@ -447,7 +447,8 @@ impl StatusBook {
         self.changed.add(old);
         unindex(&mut self.by_node, &old.node, name);
         if let Some(k) = &old.service {
-            self.by_service.remove(&(service_index_key(k), name.clone()));
+            self.by_service
+                .remove(&(service_index_key(k), name.clone()));
         }
     }
 
