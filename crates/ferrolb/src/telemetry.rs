@@ -397,7 +397,7 @@ where
             encoder,
             (self.ours, self.metallb, self.extra),
             map.is_empty(),
-            &mut |series| {
+            |series| {
                 for (labels, m) in map.iter() {
                     series(labels, m)?;
                 }
@@ -407,12 +407,15 @@ where
     }
 }
 
+/// Encodes one series of a family (labels, value): what [`encode_mirrored`] hands its caller.
+pub type Series<'a, S, M> = dyn FnMut(&S, &M) -> Result<(), std::fmt::Error> + 'a;
+
 /// Encodes a family under ferrolb's name and under MetalLB's (with `extra` labels), as
 /// [`Mirrored`] does: `each` calls its argument once per series, the same series in the same
 /// order each time it is called (twice: once per name). Nothing at all, not even the
 /// descriptors, when `empty` (as an empty `Family`). For collectors whose series are read at
 /// scrape time from a table kept anyway.
-pub fn encode_mirrored<S: EncodeLabelSet, M: MetalLbEncoding>(
+pub fn encode_mirrored<S, M, F>(
     mut encoder: DescriptorEncoder,
     (ours, metallb, extra): (
         SeriesName,
@@ -420,10 +423,13 @@ pub fn encode_mirrored<S: EncodeLabelSet, M: MetalLbEncoding>(
         &'static [(&'static str, &'static str)],
     ),
     empty: bool,
-    each: &mut dyn FnMut(
-        &mut dyn FnMut(&S, &M) -> Result<(), std::fmt::Error>,
-    ) -> Result<(), std::fmt::Error>,
-) -> Result<(), std::fmt::Error> {
+    mut each: F,
+) -> Result<(), std::fmt::Error>
+where
+    S: EncodeLabelSet,
+    M: MetalLbEncoding,
+    F: FnMut(&mut Series<'_, S, M>) -> Result<(), std::fmt::Error>,
+{
     if empty {
         return Ok(());
     }

@@ -194,13 +194,13 @@ pub fn liveness_changes(
     }
 }
 
-/// Whether two lists of a store's objects are the same objects, in the same order.
 /// Whether tables of `size` entries, `at` when last rebuilt dense, are due again: they grew
 /// or shrank by more than an eighth of that (and by more than 64 entries).
 fn dense_due(at: usize, size: usize) -> bool {
     size.abs_diff(at) > at / 8 + 64
 }
 
+/// Whether two lists of a store's objects are the same objects, in the same order.
 fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
@@ -696,7 +696,7 @@ impl<A: Announcer> Speaker<A> {
     /// nodes ([`crate::dense::Dense`]): what the speaker announces, the claims, the
     /// planner's and the election's tables, the ServiceL2Status book, the published
     /// state. Every decision reads them as before.
-    pub fn make_dense(&mut self) {
+    fn make_dense(&mut self) {
         use crate::dense::Dense;
         self.announced.write().make_dense();
         self.claims.make_dense();

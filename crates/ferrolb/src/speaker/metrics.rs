@@ -1,8 +1,9 @@
 //! Speaker metrics (prometheus-client), registered under the `ferrolb_speaker` prefix, with
-//! MetalLB's speaker series as views of the same values: `metallb_speaker_announced`
-//! (of the speaker's [`Announcements`], as `ferrolb_speaker_announced`), `metallb_k8s_client_updates_total` (of
-//! [`Metrics::reconciles`]), `metallb_k8s_client_update_errors_total` (of
-//! [`Metrics::api_errors`]) and the configuration series of [`ConfigMetrics`].
+//! MetalLB's speaker series as views of the same values: `metallb_speaker_announced` (of
+//! the speaker's [`Announcements`], as `ferrolb_speaker_announced`),
+//! `metallb_k8s_client_updates_total` (of [`Metrics::reconciles`]),
+//! `metallb_k8s_client_update_errors_total` (of [`Metrics::api_errors`]) and the
+//! configuration series of [`ConfigMetrics`].
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
@@ -145,9 +146,11 @@ impl Metrics {
             ]),
             lease_renew_gap_seconds: Histogram::new([0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0]),
         };
+        let one = Gauge::default();
+        one.set(1);
         reg.register_collector(Box::new(AnnouncedCollector {
             source: m.announced.clone(),
-            one: Gauge::default(),
+            one,
         }));
         m.config.register(reg, &m.reconciles, &m.api_errors);
         let r = reg.sub_registry_with_prefix("ferrolb_speaker");
@@ -275,7 +278,6 @@ impl Collector for AnnouncedCollector {
         let Some((node, table)) = self.source.get() else {
             return Ok(());
         };
-        self.one.set(1);
         let ips = table.read();
         encode_mirrored(
             encoder,
@@ -292,7 +294,7 @@ impl Collector for AnnouncedCollector {
                 &[("protocol", "layer2")],
             ),
             ips.values().all(|a| a.services.is_empty()),
-            &mut |series| {
+            |series| {
                 for (ip, a) in ips.iter() {
                     for s in a.services.iter() {
                         let labels = AnnouncedLabels {
