@@ -695,7 +695,7 @@ impl<A: Announcer> Speaker<A> {
     /// Rebuilds every table holding an entry per announced IP or Service with full B-tree
     /// nodes ([`crate::dense::Dense`]): what the speaker announces, the claims, the
     /// planner's and the election's tables, the ServiceL2Status book, the published
-    /// state. Every decision reads them as before.
+    /// state, the dataplane's owned IPs. Every decision reads them as before.
     fn make_dense(&mut self) {
         use crate::dense::Dense;
         self.announced.write().make_dense();
@@ -709,6 +709,7 @@ impl<A: Announcer> Speaker<A> {
         if let Some(board) = &self.board {
             board.lock().unwrap_or_else(|p| p.into_inner()).make_dense();
         }
+        self.announcer.make_dense();
     }
 
     /// Re-asserts each claim of `announce` with a write carrying the resourceVersion just
