@@ -264,6 +264,20 @@ impl Metrics {
     }
 }
 
+/// The names of the `announced` series: ferrolb's, MetalLB's and the labels MetalLB's adds.
+const ANNOUNCED_SERIES: (SeriesName, SeriesName, &[(&str, &str)]) = (
+    SeriesName {
+        name: "ferrolb_speaker_announced",
+        help: "1 while this node announces the IP for the Service",
+    },
+    SeriesName {
+        name: "metallb_speaker_announced",
+        help: "Services being announced from this node. This is desired state, \
+               it does not guarantee that the routing protocols have converged.",
+    },
+    &[("protocol", "layer2")],
+);
+
 /// The `announced` series, encoded from the [`Announcements`] at scrape time: a series per
 /// (Service, IP), each of value 1, ordered by IP and Service.
 #[derive(Debug)]
@@ -281,18 +295,7 @@ impl Collector for AnnouncedCollector {
         let ips = table.read();
         encode_mirrored(
             encoder,
-            (
-                SeriesName {
-                    name: "ferrolb_speaker_announced",
-                    help: "1 while this node announces the IP for the Service",
-                },
-                SeriesName {
-                    name: "metallb_speaker_announced",
-                    help: "Services being announced from this node. This is desired state, \
-                           it does not guarantee that the routing protocols have converged.",
-                },
-                &[("protocol", "layer2")],
-            ),
+            ANNOUNCED_SERIES,
             ips.values().all(|a| a.services.is_empty()),
             |series| {
                 for (ip, a) in ips.iter() {
@@ -344,19 +347,8 @@ mod tests {
         m.show_announced("n1", &table);
         let mut family_reg = Registry::default();
         let family: Mirrored<AnnouncedLabels, Gauge> = Mirrored::default();
-        family.register(
-            &mut family_reg,
-            SeriesName {
-                name: "ferrolb_speaker_announced",
-                help: "1 while this node announces the IP for the Service",
-            },
-            SeriesName {
-                name: "metallb_speaker_announced",
-                help: "Services being announced from this node. This is desired state, \
-                       it does not guarantee that the routing protocols have converged.",
-            },
-            &[("protocol", "layer2")],
-        );
+        let (ours, metallb, extra) = ANNOUNCED_SERIES;
+        family.register(&mut family_reg, ours, metallb, extra);
         let node: Arc<str> = "n1".into();
         let lines = |out: &str| {
             let mut v: Vec<String> = out
