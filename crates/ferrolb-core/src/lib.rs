@@ -19,6 +19,7 @@ pub mod allocator;
 pub mod class;
 pub mod config;
 pub mod crd;
+pub mod dense;
 pub mod election;
 pub mod packed;
 pub mod selector;

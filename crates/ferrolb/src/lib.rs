@@ -20,7 +20,9 @@
 //! | [`telemetry`] | shell | logging setup and the Prometheus / health HTTP endpoint |
 //! | [`runtime`] | shell | kube client builder, flag durations, shutdown signal (both components) |
 
-pub use ferrolb_core::{allocator, class, config, crd, election, packed, selector, service, wire};
+pub use ferrolb_core::{
+    allocator, class, config, crd, dense, election, packed, selector, service, wire,
+};
 
 pub mod cli;
 pub mod controller;

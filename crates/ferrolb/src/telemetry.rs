@@ -387,33 +387,58 @@ where
     S: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
     M: MetalLbEncoding + Clone + Default + std::fmt::Debug + Send + Sync + 'static,
 {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let map = self
             .family
             .metrics
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        // As an empty Family: no series, no descriptor.
-        if map.is_empty() {
-            return Ok(());
-        }
-        {
-            let mut e = encoder.encode_descriptor(self.ours.name, self.ours.help, None, M::TYPE)?;
-            for (labels, m) in map.iter() {
-                m.encode(e.encode_family(labels)?)?;
-            }
-        }
-        let mut e = encoder.encode_descriptor(
-            self.metallb.name,
-            self.metallb.help,
-            None,
-            M::METALLB_TYPE,
-        )?;
-        for (labels, m) in map.iter() {
-            m.encode_metallb(e.encode_family(&WithLabels(labels, self.extra))?)?;
-        }
-        Ok(())
+        encode_mirrored(
+            encoder,
+            (self.ours, self.metallb, self.extra),
+            map.is_empty(),
+            |series| {
+                for (labels, m) in map.iter() {
+                    series(labels, m)?;
+                }
+                Ok(())
+            },
+        )
     }
+}
+
+/// Encodes one series of a family (labels, value): what [`encode_mirrored`] hands its caller.
+pub type Series<'a, S, M> = dyn FnMut(&S, &M) -> Result<(), std::fmt::Error> + 'a;
+
+/// Encodes a family under ferrolb's name and under MetalLB's (with `extra` labels), as
+/// [`Mirrored`] does: `each` calls its argument once per series, the same series in the same
+/// order each time it is called (twice: once per name). Nothing at all, not even the
+/// descriptors, when `empty` (as an empty `Family`). For collectors whose series are read at
+/// scrape time from a table kept anyway.
+pub fn encode_mirrored<S, M, F>(
+    mut encoder: DescriptorEncoder,
+    (ours, metallb, extra): (
+        SeriesName,
+        SeriesName,
+        &'static [(&'static str, &'static str)],
+    ),
+    empty: bool,
+    mut each: F,
+) -> Result<(), std::fmt::Error>
+where
+    S: EncodeLabelSet,
+    M: MetalLbEncoding,
+    F: FnMut(&mut Series<'_, S, M>) -> Result<(), std::fmt::Error>,
+{
+    if empty {
+        return Ok(());
+    }
+    {
+        let mut e = encoder.encode_descriptor(ours.name, ours.help, None, M::TYPE)?;
+        each(&mut |labels, m| m.encode(e.encode_family(labels)?))?;
+    }
+    let mut e = encoder.encode_descriptor(metallb.name, metallb.help, None, M::METALLB_TYPE)?;
+    each(&mut |labels, m| m.encode_metallb(e.encode_family(&WithLabels(labels, extra))?))
 }
 
 /// What a component knows about its configuration.

@@ -334,6 +334,8 @@ pub fn elect_all<'s>(
         }
     }
 
+    // in IP order, collected at the end: a tree built at once has its nodes full
+    let mut owners: Vec<(IpAddr, Ownership)> = Vec::with_capacity(by_ip.len());
     for (ip, sharers) in &by_ip {
         let anchor = anchor_ip(*ip, sharers);
         let announceable: Vec<(&ServiceView, &Eval)> = sharers
@@ -421,7 +423,7 @@ pub fn elect_all<'s>(
                 }
             }
         }
-        out.owners.insert(
+        owners.push((
             *ip,
             Ownership {
                 node: nodes[winner].name.clone(),
@@ -430,8 +432,9 @@ pub fn elect_all<'s>(
                 anchor,
                 sticky: best != winner,
             },
-        );
+        ));
     }
+    out.owners = owners.into_iter().collect();
     out
 }
 

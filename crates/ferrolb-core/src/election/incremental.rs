@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::dense::Dense;
 
 use super::elect::{elect_all, Election};
 use super::eligibility::ElectionOptions;
@@ -238,6 +239,16 @@ impl IncrementalElection {
         self.scope = Scope::Ips(ips.len());
         self.reelected = ips;
         &self.result
+    }
+
+    /// Rebuilds its tables (views, IP index, current owners, the result) with full
+    /// B-tree nodes ([`Dense`]); what it holds and returns is unchanged.
+    pub fn make_dense(&mut self) {
+        self.views.make_dense();
+        self.by_ip.make_dense();
+        self.current.make_dense();
+        self.result.owners.make_dense();
+        self.result.not_announced.make_dense();
     }
 
     /// The views of the last call, by key.

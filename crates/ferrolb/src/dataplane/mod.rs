@@ -247,6 +247,16 @@ impl Dataplane {
         }
     }
 
+    /// Rebuilds the table of owned IPs with full B-tree nodes ([`crate::dense::Dense`]).
+    pub fn make_dense(&self) {
+        self.shared
+            .state
+            .write()
+            .expect("state lock")
+            .owned
+            .make_dense();
+    }
+
     /// Stops answering for `ip` (and stops its announcements). No-op if not owned.
     pub fn withdraw(&self, ip: IpAddr) {
         let was = {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
 
+use crate::dense::Dense;
+
 /// On which interfaces an IP is announced (L2Advertisement `interfaces`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum InterfaceFilter {
@@ -55,6 +57,11 @@ pub struct Owned {
 }
 
 impl Owned {
+    /// Rebuilds the table with full B-tree nodes ([`Dense`]).
+    pub fn make_dense(&mut self) {
+        self.map.make_dense();
+    }
+
     /// Claims `ip` on the interfaces of `filter` (replacing a previous filter).
     pub fn announce(&mut self, ip: IpAddr, filter: InterfaceFilter) -> Change {
         match self.map.insert(ip, filter.clone()) {

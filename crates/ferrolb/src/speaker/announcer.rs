@@ -37,6 +37,9 @@ pub trait Announcer: Send + Sync + 'static {
     fn withdraw(&self, ip: IpAddr);
     /// Which of the `wanted` interfaces do not exist (or are not usable) on this node now.
     fn missing(&self, wanted: &Interfaces) -> Vec<String>;
+    /// Rebuilds its per-IP tables with full B-tree nodes ([`crate::dense::Dense`]); what
+    /// it answers for is unchanged. Nothing by default.
+    fn make_dense(&self) {}
 }
 
 /// One call recorded by [`RecordingAnnouncer`].
@@ -146,6 +149,10 @@ impl Announcer for crate::dataplane::Dataplane {
     fn missing(&self, wanted: &Interfaces) -> Vec<String> {
         let have: BTreeSet<String> = self.interfaces().into_iter().map(|i| i.name).collect();
         missing_interfaces(wanted, &have)
+    }
+
+    fn make_dense(&self) {
+        crate::dataplane::Dataplane::make_dense(self)
     }
 }
 

@@ -19,6 +19,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
+use crate::dense::Dense;
 use crate::election::OwnerRecord;
 
 /// Prefix of every claim Lease name.
@@ -146,6 +147,18 @@ pub struct ClaimBook {
 }
 
 impl ClaimBook {
+    /// Rebuilds the per-IP tables with full B-tree nodes ([`Dense`]); the claims read the
+    /// same.
+    pub fn make_dense(&mut self) {
+        self.shadowed.make_dense();
+        self.overlay.make_dense();
+        self.effective.make_dense();
+        self.holders.make_dense();
+        for ips in self.by_holder.values_mut() {
+            ips.make_dense();
+        }
+    }
+
     /// The watch shows `claim` for `ip` (None: deleted). Returns whether the effective
     /// claim changed.
     pub fn observe(&mut self, ip: IpAddr, claim: Option<Claim>) -> bool {

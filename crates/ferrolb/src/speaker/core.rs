@@ -27,7 +27,7 @@ use super::config_view::build_config;
 use super::events::{EventSink, Pending};
 use super::heartbeat::{node_address, Mesh};
 use super::liveness::{node_lease_name, node_of_lease, LeaseMark, PeerTracker, Renewals};
-use super::metrics::Metrics;
+use super::metrics::{Announcements, Metrics};
 use super::plan::{
     self, Announced, Changed, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
@@ -105,8 +105,9 @@ pub struct Speaker<A: Announcer> {
     renewals: Renewals,
     /// Node → when its Lease was last seen changing (the peers' Lease liveness).
     tracker: PeerTracker,
-    /// IP → what the dataplane answers for it now (what the announcer was told).
-    announced: BTreeMap<IpAddr, Announced>,
+    /// IP → what the dataplane answers for it now (what the announcer was told); the
+    /// `announced` series are read from it.
+    announced: Announcements,
     /// The claims as the Lease watch shows them, with our own writes it has not shown yet.
     claims: ClaimBook,
     /// During a Lease relist: the names listed so far.
@@ -134,6 +135,9 @@ pub struct Speaker<A: Announcer> {
     board: Option<super::state::SharedBoard>,
     /// The instant of the last pass (its timers are re-armed from it, see [`Self::rearm`]).
     last_pass: Option<Instant>,
+    /// How many entries the per-IP tables held when they were last rebuilt dense
+    /// ([`Self::make_dense`]; 0 at first).
+    dense_at: usize,
     /// The election's view of the nodes ([`plan::node_infos`]), rebuilt only when a Node,
     /// this node's permission or the set of live peers changed.
     nodes: Vec<NodeInfo>,
@@ -190,6 +194,12 @@ pub fn liveness_changes(
     }
 }
 
+/// Whether tables of `size` entries, `at` when last rebuilt dense, are due again: they grew
+/// or shrank by more than an eighth of that (and by more than 64 entries).
+fn dense_due(at: usize, size: usize) -> bool {
+    size.abs_diff(at) > at / 8 + 64
+}
+
 /// Whether two lists of a store's objects are the same objects, in the same order.
 fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
@@ -205,6 +215,8 @@ impl<A: Announcer> Speaker<A> {
         metrics: Arc<Metrics>,
         renewals: Renewals,
     ) -> Self {
+        let announced = Announcements::default();
+        metrics.show_announced(&settings.node, &announced);
         Self {
             tracker: PeerTracker::new(settings.clock.lease_duration()),
             planner: Planner::new(&settings.node, settings.options, settings.clock),
@@ -214,7 +226,7 @@ impl<A: Announcer> Speaker<A> {
             announcer,
             metrics,
             renewals,
-            announced: BTreeMap::new(),
+            announced,
             claims: ClaimBook::default(),
             lease_relist: None,
             loss_at: BTreeMap::new(),
@@ -226,6 +238,7 @@ impl<A: Announcer> Speaker<A> {
             lease_was_fresh: false,
             board: None,
             last_pass: None,
+            dense_at: 0,
             nodes: Vec::new(),
             nodes_stale: true,
             targets_from: None,
@@ -473,7 +486,7 @@ impl<A: Announcer> Speaker<A> {
 
     /// The IPs currently announced.
     pub fn announced(&self) -> BTreeSet<IpAddr> {
-        self.announced.keys().copied().collect()
+        self.announced.read().keys().copied().collect()
     }
 
     /// Records one observed Lease (as a watch event would). See [`Self::lease_event`].
@@ -584,22 +597,19 @@ impl<A: Announcer> Speaker<A> {
     }
 
     fn withdraw(&mut self, ip: IpAddr) {
-        if let Some(a) = self.announced.remove(&ip) {
+        let gone = self.announced.write().remove(&ip);
+        if let Some(a) = gone {
             self.planner.note_announced(ip, Some(&a), None);
             self.tell_board(ip, None);
             self.announcer.withdraw(ip);
             self.metrics.change(false);
-            for s in a.services.iter() {
-                let labels = self.metrics.announced_labels(s, ip, &self.settings.node);
-                self.metrics.announced.remove(&labels);
-            }
             tracing::info!(%ip, "withdrawn");
         }
     }
 
     /// Withdraws every announcement at once (fencing, shutdown).
     pub fn withdraw_all(&mut self) {
-        let ips: Vec<IpAddr> = self.announced.keys().copied().collect();
+        let ips: Vec<IpAddr> = self.announced.read().keys().copied().collect();
         for ip in ips {
             self.withdraw(ip);
         }
@@ -631,9 +641,10 @@ impl<A: Announcer> Speaker<A> {
                 by_holder: self.claims.by_holder(),
             },
         );
-        if plan.fenced && !self.announced.is_empty() {
+        let count = self.announced.read().len();
+        if plan.fenced && count > 0 {
             tracing::warn!(
-                count = self.announced.len(),
+                count,
                 heartbeats = self.mesh.as_ref().is_some_and(|m| m.lock().enabled),
                 "fenced (no heartbeat quorum / node lease not renewed in time): withdrawing everything"
             );
@@ -653,11 +664,52 @@ impl<A: Announcer> Speaker<A> {
             announce.extend(won);
         }
         self.apply_dataplane(&announce, plan.scope.as_ref(), now);
+        // before the status writes: their temporaries then reuse the nodes freed
+        self.make_dense_when_grown();
         if may {
             self.sync_status(now).await;
         }
         self.publish_state(now);
         self.next_wakeup(now, may)
+    }
+
+    /// Rebuilds the per-IP tables dense ([`Self::make_dense`]) when their entries grew or
+    /// shrank by more than an eighth since the last rebuild: the start-up fills them IP
+    /// after IP, which leaves each table's nodes about half used. The rebuilds' cost, one
+    /// pass over the entries, is amortised over the changes that made them due.
+    fn make_dense_when_grown(&mut self) {
+        let size = self.announced.read().len()
+            + self.claims.claims().len()
+            + self
+                .stores
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+        if dense_due(self.dense_at, size) {
+            self.make_dense();
+            self.dense_at = size;
+        }
+    }
+
+    /// Rebuilds every table holding an entry per announced IP or Service with full B-tree
+    /// nodes ([`crate::dense::Dense`]): what the speaker announces, the claims, the
+    /// planner's and the election's tables, the ServiceL2Status book, the published
+    /// state, the dataplane's owned IPs. Every decision reads them as before.
+    fn make_dense(&mut self) {
+        use crate::dense::Dense;
+        self.announced.write().make_dense();
+        self.claims.make_dense();
+        self.planner.make_dense();
+        self.stores
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .make_dense();
+        if let Some(board) = &self.board {
+            board.lock().unwrap_or_else(|p| p.into_inner()).make_dense();
+        }
+        self.announcer.make_dense();
     }
 
     /// Re-asserts each claim of `announce` with a write carrying the resourceVersion just
@@ -821,7 +873,8 @@ impl<A: Announcer> Speaker<A> {
             .iter()
             .map(|(ip, o)| (*ip, Announced::from(o)))
             .collect();
-        let (gone, changes) = plan::dataplane_changes_within(&self.announced, &target, scope);
+        let (gone, changes) =
+            plan::dataplane_changes_within(&self.announced.read(), &target, scope);
         for ip in gone {
             self.withdraw(ip);
         }
@@ -844,22 +897,10 @@ impl<A: Announcer> Speaker<A> {
             };
             let pending = self.planner.announce_events(ch.ip, &ch.want, &missing);
             self.spawn_events(pending);
-            for s in ch.dropped_services() {
-                let labels = self
-                    .metrics
-                    .announced_labels(&s.into(), ch.ip, &self.settings.node);
-                self.metrics.announced.remove(&labels);
-            }
-            for s in ch.want.services.iter() {
-                self.metrics
-                    .announced
-                    .get_or_create(&self.metrics.announced_labels(s, ch.ip, &self.settings.node))
-                    .set(1);
-            }
             self.planner
                 .note_announced(ch.ip, ch.prev.as_ref(), Some(&ch.want));
             self.tell_board(ch.ip, Some(&ch.want));
-            self.announced.insert(ch.ip, ch.want);
+            self.announced.write().insert(ch.ip, ch.want);
         }
         self.loss_at.clear();
     }
@@ -869,6 +910,7 @@ impl<A: Announcer> Speaker<A> {
     pub fn interfaces_changed(&mut self) {
         let all: Vec<(IpAddr, Announced)> = self
             .announced
+            .read()
             .iter()
             .map(|(i, a)| (*i, a.clone()))
             .collect();
@@ -882,7 +924,7 @@ impl<A: Announcer> Speaker<A> {
     /// Turns a duplicate-responder report from the dataplane into a Warning on the
     /// Services of the IP (once per other MAC).
     pub fn duplicate_responder(&mut self, d: &DuplicateResponder) {
-        let Some(a) = self.announced.get(&d.ip) else {
+        let Some(a) = self.announced.read().get(&d.ip).cloned() else {
             return;
         };
         tracing::warn!(ip = %d.ip, interface = %d.interface, their_mac = %d.their_mac, our_mac = %d.our_mac,
@@ -891,7 +933,7 @@ impl<A: Announcer> Speaker<A> {
             "another host ({}) answers for {} on interface {} of node {:?} (ours: {})",
             d.their_mac, d.ip, d.interface, self.settings.node, d.our_mac
         );
-        let pending = self.planner.duplicate_events(&a.clone(), &msg);
+        let pending = self.planner.duplicate_events(&a, &msg);
         self.spawn_events(pending);
     }
 
@@ -920,8 +962,13 @@ impl<A: Announcer> Speaker<A> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let changed = book.take_changed();
-            self.planner
-                .status_changed(&self.announced, &book, changed, &self.live.alive, now)
+            self.planner.status_changed(
+                &self.announced.read(),
+                &book,
+                changed,
+                &self.live.alive,
+                now,
+            )
         };
         let api = self.clients.status.clone();
         let results: Vec<(StatusWrite, Result<(), kube::Error>)> =
@@ -955,7 +1002,7 @@ impl<A: Announcer> Speaker<A> {
     }
 
     fn next_wakeup(&self, now: Instant, may: bool) -> Option<Instant> {
-        let fence = if may && !self.announced.is_empty() {
+        let fence = if may && !self.announced.read().is_empty() {
             self.fence().deadline()
         } else {
             None
@@ -1045,6 +1092,18 @@ impl<A: Announcer> Speaker<A> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The tables are rebuilt once they filled, and again only after they grew or shrank
+    /// by an eighth: a speaker at rest does not rebuild them at every pass.
+    #[test]
+    fn tables_are_rebuilt_dense_after_they_grew() {
+        assert!(!dense_due(0, 0) && !dense_due(0, 64));
+        assert!(dense_due(0, 65));
+        assert!(dense_due(0, 10_000));
+        assert!(!dense_due(10_000, 10_000) && !dense_due(10_000, 11_314));
+        assert!(dense_due(10_000, 11_315) && dense_due(10_000, 8_685));
+        assert!(!dense_due(10_000, 8_686));
+    }
 
     /// 100 peers heard 20 ms ago, holding their Leases for a second.
     fn peers(t0: Instant) -> Vec<(String, PeerInput)> {

@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use crate::allocator::ServiceKey;
+use crate::dense::Dense;
 
 /// Normal: this node announces the Service.
 pub const NODE_ASSIGNED: &str = "nodeAssigned";
@@ -31,8 +32,9 @@ pub struct Pending {
     pub warning: bool,
     /// Reason (camelCase, as MetalLB).
     pub reason: &'static str,
-    /// Human-readable text, with the IP and node it is about.
-    pub message: String,
+    /// Human-readable text, with the IP and node it is about; the [`EventMemory`]'s
+    /// allocation (the Events of many Services waiting in the queue share one text).
+    pub message: Arc<str>,
 }
 
 /// Remembers what was last said about each Service, to say it only once.
@@ -70,12 +72,12 @@ impl EventMemory {
                 r
             }
         };
-        self.last.insert(k, text);
+        self.last.insert(k, text.clone());
         Some(Pending {
             service: key,
             warning,
             reason,
-            message,
+            message: text,
         })
     }
 
@@ -89,6 +91,11 @@ impl EventMemory {
         for reason in [NODE_ASSIGNED, ANNOUNCE_FAILED, DUPLICATE_RESPONDER] {
             self.clear(service, reason);
         }
+    }
+
+    /// Rebuilds the table with full B-tree nodes ([`Dense`]).
+    pub fn make_dense(&mut self) {
+        self.last.make_dense();
     }
 
     /// Forgets everything about Services not in `keep`.
@@ -190,7 +197,7 @@ async fn publish(
                     EventType::Normal
                 },
                 reason: ev.reason.into(),
-                note: Some(ev.message.clone()),
+                note: Some(ev.message.to_string()),
                 action: "Announce".into(),
                 secondary: None,
             },
@@ -210,7 +217,7 @@ mod tests {
         let msg = node_assigned_message("n1", &[]);
         let said = m.note(&s, false, NODE_ASSIGNED, msg.clone()).unwrap();
         assert_eq!(said.service, ServiceKey::new("ns", "a"));
-        assert_eq!(said.message, msg);
+        assert_eq!(&*said.message, msg.as_str());
         for _ in 0..100 {
             assert!(m.note(&s, false, NODE_ASSIGNED, msg.clone()).is_none());
         }
@@ -231,6 +238,10 @@ mod tests {
         assert!(m.note(&b, false, NODE_ASSIGNED, msg.clone()).is_some());
         let said = |m: &EventMemory, k: &Arc<str>| m.last[&(k.clone(), NODE_ASSIGNED)].clone();
         assert!(Arc::ptr_eq(&said(&m, &a), &said(&m, &b)));
+        // the Events waiting to be written hold the same text
+        let c: Arc<str> = Arc::from("ns/c");
+        let pending = m.note(&c, false, NODE_ASSIGNED, msg.clone()).unwrap();
+        assert!(Arc::ptr_eq(&pending.message, &said(&m, &a)));
         assert!(Arc::ptr_eq(&m.last.keys().next().unwrap().0, &a));
         // each still said once, and again after a change or when forgotten
         assert!(m.note(&b, false, NODE_ASSIGNED, msg.clone()).is_none());

@@ -1,24 +1,52 @@
 //! Speaker metrics (prometheus-client), registered under the `ferrolb_speaker` prefix, with
-//! MetalLB's speaker series as views of the same values: `metallb_speaker_announced`
-//! (of [`Metrics::announced`]), `metallb_k8s_client_updates_total` (of
-//! [`Metrics::reconciles`]), `metallb_k8s_client_update_errors_total` (of
-//! [`Metrics::api_errors`]) and the configuration series of [`ConfigMetrics`].
+//! MetalLB's speaker series as views of the same values: `metallb_speaker_announced` (of
+//! the speaker's [`Announcements`], as `ferrolb_speaker_announced`),
+//! `metallb_k8s_client_updates_total` (of [`Metrics::reconciles`]),
+//! `metallb_k8s_client_update_errors_total` (of [`Metrics::api_errors`]) and the
+//! configuration series of [`ConfigMetrics`].
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::telemetry::{ConfigMetrics, ConfigState, IpLabelValue, Mirrored, SeriesName};
+use super::plan::Announced;
+use crate::telemetry::{encode_mirrored, ConfigMetrics, ConfigState, IpLabelValue, SeriesName};
 
-/// Labels of the `announced` gauge ([`Metrics::announced_labels`]): a series per announced
-/// (Service, IP), so no string of its own — the Service's key and the node's name are
-/// shared allocations, the IP an address.
+/// IP → what the dataplane answers for it now: the speaker's own table of what it
+/// announces, which the `announced` series are read from at scrape time
+/// ([`Metrics::show_announced`]), so a series holds nothing of its own. Cheap to clone (the
+/// clones are the one table).
+#[derive(Clone, Debug, Default)]
+pub struct Announcements {
+    ips: Arc<RwLock<BTreeMap<IpAddr, Announced>>>,
+}
+
+impl Announcements {
+    /// The table, to read.
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<IpAddr, Announced>> {
+        self.ips.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The table, to change (the `announced` series follow).
+    pub fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<IpAddr, Announced>> {
+        self.ips.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The node and the table the `announced` series are read from (unset: no series).
+type AnnouncedSource = Arc<OnceLock<(Arc<str>, Announcements)>>;
+
+/// Labels of the `announced` gauge: a series per announced (Service, IP), made at scrape
+/// time from the [`Announcements`] (the Service's key and the node's name shared, the IP
+/// an address).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnnouncedLabels {
     /// `namespace/name` of the Service.
@@ -46,9 +74,10 @@ pub struct HeartbeatLabels {
 /// Every counter the speaker shell updates.
 #[derive(Debug)]
 pub struct Metrics {
-    /// 1 per (service, ip) this node announces; also MetalLB's `metallb_speaker_announced`
-    /// (with `protocol="layer2"`).
-    pub announced: Mirrored<AnnouncedLabels, Gauge>,
+    /// 1 per (service, ip) this node announces (`ferrolb_speaker_announced`, and MetalLB's
+    /// `metallb_speaker_announced` with `protocol="layer2"`): read from the speaker's
+    /// table at scrape time ([`Self::show_announced`]).
+    announced: AnnouncedSource,
     /// Reconcile passes run.
     pub reconciles: Counter,
     /// The configuration in force (frozen pools, errors) and MetalLB's `k8s_client` series.
@@ -87,15 +116,13 @@ pub struct Metrics {
     /// Time between the send times of two successive successful renewals of this node's
     /// Lease (how close the renew deadline came to firing).
     pub lease_renew_gap_seconds: Histogram,
-    /// The node name of the `announced` series (one allocation for all of them).
-    node: OnceLock<Arc<str>>,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `reg` (prefix `ferrolb_speaker`).
     pub fn new(reg: &mut Registry) -> Self {
         let m = Self {
-            announced: Mirrored::default(),
+            announced: AnnouncedSource::default(),
             reconciles: Counter::default(),
             config: ConfigMetrics::new(ConfigState::NotLoaded),
             ownership_changes: Family::default(),
@@ -118,21 +145,13 @@ impl Metrics {
                 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0,
             ]),
             lease_renew_gap_seconds: Histogram::new([0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0]),
-            node: OnceLock::new(),
         };
-        m.announced.register(
-            reg,
-            SeriesName {
-                name: "ferrolb_speaker_announced",
-                help: "1 while this node announces the IP for the Service",
-            },
-            SeriesName {
-                name: "metallb_speaker_announced",
-                help: "Services being announced from this node. This is desired state, \
-                       it does not guarantee that the routing protocols have converged.",
-            },
-            &[("protocol", "layer2")],
-        );
+        let one = Gauge::default();
+        one.set(1);
+        reg.register_collector(Box::new(AnnouncedCollector {
+            source: m.announced.clone(),
+            one,
+        }));
         m.config.register(reg, &m.reconciles, &m.api_errors);
         let r = reg.sub_registry_with_prefix("ferrolb_speaker");
         r.register("reconciles", "Reconcile passes run", m.reconciles.clone());
@@ -238,26 +257,146 @@ impl Metrics {
             .inc();
     }
 
-    /// The labels of the `announced` series of `service` and `ip` on `node`: the Service's
-    /// key as given (the caller's allocation), the node's name one allocation kept here
-    /// for every series (a node's speaker has one name).
-    pub fn announced_labels(&self, service: &Arc<str>, ip: IpAddr, node: &str) -> AnnouncedLabels {
-        let kept = self.node.get_or_init(|| node.into());
-        AnnouncedLabels {
-            service: service.clone(),
-            ip: IpLabelValue(ip),
-            node: if **kept == *node {
-                kept.clone()
-            } else {
-                node.into()
+    /// Shows `table` as the `announced` series of `node` from now on. The first call
+    /// wins: a speaker has one node and one table.
+    pub fn show_announced(&self, node: &str, table: &Announcements) {
+        let _ = self.announced.set((node.into(), table.clone()));
+    }
+}
+
+/// The names of the `announced` series: ferrolb's, MetalLB's and the labels MetalLB's adds.
+const ANNOUNCED_SERIES: (SeriesName, SeriesName, &[(&str, &str)]) = (
+    SeriesName {
+        name: "ferrolb_speaker_announced",
+        help: "1 while this node announces the IP for the Service",
+    },
+    SeriesName {
+        name: "metallb_speaker_announced",
+        help: "Services being announced from this node. This is desired state, \
+               it does not guarantee that the routing protocols have converged.",
+    },
+    &[("protocol", "layer2")],
+);
+
+/// The `announced` series, encoded from the [`Announcements`] at scrape time: a series per
+/// (Service, IP), each of value 1, ordered by IP and Service.
+#[derive(Debug)]
+struct AnnouncedCollector {
+    source: AnnouncedSource,
+    /// The value of every series.
+    one: Gauge,
+}
+
+impl Collector for AnnouncedCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((node, table)) = self.source.get() else {
+            return Ok(());
+        };
+        let ips = table.read();
+        encode_mirrored(
+            encoder,
+            ANNOUNCED_SERIES,
+            ips.values().all(|a| a.services.is_empty()),
+            |series| {
+                for (ip, a) in ips.iter() {
+                    for s in a.services.iter() {
+                        let labels = AnnouncedLabels {
+                            service: s.clone(),
+                            ip: IpLabelValue(*ip),
+                            node: node.clone(),
+                        };
+                        series(&labels, &self.one)?;
+                    }
+                }
+                Ok(())
             },
-        }
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::election::{Interfaces, NameSet};
+    use crate::telemetry::Mirrored;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn announced(services: &[&str]) -> Announced {
+        Announced {
+            interfaces: Interfaces::All,
+            services: services.iter().copied().collect::<NameSet>(),
+        }
+    }
+
+    fn encoded(reg: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, reg).unwrap();
+        out
+    }
+
+    /// The `announced` series read from the speaker's table are, line for line, those a
+    /// family holding a gauge set to 1 per (Service, IP) encodes — and follow the table.
+    #[test]
+    fn announced_series_are_the_families_read_from_the_table() {
+        let mut reg = Registry::default();
+        let m = Metrics::new(&mut reg);
+        let table = Announcements::default();
+        m.show_announced("n1", &table);
+        let mut family_reg = Registry::default();
+        let family: Mirrored<AnnouncedLabels, Gauge> = Mirrored::default();
+        let (ours, metallb, extra) = ANNOUNCED_SERIES;
+        family.register(&mut family_reg, ours, metallb, extra);
+        let node: Arc<str> = "n1".into();
+        let lines = |out: &str| {
+            let mut v: Vec<String> = out
+                .lines()
+                .filter(|l| l.contains("_announced"))
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v
+        };
+        let steps: [(&str, &[&str]); 5] = [
+            ("10.0.0.2", &["ns/a"]),
+            ("fd00::1", &["ns/b", "ns/c"]),
+            ("10.0.0.1", &["other/x"]),
+            ("fd00::1", &["ns/c"]),
+            ("10.0.0.2", &[]),
+        ];
+        // nothing announced: no series and no descriptor, as an empty family
+        assert!(lines(&encoded(&reg)).is_empty());
+        for (i, (at, services)) in steps.into_iter().enumerate() {
+            let prev = table.write().remove(&ip(at));
+            for s in prev.iter().flat_map(|a| a.services.iter()) {
+                family.remove(&AnnouncedLabels {
+                    service: s.clone(),
+                    ip: IpLabelValue(ip(at)),
+                    node: node.clone(),
+                });
+            }
+            if !services.is_empty() {
+                table.write().insert(ip(at), announced(services));
+            }
+            for s in services {
+                family
+                    .get_or_create(&AnnouncedLabels {
+                        service: (*s).into(),
+                        ip: IpLabelValue(ip(at)),
+                        node: node.clone(),
+                    })
+                    .set(1);
+            }
+            let (ours, theirs) = (lines(&encoded(&reg)), lines(&encoded(&family_reg)));
+            assert_eq!(ours, theirs, "step {i}");
+            assert!(!ours.is_empty());
+        }
+        assert!(encoded(&reg).contains(
+            "metallb_speaker_announced{service=\"ns/c\",ip=\"fd00::1\",node=\"n1\",protocol=\"layer2\"} 1"
+        ));
+    }
 
     #[test]
     fn registered_and_encoded() {
@@ -269,15 +408,11 @@ mod tests {
         m.heartbeat_received("forged");
         m.heartbeat_gap_seconds.observe(0.12);
         m.lease_renew_gap_seconds.observe(0.31);
-        let key: Arc<str> = "ns/a".into();
-        let labels = m.announced_labels(&key, "10.0.0.1".parse().unwrap(), "n1");
-        m.announced.get_or_create(&labels).set(1);
-        // the Service's key is the caller's allocation, the node's name one for all series
-        let other = m.announced_labels(&"ns/b".into(), "fd00::1".parse().unwrap(), "n1");
-        m.announced.get_or_create(&other).set(1);
-        assert!(Arc::ptr_eq(&labels.service, &key));
-        assert!(Arc::ptr_eq(&labels.node, &other.node));
-        assert_eq!(&*m.announced_labels(&key, other.ip.0, "n2").node, "n2");
+        let table = Announcements::default();
+        m.show_announced("n1", &table);
+        m.show_announced("n2", &Announcements::default());
+        table.write().insert(ip("10.0.0.1"), announced(&["ns/a"]));
+        table.write().insert(ip("fd00::1"), announced(&["ns/b"]));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(

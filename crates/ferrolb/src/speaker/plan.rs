@@ -40,6 +40,7 @@ use super::status::{self, desired_status, Existing, StatusBook, StatusWrite, Uni
 use crate::allocator::ServiceKey;
 use crate::config::Config;
 use crate::crd::MetalLBServiceL2Status;
+use crate::dense::Dense;
 use crate::election::{
     decide_claim, elect_all, ClaimAction, ElectionOptions, Fence, HolderState, IncrementalElection,
     Interfaces, LeaseClock, NameSet, NodeInfo, OwnerRecord, Owners, Ownership, Scope, ServiceView,
@@ -245,19 +246,6 @@ impl Change {
             .as_ref()
             .is_none_or(|p| p.interfaces != self.want.interfaces)
     }
-
-    /// Services the IP is no longer announced for.
-    pub fn dropped_services(&self) -> Vec<String> {
-        self.prev
-            .as_ref()
-            .map(|p| {
-                p.services
-                    .difference(&self.want.services)
-                    .map(|k| k.to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// The object a ServiceL2Status write is about: a Service (create) or an object (update,
@@ -342,9 +330,9 @@ pub struct Planner {
     last_alive: BTreeSet<String>,
     /// Peers judged by heartbeats at the last pass.
     last_by_heartbeat: BTreeSet<String>,
-    /// Service (as in [`Announced::services`]) → the IPs announced for it, sorted (most
-    /// Services have one: a vector, not a tree node).
-    services_of: BTreeMap<Arc<str>, Vec<IpAddr>>,
+    /// (Service as in [`Announced::services`], IP announced for it): each Service's IPs
+    /// in order, held in the set's nodes (most Services have one IP: no block of its own).
+    services_of: BTreeSet<(Arc<str>, IpAddr)>,
     /// Services whose desired ServiceL2Status may have changed since the last status plan.
     status_dirty: BTreeSet<ServiceKey>,
     /// Peers alive at the last status plan (None: none yet, the first plans everything).
@@ -355,6 +343,16 @@ pub struct Planner {
 }
 
 impl Planner {
+    /// Rebuilds the tables that hold an entry per announced IP or Service (the election's,
+    /// the Services' IPs, the Event memory) with full B-tree nodes ([`Dense`]); every
+    /// decision reads them as before.
+    pub fn make_dense(&mut self) {
+        self.election.make_dense();
+        self.services_of.make_dense();
+        self.events.make_dense();
+        self.pending.make_dense();
+    }
+
     /// The state of a speaker that has done nothing yet.
     pub fn new(me: &str, options: ElectionOptions, clock: LeaseClock) -> Self {
         Planner {
@@ -372,7 +370,7 @@ impl Planner {
             last_gate: None,
             last_alive: BTreeSet::new(),
             last_by_heartbeat: BTreeSet::new(),
-            services_of: BTreeMap::new(),
+            services_of: BTreeSet::new(),
             status_dirty: BTreeSet::new(),
             status_alive: None,
             status_touched: BTreeSet::new(),
@@ -743,22 +741,12 @@ impl Planner {
         let before = prev.map_or(&empty, |a| &a.services);
         let after = now.map_or(&empty, |a| &a.services);
         for s in before.difference(after) {
-            if let Some(ips) = self.services_of.get_mut(&**s) {
-                if let Ok(i) = ips.binary_search(&ip) {
-                    ips.remove(i);
-                }
-                if ips.is_empty() {
-                    self.services_of.remove(&**s);
-                    self.events.forget(s);
-                }
+            if self.services_of.remove(&(s.clone(), ip)) && self.ips_of(s).next().is_none() {
+                self.events.forget(s);
             }
         }
         for s in after {
-            let ips = self.services_of.entry(s.clone()).or_default();
-            if let Err(i) = ips.binary_search(&ip) {
-                ips.reserve_exact(1);
-                ips.insert(i, ip);
-            }
+            self.services_of.insert((s.clone(), ip));
         }
         self.status_dirty.extend(
             before
@@ -837,6 +825,16 @@ impl Planner {
         self.status_plan(&desired, &existing, &mine, &is_alive, now)
     }
 
+    /// The IPs announced for `service`, in order.
+    fn ips_of<'a>(&'a self, service: &Arc<str>) -> impl Iterator<Item = IpAddr> + 'a {
+        let first = (service.clone(), IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let service = service.clone();
+        self.services_of
+            .range(first..)
+            .take_while(move |(s, _)| *s == service)
+            .map(|(_, ip)| *ip)
+    }
+
     /// The status this node should publish for `service` from the index of what it
     /// announces (None: it does not announce it).
     fn desired_status(
@@ -844,10 +842,13 @@ impl Planner {
         service: &ServiceKey,
         announced: &BTreeMap<IpAddr, Announced>,
     ) -> Option<MetalLBServiceL2Status> {
-        let ips = self.services_of.get(service.to_string().as_str())?;
+        let ips: Vec<IpAddr> = self.ips_of(&service.to_string().into()).collect();
+        if ips.is_empty() {
+            return None;
+        }
         let mut ifs = BTreeSet::new();
         let mut texts = BTreeSet::new();
-        for ip in ips {
+        for ip in &ips {
             if let Some(Interfaces::Named(n)) = announced.get(ip).map(|a| &a.interfaces) {
                 ifs.extend(n.iter().cloned());
             }
@@ -1540,6 +1541,19 @@ mod tests {
                     part.status_written(w, ok, now);
                 }
                 prop_assert_eq!(full.next_wakeup(now, Timers::default()), part.next_wakeup(now, Timers::default()));
+                // the planner's index reads as each announced Service's IPs, in order
+                let mut want: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+                for (ip, a) in &announced {
+                    for s in a.services.iter() {
+                        want.entry(s.to_string()).or_default().push(*ip);
+                    }
+                }
+                let got: BTreeMap<String, Vec<IpAddr>> = want
+                    .keys()
+                    .map(|s| (s.clone(), part.ips_of(&s.as_str().into()).collect()))
+                    .collect();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(part.services_of.len(), want.values().map(Vec::len).sum::<usize>());
             }
         }
     }
@@ -2091,7 +2105,12 @@ mod tests {
         assert_eq!(by_ip.len(), 3);
         assert!(by_ip[&ip("10.0.0.2")].calls_dataplane() && !by_ip[&ip("10.0.0.2")].fresh());
         assert!(!by_ip[&ip("10.0.0.4")].calls_dataplane());
-        assert_eq!(by_ip[&ip("10.0.0.4")].dropped_services(), vec!["default/b"]);
+        let c = by_ip[&ip("10.0.0.4")];
+        let dropped: Vec<&str> = (c.prev.as_ref().unwrap().services)
+            .difference(&c.want.services)
+            .map(|k| &**k)
+            .collect();
+        assert_eq!(dropped, vec!["default/b"]);
         assert!(by_ip[&ip("10.0.0.5")].fresh() && by_ip[&ip("10.0.0.5")].calls_dataplane());
         assert_eq!(dataplane_changes(&target, &target), (vec![], vec![]));
     }

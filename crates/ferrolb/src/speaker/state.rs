@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::announcer::DuplicateResponder;
 use super::plan::Announced;
+use crate::dense::Dense;
 use crate::election::Interfaces;
 
 /// Node Lease annotation in which earlier speakers published their [`SpeakerState`] (JSON).
@@ -224,6 +225,11 @@ fn assign<'a>(set: &mut BTreeSet<String>, names: impl Iterator<Item = &'a str> +
 pub type SharedBoard = Arc<Mutex<Board>>;
 
 impl Board {
+    /// Rebuilds the per-IP table with full B-tree nodes ([`Dense`]).
+    pub fn make_dense(&mut self) {
+        self.announcing.make_dense();
+    }
+
     /// Liveness as the last pass evaluated it: the peers heard and the members, each
     /// sorted and unique (the names are copied only when they changed).
     pub fn set_liveness<'a>(

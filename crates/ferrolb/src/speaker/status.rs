@@ -19,6 +19,7 @@ use kube::ResourceExt;
 
 use crate::allocator::ServiceKey;
 use crate::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status, ServiceL2StatusSpec};
+use crate::dense::Dense;
 
 /// Label with the announcing node.
 pub const NODE_LABEL: &str = "metallb.io/node";
@@ -359,9 +360,9 @@ pub struct StatusBook {
     /// Name → what the object says ([`pack`]: one allocation per object, where its fields
     /// took about a dozen). The name is one allocation, shared by the two indexes.
     objects: BTreeMap<Arc<str>, Box<str>>,
-    /// Service ([`service_index_key`]) → names of its objects, sorted (one or two: a
-    /// vector, not a tree node each).
-    by_service: BTreeMap<Box<str>, Vec<Arc<str>>>,
+    /// (Service as [`service_index_key`] makes it, name of one of its objects): a
+    /// Service's objects in order of name, held in the set's nodes (no block per Service).
+    by_service: BTreeSet<(Box<str>, Arc<str>)>,
     by_node: BTreeMap<String, BTreeSet<Arc<str>>>,
     changed: Units,
     /// During a relist: the names listed so far.
@@ -371,6 +372,15 @@ pub struct StatusBook {
 }
 
 impl StatusBook {
+    /// Rebuilds the tables with full B-tree nodes ([`Dense`]); the objects read the same.
+    pub fn make_dense(&mut self) {
+        self.objects.make_dense();
+        self.by_service.make_dense();
+        for names in self.by_node.values_mut() {
+            names.make_dense();
+        }
+    }
+
     /// Applies one watch event.
     pub fn apply(&mut self, ev: kube::runtime::watcher::Event<Observed>) {
         use kube::runtime::watcher::Event;
@@ -422,11 +432,7 @@ impl StatusBook {
                     .or_default()
                     .insert(name.clone());
                 if let Some(k) = &o.existing.service {
-                    let names = self.by_service.entry(service_index_key(k)).or_default();
-                    if let Err(i) = names.binary_search(&name) {
-                        names.reserve_exact(1);
-                        names.insert(i, name.clone());
-                    }
+                    self.by_service.insert((service_index_key(k), name.clone()));
                 }
                 self.objects.insert(name, packed);
             }
@@ -441,15 +447,8 @@ impl StatusBook {
         self.changed.add(old);
         unindex(&mut self.by_node, &old.node, name);
         if let Some(k) = &old.service {
-            let k = service_index_key(k);
-            if let Some(names) = self.by_service.get_mut(&k) {
-                if let Ok(i) = names.binary_search(name) {
-                    names.remove(i);
-                }
-                if names.is_empty() {
-                    self.by_service.remove(&k);
-                }
-            }
+            self.by_service
+                .remove(&(service_index_key(k), name.clone()));
         }
     }
 
@@ -468,6 +467,16 @@ impl StatusBook {
         self.objects.iter().map(|(n, o)| unpack(n, o))
     }
 
+    /// How many objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
     /// Whether object `name` is known.
     pub fn contains(&self, name: &str) -> bool {
         self.objects.contains_key(name)
@@ -482,11 +491,12 @@ impl StatusBook {
 
     /// The objects about `service`, by name.
     pub fn of_service<'a>(&'a self, service: &ServiceKey) -> impl Iterator<Item = Existing> + 'a {
+        let k = service_index_key(service);
+        let first = (k.clone(), Arc::from(""));
         self.by_service
-            .get(&service_index_key(service))
-            .into_iter()
-            .flatten()
-            .filter_map(|n| self.get(n))
+            .range(first..)
+            .take_while(move |(s, _)| *s == k)
+            .filter_map(|(_, n)| self.get(n))
     }
 
     /// Adds the parts of `node`'s objects to `units`.
@@ -828,10 +838,9 @@ mod tests {
         b.apply(Event::Apply(obj("l2-7", "c", Some("ns/s3"))));
         b.apply(Event::Apply(obj("l2-7", "d", Some("ns/s3"))));
         let held = b.objects.get_key_value("l2-7").unwrap().0;
-        assert!(Arc::ptr_eq(
-            held,
-            &b.by_service[&service_index_key(&key("ns/s3"))][0]
-        ));
+        let (service, name) = b.by_service.first().unwrap();
+        assert_eq!(*service, service_index_key(&key("ns/s3")));
+        assert!(Arc::ptr_eq(held, name));
         assert!(Arc::ptr_eq(held, b.by_node["d"].first().unwrap()));
         assert!(!b.by_node.contains_key("c"));
     }
