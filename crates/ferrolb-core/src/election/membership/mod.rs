@@ -5,10 +5,13 @@
 //! [`MeshRules`] whether it may announce and which peers are alive.
 //!
 //! - [`heartbeat`]: the codec — wire format, HMAC-SHA256 authentication, anti-replay window;
-//! - [`mesh`]: the rules — who has been heard, who is a member, who may announce.
+//! - [`mesh`]: the rules — who has been heard, who is a member, who may announce;
+//! - [`lease_watch`]: when the peers' node Leases need watching at all.
 
 pub mod heartbeat;
+pub mod lease_watch;
 pub mod mesh;
 
 pub use heartbeat::*;
+pub use lease_watch::*;
 pub use mesh::*;
