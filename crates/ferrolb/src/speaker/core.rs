@@ -32,10 +32,12 @@ use super::plan::{
     self, Announced, Changed, ClaimWrite, Confirmed, Live, Planner, Snapshot, Timers, Written,
 };
 use super::status::{SharedStatuses, StatusApi, StatusWrite};
-use super::watched::{LeaseEvent, LeaseFacts, Synced};
+use super::watched::{LeaseEvent, LeaseFacts, LeaseWatch, Synced};
 use crate::config::Config;
 use crate::crd::{IPAddressPool, L2Advertisement};
-use crate::election::membership::{Judgement, MeshRules, OwnInput, PeerInput, Verdict};
+use crate::election::membership::{
+    Judgement, LeaseWatchGate, MeshRules, OwnInput, PeerInput, Verdict, WatchChange,
+};
 use crate::election::{
     ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView, Views,
 };
@@ -127,6 +129,9 @@ pub struct Speaker<A: Announcer> {
     /// Tells the Lease task whether it may renew at the quiet period
     /// ([`crate::election::membership::Liveness::renews_quietly`]; None: never).
     quiet: Option<tokio::sync::watch::Sender<bool>>,
+    /// When the peers' node Leases are watched, and the switch of that watch (None: always
+    /// watched).
+    lease_watch: Option<(LeaseWatchGate, tokio::sync::watch::Sender<bool>)>,
     /// Liveness of the last evaluation (its permission period and reaped members feed the next).
     live: Live,
     /// This node's Lease was fresh at the last evaluation (stale → fresh restarts peers' clocks).
@@ -234,6 +239,7 @@ impl<A: Announcer> Speaker<A> {
             config_from: None,
             mesh: None,
             quiet: None,
+            lease_watch: None,
             live: Live::default(),
             lease_was_fresh: false,
             board: None,
@@ -306,9 +312,26 @@ impl<A: Announcer> Speaker<A> {
         self
     }
 
+    /// Pauses the watch of the peers' node Leases through `switch` (false: paused) while
+    /// no decision reads them, and resumes it when one may
+    /// ([`crate::election::membership::LeaseWatchGate`], held for a lease duration).
+    pub fn with_lease_watch(mut self, switch: tokio::sync::watch::Sender<bool>) -> Self {
+        let hold = self.settings.clock.lease_duration();
+        self.lease_watch = Some((LeaseWatchGate::new(hold), switch));
+        self
+    }
+
+    /// Whether the peers' node Leases are watched (false while the watch is paused).
+    pub fn watches_peer_leases(&self) -> bool {
+        self.lease_watch.as_ref().is_none_or(|(g, _)| g.watching())
+    }
+
     /// Whether this node may announce at `now` (Lease fresh, or heartbeat quorum).
     pub fn may_announce(&mut self, now: Instant) -> bool {
         self.absorb_renewals();
+        if !self.watches_peer_leases() {
+            self.tracker.restart_clocks(now);
+        }
         let (peers, own, rules) = self.inputs(now);
         rules.judge(&peers, own, &self.live.reaped, now).may
     }
@@ -462,6 +485,8 @@ impl<A: Announcer> Speaker<A> {
         }
         self.live.may = j.may;
         self.live.permitted_since = j.permitted_since;
+        // a node heard that is no member (a speaker just started: its Lease is new to us)
+        let strangers = std::cell::Cell::new(false);
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
             st.may_announce = j.may;
@@ -469,9 +494,35 @@ impl<A: Announcer> Speaker<A> {
                 st.set_targets(targets);
             }
             let tracker = &self.tracker;
-            st.table.retain(&|n| tracker.held_since(n).is_some());
+            st.table.retain(&|n| {
+                let member = tracker.held_since(n).is_some();
+                strangers.set(strangers.get() || !member);
+                member
+            });
         }
         self.metrics.may_announce.set(i64::from(j.may));
+        self.gate_lease_watch(j.renews_quietly(), strangers.get(), now);
+    }
+
+    /// Pauses or resumes the peers' node Lease watch as the gate says after an evaluation
+    /// at `now`. On resume the peers' Lease clocks restart: nothing was seen meanwhile.
+    fn gate_lease_watch(&mut self, quiet: bool, strangers: bool, now: Instant) {
+        let Some((gate, switch)) = &mut self.lease_watch else {
+            return;
+        };
+        match gate.update(quiet, strangers, now) {
+            WatchChange::Unchanged => return,
+            WatchChange::Pause => {
+                tracing::info!("hearing every member: the peers' node Lease watch pauses");
+            }
+            WatchChange::Resume => {
+                tracing::info!(strangers, "the peers' node Lease watch resumes");
+                self.tracker.restart_clocks(now);
+            }
+        }
+        let on = gate.watching();
+        switch.send_replace(on);
+        self.metrics.peer_lease_watch.set(i64::from(on));
     }
 
     /// The members the heartbeat targets were last made from (None: never made).
@@ -498,8 +549,16 @@ impl<A: Announcer> Speaker<A> {
     /// the claims. Returns true when a pass is needed: a claim changed, a peer came alive,
     /// released or deleted its Lease, a relist completed. Plain renewals of live peers need
     /// no pass (they only move its timers, see [`Self::rearm`]).
-    pub fn lease_event(&mut self, ev: LeaseEvent, now: Instant) -> bool {
+    pub fn lease_event(&mut self, ev: watcher::Event<LeaseFacts>, now: Instant) -> bool {
+        self.lease_event_from((LeaseWatch::All, ev), now)
+    }
+
+    /// [`Self::lease_event`] for an event of one of the Lease watches: a list concerns only
+    /// the Leases of its watch.
+    pub fn lease_event_from(&mut self, (from, ev): LeaseEvent, now: Instant) -> bool {
         self.absorb_renewals();
+        let nodes = from != LeaseWatch::Claims;
+        let claims = from != LeaseWatch::Nodes;
         match ev {
             watcher::Event::Apply(f) => self.lease_seen(f, now),
             watcher::Event::InitApply(f) => {
@@ -519,15 +578,23 @@ impl<A: Announcer> Speaker<A> {
                     .is_some_and(|(ip, _)| self.claims.observe(ip, None)),
             },
             watcher::Event::Init => {
-                self.lease_relist = Some(BTreeSet::new());
-                self.claims.begin_relist();
+                if nodes {
+                    self.lease_relist = Some(BTreeSet::new());
+                }
+                if claims {
+                    self.claims.begin_relist();
+                }
                 false
             }
             watcher::Event::InitDone => {
-                if let Some(seen) = self.lease_relist.take() {
-                    self.tracker.retain(&|n| seen.contains(&node_lease_name(n)));
+                if nodes {
+                    if let Some(seen) = self.lease_relist.take() {
+                        self.tracker.retain(&|n| seen.contains(&node_lease_name(n)));
+                    }
                 }
-                self.claims.end_relist();
+                if claims {
+                    self.claims.end_relist();
+                }
                 true
             }
         }
@@ -620,6 +687,10 @@ impl<A: Announcer> Speaker<A> {
         self.metrics.reconciles.inc();
         self.last_pass = Some(now);
         self.absorb_renewals();
+        if !self.watches_peer_leases() {
+            // nothing seen while paused says anything about the peers
+            self.tracker.restart_clocks(now);
+        }
         self.tracker.note_deaths(now);
         self.refresh_liveness(now);
         let may = self.live.may;
@@ -1016,7 +1087,16 @@ impl<A: Announcer> Speaker<A> {
         self.planner.next_wakeup(
             now,
             Timers {
-                peer_expiry: self.tracker.next_expiry(now),
+                // while the peers' Leases are not watched their clocks do not run; the
+                // pause itself is due then
+                peer_expiry: match &self.lease_watch {
+                    Some((gate, _)) if !gate.watching() => None,
+                    Some((gate, _)) => [self.tracker.next_expiry(now), gate.pause_at()]
+                        .into_iter()
+                        .flatten()
+                        .min(),
+                    None => self.tracker.next_expiry(now),
+                },
                 fence,
                 startup,
             },

@@ -110,6 +110,9 @@ pub struct Metrics {
     pub peers_heard: Gauge,
     /// 1 while this node may announce (Lease fresh, or heartbeat quorum).
     pub may_announce: Gauge,
+    /// 1 while the peers' node Leases are watched, 0 while that watch is paused (this node
+    /// hears every member).
+    pub peer_lease_watch: Gauge,
     /// Silence of a peer before each heartbeat accepted from it (how close the fence and
     /// death times came to firing).
     pub heartbeat_gap_seconds: Histogram,
@@ -141,11 +144,14 @@ impl Metrics {
             heartbeats_received: Family::default(),
             peers_heard: Gauge::default(),
             may_announce: Gauge::default(),
+            peer_lease_watch: Gauge::default(),
             heartbeat_gap_seconds: Histogram::new([
                 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0,
             ]),
             lease_renew_gap_seconds: Histogram::new([0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0]),
         };
+        // the peers' node Leases are watched from the start
+        m.peer_lease_watch.set(1);
         let one = Gauge::default();
         one.set(1);
         reg.register_collector(Box::new(AnnouncedCollector {
@@ -224,6 +230,11 @@ impl Metrics {
             "may_announce",
             "1 while this node may announce (Lease fresh or heartbeat quorum)",
             m.may_announce.clone(),
+        );
+        r.register(
+            "peer_lease_watch",
+            "1 while the peers' node Leases are watched, 0 while paused (every member heard)",
+            m.peer_lease_watch.clone(),
         );
         r.register(
             "heartbeat_gap_seconds",

@@ -123,7 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let lb_class = crate::class::from_flag(args.lb_class.as_deref());
-    let (stores, wake, lease_rx) =
+    let (stores, wake, lease_rx, peer_leases) =
         start_reflectors(client.clone(), &args.namespace, lb_class, clock);
     let (own, renewals) = OwnLease::new(
         client.clone(),
@@ -171,6 +171,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .with_board(board)
     .with_quiet_renewals(quiet_tx);
+    if !args.no_heartbeats {
+        speaker = speaker.with_lease_watch(peer_leases);
+    }
     let mut hb_task = None;
     if !args.no_heartbeats {
         let timing = args.mesh_timing()?;
@@ -303,7 +306,7 @@ pub async fn drive<A: Announcer>(
         if dirty {
             tokio::time::sleep(Duration::from_millis(5)).await;
             while let Ok(ev) = inputs.lease_rx.try_recv() {
-                speaker.lease_event(ev, Instant::now());
+                speaker.lease_event_from(ev, Instant::now());
             }
             next = speaker.reconcile(Instant::now()).await;
             may = speaker.permitted();
@@ -316,7 +319,7 @@ pub async fn drive<A: Announcer>(
             _ = &mut stop => break,
             _ = inputs.wake.notified() => dirty = true,
             Some(ev) = inputs.lease_rx.recv() => {
-                if speaker.lease_event(ev, Instant::now()) { dirty = true; } else { next = speaker.rearm(); }
+                if speaker.lease_event_from(ev, Instant::now()) { dirty = true; } else { next = speaker.rearm(); }
             }
             r = inputs.renewals.changed() => {
                 if r.is_err() { break; }
@@ -443,7 +446,9 @@ fn read_wanted_slices(client: Client, index: SharedIndex, wanted: Arc<Notify>, w
 /// loop.
 ///
 /// A peer's renewal coming within half a lease duration of its previous one is held for the
-/// loop to fold in (a live peer's renewal only moves its expiry later).
+/// loop to fold in (a live peer's renewal only moves its expiry later). The node Leases and
+/// the claims are two watches; the last value returned switches the node Lease watch
+/// (false: paused, [`Speaker::with_lease_watch`]).
 pub fn start_reflectors(
     client: Client,
     namespace: &str,
@@ -453,6 +458,7 @@ pub fn start_reflectors(
     Stores,
     Arc<Notify>,
     mpsc::UnboundedReceiver<watched::LeaseEvent>,
+    watch::Sender<bool>,
 ) {
     let wake = Arc::new(Notify::new());
     let (ltx, lrx) = mpsc::unbounded_channel();
@@ -497,21 +503,35 @@ pub fn start_reflectors(
         statuses: status::SharedStatuses::default(),
         held: liveness::HeldRenewals::default(),
     };
-    watched::watch_leases(
+    let (node_leases, claims) = (watched::Synced::default(), watched::Synced::default());
+    let (switch, wanted) = watch::channel(true);
+    watched::watch_node_leases(
         Api::<watched::SlimLease>::namespaced(client.clone(), namespace),
-        ltx,
-        stores.leases.clone(),
+        ltx.clone(),
+        node_leases.clone(),
         // peers hearing everybody renew every quiet period (900 ms by default): held too,
         // with room for latency, and still well within the lease duration
         liveness::QuietRenewals::new(clock.lease_duration() * 3 / 4),
         stores.held.clone(),
+        wanted,
     );
+    watched::watch_claims(
+        Api::<watched::SlimLease>::namespaced(client.clone(), namespace),
+        ltx,
+        claims.clone(),
+    );
+    let both = stores.leases.clone();
+    tokio::spawn(async move {
+        node_leases.wait().await;
+        claims.wait().await;
+        both.set();
+    });
     watched::watch_statuses(
         Api::<ServiceL2Status>::namespaced(client, namespace),
         stores.statuses.clone(),
         wake.clone(),
     );
-    (stores, wake, lrx)
+    (stores, wake, lrx, switch)
 }
 
 /// Waits until every store has its initial list.

@@ -141,6 +141,28 @@ pub(crate) fn wait_heartbeats(lab: &Lab, within: Duration) {
     }
 }
 
+/// Waits until the speakers of `nodes` report their watch of the peers' node Leases running
+/// (`on`) or paused (`ferrolb_speaker_peer_lease_watch`); panics with the logs otherwise.
+pub(crate) fn wait_lease_watch(lab: &Lab, nodes: &[usize], on: bool, within: Duration) {
+    let t = Instant::now();
+    let want = if on { 1.0 } else { 0.0 };
+    for &i in nodes {
+        loop {
+            let v = lab.speaker_metric(i, "ferrolb_speaker_peer_lease_watch");
+            if v == Some(want) {
+                break;
+            }
+            assert!(
+                t.elapsed() < within,
+                "{}: peers' Lease watch {v:?}, not {want} after {within:?}{}",
+                node_name(i),
+                dump(lab)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Creates Services `<prefix>0..n`, waits for their IPs and returns them with the node that
 /// serves each.
 fn services_with_owners(lab: &mut Lab, prefix: &str, n: usize) -> (Vec<IpAddr>, Vec<String>) {
@@ -232,6 +254,10 @@ fn crash_and_graceful_failover_move_the_vip() {
     let ip = quickstart_web(&mut lab);
     let owner = served(&lab, ip, Duration::from_secs(15));
     let idx: usize = owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    // Every speaker hears every member: none watches the node Leases any longer (each
+    // pauses a lease duration after it heard everybody), so the crash below is taken over
+    // from paused watches.
+    wait_lease_watch(&lab, &[0, 1, 2], false, Duration::from_secs(15));
 
     // Crash: SIGKILL the owner's speaker. Another node must serve within the lease
     // duration plus the gratuitous burst (defaults ≤ 3 s; 8 s leaves room for a loaded CI).
@@ -248,6 +274,9 @@ fn crash_and_graceful_failover_move_the_vip() {
     let crash = t.elapsed();
     lab.reap_speaker(idx, Duration::from_secs(2));
     eprintln!("crash failover {owner} → {new_owner} in {crash:?}");
+    // The survivors no longer hear every member: they watch the node Leases again.
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != idx).collect();
+    wait_lease_watch(&lab, &survivors, true, Duration::from_secs(3));
 
     // The crashed node comes back: ownership is sticky, the VIP stays where it is.
     lab.start_speaker(idx).unwrap();

@@ -1046,6 +1046,124 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
     );
 }
 
+/// A speaker hearing every member of three pauses its watch of the peers' node Leases once
+/// that has lasted a lease duration, and resumes it as soon as a member falls silent or a
+/// node that is no member is heard; paused for longer than a lease duration, it keeps its
+/// permission.
+#[tokio::test]
+async fn the_peers_lease_watch_pauses_while_every_member_is_heard() {
+    use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming};
+    use ferrolb::speaker::heartbeat::{bind, Mesh};
+
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
+    let key = HmacKey::new(&[7u8; 32]).unwrap();
+    let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let to = socket.local_addr().unwrap();
+    let timing = MeshTiming::default();
+    let mesh = Mesh::new("node-a", timing, to.port());
+    let mut reg = prometheus_client::registry::Registry::default();
+    mesh.listen(
+        &socket,
+        key.clone(),
+        Arc::new(Metrics::new(&mut reg)),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    let (switch, watched) = tokio::sync::watch::channel(true);
+    a.speaker = a.speaker.with_mesh(mesh.clone()).with_lease_watch(switch);
+
+    let peers = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seq = 0;
+    let mut send = |nodes: &[&str]| {
+        seq += 1;
+        let sent_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        for node in nodes {
+            let hb = Heartbeat {
+                node: node.to_string(),
+                incarnation: 1_700_000_000_000,
+                seq,
+                sent_unix_ms,
+                flags: 0,
+            };
+            peers.send_to(&hb.encode(&key), to).unwrap();
+        }
+    };
+    // Heartbeats every interval for `dur`, a pass (Leases relisted, unchanged) after each.
+    async fn heard_for(
+        a: &mut Node_,
+        mesh: &Mesh,
+        send: &mut impl FnMut(&[&str]),
+        nodes: &[&str],
+        dur: Duration,
+    ) {
+        let until = Instant::now() + dur;
+        while Instant::now() < until {
+            send(nodes);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            mesh.drain();
+            let now = Instant::now();
+            a.pass(now, Some(now)).await;
+        }
+    }
+
+    let both = ["node-b", "node-c"];
+    let t0 = Instant::now();
+    heard_for(&mut a, &mesh, &mut send, &both, Duration::from_millis(1500)).await;
+    assert!(
+        *watched.borrow(),
+        "paused before hearing everybody for a lease duration"
+    );
+    assert!(a.speaker.watches_peer_leases());
+    heard_for(&mut a, &mesh, &mut send, &both, Duration::from_millis(900)).await;
+    assert!(
+        !*watched.borrow(),
+        "every member heard for a lease duration: paused"
+    );
+    assert!(!a.speaker.watches_peer_leases());
+    // Paused for longer than a lease duration (the test relists the peers' Leases
+    // unchanged, as they look to a watch that saw none of their renewals).
+    heard_for(&mut a, &mesh, &mut send, &both, Duration::from_millis(2300)).await;
+    assert!(!*watched.borrow());
+    let now = Instant::now();
+    assert!(a.speaker.may_announce(now));
+    assert!(t0.elapsed() > Duration::from_secs(4));
+
+    // node-c falls silent: resumed once it is judged silent (the fence time)
+    heard_for(&mut a, &mesh, &mut send, &["node-b"], timing.fence_after).await;
+    heard_for(
+        &mut a,
+        &mesh,
+        &mut send,
+        &["node-b"],
+        Duration::from_millis(200),
+    )
+    .await;
+    assert!(*watched.borrow(), "a member silent: the watch resumes");
+    assert!(
+        a.speaker.may_announce(Instant::now()),
+        "a majority, own Lease fresh"
+    );
+
+    // back to everybody: paused again a lease duration later
+    heard_for(&mut a, &mesh, &mut send, &both, Duration::from_millis(2300)).await;
+    assert!(!*watched.borrow(), "paused again");
+    // a node that is no member (a new speaker: its Lease is not known yet) is heard
+    heard_for(
+        &mut a,
+        &mesh,
+        &mut send,
+        &["node-b", "node-c", "node-d"],
+        Duration::from_millis(150),
+    )
+    .await;
+    assert!(*watched.borrow(), "a stranger heard: the watch resumes");
+}
+
 /// The heartbeat targets follow the members and their Nodes' InternalIPs: a changed address,
 /// a member gone, a member come (its Node unchanged) are in the targets after the next pass; a pass with neither
 /// a member nor a Node changed leaves the very same targets (not made again).
