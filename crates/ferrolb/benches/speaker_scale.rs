@@ -15,7 +15,8 @@
 //!    is in its state ConfigMap, written once, as a speaker at rest leaves it
 //!    (`BENCH_PEER_STATE=lease`: as a `ferrolb.io/speaker-state` annotation of the Lease
 //!    instead, where speakers before the state ConfigMap kept it — on a real cluster every
-//!    speaker watches every node Lease, so each of those renewals reaches it whole). The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
+//!    speaker watching the node Leases receives each of those renewals whole; a speaker
+//!    hearing every member pauses that watch, and the idle line says whether it did). The L2Advertisement's nodeSelectors then pick `node-0` only, so it still owns
 //!    all L IPs; `BENCH_PEERS=0` leaves the peers out (and the selector: node-0 is then
 //!    the only live node);
 //!    with peers, they also exchange heartbeats with the speaker, as on a real cluster
@@ -1126,7 +1127,17 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 peer_count(),
                 Instant::now(),
             );
-            let (hs1, hb1) = (speaker_heartbeats(&scrape(SPEAKER_METRICS)), hb_count());
+            let rest_metrics = scrape(SPEAKER_METRICS);
+            let (hs1, hb1) = (speaker_heartbeats(&rest_metrics), hb_count());
+            // whether the speaker still receives its peers' renewals (speakers before the
+            // paused watch have no such series: always watched)
+            let lease_watch = if !rest_metrics.contains("ferrolb_speaker_peer_lease_watch ") {
+                "watched (always)"
+            } else if metric(&rest_metrics, "ferrolb_speaker_peer_lease_watch ") > 0.0 {
+                "watched"
+            } else {
+                "paused"
+            };
             let secs = (i1 - i0).as_secs_f64();
             let idle_cpu = (c1 - c0) / secs * 100.0;
             let idle_writes = (w1 - w0) as f64 / secs;
@@ -1141,7 +1152,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 .collect();
             let idle_peers = (p1 - p0) as f64 / secs;
             let idle_heartbeats = format!(
-                "speaker sent {:.0}/s, received {:.0}/s accepted + {:.0}/s dropped; peers sent {:.0}/s, read {:.0}/s",
+                "speaker sent {:.0}/s, received {:.0}/s accepted + {:.0}/s dropped; peers sent {:.0}/s, read {:.0}/s; the peers' node Leases: {lease_watch}",
                 (hs1.0 - hs0.0) / secs,
                 (hs1.1 - hs0.1) / secs,
                 (hs1.2 - hs0.2) / secs,

@@ -316,6 +316,77 @@ fn crash_and_graceful_failover_move_the_vip() {
     );
 }
 
+/// The API server's metrics (as the lab's admin).
+fn apiserver_metrics(lab: &Lab) -> String {
+    let c = lab.client();
+    lab.block_on(async move {
+        let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+        c.request_text(req).await.unwrap()
+    })
+}
+
+/// A speaker that hears every member stops watching the node Leases: the API server's watch
+/// streams close (one per speaker) and its watch events stop flowing to them; a speaker
+/// that stops hearing one member opens the watch again (one stream each), and closes it
+/// once the member is heard again for a lease duration.
+#[test]
+fn speakers_hearing_every_member_stop_watching_the_node_leases() {
+    let Some((_g, mut lab)) = lab("lease_watch_pause", 3) else {
+        return;
+    };
+    wait_heartbeats(&lab, Duration::from_secs(10));
+    wait_lease_watch(&lab, &[0, 1, 2], false, Duration::from_secs(15));
+    let watches = |lab: &Lab| metric(&apiserver_metrics(lab), "ferrolb_apiserver_watches");
+    // the open watch streams reach `n` (a resumed watch lists first, then watches)
+    let wait_watches = |lab: &Lab, n: f64, what: &str| {
+        let t = Instant::now();
+        while watches(lab) != n {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{what}: {} open watches, not {n}{}",
+                watches(lab),
+                dump(lab)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let events = |lab: &Lab| {
+        metric(
+            &apiserver_metrics(lab),
+            "ferrolb_apiserver_watch_events_total",
+        )
+    };
+    let paused = watches(&lab);
+    // at rest: three node Leases renewed about once a second, none of it sent to a speaker
+    let e0 = events(&lab);
+    std::thread::sleep(Duration::from_secs(3));
+    let at_rest = events(&lab) - e0;
+
+    // node-3's speaker stops (its heartbeats and renewals with it): the others watch again
+    lab.signal_speaker(2, libc::SIGSTOP).unwrap();
+    wait_lease_watch(&lab, &[0, 1], true, Duration::from_secs(3));
+    wait_watches(
+        &lab,
+        paused + 2.0,
+        "one node Lease watch opened by each of the two speakers",
+    );
+    let e0 = events(&lab);
+    std::thread::sleep(Duration::from_secs(3));
+    let watching = events(&lab) - e0;
+    eprintln!("watch events in 3 s: {at_rest} at rest, {watching} with a member silent");
+    assert!(
+        watching >= 4.0 && at_rest * 2.0 < watching,
+        "watch events in 3 s: {at_rest} with every member heard, {watching} with one silent{}",
+        dump(&lab)
+    );
+
+    // back: every speaker hears everybody again and closes its node Lease watch
+    lab.signal_speaker(2, libc::SIGCONT).unwrap();
+    wait_lease_watch(&lab, &[0, 1, 2], false, Duration::from_secs(15));
+    wait_watches(&lab, paused, "every node Lease watch closed again");
+    let _ = &mut lab;
+}
+
 #[test]
 fn ipv6_and_dual_stack_services_are_reachable() {
     let Some((_g, mut lab)) = lab("ipv6_and_dual_stack", 2) else {
