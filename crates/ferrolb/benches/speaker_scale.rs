@@ -74,6 +74,8 @@
 //! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals and
 //! its CPU under a tenth of a core (2 s windows),
 //! `BENCH_PEER_STATE` (`configmap`; `lease`: on the peers' Leases; `0`: nowhere),
+//! `BENCH_PEER_NAPI=0`: the peers' end of the veth receives inside the speaker's sends (by
+//! default it receives on a kernel thread of its own, as the peers' nodes would on theirs),
 //! `BENCH_QUIET_RENEWALS=0`: heartbeating peers renew every retry period rather
 //! than every quiet period, `BENCH_PEER_LISTS=1`: their annotations carry the full peer lists
 //! older speakers published, `BENCH_SMAPS=1`: the speaker's resident memory by mapping at rest,
@@ -275,6 +277,55 @@ const ARP_PROBE_HOLD: Duration = Duration::from_millis(200);
 /// so each reply (whose target is the request's sender) names the request it answers.
 const ARP_PROBE_BASE: Ipv4Addr = Ipv4Addr::new(10, 253, 0, 0);
 const ARP_PROBE_IPS: u64 = 65_534;
+
+/// Attaches an XDP program passing every frame to `eth1` in `lan` and makes its NAPI
+/// threaded, so that frames sent to it are received by a kernel thread rather than inside
+/// the sender's system call. Returns the link (detached when dropped).
+fn receive_on_a_thread(lan: &Netns) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let ifindex: u32 = lan
+        .run(&["cat", "/sys/class/net/eth1/ifindex"])
+        .map_err(std::io::Error::other)?
+        .trim()
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let link = ferrolb_netns::in_netns(Some(&lan.path()), move || {
+        // r0 = XDP_PASS; exit
+        let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
+        let license = b"GPL\0";
+        let mut attr = [0u8; 128];
+        let put32 = |a: &mut [u8], at: usize, v: u32| a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        let put64 = |a: &mut [u8], at: usize, v: u64| a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        const BPF_PROG_TYPE_XDP: u32 = 6;
+        const BPF_XDP: u32 = 37;
+        put32(&mut attr, 0, BPF_PROG_TYPE_XDP);
+        put32(&mut attr, 4, insns.len() as u32);
+        put64(&mut attr, 8, insns.as_ptr() as u64);
+        put64(&mut attr, 16, license.as_ptr() as u64);
+        put32(&mut attr, 68, BPF_XDP); // expected_attach_type
+        // SAFETY: BPF_PROG_LOAD with a union bpf_attr of 128 bytes whose pointers outlive it.
+        let prog = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) };
+        if prog < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor the kernel just returned, owned here.
+        let prog = unsafe { std::os::fd::OwnedFd::from_raw_fd(prog as i32) };
+        let mut attr = [0u8; 64];
+        put32(&mut attr, 0, std::os::fd::AsRawFd::as_raw_fd(&prog) as u32);
+        put32(&mut attr, 4, ifindex);
+        put32(&mut attr, 8, BPF_XDP);
+        // SAFETY: BPF_LINK_CREATE with a union bpf_attr of 64 bytes.
+        let link = unsafe { libc::syscall(libc::SYS_bpf, 28, attr.as_ptr(), attr.len()) };
+        if link < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(link as i32) })
+    })?;
+    lan.sh("echo 1 > /sys/class/net/eth1/threaded")
+        .map_err(std::io::Error::other)?;
+    Ok(link)
+}
 
 /// The far end of the veth (`eth1`): where the ARP probe sends from.
 #[derive(Debug, Clone)]
@@ -541,6 +592,21 @@ fn main() {
         lan
     });
     let lan_path = lan.as_ref().map(Netns::path);
+    // The peers' side of the veth receives on a kernel thread of its own (threaded NAPI,
+    // which a veth offers once an XDP program is attached: one that passes everything), as
+    // each peer's node would receive on its own CPUs; otherwise the kernel runs the peers'
+    // whole receive path inside the speaker's `sendmmsg`, and bills it to the speaker.
+    // `BENCH_PEER_NAPI=0`: not.
+    let _peer_napi = match &lan {
+        Some(lan) if env_num("BENCH_PEER_NAPI", 1) != 0 => match receive_on_a_thread(lan) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                println!("note: the peers receive inside the speaker's sends ({e})");
+                None
+            }
+        },
+        _ => None,
+    };
     // The ARP probe sends from eth1, wherever it is (the peers' LAN, or beside eth0).
     let far = {
         let at = lan.as_ref().unwrap_or(&ns);
