@@ -1369,7 +1369,7 @@ mod tests {
                         (Written::Won(_), Some(r)) => {
                             rv += 1;
                             w.claims.insert(wr.ip, Claim { holder: r.holder.as_str().into(),
-                                resource_version: rv.to_string(),
+                                resource_version: rv.to_string().into(),
                                 transitions: i32::try_from(r.epoch).unwrap() });
                         }
                         (Written::Deleted, _) => {
