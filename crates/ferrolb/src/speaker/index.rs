@@ -63,6 +63,9 @@ impl Endpoints {
     }
 }
 
+/// The slices of one Service with a serving endpoint: (slice key, endpoints).
+type Slices = Box<[(Arc<str>, Endpoints)]>;
+
 /// A read of one Service's EndpointSlices for the shell to make: a list in `namespace` by
 /// the label `kubernetes.io/service-name=<name>` ([`Index::take_wanted`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,7 +134,7 @@ pub struct Index {
     /// Service key → its slices (slice key, endpoints); most Services have one (a boxed
     /// slice: exactly the room the slices take, and a table slot 8 bytes smaller than a
     /// vector's).
-    groups: HashMap<Arc<str>, Box<[(Arc<str>, Endpoints)]>>,
+    groups: HashMap<Arc<str>, Slices>,
     /// Node name → the slim Node.
     nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// Interned node names (of Nodes and of endpoints).
