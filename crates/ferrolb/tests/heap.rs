@@ -3,10 +3,9 @@
 //! just above what the code holds: a table that goes back to a block, a hash entry or a
 //! key per entry fails it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use counting::held;
 use ferrolb::dataplane::metrics::{IpCounts, IpLabel};
 use ferrolb::speaker::index::Index;
 use ferrolb::speaker::slim::{SlimService, SlimSlice};
@@ -15,32 +14,9 @@ use kube::runtime::watcher::Event;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 
-/// Counts the bytes held.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's layout, as given.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: allocated by `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn held() -> usize {
-    HELD.load(Ordering::Relaxed)
-}
+/// The counting allocator of `ferrolb-core`'s `dense` test.
+#[path = "../../ferrolb-core/tests/counting/mod.rs"]
+mod counting;
 
 const N: usize = 10_000;
 
