@@ -30,10 +30,30 @@ impl<K: Ord> Dense for BTreeSet<K> {
     }
 }
 
+/// Whether tables of `size` entries, `at` when last rebuilt dense, are due again: they grew
+/// or shrank by more than an eighth of that (and by more than 64 entries). Rebuilding at
+/// these points costs a constant number of entry moves per insert, and a table at rest is
+/// never rebuilt.
+pub fn due(at: usize, size: usize) -> bool {
+    size.abs_diff(at) > at / 8 + 64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The tables are rebuilt once they filled, and again only after they grew or shrank
+    /// by an eighth: a table at rest is not rebuilt at every look.
+    #[test]
+    fn tables_are_rebuilt_dense_after_they_grew() {
+        assert!(!due(0, 0) && !due(0, 64));
+        assert!(due(0, 65));
+        assert!(due(0, 10_000));
+        assert!(!due(10_000, 10_000) && !due(10_000, 11_314));
+        assert!(due(10_000, 11_315) && due(10_000, 8_685));
+        assert!(!due(10_000, 8_686));
+    }
 
     proptest! {
         /// A rebuilt table holds the same entries in the same order.

@@ -52,8 +52,9 @@ struct Base {
 pub struct IncrementalElection {
     /// Configuration, options and nodes of the last call.
     base: Option<Base>,
-    /// The views of the last call by key (more than one: a duplicated key), in input order.
-    views: BTreeMap<Arc<str>, Vec<ServiceView>>,
+    /// The views of the last call by key (more than one: a duplicated key), in input order;
+    /// one is held in the table's node (no allocation of its own).
+    views: BTreeMap<Arc<str>, KeyViews>,
     /// IP → keys of the views carrying it (most IPs have one: held inline, no allocation).
     by_ip: BTreeMap<IpAddr, Keys>,
     /// The current owners of the last call.
@@ -149,7 +150,13 @@ impl IncrementalElection {
             for (k, vs) in changes {
                 self.replace(k, vs);
             }
-            self.result = elect_all(config, self.views.values().flatten(), nodes, current, opts);
+            self.result = elect_all(
+                config,
+                self.views.values().flat_map(KeyViews::as_slice),
+                nodes,
+                current,
+                opts,
+            );
             // Everything is re-elected: copying every owner costs no more than that.
             self.current = current.clone();
             self.base = Some(Base {
@@ -218,7 +225,7 @@ impl IncrementalElection {
         }
         let subset: Vec<ServiceView> = carrying
             .iter()
-            .flat_map(|k| self.views.get(*k).into_iter().flatten().cloned())
+            .flat_map(|k| self.views_of(k).iter().cloned())
             .collect();
         keys.extend(carrying.into_iter().cloned());
         let mut part = elect_all(config, &subset, nodes, current, opts);
@@ -253,12 +260,12 @@ impl IncrementalElection {
 
     /// The views of the last call, by key.
     pub fn views(&self) -> impl Iterator<Item = &ServiceView> {
-        self.views.values().flatten()
+        self.views.values().flat_map(KeyViews::as_slice)
     }
 
     /// The views of `key` as of the last call (empty: none).
     fn views_of(&self, key: &str) -> &[ServiceView] {
-        self.views.get(key).map(Vec::as_slice).unwrap_or(&[])
+        self.views.get(key).map(KeyViews::as_slice).unwrap_or(&[])
     }
 
     /// The keys whose views in `services` differ from the last call's, with their views now
@@ -287,7 +294,8 @@ impl IncrementalElection {
 
     /// Sets the views of `key` (empty: none), keeping the IP index in step.
     fn replace(&mut self, key: Arc<str>, views: Vec<ServiceView>) {
-        for v in self.views.remove(&key).into_iter().flatten() {
+        let old = self.views.remove(&key);
+        for v in old.iter().flat_map(KeyViews::as_slice) {
             for ip in &v.ips {
                 if self.by_ip.get_mut(ip).is_some_and(|keys| keys.remove(&key)) {
                     self.by_ip.remove(ip);
@@ -307,7 +315,34 @@ impl IncrementalElection {
                 }
             }
         }
-        self.views.insert(key, views);
+        self.views.insert(key, KeyViews::from(views));
+    }
+}
+
+/// The views of one key: nearly always one, held inline (in the table's node, no
+/// allocation of its own); more (a duplicated key) in a vector.
+#[derive(Clone, Debug, PartialEq)]
+enum KeyViews {
+    One(ServiceView),
+    Many(Vec<ServiceView>),
+}
+
+impl KeyViews {
+    /// The views, in input order.
+    fn as_slice(&self) -> &[ServiceView] {
+        match self {
+            KeyViews::One(v) => std::slice::from_ref(v),
+            KeyViews::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<ServiceView>> for KeyViews {
+    fn from(mut views: Vec<ServiceView>) -> Self {
+        match views.len() {
+            1 => KeyViews::One(views.pop().expect("one view")),
+            _ => KeyViews::Many(views),
+        }
     }
 }
 
@@ -483,6 +518,33 @@ mod tests {
         assert!(!keys.remove(&k("ns/x")) && keys.as_slice() == [k("ns/c")]);
         assert!(keys.remove(&k("ns/c")));
         assert!(std::mem::size_of::<Keys>() <= 32);
+    }
+
+    /// A key's one view is held inline, no larger than the view itself (its node holds
+    /// it where a vector's block held it before); a duplicated key's views stay in order.
+    #[test]
+    fn a_keys_views_are_held_inline_when_one() {
+        let v = |i: u8| ServiceView::new("ns/a", vec![ip(&format!("10.0.0.{i}"))], None);
+        let one = KeyViews::from(vec![v(1)]);
+        assert!(matches!(one, KeyViews::One(_)));
+        assert_eq!(one.as_slice(), [v(1)]);
+        let two = KeyViews::from(vec![v(2), v(1)]);
+        assert_eq!(two.as_slice(), [v(2), v(1)]);
+        assert!(KeyViews::from(Vec::new()).as_slice().is_empty());
+        assert_eq!(
+            std::mem::size_of::<KeyViews>(),
+            std::mem::size_of::<ServiceView>()
+        );
+        let mut inc = IncrementalElection::new();
+        let views = [v(1), v(2), v(3)];
+        inc.elect(
+            &Config::default(),
+            &views,
+            &[NodeInfo::new("a")],
+            &BTreeMap::new(),
+            &ElectionOptions::default(),
+        );
+        assert!(inc.views().eq(views.iter()));
     }
 
     #[test]

@@ -200,8 +200,8 @@ pub struct ServiceFacts {
     /// `metadata.namespace` and `metadata.name` as `namespace/name`, the key of its view
     /// ([`ServiceFacts::namespace`], [`ServiceFacts::name`] read the parts).
     key: Arc<str>,
-    /// The namespace's length in `key`.
-    namespace_len: usize,
+    /// The namespace's length in `key` (a namespace is a DNS label: at most 63 bytes).
+    namespace_len: u32,
     /// `spec.type` is `LoadBalancer`.
     pub load_balancer: bool,
     /// `status.loadBalancer.ingress[].ip` as written (empty entries and hostname-only
@@ -248,7 +248,7 @@ impl ServiceFacts {
     pub fn named(namespace: &str, name: &str) -> Self {
         ServiceFacts {
             key: format!("{namespace}/{name}").into(),
-            namespace_len: namespace.len(),
+            namespace_len: u32::try_from(namespace.len()).expect("a namespace of under 4 GiB"),
             load_balancer: false,
             ingress: Strings::default(),
             labels: LabelSet::new(),
@@ -259,12 +259,12 @@ impl ServiceFacts {
 
     /// `metadata.namespace`.
     pub fn namespace(&self) -> &str {
-        &self.key[..self.namespace_len]
+        &self.key[..self.namespace_len as usize]
     }
 
     /// `metadata.name`.
     pub fn name(&self) -> &str {
-        &self.key[self.namespace_len + 1..]
+        &self.key[self.namespace_len as usize + 1..]
     }
 
     /// `namespace/name`: the key of its [`ServiceView`], which shares it.

@@ -626,7 +626,7 @@ impl Actor {
         for frame in logic::announcement(ip, r.info.mac) {
             match r.sock.send(&frame) {
                 Ok(()) => {
-                    m.gratuitous_sent.get_or_create(&Metrics::ip(ip)).inc();
+                    m.gratuitous_sent.inc(ip);
                 }
                 Err(e) => {
                     m.send_errors.inc();

@@ -199,12 +199,6 @@ pub fn liveness_changes(
     }
 }
 
-/// Whether tables of `size` entries, `at` when last rebuilt dense, are due again: they grew
-/// or shrank by more than an eighth of that (and by more than 64 entries).
-fn dense_due(at: usize, size: usize) -> bool {
-    size.abs_diff(at) > at / 8 + 64
-}
-
 /// Whether two lists of a store's objects are the same objects, in the same order.
 fn same_objects<K>(a: &[Arc<K>], b: &[Arc<K>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
@@ -757,7 +751,7 @@ impl<A: Announcer> Speaker<A> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .len();
-        if dense_due(self.dense_at, size) {
+        if crate::dense::due(self.dense_at, size) {
             self.make_dense();
             self.dense_at = size;
         }
@@ -1172,18 +1166,6 @@ impl<A: Announcer> Speaker<A> {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    /// The tables are rebuilt once they filled, and again only after they grew or shrank
-    /// by an eighth: a speaker at rest does not rebuild them at every pass.
-    #[test]
-    fn tables_are_rebuilt_dense_after_they_grew() {
-        assert!(!dense_due(0, 0) && !dense_due(0, 64));
-        assert!(dense_due(0, 65));
-        assert!(dense_due(0, 10_000));
-        assert!(!dense_due(10_000, 10_000) && !dense_due(10_000, 11_314));
-        assert!(dense_due(10_000, 11_315) && dense_due(10_000, 8_685));
-        assert!(!dense_due(10_000, 8_686));
-    }
 
     /// 100 peers heard 20 ms ago, holding their Leases for a second.
     fn peers(t0: Instant) -> Vec<(String, PeerInput)> {

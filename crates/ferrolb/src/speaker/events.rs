@@ -23,6 +23,30 @@ pub const ANNOUNCE_FAILED: &str = "announceFailed";
 /// Warning: another MAC answers for an IP this node owns.
 pub const DUPLICATE_RESPONDER: &str = "duplicateResponder";
 
+/// The reason of an Event the [`EventMemory`] remembers: a byte in its table's keys, where
+/// the reason's text took a 16-byte reference (the table's node of eleven entries then fits
+/// 512 bytes instead of 640).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// [`NODE_ASSIGNED`].
+    NodeAssigned,
+    /// [`ANNOUNCE_FAILED`].
+    AnnounceFailed,
+    /// [`DUPLICATE_RESPONDER`].
+    DuplicateResponder,
+}
+
+impl Reason {
+    /// The Event's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NodeAssigned => NODE_ASSIGNED,
+            Reason::AnnounceFailed => ANNOUNCE_FAILED,
+            Reason::DuplicateResponder => DUPLICATE_RESPONDER,
+        }
+    }
+}
+
 /// An event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -44,7 +68,7 @@ pub struct Pending {
 /// of a node are told the same `nodeAssigned` text), so a Service costs no string here.
 #[derive(Debug, Default, Clone)]
 pub struct EventMemory {
-    last: BTreeMap<(Arc<str>, &'static str), Arc<str>>,
+    last: BTreeMap<(Arc<str>, Reason), Arc<str>>,
     /// The message remembered last.
     recent: Option<Arc<str>>,
 }
@@ -56,7 +80,7 @@ impl EventMemory {
         &mut self,
         service: &Arc<str>,
         warning: bool,
-        reason: &'static str,
+        reason: Reason,
         message: String,
     ) -> Option<Pending> {
         let key = ServiceKey::parse(service)?;
@@ -76,19 +100,23 @@ impl EventMemory {
         Some(Pending {
             service: key,
             warning,
-            reason,
+            reason: reason.as_str(),
             message: text,
         })
     }
 
     /// Forgets `reason` for `service` (the condition ended: say it again if it recurs).
-    pub fn clear(&mut self, service: &Arc<str>, reason: &'static str) {
+    pub fn clear(&mut self, service: &Arc<str>, reason: Reason) {
         self.last.remove(&(service.clone(), reason));
     }
 
     /// Forgets everything about `service` (no longer announced: said again if it returns).
     pub fn forget(&mut self, service: &Arc<str>) {
-        for reason in [NODE_ASSIGNED, ANNOUNCE_FAILED, DUPLICATE_RESPONDER] {
+        for reason in [
+            Reason::NodeAssigned,
+            Reason::AnnounceFailed,
+            Reason::DuplicateResponder,
+        ] {
             self.clear(service, reason);
         }
     }
@@ -210,23 +238,50 @@ async fn publish(
 mod tests {
     use super::*;
 
+    /// Each reason says its text, and is remembered apart from the others; a (Service,
+    /// reason) key is 24 bytes.
+    #[test]
+    fn reasons_read_as_their_text_and_key_in_24_bytes() {
+        let s: Arc<str> = Arc::from("ns/a");
+        let mut m = EventMemory::default();
+        for (r, text) in [
+            (Reason::NodeAssigned, "nodeAssigned"),
+            (Reason::AnnounceFailed, "announceFailed"),
+            (Reason::DuplicateResponder, "duplicateResponder"),
+        ] {
+            assert_eq!(m.note(&s, true, r, "x".into()).unwrap().reason, text);
+        }
+        assert!(m
+            .note(&s, true, Reason::AnnounceFailed, "x".into())
+            .is_none());
+        assert!(std::mem::size_of::<(Arc<str>, Reason)>() <= 24);
+    }
+
     #[test]
     fn only_changes_are_emitted() {
         let s: Arc<str> = Arc::from("ns/a");
         let mut m = EventMemory::default();
         let msg = node_assigned_message("n1", &[]);
-        let said = m.note(&s, false, NODE_ASSIGNED, msg.clone()).unwrap();
+        let said = m
+            .note(&s, false, Reason::NodeAssigned, msg.clone())
+            .unwrap();
         assert_eq!(said.service, ServiceKey::new("ns", "a"));
         assert_eq!(&*said.message, msg.as_str());
         for _ in 0..100 {
-            assert!(m.note(&s, false, NODE_ASSIGNED, msg.clone()).is_none());
+            assert!(m
+                .note(&s, false, Reason::NodeAssigned, msg.clone())
+                .is_none());
         }
         let msg2 = node_assigned_message("n1", &["eth0".into()]);
-        assert!(m.note(&s, false, NODE_ASSIGNED, msg2.clone()).is_some());
-        m.clear(&s, NODE_ASSIGNED);
-        assert!(m.note(&s, false, NODE_ASSIGNED, msg2.clone()).is_some());
+        assert!(m
+            .note(&s, false, Reason::NodeAssigned, msg2.clone())
+            .is_some());
+        m.clear(&s, Reason::NodeAssigned);
+        assert!(m
+            .note(&s, false, Reason::NodeAssigned, msg2.clone())
+            .is_some());
         m.retain(&|_| false);
-        assert!(m.note(&s, false, NODE_ASSIGNED, msg2).is_some());
+        assert!(m.note(&s, false, Reason::NodeAssigned, msg2).is_some());
     }
 
     #[test]
@@ -234,25 +289,38 @@ mod tests {
         let mut m = EventMemory::default();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("ns/a"), Arc::from("ns/b"));
         let msg = node_assigned_message("n1", &[]);
-        assert!(m.note(&a, false, NODE_ASSIGNED, msg.clone()).is_some());
-        assert!(m.note(&b, false, NODE_ASSIGNED, msg.clone()).is_some());
-        let said = |m: &EventMemory, k: &Arc<str>| m.last[&(k.clone(), NODE_ASSIGNED)].clone();
+        assert!(m
+            .note(&a, false, Reason::NodeAssigned, msg.clone())
+            .is_some());
+        assert!(m
+            .note(&b, false, Reason::NodeAssigned, msg.clone())
+            .is_some());
+        let said =
+            |m: &EventMemory, k: &Arc<str>| m.last[&(k.clone(), Reason::NodeAssigned)].clone();
         assert!(Arc::ptr_eq(&said(&m, &a), &said(&m, &b)));
         // the Events waiting to be written hold the same text
         let c: Arc<str> = Arc::from("ns/c");
-        let pending = m.note(&c, false, NODE_ASSIGNED, msg.clone()).unwrap();
+        let pending = m
+            .note(&c, false, Reason::NodeAssigned, msg.clone())
+            .unwrap();
         assert!(Arc::ptr_eq(&pending.message, &said(&m, &a)));
         assert!(Arc::ptr_eq(&m.last.keys().next().unwrap().0, &a));
         // each still said once, and again after a change or when forgotten
-        assert!(m.note(&b, false, NODE_ASSIGNED, msg.clone()).is_none());
+        assert!(m
+            .note(&b, false, Reason::NodeAssigned, msg.clone())
+            .is_none());
         let other = node_assigned_message("n1", &["eth0".into()]);
-        assert!(m.note(&b, false, NODE_ASSIGNED, other).is_some());
-        assert!(m.note(&a, false, NODE_ASSIGNED, msg.clone()).is_none());
+        assert!(m.note(&b, false, Reason::NodeAssigned, other).is_some());
+        assert!(m
+            .note(&a, false, Reason::NodeAssigned, msg.clone())
+            .is_none());
         m.forget(&a);
-        assert!(m.note(&a, false, NODE_ASSIGNED, msg.clone()).is_some());
+        assert!(m
+            .note(&a, false, Reason::NodeAssigned, msg.clone())
+            .is_some());
         // a key that names no Service is never told
         assert!(m
-            .note(&Arc::from("nokey"), false, NODE_ASSIGNED, msg)
+            .note(&Arc::from("nokey"), false, Reason::NodeAssigned, msg)
             .is_none());
     }
 

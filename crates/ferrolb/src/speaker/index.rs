@@ -63,6 +63,9 @@ impl Endpoints {
     }
 }
 
+/// The slices of one Service with a serving endpoint: (slice key, endpoints).
+type Slices = Box<[(Arc<str>, Endpoints)]>;
+
 /// A read of one Service's EndpointSlices for the shell to make: a list in `namespace` by
 /// the label `kubernetes.io/service-name=<name>` ([`Index::take_wanted`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +77,38 @@ pub struct SliceRead {
     /// Which read of that Service's slices this is.
     id: u64,
 }
+
+/// A kept Service, found in the index's table by its key (`namespace/name`).
+#[derive(Debug)]
+struct Kept(Box<KeptService>);
+
+impl Kept {
+    /// `namespace/name`, the index's allocation.
+    fn key(&self) -> &Arc<str> {
+        self.0.facts.key()
+    }
+}
+
+impl std::borrow::Borrow<str> for Kept {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+impl std::hash::Hash for Kept {
+    /// As its key's text (so the table finds it by a `&str`).
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (**self.key()).hash(h);
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Kept {}
 
 /// What storing an object gives: its key (None: it has none) and whether the change matters.
 type Put = (Option<Arc<str>>, bool);
@@ -91,14 +126,15 @@ enum Kind {
 pub struct Index {
     /// `--lb-class` of this speaker.
     lb_class: Option<String>,
-    /// `namespace/name` → the Service, while announceable (boxed: the table keeps a
-    /// pointer per slot; without the `ObjectMeta` it was decoded with).
-    services: HashMap<Arc<str>, Box<KeptService>>,
+    /// The Services, while announceable, found by `namespace/name` (their facts' key: the
+    /// table keeps a pointer per slot and no key of its own).
+    services: HashSet<Kept>,
     /// `namespace/slice name` → the key of its Service.
     slices: HashMap<Arc<str>, Arc<str>>,
-    /// Service key → its slices (slice key, endpoints); most Services have one (the
-    /// vector starts with room for exactly one).
-    groups: HashMap<Arc<str>, Vec<(Arc<str>, Endpoints)>>,
+    /// Service key → its slices (slice key, endpoints); most Services have one (a boxed
+    /// slice: exactly the room the slices take, and a table slot 8 bytes smaller than a
+    /// vector's).
+    groups: HashMap<Arc<str>, Slices>,
     /// Node name → the slim Node.
     nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// Interned node names (of Nodes and of endpoints).
@@ -119,9 +155,10 @@ pub struct Index {
     relist: [Option<HashSet<Arc<str>>>; 3],
     /// Per kind: the first list is in.
     synced: [bool; 3],
-    /// Keys of the Services of type LoadBalancer, announceable or not: only their slices
-    /// are kept once the Services are listed.
-    lb_typed: HashSet<Arc<str>>,
+    /// Keys of the Services of type LoadBalancer that are not in `services` (an
+    /// announceable Service is one): only the slices of these and of `services` are kept
+    /// once the Services are listed ([`Index::is_lb`]).
+    lb_unkept: HashSet<Arc<str>>,
     /// Services that became LoadBalancers after the Services were listed, whose slices
     /// must be read ([`Index::take_wanted`]).
     wanted: BTreeMap<Arc<str>, u64>,
@@ -189,7 +226,7 @@ impl Index {
         let mut out = BTreeMap::new();
         if self.config.as_ref() != Some(config) {
             self.config = Some(config.clone());
-            for k in self.services.keys().chain(dirty.iter()) {
+            for k in self.services.iter().map(Kept::key).chain(dirty.iter()) {
                 out.insert(k.clone(), self.view(k, config).into_iter().collect());
             }
         } else {
@@ -216,14 +253,15 @@ impl Index {
     /// The view of the Service `key` (`namespace/name`), if it is announceable and has one;
     /// its key is the index's (one allocation per Service, whatever holds it).
     pub fn view(&self, key: &str, config: &Config) -> Option<ServiceView> {
-        let (key, svc) = self.services.get_key_value(key)?;
+        let svc = self.services.get(key)?;
+        let key = svc.key();
         let serving = self
             .groups
             .get(key)
             .into_iter()
             .flatten()
             .flat_map(|(_, e)| e.serving());
-        let mut view = view_of(&svc.facts, serving, config).ok()?;
+        let mut view = view_of(&svc.0.facts, serving, config).ok()?;
         view.key = key.clone();
         if let Some(shared) = self.node_sets.get(&view.serving_endpoint_nodes) {
             view.serving_endpoint_nodes = shared.clone();
@@ -233,7 +271,7 @@ impl Index {
 
     /// Every view, in key order.
     pub fn views(&self, config: &Config) -> Vec<ServiceView> {
-        let keys: BTreeSet<&Arc<str>> = self.services.keys().collect();
+        let keys: BTreeSet<&Arc<str>> = self.services.iter().map(Kept::key).collect();
         keys.into_iter()
             .filter_map(|k| self.view(k, config))
             .collect()
@@ -243,7 +281,7 @@ impl Index {
     pub fn service_of(&self, namespace: &str, name: &str) -> Option<&KeptService> {
         self.services
             .get(format!("{namespace}/{name}").as_str())
-            .map(|s| &**s)
+            .map(|s| &*s.0)
     }
 
     /// The Node `name`.
@@ -321,8 +359,9 @@ impl Index {
                     let gone: Vec<Arc<str>> = match kind {
                         Kind::Service => self
                             .services
-                            .keys()
-                            .chain(self.lb_typed.iter())
+                            .iter()
+                            .map(Kept::key)
+                            .chain(self.lb_unkept.iter())
                             .cloned()
                             .collect::<HashSet<_>>()
                             .into_iter()
@@ -377,9 +416,9 @@ impl Index {
     /// The Service key `key` as already held.
     fn known_key(&self, key: &str) -> Option<Arc<str>> {
         self.services
-            .get_key_value(key)
-            .map(|(k, _)| k.clone())
-            .or_else(|| self.lb_typed.get(key).cloned())
+            .get(key)
+            .map(|s| s.key().clone())
+            .or_else(|| self.lb_unkept.get(key).cloned())
             .or_else(|| self.groups.get_key_value(key).map(|(k, _)| k.clone()))
     }
 
@@ -390,18 +429,24 @@ impl Index {
             return (None, false);
         }
         let key = self.known_key(s.key()).unwrap_or_else(|| s.key().clone());
-        self.note_type(&key, s.facts.load_balancer);
+        let load_balancer = s.facts.load_balancer;
+        self.note_type(&key, load_balancer);
         let class = self.lb_class.as_deref();
         let mut s = KeptService::from(s);
         s.facts.share_key(&key);
         let new = announceable(&s, class).then_some(s);
-        let matters = service_matters(self.services.get(&key).map(|s| &**s), new.as_ref(), class);
+        let old = self.services.get(&*key).map(|s| &*s.0);
+        let matters = service_matters(old, new.as_ref(), class);
         match new {
             Some(s) => {
-                self.services.insert(key.clone(), Box::new(s));
+                self.services.replace(Kept(Box::new(s)));
+                self.lb_unkept.remove(&key);
             }
             None => {
-                self.services.remove(&key);
+                self.services.remove(&*key);
+                if load_balancer {
+                    self.lb_unkept.insert(key.clone());
+                }
             }
         }
         if matters {
@@ -411,12 +456,12 @@ impl Index {
     }
 
     fn remove_service(&mut self, key: &str) -> bool {
-        if let Some(k) = self.lb_typed.get(key).cloned() {
+        if let Some(k) = self.known_key(key).filter(|k| self.is_lb(k)) {
             self.note_type(&k, false);
         }
-        match self.services.remove_entry(key) {
-            Some((k, _)) => {
-                self.dirty.insert(k);
+        match self.services.take(key) {
+            Some(s) => {
+                self.dirty.insert(s.key().clone());
                 true
             }
             None => false,
@@ -439,8 +484,7 @@ impl Index {
         self.touch(&Arc::from(skey.as_str()));
         // once the Services are listed, a slice of a Service that is not a LoadBalancer is
         // not kept
-        let owner = owner
-            .filter(|o| !self.synced[Kind::Service as usize] || self.lb_typed.contains(o.as_str()));
+        let owner = owner.filter(|o| !self.synced[Kind::Service as usize] || self.is_lb(o));
         let eps = match owner {
             Some(o) if !s.nodes.is_empty() || s.nodeless => Some((
                 o,
@@ -478,14 +522,17 @@ impl Index {
         if let Some((o, e)) = eps {
             let o = self.service_key(&o);
             match self.groups.entry(o.clone()) {
-                Entry::Occupied(mut g) => g.get_mut().push((key.clone(), e)),
-                // `vec!` allocates room for one slice, `push` on an empty vector for four.
+                Entry::Occupied(mut g) => {
+                    let mut v = std::mem::take(g.get_mut()).into_vec();
+                    v.push((key.clone(), e));
+                    *g.get_mut() = v.into_boxed_slice();
+                }
                 Entry::Vacant(g) => {
-                    g.insert(vec![(key.clone(), e)]);
+                    g.insert(Box::new([(key.clone(), e)]));
                 }
             }
             self.slices.insert(key.clone(), o.clone());
-            if self.services.contains_key(&o) {
+            if self.services.contains(&*o) {
                 self.dirty.insert(o);
                 matters = true;
             }
@@ -504,12 +551,15 @@ impl Index {
             return false;
         };
         if let Some(g) = self.groups.get_mut(&owner) {
-            g.retain(|(k, _)| &**k != key);
-            if g.is_empty() {
+            let mut v = std::mem::take(g).into_vec();
+            v.retain(|(k, _)| &**k != key);
+            if v.is_empty() {
                 self.groups.remove(&owner);
+            } else {
+                *g = v.into_boxed_slice();
             }
         }
-        if self.services.contains_key(&owner) {
+        if self.services.contains(&*owner) {
             self.dirty.insert(owner);
             true
         } else {
@@ -527,18 +577,23 @@ impl Index {
         }
     }
 
+    /// Whether the Service `key` is of type LoadBalancer (announceable or not).
+    fn is_lb(&self, key: &str) -> bool {
+        self.services.contains(key) || self.lb_unkept.contains(key)
+    }
+
     /// Records whether the Service `key` is of type LoadBalancer (false: it is gone). Once
     /// the Services are listed, one that stops being one loses its slices, and one that
     /// becomes one has its slices read.
     fn note_type(&mut self, key: &Arc<str>, load_balancer: bool) {
-        let was = self.lb_typed.contains(key);
+        let was = self.is_lb(key);
         if load_balancer && !was {
-            self.lb_typed.insert(key.clone());
+            self.lb_unkept.insert(key.clone());
             if self.synced[Kind::Service as usize] {
                 self.wanted.insert(key.clone(), self.changes);
             }
         } else if !load_balancer && was {
-            self.lb_typed.remove(key);
+            self.lb_unkept.remove(key);
             self.wanted.remove(key);
             self.fetching.remove(key);
             if !self.synced[Kind::Service as usize] {
@@ -563,7 +618,7 @@ impl Index {
         let foreign: Vec<Arc<str>> = self
             .slices
             .iter()
-            .filter(|(_, owner)| !self.lb_typed.contains(*owner))
+            .filter(|(_, owner)| !self.is_lb(owner))
             .map(|(k, _)| k.clone())
             .collect();
         for k in foreign {
@@ -610,7 +665,7 @@ impl Index {
         };
         let key = read.key.clone();
         let mut matters = false;
-        if self.lb_typed.contains(&key) && !self.wanted.contains_key(&key) {
+        if self.is_lb(&key) && !self.wanted.contains_key(&key) {
             for s in slices {
                 let owner = match (&s.metadata.namespace, &s.service) {
                     (Some(ns), Some(svc)) => format!("{ns}/{svc}"),
@@ -637,7 +692,7 @@ impl Index {
     /// `read` failed: its Service's slices are wanted again.
     pub fn fetch_failed(&mut self, read: &SliceRead) {
         if let Some(since) = self.take_read(read) {
-            if self.lb_typed.contains(&read.key) {
+            if self.is_lb(&read.key) {
                 self.wanted.insert(read.key.clone(), since);
             }
         }

@@ -703,12 +703,18 @@ impl Planner {
         let mut pending = Vec::new();
         for s in a.services.iter() {
             let msg = events::node_assigned_message(&self.me, &ifs);
-            pending.extend(self.events.note(s, false, events::NODE_ASSIGNED, msg));
+            pending.extend(
+                self.events
+                    .note(s, false, events::Reason::NodeAssigned, msg),
+            );
             if missing.is_empty() {
-                self.events.clear(s, events::ANNOUNCE_FAILED);
+                self.events.clear(s, events::Reason::AnnounceFailed);
             } else {
                 let msg = events::announce_failed_message(&ip.to_string(), &self.me, missing);
-                pending.extend(self.events.note(s, true, events::ANNOUNCE_FAILED, msg));
+                pending.extend(
+                    self.events
+                        .note(s, true, events::Reason::AnnounceFailed, msg),
+                );
             }
         }
         pending
@@ -721,7 +727,7 @@ impl Planner {
             pending.extend(self.events.note(
                 s,
                 true,
-                events::DUPLICATE_RESPONDER,
+                events::Reason::DuplicateResponder,
                 message.to_string(),
             ));
         }
@@ -1369,7 +1375,7 @@ mod tests {
                         (Written::Won(_), Some(r)) => {
                             rv += 1;
                             w.claims.insert(wr.ip, Claim { holder: r.holder.as_str().into(),
-                                resource_version: rv.to_string(),
+                                resource_version: rv.to_string().into(),
                                 transitions: i32::try_from(r.epoch).unwrap() });
                         }
                         (Written::Deleted, _) => {

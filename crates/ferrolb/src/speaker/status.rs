@@ -254,8 +254,10 @@ impl Units {
 
 /// An object as the book keeps it: everything [`Observed`] holds but its name, in one
 /// allocation ([`crate::packed`]): resourceVersion, node, Service (a count, then namespace
-/// and name), the status's node, Service name and namespace, interfaces and IPs (each a
-/// count, then the strings), the owners' UIDs (likewise).
+/// and name), which of the status's node, Service name and namespace repeat the node and
+/// the Service's name and namespace (bits 1, 2, 4 of a number: as the speaker writes them,
+/// all three), then those that do not, interfaces and IPs (each a count, then the strings),
+/// the owners' UIDs (likewise).
 fn pack(o: &Observed) -> Box<str> {
     use crate::packed::{push, push_number};
     let Observed {
@@ -284,9 +286,25 @@ fn pack(o: &Observed) -> Box<str> {
         push(&mut t, &k.namespace);
         push(&mut t, &k.name);
     }
-    push(&mut t, status_node);
-    push(&mut t, service_name);
-    push(&mut t, service_namespace);
+    let repeated = [
+        Some(node) == Some(status_node),
+        service.as_ref().map(|k| &k.name) == Some(service_name),
+        service.as_ref().map(|k| &k.namespace) == Some(service_namespace),
+    ];
+    let bits = repeated
+        .iter()
+        .enumerate()
+        .map(|(i, r)| usize::from(*r) << i)
+        .sum();
+    push_number(&mut t, bits);
+    for (s, repeated) in [status_node, service_name, service_namespace]
+        .into_iter()
+        .zip(repeated)
+    {
+        if !repeated {
+            push(&mut t, s);
+        }
+    }
     push_number(&mut t, interfaces.len());
     for InterfaceInfo { name } in interfaces {
         push(&mut t, name);
@@ -312,9 +330,14 @@ fn unpack(name: &str, text: &str) -> Observed {
         0 => None,
         _ => Some(ServiceKey::new(next(&mut it), next(&mut it))),
     };
-    let status_node = next(&mut it);
-    let service_name = next(&mut it);
-    let service_namespace = next(&mut it);
+    let bits = it.number();
+    let mut part = |i: usize, repeats: Option<&String>| match repeats {
+        Some(s) if bits & (1 << i) != 0 => s.clone(),
+        _ => next(&mut it),
+    };
+    let status_node = part(0, Some(&node));
+    let service_name = part(1, service.as_ref().map(|k| &k.name));
+    let service_namespace = part(2, service.as_ref().map(|k| &k.namespace));
     let n = it.number();
     let interfaces = (0..n)
         .map(|_| InterfaceInfo {
@@ -768,6 +791,35 @@ mod tests {
         assert_eq!(e.status, MetalLBServiceL2Status::default());
     }
 
+    /// An object as the speaker writes it (the status names the object's node and Service)
+    /// is packed with each name once: the status's three repeat nothing.
+    #[test]
+    fn the_status_names_the_object_repeats_are_packed_once() {
+        let o = Observed {
+            existing: Existing {
+                name: "l2-svc-0042".into(),
+                resource_version: "12345".into(),
+                node: "node-0".into(),
+                service: Some(ServiceKey::new("bench", "svc-0042")),
+                status: MetalLBServiceL2Status {
+                    node: "node-0".into(),
+                    service_name: "svc-0042".into(),
+                    service_namespace: "bench".into(),
+                    interfaces: vec![InterfaceInfo {
+                        name: "eth0".into(),
+                    }],
+                    ips: vec!["10.0.0.42".into()],
+                },
+            },
+            owner_uids: vec!["6f1c2a4e-0000-4000-8000-000000000042".into()],
+        };
+        let packed = pack(&o);
+        for name in ["node-0", "svc-0042", "bench"] {
+            assert_eq!(packed.matches(name).count(), 1, "{name} in {packed}");
+        }
+        assert_eq!(unpack("l2-svc-0042", &packed), o);
+    }
+
     #[test]
     fn book_keeps_objects_per_event_and_names_the_parts_that_changed() {
         use kube::runtime::watcher::Event;
@@ -855,8 +907,9 @@ mod tests {
             interfaces in proptest::collection::vec("[e:0]{0,3}", 0..3),
             ips in proptest::collection::vec("[1.:]{0,4}", 0..3),
             owner_uids in proptest::collection::vec("[u:9]{0,3}", 0..3),
+            repeated in 0..8usize,
         ) {
-            let o = Observed {
+            let mut o = Observed {
                 existing: Existing {
                     name: strs[0].clone(),
                     resource_version: strs[1].clone(),
@@ -872,6 +925,19 @@ mod tests {
                 },
                 owner_uids,
             };
+            // the status's node, Service name and namespace as the speaker writes them:
+            // the object's node and Service
+            let (node, service) = (o.existing.node.clone(), o.existing.service.clone());
+            let st = &mut o.existing.status;
+            if repeated & 1 != 0 {
+                st.node = node;
+            }
+            if let (Some(k), true) = (&service, repeated & 2 != 0) {
+                st.service_name = k.name.clone();
+            }
+            if let (Some(k), true) = (&service, repeated & 4 != 0) {
+                st.service_namespace = k.namespace.clone();
+            }
             proptest::prop_assert_eq!(unpack(&o.existing.name, &pack(&o)), o.clone());
             let mut b = StatusBook::default();
             b.observe(o.existing.name.clone(), Some(o.clone()));

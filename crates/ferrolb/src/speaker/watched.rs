@@ -72,7 +72,7 @@ impl LeaseFacts {
             ip,
             Claim {
                 holder: self.holder.as_str().into(),
-                resource_version: self.resource_version.clone(),
+                resource_version: self.resource_version.as_str().into(),
                 transitions: self.transitions,
             },
         ))

@@ -147,7 +147,7 @@ async fn arping_gets_exactly_one_reply_with_the_node_mac() {
     let m = dp0.metrics();
     let label = label(VIP4);
     assert!(m.responses_sent.get_or_create(&label).get() >= 3);
-    assert!(m.gratuitous_sent.get_or_create(&label).get() >= 2);
+    assert!(m.gratuitous_sent.get(ip(VIP4)).unwrap_or(0) >= 2);
 
     // Withdrawn: silence again.
     dp0.withdraw(ip(VIP4));
@@ -616,11 +616,7 @@ async fn interface_filter_down_up_and_reannounce() {
         matches!(e, Some(Event::InterfaceDown { ref name, .. }) if name == "eth0"),
         "{e:?}"
     );
-    let before = dp
-        .metrics()
-        .gratuitous_sent
-        .get_or_create(&label(VIP4))
-        .get();
+    let before = dp.metrics().gratuitous_sent.get(ip(VIP4)).unwrap_or(0);
     let port = RawPort::open(net.host(client), false);
     node.ns.run(&["ip", "link", "set", "eth0", "up"]).unwrap();
     let e = tokio::time::timeout(Duration::from_secs(3), ev.recv())
@@ -640,13 +636,7 @@ async fn interface_filter_down_up_and_reannounce() {
         })
         .count();
     assert!(garps >= 2, "re-announcement after link up: {garps} GARPs");
-    assert!(
-        dp.metrics()
-            .gratuitous_sent
-            .get_or_create(&label(VIP4))
-            .get()
-            > before
-    );
+    assert!(dp.metrics().gratuitous_sent.get(ip(VIP4)).unwrap_or(0) > before);
     assert_eq!(arping(), vec![node.mac_string()]);
 }
 

@@ -637,8 +637,9 @@ fn a_view_and_its_change_share_the_indexs_service_key() {
         &service("a", "LoadBalancer", None, &["192.168.1.1"], false),
     );
     put_slice(&mut ix, &slice("a-1", "a", &[("n1", true)]));
-    let held = ix.services.get_key_value("ns/a").unwrap().0.clone();
-    // the kept Service's own key is that allocation too, and stays it across an update
+    let held = ix.groups.get_key_value("ns/a").unwrap().0.clone();
+    // the kept Service's own key (the one its table finds it by) is that allocation too,
+    // and stays it across an update
     assert!(Arc::ptr_eq(
         ix.service_of("ns", "a").unwrap().facts.key(),
         &held
