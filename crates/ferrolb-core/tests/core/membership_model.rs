@@ -6,7 +6,11 @@
 //! freshness, peers' Lease rule) and [`decide_claim`] (claims), with the speaker shell's
 //! sequencing around them (fence ⇒ withdraw everything, and re-assert each claim with an
 //! optimistic-concurrency write before answering again; optimistic-concurrency claim
-//! writes; a fresh read of a Lease-judged holder's Lease before taking over).
+//! writes; a fresh read of a Lease-judged holder's Lease before taking over), and
+//! [`LeaseWatchGate`]: each speaker stops watching its peers' node Leases once it has heard
+//! every member of three or more and no stranger for a lease duration, restarts their
+//! clocks at every evaluation while it does not watch, and watches again (a relist) at the
+//! first doubt. Claim records are always watched.
 //!
 //! Faults: speaker crashes and restarts (a crash is a power loss: heartbeats and renewals
 //! stop together), a node's link going down (no heartbeats, no API), two-sided partitions
@@ -19,14 +23,16 @@
 //! Non-transitive partitions (A hears B, B hears C, A does not hear C) are outside the
 //! model: see the architecture document.
 //!
-//! The check is itself checked: unsafe variants of the witness rule ([`Variant`]), each
-//! built around the real evaluation, must each fail a scenario the real rules pass.
+//! The check is itself checked: unsafe variants of the witness rule and of the Lease watch
+//! gate ([`Variant`]), each built around the real evaluation, must each fail a scenario the
+//! real rules pass.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferrolb_core::election::membership::{
-    Grant, Liveness, MeshRules, MeshTiming, OwnInput, PeerInput, PeerView,
+    Grant, LeaseWatchGate, Liveness, MeshRules, MeshTiming, OwnInput, PeerInput, PeerView,
+    WatchChange,
 };
 use ferrolb_core::election::{decide_claim, ClaimAction, HolderState, LeaseClock, OwnerRecord};
 use proptest::prelude::*;
@@ -89,6 +95,17 @@ struct Node {
     key_at: u64,
     /// Times this node lost its permission (fenced).
     fences: u32,
+    /// Whether it watches its peers' node Leases (None: a fresh gate, watching).
+    gate: Option<LeaseWatchGate>,
+    /// Members at its last pass.
+    members: BTreeSet<usize>,
+}
+
+impl Node {
+    /// Its gate paused the watch of its peers' node Leases.
+    fn paused(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| !g.watching())
+    }
 }
 
 /// Key-load delay of a speaker starting at tick `t` (0 to 400 ms, pseudo-random).
@@ -120,6 +137,11 @@ enum Variant {
     HeartbeatDeathRightAfterRegain,
     /// A node regaining a majority announces at once (no settling time).
     MajorityWithoutSettling,
+    /// The peers' Lease clocks left running while the Lease watch is paused (and not
+    /// restarted at the resume): a Lease not seen changing for a while counts as expired.
+    PausedClocksRunning,
+    /// The Lease watch stays paused while a node that is not a member is heard.
+    PausedDespiteStrangers,
 }
 
 struct World {
@@ -140,6 +162,11 @@ struct World {
     records: BTreeMap<usize, (OwnerRecord, u64)>,
     nodes: Vec<Node>,
     sent: Vec<usize>,
+    /// The speakers pause their peers' Lease watch by their [`LeaseWatchGate`] (the real
+    /// configuration); false: they always watch.
+    gated: bool,
+    /// Peers' Lease changes each node received by its watch (events, lists included).
+    lease_events: Vec<u64>,
 }
 
 fn name(i: usize) -> String {
@@ -183,6 +210,8 @@ impl World {
             records: BTreeMap::new(),
             nodes: Vec::new(),
             sent: Vec::new(),
+            gated: true,
+            lease_events: vec![0; n],
         };
         for i in 0..n {
             w.nodes.push(Node {
@@ -312,20 +341,25 @@ impl World {
                 self.nodes[i].next_renew = Some(self.t + ticks.max(1));
             }
         }
-        // 3. watches: Leases and claim records reach nodes that see the API server
+        // 3. watches: Leases and claim records reach nodes that see the API server (the
+        //    peers' Leases only while the node's gate does not pause their watch; the first
+        //    observation after a resume is the relist)
         for i in 0..self.n {
             if !self.nodes[i].up || !self.api(i) {
                 continue;
             }
             self.nodes[i].synced = true;
-            for k in 0..self.n {
-                if k == i || self.lease_rv[k] == 0 {
-                    continue;
-                }
-                let rv = self.lease_rv[k];
-                let o = self.nodes[i].observed.entry(k).or_insert((rv, now, now));
-                if o.0 != rv {
-                    *o = (rv, now, now);
+            if !self.nodes[i].paused() {
+                for k in 0..self.n {
+                    if k == i || self.lease_rv[k] == 0 {
+                        continue;
+                    }
+                    let rv = self.lease_rv[k];
+                    let o = self.nodes[i].observed.entry(k).or_insert((0, now, now));
+                    if o.0 != rv {
+                        *o = (rv, now, now);
+                        self.lease_events[i] += 1;
+                    }
                 }
             }
             self.nodes[i].view = self.records.clone();
@@ -361,12 +395,20 @@ impl World {
         };
         let api = self.api(i);
         let me = name(i);
+        let variant = self.variant;
         let nd = &mut self.nodes[i];
-        let lease_fresh = clock.may_announce(nd.last_renewed, now);
-        if lease_fresh && !nd.lease_was_fresh && nd.last_renewed.is_some() {
+        let restart_clocks = |nd: &mut Node| {
             for o in nd.observed.values_mut() {
                 o.1 = o.1.max(now);
             }
+        };
+        let lease_fresh = clock.may_announce(nd.last_renewed, now);
+        if lease_fresh && !nd.lease_was_fresh && nd.last_renewed.is_some() {
+            restart_clocks(nd);
+        }
+        // the watch paused: no peer's Lease could be seen changing
+        if nd.paused() && variant != Variant::PausedClocksRunning {
+            restart_clocks(nd);
         }
         nd.lease_was_fresh = lease_fresh;
         let peers: BTreeMap<String, PeerInput> = nd
@@ -400,6 +442,21 @@ impl World {
             heartbeats_since: Some(self.base + TICK * since as u32),
         };
         let live = evaluate(&self.rules, self.variant, &peers, own, &nd.reaped, now);
+        nd.members = live.members.iter().map(|m| index(m)).collect();
+        // the gate, as the shell runs it after each evaluation: a stranger is a node heard
+        // whose Lease this node has not seen (a speaker that started while it did not watch)
+        if self.gated {
+            let strangers = variant != Variant::PausedDespiteStrangers
+                && nd.last_heard.keys().any(|k| !nd.observed.contains_key(k));
+            let gate = nd
+                .gate
+                .get_or_insert_with(|| LeaseWatchGate::new(clock.lease_duration()));
+            if gate.update(live.renews_quietly(), strangers, now) == WatchChange::Resume
+                && variant != Variant::PausedClocksRunning
+            {
+                restart_clocks(nd);
+            }
+        }
         if nd.may && !live.may {
             nd.fences += 1;
         }
@@ -666,8 +723,30 @@ fn scenario_with(
     variant: Variant,
     events: &[(Ev, u64)],
 ) -> Result<(), String> {
+    scenario_joining(n, &[], rules, variant, events)
+}
+
+/// [`scenario_with`] in which the nodes `late` are not started at first (never seen by
+/// the others: a speaker installed later), until an event restarts them.
+fn scenario_joining(
+    n: usize,
+    late: &[usize],
+    rules: MeshRules,
+    variant: Variant,
+    events: &[(Ev, u64)],
+) -> Result<(), String> {
     let mut w = World::with(n, rules, variant);
+    for i in late {
+        w.nodes[*i].up = false;
+    }
     w.run(60)?;
+    play(w, events)
+}
+
+/// Applies `events` to `w` (each followed by its wait), then heals, restarts every node
+/// and expects one owner per IP within 10 s; checks the invariant at every tick.
+fn play(mut w: World, events: &[(Ev, u64)]) -> Result<(), String> {
+    let n = w.n;
     for (ev, wait) in events {
         if let Ev::Crash(i)
         | Ev::Restart(i)
@@ -721,6 +800,21 @@ fn events() -> impl Strategy<Value = (usize, Vec<(Ev, u64)>)> {
     })
 }
 
+/// A scenario for [`scenario_joining`]: nodes, those that start late, events.
+type Joining = (usize, Vec<usize>, Vec<(Ev, u64)>);
+
+/// 4 or 5 nodes of which 1 or 2 (leaving three or more, whose Lease watches pause) start
+/// only when an event restarts them.
+fn events_joining() -> impl Strategy<Value = Joining> {
+    (4usize..=5).prop_flat_map(|n| {
+        (
+            Just(n),
+            proptest::sample::subsequence((0..n).collect::<Vec<_>>(), 1..=n - 3),
+            proptest::collection::vec((event(n), 1u64..=80), 1..20),
+        )
+    })
+}
+
 /// Cases of the random exploration: 1 500, or `FERROLB_MODEL_CASES` for a deeper run.
 fn model_cases(default: u32) -> u32 {
     std::env::var("FERROLB_MODEL_CASES")
@@ -738,6 +832,19 @@ proptest! {
     fn at_most_one_announcer_per_ip_at_every_instant((n, evs) in events()) {
         if let Err(e) = scenario(n, rules(), &evs) {
             prop_assert!(false, "{e}\nn={n} events={evs:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: model_cases(1500) / 3, ..ProptestConfig::default() })]
+
+    /// The same with nodes joining a running cluster whose Lease watches are paused (they
+    /// are strangers to it until their Leases are read).
+    #[test]
+    fn at_most_one_announcer_per_ip_with_nodes_joining((n, late, evs) in events_joining()) {
+        if let Err(e) = scenario_joining(n, &late, rules(), Variant::Real, &evs) {
+            prop_assert!(false, "{e}\nn={n} late={late:?} events={evs:?}");
         }
     }
 }
@@ -1102,9 +1209,10 @@ fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
     };
     let mut out = Vec::new();
     match variant {
-        Variant::Real => {}
+        // the gate's variants: see `gate_traps`
+        Variant::Real | Variant::PausedClocksRunning | Variant::PausedDespiteStrangers => {}
         // a node alone with the API server vs a majority that lost it
-        Variant::MajorityWithoutApi | Variant::NoLeaseMargin => {
+        Variant::MajorityWithoutApi => {
             for x in 0..3 {
                 for warm in 0..6 {
                     out.push((
@@ -1112,6 +1220,23 @@ fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
                         vec![
                             (Ev::ApiDown, 0),
                             (Ev::ApiUp, warm),
+                            (alone_with_api(x), 100),
+                        ],
+                    ));
+                }
+            }
+        }
+        // the same, the node left alone watching the Leases (another node's link blinks
+        // first, so that every gate resumes: a paused watch restarts the Lease clocks up to
+        // the resume, later than the missing margin)
+        Variant::NoLeaseMargin => {
+            for x in 0..3 {
+                for warm in 0..18 {
+                    out.push((
+                        3,
+                        vec![
+                            (Ev::NicDown((x + 1) % 3), 8),
+                            (Ev::NicUp((x + 1) % 3), warm),
                             (alone_with_api(x), 100),
                         ],
                     ));
@@ -1135,26 +1260,44 @@ fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
                 ));
             }
         }
-        // the others lost the API server 1.7–2 s before the cut (they announce while they
-        // hear everybody; their Leases expire in the witness's eyes right at the cut)
+        // the others lost the API server (they announce while they hear everybody); n1 is
+        // cut off from them for 400 ms (the API server reachable from both sides: it keeps
+        // its own Lease fresh, they keep a majority on theirs), which resumes its Lease watch:
+        // the relist sees their Leases changed, for the last time; 1.6–2 s later, before its
+        // watch pauses again, n1 is alone with the API server while their Leases expire in
+        // its eyes
         // (the overlap is at most a tick: the witness must get the others' last heartbeats a
         // tick before they get its own — n1's heartbeats arrive on even ticks, n0's and n2's
         // on odd ones — and must not already own every IP, so n1 loses them first)
-        // (both Leases must expire within that tick: hearing everybody, n0 and n2 renew
-        // at the quiet period, each in its own phase, hence the two cut times)
         Variant::WitnessDeathWithoutSilence => {
             for j in 0..18 {
-                for k in 20..42 {
-                    out.push((
-                        3,
-                        vec![
-                            (Ev::NicDown(1), 30),
-                            (Ev::NicUp(1), 60),
-                            (Ev::ApiCut(0), j),
-                            (Ev::ApiCut(2), k),
-                            (alone_with_api(1), 60),
-                        ],
-                    ));
+                for k in 0..2 {
+                    for h in 32..40 {
+                        out.push((
+                            3,
+                            vec![
+                                (Ev::NicDown(1), 30),
+                                (Ev::NicUp(1), 60),
+                                (Ev::ApiCut(0), j),
+                                (Ev::ApiCut(2), k),
+                                (
+                                    Ev::Split {
+                                        mask: 0b010,
+                                        api_side: 2,
+                                    },
+                                    8,
+                                ),
+                                (
+                                    Ev::Split {
+                                        mask: 0,
+                                        api_side: 0,
+                                    },
+                                    h,
+                                ),
+                                (alone_with_api(1), 60),
+                            ],
+                        ));
+                    }
                 }
             }
         }
@@ -1174,10 +1317,11 @@ fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
             }
         }
         // a witness with the API server; the API server moves to the majority's side: the
-        // witness keeps announcing until its renew deadline
+        // witness keeps announcing until its renew deadline (the witness takes over up to
+        // 2.4 s after the cut: its watch was paused, the Leases count from its relist)
         Variant::HeartbeatDeathRightAfterRegain => {
             for x in 0..3 {
-                for k in 30..44 {
+                for k in 30..60 {
                     out.push((
                         3,
                         vec![
@@ -1258,11 +1402,15 @@ fn each_unsafe_variant_of_the_witness_is_caught() {
 #[test]
 fn the_random_exploration_finds_unsafe_variants_on_its_own() {
     // The random interleavings (the same generator as above, a fixed seed, no shrinking)
-    // find two of the variants without a hand-made trap (the others need rarer timings:
+    // find three of the variants without a hand-made trap (the others need rarer timings:
     // the real rules' first version without the lease-duration wait after a regain was
     // found by the random check once in about a thousand cases).
     use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
-    for v in [Variant::MajorityWithoutApi, Variant::NoLeaseMargin] {
+    for v in [
+        Variant::MajorityWithoutApi,
+        Variant::NoLeaseMargin,
+        Variant::PausedClocksRunning,
+    ] {
         let mut runner = TestRunner::new_with_rng(
             Config {
                 cases: 1500,
@@ -1280,4 +1428,307 @@ fn the_random_exploration_finds_unsafe_variants_on_its_own() {
             other => panic!("{v:?} not found by the random exploration: {other:?}"),
         }
     }
+}
+
+/// Steps until every node that is up has paused its peers' Lease watch; returns the tick.
+fn until_paused(w: &mut World, limit: u64, what: &str) -> u64 {
+    for _ in 0..limit {
+        if (0..w.n).all(|i| !w.nodes[i].up || w.nodes[i].paused()) {
+            return w.t;
+        }
+        w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    panic!(
+        "{what}: not every node paused by t={}ms: {:?}",
+        w.t * 50,
+        w.nodes.iter().map(Node::paused).collect::<Vec<_>>()
+    );
+}
+
+/// The targeted scenarios that each unsafe variant of the Lease watch gate must fail (and
+/// the real gate passes).
+fn gate_traps(variant: Variant) -> Vec<Joining> {
+    let mut out = Vec::new();
+    match variant {
+        // another node's link blinks (300–550 ms): every watch resumes and relists, and
+        // pauses again 2 s after the link is back, the last changes seen up to 900 ms before;
+        // 2.75–3.5 s after the blink, n1 (the owner of every IP) is left alone without the
+        // API server, its own Lease still fresh. With the clocks running, both other Leases
+        // have expired in its eyes when it stops hearing their holders, less than a lease
+        // duration after their last change seen (the crash signature): it keeps announcing
+        // as the witness until its renew deadline, while the other two take its IPs on its
+        // silence
+        Variant::PausedClocksRunning => {
+            for y in [0, 2] {
+                for blink in 6..12 {
+                    for wait in 55..70 {
+                        out.push((
+                            3,
+                            vec![],
+                            vec![
+                                (Ev::NicDown(y), blink),
+                                (Ev::NicUp(y), wait),
+                                (
+                                    Ev::Split {
+                                        mask: 0b010,
+                                        api_side: 0,
+                                    },
+                                    100,
+                                ),
+                            ],
+                        ));
+                    }
+                }
+            }
+        }
+        // two speakers join three whose watches are paused, then n1 and n2 (n1 the owner of
+        // every IP) are cut off from the rest and the API server: still counting three
+        // members, they hold a majority until their renew deadline, while n0, n3 and n4 (a
+        // majority of five) take their IPs on their silence
+        Variant::PausedDespiteStrangers => {
+            for wait in 40..60 {
+                out.push((
+                    5,
+                    vec![3, 4],
+                    vec![
+                        (Ev::Restart(3), 0),
+                        (Ev::Restart(4), wait),
+                        (
+                            Ev::Split {
+                                mask: 0b00110,
+                                api_side: 0,
+                            },
+                            100,
+                        ),
+                    ],
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[test]
+fn each_unsafe_variant_of_the_lease_watch_gate_is_caught() {
+    for v in [
+        Variant::PausedClocksRunning,
+        Variant::PausedDespiteStrangers,
+    ] {
+        let traps = gate_traps(v);
+        assert!(!traps.is_empty());
+        let mut caught = None;
+        for (n, late, evs) in &traps {
+            scenario_joining(*n, late, rules(), Variant::Real, evs).unwrap_or_else(|e| {
+                panic!("the real gate fails a trap for {v:?}: {e}\nlate {late:?} {evs:?}")
+            });
+            if caught.is_none() {
+                caught = scenario_joining(*n, late, rules(), v, evs).err();
+            }
+        }
+        let e = caught.unwrap_or_else(|| panic!("{v:?} is not caught"));
+        eprintln!("{v:?}: {e}");
+    }
+}
+
+/// Steps until some node other than `old` announces ip0; returns the ticks it took.
+fn takeover(w: &mut World, old: usize, what: &str) -> u64 {
+    for t in 1..2000 {
+        w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+        if w.announcers(0).iter().any(|a| *a != old) {
+            return t;
+        }
+    }
+    panic!("{what}: no takeover");
+}
+
+#[test]
+fn the_lease_watches_pause_in_a_healthy_cluster_and_resume_at_a_crash() {
+    for n in [3, 5] {
+        // every node pauses within the hold (2 s) and a second after it hears everybody
+        let mut w = World::new(n, rules());
+        let paused = until_paused(&mut w, 60, &format!("n={n}"));
+        // while paused, no peer's Lease change reaches a node, the Leases renewing meanwhile
+        let renewals = w.renewals.iter().sum::<u64>();
+        let events = w.lease_events.clone();
+        for _ in 0..200 {
+            w.step().unwrap();
+            assert!(w.nodes.iter().all(Node::paused), "n={n}: t={}ms", w.t * 50);
+        }
+        assert_eq!(w.lease_events, events, "n={n}: Lease events while paused");
+        assert!(w.renewals.iter().sum::<u64>() - renewals >= n as u64 * 10);
+        // the same 10 s watched
+        let mut watched = World::new(n, rules());
+        watched.gated = false;
+        watched.run(w.t - 200).unwrap();
+        let before = watched.lease_events.clone();
+        watched.run(200).unwrap();
+        let received: Vec<u64> = (0..n)
+            .map(|i| watched.lease_events[i] - before[i])
+            .collect();
+        assert!(
+            received.iter().all(|r| *r >= (n as u64 - 1) * 10),
+            "{received:?}"
+        );
+        eprintln!(
+            "n={n}: paused at {}ms; Lease events a node receives in 10 s: 0 paused, {received:?} watched",
+            paused * 50
+        );
+        // the owner of ip0 crashes, at each phase of the heartbeat and renewal cycles: every
+        // survivor resumes its watch within the fence time, and the takeover comes no later
+        // than with the watches running
+        let mut worst = (0, 0);
+        for warm in 0..18 {
+            let mut ticks = [0; 2];
+            for (k, gated) in [true, false].into_iter().enumerate() {
+                let mut w = World::new(n, rules());
+                w.gated = gated;
+                w.run(100 + warm).unwrap();
+                let old = w.owners()[0][0];
+                w.apply(&Ev::Crash(old));
+                let what = format!("n={n} warm {warm} gated {gated}");
+                if gated {
+                    assert!(w.nodes.iter().all(|nd| !nd.up || nd.paused()), "{what}");
+                    w.run(7).unwrap();
+                    assert!(w.nodes.iter().all(|nd| !nd.paused()), "{what}: resumed");
+                    ticks[k] = 7 + takeover(&mut w, old, &what);
+                } else {
+                    ticks[k] = takeover(&mut w, old, &what);
+                }
+                if gated && n == 5 {
+                    // the crashed member is reaped after 20 s: four members heard, paused again
+                    until_paused(&mut w, 500, &format!("{what}: after the reaping"));
+                }
+            }
+            assert!(
+                ticks[0] <= ticks[1],
+                "n={n} warm {warm}: takeover after {}ms paused, {}ms watched",
+                ticks[0] * 50,
+                ticks[1] * 50
+            );
+            worst = (worst.0.max(ticks[0] * 50), worst.1.max(ticks[1] * 50));
+        }
+        eprintln!(
+            "n={n}: crash takeover after at most {}ms paused, {}ms watched",
+            worst.0, worst.1
+        );
+    }
+}
+
+#[test]
+fn a_majority_lost_while_the_watches_are_paused_is_served_on_the_witness() {
+    // the survivors relist the Leases when they resume: the lost nodes' Leases count from
+    // then on (later than with the watches running, by up to the fence time and a quiet
+    // period), never before
+    for (n, lost) in [(3, 2), (5, 3)] {
+        let mut worst = (0, 0);
+        for gone in subsets(n, lost) {
+            let survivors: Vec<usize> = (0..n).filter(|i| !gone.contains(i)).collect();
+            for warm in 100..118 {
+                let mut ticks = [0; 2];
+                for (k, gated) in [true, false].into_iter().enumerate() {
+                    let mut w = World::new(n, rules());
+                    w.gated = gated;
+                    w.run(warm).unwrap();
+                    assert_eq!(w.nodes.iter().all(Node::paused), gated);
+                    for g in &gone {
+                        w.apply(&Ev::Crash(*g));
+                    }
+                    let what = format!("n={n} lost {gone:?} after {warm} ticks, gated {gated}");
+                    ticks[k] = until_served(&mut w, &survivors, 100, &what) * 50;
+                    stays(&mut w, 200, &what);
+                }
+                assert!(
+                    ticks[1] <= ticks[0] && ticks[0] <= ticks[1] + 1300,
+                    "n={n} lost {gone:?} warm {warm}: {ticks:?}"
+                );
+                worst = (worst.0.max(ticks[0]), worst.1.max(ticks[1]));
+            }
+        }
+        eprintln!(
+            "n={n} losing {lost}: served after at most {}ms paused, {}ms watched",
+            worst.0, worst.1
+        );
+    }
+}
+
+#[test]
+fn a_speaker_joining_a_paused_cluster_is_a_stranger_until_its_lease_is_read() {
+    for n in [4, 5] {
+        let j = n - 1;
+        for start in 0..6 {
+            let what = format!("n={n} start {start}");
+            let mut w = World::new(n, rules());
+            w.nodes[j].up = false;
+            until_paused(&mut w, 80, &what);
+            w.run(start).unwrap();
+            let before = w.owners();
+            w.apply(&Ev::Restart(j));
+            // the others do not see its Lease, then hear it: a stranger, so they resume
+            let mut resumed = BTreeMap::new();
+            let mut member = BTreeMap::new();
+            for _ in 0..40 {
+                w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+                for i in 0..j {
+                    let nd = &w.nodes[i];
+                    if !nd.paused() {
+                        resumed.entry(i).or_insert(w.t);
+                        assert!(nd.last_heard.contains_key(&j), "{what}: n{i} resumed");
+                    } else {
+                        assert!(!nd.members.contains(&j), "{what}: n{i} paused");
+                    }
+                    if nd.members.contains(&j) {
+                        member.entry(i).or_insert(w.t);
+                    }
+                }
+                assert_eq!(w.owners(), before, "{what}: t={}ms", w.t * 50);
+            }
+            assert_eq!(resumed.len(), j, "{what}: resumed {resumed:?}");
+            assert_eq!(member.len(), j, "{what}: member {member:?}");
+            // a member everywhere, every watch paused again, nobody fenced
+            until_paused(&mut w, 60, &what);
+            for i in 0..n {
+                let others: BTreeSet<usize> = (0..n).filter(|k| *k != i).collect();
+                assert_eq!(w.nodes[i].members, others, "{what}: members of n{i}");
+                assert_eq!(w.nodes[i].fences, 0, "{what}: n{i} fenced");
+            }
+            assert_eq!(w.owners(), before, "{what}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "the witness counts its listening time from its key load, not from its first \
+            read of the Leases: n4 starts without the API server, reads n0's, n1's and n3's \
+            Leases for the first time 2.3 s later, alone with the API server, and takes their \
+            IPs as the witness while they announce (they never read n4's Lease: it is not \
+            their member)"]
+fn a_speaker_starting_without_the_api_server_is_no_witness_over_a_side_that_never_knew_it() {
+    // n0, n1 and n3 run (n2 and n4 not started) and lose the API server; n4 starts on
+    // their side (heard, no Lease to read); 2.25 s later n4 is alone with the API server
+    // (the same overlap with the Lease watches never paused: a hole of the witness rule)
+    scenario_joining(
+        5,
+        &[2, 4],
+        rules(),
+        Variant::Real,
+        &[
+            (
+                Ev::Split {
+                    mask: 0b00100,
+                    api_side: 1,
+                },
+                1,
+            ),
+            (Ev::Restart(4), 45),
+            (
+                Ev::Split {
+                    mask: 0b01111,
+                    api_side: 0,
+                },
+                46,
+            ),
+        ],
+    )
+    .unwrap();
 }
