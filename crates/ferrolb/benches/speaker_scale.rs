@@ -25,7 +25,7 @@
 //!    would, the veth's far end `eth1` moves into a second namespace holding every peer's
 //!    InternalIP (eth0 also gets node-0's), and one thread of this process sends each
 //!    peer's signed heartbeat (its own incarnation, increasing sequence numbers, the flag
-//!    of a peer that may announce) to node-0 every heartbeat interval, each peer on its own phase of
+//!    of a peer that may announce) to node-0 every 100 ms, each peer on its own phase of
 //!    the interval (`BENCH_HB_SPREAD=0`: all in one burst per interval), from a socket on
 //!    that peer's address that also reads what node-0 sends it;
 //! 2. one speaker (node `node-0`, the only node it may announce from, so it owns all L IPs)
@@ -67,9 +67,8 @@
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_CHURN`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
-//! `BENCH_HB_INTERVAL_MS` (the speaker's default, 150): the heartbeat interval of the peers
-//! and the speaker; another interval than the default gives the speaker fence and death
-//! thresholds of 3 and 6 intervals (100: the defaults before 150),
+//! `BENCH_HB_INTERVAL_MS` (100): the heartbeat interval of the peers and the speaker, whose
+//! fence and death thresholds stay 3 and 6 intervals,
 //! `BENCH_SETTLE_SECS` (5): the wait after the last IP before measuring at rest,
 //! `BENCH_SETTLE_QUIET=1`: then also until the speaker's writes are down to its renewals and
 //! its CPU under a tenth of a core (2 s windows),

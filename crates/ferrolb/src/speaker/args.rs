@@ -133,17 +133,17 @@ pub struct Args {
     pub no_heartbeats: bool,
 
     /// Interval between heartbeats to each peer.
-    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "150ms", value_parser = parse_duration)]
+    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// A speaker that has not heard a majority of its peers (with 2 nodes: its peer, or its
     /// own fresh Lease) for this long stops answering for every IP.
-    #[arg(long, env = "FERROLB_FENCE_AFTER", default_value = "400ms", value_parser = parse_duration)]
+    #[arg(long, env = "FERROLB_FENCE_AFTER", default_value = "300ms", value_parser = parse_duration)]
     pub fence_after: Duration,
 
     /// A peer not heard for this long is dead and its IPs are taken over. Must be at least
     /// --fence-after + --heartbeat-interval + 100ms, so a cut-off owner is silent first.
-    #[arg(long, env = "FERROLB_PEER_DEAD_AFTER", default_value = "650ms", value_parser = parse_duration)]
+    #[arg(long, env = "FERROLB_PEER_DEAD_AFTER", default_value = "600ms", value_parser = parse_duration)]
     pub peer_dead_after: Duration,
 }
 

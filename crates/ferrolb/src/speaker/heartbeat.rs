@@ -1,6 +1,6 @@
 //! Shell: speaker-to-speaker heartbeats over UDP (default port 7947).
 //!
-//! Every `--heartbeat-interval` (150 ms) this node sends one signed heartbeat
+//! Every `--heartbeat-interval` (100 ms) this node sends one signed heartbeat
 //! ([`crate::election::membership::Heartbeat`]) to every peer — the nodes whose speaker
 //! Lease is held, at their Node InternalIP — and records the heartbeats it receives in the
 //! pure [`PeerTable`]. The speaker loop reads the table ([`Mesh`]) on each pass, after

@@ -146,7 +146,7 @@ impl Metrics {
             may_announce: Gauge::default(),
             peer_lease_watch: Gauge::default(),
             heartbeat_gap_seconds: Histogram::new([
-                0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 1.0, 2.0,
+                0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0,
             ]),
             lease_renew_gap_seconds: Histogram::new([0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0]),
         };
