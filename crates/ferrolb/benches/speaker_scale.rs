@@ -293,8 +293,10 @@ fn receive_on_a_thread(lan: &Netns) -> std::io::Result<std::os::fd::OwnedFd> {
         let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
         let license = b"GPL\0";
         let mut attr = [0u8; 128];
-        let put32 = |a: &mut [u8], at: usize, v: u32| a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-        let put64 = |a: &mut [u8], at: usize, v: u64| a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        let put32 =
+            |a: &mut [u8], at: usize, v: u32| a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        let put64 =
+            |a: &mut [u8], at: usize, v: u64| a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
         const BPF_PROG_TYPE_XDP: u32 = 6;
         const BPF_XDP: u32 = 37;
         put32(&mut attr, 0, BPF_PROG_TYPE_XDP);
@@ -302,7 +304,7 @@ fn receive_on_a_thread(lan: &Netns) -> std::io::Result<std::os::fd::OwnedFd> {
         put64(&mut attr, 8, insns.as_ptr() as u64);
         put64(&mut attr, 16, license.as_ptr() as u64);
         put32(&mut attr, 68, BPF_XDP); // expected_attach_type
-        // SAFETY: BPF_PROG_LOAD with a union bpf_attr of 128 bytes whose pointers outlive it.
+                                       // SAFETY: BPF_PROG_LOAD with a union bpf_attr of 128 bytes whose pointers outlive it.
         let prog = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) };
         if prog < 0 {
             return Err(std::io::Error::last_os_error());

@@ -142,7 +142,8 @@ pub struct Args {
     pub fence_after: Duration,
 
     /// A peer not heard for this long is dead and its IPs are taken over. Must be at least
-    /// --fence-after + --heartbeat-interval + 100ms, so a cut-off owner is silent first.
+    /// --fence-after + --heartbeat-interval + 100ms, so a cut-off owner is silent first, and
+    /// at least twice --fence-after.
     #[arg(long, env = "FERROLB_PEER_DEAD_AFTER", default_value = "600ms", value_parser = parse_duration)]
     pub peer_dead_after: Duration,
 }
@@ -267,7 +268,7 @@ mod tests {
             let want = format!("| `{}` |", crate::runtime::format_duration(d));
             assert!(row.contains(&want), "{row:?} lacks {want}");
         }
-        let tuned = "--heartbeat-interval=200ms --fence-after=400ms --peer-dead-after=700ms";
+        let tuned = "--heartbeat-interval=200ms --fence-after=400ms --peer-dead-after=800ms";
         assert!(conf.contains(tuned));
         let cli = Cli::try_parse_from(
             ["x", "--node-name", "n"]

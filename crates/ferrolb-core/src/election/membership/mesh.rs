@@ -51,8 +51,12 @@ pub enum MeshTimingError {
         /// Given fence time.
         fence_after: Duration,
     },
-    /// `dead_after < fence_after + interval + MIN_MESH_MARGIN`.
-    #[error("peer death time {dead_after:?} must be at least fence time {fence_after:?} + interval {interval:?} + {MIN_MESH_MARGIN:?}")]
+    /// `dead_after < fence_after + interval + MIN_MESH_MARGIN`, or `dead_after < 2 ·
+    /// fence_after`: a member cut off from everybody that finds a majority again before its
+    /// own fence time never withdraws, and a node that lost it from sight when it was cut off,
+    /// then lost its own majority a moment later, must not call it dead before fencing itself
+    /// (the model check finds the overlap at 200 / 400 / 700 ms).
+    #[error("peer death time {dead_after:?} must be at least fence time {fence_after:?} + interval {interval:?} + {MIN_MESH_MARGIN:?}, and at least twice the fence time")]
     Margin {
         /// Given interval.
         interval: Duration,
@@ -81,6 +85,7 @@ impl MeshTiming {
             .saturating_add(interval)
             .saturating_add(MIN_MESH_MARGIN)
             > dead_after
+            || fence_after.saturating_mul(2) > dead_after
         {
             return Err(MeshTimingError::Margin {
                 interval,
@@ -359,12 +364,17 @@ impl MeshRules {
                 .is_some_and(|s| now.saturating_duration_since(s) < self.startup_window())
     }
 
-    /// How long a [`Grant::Majority`] must have lasted before this node announces: the
-    /// fence time plus a heartbeat interval (grant periods begun in the start-up window
-    /// excepted: they begin hearing everybody). A node regaining a majority may be hearing a
-    /// member that the other side still counted a moment ago; that side, still permitted,
-    /// may take this node's IPs on its silence until it notices, within `fence_after` (the
-    /// model check found the overlap when this node re-asserted its claims at once).
+    /// How long a grant period must have lasted before this node announces on a
+    /// [`Grant::Majority`] or [`Grant::All`]: the fence time plus a heartbeat interval (grant
+    /// periods begun in the start-up window excepted: they begin hearing everybody). A node
+    /// regaining a majority may be hearing a member that the other side still counted a
+    /// moment ago; that side, still permitted, may take this node's IPs on its silence until
+    /// it notices, within `fence_after` (the model check found the overlap when this node
+    /// re-asserted its claims at once). Hearing everybody again is no proof either: a peer
+    /// may not have heard this node yet (its heartbeats come an interval apart) and call it
+    /// dead meanwhile, `dead_after` after it last heard it (the model check found that
+    /// overlap with a heartbeat interval of 150 ms): the wait lets the peer's takeover come
+    /// first, and this node's re-assertion of the claim then loses.
     pub fn settle_time(&self) -> Duration {
         self.timing.fence_after + self.timing.interval
     }
@@ -654,7 +664,7 @@ impl MeshRules {
             own.heartbeats_since
                 .is_none_or(|h| s.saturating_duration_since(h) >= self.startup_window())
         });
-        let settling = grant == Some(Grant::Majority)
+        let settling = matches!(grant, Some(Grant::Majority | Grant::All))
             && regained
             && since.is_some_and(|s| now.saturating_duration_since(s) < self.settle_time());
         let may = grant.is_some() && !settling;
@@ -923,8 +933,13 @@ mod tests {
         let ms = Duration::from_millis;
         assert!(MeshTiming::new(ms(0), ms(300), ms(600), d.max_clock_skew).is_err());
         assert!(MeshTiming::new(ms(200), ms(300), ms(600), d.max_clock_skew).is_err());
-        assert!(MeshTiming::new(ms(100), ms(300), ms(499), d.max_clock_skew).is_err());
-        assert!(MeshTiming::new(ms(100), ms(300), ms(500), d.max_clock_skew).is_ok());
+        assert!(MeshTiming::new(ms(100), ms(300), ms(599), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(100), ms(200), ms(400), d.max_clock_skew).is_ok());
+        // the margin alone is not enough: the death time is at least twice the fence time
+        assert!(MeshTiming::new(ms(100), ms(250), ms(450), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(200), ms(400), ms(700), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(150), ms(400), ms(650), d.max_clock_skew).is_err());
+        assert!(MeshTiming::new(ms(200), ms(400), ms(800), d.max_clock_skew).is_ok());
     }
 
     #[test]
@@ -1399,7 +1414,7 @@ mod tests {
     }
 
     #[test]
-    fn a_regained_majority_settles_before_announcing() {
+    fn a_regained_grant_settles_before_announcing() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let ms = Duration::from_millis;
         let r = rules();
@@ -1432,7 +1447,7 @@ mod tests {
         };
         assert!(!at(399));
         assert!(at(400));
-        // hearing everybody needs no settling
+        // hearing everybody again settles as well: a peer may not have heard this node yet
         let mut all = peers.clone();
         all.get_mut("b").unwrap().last_heard = Some(t0 - ms(20));
         let l = r.evaluate(
@@ -1445,7 +1460,17 @@ mod tests {
             t0,
         );
         assert_eq!(l.grant, Some(Grant::All));
-        assert!(l.may);
+        assert!(!l.may);
+        assert_eq!(l.permitted_since, Some(t0));
+        let later = |d: u64| {
+            let mut p = all.clone();
+            for peer in p.values_mut() {
+                peer.last_heard = Some(t0 + ms(d) - ms(20));
+            }
+            r.evaluate(&p, own, &Default::default(), t0 + ms(d)).may
+        };
+        assert!(!later(399));
+        assert!(later(400));
         // nor a grant period begun in the start-up window (it began hearing everybody)
         let started = OwnInput {
             heartbeats_since: Some(t0 - ms(100)),
