@@ -954,22 +954,21 @@ async fn failing_status_writes_delay_neither_failover_nor_other_statuses() {
     assert!(!written(&st, "bad"), "{st:?}");
 }
 
-/// After a stall of the speaker's process longer than the fence time, heartbeats its peers
-/// kept sending meanwhile sit unread on the socket: the speaker reads them before judging
-/// anyone silent, so it keeps its permission (it used to fence itself until the heartbeat
-/// task ran).
-#[tokio::test]
-async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
-    use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming};
+/// A heartbeat mesh for `node` with `timing`, listening on a loopback socket with a test
+/// key: the mesh, the key its peers sign with, and the address they send to.
+fn listening_mesh(
+    node: &str,
+    timing: ferrolb::election::membership::MeshTiming,
+) -> (
+    ferrolb::speaker::heartbeat::Mesh,
+    ferrolb::election::membership::HmacKey,
+    std::net::SocketAddr,
+) {
     use ferrolb::speaker::heartbeat::{bind, Mesh};
-
-    let client = fake_client().await;
-    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
-    let key = HmacKey::new(&[7u8; 32]).unwrap();
+    let key = ferrolb::election::membership::HmacKey::new(&[7u8; 32]).unwrap();
     let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let to = socket.local_addr().unwrap();
-    let timing = MeshTiming::default();
-    let mesh = Mesh::new("node-a", timing, to.port());
+    let mesh = Mesh::new(node, timing, to.port());
     let mut reg = prometheus_client::registry::Registry::default();
     mesh.listen(
         &socket,
@@ -978,6 +977,21 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
         Arc::new(tokio::sync::Notify::new()),
     )
     .unwrap();
+    (mesh, key, to)
+}
+
+/// After a stall of the speaker's process longer than the fence time, heartbeats its peers
+/// kept sending meanwhile sit unread on the socket: the speaker reads them before judging
+/// anyone silent, so it keeps its permission (it used to fence itself until the heartbeat
+/// task ran).
+#[tokio::test]
+async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
+    use ferrolb::election::membership::{Heartbeat, MeshTiming};
+
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
+    let timing = MeshTiming::default();
+    let (mesh, key, to) = listening_mesh("node-a", timing);
     let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
     let (quiet_tx, quiet) = tokio::sync::watch::channel(false);
     a.speaker = a
@@ -1052,24 +1066,13 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
 /// permission.
 #[tokio::test]
 async fn the_peers_lease_watch_pauses_while_every_member_is_heard() {
-    use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming};
-    use ferrolb::speaker::heartbeat::{bind, Mesh};
+    use ferrolb::election::membership::{Heartbeat, MeshTiming};
+    use ferrolb::speaker::heartbeat::Mesh;
 
     let client = fake_client().await;
     setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
-    let key = HmacKey::new(&[7u8; 32]).unwrap();
-    let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let to = socket.local_addr().unwrap();
     let timing = MeshTiming::default();
-    let mesh = Mesh::new("node-a", timing, to.port());
-    let mut reg = prometheus_client::registry::Registry::default();
-    mesh.listen(
-        &socket,
-        key.clone(),
-        Arc::new(Metrics::new(&mut reg)),
-        Arc::new(tokio::sync::Notify::new()),
-    )
-    .unwrap();
+    let (mesh, key, to) = listening_mesh("node-a", timing);
     let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
     let (switch, watched) = tokio::sync::watch::channel(true);
     a.speaker = a.speaker.with_mesh(mesh.clone()).with_lease_watch(switch);
