@@ -1361,25 +1361,7 @@ fn traps(variant: Variant) -> Vec<(usize, Vec<(Ev, u64)>)> {
         Variant::MajorityWithoutSettling => {
             for first in 5..10 {
                 for second in 3..8 {
-                    out.push((
-                        3,
-                        vec![
-                            (
-                                Ev::Split {
-                                    mask: 0b010,
-                                    api_side: 0,
-                                },
-                                first,
-                            ),
-                            (
-                                Ev::Split {
-                                    mask: 0b011,
-                                    api_side: 2,
-                                },
-                                second,
-                            ),
-                        ],
-                    ));
+                    out.push((3, rejoin(first, second).to_vec()));
                 }
             }
         }
@@ -1751,6 +1733,27 @@ fn a_speaker_starting_without_the_api_server_is_no_witness_over_a_side_that_neve
     .unwrap();
 }
 
+/// n1 cut off from n0 and n2 (the API server with them) for `first` ticks, then n0 and n1
+/// together and n2 alone (both sides reaching the API server) for `second` ticks.
+fn rejoin(first: u64, second: u64) -> [(Ev, u64); 2] {
+    [
+        (
+            Ev::Split {
+                mask: 0b010,
+                api_side: 0,
+            },
+            first,
+        ),
+        (
+            Ev::Split {
+                mask: 0b011,
+                api_side: 2,
+            },
+            second,
+        ),
+    ]
+}
+
 /// Three nodes; n1 (holding the IPs) is cut off from both others for `first` ticks, then
 /// finds n0 again while n2 is cut off from both for `second` ticks; then everything heals.
 /// Every combination of the two waits, and of the nodes' heartbeat and renewal phases.
@@ -1758,22 +1761,7 @@ fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), S
     let rules = MeshRules { timing };
     for first in 3..12u64 {
         for second in 1..12u64 {
-            let events = [
-                (
-                    Ev::Split {
-                        mask: 0b010,
-                        api_side: 0,
-                    },
-                    first,
-                ),
-                (
-                    Ev::Split {
-                        mask: 0b011,
-                        api_side: 2,
-                    },
-                    second,
-                ),
-            ];
+            let events = rejoin(first, second);
             for shift in 0..12u64 {
                 let mut w = World::with(3, rules, variant);
                 for i in 0..3 {
