@@ -315,6 +315,14 @@ impl<A: Announcer> Speaker<A> {
         self
     }
 
+    /// While the peers' node Lease watch is paused, their Lease clocks restart at `now`
+    /// before every liveness decision: nothing unseen says anything about the peers.
+    fn hold_clocks_while_paused(&mut self, now: Instant) {
+        if !self.watches_peer_leases() {
+            self.tracker.restart_clocks(now);
+        }
+    }
+
     /// Whether the peers' node Leases are watched (false while the watch is paused).
     pub fn watches_peer_leases(&self) -> bool {
         self.lease_watch.as_ref().is_none_or(|(g, _)| g.watching())
@@ -323,9 +331,7 @@ impl<A: Announcer> Speaker<A> {
     /// Whether this node may announce at `now` (Lease fresh, or heartbeat quorum).
     pub fn may_announce(&mut self, now: Instant) -> bool {
         self.absorb_renewals();
-        if !self.watches_peer_leases() {
-            self.tracker.restart_clocks(now);
-        }
+        self.hold_clocks_while_paused(now);
         let (peers, own, rules) = self.inputs(now);
         rules.judge(&peers, own, &self.live.reaped, now).may
     }
@@ -681,10 +687,7 @@ impl<A: Announcer> Speaker<A> {
         self.metrics.reconciles.inc();
         self.last_pass = Some(now);
         self.absorb_renewals();
-        if !self.watches_peer_leases() {
-            // nothing seen while paused says anything about the peers
-            self.tracker.restart_clocks(now);
-        }
+        self.hold_clocks_while_paused(now);
         self.tracker.note_deaths(now);
         self.refresh_liveness(now);
         let may = self.live.may;
