@@ -275,37 +275,43 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // allows (best effort: the default queue is kept when refused).
     let _ = sock.set_recv_buffer_size(1 << 20);
     // each datagram's arrival time, read with it ([`arrival`])
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket, a c_int option of that size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_int_option(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
     // IPv4 heartbeats (also those of a dual-stack socket) leave with "don't fragment" set
     // and no path MTU discovery: a heartbeat is far below any MTU, and without the flag the
     // kernel draws each datagram's IP identification from its shared generator (a
     // measurable part of sending at hundreds of peers). Best effort.
-    let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: a valid socket, a c_int option of that size.
-    unsafe {
+    let _ = set_int_option(
+        sock.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    );
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// Sets the integer socket option `level` / `name` of `fd` to `value`.
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a c_int option of that size; an invalid descriptor is an error, not UB.
+    let r = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&probe as *const libc::c_int).cast(),
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    sock.bind(&addr.into())?;
-    UdpSocket::from_std(sock.into())
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The socket's IPv4 path MTU discovery mode (`IP_MTU_DISCOVER`).

@@ -980,13 +980,40 @@ fn listening_mesh(
     (mesh, key, to)
 }
 
+/// A sender of the peers' heartbeats to `to`, signed with `key`: each call sends one
+/// heartbeat from each node named, with the next sequence number.
+fn peer_heartbeats(
+    key: ferrolb::election::membership::HmacKey,
+    to: std::net::SocketAddr,
+) -> impl FnMut(&[&str]) {
+    let peers = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seq = 0;
+    move |nodes: &[&str]| {
+        seq += 1;
+        let sent_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        for node in nodes {
+            let hb = ferrolb::election::membership::Heartbeat {
+                node: node.to_string(),
+                incarnation: 1_700_000_000_000,
+                seq,
+                sent_unix_ms,
+                flags: 0,
+            };
+            peers.send_to(&hb.encode(&key), to).unwrap();
+        }
+    }
+}
+
 /// After a stall of the speaker's process longer than the fence time, heartbeats its peers
 /// kept sending meanwhile sit unread on the socket: the speaker reads them before judging
 /// anyone silent, so it keeps its permission (it used to fence itself until the heartbeat
 /// task ran).
 #[tokio::test]
 async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
-    use ferrolb::election::membership::{Heartbeat, MeshTiming};
+    use ferrolb::election::membership::MeshTiming;
 
     let client = fake_client().await;
     setup(&client, &["node-a", "node-b", "node-c"], &[]).await;
@@ -1000,28 +1027,10 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
         .with_quiet_renewals(quiet_tx);
 
     // Peers b and c, sending signed heartbeats to node-a (nothing else reads its socket).
-    let peers = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let incarnation = 1_700_000_000_000;
-    let mut seq = 0;
-    let send_both = |seq: &mut u64| {
-        *seq += 1;
-        let sent_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        for node in ["node-b", "node-c"] {
-            let hb = Heartbeat {
-                node: node.into(),
-                incarnation,
-                seq: *seq,
-                sent_unix_ms,
-                flags: 0,
-            };
-            peers.send_to(&hb.encode(&key), to).unwrap();
-        }
-    };
+    let mut send = peer_heartbeats(key, to);
+    let mut send_both = || send(&["node-b", "node-c"]);
 
-    send_both(&mut seq);
+    send_both();
     // The heartbeat task reads them.
     while mesh.drain() < 2 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -1041,7 +1050,7 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
     let stall = timing.fence_after + Duration::from_millis(150);
     let until = Instant::now() + stall;
     while Instant::now() < until {
-        send_both(&mut seq);
+        send_both();
         std::thread::sleep(timing.interval);
     }
     // The first evaluation after the stall hears both peers: no fence.
@@ -1066,7 +1075,7 @@ async fn heartbeats_queued_during_a_stall_are_read_before_judging() {
 /// permission.
 #[tokio::test]
 async fn the_peers_lease_watch_pauses_while_every_member_is_heard() {
-    use ferrolb::election::membership::{Heartbeat, MeshTiming};
+    use ferrolb::election::membership::MeshTiming;
     use ferrolb::speaker::heartbeat::Mesh;
 
     let client = fake_client().await;
@@ -1077,25 +1086,7 @@ async fn the_peers_lease_watch_pauses_while_every_member_is_heard() {
     let (switch, watched) = tokio::sync::watch::channel(true);
     a.speaker = a.speaker.with_mesh(mesh.clone()).with_lease_watch(switch);
 
-    let peers = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut seq = 0;
-    let mut send = |nodes: &[&str]| {
-        seq += 1;
-        let sent_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        for node in nodes {
-            let hb = Heartbeat {
-                node: node.to_string(),
-                incarnation: 1_700_000_000_000,
-                seq,
-                sent_unix_ms,
-                flags: 0,
-            };
-            peers.send_to(&hb.encode(&key), to).unwrap();
-        }
-    };
+    let mut send = peer_heartbeats(key, to);
     // Heartbeats every interval for `dur`, a pass (Leases relisted, unchanged) after each.
     async fn heard_for(
         a: &mut Node_,
