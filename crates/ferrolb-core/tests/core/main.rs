@@ -9,6 +9,7 @@ mod election_props;
 mod election_reference;
 mod election_vectors;
 mod examples;
+mod heartbeat_group;
 mod membership_model;
 mod wire_proptest;
 mod wire_tshark;

@@ -6,12 +6,15 @@
 //!
 //! - [`heartbeat`]: the codec — wire format, HMAC-SHA256 authentication, anti-replay window;
 //! - [`mesh`]: the rules — who has been heard, who is a member, who may announce;
+//! - [`group`]: which heartbeats go to a multicast group, which by unicast;
 //! - [`lease_watch`]: when the peers' node Leases need watching at all.
 
+pub mod group;
 pub mod heartbeat;
 pub mod lease_watch;
 pub mod mesh;
 
+pub use group::*;
 pub use heartbeat::*;
 pub use lease_watch::*;
 pub use mesh::*;
