@@ -1,6 +1,6 @@
 //! `ferrolb speaker` command-line flags and the lease timing they configure.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -132,6 +132,14 @@ pub struct Args {
     #[arg(long, env = "FERROLB_NO_HEARTBEATS")]
     pub no_heartbeats: bool,
 
+    /// IPv4 multicast group for heartbeats (`none`: unicast only). Every second heartbeat
+    /// goes to the group — one datagram for every peer on the node's segment — instead of to
+    /// each peer; peers not heard on the group (another subnet, a switch that drops it) get
+    /// unicast every interval. Used when the node's heartbeat address is IPv4 and
+    /// --fence-after is at least 2.5 × --heartbeat-interval.
+    #[arg(long, env = "FERROLB_HEARTBEAT_GROUP", default_value = "239.255.79.47", value_parser = parse_group)]
+    pub heartbeat_group: HeartbeatGroup,
+
     /// Interval between heartbeats to each peer.
     #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -146,6 +154,24 @@ pub struct Args {
     /// at least twice --fence-after.
     #[arg(long, env = "FERROLB_PEER_DEAD_AFTER", default_value = "600ms", value_parser = parse_duration)]
     pub peer_dead_after: Duration,
+}
+
+/// The heartbeat multicast group, if any (`--heartbeat-group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatGroup(pub Option<Ipv4Addr>);
+
+/// Parses `--heartbeat-group`: an IPv4 multicast address, or `none`.
+fn parse_group(s: &str) -> Result<HeartbeatGroup, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(HeartbeatGroup(None));
+    }
+    let ip: Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither an IPv4 multicast address nor `none`"))?;
+    if !ip.is_multicast() {
+        return Err(format!("{ip} is not a multicast address (224.0.0.0/4)"));
+    }
+    Ok(HeartbeatGroup(Some(ip)))
 }
 
 impl Args {
@@ -193,6 +219,10 @@ mod tests {
         assert_eq!(cli.args.namespace, "metallb-system");
         assert_eq!(cli.args.metrics_addr.port(), 7473);
         assert_eq!(cli.args.heartbeat_addr.port(), 7947);
+        assert_eq!(
+            cli.args.heartbeat_group,
+            HeartbeatGroup(Some(Ipv4Addr::new(239, 255, 79, 47)))
+        );
         let m = cli.args.mesh_timing().unwrap();
         // crash failover budget of the heartbeat issue: ≤ 1 s including claim + GARP
         assert!(m.dead_after + Duration::from_millis(300) <= Duration::from_secs(1));
@@ -200,6 +230,23 @@ mod tests {
             cli.args.garp_schedule,
             crate::dataplane::schedule::DEFAULT_BACKOFF.to_vec()
         );
+    }
+
+    #[test]
+    fn the_heartbeat_group_is_a_multicast_address_or_none() {
+        let parse = |v: &str| {
+            Cli::try_parse_from(["x", "--node-name", "n1", "--heartbeat-group", v])
+                .map(|c| c.args.heartbeat_group)
+        };
+        assert_eq!(parse("none").unwrap(), HeartbeatGroup(None));
+        assert_eq!(
+            parse("224.0.0.120").unwrap(),
+            HeartbeatGroup(Some(Ipv4Addr::new(224, 0, 0, 120)))
+        );
+        for bad in ["10.0.0.1", "ff02::1", "group"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("multicast"), "{bad}: {e}");
+        }
     }
 
     /// The docs quote the Lease defaults; they must be the constants the flags come from.

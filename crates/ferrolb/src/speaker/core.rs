@@ -42,6 +42,12 @@ use crate::election::{
     ElectionOptions, Fence, LeaseClock, NodeInfo, Ownership, ServiceView, Views,
 };
 
+/// Heartbeat targets (node, address) and this node's own heartbeat address.
+type HeartbeatTargets = (
+    Vec<(String, std::net::SocketAddr)>,
+    Option<std::net::SocketAddr>,
+);
+
 /// What the speaker reads, kept up to date by one watch per kind.
 #[derive(Clone)]
 pub struct Stores {
@@ -401,14 +407,14 @@ impl<A: Announcer> Speaker<A> {
         (peers, own, rules)
     }
 
-    /// The heartbeat targets: every member with an address (none without heartbeats); None
-    /// when they are those of the last call (same members, no Node changed since).
-    /// `members` None: the members of the last call.
+    /// The heartbeat targets: every member with an address (none without heartbeats), and
+    /// this node's own heartbeat address; None when they are those of the last call (same
+    /// members, no Node changed since). `members` None: the members of the last call.
     fn heartbeat_targets(
         &mut self,
         members: Option<Vec<String>>,
         mesh_enabled: bool,
-    ) -> Option<Vec<(String, std::net::SocketAddr)>> {
+    ) -> Option<HeartbeatTargets> {
         let generation = self.index().node_generation();
         let members = match (members, self.targets_from.take()) {
             (None, Some((on, m, g))) if on == mesh_enabled && g == generation => {
@@ -424,15 +430,19 @@ impl<A: Announcer> Speaker<A> {
                 .as_ref()
                 .map_or(super::heartbeat::DEFAULT_PORT, |m| m.port);
             let index = self.index();
-            members
+            let own = index
+                .node_named(&self.settings.node)
+                .and_then(|n| node_address(&n, port));
+            let to = members
                 .iter()
                 .filter_map(|m| {
                     let node = index.node_named(m)?;
                     Some((m.clone(), node_address(&node, port)?))
                 })
-                .collect()
+                .collect();
+            (to, own)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         self.targets_from = Some((mesh_enabled, members, generation));
         Some(targets)
@@ -490,8 +500,9 @@ impl<A: Announcer> Speaker<A> {
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
             st.may_announce = j.may;
-            if let Some(targets) = targets {
+            if let Some((targets, own)) = targets {
                 st.set_targets(targets);
+                st.own = own;
             }
             let tracker = &self.tracker;
             st.table.retain(&|n| {
@@ -499,6 +510,9 @@ impl<A: Announcer> Speaker<A> {
                 strangers.set(strangers.get() || !member);
                 member
             });
+            if let Some(g) = st.group.as_mut() {
+                g.retain(&|n| tracker.held_since(n).is_some());
+            }
         }
         self.metrics.may_announce.set(i64::from(j.may));
         self.gate_lease_watch(j.renews_quietly(), strangers.get(), now);

@@ -24,7 +24,7 @@
 //! four times a second each).
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,7 +37,8 @@ use tokio::sync::{watch, Notify};
 
 use super::metrics::{HeartbeatLabels, Metrics};
 use crate::election::membership::{
-    Heartbeat, HmacKey, MeshRules, MeshTiming, PeerTable, FLAG_MAY_ANNOUNCE, MAX_LEN,
+    to_group, GroupReach, Heartbeat, HmacKey, MeshRules, MeshTiming, PeerTable, FLAG_MAY_ANNOUNCE,
+    MAX_LEN,
 };
 
 /// Name of the Secret holding the heartbeat key (in the speaker namespace).
@@ -63,6 +64,11 @@ pub struct MeshState {
     pub targets: Arc<[(String, SocketAddr)]>,
     /// This node's current permission (sent as a flag, informational).
     pub may_announce: bool,
+    /// Which peers were heard on the heartbeat group (None: no group).
+    pub group: Option<GroupReach>,
+    /// This node's own heartbeat address (its Node's InternalIP): the interface the group is
+    /// joined on and sent to from.
+    pub own: Option<SocketAddr>,
 }
 
 impl MeshState {
@@ -84,6 +90,8 @@ pub struct Mesh {
     pub rules: MeshRules,
     /// Port peers listen on.
     pub port: u16,
+    /// The heartbeat multicast group ([`Mesh::with_group`]).
+    pub group: Option<Ipv4Addr>,
 }
 
 /// The receiving side: the heartbeat socket (a second descriptor of it, read without the
@@ -122,11 +130,30 @@ impl Mesh {
                 since: Instant::now(),
                 targets: Arc::new([]),
                 may_announce: false,
+                group: None,
+                own: None,
             })),
             inbox: Arc::new(OnceLock::new()),
             rules: MeshRules { timing },
             port,
+            group: None,
         }
+    }
+
+    /// Sends every second heartbeat to `group` ([`crate::election::membership::group`])
+    /// when the timers allow it ([`GroupReach::new`]; otherwise unicast only, with a
+    /// warning).
+    pub fn with_group(mut self, group: Option<Ipv4Addr>) -> Self {
+        let reach = group.and_then(|_| GroupReach::new(self.rules.timing));
+        if group.is_some() && reach.is_none() {
+            tracing::warn!(
+                timing = ?self.rules.timing,
+                "heartbeat group unused: the fence time is under 2.5 heartbeat intervals"
+            );
+        }
+        self.group = group.filter(|_| reach.is_some());
+        self.lock().group = reach;
+        self
     }
 
     /// Enables heartbeats: those arriving on `socket` are checked with `key` from now on
@@ -192,14 +219,15 @@ impl Mesh {
         (read, changed)
     }
 
-    /// Records datagrams received, each with its sender and the instant it arrived (and
+    /// Records datagrams received, each with its sender, its destination address (the group's:
+    /// its sender shares the group, [`GroupReach::heard`]) and the instant it arrived (and
     /// that instant on the wall clock, for the staleness check), under one lock (ignored
     /// before [`Mesh::listen`]). Returns whether a peer was heard again after silence (or
     /// for the first time): then the speaker is woken, and the table's summary may have
     /// changed.
     fn receive<'a>(
         &self,
-        datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr, Instant, u64)>,
+        datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr, Option<IpAddr>, Instant, u64)>,
     ) -> bool {
         let Some(inbox) = self.inbox.get() else {
             return false;
@@ -207,12 +235,18 @@ impl Mesh {
         let metrics = &inbox.metrics;
         let mut any_changed = false;
         let mut st = self.lock();
-        for (datagram, from, at, at_unix_ms) in datagrams {
+        let group = self.group.map(|g| IpAddr::V4(g).to_canonical());
+        for (datagram, from, to, at, at_unix_ms) in datagrams {
             metrics
                 .heartbeat_bytes_received
                 .inc_by(datagram.len() as u64);
             match st.table.receive(datagram, &inbox.key, at, at_unix_ms) {
                 Ok((node, changed)) => {
+                    if let (Some(g), Some(reach)) = (group, st.group.as_mut()) {
+                        if to.map(|t| t.to_canonical()) == Some(g) {
+                            reach.heard(&node, at);
+                        }
+                    }
                     if let Some(gap) = st.table.last_gap(&node) {
                         metrics.heartbeat_gap_seconds.observe(gap.as_secs_f64());
                     }
@@ -286,8 +320,40 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_PROBE,
     );
+    // each datagram's destination address: heartbeats sent to the group tell which peers
+    // share it ([`GroupReach`])
+    match addr {
+        SocketAddr::V6(_) => set_int_option(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            1,
+        )?,
+        SocketAddr::V4(_) => {
+            set_int_option(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?
+        }
+    }
+    // this node's own heartbeats to the group do not come back to it
+    let _ = sock.set_multicast_loop_v4(false);
+    let _ = sock.set_multicast_ttl_v4(1);
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
+}
+
+/// Joins `group` on the interface holding `own` and sends to it from there; leaves the
+/// group of `was` first.
+fn join_group(
+    socket: &std::net::UdpSocket,
+    group: Ipv4Addr,
+    own: Ipv4Addr,
+    was: Option<Ipv4Addr>,
+) -> io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    if let Some(was) = was {
+        let _ = sock.leave_multicast_v4(&group, &was);
+    }
+    sock.join_multicast_v4(&group, &own)?;
+    sock.set_multicast_if_v4(&own)
 }
 
 /// Sets the integer socket option `level` / `name` of `fd` to `value`.
@@ -444,6 +510,12 @@ pub async fn serve(
     );
     let incarnation = unix_ms();
     let mut seq: u64 = 0;
+    // ticks so far: the even ones go to the group ([`to_group`])
+    let mut ticks: u64 = 0;
+    // the own address the group was joined with, and the last one a join failed for
+    let (mut joined, mut refused): (Option<Ipv4Addr>, Option<Ipv4Addr>) = (None, None);
+    // targets not to unicast to at this tick (they share the group)
+    let mut skip: Vec<bool> = Vec::new();
     let mut tick = tokio::time::interval(mesh.rules.timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fanout = Fanout::default();
@@ -472,27 +544,80 @@ pub async fn serve(
             }
             _ = tick.tick() => {
                 mesh.read_queued();
-                seq += 1;
+                ticks += 1;
+                let now = Instant::now();
+                let own = match mesh.lock().own {
+                    Some(SocketAddr::V4(a)) => Some(*a.ip()),
+                    _ => None,
+                };
+                if let (Some(group), Some(own)) = (mesh.group, own) {
+                    if joined != Some(own) && refused != Some(own) {
+                        match join_group(&socket, group, own, joined) {
+                            Ok(()) => {
+                                tracing::info!(%group, %own, "heartbeats on the multicast group");
+                                joined = Some(own);
+                            }
+                            Err(e) => {
+                                tracing::warn!(%group, %own, error = %e, "cannot join the heartbeat group; unicast only");
+                                refused = Some(own);
+                                joined = None;
+                            }
+                        }
+                    }
+                }
+                // this tick goes to the group, and by unicast to the peers not heard there
+                let group = mesh.group.filter(|_| joined.is_some() && joined == own && to_group(ticks));
                 let (targets, flags) = {
                     let st = mesh.lock();
+                    skip.clear();
+                    match (group, st.group.as_ref()) {
+                        (Some(_), Some(reach)) => {
+                            skip.extend(st.targets.iter().map(|(n, _)| reach.shares(n, now)));
+                            metrics.heartbeat_group_peers.set(reach.sharing(now) as i64);
+                        }
+                        _ => skip.resize(st.targets.len(), false),
+                    }
                     (st.targets.clone(), if st.may_announce { FLAG_MAY_ANNOUNCE } else { 0 })
                 };
                 period = read_period(interval, targets.len(), per_read);
                 next_read.as_mut().reset(after(period));
-                let msg = Heartbeat {
-                    node: node.to_string(),
-                    incarnation,
-                    seq,
-                    sent_unix_ms: unix_ms(),
-                    flags,
+                let mut heartbeat = || {
+                    seq += 1;
+                    Heartbeat {
+                        node: node.to_string(),
+                        incarnation,
+                        seq,
+                        sent_unix_ms: unix_ms(),
+                        flags,
+                    }
+                    .encode(&key)
+                };
+                let mut sent_bytes = 0;
+                if let Some(group) = group {
+                    let msg = heartbeat();
+                    match socket.send_to(&msg, SocketAddr::from((group, mesh.port))) {
+                        Ok(_) => {
+                            metrics.heartbeats_sent.inc();
+                            metrics.heartbeats_sent_group.inc();
+                            sent_bytes += msg.len();
+                        }
+                        Err(e) => {
+                            tracing::trace!(%group, error = %e, "heartbeat not sent to the group");
+                            metrics.heartbeat_send_errors.inc();
+                        }
+                    }
                 }
-                .encode(&key);
-                let sent = fanout.send(socket.as_raw_fd(), &targets, &msg);
-                metrics.heartbeats_sent.inc_by(sent as u64);
-                metrics.heartbeat_bytes_sent.inc_by((sent * msg.len()) as u64);
-                metrics
-                    .heartbeat_send_errors
-                    .inc_by(targets.len().saturating_sub(sent) as u64);
+                let unicast = skip.iter().filter(|s| !**s).count();
+                if unicast > 0 {
+                    let msg = heartbeat();
+                    let sent = fanout.send(socket.as_raw_fd(), &targets, &skip, &msg);
+                    metrics.heartbeats_sent.inc_by(sent as u64);
+                    sent_bytes += sent * msg.len();
+                    metrics
+                        .heartbeat_send_errors
+                        .inc_by(unicast.saturating_sub(sent) as u64);
+                }
+                metrics.heartbeat_bytes_sent.inc_by(sent_bytes as u64);
             }
             _ = &mut deadline => {
                 mesh.read_queued();
@@ -577,9 +702,10 @@ pub fn arrival(
     now - now_wall.saturating_sub(ts).min(mono)
 }
 
-/// Control-message room of one datagram: its receive timestamp (`SCM_TIMESTAMPNS`, a
-/// `timespec` behind a `cmsghdr`), 8-byte aligned.
-const CTRL_WORDS: usize = 8;
+/// Control-message room of one datagram, 8-byte aligned: its receive timestamp
+/// (`SCM_TIMESTAMPNS`, a `timespec` behind a `cmsghdr`: 32 bytes) and its destination
+/// address (`IPV6_PKTINFO`, 40 bytes, or `IP_PKTINFO`, 32).
+const CTRL_WORDS: usize = 12;
 
 /// Buffers of one `recvmmsg`: [`BATCH`] datagrams, their senders and receive timestamps,
 /// and the clocks of the last read ([`arrival`]).
@@ -591,6 +717,8 @@ struct RecvBufs {
     ctrl: Box<[[u64; CTRL_WORDS]; BATCH]>,
     /// Arrival of each datagram of the last read (monotonic, and wall-clock ms).
     at: [(Instant, u64); BATCH],
+    /// Destination address of each datagram of the last read.
+    to: [Option<IpAddr>; BATCH],
     /// (monotonic, wall) clocks right after the last read that left the queue empty.
     prev: Option<(Instant, Duration)>,
 }
@@ -605,6 +733,7 @@ impl Default for RecvBufs {
             from_lens: [0; BATCH],
             ctrl: Box::new([[0; CTRL_WORDS]; BATCH]),
             at: [(Instant::now(), 0); BATCH],
+            to: [None; BATCH],
             prev: None,
         }
     }
@@ -693,7 +822,8 @@ impl RecvBufs {
         for (i, hdr) in hdrs.iter().enumerate().take(n) {
             self.lens[i] = (hdr.msg_len as usize).min(MAX_LEN + 1);
             self.from_lens[i] = hdr.msg_hdr.msg_namelen;
-            let arrived = receive_timestamp(&hdr.msg_hdr);
+            let (arrived, to) = control_messages(&hdr.msg_hdr);
+            self.to[i] = to;
             let at = arrival(arrived, now, now_wall, prev);
             let wall = now_wall.saturating_sub(now.saturating_duration_since(at));
             self.at[i] = (at, wall.as_millis() as u64);
@@ -702,14 +832,18 @@ impl RecvBufs {
     }
 
     /// The first `n` datagrams of the last [`RecvBufs::recv`], each with its sender
-    /// (unspecified when the kernel gave none) and its arrival.
-    fn datagrams(&self, n: usize) -> impl Iterator<Item = (&[u8], SocketAddr, Instant, u64)> + '_ {
+    /// (unspecified when the kernel gave none), its destination and its arrival.
+    fn datagrams(
+        &self,
+        n: usize,
+    ) -> impl Iterator<Item = (&[u8], SocketAddr, Option<IpAddr>, Instant, u64)> + '_ {
         (0..n.min(BATCH)).map(move |i| {
             let from = socket_addr(&self.from[i], self.from_lens[i])
                 .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
             (
                 &self.bufs[i][..self.lens[i]],
                 from,
+                self.to[i],
                 self.at[i].0,
                 self.at[i].1,
             )
@@ -717,21 +851,37 @@ impl RecvBufs {
     }
 }
 
-/// The `SCM_TIMESTAMPNS` control message of a received datagram (wall clock), if any.
-fn receive_timestamp(msg: &libc::msghdr) -> Option<Duration> {
+/// The control messages of a received datagram: its receive timestamp (`SCM_TIMESTAMPNS`,
+/// wall clock) and its destination address (`IPV6_PKTINFO`, an IPv4 one mapped, or
+/// `IP_PKTINFO`), each if present.
+fn control_messages(msg: &libc::msghdr) -> (Option<Duration>, Option<IpAddr>) {
+    let (mut at, mut to) = (None, None);
     // SAFETY: `msg` was filled by recvmmsg: its control buffer holds `msg_controllen` valid
-    // bytes of control messages, walked with the libc macros, which stay within them.
+    // bytes of control messages, walked with the libc macros, which stay within them; each
+    // payload is read unaligned as the type its level and type announce.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                    at = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let pi = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    to = Some(IpAddr::from(pi.ipi6_addr.s6_addr).to_canonical());
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let pi = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    to = Some(IpAddr::from(u32::from_be(pi.ipi_addr.s_addr).to_be_bytes()));
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    None
+    (at, to)
 }
 
 /// The IPv4 or IPv6 address the kernel wrote into `ss` (`len` bytes).
@@ -758,8 +908,8 @@ fn socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Sock
     }
 }
 
-/// Sends one datagram to every target with `sendmmsg`; keeps the targets' socket addresses
-/// until the targets change.
+/// Sends one datagram to every target (but those skipped) with `sendmmsg`; keeps the
+/// targets' socket addresses until the targets change.
 #[derive(Default)]
 struct Fanout {
     of: Option<Arc<[(String, SocketAddr)]>>,
@@ -767,9 +917,15 @@ struct Fanout {
 }
 
 impl Fanout {
-    /// Sends `msg` to each of `targets` from `fd` ([`BATCH`] per call; a target the kernel
-    /// refuses is skipped, not retried); how many were sent.
-    fn send(&mut self, fd: RawFd, targets: &Arc<[(String, SocketAddr)]>, msg: &[u8]) -> usize {
+    /// Sends `msg` from `fd` to each of `targets` whose `skip` is not set ([`BATCH`] per
+    /// call; a target the kernel refuses is skipped, not retried); how many were sent.
+    fn send(
+        &mut self,
+        fd: RawFd,
+        targets: &Arc<[(String, SocketAddr)]>,
+        skip: &[bool],
+        msg: &[u8],
+    ) -> usize {
         if !self.of.as_ref().is_some_and(|o| Arc::ptr_eq(o, targets)) {
             self.addrs = targets
                 .iter()
@@ -783,8 +939,15 @@ impl Fanout {
         };
         let mut sent = 0;
         let mut start = 0;
-        while start < self.addrs.len() {
-            let chunk = &self.addrs[start..(start + BATCH).min(self.addrs.len())];
+        let to: Vec<&socket2::SockAddr> = self
+            .addrs
+            .iter()
+            .zip(skip.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, s)| !**s)
+            .map(|(a, _)| a)
+            .collect();
+        while start < to.len() {
+            let chunk = &to[start..(start + BATCH).min(to.len())];
             // SAFETY: all-zero mmsghdr are valid (null pointers, zero lengths).
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for (hdr, addr) in hdrs.iter_mut().zip(chunk) {
@@ -932,7 +1095,7 @@ mod tests {
             std::thread::sleep(ms(20));
             let read = Instant::now();
             let n = rx.recv(socket.as_raw_fd()).unwrap_or(0);
-            let stamps: Vec<_> = rx.datagrams(n).map(|(_, _, at, _)| at).collect();
+            let stamps: Vec<_> = rx.datagrams(n).map(|(_, _, _, at, _)| at).collect();
             if stamps.iter().all(|at| *at + ms(10) <= read) && !stamps.is_empty() {
                 break;
             }
@@ -949,7 +1112,7 @@ mod tests {
         let mut stamps = Vec::new();
         loop {
             let n = rx.recv(socket.as_raw_fd()).unwrap_or(0);
-            stamps.extend(rx.datagrams(n).map(|(_, _, at, _)| at));
+            stamps.extend(rx.datagrams(n).map(|(_, _, _, at, _)| at));
             if n < BATCH {
                 break;
             }

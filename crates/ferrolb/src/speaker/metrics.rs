@@ -98,6 +98,12 @@ pub struct Metrics {
     /// first gratuitous announcement for the IP.
     pub failover_seconds: Histogram,
     pub heartbeats_sent: Counter,
+    /// Of [`Metrics::heartbeats_sent`], those sent to the heartbeat group (one datagram for
+    /// every peer on the segment).
+    pub heartbeats_sent_group: Counter,
+    /// Peers heard on the heartbeat group lately (sent to by unicast every second interval
+    /// only).
+    pub heartbeat_group_peers: Gauge,
     /// Heartbeat bytes sent (UDP payload).
     pub heartbeat_bytes_sent: Counter,
     /// Heartbeat bytes received (UDP payload, accepted or not).
@@ -138,6 +144,8 @@ impl Metrics {
                 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0,
             ]),
             heartbeats_sent: Counter::default(),
+            heartbeats_sent_group: Counter::default(),
+            heartbeat_group_peers: Gauge::default(),
             heartbeat_bytes_sent: Counter::default(),
             heartbeat_bytes_received: Counter::default(),
             heartbeat_send_errors: Counter::default(),
@@ -200,6 +208,16 @@ impl Metrics {
             "heartbeats_sent",
             "Heartbeats sent to peers",
             m.heartbeats_sent.clone(),
+        );
+        r.register(
+            "heartbeats_sent_group",
+            "Of the heartbeats sent, those sent to the heartbeat multicast group",
+            m.heartbeats_sent_group.clone(),
+        );
+        r.register(
+            "heartbeat_group_peers",
+            "Peers heard on the heartbeat multicast group lately (unicast to them every second interval only)",
+            m.heartbeat_group_peers.clone(),
         );
         r.register(
             "heartbeat_sent_bytes",

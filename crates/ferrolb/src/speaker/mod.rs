@@ -180,7 +180,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let socket = heartbeat::bind(args.heartbeat_addr).map_err(|e| {
             anyhow::anyhow!("cannot bind heartbeat socket {}: {e}", args.heartbeat_addr)
         })?;
-        let mesh = heartbeat::Mesh::new(&args.node_name, timing, args.heartbeat_addr.port());
+        let mesh = heartbeat::Mesh::new(&args.node_name, timing, args.heartbeat_addr.port())
+            .with_group(args.heartbeat_group.0);
         speaker = speaker.with_mesh(mesh.clone());
         hb_task = Some(tokio::spawn(heartbeat::run(
             heartbeat::HeartbeatConfig {

@@ -387,6 +387,141 @@ fn speakers_hearing_every_member_stop_watching_the_node_leases() {
     let _ = &mut lab;
 }
 
+/// Drops heartbeats to the group on node `i`'s link: arriving (`ingress`) and, with
+/// `both`, leaving too.
+fn drop_group(lab: &Lab, i: usize, both: bool) {
+    let out = if both {
+        "chain out { type filter hook egress device \"eth0\" priority 0; policy accept; ip daddr 239.255.79.47 drop; }\n"
+    } else {
+        ""
+    };
+    let rules = format!(
+        "table netdev ferrolb_group\ndelete table netdev ferrolb_group\ntable netdev ferrolb_group {{\n\
+         chain in {{ type filter hook ingress device \"eth0\" priority 0; policy accept; ip daddr 239.255.79.47 drop; }}\n{out}}}\n"
+    );
+    let path = write(lab, &format!("group-{i}.nft"), &rules);
+    lab.node_ns(i)
+        .run(&["nft", "-f", &path.display().to_string()])
+        .unwrap();
+}
+
+/// Heartbeats alternate between the multicast group and unicast: on one segment every
+/// speaker hears both others on the group and sends about three datagrams per two intervals
+/// instead of four. A node whose link drops the group's datagrams goes back to unicast to
+/// everybody; the others, still hearing it on the group, reach it every second interval
+/// only, and nobody falls silent or fences; once the group is lost both ways, they unicast
+/// to it every interval again.
+#[test]
+fn heartbeats_go_to_the_group_and_back_to_unicast_where_it_is_dropped() {
+    let Some((_g, lab)) = lab("heartbeat_group", 3) else {
+        return;
+    };
+    wait_heartbeats(&lab, Duration::from_secs(10));
+    let m = |i: usize, s: &str| lab.speaker_metric(i, s).unwrap_or(-1.0);
+    let wait_group_peers = |nodes: &[usize], n: f64, what: &str| {
+        let t = Instant::now();
+        for &i in nodes {
+            while m(i, "ferrolb_speaker_heartbeat_group_peers") != n {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "{what}: {} hears {} peers on the group, not {n}{}",
+                    node_name(i),
+                    m(i, "ferrolb_speaker_heartbeat_group_peers"),
+                    dump(&lab)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    wait_group_peers(&[0, 1, 2], 2.0, "one segment");
+    let sent = |i: usize| {
+        (
+            m(i, "ferrolb_speaker_heartbeats_sent_total"),
+            m(i, "ferrolb_speaker_heartbeats_sent_group_total"),
+        )
+    };
+    let before: Vec<_> = (0..3).map(sent).collect();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let ticks = t.elapsed().as_secs_f64() / 0.1;
+    for (i, b) in before.iter().enumerate() {
+        let (all, group) = sent(i);
+        let (all, group) = (all - b.0, group - b.1);
+        eprintln!(
+            "{}: {all} heartbeats sent in {ticks:.0} intervals, {group} to the group",
+            node_name(i)
+        );
+        // per two intervals: one to the group and one to each of the two peers, not four
+        assert!(
+            (group - ticks / 2.0).abs() <= 3.0 && (all - ticks * 1.5).abs() <= 5.0,
+            "{}: {all} sent ({group} to the group) in {ticks:.0} intervals{}",
+            node_name(i),
+            dump(&lab)
+        );
+    }
+
+    let gaps_over = |i: usize, bound: f64| {
+        above(
+            &buckets(
+                &lab.speaker_metrics(i).unwrap(),
+                "ferrolb_speaker_heartbeat_gap_seconds",
+            ),
+            bound,
+        )
+        .0
+    };
+    let fenced: Vec<f64> = (0..3)
+        .map(|i| m(i, "ferrolb_speaker_fenced_total"))
+        .collect();
+    // node 3 no longer receives the group: it unicasts to both others at every tick; they
+    // still hear it on the group and reach it every second interval
+    drop_group(&lab, 2, false);
+    wait_group_peers(&[2], 0.0, "node-3 receives no group heartbeat");
+    let long0 = gaps_over(2, 0.15);
+    std::thread::sleep(Duration::from_secs(2));
+    let long_one_way = gaps_over(2, 0.15) - long0;
+    assert!(
+        long_one_way >= 10.0,
+        "node-3 should hear the others every second interval: {long_one_way} gaps over 150 ms in 2 s{}",
+        dump(&lab)
+    );
+    wait_group_peers(&[0, 1], 2.0, "the others still hear node-3 on the group");
+    // the group lost both ways: the others unicast to node 3 at every tick again
+    drop_group(&lab, 2, true);
+    wait_group_peers(&[0, 1], 1.0, "node-3 no longer heard on the group");
+    let long0 = gaps_over(2, 0.15);
+    std::thread::sleep(Duration::from_secs(2));
+    let long_both_ways = gaps_over(2, 0.15) - long0;
+    eprintln!("node-3's gaps over 150 ms in 2 s: {long_one_way} with the group lost one way, {long_both_ways} both ways");
+    assert!(
+        long_both_ways <= 2.0,
+        "node-3 should hear the others every interval: {long_both_ways} gaps over 150 ms in 2 s{}",
+        dump(&lab)
+    );
+    for i in 0..3 {
+        assert_eq!(m(i, "ferrolb_speaker_peers_heard"), 2.0, "{}", node_name(i));
+        assert_eq!(
+            m(i, "ferrolb_speaker_may_announce"),
+            1.0,
+            "{}",
+            node_name(i)
+        );
+        assert_eq!(
+            m(i, "ferrolb_speaker_fenced_total"),
+            fenced[i],
+            "{} fenced{}",
+            node_name(i),
+            dump(&lab)
+        );
+        assert_eq!(
+            gaps_over(i, 0.3),
+            0.0,
+            "{}: a gap of a fence time",
+            node_name(i)
+        );
+    }
+}
+
 #[test]
 fn ipv6_and_dual_stack_services_are_reachable() {
     let Some((_g, mut lab)) = lab("ipv6_and_dual_stack", 2) else {
