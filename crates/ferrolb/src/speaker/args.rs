@@ -135,8 +135,9 @@ pub struct Args {
     /// IPv4 multicast group for heartbeats (`none`: unicast only). Every second heartbeat
     /// goes to the group — one datagram for every peer on the node's segment — instead of to
     /// each peer; peers not heard on the group (another subnet, a switch that drops it) get
-    /// unicast every interval. Used when the node's heartbeat address is IPv4 and
-    /// --fence-after is at least 2.5 × --heartbeat-interval.
+    /// unicast every interval. Used when the node's heartbeat address is IPv4,
+    /// --heartbeat-addr a wildcard address and --fence-after at least 2.5 ×
+    /// --heartbeat-interval.
     #[arg(long, env = "FERROLB_HEARTBEAT_GROUP", default_value = "239.255.79.47", value_parser = parse_group)]
     pub heartbeat_group: HeartbeatGroup,
 

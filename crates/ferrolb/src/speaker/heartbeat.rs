@@ -17,6 +17,12 @@
 //! (O(N), allocation-free) are recomputed at the tick and at that deadline. Each tick sends the one signed datagram to every peer with
 //! `sendmmsg` (64 per call), from targets shared, not copied ([`MeshState::targets`]).
 //!
+//! With a multicast group ([`Mesh::with_group`], `--heartbeat-group`), every second tick
+//! sends one datagram to the group instead, and by unicast only to the peers not heard on the
+//! group lately ([`crate::election::membership::group`]): on one segment, about half the
+//! datagrams leave. The group is joined on the interface of this node's own address
+//! ([`MeshState::own`]) at the first tick that knows it, and again when it changes.
+//!
 //! The HMAC key comes from the Secret `ferrolb-heartbeat-key` (data key `key`)
 //! in the speaker namespace, created by the controller; until it exists the speaker runs
 //! on the Lease rules alone and reads it again with backoff (100 ms doubling to 5 s: a

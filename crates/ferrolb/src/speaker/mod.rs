@@ -180,8 +180,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let socket = heartbeat::bind(args.heartbeat_addr).map_err(|e| {
             anyhow::anyhow!("cannot bind heartbeat socket {}: {e}", args.heartbeat_addr)
         })?;
+        // a socket bound to one address receives nothing sent to the group
+        let group = args.heartbeat_group.0.filter(|g| {
+            let any = args.heartbeat_addr.ip().is_unspecified();
+            if !any {
+                tracing::warn!(group = %g, addr = %args.heartbeat_addr, "heartbeat group unused: --heartbeat-addr is not a wildcard address");
+            }
+            any
+        });
         let mesh = heartbeat::Mesh::new(&args.node_name, timing, args.heartbeat_addr.port())
-            .with_group(args.heartbeat_group.0);
+            .with_group(group);
         speaker = speaker.with_mesh(mesh.clone());
         hb_task = Some(tokio::spawn(heartbeat::run(
             heartbeat::HeartbeatConfig {
