@@ -27,15 +27,19 @@
 //!    peer's signed heartbeat (its own incarnation, increasing sequence numbers, the flag
 //!    of a peer that may announce) to node-0 every 100 ms, each peer on its own phase of
 //!    the interval (`BENCH_HB_SPREAD=0`: all in one burst per interval), from a socket on
-//!    that peer's address that also reads what node-0 sends it;
+//!    that peer's address that also reads what node-0 sends it; every other heartbeat of a
+//!    peer goes to the multicast group 239.255.79.47 instead, and also unicast while node-0
+//!    is not heard on the group (a socket joined to it reads node-0's there), as speakers
+//!    with the group send (`BENCH_HB_GROUP=0`: unicast only, as speakers before it);
 //! 2. one speaker (node `node-0`, the only node it may announce from, so it owns all L IPs)
 //!    starts (with heartbeats, it announces once it has heard every member): time until it
 //!    announces every IP;
 //! 3. at rest: RSS, CPU (from `/proc/<pid>/stat`) and the API writes of the speaker over an
 //!    idle window (the speaker runs as its ServiceAccount with the RBAC of
 //!    deploy/ferrolb.yaml; its writes are counted from the server's request records); with
-//!    heartbeats, the rates the speaker sent, accepted and dropped (its
-//!    `ferrolb_speaker_heartbeats_*` counters) and those of the peers;
+//!    heartbeats, the rates the speaker sent (of them to the group, when it counts those),
+//!    accepted and dropped (its `ferrolb_speaker_heartbeats_*` counters) and those the
+//!    peers sent (of them to the group) and read (of them on the group);
 //! 4. churn: `BENCH_RATE` changes per second, in turn an endpoint change on a LoadBalancer
 //!    Service, one on a ClusterIP Service, and a Node status heartbeat (`BENCH_CHURN`,
 //!    default `lb,clusterip,node`: the kinds taken in turn; `lb` alone measures the LB
@@ -67,6 +71,8 @@
 //! Run: `cargo bench --bench speaker_scale` (env `BENCH_NODES`, `BENCH_SERVICES`,
 //! `BENCH_LB`, `BENCH_IDLE_SECS`, `BENCH_CHURN_SECS`, `BENCH_RATE`, `BENCH_CHURN`, `BENCH_SAMPLES`,
 //! `BENCH_EXES`, `BENCH_PEERS`, `BENCH_HEARTBEATS`, `BENCH_HB_SPREAD`,
+//! `BENCH_HB_GROUP=0`: the peers never use the heartbeat group (unicast every interval, as
+//! speakers before the group; by default they alternate group and unicast),
 //! `BENCH_HB_INTERVAL_MS` (100): the heartbeat interval of the peers and the speaker, whose
 //! fence and death thresholds stay 3 and 6 intervals,
 //! `BENCH_SETTLE_SECS` (5): the wait after the last IP before measuring at rest,
@@ -465,6 +471,8 @@ struct Sizes {
     heartbeats: bool,
     /// The peers' heartbeats are spread over the interval (else sent in one burst).
     hb_spread: bool,
+    /// The peers use the heartbeat group (every other tick), else unicast only.
+    hb_group: bool,
     /// The heartbeat interval of the peers and of the speaker (whose fence and death
     /// thresholds keep the default ratios to it: 3 and 6 intervals).
     hb_interval: Duration,
@@ -519,6 +527,7 @@ fn main() {
         peers: env_num("BENCH_PEERS", 1) != 0,
         heartbeats: env_num("BENCH_PEERS", 1) != 0 && env_num("BENCH_HEARTBEATS", 1) != 0,
         hb_spread: env_num("BENCH_HB_SPREAD", 1) != 0,
+        hb_group: env_num("BENCH_HB_GROUP", 1) != 0,
         hb_interval: Duration::from_millis(env_num(
             "BENCH_HB_INTERVAL_MS",
             MeshTiming::default().interval.as_millis() as u64,
@@ -811,43 +820,117 @@ impl Drop for Peers {
     }
 }
 
-/// The heartbeats of the speakers of nodes 1..N: each peer, from a UDP socket bound to its
-/// InternalIP:7947 in the peers' namespace, sends a signed heartbeat to node-0 every interval
-/// (spread evenly over it, as independent speakers are; a healthy peer's flags, its own
-/// incarnation and increasing sequence numbers), and reads whatever node-0 sends it, as a
-/// live speaker would (no ICMP unreachable in reply). One thread of this process, so none of
-/// it is charged to the speaker.
+/// The heartbeats' IPv4 multicast group (the speaker's `--heartbeat-group`), on the
+/// heartbeat port.
+const HEARTBEAT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 79, 47);
+
+/// Where a speaker sends its heartbeat of tick `tick` (1, 2, 3, …; one a heartbeat
+/// interval): `(to the group, unicast to the speaker)`. `heard_on_group`: whether it heard
+/// the speaker on the group within the last 2.5 intervals; None: it does not use the group.
+/// An even tick goes to the group, and also (a heartbeat of its own) unicast to a speaker not
+/// heard there; an odd tick, and every tick without the group, unicast.
+fn tick_sends(tick: u64, heard_on_group: Option<bool>) -> (bool, bool) {
+    match heard_on_group {
+        Some(heard) if tick % 2 == 0 => (true, !heard),
+        _ => (false, true),
+    }
+}
+
+/// The heartbeats of the speakers of nodes 1..N, as speakers of the alternating protocol
+/// send them to node-0. Each peer, from a UDP socket bound to its InternalIP:7947 in the
+/// peers' namespace (multicast from its own address, TTL 1, no loop), sends a signed
+/// heartbeat every interval (spread evenly over it, as independent speakers are; a healthy
+/// peer's flags, its own incarnation and increasing sequence numbers): on its even ticks to
+/// the group [`HEARTBEAT_GROUP`], plus unicast to node-0 (its next sequence number) unless
+/// node-0 was heard on the group within the last 2.5 intervals; on its odd ticks unicast to
+/// node-0 ([`tick_sends`]). So a speaker on the group hears every peer every interval, one
+/// that is not (an older one) every interval by unicast. A socket bound to the group's
+/// address, joined to it on the peers' interface, reads what node-0 sends the group; each
+/// peer's socket reads whatever node-0 sends it, as a live speaker would (no ICMP
+/// unreachable in reply). Without the group (`BENCH_HB_GROUP=0`), every tick unicast, as
+/// speakers before the group. One thread of this process, so none of it is charged to the
+/// speaker.
 struct HeartbeatPeers {
     stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    absorbed: Arc<AtomicU64>,
+    counts: Arc<[AtomicU64; 4]>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the peers sent and read so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerCounts {
+    /// Heartbeats sent, unicast and to the group.
+    sent: u64,
+    /// Of them, to the group.
+    to_group: u64,
+    /// Datagrams node-0 sent to the peers' own addresses.
+    read: u64,
+    /// Valid heartbeats of node-0 read on the group.
+    read_group: u64,
 }
 
 impl HeartbeatPeers {
     /// `spread`: each peer on its own phase of the interval (as independent speakers are);
-    /// otherwise all of them back to back at the start of each interval.
-    fn start(lan: PathBuf, nodes: usize, key: HmacKey, interval: Duration, spread: bool) -> Self {
-        let sockets: Vec<(String, UdpSocket)> = ferrolb_netns::in_netns(Some(&lan), move || {
-            (1..nodes)
+    /// otherwise all of them back to back at the start of each interval. `group`: the peers
+    /// use the multicast group.
+    fn start(
+        lan: PathBuf,
+        nodes: usize,
+        key: HmacKey,
+        interval: Duration,
+        spread: bool,
+        group: bool,
+    ) -> Self {
+        // the protocol's ticks: without the group, or not hearing node-0 there, unicast each
+        // tick; hearing it, the group and unicast in turn
+        for (tick, heard, sends) in [
+            (1, None, (false, true)),
+            (2, None, (false, true)),
+            (1, Some(false), (false, true)),
+            (2, Some(false), (true, true)),
+            (3, Some(true), (false, true)),
+            (4, Some(true), (true, false)),
+        ] {
+            assert_eq!(
+                tick_sends(tick, heard),
+                sends,
+                "tick {tick}, heard {heard:?}"
+            );
+        }
+        let port = ferrolb::speaker::heartbeat::DEFAULT_PORT;
+        let (sockets, group_sock) = ferrolb_netns::in_netns(Some(&lan), move || {
+            let sockets = (1..nodes)
                 .map(|i| {
-                    let s = UdpSocket::bind(SocketAddr::from((
-                        node_ip(i),
-                        ferrolb::speaker::heartbeat::DEFAULT_PORT,
-                    )))?;
+                    let s = UdpSocket::bind(SocketAddr::from((node_ip(i), port)))?;
                     s.set_nonblocking(true)?;
+                    if group {
+                        socket2::SockRef::from(&s).set_multicast_if_v4(&node_ip(i))?;
+                        s.set_multicast_ttl_v4(1)?;
+                        s.set_multicast_loop_v4(false)?;
+                    }
                     Ok((format!("node-{i}"), s))
                 })
-                .collect()
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let group_sock = match (group, nodes > 1) {
+                (true, true) => {
+                    let s = UdpSocket::bind(SocketAddr::from((HEARTBEAT_GROUP, port)))?;
+                    s.join_multicast_v4(&HEARTBEAT_GROUP, &node_ip(1))?;
+                    s.set_nonblocking(true)?;
+                    Some(s)
+                }
+                _ => None,
+            };
+            Ok((sockets, group_sock))
         })
         .unwrap();
-        let to = SocketAddr::from((node_ip(0), ferrolb::speaker::heartbeat::DEFAULT_PORT));
+        let to = SocketAddr::from((node_ip(0), port));
+        let to_group = SocketAddr::from((HEARTBEAT_GROUP, port));
         let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let absorbed = Arc::new(AtomicU64::new(0));
-        let (st, sn, ab) = (stop.clone(), sent.clone(), absorbed.clone());
+        let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        let (st, c) = (stop.clone(), counts.clone());
         let thread = (!sockets.is_empty()).then(|| {
             std::thread::spawn(move || {
+                let [sent, sent_group, read, read_group] = &*c;
                 let unix_ms = || {
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -860,6 +943,8 @@ impl HeartbeatPeers {
                 let step = interval / n as u32;
                 let t0 = Instant::now();
                 let mut buf = [0u8; 512];
+                // when node-0 was last heard on the group
+                let mut heard_at: Option<Instant> = None;
                 let mut k = 0usize;
                 while !st.load(Ordering::Relaxed) {
                     let p = k % n;
@@ -873,40 +958,66 @@ impl HeartbeatPeers {
                     if let Some(d) = next.checked_duration_since(Instant::now()) {
                         std::thread::sleep(d);
                     }
+                    let tick = (k / n) as u64 + 1;
                     k += 1;
-                    let (node, sock) = &sockets[p];
-                    seq[p] += 1;
-                    let msg = Heartbeat {
-                        node: node.clone(),
-                        incarnation,
-                        seq: seq[p],
-                        sent_unix_ms: unix_ms(),
-                        flags: FLAG_MAY_ANNOUNCE,
+                    if let Some(g) = &group_sock {
+                        while let Ok(len) = g.recv(&mut buf) {
+                            if Heartbeat::decode(&buf[..len], &key)
+                                .is_ok_and(|h| h.node == "node-0")
+                            {
+                                heard_at = Some(Instant::now());
+                                read_group.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
-                    .encode(&key);
-                    if sock.send_to(&msg, to).is_ok() {
-                        sn.fetch_add(1, Ordering::Relaxed);
+                    let heard = group_sock
+                        .as_ref()
+                        .map(|_| heard_at.is_some_and(|t| t.elapsed() <= interval * 5 / 2));
+                    let (node, sock) = &sockets[p];
+                    let (multicast, unicast) = tick_sends(tick, heard);
+                    for (dest, send) in [(to_group, multicast), (to, unicast)] {
+                        if !send {
+                            continue;
+                        }
+                        seq[p] += 1;
+                        let msg = Heartbeat {
+                            node: node.clone(),
+                            incarnation,
+                            seq: seq[p],
+                            sent_unix_ms: unix_ms(),
+                            flags: FLAG_MAY_ANNOUNCE,
+                        }
+                        .encode(&key);
+                        if sock.send_to(&msg, dest).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            if dest == to_group {
+                                sent_group.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     while sock.recv_from(&mut buf).is_ok() {
-                        ab.fetch_add(1, Ordering::Relaxed);
+                        read.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })
         });
         HeartbeatPeers {
             stop,
-            sent,
-            absorbed,
+            counts,
             thread,
         }
     }
 
-    /// Heartbeats sent to the speaker, and received from it, so far.
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.absorbed.load(Ordering::Relaxed),
-        )
+    /// What the peers sent and read so far.
+    fn counts(&self) -> PeerCounts {
+        let [sent, to_group, read, read_group] =
+            self.counts.each_ref().map(|c| c.load(Ordering::Relaxed));
+        PeerCounts {
+            sent,
+            to_group,
+            read,
+            read_group,
+        }
     }
 }
 
@@ -919,19 +1030,32 @@ impl Drop for HeartbeatPeers {
     }
 }
 
-/// The speaker's heartbeat counters in `/metrics` text: sent, received and accepted,
-/// received and dropped.
-fn speaker_heartbeats(text: &str) -> (f64, f64, f64) {
+/// The speaker's heartbeat counters in `/metrics` text.
+#[derive(Debug, Clone, Copy)]
+struct SpeakerHeartbeats {
+    sent: f64,
+    /// Sent to the group (None: a speaker without the series, from before the group).
+    sent_group: Option<f64>,
+    accepted: f64,
+    dropped: f64,
+}
+
+fn speaker_heartbeats(text: &str) -> SpeakerHeartbeats {
+    const SENT_GROUP: &str = "ferrolb_speaker_heartbeats_sent_group_total";
     let received = metric(text, "ferrolb_speaker_heartbeats_received_total");
-    let ok = metric(
+    let accepted = metric(
         text,
         "ferrolb_speaker_heartbeats_received_total{result=\"ok\"}",
     );
-    (
-        metric(text, "ferrolb_speaker_heartbeats_sent_total"),
-        ok,
-        received - ok,
-    )
+    SpeakerHeartbeats {
+        sent: metric(text, "ferrolb_speaker_heartbeats_sent_total"),
+        sent_group: text
+            .lines()
+            .any(|l| l.starts_with(SENT_GROUP))
+            .then(|| metric(text, SENT_GROUP)),
+        accepted,
+        dropped: received - accepted,
+    }
 }
 
 /// Creates Services `from..to` (those below `lb` LoadBalancer with an IP), each with its
@@ -1040,6 +1164,7 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 HmacKey::new(&key).unwrap(),
                 interval,
                 z.hb_spread,
+                z.hb_group,
             ))
         }
         _ => None,
@@ -1084,8 +1209,13 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 },
                 if hb_peers.is_some() {
                     format!(
-                        "heartbeats: each peer sends one every {interval:?} ({:.0}/s to the speaker{}) and reads the speaker's",
+                        "heartbeats: each peer sends one every {interval:?} ({:.0}/s to the speaker{}{}) and reads the speaker's",
                         (z.nodes - 1) as f64 / interval.as_secs_f64(),
+                        if z.hb_group {
+                            format!(", every other one to the group {HEARTBEAT_GROUP}, unicast as well while the speaker is not heard there")
+                        } else {
+                            ", unicast only".into()
+                        },
                         if z.hb_spread { "" } else { ", all peers in one burst per interval" }
                     )
                 } else {
@@ -1176,7 +1306,11 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
             let smaps = z.smaps.then(|| common::smaps_breakdown(pid));
             let order = z.smaps.then(|| order_coverage(pid)).flatten();
             let peer_count = || peers.as_ref().map_or(0, Peers::renewals);
-            let hb_count = || hb_peers.as_ref().map_or((0, 0), HeartbeatPeers::counts);
+            let hb_count = || {
+                hb_peers
+                    .as_ref()
+                    .map_or(PeerCounts::default(), HeartbeatPeers::counts)
+            };
             // The speaker's counters are scraped outside the windows: a scrape's cost grows
             // with the VIPs (3 MB at 10 000) and is no part of being idle.
             let (hs0, hb0) = (speaker_heartbeats(&scrape(SPEAKER_METRICS)), hb_count());
@@ -1219,13 +1353,31 @@ async fn run(z: Sizes, exes: Vec<(String, String)>, lan: Option<PathBuf>, far: F
                 .map(|(k, n)| format!("{k} {:.2}/s", *n as f64 / secs))
                 .collect();
             let idle_peers = (p1 - p0) as f64 / secs;
+            let rate = |a: u64, b: u64| (b - a) as f64 / secs;
+            let speaker_group = match (hs0.sent_group, hs1.sent_group) {
+                (Some(a), Some(b)) => format!(" ({:.0}/s to the group)", (b - a) / secs),
+                _ => String::new(),
+            };
+            let peers_group = if z.hb_group {
+                format!(
+                    "peers sent {:.0}/s ({:.0}/s to the group), read {:.0}/s + {:.0}/s of the speaker's on the group",
+                    rate(hb0.sent, hb1.sent),
+                    rate(hb0.to_group, hb1.to_group),
+                    rate(hb0.read, hb1.read),
+                    rate(hb0.read_group, hb1.read_group),
+                )
+            } else {
+                format!(
+                    "peers sent {:.0}/s (no group), read {:.0}/s",
+                    rate(hb0.sent, hb1.sent),
+                    rate(hb0.read, hb1.read),
+                )
+            };
             let idle_heartbeats = format!(
-                "speaker sent {:.0}/s, received {:.0}/s accepted + {:.0}/s dropped; peers sent {:.0}/s, read {:.0}/s; the peers' node Leases: {lease_watch}",
-                (hs1.0 - hs0.0) / secs,
-                (hs1.1 - hs0.1) / secs,
-                (hs1.2 - hs0.2) / secs,
-                (hb1.0 - hb0.0) as f64 / secs,
-                (hb1.1 - hb0.1) as f64 / secs,
+                "speaker sent {:.0}/s{speaker_group}, received {:.0}/s accepted + {:.0}/s dropped; {peers_group}; the peers' node Leases: {lease_watch}",
+                (hs1.sent - hs0.sent) / secs,
+                (hs1.accepted - hs0.accepted) / secs,
+                (hs1.dropped - hs0.dropped) / secs,
             );
             let idle_load = loadavg();
 
