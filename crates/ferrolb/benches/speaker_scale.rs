@@ -104,7 +104,7 @@ use ferrolb::controller::secret::key_secret;
 use ferrolb::crd::L2Advertisement;
 use ferrolb::dataplane::bpf::FilterOptions;
 use ferrolb::dataplane::sys::{PacketSocket, RecvBatch};
-use ferrolb::election::membership::{Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
+use ferrolb::election::membership::{to_group, Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
 use ferrolb::election::LeaseClock;
 use ferrolb::speaker::liveness::node_lease_name;
 use ferrolb::speaker::state::{
@@ -820,9 +820,9 @@ impl Drop for Peers {
     }
 }
 
-/// The heartbeats' IPv4 multicast group (the speaker's `--heartbeat-group`), on the
+/// The heartbeats' IPv4 multicast group (the speaker's default `--heartbeat-group`), on the
 /// heartbeat port.
-const HEARTBEAT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 79, 47);
+const HEARTBEAT_GROUP: Ipv4Addr = ferrolb::speaker::heartbeat::DEFAULT_GROUP;
 
 /// Where a speaker sends its heartbeat of tick `tick` (1, 2, 3, …; one a heartbeat
 /// interval): `(to the group, unicast to the speaker)`. `heard_on_group`: whether it heard
@@ -831,7 +831,7 @@ const HEARTBEAT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 79, 47);
 /// heard there; an odd tick, and every tick without the group, unicast.
 fn tick_sends(tick: u64, heard_on_group: Option<bool>) -> (bool, bool) {
     match heard_on_group {
-        Some(heard) if tick % 2 == 0 => (true, !heard),
+        Some(heard) if to_group(tick) => (true, !heard),
         _ => (false, true),
     }
 }

@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(cli.args.heartbeat_addr.port(), 7947);
         assert_eq!(
             cli.args.heartbeat_group,
-            HeartbeatGroup(Some(Ipv4Addr::new(239, 255, 79, 47)))
+            HeartbeatGroup(Some(crate::speaker::heartbeat::DEFAULT_GROUP))
         );
         let m = cli.args.mesh_timing().unwrap();
         // crash failover budget of the heartbeat issue: ≤ 1 s including claim + GARP

@@ -54,6 +54,9 @@ pub const KEY_FIELD: &str = "key";
 /// Default UDP port of the heartbeats. MetalLB's memberlist uses 7946; 7947 is the next one
 /// and is used by nothing in Kubernetes, kube-proxy, Calico, Cilium or Flannel.
 pub const DEFAULT_PORT: u16 = 7947;
+/// Default heartbeat multicast group (`--heartbeat-group`): in the organisation-local scope
+/// (239.255.0.0/16), its last two bytes the port's digits.
+pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 79, 47);
 
 /// State shared between the heartbeat task and the speaker loop.
 #[derive(Debug)]
