@@ -342,8 +342,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
             set_int_option(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?
         }
     }
-    // this node's own heartbeats to the group do not come back to it
+    // this node's own heartbeats to the group do not come back to it (a dual-stack socket
+    // follows the IPv6 option also for IPv4 groups)
     let _ = sock.set_multicast_loop_v4(false);
+    if addr.is_ipv6() {
+        let _ = sock.set_multicast_loop_v6(false);
+    }
     let _ = sock.set_multicast_ttl_v4(1);
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())

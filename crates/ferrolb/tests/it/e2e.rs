@@ -499,6 +499,12 @@ fn heartbeats_go_to_the_group_and_back_to_unicast_where_it_is_dropped() {
         dump(&lab)
     );
     for i in 0..3 {
+        // its own heartbeats to the group do not come back to it
+        let own = lab.speaker_metric(
+            i,
+            "ferrolb_speaker_heartbeats_received_total{result=\"own\"}",
+        );
+        assert_eq!(own.unwrap_or(0.0), 0.0, "{}", node_name(i));
         assert_eq!(m(i, "ferrolb_speaker_peers_heard"), 2.0, "{}", node_name(i));
         assert_eq!(
             m(i, "ferrolb_speaker_may_announce"),
