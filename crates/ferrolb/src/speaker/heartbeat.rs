@@ -353,20 +353,56 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(sock.into())
 }
 
-/// Joins `group` on the interface holding `own` and sends to it from there; leaves the
-/// group of `was` first.
-fn join_group(
-    socket: &std::net::UdpSocket,
-    group: Ipv4Addr,
-    own: Ipv4Addr,
-    was: Option<Ipv4Addr>,
-) -> io::Result<()> {
-    let sock = socket2::SockRef::from(socket);
-    if let Some(was) = was {
-        let _ = sock.leave_multicast_v4(&group, &was);
+/// This node's membership of the heartbeat group: joined on the interface of its own
+/// (IPv4) heartbeat address, again when that changes; a join refused is not retried for the
+/// same address.
+#[derive(Debug, Default)]
+struct GroupMembership {
+    /// The own address the group is joined with.
+    on: Option<Ipv4Addr>,
+    /// The last own address a join failed for.
+    refused: Option<Ipv4Addr>,
+}
+
+impl GroupMembership {
+    /// Whether `group` is joined on the interface of `own` (joining it now, and sending to
+    /// it from there, if not yet).
+    fn joined(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        group: Ipv4Addr,
+        own: Option<SocketAddr>,
+    ) -> bool {
+        let Some(SocketAddr::V4(own)) = own else {
+            return false;
+        };
+        let own = *own.ip();
+        if self.on == Some(own) {
+            return true;
+        }
+        if self.refused == Some(own) {
+            return false;
+        }
+        let sock = socket2::SockRef::from(socket);
+        if let Some(was) = self.on.take() {
+            let _ = sock.leave_multicast_v4(&group, &was);
+        }
+        match sock
+            .join_multicast_v4(&group, &own)
+            .and_then(|()| sock.set_multicast_if_v4(&own))
+        {
+            Ok(()) => {
+                tracing::info!(%group, %own, "heartbeats on the multicast group");
+                self.on = Some(own);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%group, %own, error = %e, "cannot join the heartbeat group; unicast only");
+                self.refused = Some(own);
+                false
+            }
+        }
     }
-    sock.join_multicast_v4(&group, &own)?;
-    sock.set_multicast_if_v4(&own)
 }
 
 /// Sets the integer socket option `level` / `name` of `fd` to `value`.
@@ -525,8 +561,7 @@ pub async fn serve(
     let mut seq: u64 = 0;
     // ticks so far: the even ones go to the group ([`to_group`])
     let mut ticks: u64 = 0;
-    // the own address the group was joined with, and the last one a join failed for
-    let (mut joined, mut refused): (Option<Ipv4Addr>, Option<Ipv4Addr>) = (None, None);
+    let mut membership = GroupMembership::default();
     // targets not to unicast to at this tick (they share the group)
     let mut skip: Vec<bool> = Vec::new();
     let mut tick = tokio::time::interval(mesh.rules.timing.interval);
@@ -559,36 +594,20 @@ pub async fn serve(
                 mesh.read_queued();
                 ticks += 1;
                 let now = Instant::now();
-                let own = match mesh.lock().own {
-                    Some(SocketAddr::V4(a)) => Some(*a.ip()),
-                    _ => None,
-                };
-                if let (Some(group), Some(own)) = (mesh.group, own) {
-                    if joined != Some(own) && refused != Some(own) {
-                        match join_group(&socket, group, own, joined) {
-                            Ok(()) => {
-                                tracing::info!(%group, %own, "heartbeats on the multicast group");
-                                joined = Some(own);
-                            }
-                            Err(e) => {
-                                tracing::warn!(%group, %own, error = %e, "cannot join the heartbeat group; unicast only");
-                                refused = Some(own);
-                                joined = None;
-                            }
-                        }
-                    }
-                }
-                // this tick goes to the group, and by unicast to the peers not heard there
-                let group = mesh.group.filter(|_| joined.is_some() && joined == own && to_group(ticks));
+                let own = mesh.lock().own;
+                let joined = mesh.group.filter(|g| membership.joined(&socket, *g, own));
+                // an even tick goes to the group, and by unicast to the peers not heard there
+                let group = joined.filter(|_| to_group(ticks));
                 let (targets, flags) = {
                     let st = mesh.lock();
                     skip.clear();
-                    match (group, st.group.as_ref()) {
-                        (Some(_), Some(reach)) => {
-                            skip.extend(st.targets.iter().map(|(n, _)| reach.shares(n, now)));
-                            metrics.heartbeat_group_peers.set(reach.sharing(now) as i64);
-                        }
-                        _ => skip.resize(st.targets.len(), false),
+                    let reach = st.group.as_ref().filter(|_| joined.is_some());
+                    metrics
+                        .heartbeat_group_peers
+                        .set(reach.map_or(0, |r| r.sharing(now)) as i64);
+                    match reach.filter(|_| group.is_some()) {
+                        Some(r) => skip.extend(st.targets.iter().map(|(n, _)| r.shares(n, now))),
+                        None => skip.resize(st.targets.len(), false),
                     }
                     (st.targets.clone(), if st.may_announce { FLAG_MAY_ANNOUNCE } else { 0 })
                 };

@@ -498,7 +498,7 @@ fn heartbeats_go_to_the_group_and_back_to_unicast_where_it_is_dropped() {
         "node-3 should hear the others every interval: {long_both_ways} gaps over 150 ms in 2 s{}",
         dump(&lab)
     );
-    for i in 0..3 {
+    for (i, fenced) in fenced.into_iter().enumerate() {
         // its own heartbeats to the group do not come back to it
         let own = lab.speaker_metric(
             i,
@@ -514,7 +514,7 @@ fn heartbeats_go_to_the_group_and_back_to_unicast_where_it_is_dropped() {
         );
         assert_eq!(
             m(i, "ferrolb_speaker_fenced_total"),
-            fenced[i],
+            fenced,
             "{} fenced{}",
             node_name(i),
             dump(&lab)
