@@ -1037,6 +1037,45 @@ mod tests {
             assert_eq!(pmtu_mode(s.as_raw_fd()), libc::IP_PMTUDISC_PROBE, "{addr}");
         }
     }
+
+    /// Every datagram read carries its destination address (how a heartbeat to the group is
+    /// told from one to this node), on an IPv4 socket and on a dual-stack one (IPv4 mapped).
+    #[tokio::test]
+    async fn datagrams_read_carry_their_destination() {
+        for (bind_to, send_to) in [
+            ("127.0.0.1:0", "127.0.0.1"),
+            ("[::]:0", "127.0.0.1"),
+            ("[::]:0", "::1"),
+        ] {
+            let s = bind(bind_to.parse().unwrap()).unwrap();
+            let port = s.local_addr().unwrap().port();
+            let to: IpAddr = send_to.parse().unwrap();
+            let from = std::net::UdpSocket::bind(SocketAddr::from((
+                if to.is_ipv4() {
+                    IpAddr::from(Ipv4Addr::LOCALHOST)
+                } else {
+                    IpAddr::from(Ipv6Addr::LOCALHOST)
+                },
+                0,
+            )))
+            .unwrap();
+            from.send_to(b"x", (to, port)).unwrap();
+            let mut rx = RecvBufs::default();
+            let mut n = 0;
+            for _ in 0..100 {
+                n = rx.recv(s.as_raw_fd()).unwrap_or(0);
+                if n > 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let got: Vec<_> = rx
+                .datagrams(n)
+                .map(|(d, _, to, _, _)| (d.to_vec(), to))
+                .collect();
+            assert_eq!(got, [(b"x".to_vec(), Some(to))], "{bind_to} <- {send_to}");
+        }
+    }
     use crate::election::membership::MeshTiming;
 
     #[test]
