@@ -1938,7 +1938,11 @@ fn rejoin(first: u64, second: u64) -> [(Ev, u64); 2] {
 /// Three nodes; n1 (holding the IPs) is cut off from both others for `first` ticks, then
 /// finds n0 again while n2 is cut off from both for `second` ticks; then everything heals.
 /// Every combination of the two waits, and of the nodes' heartbeat and renewal phases.
-fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), String> {
+fn rejoin_before_the_fence(
+    timing: MeshTiming,
+    variant: Variant,
+    group: &[Ev],
+) -> Result<(), String> {
     let rules = MeshRules { timing };
     for first in 3..12u64 {
         for second in 1..12u64 {
@@ -1947,6 +1951,9 @@ fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), S
                 let mut w = World::with(3, rules, variant);
                 for i in 0..3 {
                     w.nodes[i].phase = (i as u64 * (1 + shift / 6) + shift) % RENEW_EVERY;
+                }
+                for e in group {
+                    w.apply(e);
                 }
                 w.run(60)?;
                 play(w, &events)
@@ -1961,7 +1968,9 @@ fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), S
 /// withdraws; the node on the other side, which lost it from sight at the first cut and its
 /// own majority at the second, must not call it dead before fencing itself, and a node back
 /// from a fence that hears everybody again must not announce before its peers can have heard
-/// it. The defaults pass; so do other valid timers; the two holes the check found (a death
+/// it. The defaults pass; so do other valid timers, and both with the group lost from the
+/// returning node to the others (they hear it every second interval, and may first hear it
+/// two intervals after it is back); the two holes the check found (a death
 /// time under twice the fence time, now refused by `MeshTiming::new`; a regain hearing
 /// everybody that announced at once, now settling) are each caught.
 #[test]
@@ -1973,7 +1982,17 @@ fn a_member_back_before_its_fence_time_is_not_taken_for_dead() {
         valid(150, 400, 800),
         valid(200, 400, 800),
     ] {
-        rejoin_before_the_fence(t, Variant::Real).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        rejoin_before_the_fence(t, Variant::Real, &[]).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+    }
+    let lost_from_n1 = [0, 2].map(|to| Ev::GroupCut {
+        from: 1,
+        to,
+        both: false,
+    });
+    for t in [MeshTiming::default(), valid(150, 400, 800)] {
+        assert!(GroupReach::new(t).is_some());
+        rejoin_before_the_fence(t, Variant::Real, &lost_from_n1)
+            .unwrap_or_else(|e| panic!("{t:?}, the group lost from n1: {e}"));
     }
     // the timers the configuration guide once suggested for large clusters: refused now,
     // and the overlap they allow is found
@@ -1984,9 +2003,53 @@ fn a_member_back_before_its_fence_time_is_not_taken_for_dead() {
         dead_after: ms(700),
         max_clock_skew: ms(30_000),
     };
-    let e = rejoin_before_the_fence(unsafe_timing, Variant::Real).unwrap_err();
+    let e = rejoin_before_the_fence(unsafe_timing, Variant::Real, &[]).unwrap_err();
     eprintln!("200 / 400 / 700 ms: {e}");
     // a regain hearing everybody that does not settle is caught
-    let e = rejoin_before_the_fence(valid(150, 400, 800), Variant::AllWithoutSettling).unwrap_err();
+    let e = rejoin_before_the_fence(valid(150, 400, 800), Variant::AllWithoutSettling, &[])
+        .unwrap_err();
     eprintln!("AllWithoutSettling: {e}");
+}
+
+/// Ticks from its link coming back until a peer hears a node that was cut off from everybody
+/// for a second, for the worst phase of the heartbeat cycle.
+fn heard_back(n: usize, group: &[Ev]) -> u64 {
+    let mut worst = 0;
+    for warm in 60..68 {
+        let mut w = World::new(n, rules());
+        w.run(warm).unwrap();
+        for e in group {
+            w.apply(e);
+        }
+        w.apply(&Ev::NicDown(1));
+        w.run(20).unwrap();
+        w.apply(&Ev::NicUp(1));
+        let up = w.t;
+        let before = w.nodes[2].last_heard[&1];
+        while w.nodes[2].last_heard[&1] == before {
+            w.step().unwrap();
+            assert!(w.t < up + 20, "warm {warm} {group:?}: n1 not heard again");
+        }
+        worst = worst.max(w.t - up);
+    }
+    worst
+}
+
+#[test]
+fn a_node_back_from_a_cut_is_heard_within_an_interval_or_two_with_the_group_lost_one_way() {
+    // Back from a cut longer than the group window, a node has heard nobody on the group:
+    // its first heartbeat goes to every peer by unicast. But a peer's group heartbeat may
+    // reach it first: its next tick, if even, then goes to that peer on the group only, and
+    // with the group lost towards that peer, the peer hears it at the odd tick after.
+    let every = World::new(3, rules()).hb_every();
+    assert!(heard_back(3, &[]) <= every);
+    let one_way = heard_back(
+        3,
+        &[Ev::GroupCut {
+            from: 1,
+            to: 2,
+            both: false,
+        }],
+    );
+    assert!(one_way > every && one_way <= 2 * every, "{one_way} ticks");
 }
