@@ -62,7 +62,7 @@ fn run(w: &World) -> Outcome {
             last[s][r] = Some(t);
             out.arrivals[s][r].push((t, gap));
         }
-        for s in 0..w.n {
+        for (s, own) in reach.iter().enumerate() {
             if t < w.phase[s] || (t - w.phase[s]) % I != 0 {
                 continue;
             }
@@ -76,7 +76,7 @@ fn run(w: &World) -> Outcome {
                     }
                 }
                 for r in peers {
-                    if !reach[s].shares(&names[r], at(t)) {
+                    if !own.shares(&names[r], at(t)) {
                         out.sent[s] += 1;
                         in_flight.push((t + w.delay[s][r], s, r, false));
                     }

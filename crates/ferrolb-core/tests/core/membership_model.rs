@@ -10,12 +10,16 @@
 //! [`LeaseWatchGate`]: each speaker stops watching its peers' node Leases once it has heard
 //! every member of three or more and no stranger for a lease duration, restarts their
 //! clocks at every evaluation while it does not watch, and watches again (a relist) at the
-//! first doubt. Claim records are always watched.
+//! first doubt. Claim records are always watched. Heartbeats follow the speaker's schedule
+//! on the multicast group ([`to_group`], [`GroupReach`]): at a node's even heartbeat ticks
+//! one to the group and unicast to the peers it has not heard there lately, at the odd ones
+//! unicast to every peer.
 //!
 //! Faults: speaker crashes and restarts (a crash is a power loss: heartbeats and renewals
 //! stop together), a node's link going down (no heartbeats, no API), two-sided partitions
-//! (the API server on either side, or reachable from both), API server outages, and one
-//! node losing only its API access. Invariant, checked at **every tick**: no IP is ever
+//! (the API server on either side, or reachable from both), API server outages, one
+//! node losing only its API access, and the group lost from one node to another (one way
+//! or both), or for everybody (a switch that stops forwarding it). Invariant, checked at **every tick**: no IP is ever
 //! announced by two nodes at once — not even by two nodes on either side of a partition
 //! (so an owner cut off from its peers has stopped before its successor starts). After
 //! every scenario the faults are healed and exactly one announcer per IP must emerge (so
@@ -31,8 +35,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferrolb_core::election::membership::{
-    Grant, LeaseWatchGate, Liveness, MeshRules, MeshTiming, OwnInput, PeerInput, PeerView,
-    WatchChange,
+    to_group, Grant, GroupReach, LeaseWatchGate, Liveness, MeshRules, MeshTiming, OwnInput,
+    PeerInput, PeerView, WatchChange,
 };
 use ferrolb_core::election::{decide_claim, ClaimAction, HolderState, LeaseClock, OwnerRecord};
 use proptest::prelude::*;
@@ -62,6 +66,23 @@ enum Ev {
     ApiUp,
     ApiCut(usize),
     ApiRestore(usize),
+    /// Group heartbeats from `from` no longer reach `to` (`both`: nor the other way); the
+    /// link itself works.
+    GroupCut {
+        from: usize,
+        to: usize,
+        both: bool,
+    },
+    /// Group heartbeats from `from` reach `to` again (`both`: and the other way).
+    GroupRestore {
+        from: usize,
+        to: usize,
+        both: bool,
+    },
+    /// The switch stops forwarding the group: no group heartbeat reaches anybody.
+    GroupOff,
+    /// The group works again everywhere.
+    GroupOn,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -97,6 +118,10 @@ struct Node {
     gate: Option<LeaseWatchGate>,
     /// Members at its last pass.
     members: BTreeSet<usize>,
+    /// Heartbeat ticks since the speaker started (the even ones go to the group).
+    hb_ticks: u64,
+    /// Peers heard on the group (None: the timers do not allow the group; unicast only).
+    reach: Option<GroupReach>,
 }
 
 impl Node {
@@ -144,6 +169,7 @@ enum Variant {
     PausedDespiteStrangers,
 }
 
+#[derive(Clone)]
 struct World {
     n: usize,
     variant: Variant,
@@ -161,12 +187,17 @@ struct World {
     renewals: Vec<u64>,
     records: BTreeMap<usize, (OwnerRecord, u64)>,
     nodes: Vec<Node>,
-    sent: Vec<usize>,
     /// The speakers pause their peers' Lease watch by their [`LeaseWatchGate`] (the real
     /// configuration); false: they always watch.
     gated: bool,
     /// Peers' Lease changes each node received by its watch (events, lists included).
     lease_events: Vec<u64>,
+    /// Heartbeats sent this tick (from, to, to the group), delivered at the next.
+    sent: Vec<(usize, usize, bool)>,
+    /// `group_lost[a][b]`: group heartbeats from `a` do not reach `b`.
+    group_lost: Vec<Vec<bool>>,
+    /// Heartbeat datagrams each node sent (one to the group counts once).
+    datagrams: Vec<u64>,
 }
 
 fn name(i: usize) -> String {
@@ -209,15 +240,18 @@ impl World {
             renewals: vec![0; n],
             records: BTreeMap::new(),
             nodes: Vec::new(),
-            sent: Vec::new(),
             gated: true,
             lease_events: vec![0; n],
+            sent: Vec::new(),
+            group_lost: vec![vec![false; n]; n],
+            datagrams: vec![0; n],
         };
         for i in 0..n {
             w.nodes.push(Node {
                 up: true,
                 phase: (i as u64 * 5) % RENEW_EVERY,
                 key_at: key_delay(i, 0),
+                reach: GroupReach::new(rules.timing),
                 ..Default::default()
             });
         }
@@ -254,6 +288,7 @@ impl World {
                     nd.up = true;
                     nd.started_at = self.t;
                     nd.key_at = self.t + key_delay(i, self.t);
+                    nd.reach = GroupReach::new(self.rules.timing);
                 }
             }
             Ev::NicDown(i) => self.nic[i] = false,
@@ -270,11 +305,21 @@ impl World {
                 self.nic = vec![true; self.n];
                 self.api_cut = vec![false; self.n];
                 self.api_up = true;
+                self.group_lost = vec![vec![false; self.n]; self.n];
             }
             Ev::ApiDown => self.api_up = false,
             Ev::ApiUp => self.api_up = true,
             Ev::ApiCut(i) => self.api_cut[i] = true,
             Ev::ApiRestore(i) => self.api_cut[i] = false,
+            Ev::GroupCut { from, to, both } | Ev::GroupRestore { from, to, both } => {
+                let lost = matches!(ev, Ev::GroupCut { .. });
+                self.group_lost[from][to] = lost;
+                if both {
+                    self.group_lost[to][from] = lost;
+                }
+            }
+            Ev::GroupOff => self.group_lost = vec![vec![true; self.n]; self.n],
+            Ev::GroupOn => self.group_lost = vec![vec![false; self.n]; self.n],
         }
     }
 
@@ -314,16 +359,19 @@ impl World {
     fn step(&mut self) -> Result<(), String> {
         self.t += 1;
         let now = self.now();
-        // 1. heartbeats sent last tick arrive
+        // 1. heartbeats sent last tick arrive: by unicast where the link works, on the group
+        //    where the link and the group from the sender work
         let sent = std::mem::take(&mut self.sent);
-        for from in sent {
-            for to in 0..self.n {
-                if to != from
-                    && self.nodes[to].up
-                    && self.t > self.nodes[to].key_at
-                    && self.linked(from, to)
-                {
-                    self.nodes[to].last_heard.insert(from, now);
+        for (from, to, group) in sent {
+            if self.nodes[to].up
+                && self.t > self.nodes[to].key_at
+                && self.linked(from, to)
+                && !(group && self.group_lost[from][to])
+            {
+                let nd = &mut self.nodes[to];
+                nd.last_heard.insert(from, now);
+                if let Some(reach) = nd.reach.as_mut().filter(|_| group) {
+                    reach.heard(&name(from), now);
                 }
             }
         }
@@ -382,12 +430,31 @@ impl World {
                 self.pass(i, now);
             }
         }
-        // 5. heartbeats go out
+        // 5. heartbeats go out: at a node's even heartbeat ticks to the group, and by unicast
+        //    to the peers it has not heard there within the window; at its odd ones by unicast
+        //    to every peer
+        let every = self.hb_every();
         for i in 0..self.n {
-            let nd = &self.nodes[i];
-            if nd.up && self.t >= nd.key_at && (self.t + nd.phase) % self.hb_every() == 0 {
-                self.sent.push(i);
+            let nd = &mut self.nodes[i];
+            if !(nd.up && self.t >= nd.key_at && (self.t + nd.phase) % every == 0) {
+                continue;
             }
+            nd.hb_ticks += 1;
+            let group = nd.reach.as_ref().filter(|_| to_group(nd.hb_ticks));
+            let before = self.sent.len();
+            for to in (0..self.n).filter(|to| *to != i) {
+                match group {
+                    Some(reach) => {
+                        self.sent.push((i, to, true));
+                        if !reach.shares(&name(to), now) {
+                            self.sent.push((i, to, false));
+                        }
+                    }
+                    None => self.sent.push((i, to, false)),
+                }
+            }
+            let unicast = self.sent[before..].iter().filter(|s| !s.2).count();
+            self.datagrams[i] += unicast as u64 + u64::from(group.is_some());
         }
         self.check()
     }
@@ -773,6 +840,11 @@ fn play(mut w: World, events: &[(Ev, u64)]) -> Result<(), String> {
                 continue;
             }
         }
+        if let Ev::GroupCut { from, to, .. } | Ev::GroupRestore { from, to, .. } = ev {
+            if *from >= n || *to >= n {
+                continue;
+            }
+        }
         w.apply(ev);
         w.run(*wait)?;
     }
@@ -791,17 +863,22 @@ fn play(mut w: World, events: &[(Ev, u64)]) -> Result<(), String> {
 
 fn event(n: usize) -> impl Strategy<Value = Ev> {
     let i = 0..n;
+    let pair = (i.clone(), i.clone(), any::<bool>());
     prop_oneof![
-        i.clone().prop_map(Ev::Crash),
-        i.clone().prop_map(Ev::Restart),
-        i.clone().prop_map(Ev::NicDown),
-        i.clone().prop_map(Ev::NicUp),
-        (any::<u8>(), 0u8..3).prop_map(|(mask, api_side)| Ev::Split { mask, api_side }),
-        Just(Ev::Heal),
-        Just(Ev::ApiDown),
-        Just(Ev::ApiUp),
-        i.clone().prop_map(Ev::ApiCut),
-        i.prop_map(Ev::ApiRestore),
+        3 => i.clone().prop_map(Ev::Crash),
+        3 => i.clone().prop_map(Ev::Restart),
+        3 => i.clone().prop_map(Ev::NicDown),
+        3 => i.clone().prop_map(Ev::NicUp),
+        3 => (any::<u8>(), 0u8..3).prop_map(|(mask, api_side)| Ev::Split { mask, api_side }),
+        3 => Just(Ev::Heal),
+        3 => Just(Ev::ApiDown),
+        3 => Just(Ev::ApiUp),
+        3 => i.clone().prop_map(Ev::ApiCut),
+        3 => i.prop_map(Ev::ApiRestore),
+        2 => pair.clone().prop_map(|(from, to, both)| Ev::GroupCut { from, to, both }),
+        1 => pair.prop_map(|(from, to, both)| Ev::GroupRestore { from, to, both }),
+        1 => Just(Ev::GroupOff),
+        1 => Just(Ev::GroupOn),
     ]
 }
 
@@ -840,8 +917,8 @@ fn model_cases(default: u32) -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig { cases: model_cases(1500), ..ProptestConfig::default() })]
 
-    /// Any interleaving of crashes, restarts, link cuts, partitions, API outages and heals:
-    /// never two announcers of one IP; one owner per IP once healed.
+    /// Any interleaving of crashes, restarts, link cuts, partitions, API outages, the group
+    /// lost and heals: never two announcers of one IP; one owner per IP once healed.
     #[test]
     fn at_most_one_announcer_per_ip_at_every_instant((n, evs) in events()) {
         if let Err(e) = scenario(n, rules(), &evs) {
@@ -914,10 +991,17 @@ fn api_outage_of_five_minutes_changes_nothing() {
     }
 }
 
-/// Ticks from `ev` until some node other than `old` announces `ip`.
-fn takeover_ticks(n: usize, ev: impl Fn(usize) -> Ev) -> u64 {
+/// Ticks from `ev` (applied to the owner of ip0 after `warm` ticks, `before` applied `lead`
+/// ticks earlier) until some other node announces ip0.
+fn takeover_ticks(n: usize, warm: u64, before: &[(Ev, u64)], ev: impl Fn(usize) -> Ev) -> u64 {
     let mut w = World::new(n, rules());
-    w.run(60).unwrap();
+    let mut t = 0;
+    for (e, lead) in before {
+        w.run(warm - lead - t).unwrap();
+        t = warm - lead;
+        w.apply(e);
+    }
+    w.run(warm - t).unwrap();
     let old = w.owners()[0][0];
     w.apply(&ev(old));
     for t in 1..2000 {
@@ -931,21 +1015,118 @@ fn takeover_ticks(n: usize, ev: impl Fn(usize) -> Ev) -> u64 {
 
 #[test]
 fn crash_or_link_cut_fails_over_in_under_a_second_with_three_or_more_nodes() {
+    // the group working, lost for everybody from the start, and lost for everybody up to
+    // 350 ms before the crash (some peers still count the owner as sharing the group, and
+    // skip its unicast at their even ticks), at each phase of the two-interval heartbeat cycle
     for n in 3..=5 {
-        let crash = takeover_ticks(n, Ev::Crash);
-        let cut = takeover_ticks(n, Ev::NicDown);
-        // dead_after (650 ms) after the last heartbeat (up to an interval before the crash) + a tick
-        assert!(
-            crash * 50 <= 750,
-            "n={n}: crash takeover after {}ms",
-            crash * 50
-        );
-        assert!(
-            cut * 50 <= 750,
-            "n={n}: link-cut takeover after {}ms",
-            cut * 50
-        );
-        assert!(crash * 50 >= 500, "n={n}: too early ({}ms)", crash * 50);
+        let mut groups = vec![vec![], vec![(Ev::GroupOff, 60)]];
+        groups.extend((0..8).map(|lead| vec![(Ev::GroupOff, lead)]));
+        for group in groups {
+            for warm in 60..64 {
+                let what = format!("n={n} warm {warm} {group:?}");
+                let crash = takeover_ticks(n, warm, &group, Ev::Crash);
+                let cut = takeover_ticks(n, warm, &group, Ev::NicDown);
+                // dead_after (650 ms) after the last heartbeat (up to an interval before the
+                // crash) + a tick
+                assert!(
+                    crash * 50 <= 750,
+                    "{what}: crash takeover after {}ms",
+                    crash * 50
+                );
+                assert!(
+                    cut * 50 <= 750,
+                    "{what}: link-cut takeover after {}ms",
+                    cut * 50
+                );
+                assert!(crash * 50 >= 500, "{what}: too early ({}ms)", crash * 50);
+            }
+        }
+    }
+}
+
+/// The group's faults: lost from each node to each other (one way), between each two nodes
+/// both ways, and for everybody.
+fn group_faults(n: usize) -> Vec<Ev> {
+    let mut out = Vec::new();
+    for from in 0..n {
+        for to in (0..n).filter(|to| *to != from) {
+            out.push(Ev::GroupCut {
+                from,
+                to,
+                both: false,
+            });
+            if from < to {
+                out.push(Ev::GroupCut {
+                    from,
+                    to,
+                    both: true,
+                });
+            }
+        }
+    }
+    out.push(Ev::GroupOff);
+    out
+}
+
+#[test]
+fn the_group_lost_any_way_at_any_phase_fences_nobody_and_moves_nothing() {
+    // 3 and 5 nodes, settled (Lease watches paused), every node sharing the group with every
+    // peer; the group lost one way or both ways between two nodes, or for everybody, at each
+    // phase of the two-interval heartbeat cycle, for 5 s, then back for 2 s: every peer is
+    // still heard at least every second interval (the odd ticks), so nobody fences, no IP
+    // moves and no Lease watch resumes
+    for n in [3, 5] {
+        let mut base = World::new(n, rules());
+        until_paused(&mut base, 100, &format!("n={n}"));
+        base.run(20).unwrap();
+        let owners = base.owners();
+        assert!(owners.iter().all(|a| a.len() == 1), "n={n}: {owners:?}");
+        let now = base.now();
+        for nd in &base.nodes {
+            assert_eq!(nd.reach.as_ref().unwrap().sharing(now), n - 1, "n={n}");
+            assert_eq!(nd.fences, 0, "n={n}");
+        }
+        let cycle = 2 * base.hb_every();
+        for fault in group_faults(n) {
+            for phase in 0..cycle {
+                let what = format!("n={n} {fault:?} phase {phase}");
+                let mut w = base.clone();
+                w.run(phase).unwrap();
+                w.apply(&fault);
+                for ticks in [100, 40] {
+                    for _ in 0..ticks {
+                        w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+                        assert_eq!(w.owners(), owners, "{what}: t={}ms", w.t * 50);
+                        let fenced: Vec<u32> = w.nodes.iter().map(|nd| nd.fences).collect();
+                        assert!(
+                            fenced.iter().all(|f| *f == 0),
+                            "{what}: t={}ms: fences {fenced:?}",
+                            w.t * 50
+                        );
+                        assert!(
+                            w.nodes.iter().all(Node::paused),
+                            "{what}: t={}ms: a Lease watch resumed",
+                            w.t * 50
+                        );
+                    }
+                    w.apply(&Ev::GroupOn);
+                }
+            }
+        }
+        // the schedule: every two heartbeat ticks, one datagram to the group and one to each
+        // peer; with the group lost for everybody (after the window), that and two to each
+        for (off, per_cycle) in [(false, n as u64), (true, 2 * n as u64 - 1)] {
+            let mut w = base.clone();
+            if off {
+                w.apply(&Ev::GroupOff);
+                w.run(2 * cycle).unwrap();
+            }
+            let before = w.datagrams.clone();
+            w.run(10 * cycle).unwrap();
+            for (i, d) in w.datagrams.iter().enumerate() {
+                assert_eq!(d - before[i], 10 * per_cycle, "n={n} n{i} group off {off}");
+            }
+        }
     }
 }
 
@@ -1757,7 +1938,11 @@ fn rejoin(first: u64, second: u64) -> [(Ev, u64); 2] {
 /// Three nodes; n1 (holding the IPs) is cut off from both others for `first` ticks, then
 /// finds n0 again while n2 is cut off from both for `second` ticks; then everything heals.
 /// Every combination of the two waits, and of the nodes' heartbeat and renewal phases.
-fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), String> {
+fn rejoin_before_the_fence(
+    timing: MeshTiming,
+    variant: Variant,
+    group: &[Ev],
+) -> Result<(), String> {
     let rules = MeshRules { timing };
     for first in 3..12u64 {
         for second in 1..12u64 {
@@ -1766,6 +1951,9 @@ fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), S
                 let mut w = World::with(3, rules, variant);
                 for i in 0..3 {
                     w.nodes[i].phase = (i as u64 * (1 + shift / 6) + shift) % RENEW_EVERY;
+                }
+                for e in group {
+                    w.apply(e);
                 }
                 w.run(60)?;
                 play(w, &events)
@@ -1780,7 +1968,9 @@ fn rejoin_before_the_fence(timing: MeshTiming, variant: Variant) -> Result<(), S
 /// withdraws; the node on the other side, which lost it from sight at the first cut and its
 /// own majority at the second, must not call it dead before fencing itself, and a node back
 /// from a fence that hears everybody again must not announce before its peers can have heard
-/// it. The defaults pass; so do other valid timers; the two holes the check found (a death
+/// it. The defaults pass; so do other valid timers, and both with the group lost from the
+/// returning node to the others (they hear it every second interval, and may first hear it
+/// two intervals after it is back); the two holes the check found (a death
 /// time under twice the fence time, now refused by `MeshTiming::new`; a regain hearing
 /// everybody that announced at once, now settling) are each caught.
 #[test]
@@ -1792,7 +1982,17 @@ fn a_member_back_before_its_fence_time_is_not_taken_for_dead() {
         valid(150, 400, 800),
         valid(200, 400, 800),
     ] {
-        rejoin_before_the_fence(t, Variant::Real).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        rejoin_before_the_fence(t, Variant::Real, &[]).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+    }
+    let lost_from_n1 = [0, 2].map(|to| Ev::GroupCut {
+        from: 1,
+        to,
+        both: false,
+    });
+    for t in [MeshTiming::default(), valid(150, 400, 800)] {
+        assert!(GroupReach::new(t).is_some());
+        rejoin_before_the_fence(t, Variant::Real, &lost_from_n1)
+            .unwrap_or_else(|e| panic!("{t:?}, the group lost from n1: {e}"));
     }
     // the timers the configuration guide once suggested for large clusters: refused now,
     // and the overlap they allow is found
@@ -1803,9 +2003,53 @@ fn a_member_back_before_its_fence_time_is_not_taken_for_dead() {
         dead_after: ms(700),
         max_clock_skew: ms(30_000),
     };
-    let e = rejoin_before_the_fence(unsafe_timing, Variant::Real).unwrap_err();
+    let e = rejoin_before_the_fence(unsafe_timing, Variant::Real, &[]).unwrap_err();
     eprintln!("200 / 400 / 700 ms: {e}");
     // a regain hearing everybody that does not settle is caught
-    let e = rejoin_before_the_fence(valid(150, 400, 800), Variant::AllWithoutSettling).unwrap_err();
+    let e = rejoin_before_the_fence(valid(150, 400, 800), Variant::AllWithoutSettling, &[])
+        .unwrap_err();
     eprintln!("AllWithoutSettling: {e}");
+}
+
+/// Ticks from its link coming back until a peer hears a node that was cut off from everybody
+/// for a second, for the worst phase of the heartbeat cycle.
+fn heard_back(n: usize, group: &[Ev]) -> u64 {
+    let mut worst = 0;
+    for warm in 60..68 {
+        let mut w = World::new(n, rules());
+        w.run(warm).unwrap();
+        for e in group {
+            w.apply(e);
+        }
+        w.apply(&Ev::NicDown(1));
+        w.run(20).unwrap();
+        w.apply(&Ev::NicUp(1));
+        let up = w.t;
+        let before = w.nodes[2].last_heard[&1];
+        while w.nodes[2].last_heard[&1] == before {
+            w.step().unwrap();
+            assert!(w.t < up + 20, "warm {warm} {group:?}: n1 not heard again");
+        }
+        worst = worst.max(w.t - up);
+    }
+    worst
+}
+
+#[test]
+fn a_node_back_from_a_cut_is_heard_within_an_interval_or_two_with_the_group_lost_one_way() {
+    // Back from a cut longer than the group window, a node has heard nobody on the group:
+    // its first heartbeat goes to every peer by unicast. But a peer's group heartbeat may
+    // reach it first: its next tick, if even, then goes to that peer on the group only, and
+    // with the group lost towards that peer, the peer hears it at the odd tick after.
+    let every = World::new(3, rules()).hb_every();
+    assert!(heard_back(3, &[]) <= every);
+    let one_way = heard_back(
+        3,
+        &[Ev::GroupCut {
+            from: 1,
+            to: 2,
+            both: false,
+        }],
+    );
+    assert!(one_way > every && one_way <= 2 * every, "{one_way} ticks");
 }
