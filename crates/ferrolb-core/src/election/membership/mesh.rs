@@ -335,8 +335,9 @@ pub enum Grant {
 ///   and does not hear everybody therefore withdraws by its renew deadline, before any
 ///   witness can see its Leases expire: the side that reaches the API server wins.
 ///   A peer heard at least once is dead when silent for `dead_after` (under the witness
-///   rule: when silent for `dead_after` and witness-dead, judged by its Lease); a peer
-///   never heard is judged by its Lease.
+///   rule: when silent for `dead_after` and witness-dead, judged by its Lease; for a lease
+///   duration after a new grant or after the membership grew: when its Lease expired too);
+///   a peer never heard is judged by its Lease.
 /// * Until the first heartbeat from anyone arrives, a node of a 1- or 2-member cluster uses
 ///   its Lease as above; with 3 or more members it may not announce (a restarted node cut
 ///   off from its peers but not from the API server must not take over on Lease expiry
@@ -493,7 +494,8 @@ pub struct OwnInput {
     pub lease_duration: Duration,
     /// Members whose Lease has not changed, and who were not heard, for this long stop
     /// counting — only while `lease_fresh` (this node sees the API server) and this node
-    /// hears a majority of the full membership and has been permitted for this long.
+    /// has heard a majority of the full membership since then and has been permitted for
+    /// this long. A reaped member counts again once its Lease is seen changing.
     /// Must exceed twice the lease duration (the witness rule relies on it).
     pub reap_after: Duration,
     /// Start of this node's current grant period, as returned by the previous evaluation
