@@ -2137,3 +2137,99 @@ fn a_member_joining_as_another_is_cut_off_leaves_one_announcer() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: model_cases(1500) / 5, ..ProptestConfig::default() })]
+
+    /// The same around a member's return from a cut longer than the reaping time (which the
+    /// interleavings above rarely reach): any fault, n0 cut off for 19.75–23 s, then up to
+    /// three faults within 150 ms of each other (n0's return among them, or not) and a few
+    /// more.
+    #[test]
+    fn at_most_one_announcer_per_ip_around_a_return_from_reaping(
+        (n, first, isolated, around, then) in (3usize..=5).prop_flat_map(|n| (
+            Just(n),
+            event(n),
+            395u64..=460,
+            proptest::collection::vec((event(n), 0u64..=3), 1..4),
+            proptest::collection::vec((event(n), 0u64..=30), 0..5),
+        ))
+    ) {
+        let mut evs = vec![(first, 0), (Ev::NicDown(0), isolated)];
+        evs.extend(around);
+        evs.extend(then);
+        if let Err(e) = scenario(n, rules(), &evs) {
+            prop_assert!(false, "{e}\nn={n} events={evs:?}");
+        }
+    }
+}
+
+/// n0 cut off for longer than the reaping time, then the API server goes down and n1 is cut
+/// off from n2 for `apart` ticks; then everything heals at once. n2 hears n0 and n1 again
+/// together: counting n0 back on hearing it, with n1 silent for longer than the death time, it
+/// took n1's IPs at once while n1, hearing everybody again, kept them (the model check found
+/// this; the growth wait closes it, and so does counting n0 back on its Lease only).
+#[test]
+fn a_member_back_from_reaping_as_the_cluster_heals_leaves_one_announcer() {
+    for isolated in (400..=440).step_by(4) {
+        for apart in 8..=14 {
+            scenario(
+                3,
+                rules(),
+                &[
+                    (Ev::NicDown(0), isolated),
+                    (Ev::ApiDown, 1),
+                    (
+                        Ev::Split {
+                            mask: 0b010,
+                            api_side: 0,
+                        },
+                        apart,
+                    ),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("isolated {isolated} apart {apart}: {e}"));
+        }
+    }
+}
+
+/// Four and five nodes; n0 cut off for longer than the reaping time: the others reap it and,
+/// hearing every member left, pause their Lease watches. Back, n0 is heard but counts again
+/// only once its Lease is seen changing: hearing a reaped member resumes the watches, n0 is
+/// a member everywhere within a second, and the watches pause again.
+#[test]
+fn a_reaped_member_back_in_a_paused_cluster_resumes_the_watches_and_counts_again() {
+    for n in [4, 5] {
+        let what = format!("n={n}");
+        let mut w = World::new(n, rules());
+        w.run(60).unwrap();
+        w.apply(&Ev::NicDown(0));
+        w.run(420).unwrap();
+        let others: Vec<usize> = (1..n).collect();
+        for _ in 0..100 {
+            if others.iter().all(|i| w.nodes[*i].paused()) {
+                break;
+            }
+            w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        for i in &others {
+            let nd = &w.nodes[*i];
+            assert!(nd.paused(), "{what}: n{i} paused");
+            assert!(nd.reaped.contains("n0"), "{what}: n{i} reaped n0");
+        }
+        w.apply(&Ev::NicUp(0));
+        for _ in 0..20 {
+            w.step().unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        for i in &others {
+            let nd = &w.nodes[*i];
+            assert!(
+                nd.members.as_ref().unwrap().contains(&0),
+                "{what}: n0 a member of n{i}"
+            );
+        }
+        until_paused(&mut w, 100, &what);
+        let fences: Vec<u32> = others.iter().map(|i| w.nodes[*i].fences).collect();
+        assert!(fences.iter().all(|f| *f == 0), "{what}: fences {fences:?}");
+    }
+}
