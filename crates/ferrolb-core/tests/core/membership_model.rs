@@ -2064,6 +2064,16 @@ fn a_node_back_from_a_cut_is_heard_within_an_interval_or_two_with_the_group_lost
     assert!(one_way > every && one_way <= 2 * every, "{one_way} ticks");
 }
 
+/// n1 cut off from the others: by its link, or by a partition with the API server on either
+/// side or reachable from both.
+fn n1_cut_off() -> [Ev; 4] {
+    let split = |api_side| Ev::Split {
+        mask: 0b010,
+        api_side,
+    };
+    [Ev::NicDown(1), split(0), split(1), split(2)]
+}
+
 /// Three nodes; n0 cut off from everything for `isolated` ticks (reaped by the others from
 /// 20 s on), back (with or without its API access) `gap` ticks before n1 is cut off by `cut`.
 fn back_from_reaping(isolated: u64, gap: u64, api: bool, cut: &Ev) -> Result<(), String> {
@@ -2089,21 +2099,10 @@ fn back_from_reaping(isolated: u64, gap: u64, api: bool, cut: &Ev) -> Result<(),
 /// still heard n2 within the fence time, and n2 counted n0 back).
 #[test]
 fn a_member_back_from_reaping_as_another_is_cut_off_leaves_one_announcer() {
-    let cuts = [
-        Ev::NicDown(1),
-        Ev::Split {
-            mask: 0b010,
-            api_side: 0,
-        },
-        Ev::Split {
-            mask: 0b010,
-            api_side: 2,
-        },
-    ];
     for isolated in 400..=410 {
         for gap in 0..=2 {
             for api in [true, false] {
-                for cut in &cuts {
+                for cut in &n1_cut_off() {
                     back_from_reaping(isolated, gap, api, cut).unwrap();
                 }
             }
@@ -2119,17 +2118,7 @@ fn a_member_joining_as_another_is_cut_off_leaves_one_announcer() {
     for n in [3, 4] {
         let j = n - 1;
         for start in 0..40 {
-            for cut in [
-                Ev::NicDown(1),
-                Ev::Split {
-                    mask: 0b010,
-                    api_side: 0,
-                },
-                Ev::Split {
-                    mask: 0b010,
-                    api_side: 2,
-                },
-            ] {
+            for cut in n1_cut_off() {
                 let evs = [(Ev::Restart(j), start), (cut, 60)];
                 scenario_joining(n, &[j], rules(), Variant::Real, &evs)
                     .unwrap_or_else(|e| panic!("n={n} {evs:?}: {e}"));
