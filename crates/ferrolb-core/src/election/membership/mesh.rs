@@ -654,9 +654,11 @@ impl MeshRules {
             .iter()
             .map(|(name, p)| {
                 // when its silence became long enough to reap it
-                let dead_from = p
-                    .lease_held_since
-                    .map(|t| p.last_heard.map_or(t, |h| h.max(t)) + own.reap_after);
+                let dead_from = p.lease_held_since.and_then(|t| {
+                    p.last_heard
+                        .map_or(t, |h| h.max(t))
+                        .checked_add(own.reap_after)
+                });
                 let lease_old = p
                     .lease_held_since
                     .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
@@ -668,11 +670,11 @@ impl MeshRules {
                 // learnt, held a majority of three with it, and took the other node's IPs on
                 // its silence while that node announced on the two-member rule with its own
                 // Lease fresh (the model check found this).
-                let reaped = (dead_long
-                    && own.lease_fresh
-                    && quorum_for_long
-                    && dead_from.is_some_and(full_quorum_since))
-                    || (lease_old && reaped_before.contains(name.as_ref()));
+                let reaped = (lease_old && reaped_before.contains(name.as_ref()))
+                    || (dead_long
+                        && own.lease_fresh
+                        && quorum_for_long
+                        && dead_from.is_some_and(full_quorum_since));
                 Verdict {
                     member: p.lease_held_since.is_some() && !reaped,
                     reaped,
