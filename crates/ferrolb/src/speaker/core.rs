@@ -397,6 +397,8 @@ impl<A: Announcer> Speaker<A> {
             reap_after: clock.lease_duration() * REAP_AFTER_LEASES,
             permitted_since: self.live.permitted_since,
             heartbeats_since: state.as_ref().map(|st| st.since),
+            members_before: self.live.members,
+            grew_at: self.live.grew_at,
         };
         let rules = match &self.mesh {
             Some(m) => m.rules,
@@ -495,8 +497,11 @@ impl<A: Announcer> Speaker<A> {
         }
         self.live.may = j.may;
         self.live.permitted_since = j.permitted_since;
-        // a node heard that is no member (a speaker just started: its Lease is new to us)
-        let strangers = std::cell::Cell::new(false);
+        self.live.grew_at = j.grew_at;
+        self.live.members = Some(j.member_count());
+        // a node heard that is no member (a speaker just started: its Lease is new to us), or
+        // a reaped member heard again (only its Lease, seen changing, brings it back)
+        let strangers = std::cell::Cell::new(j.reaped_heard);
         if let Some(m) = &self.mesh {
             let mut st = m.lock();
             st.may_announce = j.may;
@@ -1209,6 +1214,8 @@ mod tests {
             reap_after: Duration::from_secs(20),
             permitted_since: Some(t0 - Duration::from_secs(60)),
             heartbeats_since: Some(t0 - Duration::from_secs(120)),
+            members_before: None,
+            grew_at: None,
         }
     }
 
@@ -1256,6 +1263,7 @@ mod tests {
             by_heartbeat: c.by_heartbeat.unwrap(),
             permitted_since: j.permitted_since,
             reaped: BTreeSet::new(),
+            ..Live::default()
         };
         let members = c.members.unwrap();
         // the next passes at rest: nothing changed, nothing copied

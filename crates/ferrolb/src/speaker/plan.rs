@@ -124,6 +124,10 @@ pub struct Live {
     pub permitted_since: Option<Instant>,
     /// Members reaped (dead for 10 lease durations, seen from a quorum).
     pub reaped: BTreeSet<String>,
+    /// How many members the last evaluation counted (None: none yet).
+    pub members: Option<usize>,
+    /// When the membership last grew.
+    pub grew_at: Option<Instant>,
 }
 
 /// Everything one pass decides from, gathered by the shell.

@@ -1742,3 +1742,68 @@ async fn a_renewal_held_back_from_the_loop_keeps_its_peer_alive() {
     );
     assert!(n.writers.held.lock().unwrap().is_empty(), "folded in");
 }
+
+/// node-c's speaker appears (its Node and Lease) just as node-b, holding IPs, falls silent:
+/// node-b may not have seen node-c yet and keep announcing on the two-member rule with its
+/// own Lease, so for a lease duration after its membership grew node-a judges node-b by its
+/// Lease too (renewed throughout: alive), and by its heartbeats again after that — the
+/// speaker passes the instant of the growth from one evaluation to the next.
+#[tokio::test]
+async fn after_the_membership_grew_a_silent_member_is_judged_by_its_lease_for_a_lease_duration() {
+    use ferrolb::election::membership::MeshTiming;
+
+    let client = fake_client().await;
+    setup(&client, &["node-a", "node-b"], &[]).await;
+    let ips: Vec<String> = (1..=8).map(|i| format!("10.0.0.{i}")).collect();
+    for (k, lb) in ips.iter().enumerate() {
+        add_service(&client, &format!("web{k}"), lb).await;
+    }
+    let (mesh, key, to) = listening_mesh("node-a", MeshTiming::default());
+    let mut a = Node_::new(&client, "node-a", RecordingAnnouncer::new());
+    a.speaker = a.speaker.with_mesh(mesh.clone());
+    let mut b = Node_::new(&client, "node-b", RecordingAnnouncer::new());
+    let mut send = peer_heartbeats(key, to);
+    // node-b heard, its Lease renewing, past node-a's start-up window: the IPs are shared
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1600) {
+        send(&["node-b"]);
+        renew_node_lease(&client, "node-b").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        mesh.drain();
+        let now = Instant::now();
+        a.pass(now, Some(now)).await;
+        b.pass(now, Some(now)).await;
+    }
+    let mut held_by_b = BTreeSet::new();
+    for lb in &ips {
+        if claim_holder(&client, ip(lb)).await.as_deref() == Some("node-b") {
+            held_by_b.insert(ip(lb));
+        }
+    }
+    assert!(!held_by_b.is_empty(), "node-b holds none of {ips:?}");
+    assert!(a.speaker.permitted());
+    assert!(a.announced().is_disjoint(&held_by_b));
+    // node-c appears and is heard; node-b falls silent, its Lease still renewing
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-c"}})).unwrap();
+    create(&Api::all(client.clone()), &node).await;
+    renew_node_lease(&client, "node-c").await;
+    let grew = Instant::now();
+    let mut taken = None;
+    while grew.elapsed() < Duration::from_millis(3000) {
+        send(&["node-c"]);
+        renew_node_lease(&client, "node-b").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        mesh.drain();
+        let now = Instant::now();
+        a.pass(now, Some(now)).await;
+        assert!(a.speaker.permitted(), "a majority, its Lease fresh");
+        if taken.is_none() && !a.announced().is_disjoint(&held_by_b) {
+            taken = Some(grew.elapsed());
+        }
+    }
+    let taken = taken.expect("node-a never took node-b's IPs on its silence");
+    assert!(
+        taken >= Duration::from_millis(1900),
+        "node-b's IPs taken {taken:?} after the growth, within a lease duration"
+    );
+}

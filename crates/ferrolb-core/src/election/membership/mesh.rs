@@ -335,8 +335,9 @@ pub enum Grant {
 ///   and does not hear everybody therefore withdraws by its renew deadline, before any
 ///   witness can see its Leases expire: the side that reaches the API server wins.
 ///   A peer heard at least once is dead when silent for `dead_after` (under the witness
-///   rule: when silent for `dead_after` and witness-dead, judged by its Lease); a peer
-///   never heard is judged by its Lease.
+///   rule: when silent for `dead_after` and witness-dead, judged by its Lease; for a lease
+///   duration after a new grant or after the membership grew: when its Lease expired too);
+///   a peer never heard is judged by its Lease.
 /// * Until the first heartbeat from anyone arrives, a node of a 1- or 2-member cluster uses
 ///   its Lease as above; with 3 or more members it may not announce (a restarted node cut
 ///   off from its peers but not from the API server must not take over on Lease expiry
@@ -493,7 +494,8 @@ pub struct OwnInput {
     pub lease_duration: Duration,
     /// Members whose Lease has not changed, and who were not heard, for this long stop
     /// counting — only while `lease_fresh` (this node sees the API server) and this node
-    /// hears a majority of the full membership and has been permitted for this long.
+    /// has heard a majority of the full membership since then and has been permitted for
+    /// this long. A reaped member counts again once its Lease is seen changing.
     /// Must exceed twice the lease duration (the witness rule relies on it).
     pub reap_after: Duration,
     /// Start of this node's current grant period, as returned by the previous evaluation
@@ -503,6 +505,13 @@ pub struct OwnInput {
     /// the speaker's start while the key is not loaded yet. None: heartbeats are not
     /// configured (Lease rules only, no start-up window).
     pub heartbeats_since: Option<Instant>,
+    /// How many peers the previous evaluation counted as members
+    /// ([`Judgement::member_count`], [`Liveness::members`]);
+    /// None: no evaluation yet (the first one sets the baseline, it does not grow).
+    pub members_before: Option<usize>,
+    /// When this node's membership last grew, as returned by the previous evaluation
+    /// ([`Liveness::grew_at`]); None: never.
+    pub grew_at: Option<Instant>,
 }
 
 /// One node's view of liveness at an instant.
@@ -524,8 +533,15 @@ pub struct Liveness {
     /// younger than [`MeshRules::settle_time`].
     pub permitted_since: Option<Instant>,
     /// Members reaped (dead for `reap_after`); pass back to the next evaluation: a reaped
-    /// member stays out until it is heard or renews its Lease again.
+    /// member stays out until its Lease is seen changing again.
     pub reaped: std::collections::BTreeSet<String>,
+    /// When the membership last grew (a member appeared, or a reaped one came back); pass
+    /// back in [`OwnInput::grew_at`], and `members.len()` in [`OwnInput::members_before`].
+    pub grew_at: Option<Instant>,
+    /// A reaped member is heard (within `fence_after`): only its Lease seen changing counts
+    /// it again, so a caller that paused its watch of the peers' Leases resumes it, as for
+    /// a node heard that is no member ([`super::LeaseWatchGate`]).
+    pub reaped_heard: bool,
 }
 
 impl Liveness {
@@ -580,18 +596,21 @@ impl MeshRules {
         let starting = self.starting(&own, now);
         if !own.mesh_enabled {
             let may = own.lease_fresh && !starting;
+            let verdicts: Vec<Verdict> = peers
+                .iter()
+                .map(|(_, p)| Verdict {
+                    member: p.lease_held_since.is_some(),
+                    alive: p.lease_alive,
+                    ..Verdict::default()
+                })
+                .collect();
             return Judgement {
                 may,
                 grant: may.then_some(Grant::Lease),
-                peers: peers
-                    .iter()
-                    .map(|(_, p)| Verdict {
-                        member: p.lease_held_since.is_some(),
-                        alive: p.lease_alive,
-                        ..Verdict::default()
-                    })
-                    .collect(),
+                grew_at: Self::grew_at(peers, &verdicts, &own, reaped_before, now),
+                peers: verdicts,
                 permitted_since: may.then(|| own.permitted_since.unwrap_or(now)),
+                reaped_heard: false,
             };
         }
         let view = |p: &PeerInput| PeerView {
@@ -608,11 +627,21 @@ impl MeshRules {
             .filter(|p| p.lease_held_since.is_some())
             .map(view)
             .collect();
-        let full_quorum = own.heard_any
-            && Self::quorum(
-                held.len() + 1,
-                held.iter().filter(|p| self.hears(p, now)).count(),
-            );
+        // ... and only once it has heard that quorum since the member's silence became
+        // long enough: a node cut off a moment before still hears its peers for
+        // `fence_after`, and one that reaped then (shrinking to two members, announcing on
+        // its own Lease) while a peer on the other side saw the member come back and kept
+        // counting it, announced while that peer took its IPs on its silence (the model
+        // check found this).
+        let full_quorum_since = |since: Instant| {
+            own.heard_any
+                && Self::quorum(
+                    held.len() + 1,
+                    held.iter()
+                        .filter(|p| self.hears(p, now) && p.last_heard.is_some_and(|t| t >= since))
+                        .count(),
+                )
+        };
         // Silence proves death only while this node could hear: it must itself have been
         // permitted (hearing a majority) for the whole reaping time. A node returning from
         // a long isolation would otherwise reap the members of the majority it was cut off
@@ -624,14 +653,28 @@ impl MeshRules {
         let mut verdicts: Vec<Verdict> = peers
             .iter()
             .map(|(name, p)| {
-                let dead_long = p
-                    .last_heard
-                    .is_none_or(|t| now.saturating_duration_since(t) >= own.reap_after)
-                    && p.lease_held_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
-                let reaped = dead_long
-                    && ((own.lease_fresh && full_quorum && quorum_for_long)
-                        || reaped_before.contains(name.as_ref()));
+                // when its silence became long enough to reap it
+                let dead_from = p.lease_held_since.and_then(|t| {
+                    p.last_heard
+                        .map_or(t, |h| h.max(t))
+                        .checked_add(own.reap_after)
+                });
+                let lease_old = p
+                    .lease_held_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= own.reap_after);
+                let dead_long = dead_from.is_some_and(|d| now >= d);
+                // A reaped member comes back only when its Lease is seen changing, never on
+                // being heard alone: every node that sees the API server sees that change,
+                // while a heartbeat may reach this node only. A node that counted a member
+                // back on hearing it, while another node cut off from both of them never
+                // learnt, held a majority of three with it, and took the other node's IPs on
+                // its silence while that node announced on the two-member rule with its own
+                // Lease fresh (the model check found this).
+                let reaped = (lease_old && reaped_before.contains(name.as_ref()))
+                    || (dead_long
+                        && own.lease_fresh
+                        && quorum_for_long
+                        && dead_from.is_some_and(full_quorum_since));
                 Verdict {
                     member: p.lease_held_since.is_some() && !reaped,
                     reaped,
@@ -673,8 +716,19 @@ impl MeshRules {
         // regained the API server, and a witness that saw its Lease expire keeps announcing
         // until its own renew deadline, which the Lease expiry (restarted at the regain)
         // outlasts (the model check found the takeover after `dead_after` overlapping it).
-        let young = regained
-            && since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration);
+        //
+        // The same for a lease duration after this node's membership grew (a member
+        // appeared, or a reaped one came back): a member that has not seen it grow yet
+        // still judges by the smaller membership — with two members, it announces on its
+        // own Lease alone — until its renew deadline, or until it sees the new Lease. A
+        // node that judged it by its silence took its IPs after `dead_after` while it still
+        // announced (the model check found this when a reaped member came back just as
+        // another lost its link).
+        let grew_at = Self::grew_at(peers, &verdicts, &own, reaped_before, now);
+        let grown = grew_at.is_some_and(|g| now.saturating_duration_since(g) < own.lease_duration);
+        let young = grown
+            || (regained
+                && since.is_some_and(|s| now.saturating_duration_since(s) < own.lease_duration));
         for (verdict, v) in verdicts.iter_mut().filter(|v| v.member).zip(&views) {
             verdict.alive = if witness {
                 // Judged by the Lease (a fresh read before any takeover), and only once
@@ -694,11 +748,40 @@ impl MeshRules {
             verdict.by_heartbeat =
                 !witness && !young && own.heard_any && v.last_heard.is_some() && n != 2;
         }
+        let reaped_heard = peers
+            .iter()
+            .zip(&verdicts)
+            .any(|((_, p), v)| v.reaped && self.hears(&view(p), now));
         Judgement {
             may,
             grant,
             peers: verdicts,
             permitted_since: since,
+            grew_at,
+            reaped_heard,
+        }
+    }
+
+    /// When the membership judged in `verdicts` (of `peers`) last grew: `now` if it counts
+    /// more members than the previous evaluation, or one that was reaped before; else as
+    /// before.
+    fn grew_at<K: AsRef<str>>(
+        peers: &[(K, PeerInput)],
+        verdicts: &[Verdict],
+        own: &OwnInput,
+        reaped_before: &std::collections::BTreeSet<String>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let members = verdicts.iter().filter(|v| v.member).count();
+        let more = own.members_before.is_some_and(|b| members > b);
+        let back = peers
+            .iter()
+            .zip(verdicts)
+            .any(|((n, _), v)| v.member && reaped_before.contains(n.as_ref()));
+        if more || back {
+            Some(now)
+        } else {
+            own.grew_at
         }
     }
 }
@@ -728,6 +811,10 @@ pub struct Judgement {
     pub peers: Vec<Verdict>,
     /// [`Liveness::permitted_since`].
     pub permitted_since: Option<Instant>,
+    /// [`Liveness::grew_at`].
+    pub grew_at: Option<Instant>,
+    /// [`Liveness::reaped_heard`].
+    pub reaped_heard: bool,
 }
 
 impl Judgement {
@@ -756,7 +843,14 @@ impl Judgement {
             by_heartbeat: owned(|v| v.by_heartbeat).collect(),
             permitted_since: self.permitted_since,
             reaped: owned(|v| v.reaped).collect(),
+            grew_at: self.grew_at,
+            reaped_heard: self.reaped_heard,
         }
+    }
+
+    /// How many peers it counts as members (pass back in [`OwnInput::members_before`]).
+    pub fn member_count(&self) -> usize {
+        self.peers.iter().filter(|v| v.member).count()
     }
 
     /// [`Liveness::renews_quietly`].
@@ -798,6 +892,8 @@ mod tests {
             reap_after: Duration::from_secs(20),
             permitted_since: None,
             heartbeats_since: Some(t0 - Duration::from_secs(60)),
+            members_before: None,
+            grew_at: None,
         }
     }
 
@@ -961,6 +1057,8 @@ mod tests {
             reap_after: Duration::from_secs(20),
             permitted_since: None,
             heartbeats_since: Some(t0 - ms(100)),
+            members_before: None,
+            grew_at: None,
         };
         let eval = |peers: &[(&str, Option<u64>)], own: OwnInput, at: Instant| {
             let peers: BTreeMap<String, PeerInput> = peers
@@ -1136,15 +1234,30 @@ mod tests {
         let l = r.evaluate(&minority, own, &Default::default(), t0);
         assert_eq!(l.members.len(), 4);
         assert!(!l.may);
-        // ... but one reaped before stays reaped (until heard or renewed again)
+        // ... but one reaped before stays reaped (until its Lease is seen changing again)
         let before: std::collections::BTreeSet<String> = ["long-dead".to_string()].into();
         let l = r.evaluate(&minority, own, &before, t0);
         assert_eq!(l.members.len(), 3);
         assert_eq!(l.reaped, before);
+        assert!(!l.reaped_heard);
+        // heard alone, it stays out (a node cut off from it cannot know it is back), and
+        // says so: a paused Lease watch must resume to see its Lease change
+        minority.get_mut("long-dead").unwrap().last_heard = Some(t0 - Duration::from_millis(20));
+        let l = r.evaluate(&minority, own, &before, t0);
+        assert_eq!(l.members.len(), 3);
+        assert_eq!(l.reaped, before);
+        assert!(l.reaped_heard);
+        assert_eq!(l.grew_at, None);
         minority.get_mut("long-dead").unwrap().lease_held_since = Some(t0);
         let l = r.evaluate(&minority, own, &before, t0);
         assert_eq!(l.members.len(), 4);
         assert!(l.reaped.is_empty());
+        assert!(!l.reaped_heard);
+        assert_eq!(
+            l.grew_at,
+            Some(t0),
+            "a reaped member back grows the membership"
+        );
         // never renewed since start: no permission whatever else holds
         let l = r.evaluate(
             &peers,
@@ -1200,6 +1313,8 @@ mod tests {
             reap_after: Duration::from_secs(20),
             permitted_since: None,
             heartbeats_since: long_ago,
+            members_before: None,
+            grew_at: None,
         };
         let g = |peers: &[PeerView], fresh: bool, heard_any: bool| {
             r.grant(peers, &own(fresh, heard_any), t0)
@@ -1477,5 +1592,130 @@ mod tests {
             ..own
         };
         assert!(r.evaluate(&peers, started, &Default::default(), t0).may);
+    }
+
+    #[test]
+    fn reaping_needs_a_quorum_heard_since_the_member_fell_silent_for_long() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let ms = Duration::from_millis;
+        let r = rules();
+        let own = OwnInput {
+            permitted_since: Some(t0 - Duration::from_secs(60)),
+            ..steady(t0)
+        };
+        // x fell silent, its Lease unchanged, 20 s before t0: its reaping time is t0
+        let x = PeerInput {
+            last_heard: Some(t0 - ms(20_000)),
+            lease_alive: false,
+            lease_held_since: Some(t0 - ms(20_200)),
+        };
+        let peer = |heard_ago: u64| PeerInput {
+            last_heard: Some(t0 - ms(heard_ago)),
+            lease_alive: true,
+            lease_held_since: Some(t0 - ms(100)),
+        };
+        let at = |b_heard_ago: u64, now: Instant| {
+            let peers =
+                BTreeMap::from([("b".to_string(), peer(b_heard_ago)), ("x".to_string(), x)]);
+            r.evaluate(&peers, own, &Default::default(), now)
+        };
+        // b heard at t0 (within the fence time): x is reaped, two members remain
+        let l = at(0, t0);
+        assert_eq!(l.reaped, ["x".to_string()].into());
+        assert_eq!(l.members, ["b".to_string()]);
+        // b last heard 50 ms before x's reaping time, still within the fence time: this
+        // node may just have been cut off, and b's side may have seen x back
+        let l = at(50, t0);
+        assert!(l.reaped.is_empty());
+        assert_eq!(l.members.len(), 2);
+        assert_eq!(l.grant, Some(Grant::Majority));
+        // ... still not 200 ms later (b heard 250 ms before)
+        let l = at(50, t0 + ms(200));
+        assert!(l.reaped.is_empty());
+        // heard again after it: reaped
+        let peers = BTreeMap::from([("b".to_string(), peer(0)), ("x".to_string(), x)]);
+        let l = r.evaluate(&peers, own, &Default::default(), t0 + ms(100));
+        assert_eq!(l.reaped, ["x".to_string()].into());
+    }
+
+    #[test]
+    fn after_the_membership_grew_silent_members_are_judged_by_their_leases_for_a_lease_duration() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let ms = Duration::from_millis;
+        let r = rules();
+        let settled = OwnInput {
+            permitted_since: Some(t0 - Duration::from_secs(60)),
+            members_before: Some(1),
+            ..steady(t0)
+        };
+        // a silent for 700 ms, its Lease still alive; c heard; two peers where there was one
+        // (c appeared): a majority, but a may not know c yet and announce on the two-member
+        // rule until its renew deadline — alive while its Lease is, not judged by heartbeats
+        let silent = PeerInput {
+            last_heard: Some(t0 - ms(700)),
+            lease_alive: true,
+            lease_held_since: Some(t0 - ms(800)),
+        };
+        let peers = BTreeMap::from([("a".to_string(), silent), ("c".to_string(), healthy(t0))]);
+        let l = r.evaluate(&peers, settled, &Default::default(), t0);
+        assert_eq!(l.grant, Some(Grant::Majority));
+        assert!(
+            l.may,
+            "the growing side keeps announcing: no settling, no withdrawal"
+        );
+        assert_eq!(l.grew_at, Some(t0));
+        assert_eq!(l.alive, ["a", "c"].map(String::from).into_iter().collect());
+        assert!(l.by_heartbeat.is_empty());
+        // passed back: the same for a lease duration after the growth ...
+        let grown = OwnInput {
+            members_before: Some(2),
+            grew_at: Some(t0),
+            ..settled
+        };
+        let judge = |after: u64, lease_alive: bool| {
+            let mut p = peers.clone();
+            p.get_mut("a").unwrap().lease_alive = lease_alive;
+            p.get_mut("c").unwrap().last_heard = Some(t0 + ms(after) - ms(20));
+            r.evaluate(&p, grown, &Default::default(), t0 + ms(after))
+        };
+        let l = judge(1999, true);
+        assert_eq!(l.grew_at, Some(t0));
+        assert!(l.alive.contains("a"));
+        assert!(l.by_heartbeat.is_empty());
+        // ... dead once its Lease expired too
+        assert!(!judge(1999, false).alive.contains("a"));
+        // ... and by heartbeats again a lease duration after the growth
+        let l = judge(2000, true);
+        assert!(!l.alive.contains("a"));
+        assert_eq!(
+            l.by_heartbeat,
+            ["a", "c"].map(String::from).into_iter().collect()
+        );
+        // the same membership without growth: by heartbeats at once
+        let same = OwnInput {
+            members_before: Some(2),
+            ..settled
+        };
+        let l = r.evaluate(&peers, same, &Default::default(), t0);
+        assert_eq!(l.grew_at, None);
+        assert!(!l.alive.contains("a"));
+        // nor is the first evaluation a growth
+        let first = OwnInput {
+            members_before: None,
+            ..settled
+        };
+        assert_eq!(
+            r.evaluate(&peers, first, &Default::default(), t0).grew_at,
+            None
+        );
+        // a shrinking membership does not grow it
+        let shrunk = OwnInput {
+            members_before: Some(3),
+            ..settled
+        };
+        assert_eq!(
+            r.evaluate(&peers, shrunk, &Default::default(), t0).grew_at,
+            None
+        );
     }
 }
