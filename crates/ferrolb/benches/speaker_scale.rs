@@ -104,7 +104,9 @@ use ferrolb::controller::secret::key_secret;
 use ferrolb::crd::L2Advertisement;
 use ferrolb::dataplane::bpf::FilterOptions;
 use ferrolb::dataplane::sys::{PacketSocket, RecvBatch};
-use ferrolb::election::membership::{to_group, Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE};
+use ferrolb::election::membership::{
+    to_group, GroupReach, Heartbeat, HmacKey, MeshTiming, FLAG_MAY_ANNOUNCE,
+};
 use ferrolb::election::LeaseClock;
 use ferrolb::speaker::liveness::node_lease_name;
 use ferrolb::speaker::state::{
@@ -826,7 +828,7 @@ const HEARTBEAT_GROUP: Ipv4Addr = ferrolb::speaker::heartbeat::DEFAULT_GROUP;
 
 /// Where a speaker sends its heartbeat of tick `tick` (1, 2, 3, …; one a heartbeat
 /// interval): `(to the group, unicast to the speaker)`. `heard_on_group`: whether it heard
-/// the speaker on the group within the last 2.5 intervals; None: it does not use the group.
+/// the speaker on the group lately ([`GroupReach::shares`]); None: it does not use the group.
 /// An even tick goes to the group, and also (a heartbeat of its own) unicast to a speaker not
 /// heard there; an odd tick, and every tick without the group, unicast.
 fn tick_sends(tick: u64, heard_on_group: Option<bool>) -> (bool, bool) {
@@ -842,7 +844,7 @@ fn tick_sends(tick: u64, heard_on_group: Option<bool>) -> (bool, bool) {
 /// heartbeat every interval (spread evenly over it, as independent speakers are; a healthy
 /// peer's flags, its own incarnation and increasing sequence numbers): on its even ticks to
 /// the group [`HEARTBEAT_GROUP`], plus unicast to node-0 (its next sequence number) unless
-/// node-0 was heard on the group within the last 2.5 intervals; on its odd ticks unicast to
+/// node-0 was heard on the group lately ([`GroupReach`]); on its odd ticks unicast to
 /// node-0 ([`tick_sends`]). So a speaker on the group hears every peer every interval, one
 /// that is not (an older one) every interval by unicast. A socket bound to the group's
 /// address, joined to it on the peers' interface, reads what node-0 sends the group; each
@@ -943,8 +945,14 @@ impl HeartbeatPeers {
                 let step = interval / n as u32;
                 let t0 = Instant::now();
                 let mut buf = [0u8; 512];
-                // when node-0 was last heard on the group
-                let mut heard_at: Option<Instant> = None;
+                // when node-0 was last heard on the group, judged as speakers judge it (the
+                // peers' fence time is three intervals, as the speaker's)
+                let timing = MeshTiming {
+                    interval,
+                    fence_after: interval * 3,
+                    ..MeshTiming::default()
+                };
+                let mut reach = GroupReach::new(timing).expect("a fence time of three intervals");
                 let mut k = 0usize;
                 while !st.load(Ordering::Relaxed) {
                     let p = k % n;
@@ -965,14 +973,14 @@ impl HeartbeatPeers {
                             if Heartbeat::decode(&buf[..len], &key)
                                 .is_ok_and(|h| h.node == "node-0")
                             {
-                                heard_at = Some(Instant::now());
+                                reach.heard("node-0", Instant::now());
                                 read_group.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
                     let heard = group_sock
                         .as_ref()
-                        .map(|_| heard_at.is_some_and(|t| t.elapsed() <= interval * 5 / 2));
+                        .map(|_| reach.shares("node-0", Instant::now()));
                     let (node, sock) = &sockets[p];
                     let (multicast, unicast) = tick_sends(tick, heard);
                     for (dest, send) in [(to_group, multicast), (to, unicast)] {
